@@ -1,0 +1,1 @@
+//! Image builder: reproducible rootfs, disk images and update bundles.

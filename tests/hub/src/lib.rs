@@ -1,0 +1,1 @@
+//! Local Azure IoT Hub emulator (a faithful fake: Azure cannot run here).

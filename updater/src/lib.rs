@@ -1,0 +1,1 @@
+//! A/B updater: RAUC-compatible bundles, slots, boot selection, install.

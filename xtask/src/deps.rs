@@ -1,0 +1,92 @@
+//! System packages the project needs, as data: each entry names a Debian package and a file
+//! whose presence shows it is installed. `ensure` installs the missing ones with apt-get when
+//! running as root, and otherwise names them and fails.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::bail;
+
+use crate::util;
+
+/// (Debian package, a path it installs). Keep sorted by package name.
+const PACKAGES: &[(&str, &str)] = &[("pkg-config", "/usr/bin/pkg-config")];
+
+/// (PyPI requirement, the module it provides) for Python-based test peers.
+const PIP_PACKAGES: &[(&str, &str)] = &[];
+
+/// Installs every missing system and Python package the project needs.
+pub fn ensure() -> anyhow::Result<()> {
+    ensure_apt()?;
+    ensure_pip()
+}
+
+/// Installs every missing package in [`PACKAGES`].
+fn ensure_apt() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, probe)| !Path::new(probe).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "missing system packages: {} (install them with apt-get, or run as root)",
+            missing.join(" ")
+        );
+    }
+    eprintln!("installing system packages: {}", missing.join(" "));
+    util::run(Command::new("apt-get").args(["update", "-qq"]))?;
+    util::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    Ok(())
+}
+
+/// Installs every missing Python package in [`PIP_PACKAGES`] for the `python3` on PATH.
+fn ensure_pip() -> anyhow::Result<()> {
+    let missing: Vec<&str> = PIP_PACKAGES
+        .iter()
+        .filter(|(_, module)| {
+            !Command::new("python3")
+                .args(["-c", &format!("import {module}")])
+                .status()
+                .map(|status| status.success())
+                .unwrap_or(false)
+        })
+        .map(|(requirement, _)| *requirement)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("installing Python packages: {}", missing.join(" "));
+    util::run(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .args(&missing),
+    )
+}
+
+fn is_root() -> bool {
+    // /proc/self/status "Uid:" line: real, effective, saved, fs.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .and_then(|line| line.split_whitespace().nth(2).map(|uid| uid == "0"))
+        })
+        .unwrap_or(false)
+}

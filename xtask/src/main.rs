@@ -1,0 +1,44 @@
+//! `cargo xtask`: the project's tasks. Each task is one module; this file only dispatches.
+//!
+//! - `cargo xtask demo`  — installs what is missing, then runs the main job on the embedded
+//!   example (see `demo.rs`).
+//! - `cargo xtask test`  — installs what is missing, then fmt, clippy -D warnings, all tests.
+//! - `cargo xtask bench` — benchmarks, figures into `target/bench/` (see `docs/benchmarks.md`).
+//! - `cargo xtask deps`  — only install the system packages the project needs.
+
+mod bench;
+mod demo;
+mod deps;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = match args.split_first() {
+        Some((task, rest)) => (task.as_str(), rest),
+        None => ("help", &[][..]),
+    };
+    let result = match task {
+        "demo" => demo::run(rest),
+        "test" => test::run(rest),
+        "bench" => bench::run(rest),
+        "deps" => deps::ensure(),
+        _ => {
+            eprintln!("usage: cargo xtask <demo|test|bench|deps> [args]");
+            return if task == "help" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            };
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("xtask {task}: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
