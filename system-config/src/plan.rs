@@ -6,8 +6,12 @@
 //! and never re-evaluate Nickel.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::ConfigError;
 
 /// Version of the plan format. Bump on any incompatible change.
 pub const PLAN_FORMAT_VERSION: u32 = 1;
@@ -61,8 +65,11 @@ pub struct Board {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Partitions {
+    /// EFI system partition (GRUB, kernel, initramfs, grubenv).
     pub esp_bytes: u64,
+    /// Each of the two A/B root file system slots.
     pub rootfs_bytes: u64,
+    /// The persistent data partition.
     pub data_bytes: u64,
 }
 
@@ -82,6 +89,7 @@ pub enum ComponentKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanComponent {
+    /// Driver, service or WASM app.
     pub kind: ComponentKind,
     /// What the component runs.
     pub run: Run,
@@ -107,9 +115,15 @@ pub struct PlanComponent {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Run {
     /// A native binary, looked up by name in the image's binary directory.
-    Binary { name: String },
+    Binary {
+        /// Binary file name, e.g. `testudo-log` (no path).
+        name: String,
+    },
     /// A WebAssembly module, by path relative to the repository (the image builder copies it).
-    Wasm { module: String },
+    Wasm {
+        /// Module path relative to the repository root, e.g. `wasm-apps/forwarder.wasm`.
+        module: String,
+    },
 }
 
 /// Device resources a driver owns exclusively.
@@ -139,9 +153,22 @@ pub struct Provided {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Rights {
+    /// Read only (e.g. a sensor, an identity).
     Read,
+    /// Write only (e.g. a log sink, a telemetry upload).
     Write,
+    /// Both.
     ReadWrite,
+}
+
+impl std::fmt::Display for Rights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Rights::Read => "read",
+            Rights::Write => "write",
+            Rights::ReadWrite => "read_write",
+        })
+    }
 }
 
 impl Rights {
@@ -153,10 +180,12 @@ impl Rights {
         }
     }
 
+    /// True when these rights include reading.
     pub fn can_read(self) -> bool {
         matches!(self, Rights::Read | Rights::ReadWrite)
     }
 
+    /// True when these rights include writing.
     pub fn can_write(self) -> bool {
         matches!(self, Rights::Write | Rights::ReadWrite)
     }
@@ -183,8 +212,11 @@ pub struct Route {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RestartPolicy {
+    /// Restart whenever it exits.
     Always,
+    /// Restart when it exits with a failure status or a signal.
     OnFailure,
+    /// Never restart.
     Never,
 }
 
@@ -215,6 +247,81 @@ pub struct AppSlot {
     pub limits: Limits,
     /// Components that must be running before an app in this slot starts.
     pub after: Vec<String>,
+    /// The factory app placed in the slot before any cloud deployment (absent when the slot
+    /// starts empty). Its routes are within `max_uses` (checked by `testudo check`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<SlotApp>,
+}
+
+/// An app placed in a slot: the module and the routes it is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotApp {
+    /// WASM module path, relative to the repository root (as in [`Run::Wasm`]).
+    pub module: String,
+    /// Routes given to the app, by local name; a subset of the slot's `max_uses`.
+    pub uses: BTreeMap<String, Route>,
+}
+
+impl AppSlot {
+    /// Checks that `uses` (what a deployment asks for) stays within this slot's `max_uses`:
+    /// every local name exists in the maximum with the same target and interface, rights
+    /// within the maximum's rights and `allow` entries among the maximum's entries.
+    /// Returns every violation as (local name, reason). The cloud agent calls this before
+    /// deploying an app; `testudo check` calls it on the slot's initial app.
+    pub fn admits(&self, uses: &BTreeMap<String, Route>) -> Result<(), Vec<(String, String)>> {
+        let violations: Vec<(String, String)> = uses
+            .iter()
+            .filter_map(|(local, route)| {
+                route_within(local, route, &self.max_uses)
+                    .err()
+                    .map(|reason| (local.clone(), reason))
+            })
+            .collect();
+        if violations.is_empty() {
+            Ok(())
+        } else {
+            Err(violations)
+        }
+    }
+}
+
+/// Checks one route against a slot maximum; `Err` says why it is beyond it.
+pub fn route_within(
+    local: &str,
+    route: &Route,
+    max_uses: &BTreeMap<String, Route>,
+) -> Result<(), String> {
+    let Some(max) = max_uses.get(local) else {
+        return Err(format!(
+            "`{local}` is not among the slot's max_uses ({})",
+            max_uses.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    };
+    if (route.component.as_str(), route.capability.as_str())
+        != (max.component.as_str(), max.capability.as_str())
+    {
+        return Err(format!(
+            "routes to `{}.{}` but the slot allows only `{}.{}`",
+            route.component, route.capability, max.component, max.capability
+        ));
+    }
+    if route.interface != max.interface {
+        return Err(format!(
+            "interface `{}` but the slot allows `{}`",
+            route.interface, max.interface
+        ));
+    }
+    if !route.rights.within(max.rights) {
+        return Err(format!(
+            "rights {} exceed the slot's maximum {}",
+            route.rights, max.rights
+        ));
+    }
+    if let Some(extra) = route.allow.iter().find(|a| !max.allow.contains(a)) {
+        return Err(format!("allow entry `{extra}` is not in the slot's maximum"));
+    }
+    Ok(())
 }
 
 /// A/B update policy.
@@ -241,4 +348,67 @@ pub struct CloudConfig {
     pub identity: String,
     /// DPS id scope, when the device is provisioned through DPS.
     pub dps_scope: Option<String>,
+}
+
+impl Plan {
+    /// Parses a plan from its JSON text (canonical or not). [`Plan::read`] also checks the
+    /// format version.
+    pub fn from_json(json: &str) -> Result<Plan, serde_json::Error> {
+        serde_json::from_str(json)
+    }
+
+    /// Reads a plan file written by `testudo plan`, refusing an unknown format version.
+    pub fn read(path: &Path) -> Result<Plan, ConfigError> {
+        let json = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadPlan {
+            path: path.to_owned(),
+            source,
+        })?;
+        let plan = Plan::from_json(&json).map_err(|source| ConfigError::ParsePlan {
+            path: path.to_owned(),
+            source,
+        })?;
+        if plan.format != PLAN_FORMAT_VERSION {
+            return Err(ConfigError::PlanFormat {
+                path: path.to_owned(),
+                found: plan.format,
+                expected: PLAN_FORMAT_VERSION,
+            });
+        }
+        Ok(plan)
+    }
+
+    /// The canonical JSON text of the plan: object keys sorted, two-space indentation, no
+    /// timestamps, a final newline. The same plan always gives the same bytes; this is what
+    /// `testudo plan` writes (see `docs/plan-format.md`).
+    pub fn to_canonical_json(&self) -> Result<String, serde_json::Error> {
+        let value = serde_json::to_value(self)?;
+        let mut out = String::new();
+        crate::canonical::write_value(&mut out, &value, 0)?;
+        out.push('\n');
+        Ok(out)
+    }
+
+    /// sha256 (lower-case hex) of [`Plan::to_canonical_json`]: the plan's identity. Equal to
+    /// `sha256sum` of a plan file written by `testudo plan`.
+    pub fn content_hash(&self) -> Result<String, serde_json::Error> {
+        let json = self.to_canonical_json()?;
+        Ok(hex::encode(Sha256::digest(json.as_bytes())))
+    }
+
+    /// All routes of the plan: (consumer, local name, route), components first, then the
+    /// maximum routes of app slots (consumer `slot:<name>`). Sorted by consumer and local name.
+    pub fn routes(&self) -> Vec<(String, &str, &Route)> {
+        let mut routes = Vec::new();
+        for (name, component) in &self.components {
+            for (local, route) in &component.uses {
+                routes.push((name.clone(), local.as_str(), route));
+            }
+        }
+        for (name, slot) in &self.app_slots {
+            for (local, route) in &slot.max_uses {
+                routes.push((format!("slot:{name}"), local.as_str(), route));
+            }
+        }
+        routes
+    }
 }

@@ -1,1 +1,27 @@
 //! A/B updater: RAUC-compatible bundles, slots, boot selection, install.
+//!
+//! Bundles: [`manifest`], [`signature`] (CMS), [`verity`] (hash tree), [`payload`]
+//! (squashfs), [`bundle`] (write, verify, extract), [`keys`] (development keys).
+//! Devices: [`system_conf`], [`slot`], [`status_file`], [`bootloader`], [`install`], [`mark`].
+
+pub mod bootloader;
+pub mod bundle;
+pub mod error;
+pub mod ini;
+pub mod install;
+pub mod keys;
+pub mod manifest;
+pub mod mark;
+pub mod payload;
+pub mod signature;
+pub mod slot;
+pub mod status_file;
+pub mod system_conf;
+pub mod verity;
+pub mod version;
+
+pub use bundle::{BundleSpec, VerifiedBundle};
+pub use error::{Result, UpdaterError};
+pub use manifest::{BundleFormat, Manifest};
+pub use signature::{Keyring, Signer};
+pub use system_conf::SystemConf;

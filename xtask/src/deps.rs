@@ -10,10 +10,26 @@ use anyhow::bail;
 use crate::util;
 
 /// (Debian package, a path it installs). Keep sorted by package name.
-const PACKAGES: &[(&str, &str)] = &[("pkg-config", "/usr/bin/pkg-config")];
+const PACKAGES: &[(&str, &str)] = &[
+    ("clang-14", "/usr/bin/clang-14"),
+    (
+        "libclang-rt-14-dev-wasm32",
+        "/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a",
+    ),
+    ("lld-14", "/usr/bin/wasm-ld-14"),
+    // Anchor broker for the hub emulator's connection-memory benchmark.
+    ("mosquitto", "/usr/sbin/mosquitto"),
+    ("pkg-config", "/usr/bin/pkg-config"),
+    ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
+];
 
 /// (PyPI requirement, the module it provides) for Python-based test peers.
-const PIP_PACKAGES: &[(&str, &str)] = &[];
+const PIP_PACKAGES: &[(&str, &str)] = &[
+    // Microsoft's official IoT Hub SDKs: fidelity peers of the hub emulator (tests/hub).
+    ("azure-iot-device", "azure.iot.device"),
+    ("azure-iot-hub", "azure.iot.hub"),
+    ("wasmtime", "wasmtime"),
+];
 
 /// Installs every missing system and Python package the project needs.
 pub fn ensure() -> anyhow::Result<()> {

@@ -5,7 +5,9 @@
 //! - `cargo xtask test`  — installs what is missing, then fmt, clippy -D warnings, all tests.
 //! - `cargo xtask bench` — benchmarks, figures into `target/bench/` (see `docs/benchmarks.md`).
 //! - `cargo xtask deps`  — only install the system packages the project needs.
+//! - `cargo xtask apps`  — build the WebAssembly apps in `wasm-apps/` (see `apps.rs`).
 
+mod apps;
 mod bench;
 mod demo;
 mod deps;
@@ -25,8 +27,9 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
         "deps" => deps::ensure(),
+        "apps" => apps::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench|deps> [args]");
+            eprintln!("usage: cargo xtask <demo|test|bench|deps|apps> [args]");
             return if task == "help" {
                 ExitCode::SUCCESS
             } else {

@@ -7,8 +7,24 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "agent")]
+mod agent;
+#[cfg(feature = "config")]
+mod audit;
 #[cfg(feature = "config")]
 mod check;
+#[cfg(feature = "config")]
+mod graph;
+#[cfg(feature = "config")]
+mod plan;
+#[cfg(feature = "hub")]
+mod hub;
+#[cfg(feature = "updater")]
+mod bundle;
+#[cfg(feature = "updater")]
+mod keys;
+#[cfg(feature = "updater")]
+mod update;
 
 /// testudo: declarative, capability-routed system images for IoT gateways.
 #[derive(Debug, Parser)]
@@ -20,15 +36,55 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Cloud agent: connect a device to IoT Hub (echo example), import its key into the TPM.
+    #[cfg(feature = "agent")]
+    Agent(agent::Args),
     /// Validate a system config; prints a one-line summary or every located error.
     #[cfg(feature = "config")]
     Check(check::Args),
+    /// Write the canonical plan JSON (the input of every later stage).
+    #[cfg(feature = "config")]
+    Plan(plan::Args),
+    /// Draw the capability graph as SVG (built in) or Graphviz DOT.
+    #[cfg(feature = "config")]
+    Graph(graph::Args),
+    /// Per component: capabilities granted vs. all, trusted base, reduction.
+    #[cfg(feature = "config")]
+    Audit(audit::Args),
+    /// Create, inspect and extract RAUC-compatible signed update bundles.
+    #[cfg(feature = "updater")]
+    Bundle(bundle::Args),
+    /// Create development signing keys.
+    #[cfg(feature = "updater")]
+    Keys(keys::Args),
+    /// A/B updates on the device: install, status, mark slots good/bad/active.
+    #[cfg(feature = "updater")]
+    Update(update::Args),
+    /// Local Azure IoT Hub emulator (a fake for tests): serve, registry, twins.
+    #[cfg(feature = "hub")]
+    Hub(hub::Args),
 }
 
 /// Runs the parsed command line; the returned code is the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        #[cfg(feature = "agent")]
+        Command::Agent(args) => agent::run(args),
         #[cfg(feature = "config")]
         Command::Check(args) => check::run(args),
+        #[cfg(feature = "config")]
+        Command::Plan(args) => plan::run(args),
+        #[cfg(feature = "config")]
+        Command::Graph(args) => graph::run(args),
+        #[cfg(feature = "config")]
+        Command::Audit(args) => audit::run(args),
+        #[cfg(feature = "updater")]
+        Command::Bundle(args) => bundle::run(args),
+        #[cfg(feature = "updater")]
+        Command::Keys(args) => keys::run(args),
+        #[cfg(feature = "updater")]
+        Command::Update(args) => update::run(args),
+        #[cfg(feature = "hub")]
+        Command::Hub(args) => hub::run(args),
     }
 }

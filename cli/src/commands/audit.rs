@@ -1,0 +1,37 @@
+//! `testudo audit CONFIG [--json]`: what each component holds versus the whole system.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Nickel system config.
+    config: PathBuf,
+    /// Print the audit as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the audit table (or JSON).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (plan, warnings) = match testudo_config::load_plan(&args.config) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            super::check::print_errors(&errors);
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for warning in &warnings {
+        eprintln!("warning: {warning}");
+    }
+    let audit = testudo_config::audit::audit(&plan);
+    if args.json {
+        let json = serde_json::to_string_pretty(&audit).context("serialising the audit")?;
+        println!("{json}");
+    } else {
+        print!("{}", audit.to_table());
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,641 @@
+//! `build`: plan in, `rootfs.img`, `disk.img`, `update.raucb` and `manifest.json` out.
+//!
+//! Every step's output is content-addressed in the [`Cache`]: the key covers exactly what
+//! determines the output, so an unchanged step is a cache hit and a changed WASM app re-runs
+//! only the rootfs, the bundle and the disk assembly. Nothing in the outputs depends on the
+//! host path, user, umask, time zone or clock (see `reproducible`).
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use testudo_config::{Plan, Run};
+use testudo_updater::keys::DevKeys;
+use testudo_updater::{BundleFormat, BundleSpec};
+
+use crate::binaries;
+use crate::cache::{Cache, CacheKey, Reuse};
+use crate::datafs;
+use crate::digest::{bytes_sha256, file_digest, FileDigest};
+use crate::disk::{self, DiskLayout, DATA_LABEL, ESP_LABEL, ROOTFS_A_LABEL};
+use crate::error::{ImageError, Result};
+use crate::esp::{self, EspContent, BOOT_EFI_PATH, GRUBENV_PATH, GRUB_CFG_PATH};
+use crate::initramfs;
+use crate::kernel::{self, Kernel};
+use crate::keys;
+use crate::manifest::{Entry, ImageManifest, SystemInfo, MANIFEST_FORMAT};
+use crate::progress::{Progress, ProgressMode};
+use crate::reproducible::SourceDateEpoch;
+use crate::rootfs::{self, RootfsTree, APPS_ROOT, BIN_DIR, INITRAMFS_PATH, KERNEL_PATH, PLAN_PATH};
+use crate::system_conf;
+use crate::tool::{ToolCall, ToolRunner};
+
+/// Output file names in the output directory.
+pub const ROOTFS_IMG: &str = "rootfs.img";
+/// The disk image.
+pub const DISK_IMG: &str = "disk.img";
+/// The update bundle.
+pub const BUNDLE: &str = "update.raucb";
+/// The signed manifest.
+pub const MANIFEST: &str = "manifest.json";
+/// The init every image starts.
+pub const INIT_BINARY: &str = "testudo-init";
+/// The WASM host binary, included when the plan has WASM components or app slots.
+pub const WASM_HOST_BINARY: &str = "testudo-wasm-host";
+
+/// Build-host files the builder reads besides the plan's own inputs.
+#[derive(Debug, Clone)]
+pub struct HostPaths {
+    /// Root of kernel module trees (`/lib/modules`).
+    pub modules_root: PathBuf,
+    /// A static busybox for the initramfs (`/usr/bin/busybox`, Debian `busybox-static`).
+    pub busybox: PathBuf,
+}
+
+impl Default for HostPaths {
+    fn default() -> Self {
+        HostPaths {
+            modules_root: PathBuf::from("/lib/modules"),
+            busybox: PathBuf::from("/usr/bin/busybox"),
+        }
+    }
+}
+
+/// Everything a build needs.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The plan to build.
+    pub plan: Plan,
+    /// The repository root: WASM module paths in the plan are relative to it, relative board
+    /// kernel paths to its `images/boards/`.
+    pub source_root: PathBuf,
+    /// Where the four outputs go (created if missing).
+    pub out_dir: PathBuf,
+    /// The key directory (see `keys`).
+    pub keys: DevKeys,
+    /// Directories searched, in order, for native binaries.
+    pub bin_dirs: Vec<PathBuf>,
+    /// The build cache directory.
+    pub cache_dir: PathBuf,
+    /// `SOURCE_DATE_EPOCH` if set; otherwise git `HEAD` time of `source_root`, else 0.
+    pub source_date_epoch: Option<String>,
+    /// How to show progress.
+    pub progress: ProgressMode,
+    /// Build-host inputs.
+    pub host: HostPaths,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// Step name.
+    pub name: String,
+    /// Whether it came from the cache (None: not a cached step).
+    pub reuse: Option<Reuse>,
+    /// Wall time in seconds.
+    pub seconds: f64,
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    /// The build clock used.
+    pub epoch: SourceDateEpoch,
+    /// Steps in order.
+    pub steps: Vec<StepReport>,
+    /// The output files with their digests.
+    pub outputs: Vec<Entry>,
+}
+
+const STEPS: u64 = 11;
+
+/// One file of the rootfs, before staging.
+#[derive(Debug, Clone)]
+enum Source {
+    File(PathBuf),
+    Bytes(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+struct Staged {
+    source: Source,
+    mode: u32,
+    digest: FileDigest,
+}
+
+#[derive(Debug, Default)]
+struct RootfsSpec {
+    files: BTreeMap<String, Staged>,
+}
+
+impl RootfsSpec {
+    fn add_file(&mut self, image_path: &str, path: &Path, mode: u32) -> Result<FileDigest> {
+        let digest = file_digest(path)?;
+        self.files.insert(
+            image_path.trim_start_matches('/').to_owned(),
+            Staged {
+                source: Source::File(path.to_path_buf()),
+                mode,
+                digest: digest.clone(),
+            },
+        );
+        Ok(digest)
+    }
+
+    fn add_bytes(&mut self, image_path: &str, bytes: Vec<u8>, mode: u32) {
+        let digest = FileDigest {
+            sha256: bytes_sha256(&bytes),
+            size: bytes.len() as u64,
+        };
+        self.files.insert(
+            image_path.trim_start_matches('/').to_owned(),
+            Staged {
+                source: Source::Bytes(bytes),
+                mode,
+                digest,
+            },
+        );
+    }
+
+    fn key_parts(&self) -> Vec<String> {
+        let mut parts: Vec<String> = rootfs::MOUNT_POINTS.iter().map(|m| format!("dir {m}")).collect();
+        for (path, staged) in &self.files {
+            parts.push(format!("{path} {:o} {} {}", staged.mode, staged.digest.sha256, staged.digest.size));
+        }
+        parts
+    }
+
+    fn stage(&self, root: &Path) -> Result<RootfsTree> {
+        let tree = RootfsTree::create(root)?;
+        fs::create_dir_all(tree.host_path("boot/efi")).map_err(ImageError::write(root))?;
+        for (path, staged) in &self.files {
+            match &staged.source {
+                Source::File(file) => tree.add_file(path, file, staged.mode)?,
+                Source::Bytes(bytes) => tree.add_bytes(path, bytes, staged.mode)?,
+            }
+        }
+        Ok(tree)
+    }
+}
+
+struct Steps {
+    progress: Progress,
+    reports: Vec<StepReport>,
+}
+
+impl Steps {
+    fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<(T, Option<Reuse>)>) -> Result<T> {
+        self.progress.start(name);
+        let started = Instant::now();
+        let (value, reuse) = step()?;
+        let elapsed = started.elapsed();
+        self.progress.finish(name, reuse, elapsed);
+        self.reports.push(StepReport {
+            name: name.to_owned(),
+            reuse,
+            seconds: elapsed.as_secs_f64(),
+        });
+        Ok(value)
+    }
+}
+
+fn tool_version(tools: &dyn ToolRunner, program: &str, flag: &str) -> String {
+    tools
+        .run(&ToolCall::new(program, "reading the tool version").arg(flag))
+        .map(|out| String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_owned())
+        .unwrap_or_default()
+}
+
+fn copy_out(from: &Path, to: &Path) -> Result<()> {
+    if to.exists() {
+        fs::remove_file(to).map_err(ImageError::write(to))?;
+    }
+    fs::copy(from, to).map_err(ImageError::write(to))?;
+    Ok(())
+}
+
+/// The native binaries the plan needs, by name, with who needs them.
+pub fn needed_binaries(plan: &Plan) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    names.insert(INIT_BINARY.to_owned(), "every image".to_owned());
+    for (component, spec) in &plan.components {
+        match &spec.run {
+            Run::Binary { name } => {
+                names.entry(name.clone()).or_insert_with(|| format!("component `{component}`"));
+            }
+            Run::Wasm { .. } => {
+                names
+                    .entry(WASM_HOST_BINARY.to_owned())
+                    .or_insert_with(|| format!("WASM component `{component}`"));
+            }
+        }
+    }
+    if !plan.app_slots.is_empty() {
+        names
+            .entry(WASM_HOST_BINARY.to_owned())
+            .or_insert_with(|| "the plan's app slots".to_owned());
+    }
+    names
+}
+
+/// Builds the image described by `request`.
+pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildReport> {
+    let plan = &request.plan;
+    let epoch = SourceDateEpoch::determine(
+        request.source_date_epoch.as_deref(),
+        &request.source_root,
+        tools,
+    )?;
+    let cache = Cache::open(&request.cache_dir)?;
+    fs::create_dir_all(&request.out_dir).map_err(ImageError::write(&request.out_dir))?;
+    let scratch = tempfile_in(&request.cache_dir.join("tmp"))?;
+    let work = scratch.path();
+    let epoch_text = epoch.seconds.to_string();
+    let seed = plan.compatible.clone();
+    let mut inputs: Vec<Entry> = Vec::new();
+    let mut steps = Steps {
+        progress: Progress::new(STEPS, request.progress),
+        reports: Vec::new(),
+    };
+    let mut spec = RootfsSpec::default();
+
+    // The plan, byte for byte as the device will read it.
+    let plan_bytes = plan
+        .to_canonical_json()
+        .map_err(|source| ImageError::Serialize {
+            what: "plan".into(),
+            source,
+        })?
+        .into_bytes();
+    inputs.push(entry("plan", &FileDigest {
+        sha256: bytes_sha256(&plan_bytes),
+        size: plan_bytes.len() as u64,
+    }));
+    spec.add_bytes(PLAN_PATH, plan_bytes, 0o644);
+
+    // Kernel and modules.
+    let (kernel, initramfs_modules) = steps.run("kernel and modules", || {
+        let boards_dir = request.source_root.join("images/boards");
+        let kernel = Kernel::locate(&plan.board.kernel, &boards_dir, &request.host.modules_root)?;
+        let digest = spec.add_file(KERNEL_PATH, &kernel.image, 0o644)?;
+        inputs.push(entry(&format!("kernel:vmlinuz-{}", kernel.version), &digest));
+        let needed = kernel.resolve(&kernel::plan_modules(plan))?;
+        let mut load_order = String::new();
+        for module in &needed {
+            let path = kernel.modules_dir.join(&module.relative);
+            let image_path = format!("lib/modules/{}/{}", kernel.version, module.relative);
+            let digest = spec.add_file(&image_path, &path, 0o644)?;
+            inputs.push(entry(&format!("kernel-module:{}", module.name), &digest));
+            load_order.push_str(&module.relative);
+            load_order.push('\n');
+        }
+        spec.add_bytes(
+            &format!("lib/modules/{}/testudo.load", kernel.version),
+            load_order.into_bytes(),
+            0o644,
+        );
+        let initramfs_modules = kernel.resolve(&kernel::initramfs_modules())?;
+        Ok(((kernel, initramfs_modules), None))
+    })?;
+
+    // Initramfs.
+    steps.run("initramfs", || {
+        let busybox_digest = file_digest(&request.host.busybox)?;
+        inputs.push(entry("busybox", &busybox_digest));
+        let mut module_files = Vec::new();
+        let mut parts = vec![busybox_digest.sha256.clone(), initramfs::init_script(&[])];
+        for module in &initramfs_modules {
+            let path = kernel.modules_dir.join(&module.relative);
+            let bytes = fs::read(&path).map_err(ImageError::read(&path))?;
+            parts.push(format!("{} {}", module.name, bytes_sha256(&bytes)));
+            module_files.push((module.name.clone(), bytes));
+        }
+        let key = CacheKey::new("initramfs", &parts);
+        let (object, reuse) = cache.get_or_build(&key, |out| {
+            let busybox = fs::read(&request.host.busybox).map_err(ImageError::read(&request.host.busybox))?;
+            let archive = initramfs::build(&busybox, &module_files);
+            fs::write(out, archive).map_err(ImageError::write(out))
+        })?;
+        spec.add_file(INITRAMFS_PATH, &object, 0o644)?;
+        Ok(((), Some(reuse)))
+    })?;
+
+    // Native binaries, stripped, with their shared libraries.
+    steps.run("binaries", || {
+        let mut any_built = false;
+        let mut libraries = std::collections::BTreeSet::new();
+        for (name, needed_by) in needed_binaries(plan) {
+            let path = binaries::find_binary(&name, &request.bin_dirs, &needed_by)?;
+            let digest = file_digest(&path)?;
+            inputs.push(entry(&format!("binary:{name}"), &digest));
+            let key = CacheKey::new("strip", [digest.sha256.as_str()]);
+            let (stripped, reuse) = cache.get_or_build(&key, |out| binaries::strip(tools, &path, out))?;
+            any_built |= reuse == Reuse::Built;
+            spec.add_file(&format!("{BIN_DIR}/{name}"), &stripped, 0o755)?;
+            libraries.extend(binaries::shared_libraries(tools, &path)?);
+        }
+        for library in libraries {
+            let digest = spec.add_file(&library.to_string_lossy(), &library, 0o755)?;
+            inputs.push(entry(&format!("library:{}", library.display()), &digest));
+        }
+        Ok(((), Some(if any_built { Reuse::Built } else { Reuse::Hit })))
+    })?;
+
+    // WASM apps.
+    steps.run("wasm apps", || {
+        for (owner, module) in wasm_modules(plan) {
+            let path = request.source_root.join(&module);
+            check_wasm(&owner, &module, &path)?;
+            let digest = spec.add_file(&format!("{APPS_ROOT}/{module}"), &path, 0o644)?;
+            inputs.push(entry(&format!("app:{module}"), &digest));
+        }
+        Ok(((), None))
+    })?;
+
+    // Updater configuration and public keys.
+    spec.add_bytes(rootfs::SYSTEM_CONF_PATH, system_conf::render(plan).into_bytes(), 0o644);
+    let ca = spec.add_file(system_conf::KEYRING_PATH, &request.keys.ca_cert, 0o644)?;
+    inputs.push(entry("key:ca.pem", &ca));
+    let deploy_pub = spec.add_file(
+        &format!("{}/deploy.ed25519.pub", rootfs::KEYS_DIR),
+        &request.keys.deploy_pub,
+        0o644,
+    )?;
+    inputs.push(entry("key:deploy.ed25519.pub", &deploy_pub));
+    spec.add_bytes("etc/os-release", os_release(plan).into_bytes(), 0o644);
+
+    // Rootfs.
+    let rootfs_object = steps.run("rootfs", || {
+        let mut parts = spec.key_parts();
+        parts.push(format!("epoch {epoch_text}"));
+        parts.push(tool_version(tools, "mksquashfs", "-version"));
+        let key = CacheKey::new("rootfs", &parts);
+        let (object, reuse) = cache.get_or_build(&key, |out| {
+            let tree = spec.stage(&work.join("rootfs"))?;
+            tree.pack(tools, epoch, out)?;
+            fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
+        })?;
+        Ok((object, Some(reuse)))
+    })?;
+    let rootfs_out = request.out_dir.join(ROOTFS_IMG);
+    copy_out(&rootfs_object, &rootfs_out)?;
+
+    // ESP.
+    let grub_cfg = esp::grub_cfg(&plan.board.console);
+    let grubenv = esp::initial_grubenv();
+    let (esp_object, grub_efi) = steps.run("esp", || {
+        let grub_key = CacheKey::new(
+            "grub-efi",
+            [esp::early_cfg(), esp::GRUB_MODULES.join(" "), tool_version(tools, "grub-mkimage", "--version")],
+        );
+        let (grub_efi, _) = cache.get_or_build(&grub_key, |out| esp::build_grub_efi(tools, &work.join("grub"), out))?;
+        let grub_digest = file_digest(&grub_efi)?;
+        let volume_id = bytes_sha256(seed.as_bytes())[..8].to_uppercase();
+        let size = plan.board.partitions.esp_bytes;
+        let key = CacheKey::new(
+            "esp",
+            [
+                grub_digest.sha256.clone(),
+                grub_cfg.clone(),
+                bytes_sha256(&grubenv),
+                size.to_string(),
+                volume_id.clone(),
+                epoch_text.clone(),
+                tool_version(tools, "mkfs.vfat", "--help"),
+            ],
+        );
+        let (object, reuse) = cache.get_or_build(&key, |out| {
+            let content = EspContent {
+                grub_efi: &grub_efi,
+                grub_cfg: &grub_cfg,
+                grubenv: &grubenv,
+                size,
+                volume_id: &volume_id,
+            };
+            esp::build_esp(tools, &content, epoch, work, out)
+        })?;
+        Ok(((object, grub_digest), Some(reuse)))
+    })?;
+
+    // Data partition.
+    let data_object = steps.run("data partition", || {
+        let size = plan.board.partitions.data_bytes.max(disk::ALIGN);
+        let size = size.div_ceil(disk::ALIGN) * disk::ALIGN;
+        let key = CacheKey::new("data-fs", [seed.clone(), size.to_string(), epoch_text.clone()]);
+        let (object, reuse) = cache.get_or_build(&key, |out| {
+            datafs::build_data_fs(tools, &seed, size, epoch, &work.join("data"), out)
+        })?;
+        Ok((object, Some(reuse)))
+    })?;
+
+    // Disk image.
+    let disk_out = request.out_dir.join(DISK_IMG);
+    steps.run("disk image", || {
+        let layout = DiskLayout::for_board(&seed, &plan.board.partitions);
+        disk::assemble(
+            &disk_out,
+            &layout,
+            &[
+                (ESP_LABEL, &esp_object),
+                (ROOTFS_A_LABEL, &rootfs_object),
+                (DATA_LABEL, &data_object),
+            ],
+        )?;
+        Ok(((), None))
+    })?;
+
+    // Update bundle.
+    let rootfs_digest = file_digest(&rootfs_out)?;
+    let bundle_out = request.out_dir.join(BUNDLE);
+    steps.run("update bundle", || {
+        let format = match plan.update.bundle_format.as_str() {
+            "plain" => BundleFormat::Plain,
+            _ => BundleFormat::Verity,
+        };
+        let cert = file_digest(&request.keys.signing_cert)?;
+        let key_file = file_digest(&request.keys.signing_key)?;
+        let key = CacheKey::new(
+            "bundle",
+            [
+                rootfs_digest.sha256.clone(),
+                cert.sha256,
+                key_file.sha256,
+                plan.compatible.clone(),
+                plan.version.clone(),
+                format.as_str().to_owned(),
+            ],
+        );
+        let (object, reuse) = cache.get_or_build(&key, |out| {
+            let dir = work.join("bundle");
+            fs::create_dir_all(&dir).map_err(ImageError::write(&dir))?;
+            let image = dir.join(ROOTFS_IMG);
+            if fs::hard_link(&rootfs_object, &image).is_err() {
+                fs::copy(&rootfs_object, &image).map_err(ImageError::write(&image))?;
+            }
+            let mut bundle_spec = BundleSpec::new(&plan.compatible, &plan.version, vec![("rootfs".to_owned(), image)]);
+            bundle_spec.format = format;
+            bundle_spec.description = Some(format!("{} {}", plan.name, plan.version));
+            bundle_spec.mksquashfs_args = ["-noI", "-noD", "-noF", "-noX"].map(str::to_owned).to_vec();
+            let made = dir.join(BUNDLE);
+            testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made).map_err(|source| {
+                ImageError::Bundle {
+                    path: made.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+            fs::rename(&made, out).map_err(ImageError::write(out))
+        })?;
+        copy_out(&object, &bundle_out)?;
+        Ok(((), Some(reuse)))
+    })?;
+
+    // Manifest.
+    let outputs = steps.run("manifest", || {
+        let mut outputs = vec![
+            entry(ROOTFS_IMG, &rootfs_digest),
+            entry(DISK_IMG, &file_digest(&disk_out)?),
+            entry(&format!("esp:{BOOT_EFI_PATH}"), &grub_efi),
+            entry(&format!("esp:{GRUB_CFG_PATH}"), &FileDigest {
+                sha256: bytes_sha256(grub_cfg.as_bytes()),
+                size: grub_cfg.len() as u64,
+            }),
+            entry(&format!("esp:{GRUBENV_PATH}"), &FileDigest {
+                sha256: bytes_sha256(&grubenv),
+                size: grubenv.len() as u64,
+            }),
+        ];
+        let payload = bundle_payload_digest(&bundle_out)?;
+        outputs.push(Entry {
+            name: BUNDLE.to_owned(),
+            sha256: payload.sha256,
+            size: payload.size,
+            note: Some("covers the payload (squashfs and hash tree), not the CMS signature after it".into()),
+        });
+        let mut manifest = ImageManifest {
+            format: MANIFEST_FORMAT,
+            builder: format!("testudo-images {}", env!("CARGO_PKG_VERSION")),
+            system: SystemInfo {
+                name: plan.name.clone(),
+                version: plan.version.clone(),
+                compatible: plan.compatible.clone(),
+                board: plan.board.name.clone(),
+            },
+            source_date_epoch: epoch.seconds,
+            inputs: inputs.clone(),
+            outputs: outputs.clone(),
+            rootfs: spec
+                .files
+                .iter()
+                .map(|(path, staged)| entry(&format!("/{path}"), &staged.digest))
+                .collect(),
+        };
+        manifest.sort();
+        let key = keys::load_deploy_key(&request.keys)?;
+        let bytes = manifest.sign(&key)?;
+        let path = request.out_dir.join(MANIFEST);
+        fs::write(&path, &bytes).map_err(ImageError::write(&path))?;
+        outputs.push(entry(MANIFEST, &FileDigest {
+            sha256: bytes_sha256(&bytes),
+            size: bytes.len() as u64,
+        }));
+        Ok((outputs, None))
+    })?;
+    steps.progress.close();
+    Ok(BuildReport {
+        epoch,
+        steps: steps.reports,
+        outputs,
+    })
+}
+
+/// Every WASM module the image carries: (who runs it, module path), sorted and deduplicated.
+/// Components' modules and app slots' initial apps.
+pub fn wasm_modules(plan: &Plan) -> Vec<(String, String)> {
+    let mut modules = BTreeMap::new();
+    for (component, spec) in &plan.components {
+        if let Run::Wasm { module } = &spec.run {
+            modules.entry(module.clone()).or_insert_with(|| format!("component {component}"));
+        }
+    }
+    for (slot, app_slot) in &plan.app_slots {
+        if let Some(initial) = &app_slot.initial {
+            modules.entry(initial.module.clone()).or_insert_with(|| format!("app slot {slot}"));
+        }
+    }
+    modules.into_iter().map(|(module, owner)| (owner, module)).collect()
+}
+
+fn entry(name: &str, digest: &FileDigest) -> Entry {
+    Entry {
+        name: name.to_owned(),
+        sha256: digest.sha256.clone(),
+        size: digest.size,
+        note: None,
+    }
+}
+
+fn tempfile_in(dir: &Path) -> Result<tempfile::TempDir> {
+    fs::create_dir_all(dir).map_err(ImageError::write(dir))?;
+    tempfile::Builder::new()
+        .prefix("work-")
+        .tempdir_in(dir)
+        .map_err(ImageError::write(dir))
+}
+
+fn check_wasm(component: &str, module: &str, path: &Path) -> Result<()> {
+    let fail = |detail: String| ImageError::WasmModule {
+        component: component.to_owned(),
+        module: module.to_owned(),
+        path: path.to_path_buf(),
+        detail,
+    };
+    let mut head = [0u8; 4];
+    let mut file = fs::File::open(path).map_err(|e| fail(format!("cannot open ({e}); build apps with `cargo xtask apps`")))?;
+    std::io::Read::read_exact(&mut file, &mut head).map_err(|_| fail("shorter than a WASM header".into()))?;
+    if &head != b"\0asm" {
+        return Err(fail("not a WebAssembly binary (no \\0asm magic)".into()));
+    }
+    Ok(())
+}
+
+fn os_release(plan: &Plan) -> String {
+    format!(
+        "NAME=testudo\nID=testudo\nVERSION_ID={}\nVARIANT_ID={}\nIMAGE_ID={}\nIMAGE_VERSION={}\n",
+        plan.version, plan.board.name, plan.name, plan.version
+    )
+}
+
+/// SHA-256 of a bundle's payload: everything before the CMS signature, whose length is the
+/// file's last 8 bytes (big-endian).
+pub fn bundle_payload_digest(path: &Path) -> Result<FileDigest> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = fs::File::open(path).map_err(ImageError::read(path))?;
+    let total = file.metadata().map_err(ImageError::read(path))?.len();
+    let bad = || ImageError::ReadInput {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a bundle: bad signature length"),
+    };
+    if total < 8 {
+        return Err(bad());
+    }
+    file.seek(SeekFrom::Start(total - 8)).map_err(ImageError::read(path))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).map_err(ImageError::read(path))?;
+    let cms = u64::from_be_bytes(len);
+    let payload = total.checked_sub(8).and_then(|t| t.checked_sub(cms)).ok_or_else(bad)?;
+    file.seek(SeekFrom::Start(0)).map_err(ImageError::read(path))?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    let mut remaining = payload;
+    let mut buf = vec![0u8; 1 << 20];
+    while remaining > 0 {
+        let want = remaining.min(buf.len() as u64) as usize;
+        file.read_exact(&mut buf[..want]).map_err(ImageError::read(path))?;
+        sha2::Digest::update(&mut hasher, &buf[..want]);
+        remaining -= want as u64;
+    }
+    Ok(FileDigest {
+        sha256: hex::encode(sha2::Digest::finalize(hasher)),
+        size: payload,
+    })
+}

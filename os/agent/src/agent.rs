@@ -1,0 +1,746 @@
+//! The agent: one task per device that keeps an MQTT session to the hub alive and the twin in
+//! sync.
+//!
+//! Per connection: CONNECT (fresh SAS token) -> SUBSCRIBE twin responses and desired patches ->
+//! GET the full twin -> send queued reported patches and telemetry -> serve. The token is renewed
+//! before it expires by draining in-flight requests and reconnecting; anything the hub had not
+//! acknowledged goes back to the front of the offline queue, so nothing accepted is lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
+    Packet, Publish, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::{sleep_until, Instant};
+
+use crate::backoff::Backoff;
+use crate::connection_string::{ConnectionString, Credential};
+use crate::error::{AgentError, Result};
+use crate::queue::{Item, OfflineQueue, Payload, Receipt};
+use crate::sas::{self, SasSigner, SoftwareKey};
+use crate::tls::TlsSettings;
+use crate::topics::{self, Incoming};
+use crate::twin::{self, DesiredChange, DesiredTracker};
+
+/// How the device authenticates.
+#[derive(Clone)]
+pub enum Authentication {
+    /// SAS tokens signed by `signer`, each valid for `token_ttl`.
+    Sas {
+        /// Computes the HMAC (software key or TPM).
+        signer: Arc<dyn SasSigner>,
+        /// Lifetime of each token; renewed at 80 % of it.
+        token_ttl: Duration,
+    },
+    /// X.509 client certificate (set in [`TlsSettings::client_identity`]).
+    X509,
+}
+
+impl std::fmt::Debug for Authentication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sas { token_ttl, .. } => f
+                .debug_struct("Sas")
+                .field("token_ttl", token_ttl)
+                .finish_non_exhaustive(),
+            Self::X509 => f.write_str("X509"),
+        }
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Hub host name (used in the username and the SAS resource).
+    pub host_name: String,
+    /// Device id.
+    pub device_id: String,
+    /// Module id, for module identities.
+    pub module_id: Option<String>,
+    /// Address to dial (the hub host name unless a gateway or test setup says otherwise).
+    pub connect_host: String,
+    /// MQTT over TLS port (8883).
+    pub port: u16,
+    /// Trust anchor and optional client certificate.
+    pub tls: TlsSettings,
+    /// SAS or X.509.
+    pub auth: Authentication,
+    /// MQTT keep-alive (IoT Hub allows at most 1177 s).
+    pub keep_alive: Duration,
+    /// Reconnect delays.
+    pub backoff: Backoff,
+    /// How long a twin request may wait for its answer before the connection is presumed dead.
+    pub request_timeout: Duration,
+    /// Longest wait for in-flight acknowledgements before a token-renewal reconnect.
+    pub drain_timeout: Duration,
+    /// Offline queue capacity for reported patches.
+    pub reported_capacity: usize,
+    /// Offline queue capacity for telemetry.
+    pub telemetry_capacity: usize,
+    /// Most unacknowledged publishes at once.
+    pub max_in_flight: usize,
+}
+
+impl AgentConfig {
+    /// A configuration with defaults for everything but identity and trust.
+    pub fn new(host_name: &str, device_id: &str, tls: TlsSettings, auth: Authentication) -> Self {
+        Self {
+            host_name: host_name.to_string(),
+            device_id: device_id.to_string(),
+            module_id: None,
+            connect_host: host_name.to_string(),
+            port: 8883,
+            tls,
+            auth,
+            keep_alive: Duration::from_secs(60),
+            backoff: Backoff::default(),
+            request_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
+            reported_capacity: 256,
+            telemetry_capacity: 1024,
+            max_in_flight: 16,
+        }
+    }
+
+    /// A configuration from a device connection string (software key; use
+    /// [`AgentConfig::new`] with a TPM signer to keep the key out of memory).
+    pub fn from_connection_string(cs: &ConnectionString, tls: TlsSettings) -> Result<Self> {
+        let auth = match &cs.credential {
+            Credential::SharedAccessKey(key) => Authentication::Sas {
+                signer: Arc::new(SoftwareKey::from_base64(key, &cs.device_id)?),
+                token_ttl: Duration::from_secs(3600),
+            },
+            Credential::X509 => Authentication::X509,
+        };
+        let mut config = Self::new(&cs.host_name, &cs.device_id, tls, auth);
+        config.module_id = cs.module_id.clone();
+        if let Some(gateway) = &cs.gateway_host_name {
+            config.connect_host = gateway.clone();
+        }
+        Ok(config)
+    }
+
+    fn client_id(&self) -> String {
+        match &self.module_id {
+            Some(module) => format!("{}/{module}", self.device_id),
+            None => self.device_id.clone(),
+        }
+    }
+
+    fn resource_uri(&self) -> String {
+        format!("{}/devices/{}", self.host_name, self.client_id().replace('/', "/modules/"))
+    }
+
+    fn telemetry_topic(&self, properties: &str) -> String {
+        match &self.module_id {
+            Some(module) => format!(
+                "devices/{}/modules/{module}/messages/events/{properties}",
+                self.device_id
+            ),
+            None => topics::telemetry(&self.device_id, properties),
+        }
+    }
+}
+
+/// What the agent tells the application.
+#[derive(Debug)]
+pub enum AgentEvent {
+    /// Subscribed and about to GET the twin on connection number `connection` (1-based).
+    Connected {
+        /// How many connections this agent has made.
+        connection: u64,
+    },
+    /// The connection ended; the agent reconnects on its own.
+    Disconnected {
+        /// Why, as text.
+        reason: String,
+    },
+    /// The desired state changed (strictly increasing `$version`).
+    Desired(DesiredChange),
+    /// The full twin was received (reported side included) after a (re)connect or a gap.
+    FullTwin {
+        /// Reported `$version` in the hub.
+        reported_version: u64,
+    },
+    /// The SAS token is about to be replaced (the connection drains and reconnects).
+    RenewingToken,
+    /// The hub throttled a request (429); the agent waits before retrying.
+    Throttled {
+        /// Wait before the retry.
+        retry_after: Duration,
+    },
+    /// Something went wrong that the agent survived (e.g. malformed twin JSON from the hub).
+    Error(AgentError),
+}
+
+enum Command {
+    Enqueue(Item),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Handle for the application: report properties, send telemetry, stop.
+#[derive(Debug, Clone)]
+pub struct AgentHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    device_id: String,
+}
+
+impl AgentHandle {
+    /// Queues a reported-properties patch and waits for the hub's acknowledgement; returns the
+    /// new reported `$version`. Invalid patches (not an object, over 32 KB, deeper than 10) are
+    /// refused at once.
+    pub async fn report(&self, patch: &Value) -> Result<Option<u64>> {
+        let bytes = twin::validate_reported(patch)
+            .map_err(|reason| AgentError::ValidateReported { reason })?;
+        self.enqueue(Payload::Reported(bytes)).await
+    }
+
+    /// Queues a device-to-cloud message (`properties` are appended to the topic,
+    /// percent-encoded) and waits for the hub's PUBACK.
+    pub async fn send_telemetry(&self, body: Vec<u8>, properties: &[(&str, &str)]) -> Result<()> {
+        let properties = properties
+            .iter()
+            .map(|(k, v)| format!("{}={}", sas::percent_encode(k), sas::percent_encode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        self.enqueue(Payload::Telemetry { body, properties }).await.map(|_| ())
+    }
+
+    async fn enqueue(&self, payload: Payload) -> Receipt {
+        let (done, receipt) = oneshot::channel();
+        let item = Item { payload, done: Some(done), attempts: 0 };
+        self.commands
+            .send(Command::Enqueue(item))
+            .map_err(|_| self.stopped())?;
+        receipt.await.map_err(|_| self.stopped())?
+    }
+
+    /// Disconnects cleanly and stops the agent task.
+    pub async fn shutdown(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.commands.send(Command::Shutdown(done)).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    fn stopped(&self) -> AgentError {
+        AgentError::AgentStopped { device_id: self.device_id.clone() }
+    }
+}
+
+/// Starts the agent task on the current tokio runtime.
+pub fn spawn(config: AgentConfig) -> (AgentHandle, mpsc::UnboundedReceiver<AgentEvent>) {
+    let (commands, command_rx) = mpsc::unbounded_channel();
+    let (events, event_rx) = mpsc::unbounded_channel();
+    let handle = AgentHandle { commands, device_id: config.device_id.clone() };
+    let queue = OfflineQueue::new(config.reported_capacity, config.telemetry_capacity);
+    let worker = Worker {
+        config,
+        commands: command_rx,
+        events,
+        queue,
+        tracker: DesiredTracker::new(),
+        next_rid: 1,
+        connections: 0,
+    };
+    tokio::spawn(worker.run());
+    (handle, event_rx)
+}
+
+/// Why a connection ended.
+enum Ending {
+    Shutdown(Option<oneshot::Sender<()>>),
+    RenewToken,
+    Lost(AgentError),
+}
+
+/// What was handed to the MQTT client and is waiting for its packet id.
+enum Sent {
+    /// A twin request (answered by rid on the response topic, not by PUBACK).
+    TwinRequest,
+    /// Telemetry, answered by PUBACK.
+    Telemetry(u64),
+}
+
+/// An outstanding twin request.
+enum TwinRequest {
+    Get { sent: Instant },
+    Reported { item: Item, seq: u64, sent: Instant },
+}
+
+/// Per-connection bookkeeping.
+struct Session {
+    client: AsyncClient,
+    ready: bool,
+    draining: bool,
+    awaiting_pkid: VecDeque<Sent>,
+    telemetry: BTreeMap<u64, Item>,
+    telemetry_by_pkid: BTreeMap<u16, u64>,
+    twin: BTreeMap<u64, TwinRequest>,
+    next_seq: u64,
+    get_due: Option<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl Session {
+    fn in_flight(&self) -> usize {
+        self.telemetry.len()
+            + self.twin.values().filter(|r| matches!(r, TwinRequest::Reported { .. })).count()
+    }
+
+    /// Everything sent but not acknowledged, in send order.
+    fn take_unacknowledged(&mut self) -> Vec<Item> {
+        let mut items: Vec<(u64, Item)> = std::mem::take(&mut self.telemetry).into_iter().collect();
+        for request in std::mem::take(&mut self.twin).into_values() {
+            if let TwinRequest::Reported { item, seq, .. } = request {
+                items.push((seq, item));
+            }
+        }
+        items.sort_by_key(|(seq, _)| *seq);
+        items.into_iter().map(|(_, item)| item).collect()
+    }
+}
+
+struct Worker {
+    config: AgentConfig,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<AgentEvent>,
+    queue: OfflineQueue,
+    tracker: DesiredTracker,
+    next_rid: u64,
+    connections: u64,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let mut attempt: u32 = 0;
+        loop {
+            let ending = match self.connect().await {
+                Ok((client, eventloop)) => self.serve(client, eventloop, &mut attempt).await,
+                Err(err) => Ending::Lost(err),
+            };
+            match ending {
+                Ending::Shutdown(done) => {
+                    self.fail_queue();
+                    if let Some(done) = done {
+                        let _ = done.send(());
+                    }
+                    return;
+                }
+                Ending::RenewToken => continue,
+                Ending::Lost(err) => {
+                    let delay = self.config.backoff.random_delay(attempt);
+                    attempt = attempt.saturating_add(1);
+                    self.emit(AgentEvent::Disconnected { reason: error_chain(&err) });
+                    if let Some(done) = self.wait_or_shutdown(delay).await {
+                        self.fail_queue();
+                        let _ = done.send(());
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits `delay` while still accepting queued items; returns the shutdown acknowledgement
+    /// sender if asked to stop (or a closed channel's None wrapped as Some(dummy) is avoided).
+    async fn wait_or_shutdown(&mut self, delay: Duration) -> Option<oneshot::Sender<()>> {
+        let deadline = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = sleep_until(deadline) => return None,
+                command = self.commands.recv() => match command {
+                    Some(Command::Enqueue(item)) => { let _ = self.queue.push(item); }
+                    Some(Command::Shutdown(done)) => return Some(done),
+                    None => return Some(oneshot::channel().0),
+                },
+            }
+        }
+    }
+
+    fn fail_queue(&mut self) {
+        while let Some(item) = self.queue.pop() {
+            item.finish(Err(AgentError::AgentStopped { device_id: self.config.device_id.clone() }));
+        }
+    }
+
+    fn emit(&self, event: AgentEvent) {
+        // The application may have dropped the receiver; the agent keeps working regardless.
+        let _ = self.events.send(event);
+    }
+
+    async fn connect(&mut self) -> Result<(AsyncClient, EventLoop)> {
+        let config = &self.config;
+        let client_id = config.client_id();
+        let mut options = MqttOptions::new(client_id.clone(), config.connect_host.clone(), config.port);
+        options.set_keep_alive(config.keep_alive.max(Duration::from_secs(1)));
+        options.set_clean_session(true);
+        options.set_max_packet_size(1024 * 1024, 256 * 1024);
+        options.set_inflight(100);
+        let username = topics::username(&config.host_name, &client_id);
+        let password = match &config.auth {
+            Authentication::Sas { signer, token_ttl } => {
+                sas::build_token_now(config.resource_uri(), None, *token_ttl, signer.clone())
+                    .await?
+                    .token
+            }
+            Authentication::X509 => String::new(),
+        };
+        options.set_credentials(username, password);
+        let tls = config.tls.client_config(&config.connect_host)?;
+        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+        let capacity = config.max_in_flight * 2 + 8;
+        let (client, mut eventloop) = AsyncClient::new(options, capacity);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_connection_timeout(10);
+        eventloop.set_network_options(network);
+        Ok((client, eventloop))
+    }
+
+    async fn serve(&mut self, client: AsyncClient, mut eventloop: EventLoop, attempt: &mut u32) -> Ending {
+        let mut session = Session {
+            client,
+            ready: false,
+            draining: false,
+            awaiting_pkid: VecDeque::new(),
+            telemetry: BTreeMap::new(),
+            telemetry_by_pkid: BTreeMap::new(),
+            twin: BTreeMap::new(),
+            next_seq: 0,
+            get_due: None,
+            paused_until: None,
+        };
+        self.tracker.expect_full_twin();
+        let renew_at = match &self.config.auth {
+            Authentication::Sas { token_ttl, .. } => Some(Instant::now() + token_ttl.mul_f64(0.8)),
+            Authentication::X509 => None,
+        };
+        let mut drain_deadline: Option<Instant> = None;
+        let ending = loop {
+            let timer = self.next_timer(&session, renew_at, drain_deadline);
+            tokio::select! {
+                event = eventloop.poll() => {
+                    match self.on_event(&mut session, event, attempt) {
+                        Ok(Some(ending)) => break ending,
+                        Ok(None) => {}
+                        Err(err) => break Ending::Lost(err),
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(Command::Enqueue(item)) => { let _ = self.queue.push(item); }
+                    Some(Command::Shutdown(done)) => {
+                        let _ = session.client.try_disconnect();
+                        // Give the DISCONNECT a moment to be written.
+                        let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                            loop {
+                                match eventloop.poll().await {
+                                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                                    Ok(_) => {}
+                                }
+                            }
+                        }).await;
+                        break Ending::Shutdown(Some(done));
+                    }
+                    None => break Ending::Shutdown(None),
+                },
+                _ = sleep_until(timer) => {
+                    let now = Instant::now();
+                    if let Some(at) = renew_at {
+                        if now >= at && !session.draining {
+                            session.draining = true;
+                            drain_deadline = Some(now + self.config.drain_timeout);
+                            self.emit(AgentEvent::RenewingToken);
+                        }
+                    }
+                    if session.draining && drain_deadline.is_some_and(|d| now >= d) {
+                        break Ending::RenewToken;
+                    }
+                    if let Err(err) = self.on_timer(&mut session, now) {
+                        break Ending::Lost(err);
+                    }
+                }
+            }
+            if session.draining && session.in_flight() == 0 {
+                let _ = session.client.try_disconnect();
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    loop {
+                        match eventloop.poll().await {
+                            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                            Ok(_) => {}
+                        }
+                    }
+                })
+                .await;
+                break Ending::RenewToken;
+            }
+            if let Err(err) = self.pump(&mut session) {
+                break Ending::Lost(err);
+            }
+        };
+        let unacknowledged = session.take_unacknowledged();
+        self.queue.requeue_front(unacknowledged.into_iter());
+        ending
+    }
+
+    fn next_timer(&self, session: &Session, renew_at: Option<Instant>, drain: Option<Instant>) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        let oldest_request = session
+            .twin
+            .values()
+            .map(|r| match r {
+                TwinRequest::Get { sent } | TwinRequest::Reported { sent, .. } => *sent,
+            })
+            .min()
+            .map(|sent| sent + self.config.request_timeout);
+        [renew_at.filter(|_| !session.draining), drain, oldest_request, session.get_due, session.paused_until]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(far)
+    }
+
+    fn on_timer(&mut self, session: &mut Session, now: Instant) -> Result<()> {
+        let timed_out = session.twin.values().any(|r| match r {
+            TwinRequest::Get { sent } | TwinRequest::Reported { sent, .. } => {
+                now >= *sent + self.config.request_timeout
+            }
+        });
+        if timed_out {
+            return Err(AgentError::Connect {
+                host: self.config.connect_host.clone(),
+                source: ConnectionError::NetworkTimeout,
+            });
+        }
+        if session.paused_until.is_some_and(|t| now >= t) {
+            session.paused_until = None;
+        }
+        if session.get_due.is_some_and(|t| now >= t) && session.paused_until.is_none() {
+            session.get_due = None;
+            self.send_get(session)?;
+        }
+        Ok(())
+    }
+
+    fn on_event(
+        &mut self,
+        session: &mut Session,
+        event: std::result::Result<Event, ConnectionError>,
+        attempt: &mut u32,
+    ) -> Result<Option<Ending>> {
+        let host = self.config.connect_host.clone();
+        let event = match event {
+            Ok(event) => event,
+            Err(ConnectionError::ConnectionRefused(code)) => {
+                return Err(AgentError::ConnectRefused { host, code: describe_refusal(code) });
+            }
+            Err(source) => return Err(AgentError::Connect { host, source }),
+        };
+        match event {
+            Event::Incoming(Packet::ConnAck(_)) => {
+                let subscriptions = [topics::TWIN_RESPONSES, topics::DESIRED_PATCHES]
+                    .map(|topic| rumqttc::SubscribeFilter::new(topic.to_string(), QoS::AtLeastOnce));
+                session
+                    .client
+                    .try_subscribe_many(subscriptions)
+                    .map_err(|source| AgentError::SendRequest {
+                        what: "subscribe",
+                        topic: topics::TWIN_RESPONSES.into(),
+                        source,
+                    })?;
+            }
+            Event::Incoming(Packet::SubAck(ack)) => {
+                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
+                    return Err(AgentError::ConnectRefused { host, code: "subscription refused".into() });
+                }
+                self.connections += 1;
+                *attempt = 0;
+                session.ready = true;
+                self.emit(AgentEvent::Connected { connection: self.connections });
+                self.send_get(session)?;
+            }
+            Event::Incoming(Packet::Publish(publish)) => self.on_publish(session, publish)?,
+            Event::Incoming(Packet::PubAck(ack)) => {
+                if let Some(seq) = session.telemetry_by_pkid.remove(&ack.pkid) {
+                    if let Some(item) = session.telemetry.remove(&seq) {
+                        item.finish(Ok(None));
+                    }
+                }
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => match session.awaiting_pkid.pop_front() {
+                Some(Sent::Telemetry(seq)) => {
+                    session.telemetry_by_pkid.insert(pkid, seq);
+                }
+                Some(Sent::TwinRequest) | None => {}
+            },
+            Event::Incoming(Packet::Disconnect) => {
+                return Err(AgentError::Connect { host, source: ConnectionError::RequestsDone });
+            }
+            _ => {}
+        }
+        Ok(None)
+    }
+
+    fn on_publish(&mut self, session: &mut Session, publish: Publish) -> Result<()> {
+        match topics::parse(&publish.topic) {
+            Incoming::TwinResponse { status, rid, retry_after, version } => {
+                let Some(request) = session.twin.remove(&rid) else {
+                    return Ok(()); // answer to a request from an earlier connection
+                };
+                match (request, status) {
+                    (TwinRequest::Get { .. }, 200) => self.on_full_twin(session, &publish),
+                    (TwinRequest::Get { .. }, status) => {
+                        let wait = self.retry_wait(status, retry_after);
+                        if status == 429 {
+                            session.paused_until = Some(Instant::now() + wait);
+                            self.emit(AgentEvent::Throttled { retry_after: wait });
+                        } else {
+                            self.emit(AgentEvent::Error(AgentError::TwinRequest {
+                                request: "GET",
+                                rid,
+                                status,
+                            }));
+                        }
+                        session.get_due = Some(Instant::now() + wait);
+                    }
+                    (TwinRequest::Reported { item, .. }, 200..=299) => item.finish(Ok(version)),
+                    (TwinRequest::Reported { item, .. }, status) if status == 429 || status >= 500 => {
+                        let wait = self.retry_wait(status, retry_after);
+                        if status == 429 {
+                            self.emit(AgentEvent::Throttled { retry_after: wait });
+                        }
+                        session.paused_until = Some(Instant::now() + wait);
+                        self.queue.requeue_front(std::iter::once(item));
+                    }
+                    (TwinRequest::Reported { item, .. }, status) => {
+                        item.finish(Err(AgentError::TwinRequest { request: "PATCH reported", rid, status }));
+                    }
+                }
+            }
+            Incoming::DesiredPatch { .. } => match twin::parse_desired_patch(&publish.payload) {
+                Ok((version, patch)) => {
+                    let step = self.tracker.on_patch(version, patch);
+                    for change in step.changes {
+                        self.emit(AgentEvent::Desired(change));
+                    }
+                    if step.needs_full_twin && !session.twin.values().any(|r| matches!(r, TwinRequest::Get { .. })) {
+                        self.send_get(session)?;
+                    }
+                }
+                Err(reason) => self.emit(AgentEvent::Error(AgentError::ParseTwin {
+                    topic: publish.topic.clone(),
+                    reason,
+                })),
+            },
+            Incoming::MethodRequest { .. } | Incoming::Other => {}
+        }
+        Ok(())
+    }
+
+    fn on_full_twin(&mut self, session: &mut Session, publish: &Publish) {
+        match twin::parse_full_twin(&publish.payload) {
+            Ok(full) => {
+                self.emit(AgentEvent::FullTwin { reported_version: full.reported_version });
+                let step = self.tracker.on_full_twin(full.desired_version, full.desired);
+                for change in step.changes {
+                    self.emit(AgentEvent::Desired(change));
+                }
+            }
+            Err(reason) => {
+                self.emit(AgentEvent::Error(AgentError::ParseTwin { topic: publish.topic.clone(), reason }));
+                // Ask again later: the hub may have been mid-update.
+                session.get_due = Some(Instant::now() + self.config.backoff.random_delay(2));
+            }
+        }
+    }
+
+    fn retry_wait(&self, status: u16, retry_after: Option<u64>) -> Duration {
+        match retry_after {
+            Some(seconds) => Duration::from_secs(seconds.min(300)),
+            None if status == 429 => self.config.backoff.random_delay(3),
+            None => self.config.backoff.random_delay(1),
+        }
+    }
+
+    fn send_get(&mut self, session: &mut Session) -> Result<()> {
+        let rid = self.rid();
+        let topic = topics::twin_get(rid);
+        publish(&session.client, &topic, Vec::new())?;
+        session.awaiting_pkid.push_back(Sent::TwinRequest);
+        session.twin.insert(rid, TwinRequest::Get { sent: Instant::now() });
+        Ok(())
+    }
+
+    fn rid(&mut self) -> u64 {
+        let rid = self.next_rid;
+        self.next_rid = self.next_rid.wrapping_add(1).max(1);
+        rid
+    }
+
+    /// Sends queued items while the session has room.
+    fn pump(&mut self, session: &mut Session) -> Result<()> {
+        if !session.ready || session.draining || session.paused_until.is_some() {
+            return Ok(());
+        }
+        while session.in_flight() < self.config.max_in_flight {
+            let Some(item) = self.queue.pop() else { break };
+            let seq = session.next_seq;
+            session.next_seq += 1;
+            match &item.payload {
+                Payload::Reported(bytes) => {
+                    let rid = self.rid();
+                    let topic = topics::twin_patch_reported(rid);
+                    if let Err(err) = publish(&session.client, &topic, bytes.clone()) {
+                        self.queue.requeue_front(std::iter::once(item));
+                        return Err(err);
+                    }
+                    session.awaiting_pkid.push_back(Sent::TwinRequest);
+                    session.twin.insert(rid, TwinRequest::Reported { item, seq, sent: Instant::now() });
+                }
+                Payload::Telemetry { body, properties } => {
+                    let topic = self.config.telemetry_topic(properties);
+                    if let Err(err) = publish(&session.client, &topic, body.clone()) {
+                        self.queue.requeue_front(std::iter::once(item));
+                        return Err(err);
+                    }
+                    session.awaiting_pkid.push_back(Sent::Telemetry(seq));
+                    session.telemetry.insert(seq, item);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn publish(client: &AsyncClient, topic: &str, payload: Vec<u8>) -> Result<()> {
+    client
+        .try_publish(topic, QoS::AtLeastOnce, false, payload)
+        .map_err(|source| AgentError::SendRequest { what: "publish", topic: topic.to_string(), source })
+}
+
+fn describe_refusal(code: ConnectReturnCode) -> String {
+    match code {
+        ConnectReturnCode::Success => "success".into(),
+        ConnectReturnCode::RefusedProtocolVersion => "unacceptable protocol version".into(),
+        ConnectReturnCode::BadClientId => "identifier rejected".into(),
+        ConnectReturnCode::ServiceUnavailable => "server unavailable (throttled?)".into(),
+        ConnectReturnCode::BadUserNamePassword => "bad user name or password".into(),
+        ConnectReturnCode::NotAuthorized => "not authorized".into(),
+    }
+}
+
+/// An error and its sources, joined with ": " (for one-line event reasons).
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,177 @@
+//! The one error type of the agent library. Each variant is named after the step that failed and
+//! carries what that step worked on; the underlying cause is kept as `#[source]`, never repeated
+//! in the message.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in the agent.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// A connection string could not be parsed.
+    #[error("invalid connection string: {reason}")]
+    ParseConnectionString {
+        /// What is wrong with it (never includes the key).
+        reason: String,
+    },
+    /// A base64 shared access key could not be decoded.
+    #[error("shared access key for {identity} is not valid base64")]
+    DecodeKey {
+        /// Device or registration id the key belongs to.
+        identity: String,
+        /// Decoder error.
+        #[source]
+        source: base64::DecodeError,
+    },
+    /// Signing a SAS string failed (TPM or software key).
+    #[error("signing the SAS token for {resource} failed")]
+    SignSas {
+        /// Resource URI being signed.
+        resource: String,
+        /// Why the signer failed.
+        #[source]
+        source: Box<AgentError>,
+    },
+    /// The blocking thread computing a signature died.
+    #[error("the signing thread for {resource} stopped unexpectedly")]
+    SignerThread {
+        /// Resource URI being signed.
+        resource: String,
+    },
+    /// A file (CA, certificate, key) could not be read.
+    #[error("reading {path} failed")]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PEM data did not contain what was expected.
+    #[error("{what} in {origin} is missing or malformed")]
+    ParsePem {
+        /// "CA certificate", "client certificate", "private key".
+        what: &'static str,
+        /// Where the PEM came from.
+        origin: String,
+    },
+    /// rustls rejected the TLS configuration.
+    #[error("building the TLS configuration for {host} failed")]
+    ConfigureTls {
+        /// Hub host name.
+        host: String,
+        /// rustls error.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The MQTT connection failed or dropped.
+    #[error("MQTT connection to {host} failed")]
+    Connect {
+        /// Hub host name.
+        host: String,
+        /// Transport or protocol error.
+        #[source]
+        source: rumqttc::ConnectionError,
+    },
+    /// The hub refused the MQTT CONNECT.
+    #[error("{host} refused the connection ({code})")]
+    ConnectRefused {
+        /// Hub host name.
+        host: String,
+        /// CONNACK return code, as text.
+        code: String,
+    },
+    /// The MQTT client's request queue rejected a request.
+    #[error("queueing MQTT {what} for {topic} failed")]
+    SendRequest {
+        /// "publish" / "subscribe".
+        what: &'static str,
+        /// Topic involved.
+        topic: String,
+        /// Client error.
+        #[source]
+        source: rumqttc::ClientError,
+    },
+    /// A twin document or desired patch from the hub was not acceptable.
+    #[error("twin document from the hub (topic {topic}) rejected: {reason}")]
+    ParseTwin {
+        /// Topic it arrived on.
+        topic: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A reported-properties patch given by the application is not acceptable.
+    #[error("reported patch rejected before sending: {reason}")]
+    ValidateReported {
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The hub answered a twin request with an error status.
+    #[error("hub answered twin {request} (rid {rid}) with status {status}")]
+    TwinRequest {
+        /// "GET" or "PATCH reported".
+        request: &'static str,
+        /// Request id.
+        rid: u64,
+        /// HTTP-style status.
+        status: u16,
+    },
+    /// The offline queue is full; the item was not accepted (nothing already queued is lost).
+    #[error("offline queue for {kind} is full ({capacity} items)")]
+    QueueFull {
+        /// "reported" or "telemetry".
+        kind: &'static str,
+        /// Queue capacity.
+        capacity: usize,
+    },
+    /// The agent task has stopped; the request could not be delivered.
+    #[error("the agent for {device_id} has stopped")]
+    AgentStopped {
+        /// Device id.
+        device_id: String,
+    },
+    /// A TPM operation failed.
+    #[error("TPM {operation} failed (TCTI {tcti})")]
+    Tpm {
+        /// The ESAPI step, e.g. "create HMAC key".
+        operation: &'static str,
+        /// The TCTI the TPM was reached by.
+        tcti: String,
+        /// tss-esapi error.
+        #[source]
+        source: tss_esapi::Error,
+    },
+    /// The TPM worker thread is gone.
+    #[error("the TPM worker for {tcti} has stopped")]
+    TpmWorkerStopped {
+        /// The TCTI.
+        tcti: String,
+    },
+    /// The TPM key input was unusable (size etc.).
+    #[error("TPM key for handle {handle:#010x} rejected: {reason}")]
+    TpmKey {
+        /// Persistent handle.
+        handle: u32,
+        /// What is wrong.
+        reason: String,
+    },
+    /// DPS registration failed.
+    #[error("DPS registration of {registration_id} failed: {reason}")]
+    Provision {
+        /// Registration id.
+        registration_id: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// DPS connection failed.
+    #[error("DPS connection for {registration_id} failed")]
+    ProvisionConnect {
+        /// Registration id.
+        registration_id: String,
+        /// Transport error.
+        #[source]
+        source: Box<AgentError>,
+    },
+}
+
+/// Result alias for the agent.
+pub type Result<T, E = AgentError> = std::result::Result<T, E>;

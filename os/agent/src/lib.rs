@@ -1,0 +1,32 @@
+//! testudo's cloud agent: keeps a device connected to Azure IoT Hub (or `testudo hub`) over
+//! MQTT 3.1.1 + TLS and its device twin in sync.
+//!
+//! - [`connection_string`] parses device connection strings; [`sas`] builds SAS tokens with a
+//!   [`sas::SasSigner`] — a software key or a key held in the TPM ([`tpm`]).
+//! - [`agent`] runs one device: connect, subscribe, GET the twin, deliver desired changes in
+//!   strict `$version` order ([`twin::DesiredTracker`]), send reported patches and telemetry
+//!   from a bounded offline queue ([`queue`]), renew tokens, reconnect with backoff and jitter
+//!   ([`backoff`]), and wait out throttling.
+//! - [`dps`] registers a device with the Device Provisioning Service over MQTT.
+//! - [`topics`] holds IoT Hub's topic names and parses what the hub publishes.
+
+pub mod agent;
+pub mod backoff;
+pub mod connection_string;
+pub mod dps;
+pub mod echo;
+pub mod error;
+pub mod options;
+pub mod queue;
+pub mod sas;
+pub mod tls;
+pub mod topics;
+pub mod tpm;
+pub mod twin;
+
+pub use agent::{spawn, AgentConfig, AgentEvent, AgentHandle, Authentication};
+pub use connection_string::{ConnectionString, Credential};
+pub use error::{AgentError, Result};
+pub use sas::{SasSigner, SoftwareKey};
+pub use tls::TlsSettings;
+pub use twin::{ChangeKind, DesiredChange};

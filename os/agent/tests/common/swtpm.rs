@@ -1,0 +1,81 @@
+//! Starts a private swtpm (TCP, free ports, its own state dir) for one test.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running swtpm; killed on drop.
+pub struct Swtpm {
+    child: Child,
+    /// TCTI string for tss-esapi.
+    pub tcti: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port_pair() -> (u16, u16) {
+    // The swtpm TCTI dials the control channel on server port + 1: find two consecutive free
+    // ports. swtpm binds them right after, so a collision is unlikely and retried by the caller.
+    loop {
+        let a = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            return (port, port + 1);
+        }
+    }
+}
+
+/// Starts swtpm; panics with a clear message naming the tool if it is not installed.
+pub fn start() -> Swtpm {
+    assert!(
+        Path::new("/usr/bin/swtpm").exists() || which("swtpm"),
+        "swtpm is not installed (Debian package `swtpm`; `cargo xtask deps` installs it)"
+    );
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let (server, ctrl) = free_port_pair();
+        let child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", dir.path().display()))
+            .args(["--port", &server.to_string(), "--ctrl"])
+            .arg(format!("type=tcp,port={ctrl}"))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting swtpm");
+        let mut swtpm = Swtpm {
+            child,
+            tcti: format!("swtpm:host=127.0.0.1,port={server}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", server)).is_ok() {
+                return swtpm;
+            }
+            if let Ok(Some(_)) = swtpm.child.try_wait() {
+                break; // port taken: try others
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = swtpm.child.kill();
+    }
+    panic!("swtpm did not start listening");
+}
+
+fn which(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}

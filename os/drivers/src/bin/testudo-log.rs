@@ -1,0 +1,4 @@
+//! `testudo-log`: the `log` scheme daemon (see [`testudo_drivers::log`]).
+fn main() -> std::process::ExitCode {
+    testudo_drivers::daemon::main("log", Ok(testudo_drivers::log::LogProvider))
+}

@@ -1,0 +1,4 @@
+//! `testudo-net`: the `net` egress-policy daemon (see [`testudo_drivers::net`]).
+fn main() -> std::process::ExitCode {
+    testudo_drivers::daemon::main("net", Ok(testudo_drivers::net::NetProvider))
+}

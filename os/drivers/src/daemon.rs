@@ -1,0 +1,51 @@
+//! What every daemon's `main` does: take the control socket, serve until init closes it.
+
+use std::process::ExitCode;
+
+use testudo_scheme::{provider_control, SchemeProvider, Server};
+
+use crate::DriverError;
+
+extern "C" fn exit_now(_signal: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe.
+    unsafe { libc::_exit(0) }
+}
+
+/// Exit at once (status 0) on SIGTERM. A daemon holds no buffered state: every reply has
+/// been sent and every write reached the kernel before the next request is read.
+pub fn exit_on_sigterm() {
+    // SAFETY: installs an async-signal-safe handler for SIGTERM.
+    unsafe {
+        libc::signal(libc::SIGTERM, exit_now as *const () as libc::sighandler_t);
+    }
+}
+
+/// Serves `provider` on the control socket from init until init closes it.
+pub fn serve<P: SchemeProvider>(driver: &'static str, provider: P) -> Result<(), DriverError> {
+    exit_on_sigterm();
+    let control = provider_control()
+        .map_err(|source| DriverError::Serve { driver, source })?
+        .ok_or(DriverError::NoControl { driver })?;
+    Server::new(provider)
+        .with_control(control)
+        .run()
+        .map_err(|source| DriverError::Serve { driver, source })
+}
+
+/// `main` body: serve and map the outcome to an exit code, printing one error line.
+pub fn main<P: SchemeProvider>(driver: &'static str, provider: Result<P, DriverError>) -> ExitCode {
+    match provider.and_then(|provider| serve(driver, provider)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            eprintln!("{text}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! Errors of the driver daemons.
+
+use std::path::PathBuf;
+
+/// What can stop a driver daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The scheme library failed (no control socket, transport error).
+    #[error("serving the {driver} scheme")]
+    Serve {
+        /// Driver name.
+        driver: &'static str,
+        /// The scheme error.
+        #[source]
+        source: testudo_scheme::SchemeError,
+    },
+    /// The process was started without `TESTUDO_SCHEME_FD`.
+    #[error("{driver}: no control socket (TESTUDO_SCHEME_FD); start it from testudo-init")]
+    NoControl {
+        /// Driver name.
+        driver: &'static str,
+    },
+    /// A device or directory the driver owns is unusable.
+    #[error("{driver}: opening {path}")]
+    Resource {
+        /// Driver name.
+        driver: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,252 @@
+//! From a plan component to a [`SandboxSpec`]: which binary, role, paths, handles, limits.
+//!
+//! # WASM components
+//! A `kind = wasm` component runs in the WASM host binary (`testudo-wasm-host`, from the
+//! bin dir), sandboxed with the `wasm-host` role, invoked as
+//!
+//! ```text
+//! testudo-wasm-host --plan /etc/testudo/plan.json --component NAME --app-root /app
+//!     --storage-root /data --cache /var/cache/testudo/wasm
+//! ```
+//!
+//! with the plan (read-only), the module (read-only, at `/app/<run.module>`), its own
+//! storage directory (`/data/NAME`, read-write) and the compilation cache (read-write)
+//! visible, and its routed handles in `TESTUDO_HANDLES` like any component. Without that
+//! binary the component is reported as "not started: wasm host missing".
+
+use std::collections::BTreeSet;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use testudo_config::plan::{ComponentKind, Plan, PlanComponent, Run};
+use testudo_sandbox::{Bind, IdMapping, ResourceLimits, SandboxSpec};
+
+use crate::InitOptions;
+
+/// Binary name of the WASM host.
+pub const WASM_HOST_BINARY: &str = "testudo-wasm-host";
+/// Where the plan is visible inside a WASM host's sandbox.
+pub const SANDBOX_PLAN_PATH: &str = "/etc/testudo/plan.json";
+
+/// The seccomp role of a component (policy file `os/sandbox/policies/<role>.json`).
+pub fn role_for(component: &PlanComponent) -> &'static str {
+    match (&component.kind, &component.run) {
+        (ComponentKind::Wasm, _) | (_, Run::Wasm { .. }) => "wasm-host",
+        _ if component.devices.network => "net-driver",
+        (_, Run::Binary { name }) if name == "testudo-storage" => "storage-driver",
+        (_, Run::Binary { name }) if name == "testudo-tpm" => "tpm-driver",
+        (ComponentKind::Driver, _) => "driver",
+        (ComponentKind::Service, _) => "service",
+    }
+}
+
+/// The binary a component runs, or why it cannot run.
+pub fn binary_for(component: &PlanComponent, options: &InitOptions) -> Result<PathBuf, String> {
+    let name = match &component.run {
+        Run::Binary { name } => name.as_str(),
+        Run::Wasm { .. } => WASM_HOST_BINARY,
+    };
+    if name.contains('/') || name.is_empty() {
+        return Err(format!("binary name {name:?} is not a plain file name"));
+    }
+    let path = options.bin_dir.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else if matches!(component.run, Run::Wasm { .. }) {
+        Err("wasm host missing".to_owned())
+    } else {
+        Err(format!("binary {name} missing from {}", options.bin_dir.display()))
+    }
+}
+
+/// TCP ports of every `allow` entry routed to `provider` (for its landlock connect rule).
+pub fn routed_ports(plan: &Plan, provider: &str) -> Vec<u16> {
+    let ports: BTreeSet<u16> = plan
+        .components
+        .values()
+        .flat_map(|c| c.uses.values())
+        .filter(|route| route.component == provider)
+        .flat_map(|route| route.allow.iter())
+        .filter_map(|allow| allow.rsplit_once(':').and_then(|(_, port)| port.parse().ok()))
+        .collect();
+    ports.into_iter().collect()
+}
+
+/// Inputs to [`spec_for`] that the supervisor owns.
+#[derive(Debug)]
+pub struct LaunchFds {
+    /// Routed handles by local name (sorted).
+    pub handles: Vec<(String, OwnedFd)>,
+    /// The provider control socket, if the component provides capabilities.
+    pub control: Option<OwnedFd>,
+    /// stdin, stdout, stderr.
+    pub stdio: [OwnedFd; 3],
+}
+
+/// Everything about one component's launch except the fds.
+#[derive(Debug, Clone)]
+pub struct LaunchContext<'a> {
+    /// The plan.
+    pub plan: &'a Plan,
+    /// Component name.
+    pub name: &'a str,
+    /// Its index in the plan (for its host uid).
+    pub index: u32,
+    /// Options.
+    pub options: &'a InitOptions,
+    /// The plan file (for the WASM host).
+    pub plan_file: &'a Path,
+    /// cgroup v2 root, when usable.
+    pub cgroup_root: Option<&'a Path>,
+}
+
+/// Builds the sandbox spec for a component.
+pub fn spec_for(ctx: &LaunchContext<'_>, component: &PlanComponent, program: PathBuf, fds: LaunchFds) -> Result<SandboxSpec, String> {
+    let name = ctx.name;
+    let options = ctx.options;
+    let mut binds = Vec::new();
+    let mut args = component.args.clone();
+    for node in &component.devices.nodes {
+        let path = PathBuf::from(node);
+        if !path.exists() {
+            return Err(format!("device {node} does not exist"));
+        }
+        binds.push(Bind {
+            source: path.clone(),
+            target: path,
+            writable: true,
+            executable: false,
+        });
+    }
+    let provides_storage = component.provides.values().any(|p| p.interface == "storage");
+    if provides_storage {
+        binds.push(Bind {
+            source: options.data_dir.clone(),
+            target: PathBuf::from("/data"),
+            writable: true,
+            executable: false,
+        });
+    }
+    if let (Run::Binary { name: binary }, true) = (&component.run, args.is_empty()) {
+        if binary == "testudo-tpm" {
+            args.extend(component.devices.nodes.first().cloned());
+        }
+    }
+    let mut memory_bytes = component.limits.memory_bytes;
+    if let Run::Wasm { module } = &component.run {
+        // wasmtime reserves large virtual ranges: RLIMIT_AS would break it. The host enforces
+        // the plan's memory limit on the app's linear memory itself.
+        memory_bytes = 0;
+        let module_path = Path::new(module);
+        if module_path.is_absolute() || module_path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            return Err(format!("module path {module} must be relative without `..`"));
+        }
+        let source = options.app_root.join(module_path);
+        if !source.is_file() {
+            return Err(format!("module {} does not exist", source.display()));
+        }
+        let own_data = options.data_dir.join(name);
+        let cache = options.state_dir.join("wasm-cache");
+        for dir in [&own_data, &cache] {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            chown_to(dir, ctx)?;
+        }
+        binds.push(Bind {
+            source: ctx.plan_file.to_owned(),
+            target: PathBuf::from(SANDBOX_PLAN_PATH),
+            writable: false,
+            executable: false,
+        });
+        binds.push(Bind {
+            source,
+            target: Path::new("/app").join(module_path),
+            writable: false,
+            executable: false,
+        });
+        binds.push(Bind {
+            source: own_data,
+            target: Path::new("/data").join(name),
+            writable: true,
+            executable: false,
+        });
+        binds.push(Bind {
+            source: cache,
+            target: PathBuf::from("/var/cache/testudo/wasm"),
+            writable: true,
+            executable: false,
+        });
+        args = [
+            "--plan",
+            SANDBOX_PLAN_PATH,
+            "--component",
+            name,
+            "--app-root",
+            "/app",
+            "--storage-root",
+            "/data",
+            "--cache",
+            "/var/cache/testudo/wasm",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    }
+    if provides_storage {
+        chown_to(&options.data_dir, ctx)?;
+    }
+    let root_dir = options.state_dir.join("roots").join(name);
+    std::fs::create_dir_all(&root_dir).map_err(|e| format!("creating {}: {e}", root_dir.display()))?;
+    let mut env: Vec<(String, String)> = component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    env.push(("TESTUDO_COMPONENT".to_owned(), name.to_owned()));
+    let extra_fds = fds
+        .control
+        .map(|control| vec![(testudo_scheme::CONTROL_ENV.to_owned(), control)])
+        .unwrap_or_default();
+    Ok(SandboxSpec {
+        name: name.to_owned(),
+        program,
+        args,
+        env,
+        handles: fds.handles,
+        extra_fds,
+        stdio: fds.stdio,
+        role: role_for(component).to_owned(),
+        network: component.devices.network,
+        connect_ports: if component.devices.network {
+            routed_ports(ctx.plan, name)
+        } else {
+            Vec::new()
+        },
+        binds,
+        limits: ResourceLimits {
+            memory_bytes,
+            max_tasks: component.limits.max_tasks,
+            cpu_percent: component.limits.cpu_percent,
+            max_fds: 256,
+        },
+        ids: ids_for(ctx),
+        root_dir,
+        cgroup: ctx.cgroup_root.map(|root| root.join(format!("testudo-{}", std::process::id())).join(name)),
+    })
+}
+
+fn ids_for(ctx: &LaunchContext<'_>) -> IdMapping {
+    // SAFETY: geteuid/getegid only read this process's credentials.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        IdMapping::Root {
+            host_id: ctx.options.uid_base + ctx.index,
+        }
+    } else {
+        IdMapping::Unprivileged { uid, gid }
+    }
+}
+
+/// As root, hands a directory the component writes to over to its host uid.
+fn chown_to(dir: &Path, ctx: &LaunchContext<'_>) -> Result<(), String> {
+    if let IdMapping::Root { host_id } = ids_for(ctx) {
+        std::os::unix::fs::chown(dir, Some(host_id), Some(host_id))
+            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}

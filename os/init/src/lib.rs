@@ -1,0 +1,34 @@
+//! `testudo-init`: reads the plan, creates the schemes, starts every component in its own
+//! sandbox in dependency order with exactly its routed handles, supervises them (restart
+//! policies with backoff, crash-loop detection, dependents restarted after the dependency
+//! they lost), serves the `status` scheme and shuts everything down cleanly.
+//!
+//! It is PID 1 in the image and an ordinary supervisor on a developer's host
+//! (`testudo run`); the library is the same, only [`main`](../testudo_init/index.html)
+//! differs.
+
+mod error;
+pub mod events;
+pub mod graph;
+pub mod launch;
+mod options;
+pub mod signals;
+pub mod status;
+mod supervisor;
+
+pub use error::InitError;
+pub use events::{Event, EventKind, EventLog};
+pub use options::{Backoff, InitOptions};
+pub use supervisor::{RunningSystem, Supervisor};
+
+/// Reads a plan JSON file.
+pub fn read_plan(path: &std::path::Path) -> Result<testudo_config::plan::Plan, InitError> {
+    let bytes = std::fs::read(path).map_err(|source| InitError::ReadPlan {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|source| InitError::ReadPlan {
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}

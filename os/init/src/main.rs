@@ -1,0 +1,115 @@
+//! `testudo-init [--plan PLAN.json] [--bin-dir DIR] [--state-dir DIR] [--data-dir DIR]
+//! [--app-root DIR]`
+//!
+//! As PID 1 (in the image) the defaults are `/etc/testudo/plan.json`, `/usr/lib/testudo`,
+//! `/run/testudo`, `/data` and `/usr/share/testudo/apps`; it mounts `/proc`, `/sys`, `/dev`
+//! and `/run` first and powers off after a clean shutdown. Anywhere else it is an ordinary
+//! supervisor (defaults: the binaries next to it, a state dir under the temp dir). It prints
+//! `ready: NAMES` on stdout once every component is up; SIGTERM or SIGINT stops everything.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use testudo_init::{signals, EventKind, EventLog, InitOptions, Supervisor};
+
+fn mount_basics() {
+    for (source, target, fstype) in [
+        ("proc", "/proc", "proc"),
+        ("sysfs", "/sys", "sysfs"),
+        ("devtmpfs", "/dev", "devtmpfs"),
+        ("tmpfs", "/run", "tmpfs"),
+    ] {
+        let _ = std::fs::create_dir_all(target);
+        let (Ok(s), Ok(t), Ok(f)) = (
+            std::ffi::CString::new(source),
+            std::ffi::CString::new(target),
+            std::ffi::CString::new(fstype),
+        ) else {
+            continue;
+        };
+        // SAFETY: mounts a pseudo filesystem with valid NUL-terminated strings; failure
+        // (already mounted) is harmless.
+        unsafe { libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), 0, std::ptr::null()) };
+    }
+}
+
+fn main() -> ExitCode {
+    let pid1 = std::process::id() == 1;
+    if pid1 {
+        mount_basics();
+    }
+    let here = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let mut plan = PathBuf::from("/etc/testudo/plan.json");
+    let (mut bin_dir, mut state_dir, mut data_dir, mut app_root) = if pid1 {
+        (
+            PathBuf::from("/usr/lib/testudo"),
+            PathBuf::from("/run/testudo"),
+            PathBuf::from("/data"),
+            PathBuf::from("/usr/share/testudo/apps"),
+        )
+    } else {
+        let state = std::env::temp_dir().join(format!("testudo-init-{}", std::process::id()));
+        (here, state.clone(), state.join("data"), PathBuf::from("."))
+    };
+    let mut args = std::env::args_os().skip(1);
+    while let Some(flag) = args.next() {
+        let Some(value) = args.next().map(PathBuf::from) else {
+            eprintln!("testudo-init: {} needs a value", flag.to_string_lossy());
+            return ExitCode::from(2);
+        };
+        match flag.to_str() {
+            Some("--plan") => plan = value,
+            Some("--bin-dir") => bin_dir = value,
+            Some("--state-dir") => state_dir = value,
+            Some("--data-dir") => data_dir = value,
+            Some("--app-root") => app_root = value,
+            _ => {
+                eprintln!("testudo-init: unknown argument {}", flag.to_string_lossy());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let result = (|| -> Result<(), testudo_init::InitError> {
+        let plan = testudo_init::read_plan(&plan)?;
+        let mut options = InitOptions::new(bin_dir, state_dir, data_dir, app_root);
+        options.echo = true;
+        let stop = signals::stop_on_signals()?;
+        let events = EventLog::new(true);
+        let mut supervisor = Supervisor::new(plan, options, events.clone())?;
+        let watcher = events.clone();
+        std::thread::spawn(move || {
+            if let Some(event) = watcher.wait_for(std::time::Duration::from_secs(u64::MAX / 4), |e| {
+                matches!(e.kind, EventKind::Ready { .. })
+            }) {
+                println!("{}", event.line());
+            }
+        });
+        supervisor.run(stop.as_fd())
+    })();
+    let code = match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let mut text = error.to_string();
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                text.push_str(": ");
+                text.push_str(&cause.to_string());
+                source = cause.source();
+            }
+            eprintln!("testudo-init: {text}");
+            ExitCode::FAILURE
+        }
+    };
+    if pid1 {
+        // SAFETY: flushes filesystems and powers off; PID 1 must never simply exit.
+        unsafe {
+            libc::sync();
+            libc::reboot(libc::RB_POWER_OFF);
+        }
+    }
+    code
+}

@@ -1,0 +1,66 @@
+//! How the supervisor is configured (paths and restart tuning).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Restart backoff and crash-loop detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay before the first restart; doubles with each restart inside the window.
+    pub initial: Duration,
+    /// Longest delay.
+    pub max: Duration,
+    /// More than `max_restarts` restarts within `window` is a crash loop: the component is
+    /// marked failed and not restarted again.
+    pub window: Duration,
+    /// Restarts allowed within `window`.
+    pub max_restarts: u32,
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(5),
+            window: Duration::from_secs(30),
+            max_restarts: 5,
+        }
+    }
+}
+
+/// Where things are and how to behave.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Directory holding the component binaries (`testudo-log`, ..., `testudo-wasm-host`).
+    pub bin_dir: PathBuf,
+    /// Runtime state: sandbox root mount points, the plan copy for the WASM host, caches.
+    pub state_dir: PathBuf,
+    /// The data partition: the storage driver's per-component directories live here.
+    pub data_dir: PathBuf,
+    /// Directory the plan's WASM module paths are relative to.
+    pub app_root: PathBuf,
+    /// Restart tuning.
+    pub backoff: Backoff,
+    /// How long components get to exit after SIGTERM before SIGKILL.
+    pub stop_grace: Duration,
+    /// First host uid/gid for components when running as root (component i gets base + i).
+    pub uid_base: u32,
+    /// Echo events on stderr.
+    pub echo: bool,
+}
+
+impl InitOptions {
+    /// Options with defaults for everything but the directories.
+    pub fn new(bin_dir: PathBuf, state_dir: PathBuf, data_dir: PathBuf, app_root: PathBuf) -> InitOptions {
+        InitOptions {
+            bin_dir,
+            state_dir,
+            data_dir,
+            app_root,
+            backoff: Backoff::default(),
+            stop_grace: Duration::from_secs(2),
+            uid_base: 110_000,
+            echo: false,
+        }
+    }
+}

@@ -1,0 +1,731 @@
+//! The supervisor: starts components in dependency order with exactly their routed handles,
+//! restarts them by policy with backoff, detects crash loops, restarts dependents after the
+//! dependency they lost, serves `status`, and shuts everything down.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use testudo_config::plan::{Plan, RestartPolicy, Rights as PlanRights};
+use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
+
+use crate::events::{EventKind, EventLog};
+use crate::graph::{self, INIT_COMPONENT};
+use crate::launch::{self, LaunchContext, LaunchFds};
+use crate::status::{StatusProvider, StatusTable};
+use crate::{InitError, InitOptions};
+
+/// Lifecycle of one component.
+#[derive(Debug)]
+enum State {
+    /// Waiting for its dependencies (or for its first start).
+    Waiting,
+    /// Running.
+    Running {
+        pid: i32,
+        pidfd: OwnedFd,
+        control: Option<OwnedFd>,
+        output: Option<OwnedFd>,
+        partial: Vec<u8>,
+    },
+    /// Waiting to be restarted.
+    Backoff { until: Instant },
+    /// Exited and not restarted.
+    Exited,
+    /// Given up on.
+    Failed,
+    /// Never started (missing WASM host).
+    NotStarted,
+}
+
+impl State {
+    fn label(&self) -> &'static str {
+        match self {
+            State::Waiting => "waiting",
+            State::Running { .. } => "running",
+            State::Backoff { .. } => "backoff",
+            State::Exited => "exited",
+            State::Failed => "failed",
+            State::NotStarted => "not-started",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Unit {
+    index: u32,
+    state: State,
+    restarts: VecDeque<Instant>,
+    total_restarts: u32,
+    role: &'static str,
+}
+
+fn rights(rights: PlanRights) -> Rights {
+    match rights {
+        PlanRights::Read => Rights::Read,
+        PlanRights::Write => Rights::Write,
+        PlanRights::ReadWrite => Rights::ReadWrite,
+    }
+}
+
+fn kernel(step: &'static str) -> impl FnOnce(std::io::Error) -> InitError {
+    move |source| InitError::Kernel { step, source }
+}
+
+/// Sends `signal` through a pidfd.
+fn signal(pidfd: BorrowedFd<'_>, signal: i32) {
+    // SAFETY: pidfd_send_signal on our own child's valid pidfd.
+    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, 0, 0) };
+}
+
+/// How a reaped child ended.
+enum Ending {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Reaps the child behind `pidfd` (blocking if `block`); `None` if it is still running.
+fn reap(pidfd: BorrowedFd<'_>, block: bool) -> Option<Ending> {
+    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
+    // SAFETY: waitid fills a zeroed siginfo for our own child's pidfd.
+    let info = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        if libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) != 0 {
+            return Some(Ending::Code(-1));
+        }
+        info
+    };
+    // SAFETY: si_pid/si_status are valid for a SIGCHLD-style siginfo from waitid.
+    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
+    if pid == 0 {
+        return None;
+    }
+    Some(match info.si_code {
+        libc::CLD_EXITED => Ending::Code(status),
+        _ => Ending::Signal(status),
+    })
+}
+
+/// The running supervisor (call [`Supervisor::run`] on its own thread or the main thread).
+#[derive(Debug)]
+pub struct Supervisor {
+    plan: Plan,
+    options: InitOptions,
+    deps: BTreeMap<String, BTreeSet<String>>,
+    order: Vec<String>,
+    units: BTreeMap<String, Unit>,
+    events: EventLog,
+    status_table: StatusTable,
+    status_control: OwnedFd,
+    _status_thread: JoinHandle<()>,
+    plan_file: PathBuf,
+    cgroup_root: Option<PathBuf>,
+    ready_announced: bool,
+}
+
+impl Supervisor {
+    /// Validates the graph, prepares the state directory and starts the status scheme.
+    pub fn new(plan: Plan, options: InitOptions, events: EventLog) -> Result<Supervisor, InitError> {
+        let deps = graph::dependencies(&plan)?;
+        let order = graph::start_order(&deps)?;
+        for dir in [&options.state_dir, &options.data_dir] {
+            std::fs::create_dir_all(dir).map_err(|source| InitError::StateDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        let plan_file = options.state_dir.join("plan.json");
+        let plan_json = serde_json::to_vec_pretty(&plan).map_err(|source| InitError::ReadPlan {
+            path: plan_file.clone(),
+            source: Box::new(source),
+        })?;
+        std::fs::write(&plan_file, plan_json).map_err(|source| InitError::StateDir {
+            path: plan_file.clone(),
+            source,
+        })?;
+        let units = order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, name)| {
+                let component = plan.components.get(name)?;
+                Some((
+                    name.clone(),
+                    Unit {
+                        index: i as u32,
+                        state: State::Waiting,
+                        restarts: VecDeque::new(),
+                        total_restarts: 0,
+                        role: launch::role_for(component),
+                    },
+                ))
+            })
+            .collect();
+        let status_table: StatusTable = Arc::new(Mutex::new(BTreeMap::new()));
+        let (status_control, served) = handle_pair().map_err(|source| InitError::Status { source })?;
+        let provider = StatusProvider::new(Arc::clone(&status_table));
+        let status_thread = std::thread::Builder::new()
+            .name("status-scheme".into())
+            .spawn(move || {
+                let _ = Server::new(provider).with_control(served).run();
+            })
+            .map_err(kernel("starting the status scheme thread"))?;
+        Ok(Supervisor {
+            plan,
+            options,
+            deps,
+            order,
+            units,
+            events,
+            status_table,
+            status_control,
+            _status_thread: status_thread,
+            plan_file,
+            cgroup_root: testudo_sandbox::cgroup_v2_available(),
+            ready_announced: false,
+        })
+    }
+
+    /// The start order.
+    pub fn order(&self) -> &[String] {
+        &self.order
+    }
+
+    /// A new handle to init's `status` scheme.
+    pub fn status_handle(&self, consumer: &str) -> Result<testudo_scheme::Handle, InitError> {
+        let (kept, given) = handle_pair().map_err(|source| InitError::Status { source })?;
+        let grant = Grant {
+            consumer: consumer.to_owned(),
+            capability: "status".to_owned(),
+            rights: Rights::Read,
+            allow: Vec::new(),
+        };
+        send_grant(self.status_control.as_fd(), &grant, kept.as_fd()).map_err(|source| InitError::Status { source })?;
+        Ok(testudo_scheme::Handle::from_fd(given))
+    }
+
+    fn publish_status(&self) {
+        let mut table = self.status_table.lock().unwrap_or_else(PoisonError::into_inner);
+        table.clear();
+        for (name, unit) in &self.units {
+            table.insert(name.clone(), (unit.state.label().to_owned(), unit.total_restarts));
+        }
+    }
+
+    /// Runs until `stop` becomes readable, then shuts everything down.
+    pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), InitError> {
+        loop {
+            self.start_what_can_start();
+            self.announce_ready();
+            self.publish_status();
+            // Poll set: stop fd, then per running unit its pidfd and output pipe.
+            let mut watched: Vec<(String, bool)> = Vec::new();
+            let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
+                fd: stop.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            for (name, unit) in &self.units {
+                if let State::Running { pidfd, output, .. } = &unit.state {
+                    fds.push(libc::pollfd {
+                        fd: pidfd.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    watched.push((name.clone(), true));
+                    if let Some(output) = output {
+                        fds.push(libc::pollfd {
+                            fd: output.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                        watched.push((name.clone(), false));
+                    }
+                }
+            }
+            let timeout = self.next_deadline().map_or(-1, |deadline| {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis()
+                    .min(60_000) as i32
+                    + 1
+            });
+            // SAFETY: `fds` is a valid array of pollfd for the duration of the call.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if n < 0 {
+                let error = std::io::Error::last_os_error();
+                if error.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(kernel("polling components")(error));
+            }
+            if fds[0].revents != 0 {
+                self.shutdown();
+                return Ok(());
+            }
+            // Output first, so a component's last lines come before its exit event.
+            for (entry, (name, is_pidfd)) in fds[1..].iter().zip(&watched) {
+                if entry.revents != 0 && !is_pidfd {
+                    self.drain_output(name);
+                }
+            }
+            for (entry, (name, is_pidfd)) in fds[1..].iter().zip(&watched) {
+                if entry.revents != 0 && *is_pidfd {
+                    self.on_exit(name);
+                }
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.units
+            .values()
+            .filter_map(|unit| match unit.state {
+                State::Backoff { until } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    fn is_running(&self, name: &str) -> bool {
+        self.units
+            .get(name)
+            .is_some_and(|unit| matches!(unit.state, State::Running { .. }))
+    }
+
+    fn start_what_can_start(&mut self) {
+        let now = Instant::now();
+        for name in self.order.clone() {
+            let Some(unit) = self.units.get(&name) else { continue };
+            let due = match unit.state {
+                State::Waiting => true,
+                State::Backoff { until } => until <= now,
+                _ => false,
+            };
+            let deps_up = self.deps.get(&name).is_some_and(|deps| deps.iter().all(|d| self.is_running(d)));
+            if due && deps_up {
+                self.launch(&name);
+            }
+        }
+    }
+
+    fn announce_ready(&mut self) {
+        if self.ready_announced {
+            return;
+        }
+        let pending = self
+            .units
+            .values()
+            .any(|unit| matches!(unit.state, State::Waiting | State::Backoff { .. }));
+        if pending {
+            return;
+        }
+        self.ready_announced = true;
+        let components = self
+            .units
+            .iter()
+            .filter(|(_, unit)| matches!(unit.state, State::Running { .. }))
+            .map(|(name, _)| name.clone())
+            .collect();
+        self.events.push(INIT_COMPONENT, EventKind::Ready { components });
+    }
+
+    fn set_state(&mut self, name: &str, state: State) {
+        if let Some(unit) = self.units.get_mut(name) {
+            unit.state = state;
+        }
+    }
+
+    /// Creates the handles for `name`'s routes: one new connection per route, the provider's
+    /// end sent over the provider's control socket with the route's grant.
+    fn route_handles(&self, name: &str) -> Result<Vec<(String, OwnedFd)>, String> {
+        let component = &self.plan.components[name];
+        let mut handles = Vec::new();
+        for (local, route) in &component.uses {
+            let grant = Grant {
+                consumer: name.to_owned(),
+                capability: route.capability.clone(),
+                rights: rights(route.rights),
+                allow: route.allow.clone(),
+            };
+            let (kept, given) = handle_pair().map_err(|e| format!("creating handle {local}: {e}"))?;
+            let control = if route.component == INIT_COMPONENT {
+                self.status_control.as_fd()
+            } else {
+                match self.units.get(&route.component).map(|u| &u.state) {
+                    Some(State::Running {
+                        control: Some(control), ..
+                    }) => control.as_fd(),
+                    _ => return Err(format!("provider {} of {local} is not serving", route.component)),
+                }
+            };
+            send_grant(control, &grant, kept.as_fd()).map_err(|e| format!("routing {local} to {}: {e}", route.component))?;
+            handles.push((local.clone(), given));
+        }
+        Ok(handles)
+    }
+
+    fn launch(&mut self, name: &str) {
+        let component = self.plan.components[name].clone();
+        let program = match launch::binary_for(&component, &self.options) {
+            Ok(program) => program,
+            Err(reason) => {
+                let wasm_missing = reason == "wasm host missing";
+                self.events.push(name, EventKind::NotStarted { reason });
+                self.set_state(name, if wasm_missing { State::NotStarted } else { State::Failed });
+                self.fail_dependents(name);
+                return;
+            }
+        };
+        let result = (|| -> Result<(i32, OwnedFd, Option<OwnedFd>, OwnedFd, testudo_sandbox::RuntimeReport), String> {
+            let handles = self.route_handles(name)?;
+            let (control_init, control_child) = if component.provides.is_empty() {
+                (None, None)
+            } else {
+                let (a, b) = handle_pair().map_err(|e| format!("control socket: {e}"))?;
+                (Some(a), Some(b))
+            };
+            let (out_read, out_write) = std::io::pipe().map_err(|e| format!("output pipe: {e}"))?;
+            let out_write = OwnedFd::from(out_write);
+            let stdin = OwnedFd::from(std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?);
+            let stderr = out_write.try_clone().map_err(|e| format!("output pipe: {e}"))?;
+            let ctx = LaunchContext {
+                plan: &self.plan,
+                name,
+                index: self.units[name].index,
+                options: &self.options,
+                plan_file: &self.plan_file,
+                cgroup_root: self.cgroup_root.as_deref(),
+            };
+            let spec = launch::spec_for(
+                &ctx,
+                &component,
+                program,
+                LaunchFds {
+                    handles,
+                    control: control_child,
+                    stdio: [stdin, out_write, stderr],
+                },
+            )?;
+            let prepared = testudo_sandbox::prepare(spec).map_err(|e| chain(&e))?;
+            let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|e| chain(&e))?;
+            let mut report = child.report;
+            report.enforcement = testudo_sandbox::proc_enforcement(child.pid).ok();
+            Ok((child.pid, child.pidfd, control_init, OwnedFd::from(out_read), report))
+        })();
+        match result {
+            Ok((pid, pidfd, control, output, report)) => {
+                self.events.push(
+                    name,
+                    EventKind::Started {
+                        pid,
+                        report: Box::new(report),
+                    },
+                );
+                self.set_state(
+                    name,
+                    State::Running {
+                        pid,
+                        pidfd,
+                        control,
+                        output: Some(output),
+                        partial: Vec::new(),
+                    },
+                );
+            }
+            Err(error) => {
+                self.events.push(name, EventKind::LaunchFailed { error });
+                self.after_ending(name, false);
+            }
+        }
+    }
+
+    fn drain_output(&mut self, name: &str) {
+        let mut lines = Vec::new();
+        if let Some(Unit {
+            state: State::Running { output, partial, .. },
+            ..
+        }) = self.units.get_mut(name)
+        {
+            let mut buf = [0u8; 4096];
+            let n = match output.as_ref().map(|fd| {
+                // SAFETY: reads into a stack buffer from our pipe fd.
+                unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) }
+            }) {
+                Some(n) if n > 0 => n as usize,
+                _ => {
+                    *output = None;
+                    0
+                }
+            };
+            partial.extend_from_slice(&buf[..n]);
+            while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=pos).collect();
+                lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+            }
+            if output.is_none() && !partial.is_empty() {
+                lines.push(String::from_utf8_lossy(partial).into_owned());
+                partial.clear();
+            }
+        }
+        for line in lines {
+            self.events.push(name, EventKind::Output { line });
+        }
+    }
+
+    fn on_exit(&mut self, name: &str) {
+        let ending = match self.units.get(name).map(|u| &u.state) {
+            Some(State::Running { pidfd, .. }) => reap(pidfd.as_fd(), false),
+            _ => return,
+        };
+        let Some(ending) = ending else { return };
+        // Collect whatever output is still buffered in the pipe.
+        loop {
+            let before = self.events.snapshot().len();
+            self.drain_output(name);
+            let open = matches!(self.units.get(name).map(|u| &u.state), Some(State::Running { output: Some(_), .. }));
+            if !open || self.events.snapshot().len() == before {
+                break;
+            }
+        }
+        let role = self.units.get(name).map_or("", |u| u.role);
+        let success = match ending {
+            Ending::Code(code) => {
+                self.events.push(name, EventKind::Exited { code });
+                code == 0
+            }
+            Ending::Signal(signal) => {
+                if signal == libc::SIGSYS {
+                    self.events.push(name, EventKind::SeccompDenied { role: role.to_owned() });
+                } else {
+                    self.events.push(name, EventKind::Signaled { signal });
+                }
+                false
+            }
+        };
+        self.set_state(name, State::Waiting);
+        self.after_ending(name, success);
+    }
+
+    /// Decides what happens after `name` stopped (or failed to launch).
+    fn after_ending(&mut self, name: &str, success: bool) {
+        self.stop_dependents(name);
+        let policy = self.plan.components[name].limits.restart;
+        let restart = match policy {
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::Never => false,
+        };
+        if !restart {
+            self.set_state(name, if success { State::Exited } else { State::Failed });
+            if !success {
+                self.events.push(
+                    name,
+                    EventKind::Failed {
+                        reason: "exited and its restart policy is never".to_owned(),
+                    },
+                );
+            }
+            self.fail_dependents(name);
+            return;
+        }
+        let backoff = self.options.backoff;
+        let now = Instant::now();
+        let Some(unit) = self.units.get_mut(name) else { return };
+        while unit.restarts.front().is_some_and(|t| now.duration_since(*t) > backoff.window) {
+            unit.restarts.pop_front();
+        }
+        unit.restarts.push_back(now);
+        let attempt = unit.restarts.len() as u32;
+        if attempt > backoff.max_restarts {
+            unit.state = State::Failed;
+            self.events.push(
+                name,
+                EventKind::Failed {
+                    reason: format!(
+                        "crash loop: {attempt} restarts within {} s",
+                        backoff.window.as_secs_f64()
+                    ),
+                },
+            );
+            self.fail_dependents(name);
+            return;
+        }
+        unit.total_restarts += 1;
+        let delay = backoff
+            .initial
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(backoff.max);
+        unit.state = State::Backoff { until: now + delay };
+        self.events.push(
+            name,
+            EventKind::Restarting {
+                delay_ms: delay.as_millis() as u64,
+                attempt,
+            },
+        );
+    }
+
+    /// Stops every running dependent of `name` (their handles to it are dead); they start
+    /// again, in order, once `name` runs again.
+    fn stop_dependents(&mut self, name: &str) {
+        let dependents = graph::dependents(&self.deps, name);
+        for dependent in self.order.clone().iter().rev().filter(|d| dependents.contains(*d)) {
+            let Some(unit) = self.units.get_mut(dependent) else { continue };
+            if let State::Running { pidfd, .. } = &unit.state {
+                signal(pidfd.as_fd(), libc::SIGKILL);
+                reap(pidfd.as_fd(), true);
+                unit.state = State::Waiting;
+                self.events.push(
+                    dependent,
+                    EventKind::StoppedForDependency {
+                        dependency: name.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Marks every waiting dependent of a component that will not run again as failed.
+    fn fail_dependents(&mut self, name: &str) {
+        for dependent in graph::dependents(&self.deps, name) {
+            let Some(unit) = self.units.get_mut(&dependent) else { continue };
+            if matches!(unit.state, State::Waiting | State::Backoff { .. }) {
+                unit.state = State::Failed;
+                self.events.push(
+                    &dependent,
+                    EventKind::Failed {
+                        reason: format!("dependency {name} is not running"),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stops every component in reverse start order: SIGTERM (and closing providers'
+    /// control sockets), then SIGKILL after the grace period; reaps all of them.
+    pub fn shutdown(&mut self) {
+        let order: Vec<String> = self.order.iter().rev().cloned().collect();
+        for name in &order {
+            if let Some(Unit {
+                state: State::Running { pidfd, control, .. },
+                ..
+            }) = self.units.get_mut(name)
+            {
+                *control = None;
+                signal(pidfd.as_fd(), libc::SIGTERM);
+            }
+        }
+        let deadline = Instant::now() + self.options.stop_grace;
+        for name in &order {
+            let Some(unit) = self.units.get_mut(name) else { continue };
+            let State::Running { pidfd, .. } = &unit.state else { continue };
+            loop {
+                if reap(pidfd.as_fd(), false).is_some() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    signal(pidfd.as_fd(), libc::SIGKILL);
+                    reap(pidfd.as_fd(), true);
+                    break;
+                }
+                let mut entry = libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                let wait = deadline.saturating_duration_since(Instant::now()).as_millis() as i32 + 1;
+                // SAFETY: polls one valid pidfd.
+                unsafe { libc::poll(&mut entry, 1, wait) };
+            }
+            unit.state = State::Exited;
+        }
+        if let Some(root) = &self.cgroup_root {
+            let _ = std::fs::remove_dir_all(root.join(format!("testudo-{}", std::process::id())));
+        }
+        self.publish_status();
+        self.events.push(INIT_COMPONENT, EventKind::ShutdownComplete);
+    }
+}
+
+/// An error and its sources on one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// A supervisor running on its own thread.
+#[derive(Debug)]
+pub struct RunningSystem {
+    /// The event log.
+    pub events: EventLog,
+    stop: Option<OwnedFd>,
+    thread: Option<JoinHandle<Result<(), InitError>>>,
+    status: testudo_scheme::Handle,
+}
+
+impl RunningSystem {
+    /// Starts `plan` on a new thread.
+    pub fn start(plan: Plan, options: InitOptions) -> Result<RunningSystem, InitError> {
+        let events = EventLog::new(options.echo);
+        let mut supervisor = Supervisor::new(plan, options, events.clone())?;
+        let status = supervisor.status_handle("observer")?;
+        let (stop_read, stop_write) = std::io::pipe().map_err(kernel("creating the stop pipe"))?;
+        let stop_read = OwnedFd::from(stop_read);
+        let thread = std::thread::Builder::new()
+            .name("testudo-init".into())
+            .spawn(move || supervisor.run(stop_read.as_fd()))
+            .map_err(kernel("starting the supervisor thread"))?;
+        Ok(RunningSystem {
+            events,
+            stop: Some(OwnedFd::from(stop_write)),
+            thread: Some(thread),
+            status,
+        })
+    }
+
+    /// Reads the `status` scheme: `name state restarts` per line.
+    pub fn status(&self) -> Result<String, testudo_scheme::SchemeError> {
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.status.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        Ok(String::from_utf8_lossy(&text).into_owned())
+    }
+
+    /// Stops every component and waits for the supervisor to finish.
+    pub fn stop(mut self) -> Result<(), InitError> {
+        self.stop_inner()
+    }
+
+    fn stop_inner(&mut self) -> Result<(), InitError> {
+        if let Some(stop) = self.stop.take() {
+            let mut file = std::fs::File::from(stop);
+            let _ = std::io::Write::write_all(&mut file, &[1]);
+        }
+        match self.thread.take() {
+            Some(thread) => thread.join().unwrap_or(Ok(())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RunningSystem {
+    fn drop(&mut self) {
+        let _ = self.stop_inner();
+    }
+}
+

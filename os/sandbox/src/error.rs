@@ -1,0 +1,79 @@
+//! Errors of the sandbox.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong preparing or starting a sandboxed process.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// A seccomp policy file is not valid seccompiler JSON.
+    #[error("seccomp policy for role {role:?} does not compile")]
+    PolicyCompile {
+        /// The role.
+        role: String,
+        /// What seccompiler said.
+        #[source]
+        source: seccompiler::Error,
+    },
+    /// A seccomp policy file is not JSON.
+    #[error("seccomp policy for role {role:?} is not valid JSON")]
+    PolicyParse {
+        /// The role.
+        role: String,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// No policy exists for the role.
+    #[error("no seccomp policy for role {role:?} (known: driver, net-driver, service, wasm-host)")]
+    UnknownRole {
+        /// The role.
+        role: String,
+    },
+    /// A path handed to the sandbox is unusable.
+    #[error("sandbox path {path}: {problem}")]
+    Path {
+        /// The path.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: &'static str,
+    },
+    /// Finding the shared libraries of a binary failed.
+    #[error("listing shared libraries of {binary} with ldd")]
+    Libraries {
+        /// The binary.
+        binary: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Building the landlock ruleset failed.
+    #[error("building the landlock ruleset for {component}")]
+    Landlock {
+        /// The component.
+        component: String,
+        /// What landlock said.
+        #[source]
+        source: landlock::RulesetError,
+    },
+    /// A kernel call in the parent failed.
+    #[error("{step} for {component}")]
+    Kernel {
+        /// The operation.
+        step: &'static str,
+        /// The component.
+        component: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The child failed during setup, before `execve` completed.
+    #[error("sandbox setup step {step} failed for {component} (errno {errno})")]
+    ChildSetup {
+        /// The component.
+        component: String,
+        /// Description of the step that failed.
+        step: String,
+        /// The errno the child saw.
+        errno: i32,
+    },
+}

@@ -1,0 +1,83 @@
+//! Seccomp allowlists per role, kept as data (seccompiler's JSON format, Firecracker style)
+//! in `os/sandbox/policies/<role>.json` and compiled into the binary.
+//!
+//! Every policy has one filter, `main`: the listed syscalls are allowed, anything else kills
+//! the process (`SIGSYS`; the supervisor logs it as a seccomp denial). The filter is installed
+//! right before `execve`, so `execve` is in every list.
+//!
+//! Roles: `driver` (single-threaded scheme daemons), `net-driver` (adds outbound TCP),
+//! `service` (native services and test components), `wasm-host` (wasmtime: threads, JIT
+//! memory, signals for traps).
+
+use std::collections::BTreeSet;
+
+use seccompiler::{sock_filter, TargetArch};
+
+use crate::SandboxError;
+
+/// Named syscalls in the x86_64 table (seccompiler's kernel 6.12 table).
+pub const X86_64_SYSCALLS: usize = 373;
+
+/// Every role and its policy JSON.
+pub const ROLES: &[(&str, &str)] = &[
+    ("driver", include_str!("../policies/driver.json")),
+    ("net-driver", include_str!("../policies/net-driver.json")),
+    ("service", include_str!("../policies/service.json")),
+    ("wasm-host", include_str!("../policies/wasm-host.json")),
+];
+
+fn policy_json(role: &str) -> Result<&'static str, SandboxError> {
+    ROLES
+        .iter()
+        .find(|(name, _)| *name == role)
+        .map(|(_, json)| *json)
+        .ok_or_else(|| SandboxError::UnknownRole { role: role.to_owned() })
+}
+
+/// The syscalls `role` allows, sorted.
+pub fn allowed_syscalls(role: &str) -> Result<BTreeSet<String>, SandboxError> {
+    let json = policy_json(role)?;
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|source| SandboxError::PolicyParse {
+        role: role.to_owned(),
+        source,
+    })?;
+    Ok(value["main"]["filter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|rule| rule["syscall"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Compiles `role`'s policy to a BPF program for x86_64.
+pub fn compile(role: &str) -> Result<Vec<sock_filter>, SandboxError> {
+    let json = policy_json(role)?;
+    let wrap = |source| SandboxError::PolicyCompile {
+        role: role.to_owned(),
+        source,
+    };
+    let mut map = seccompiler::compile_from_json(json.as_bytes(), TargetArch::x86_64).map_err(wrap)?;
+    map.remove("main").ok_or_else(|| SandboxError::UnknownRole { role: role.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_policy_compiles_and_native_roles_stay_under_40() {
+        for (role, _) in ROLES {
+            let program = compile(role).expect("compiles");
+            assert!(!program.is_empty());
+            let allowed = allowed_syscalls(role).expect("parses");
+            assert!(allowed.contains("execve"), "{role} must allow the final execve");
+            for forbidden in ["ptrace", "mount", "kexec_load", "bpf", "init_module", "finit_module", "process_vm_readv", "unshare", "setns"] {
+                assert!(!allowed.contains(forbidden), "{role} allows {forbidden}");
+            }
+            if *role != "wasm-host" {
+                assert!(allowed.len() < 40, "{role} allows {} syscalls", allowed.len());
+            }
+        }
+        assert!(matches!(compile("nope"), Err(SandboxError::UnknownRole { .. })));
+    }
+}

@@ -1,0 +1,92 @@
+//! Promise: a real process started by `spawn` runs in its own namespaces with a minimal
+//! read-only root, seccomp, no_new_privs and only its granted fds; a setup failure names
+//! the step. Uses Debian's /usr/bin/cat and /usr/bin/true as the sandboxed programs.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use testudo_sandbox::{prepare, spawn, IdMapping, RealSys, ResourceLimits, SandboxError, SandboxSpec};
+
+fn ids() -> IdMapping {
+    // SAFETY: geteuid/getegid only read process credentials.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 {
+        IdMapping::Root { host_id: 200_000 }
+    } else {
+        IdMapping::Unprivileged { uid, gid }
+    }
+}
+
+fn spec(root: &Path, program: &str, args: &[&str], stdout: OwnedFd) -> SandboxSpec {
+    let null = || OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
+    SandboxSpec {
+        name: "probe".into(),
+        program: PathBuf::from(program),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: vec![],
+        handles: vec![],
+        extra_fds: vec![],
+        stdio: [null(), stdout, null()],
+        role: "service".into(),
+        network: false,
+        connect_ports: vec![],
+        binds: vec![],
+        limits: ResourceLimits {
+            memory_bytes: 256 << 20,
+            max_tasks: 4,
+            cpu_percent: 0,
+            max_fds: 64,
+        },
+        ids: ids(),
+        root_dir: root.to_owned(),
+        cgroup: None,
+    }
+}
+
+/// Runs `program args` sandboxed; returns (exit code, stdout).
+fn run(program: &str, args: &[&str]) -> (i32, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut out_read, out_write) = std::io::pipe().expect("pipe");
+    let prepared = prepare(spec(dir.path(), program, args, OwnedFd::from(out_write))).expect("prepare");
+    let child = spawn(&RealSys, prepared).expect("spawn");
+    let enforcement = testudo_sandbox::proc_enforcement(child.pid);
+    let mut bytes = Vec::new();
+    out_read.read_to_end(&mut bytes).expect("read stdout");
+    let output = String::from_utf8_lossy(&bytes).into_owned();
+    // SAFETY: reaps our own child through its pidfd.
+    let code = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        assert_eq!(libc::waitid(libc::P_PIDFD, child.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED), 0);
+        info.si_status()
+    };
+    if let Ok(enforcement) = enforcement {
+        // Read while it may still run: if it already exited the fields are gone, which is fine.
+        assert!(enforcement.own_mount_ns && enforcement.own_net_ns && enforcement.own_pid_ns);
+    }
+    (code, output)
+}
+
+#[test]
+fn only_granted_paths_are_visible_and_root_is_read_only() {
+    let (code, _) = run("/usr/bin/cat", &["/bin/cat"]);
+    assert_eq!(code, 0, "its own binary is visible");
+    let (code, _) = run("/usr/bin/cat", &["/etc/passwd"]);
+    assert_ne!(code, 0, "host files are not visible");
+    let (code, output) = run("/usr/bin/cat", &["/proc/self/status"]);
+    assert_ne!(code, 0, "no /proc inside: {output}");
+}
+
+#[test]
+fn setup_failure_names_the_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = OwnedFd::from(std::fs::File::open("/dev/null").expect("null"));
+    let mut bad = spec(dir.path(), "/usr/bin/true", &[], out);
+    bad.binds.push(testudo_sandbox::Bind {
+        source: PathBuf::from("/nonexistent-testudo"),
+        target: PathBuf::from("/x"),
+        writable: false,
+        executable: false,
+    });
+    assert!(matches!(prepare(bad), Err(SandboxError::Path { .. })));
+}

@@ -1,0 +1,251 @@
+//! Benchmarks for issue 5, in one run with their anchors:
+//! - `instantiate/*`: app instantiation from a cached `.cwasm` (WASI context, limits, device
+//!   interfaces, instance), on-demand and pooling allocators; anchor: wasmtime's published
+//!   5 us and the PyPI `wasmtime` package instantiating the same module.
+//! - `host_call/sensor.read`: wasm -> host -> wasm round trip through `testudo:device`;
+//!   anchor: the same module calling a Python host function under PyPI `wasmtime`.
+//! - `start/process`: a full `testudo-wasm-host` process running the hello app from a warm
+//!   cache (exec, plan, cache load, run, exit); `start/process-in-namespaces` the same inside
+//!   fresh user+mount+net namespaces (`unshare -Urmn`), the isolation the sandbox adds.
+//! - idle memory: RSS added per idle app (printed and written to target/bench/wasm-idle.json).
+//!
+//! Run with `cargo bench -p testudo-wasm-host`; the anchor figures are printed first.
+#![allow(clippy::unwrap_used)]
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use testudo_config::plan::RestartPolicy;
+use testudo_wasm_host::grants::{SensorGrant, TelemetryGrant};
+use testudo_wasm_host::supervise::Supervisor;
+use testudo_wasm_host::{
+    compile_app, AppLimits, EngineOptions, Grants, HostEngine, LocalDevice, ModuleCache, Outcome,
+    OutputSink, PreparedApp, RunContext, StopSignal,
+};
+
+fn context(device: Arc<LocalDevice>) -> RunContext {
+    RunContext {
+        limits: AppLimits::default(),
+        backend: device,
+        stdout: OutputSink::Discard,
+        stderr: OutputSink::Discard,
+        stop: StopSignal::new(),
+    }
+}
+
+/// Compiles through a fresh cache twice so the prepared app comes from the `.cwasm`.
+fn cached_app(engine: &HostEngine, path: &Path, cache_dir: &Path, grants: Grants) -> PreparedApp {
+    let cache = ModuleCache::new(cache_dir);
+    let bytes = std::fs::read(path).unwrap();
+    compile_app(engine.engine(), Some(&cache), "app", &bytes).unwrap();
+    let compiled = compile_app(engine.engine(), Some(&cache), "app", &bytes).unwrap();
+    assert!(compiled.from_cache);
+    PreparedApp::prepare(engine.engine(), &compiled, Arc::new(grants)).unwrap()
+}
+
+fn sensor_grants() -> Grants {
+    Grants {
+        sensor: Some(SensorGrant {
+            route: "s".into(),
+            channels: Default::default(),
+        }),
+        ..Grants::default()
+    }
+}
+
+fn python_anchor(hello: &Path) -> Option<serde_json::Value> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
+    let output = Command::new("python3")
+        .arg(dir.join("pywasmtime_anchor.py"))
+        .arg(hello)
+        .arg(dir.join("hostcall.wat"))
+        .arg("2000")
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        eprintln!(
+            "PyPI wasmtime anchor failed (pip install wasmtime; cargo xtask deps): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+fn benches(c: &mut Criterion) {
+    let hello = common::build("hello", &[]);
+    let cache_dir = tempfile::tempdir().unwrap();
+    let device = Arc::new(LocalDevice::new().with_sensor("temperature", 21.5));
+
+    if let Some(anchor) = python_anchor(&hello) {
+        println!(
+            "anchor: PyPI wasmtime {}: instantiate {:.1} us, host call {:.0} ns; wasmtime published: 5 us instantiate",
+            anchor["wasmtime_version"], anchor["instantiate_us"].as_f64().unwrap_or(f64::NAN),
+            anchor["host_call_ns"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+
+    let mut group = c.benchmark_group("instantiate");
+    for (label, pooling) in [("cached-cwasm/on-demand", false), ("cached-cwasm/pooling", true)] {
+        let engine = HostEngine::new(&EngineOptions {
+            pooling,
+            ..EngineOptions::default()
+        })
+        .unwrap();
+        let app = cached_app(&engine, &hello, &cache_dir.path().join(label), Grants::default());
+        let ctx = context(Arc::clone(&device));
+        group.bench_function(label, |b| {
+            b.iter(|| assert_eq!(app.instantiate_only(&ctx).unwrap(), Outcome::Exited(0)))
+        });
+    }
+    group.finish();
+
+    let engine = HostEngine::new(&EngineOptions::default()).unwrap();
+    let hostcall = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/hostcall.wat");
+    let app = cached_app(&engine, &hostcall, &cache_dir.path().join("hostcall"), sensor_grants());
+    let ctx = context(Arc::clone(&device));
+    c.bench_function("host_call/sensor.read", |b| {
+        b.iter_custom(|iterations| {
+            let calls = i32::try_from(iterations).unwrap_or(i32::MAX);
+            let start = Instant::now();
+            assert_eq!(app.call_export(&ctx, "run", calls).unwrap(), Outcome::Exited(0));
+            start.elapsed()
+        })
+    });
+
+    let plan_dir = tempfile::tempdir().unwrap();
+    let plan = write_hello_plan(plan_dir.path(), &hello);
+    let host = |wrap: &[&str]| {
+        let mut command = if wrap.is_empty() {
+            Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"))
+        } else {
+            let mut command = Command::new(wrap[0]);
+            command.args(&wrap[1..]).arg(env!("CARGO_BIN_EXE_testudo-wasm-host"));
+            command
+        };
+        command
+            .arg("--plan")
+            .arg(&plan)
+            .args(["--component", "hello", "--app-root", "/"])
+            .arg("--cache")
+            .arg(plan_dir.path().join("cache"))
+            .arg("--storage-root")
+            .arg(plan_dir.path().join("storage"));
+        let status = command.status().unwrap();
+        assert!(status.success(), "{command:?}");
+    };
+    host(&[]); // warm the cache
+    let mut group = c.benchmark_group("start");
+    group.sample_size(30);
+    group.bench_function("process", |b| b.iter(|| host(&[])));
+    if Command::new("unshare").args(["-Urmn", "true"]).status().is_ok_and(|s| s.success()) {
+        group.bench_function("process-in-namespaces", |b| b.iter(|| host(&["unshare", "-Urmn"])));
+    } else {
+        eprintln!("start/process-in-namespaces: unshare -Urmn not permitted here; skipped");
+    }
+    group.finish();
+
+    idle_memory(&engine);
+}
+
+/// A plan with one component, the hello app, as `testudo-init` would hand it over.
+fn write_hello_plan(dir: &Path, hello: &Path) -> PathBuf {
+    let plan = serde_json::json!({
+        "format": 1, "name": "bench", "version": "1.0.0", "compatible": "bench",
+        "board": { "name": "b", "arch": "x86_64", "memory_bytes": 1, "kernel": "k", "bootloader": "grub",
+                   "console": "ttyS0", "partitions": { "esp_bytes": 1, "rootfs_bytes": 1, "data_bytes": 1 } },
+        "components": { "hello": {
+            "kind": "wasm", "run": { "type": "wasm", "module": hello.display().to_string() },
+            "devices": { "nodes": [], "pci": [], "network": false }, "provides": {}, "uses": {},
+            "limits": { "memory_bytes": 16777216, "cpu_percent": 10, "restart": "never", "max_tasks": 1, "cpu_time_ms": 100 },
+            "after": [], "env": {}, "args": [] } },
+        "app_slots": {},
+        "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
+        "cloud": { "hub": "h", "device_id": "d", "identity": "sas", "dps_scope": null }
+    });
+    let path = dir.join("plan.json");
+    std::fs::write(&path, plan.to_string()).unwrap();
+    path
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap()
+}
+
+/// Starts idle sensor readers (each sleeping between readings) and reports the RSS each
+/// adds beyond its linear memory.
+fn idle_memory(engine: &HostEngine) {
+    const APPS: usize = 40;
+    let reader = common::build("sensor-reader", &[]);
+    let device = Arc::new(LocalDevice::new().with_sensor("temperature", 21.5));
+    let grants = Grants {
+        env: vec![("INTERVAL_MS".into(), "1000".into())],
+        telemetry: Some(TelemetryGrant {
+            publish: Some("t".into()),
+            receive: None,
+        }),
+        ..sensor_grants()
+    };
+    let compiled = common::compile(&reader);
+    let before = rss_kib();
+    let mut supervisors = Vec::new();
+    for _ in 0..APPS {
+        let prepared = PreparedApp::prepare(engine.engine(), &compiled, Arc::new(grants.clone())).unwrap();
+        let mut ctx = context(Arc::clone(&device));
+        ctx.limits.restart = RestartPolicy::Never;
+        supervisors.push(Supervisor::start(prepared, ctx).unwrap());
+    }
+    // Every app has published once and is asleep.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while device.published().len() < APPS && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = rss_kib();
+    // The sensor reader's linear memory: 2 pages of data+stack plus heap pages it touched.
+    let linear_kib = linear_memory_kib(&reader);
+    let per_app = after.saturating_sub(before) as f64 / APPS as f64;
+    let beyond = per_app - linear_kib as f64;
+    println!(
+        "idle app: {per_app:.0} KiB RSS per app ({APPS} apps), linear memory {linear_kib} KiB, beyond linear memory {beyond:.0} KiB (goal < 2048 KiB)"
+    );
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
+    if std::fs::create_dir_all(&out).is_ok() {
+        let _ = std::fs::write(
+            out.join("wasm-idle.json"),
+            serde_json::json!({ "apps": APPS, "rss_kib_per_app": per_app, "linear_kib": linear_kib, "beyond_linear_kib": beyond }).to_string(),
+        );
+    }
+    for mut supervisor in supervisors {
+        supervisor.stop();
+    }
+}
+
+/// Initial linear memory of a module, in KiB (what instantiation commits at most).
+fn linear_memory_kib(path: &Path) -> u64 {
+    let engine = wasmtime::Engine::default();
+    let module = wasmtime::Module::from_file(&engine, path).unwrap();
+    module
+        .exports()
+        .find_map(|export| export.ty().memory().map(|memory| memory.minimum() * 64))
+        .unwrap_or(0)
+}
+
+criterion_group! {
+    name = wasm_host;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = benches
+}
+criterion_main!(wasm_host);

@@ -1,0 +1,240 @@
+//! Compiled apps: the core-module/component distinction and the `.cwasm` cache, keyed by
+//! the engine's compatibility hash and the app's sha256, so a device never compiles an app
+//! it already knows.
+//!
+//! Layout: `<cache dir>/<engine key>/<sha256 of the app>.cwasm`, where the engine key is the
+//! first 16 hex digits of sha256 over `Engine::precompile_compatibility_hash` (wasmtime
+//! version, target, CPU features, settings). The image builder can fill the same layout.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Module};
+
+use crate::error::{boxed, HostError};
+
+/// Whether bytes are a core module (WASI preview 1) or a component (preview 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// A core WebAssembly module.
+    Module,
+    /// A component.
+    Component,
+}
+
+impl AppKind {
+    /// Reads the 8-byte header: magic `\0asm`, then version 1 (module) or the component
+    /// layer `0d 00 01 00`. The text format (`.wat`) is accepted as a module for tests.
+    pub fn detect(bytes: &[u8]) -> Option<Self> {
+        match bytes.get(..8) {
+            Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Some(Self::Module),
+            Some([0, b'a', b's', b'm', 0x0d, 0, 0x01, 0]) => Some(Self::Component),
+            _ if bytes.trim_ascii_start().starts_with(b"(module") => Some(Self::Module),
+            _ if bytes.trim_ascii_start().starts_with(b"(component") => Some(Self::Component),
+            _ => None,
+        }
+    }
+}
+
+/// Compiled app code.
+#[derive(Clone)]
+pub enum AppCode {
+    /// A compiled core module.
+    Module(Module),
+    /// A compiled component.
+    Component(Component),
+}
+
+impl std::fmt::Debug for AppCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Module(_) => f.write_str("AppCode::Module"),
+            Self::Component(_) => f.write_str("AppCode::Component"),
+        }
+    }
+}
+
+/// An app ready to instantiate.
+#[derive(Debug, Clone)]
+pub struct CompiledApp {
+    /// The app's name (component name or file name).
+    pub name: String,
+    /// Its code.
+    pub code: AppCode,
+    /// sha256 of the app's bytes, hex.
+    pub sha256: String,
+    /// Whether the code came from the `.cwasm` cache.
+    pub from_cache: bool,
+}
+
+/// The `.cwasm` cache directory.
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    dir: PathBuf,
+}
+
+impl ModuleCache {
+    /// A cache rooted at `dir` (created when first written). The directory must be writable
+    /// only by the host: cached code is trusted native code.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    /// The cache's root directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the compiled form of an app with hex digest `sha256` lives for `engine`.
+    pub fn path_for(&self, engine: &Engine, sha256: &str) -> PathBuf {
+        self.dir
+            .join(engine_key(engine))
+            .join(format!("{sha256}.cwasm"))
+    }
+}
+
+/// First 16 hex digits of sha256 over the engine's precompile compatibility hash.
+pub fn engine_key(engine: &Engine) -> String {
+    let mut hasher = Sha256Hasher(Sha256::new());
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    let digest = hex::encode(hasher.0.finalize());
+    digest[..16].to_owned()
+}
+
+/// Feeds `Hash` output into sha256, so the key does not depend on std's hasher.
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Compiles `bytes` (or loads them from `cache`), writing the cache on a miss.
+pub fn compile_app(
+    engine: &Engine,
+    cache: Option<&ModuleCache>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<CompiledApp, HostError> {
+    let kind = AppKind::detect(bytes).ok_or_else(|| HostError::NotWasm {
+        app: name.to_owned(),
+    })?;
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    let cached_path = cache.map(|cache| cache.path_for(engine, &sha256));
+    if let Some(path) = cached_path.as_deref().filter(|path| path.is_file()) {
+        if let Ok(code) = load_cached(engine, kind, path) {
+            return Ok(CompiledApp {
+                name: name.to_owned(),
+                code,
+                sha256,
+                from_cache: true,
+            });
+        }
+        // A stale or damaged entry: recompile below and overwrite it.
+    }
+    let compile_error = |error| HostError::Compile {
+        app: name.to_owned(),
+        source: boxed(error),
+    };
+    let (code, serialized) = match kind {
+        AppKind::Module => {
+            let module = Module::new(engine, bytes).map_err(compile_error)?;
+            let serialized = module.serialize().map_err(compile_error)?;
+            (AppCode::Module(module), serialized)
+        }
+        AppKind::Component => {
+            let component = Component::new(engine, bytes).map_err(compile_error)?;
+            let serialized = component.serialize().map_err(compile_error)?;
+            (AppCode::Component(component), serialized)
+        }
+    };
+    if let Some(path) = cached_path {
+        write_atomically(&path, &serialized)?;
+    }
+    Ok(CompiledApp {
+        name: name.to_owned(),
+        code,
+        sha256,
+        from_cache: false,
+    })
+}
+
+/// Loads a `.cwasm` written by [`compile_app`].
+pub fn load_cached(engine: &Engine, kind: AppKind, path: &Path) -> Result<AppCode, HostError> {
+    let load_error = |error| HostError::CacheLoad {
+        path: path.to_owned(),
+        source: boxed(error),
+    };
+    match kind {
+        // SAFETY: the file was produced by `serialize` of this host into a cache directory
+        // only the host writes (see `ModuleCache::new`), and its path is keyed by the
+        // engine's compatibility hash; wasmtime additionally checks the version header.
+        AppKind::Module => unsafe { Module::deserialize_file(engine, path) }
+            .map(AppCode::Module)
+            .map_err(load_error),
+        // SAFETY: as above, for a serialized component.
+        AppKind::Component => unsafe { Component::deserialize_file(engine, path) }
+            .map(AppCode::Component)
+            .map_err(load_error),
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
+    let cache_error = |source| HostError::Cache {
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(cache_error)?;
+    let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(cache_error)?;
+    std::io::Write::write_all(&mut temporary, bytes).map_err(cache_error)?;
+    temporary
+        .persist(path)
+        .map_err(|error| cache_error(error.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_tell_modules_from_components() {
+        assert_eq!(AppKind::detect(b"\0asm\x01\0\0\0"), Some(AppKind::Module));
+        assert_eq!(AppKind::detect(b"\0asm\x0d\0\x01\0"), Some(AppKind::Component));
+        assert_eq!(AppKind::detect(b"\0asm"), None);
+        assert_eq!(AppKind::detect(b"#!/bin/sh\n"), None);
+        assert_eq!(AppKind::detect(b"  (module)"), Some(AppKind::Module));
+    }
+
+    #[test]
+    fn second_compile_comes_from_the_cache_and_damage_is_repaired() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let cache = ModuleCache::new(dir.path());
+        let wat = b"(module (func (export \"f\")))";
+        let first = compile_app(&engine, Some(&cache), "f", wat).unwrap();
+        assert!(!first.from_cache);
+        let second = compile_app(&engine, Some(&cache), "f", wat).unwrap();
+        assert!(second.from_cache);
+        let path = cache.path_for(&engine, &second.sha256);
+        std::fs::write(&path, b"garbage").unwrap();
+        let third = compile_app(&engine, Some(&cache), "f", wat).unwrap();
+        assert!(!third.from_cache);
+        assert!(compile_app(&engine, Some(&cache), "f", wat).unwrap().from_cache);
+    }
+
+    #[test]
+    fn not_wasm_is_a_clear_error() {
+        let engine = Engine::default();
+        let error = compile_app(&engine, None, "x", b"hello").unwrap_err();
+        assert!(matches!(error, HostError::NotWasm { .. }));
+    }
+}

@@ -1,0 +1,192 @@
+//! `testudo-wasm-host`: runs one WASM component of a plan (see the crate docs for arguments
+//! and exit codes), or turns a preview 1 module into a component (`componentize`).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use testudo_wasm_host::componentize::componentize;
+use testudo_wasm_host::scheme_device::{LogWriter, SchemeDevice};
+use testudo_wasm_host::DeviceBackend;
+use testudo_wasm_host::{
+    compile_app, AppLimits, EngineOptions, HostEngine, HostError, LocalDevice, ModuleCache, OutputSink,
+    PlanPaths, PlannedApp, PreparedApp, RunContext, StopSignal, EXIT_SETUP_FAILED,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "testudo-wasm-host", about = "Runs one WASM app of a testudo plan")]
+struct Args {
+    #[command(subcommand)]
+    tool: Option<Tool>,
+    /// The plan (JSON).
+    #[arg(long)]
+    plan: Option<PathBuf>,
+    /// The component to run.
+    #[arg(long)]
+    component: Option<String>,
+    /// Directory the plan's module paths are relative to.
+    #[arg(long, default_value = ".")]
+    app_root: PathBuf,
+    /// Root of storage providers' per-consumer directories.
+    #[arg(long, default_value = "/data")]
+    storage_root: PathBuf,
+    /// The .cwasm cache directory.
+    #[arg(long, default_value = "/var/cache/testudo/wasm")]
+    cache: PathBuf,
+    /// Local device backend directory (sensors/<channel>, telemetry.jsonl).
+    #[arg(long)]
+    device_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Tool {
+    /// Turn a WASI preview 1 module into a component with the testudo:device world.
+    Componentize {
+        /// The core module.
+        input: PathBuf,
+        /// Where to write the component.
+        output: PathBuf,
+        /// The WIT directory (wasm-apps/wit).
+        #[arg(long)]
+        wit: PathBuf,
+        /// The world.
+        #[arg(long, default_value = "app")]
+        world: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => ExitCode::from(code),
+        Err(error) => {
+            eprintln!("testudo-wasm-host: {}", describe(&error));
+            ExitCode::from(EXIT_SETUP_FAILED)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn describe(error: &HostError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn run(args: Args) -> Result<u8, HostError> {
+    if let Some(Tool::Componentize {
+        input,
+        output,
+        wit,
+        world,
+    }) = args.tool
+    {
+        let module = std::fs::read(&input).map_err(|source| HostError::ReadApp {
+            path: input.clone(),
+            source,
+        })?;
+        let component = componentize(&input.display().to_string(), &module, &wit, &world)?;
+        std::fs::write(&output, component).map_err(|source| HostError::Write { path: output, source })?;
+        return Ok(0);
+    }
+    let (Some(plan_path), Some(component)) = (args.plan, args.component) else {
+        eprintln!("testudo-wasm-host: --plan and --component are required");
+        return Ok(2);
+    };
+    let plan_bytes = std::fs::read(&plan_path).map_err(|source| HostError::ReadPlan {
+        path: plan_path.clone(),
+        source: source.into(),
+    })?;
+    let plan: testudo_config::plan::Plan =
+        serde_json::from_slice(&plan_bytes).map_err(|source| HostError::ReadPlan {
+            path: plan_path.clone(),
+            source: source.into(),
+        })?;
+    let planned = PlannedApp::from_plan(
+        &plan,
+        &component,
+        &PlanPaths {
+            app_root: args.app_root,
+            storage_root: args.storage_root,
+        },
+    )?;
+    for dir in &planned.grants.dirs {
+        std::fs::create_dir_all(&dir.host).map_err(|source| HostError::Write {
+            path: dir.host.clone(),
+            source,
+        })?;
+    }
+    let engine = HostEngine::new(&EngineOptions::default())?;
+    let bytes = std::fs::read(&planned.module).map_err(|source| HostError::ReadApp {
+        path: planned.module.clone(),
+        source,
+    })?;
+    let cache = ModuleCache::new(args.cache);
+    let compiled = compile_app(engine.engine(), Some(&cache), &component, &bytes)?;
+    let prepared = match PreparedApp::prepare(engine.engine(), &compiled, Arc::new(planned.grants.clone())) {
+        Ok(prepared) => prepared,
+        Err(error @ HostError::ImportNotGranted { .. }) => {
+            eprintln!("testudo-wasm-host: {}", describe(&error));
+            return Ok(74);
+        }
+        Err(error) => return Err(error),
+    };
+    let (backend, stdout, stderr) = device_backend(&plan, &component, args.device_dir)?;
+    let context = RunContext {
+        limits: AppLimits::from_plan(&planned.limits),
+        backend,
+        stdout,
+        stderr,
+        stop: StopSignal::new(),
+    };
+    let supervisor = testudo_wasm_host::supervise::Supervisor::start(prepared, context)?;
+    Ok(supervisor.wait().map_or(0, |outcome| outcome.exit_code()))
+}
+
+/// Scheme handles when `testudo-init` passed them (`TESTUDO_HANDLES`), otherwise the local
+/// backend (`--device-dir`, or nothing at all).
+fn device_backend(
+    plan: &testudo_config::plan::Plan,
+    component: &str,
+    device_dir: Option<PathBuf>,
+) -> Result<(Arc<dyn DeviceBackend>, OutputSink, OutputSink), HostError> {
+    if std::env::var_os(testudo_scheme::HANDLES_ENV).is_some() {
+        let mut handles = testudo_scheme::granted_handles()
+            .map_err(|source| HostError::Handles { source })?
+            .into_map();
+        let uses = plan.components.get(component).map(|c| &c.uses);
+        let net_routes = uses
+            .into_iter()
+            .flatten()
+            .filter(|(_, route)| route.interface == "net")
+            .map(|(name, _)| name.clone())
+            .collect();
+        let log_route = uses
+            .into_iter()
+            .flatten()
+            .find(|(_, route)| route.interface == "log")
+            .map(|(name, _)| name.clone());
+        let (stdout, stderr) = match log_route.and_then(|name| handles.remove(&name)) {
+            Some(log) => {
+                let writer: Arc<std::sync::Mutex<dyn std::io::Write + Send>> =
+                    Arc::new(std::sync::Mutex::new(LogWriter(log)));
+                (OutputSink::Writer(Arc::clone(&writer)), OutputSink::Writer(writer))
+            }
+            None => (OutputSink::Discard, OutputSink::Discard),
+        };
+        return Ok((Arc::new(SchemeDevice::new(handles, net_routes)), stdout, stderr));
+    }
+    let mut device = LocalDevice::new();
+    if let Some(dir) = device_dir {
+        device = device
+            .with_sensor_dir(dir.join("sensors"))
+            .with_telemetry_file(dir.join("telemetry.jsonl"));
+    }
+    Ok((Arc::new(device), OutputSink::Stdout, OutputSink::Stderr))
+}

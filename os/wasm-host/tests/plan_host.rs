@@ -1,0 +1,142 @@
+//! Promise: `testudo-wasm-host --plan PLAN.json --component NAME` runs a plan's WASM
+//! component with its routes and limits, reuses the `.cwasm` cache on the next start, and
+//! exits with the documented codes.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::json;
+use testudo_config::plan::Plan;
+
+fn limits(restart: &str) -> serde_json::Value {
+    json!({ "memory_bytes": 33554432, "cpu_percent": 20, "restart": restart, "max_tasks": 1, "cpu_time_ms": 100 })
+}
+
+fn component(module: &str, uses: serde_json::Value, provides: serde_json::Value, env: serde_json::Value) -> serde_json::Value {
+    json!({
+        "kind": "wasm",
+        "run": { "type": "wasm", "module": module },
+        "devices": { "nodes": [], "pci": [], "network": false },
+        "provides": provides,
+        "uses": uses,
+        "limits": limits("never"),
+        "after": [],
+        "env": env,
+        "args": []
+    })
+}
+
+/// A plan in the gateway example's shape: the sensor reader reads the `sensor` driver and
+/// publishes into the telemetry capability it provides.
+fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
+    let route = |component: &str, capability: &str, interface: &str, rights: &str| {
+        json!({ "component": component, "capability": capability, "interface": interface, "rights": rights, "allow": [] })
+    };
+    let plan = json!({
+        "format": 1,
+        "name": "gateway",
+        "version": "1.0.0",
+        "compatible": "testudo-test",
+        "board": {
+            "name": "qemu-x86_64", "arch": "x86_64", "memory_bytes": 536870912, "kernel": "k",
+            "bootloader": "grub", "console": "ttyS0",
+            "partitions": { "esp_bytes": 1, "rootfs_bytes": 1, "data_bytes": 1 }
+        },
+        "components": {
+            "sensor-reader": component(
+                &reader.display().to_string(),
+                json!({
+                    "sensor": route("sensor", "sensor", "sensor", "read"),
+                    "log": route("log", "log", "log", "write"),
+                }),
+                json!({ "readings": { "interface": "telemetry" } }),
+                json!({ "ROUNDS": "3", "INTERVAL_MS": "1" }),
+            ),
+            "intruder": component(&hostile.display().to_string(), json!({}), json!({}), json!({})),
+        },
+        "app_slots": {},
+        "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
+        "cloud": { "hub": "hub.invalid", "device_id": "d", "identity": "sas", "dps_scope": null }
+    });
+    // The plan must be a valid plan for the config crate too.
+    let _: Plan = serde_json::from_value(plan.clone()).unwrap();
+    let path = dir.join("plan.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
+    path
+}
+
+fn host(plan: &Path, component: &str, work: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"))
+        .arg("--plan")
+        .arg(plan)
+        .args(["--component", component])
+        .arg("--app-root")
+        .arg("/")
+        .arg("--storage-root")
+        .arg(work.join("storage"))
+        .arg("--cache")
+        .arg(work.join("cache"))
+        .arg("--device-dir")
+        .arg(work.join("device"))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_plan_component_runs_with_its_routes_and_starts_from_the_cache_next_time() {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("device/sensors")).unwrap();
+    std::fs::write(work.path().join("device/sensors/temperature"), "19.25\n").unwrap();
+    let plan = write_plan(
+        work.path(),
+        &common::build("sensor-reader", &[]),
+        &common::build("hostile/imports", &[]),
+    );
+    let first = host(&plan, "sensor-reader", work.path());
+    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    let telemetry = std::fs::read_to_string(work.path().join("device/telemetry.jsonl")).unwrap();
+    let lines: Vec<&str> = telemetry.lines().collect();
+    assert_eq!(lines.len(), 3, "{telemetry}");
+    assert!(lines[0].contains(r#"\"value\":19.250"#), "{}", lines[0]);
+    let cached: Vec<_> = walk(&work.path().join("cache"));
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    let modified = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
+    let second = host(&plan, "sensor-reader", work.path());
+    assert_eq!(second.status.code(), Some(0));
+    assert_eq!(std::fs::metadata(&cached[0]).unwrap().modified().unwrap(), modified, "recompiled");
+}
+
+#[test]
+fn exit_codes_name_what_went_wrong() {
+    let work = tempfile::tempdir().unwrap();
+    let plan = write_plan(
+        work.path(),
+        &common::build("sensor-reader", &[]),
+        &common::build("hostile/imports", &[]),
+    );
+    let denied = host(&plan, "intruder", work.path());
+    assert_eq!(denied.status.code(), Some(74));
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("testudo:device/admin@0.1.0#reboot is not granted"), "{stderr}");
+    let unknown = host(&plan, "nobody", work.path());
+    assert_eq!(unknown.status.code(), Some(76));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("component nobody is not in the plan"));
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}

@@ -1,0 +1,134 @@
+//! Step 1: read a config file and evaluate it with Nickel into JSON.
+//!
+//! Bad input never panics: the file is checked to exist, be readable, non-empty UTF-8 text
+//! before Nickel sees it, and Nickel's errors are turned into [`ConfigError::Evaluate`] with
+//! the first location in the user's files (not the schema's or the standard library's).
+
+use std::path::Path;
+
+use nickel_lang_core::error::report::{report_as_str, ColorOpt};
+use nickel_lang_core::error::{Diagnostic, Error as NickelError, IntoDiagnostics, LabelStyle};
+use nickel_lang_core::eval::cache::CacheImpl;
+use nickel_lang_core::files::{FileId, Files};
+use nickel_lang_core::program::{Program, ProgramBuilder};
+use nickel_lang_core::serialize::{self, ExportFormat};
+
+use crate::error::{ConfigError, Location};
+
+/// Checks the file is readable, non-empty UTF-8, then evaluates it fully with Nickel and
+/// returns the exported JSON text.
+pub fn evaluate(path: &Path) -> Result<String, ConfigError> {
+    let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ConfigError::Empty {
+            path: path.to_owned(),
+        });
+    }
+    if let Err(err) = std::str::from_utf8(&bytes) {
+        return Err(ConfigError::NotText {
+            path: path.to_owned(),
+            offset: err.valid_up_to(),
+        });
+    }
+
+    let mut program: Program<CacheImpl> = ProgramBuilder::new()
+        .add_path(path.as_os_str())
+        .build()
+        .map_err(|err| ConfigError::Evaluate {
+            path: path.to_owned(),
+            location: None,
+            message: err.to_string(),
+            report: err.to_string(),
+        })?;
+    let value = match program.eval_full_for_export() {
+        Ok(value) => value,
+        Err(err) => return Err(nickel_error(path, &program.files(), err)),
+    };
+    serialize::to_string(ExportFormat::Json, &value).map_err(|data| {
+        let err = NickelError::export_error(program.pos_table().clone(), data);
+        nickel_error(path, &program.files(), err)
+    })
+}
+
+/// Converts a Nickel error into a located [`ConfigError::Evaluate`]. File names are shown
+/// relative to the working directory when they are under it (as the user typed them).
+fn nickel_error(path: &Path, files: &Files, error: NickelError) -> ConfigError {
+    let mut files = files.clone();
+    let diagnostics = error.into_diagnostics(&mut files);
+    let cwd = std::env::current_dir()
+        .ok()
+        .map(|d| format!("{}/", d.display()));
+    let relative = |text: String| match &cwd {
+        Some(prefix) => text.replace(prefix.as_str(), ""),
+        None => text,
+    };
+    let location = diagnostics
+        .iter()
+        .find_map(|d| first_location(&files, d, true))
+        .or_else(|| diagnostics.iter().find_map(|d| first_location(&files, d, false)))
+        .map(|l| Location {
+            file: relative(l.file),
+            ..l
+        });
+    let message = diagnostics
+        .first()
+        .map(|d| {
+            d.message
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+        .unwrap_or_else(|| "Nickel evaluation failed".to_owned());
+    let report = diagnostics
+        .into_iter()
+        .map(|d| report_as_str(&mut files, d, ColorOpt::Never))
+        .collect::<String>();
+    ConfigError::Evaluate {
+        path: path.to_owned(),
+        location,
+        message: relative(message),
+        report: relative(report),
+    }
+}
+
+/// The first label of `diagnostic` (primary labels first) as a 1-based location. With
+/// `user_only`, only labels in the user's files count: not the standard library, not the
+/// testudo schema, not text generated during evaluation.
+fn first_location(
+    files: &Files,
+    diagnostic: &Diagnostic<FileId>,
+    user_only: bool,
+) -> Option<Location> {
+    let mut labels: Vec<_> = diagnostic.labels.iter().collect();
+    labels.sort_by_key(|l| l.style != LabelStyle::Primary);
+    labels
+        .into_iter()
+        .filter(|l| !user_only || is_user_file(files, l.file_id))
+        .find_map(|l| locate(files, l.file_id, l.range.start))
+}
+
+fn is_user_file(files: &Files, id: FileId) -> bool {
+    if files.is_stdlib(id) {
+        return false;
+    }
+    let name = files.name(id).to_string_lossy();
+    !name.starts_with('<') && !name.contains("system-config/schema/")
+}
+
+fn locate(files: &Files, id: FileId, byte: usize) -> Option<Location> {
+    let source = files.source(id);
+    let before = source.get(..byte)?;
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = source.get(line_start..byte)?.chars().count() + 1;
+    Some(Location {
+        file: files.name(id).to_string_lossy().into_owned(),
+        line,
+        column,
+    })
+}

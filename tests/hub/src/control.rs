@@ -1,0 +1,208 @@
+//! Operating on a state directory from another process (the CLI): through the running
+//! emulator's HTTPS service API when `endpoint.json` names a live one, so its in-memory state
+//! stays the single writer; otherwise directly on the files.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::clock;
+use crate::error::HubError;
+use crate::hub::{host_with_port, Hub};
+use crate::registry::{HubConfig, SERVICE_POLICY};
+use crate::store::Store;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Endpoint {
+    host: String,
+    https_port: u16,
+}
+
+/// A minimal blocking HTTPS client for the emulator's own service API.
+#[derive(Debug)]
+pub struct ServiceClient {
+    host: String,
+    port: u16,
+    key: String,
+    tls: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl ServiceClient {
+    /// A client for the emulator running on `dir`, if one is running there.
+    pub fn for_running(dir: &Path) -> Result<Option<ServiceClient>, HubError> {
+        let store = Store::open(dir)?;
+        let Some(endpoint) = store.read_json::<Endpoint>(&store.path("endpoint.json"))? else {
+            return Ok(None);
+        };
+        let Some(config) = store.read_json::<HubConfig>(&store.path("hub.json"))? else {
+            return Ok(None);
+        };
+        let ca_path = store.path("ca.pem");
+        let ca_pem = std::fs::read_to_string(&ca_path).map_err(|source| HubError::ReadState {
+            path: ca_path,
+            source,
+        })?;
+        let client = ServiceClient {
+            host: endpoint.host,
+            port: endpoint.https_port,
+            key: config.service_key,
+            tls: crate::tls::client_config(&ca_pem)?,
+        };
+        // A stale endpoint file (emulator killed) means: not running.
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], client.port));
+        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+            return Ok(None);
+        }
+        Ok(Some(client))
+    }
+
+    /// Sends one request; returns the status and the JSON body (`null` if empty).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value), HubError> {
+        self.request_if_match(method, path, body, None)
+    }
+
+    /// Sends one request with an optional `If-Match` precondition.
+    pub fn request_if_match(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        if_match: Option<&str>,
+    ) -> Result<(u16, Value), HubError> {
+        let label = format!("{method} {path}");
+        let io = |source| HubError::ServiceRequest {
+            request: label.clone(),
+            source,
+        };
+        let resource = host_with_port(&self.host, self.port);
+        let token = crate::sas::generate(
+            &resource,
+            &self.key,
+            Some(SERVICE_POLICY),
+            clock::unix_now() + 300,
+        )
+        .unwrap_or_default();
+        let server_name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+        let connection = rustls::ClientConnection::new(self.tls.clone(), server_name)
+            .map_err(|e| io(std::io::Error::other(e)))?;
+        let tcp = TcpStream::connect(("127.0.0.1", self.port)).map_err(io)?;
+        tcp.set_read_timeout(Some(Duration::from_secs(60)))
+            .map_err(io)?;
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        let payload = body
+            .map(|b| serde_json::to_vec(b).unwrap_or_default())
+            .unwrap_or_default();
+        let precondition = if_match
+            .map(|tag| format!("If-Match: \"{tag}\"\r\n"))
+            .unwrap_or_default();
+        let head = format!(
+            "{method} {path}?api-version=2021-04-12 HTTP/1.1\r\nHost: {resource}\r\nAuthorization: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{precondition}Connection: close\r\n\r\n",
+            payload.len()
+        );
+        stream.write_all(head.as_bytes()).map_err(io)?;
+        stream.write_all(&payload).map_err(io)?;
+        let mut response = Vec::new();
+        match stream.read_to_end(&mut response) {
+            Ok(_) => {}
+            // The server may close without close_notify; what arrived is complete.
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            Err(e) => return Err(io(e)),
+        }
+        let text = String::from_utf8_lossy(&response);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let json = if body.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
+        };
+        if !(200..300).contains(&status) {
+            return Err(HubError::ServiceStatus {
+                request: label,
+                status,
+                body: body.to_owned(),
+            });
+        }
+        Ok((status, json))
+    }
+}
+
+fn open_offline(dir: &Path) -> Result<std::sync::Arc<Hub>, HubError> {
+    let store = Store::open(dir)?;
+    let host = store
+        .read_json::<HubConfig>(&store.path("hub.json"))?
+        .map_or_else(|| "localhost".to_owned(), |config| config.host_name);
+    crate::tls::load_or_create(&store, &host)?;
+    Hub::open(store, &host)
+}
+
+/// Registers a SAS device; returns its connection string.
+pub fn add_device(dir: &Path, id: &str) -> Result<String, HubError> {
+    crate::registry::validate_device_id(id)?;
+    if let Some(client) = ServiceClient::for_running(dir)? {
+        let path = format!("/devices/{}", crate::sas::url_encode(id));
+        let (_, identity) = client.request("PUT", &path, Some(&json!({"deviceId": id})))?;
+        let key = identity["authentication"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .unwrap_or_default();
+        return Ok(format!(
+            "HostName={};DeviceId={id};SharedAccessKey={key}",
+            client.host
+        ));
+    }
+    let hub = open_offline(dir)?;
+    hub.add_device(id, None)?;
+    hub.flush();
+    hub.device_connection_string(id)
+}
+
+/// The service connection string of the hub in `dir` (port from the running emulator, or
+/// 443 when none runs).
+pub fn service_connection_string(dir: &Path) -> Result<String, HubError> {
+    if let Some(client) = ServiceClient::for_running(dir)? {
+        return Ok(format!(
+            "HostName={};SharedAccessKeyName={SERVICE_POLICY};SharedAccessKey={}",
+            host_with_port(&client.host, client.port),
+            client.key
+        ));
+    }
+    let hub = open_offline(dir)?;
+    Ok(hub.service_connection_string(443))
+}
+
+/// The service view of a twin, after applying `desired` as a patch if given.
+pub fn twin(dir: &Path, id: &str, desired: Option<&Value>) -> Result<Value, HubError> {
+    if let Some(client) = ServiceClient::for_running(dir)? {
+        let path = format!("/twins/{}", crate::sas::url_encode(id));
+        let (_, twin) = match desired {
+            Some(patch) => client.request(
+                "PATCH",
+                &path,
+                Some(&json!({"properties": {"desired": patch}})),
+            )?,
+            None => client.request("GET", &path, None)?,
+        };
+        return Ok(twin);
+    }
+    let hub = open_offline(dir)?;
+    if let Some(patch) = desired {
+        hub.patch_desired(id, patch)?;
+        hub.flush();
+    }
+    hub.twin(id)
+}

@@ -1,0 +1,277 @@
+//! `cargo bench -p testudo-updater`: bundle creation, verification, extraction and install of
+//! a 256 MiB image (`TESTUDO_BENCH_MIB` to change), each side by side in the same run with
+//! its anchor (`rauc bundle`, `rauc extract`, `sha256sum`, `dd`), plus peak RSS of the
+//! testudo process (VmHWM) at two bundle sizes. Each testudo operation runs in a child
+//! process (this binary re-executed with `--child`) so its RSS is its own.
+//! Timings: median of 3 runs, files in the page cache (CPU-bound comparison).
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use testudo_updater::bootloader::grub::GrubEnv;
+use testudo_updater::install::{self, InstallOptions};
+use testudo_updater::keys::{self, KeyKind, Validity};
+use testudo_updater::signature::{CheckPurpose, Keyring, Signer};
+use testudo_updater::{bootloader, bundle, BundleSpec, SystemConf};
+
+const RUNS: usize = 3;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--child") {
+        child(&args[2..]);
+        return;
+    }
+    let mib: u64 = std::env::var("TESTUDO_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    let dir = tempfile::Builder::new().prefix("testudo-bench-").tempdir().expect("temp dir");
+    let root = dir.path();
+    let pki = pki(root);
+    println!("# testudo-updater benchmark: {mib} MiB image, median of {RUNS} runs, page cache warm");
+    let image = make_image(&root.join("rootfs.img"), mib);
+    let size = mib * 1024 * 1024;
+
+    // 1. Bundle creation.
+    let content = root.join("content");
+    std::fs::create_dir(&content).expect("content dir");
+    std::fs::copy(&image, content.join("rootfs.img")).expect("copy image");
+    std::fs::write(
+        content.join("manifest.raucm"),
+        "[update]\ncompatible=bench\nversion=1\n\n[bundle]\nformat=verity\n\n[image.rootfs]\nfilename=rootfs.img\n",
+    )
+    .expect("manifest");
+    let ours = root.join("testudo.raucb");
+    let theirs = root.join("rauc.raucb");
+    let t_create = median(|| {
+        let _ = std::fs::remove_file(&ours);
+        child_run(&["create", s(&ours), s(&image), s(&pki.signer.cert), s(&pki.signer.key)]).0
+    });
+    let t_rauc_bundle = median(|| {
+        let _ = std::fs::remove_file(&theirs);
+        timed(Command::new("rauc").args(["bundle", "--cert", s(&pki.signer.cert), "--key", s(&pki.signer.key)]).arg(&content).arg(&theirs))
+    });
+    row("bundle create (verity)", t_create, "rauc bundle", t_rauc_bundle, size, true);
+
+    // 2. Verification of every payload byte vs sha256sum of the same bytes.
+    let t_verify = median(|| child_run(&["verify", s(&ours), s(&pki.keyring)]).0);
+    let t_sha = median(|| timed(Command::new("sha256sum").arg(&ours)));
+    row("verify (signature + hash tree)", t_verify, "sha256sum", t_sha, size, true);
+
+    // 3. Verify + extract vs rauc extract.
+    let out = root.join("out");
+    let rauc_out = root.join("rauc-out");
+    let mut extract_rss = (0, 0);
+    let t_extract = median(|| {
+        let _ = std::fs::remove_dir_all(&out);
+        let (t, rss) = child_run(&["extract", s(&ours), s(&pki.keyring), s(&out)]);
+        extract_rss = rss;
+        t
+    });
+    let t_rauc_extract = median(|| {
+        let _ = std::fs::remove_dir_all(&rauc_out);
+        timed(Command::new("rauc").args(["extract", "--keyring", s(&pki.keyring)]).arg(&ours).arg(&rauc_out))
+    });
+    row("verify + extract", t_extract, "rauc extract", t_rauc_extract, size, true);
+
+    // 4. Install into the inactive slot vs dd of the raw image to the same target.
+    let conf = device(root, &pki.keyring, &image);
+    let slot_b = root.join("slot-b.img");
+    let mut install_rss = (0, 0);
+    let t_install = median(|| {
+        let (t, rss) = child_run(&["install", s(&conf), s(&ours), "read-back"]);
+        install_rss = rss;
+        t
+    });
+    let t_install_fast = median(|| child_run(&["install", s(&conf), s(&ours), "no-read-back"]).0);
+    let t_dd = median(|| {
+        timed(Command::new("dd").arg(format!("if={}", image.display())).arg(format!("of={}", slot_b.display())).args(["bs=1M", "conv=fsync,notrunc", "status=none"]))
+    });
+    row("install (verify, write, fsync, read back from device)", t_install, "dd bs=1M conv=fsync", t_dd, size, false);
+    row("install without read-back", t_install_fast, "dd bs=1M conv=fsync", t_dd, size, false);
+
+    // 5. Peak RSS at a quarter of the size: must not grow with the bundle.
+    let small_image = make_image(&root.join("small.img"), (mib / 4).max(8));
+    let small = root.join("small.raucb");
+    child_run(&["create", s(&small), s(&small_image), s(&pki.signer.cert), s(&pki.signer.key)]);
+    let _ = std::fs::remove_dir_all(&out);
+    let (_, small_rss) = child_run(&["extract", s(&small), s(&pki.keyring), s(&out)]);
+    println!();
+    println!("| peak RSS (VmHWM) | testudo process | largest helper (unsquashfs) |");
+    println!("|---|---|---|");
+    println!("| extract, {mib} MiB bundle | {:.1} MiB | {:.1} MiB |", kib(extract_rss.0), kib(extract_rss.1));
+    println!("| install, {mib} MiB bundle | {:.1} MiB | {:.1} MiB |", kib(install_rss.0), kib(install_rss.1));
+    println!("| extract, {} MiB bundle | {:.1} MiB | {:.1} MiB |", (mib / 4).max(8), kib(small_rss.0), kib(small_rss.1));
+}
+
+fn kib(kb: u64) -> f64 {
+    kb as f64 / 1024.0
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temp path")
+}
+
+struct Pki {
+    keyring: PathBuf,
+    signer: Signer,
+}
+
+fn pki(root: &Path) -> Pki {
+    let ca = keys::issue("bench CA", KeyKind::EcP256, Validity::days(2), true, None).expect("CA");
+    let signer = keys::issue("bench signer", KeyKind::EcP256, Validity::days(2), false, Some(&ca)).expect("signer");
+    let keyring = root.join("ca.pem");
+    keys::write_cert(&keyring, &ca.cert).expect("write");
+    let cert = root.join("signer.pem");
+    let key = root.join("signer.key");
+    keys::write_cert(&cert, &signer.cert).expect("write");
+    keys::write_private_key(&key, &signer.key).expect("write");
+    Pki {
+        keyring,
+        signer: Signer { cert, key, intermediates: Vec::new() },
+    }
+}
+
+/// A disk-image-like file: 3/4 pseudo-random 1 MiB extents, 1/4 zero or text extents.
+fn make_image(path: &Path, mib: u64) -> PathBuf {
+    use std::io::Write;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).expect("image"));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut extent = vec![0u8; 1024 * 1024];
+    for i in 0..mib {
+        match i % 8 {
+            3 => extent.fill(0),
+            6 => {
+                for (j, b) in extent.iter_mut().enumerate() {
+                    *b = b"testudo config line\n"[j % 20];
+                }
+            }
+            _ => {
+                for chunk in extent.chunks_mut(8) {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    chunk.copy_from_slice(&x.to_le_bytes());
+                }
+            }
+        }
+        file.write_all(&extent).expect("write image");
+    }
+    file.flush().expect("flush");
+    path.to_path_buf()
+}
+
+fn device(root: &Path, keyring: &Path, image: &Path) -> PathBuf {
+    let slot_a = root.join("slot-a.img");
+    let slot_b = root.join("slot-b.img");
+    std::fs::copy(image, &slot_a).expect("slot a");
+    std::fs::copy(image, &slot_b).expect("slot b");
+    let grubenv = root.join("grubenv");
+    std::fs::write(&grubenv, GrubEnv::initial(&["A", "B"]).render().expect("env")).expect("env");
+    let conf = SystemConf::grub_ab("bench", keyring, &grubenv, &root.join("data"), &slot_a, &slot_b);
+    let path = root.join("system.conf");
+    std::fs::write(&path, conf.render()).expect("conf");
+    path
+}
+
+fn timed(command: &mut Command) -> Duration {
+    let start = Instant::now();
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?} (is it installed?): {e}"));
+    let elapsed = start.elapsed();
+    assert!(output.status.success(), "{command:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    elapsed
+}
+
+/// Runs this binary as `--child ARGS`; returns wall time and (VmHWM, children maxrss) in KiB.
+fn child_run(args: &[&str]) -> (Duration, (u64, u64)) {
+    let exe = std::env::current_exe().expect("current exe");
+    let start = Instant::now();
+    let output = Command::new(exe).arg("--child").args(args).output().expect("child");
+    let elapsed = start.elapsed();
+    assert!(output.status.success(), "child {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (elapsed, (field("vmhwm_kb="), field("children_maxrss_kb=")))
+}
+
+fn median(mut run: impl FnMut() -> Duration) -> Duration {
+    let mut times: Vec<Duration> = (0..RUNS).map(|_| run()).collect();
+    times.sort();
+    times[RUNS / 2]
+}
+
+fn row(what: &str, ours: Duration, anchor: &str, theirs: Duration, bytes: u64, header: bool) {
+    if header && what.starts_with("bundle create") {
+        println!();
+        println!("| operation | testudo | MB/s | anchor | anchor time | MB/s | speed ratio (anchor time / testudo time) |");
+        println!("|---|---|---|---|---|---|---|");
+    }
+    let mbps = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    println!(
+        "| {what} | {:.3} s | {:.0} | {anchor} | {:.3} s | {:.0} | {:.2}x |",
+        ours.as_secs_f64(),
+        mbps(ours),
+        theirs.as_secs_f64(),
+        mbps(theirs),
+        theirs.as_secs_f64() / ours.as_secs_f64()
+    );
+}
+
+fn child(args: &[String]) {
+    let arg = |i: usize| PathBuf::from(&args[i]);
+    let keyring = |path: PathBuf| Keyring::load(&path, CheckPurpose::default()).expect("keyring");
+    match args[0].as_str() {
+        "create" => {
+            let spec = BundleSpec::new("bench", "1", vec![("rootfs".into(), arg(2))]);
+            let signer = Signer { cert: arg(3), key: arg(4), intermediates: Vec::new() };
+            bundle::create(&spec, &signer, &arg(1)).expect("create");
+        }
+        "verify" => {
+            bundle::open(&arg(1), &keyring(arg(2))).expect("verify");
+        }
+        "extract" => {
+            let verified = bundle::open(&arg(1), &keyring(arg(2))).expect("verify");
+            verified.extract(&arg(3)).expect("extract");
+        }
+        "install" => {
+            let conf = SystemConf::load(&arg(1)).expect("conf");
+            let keyring = keyring(conf.keyring.clone().expect("keyring"));
+            let verified = bundle::open(&arg(2), &keyring).expect("verify");
+            let options = InstallOptions {
+                read_back: args[3] == "read-back",
+                ..InstallOptions::default()
+            };
+            let mut boot = bootloader::open(&conf).expect("bootloader");
+            let booted = conf.slot_by_bootname("A").expect("slot A");
+            install::install(&conf, booted, &verified, boot.as_mut(), &options, &mut |_, _| {
+                ControlFlow::Continue(())
+            })
+            .expect("install");
+            // Back to A as primary so the next run installs into B again.
+            boot.set_primary("A").expect("reset");
+        }
+        other => panic!("unknown child mode {other}"),
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    // SAFETY: getrusage writes into the zeroed struct we pass; no other memory is touched.
+    let children = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage);
+        usage.ru_maxrss as u64
+    };
+    println!("vmhwm_kb={hwm}");
+    println!("children_maxrss_kb={children}");
+}

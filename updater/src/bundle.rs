@@ -1,0 +1,405 @@
+//! `.raucb` bundles: `payload || CMS (DER) || u64 big-endian CMS length`.
+//!
+//! * plain: payload = squashfs (with `manifest.raucm` inside), CMS detached over it.
+//! * verity: payload = squashfs || dm-verity tree; CMS inline over the manifest, which adds
+//!   `verity-hash/salt/size` (the copy inside the squashfs lacks them, as with `rauc bundle`).
+//!
+//! [`open`] checks the framing, the signature against a keyring and then EVERY payload byte
+//! (hash tree or detached signature), streaming with bounded memory, before anything else
+//! reads the payload. Images are then streamed out with their manifest sha256 re-checked.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::error::{read_err, write_err, Result, UpdaterError};
+use crate::manifest::{check_filename, BundleFormat, ImageEntry, Manifest, VerityParams, MANIFEST_FILENAME};
+use crate::signature::{self, Keyring, Signer, VerifiedSigner};
+use crate::{payload, verity};
+
+/// RAUC's default maximum signature size.
+pub const MAX_SIGNATURE_SIZE: u64 = 64 * 1024;
+/// Largest manifest read from a payload.
+const MAX_MANIFEST_SIZE: u64 = 1024 * 1024;
+
+/// What to put in a bundle.
+#[derive(Debug, Clone)]
+pub struct BundleSpec {
+    /// `[update] compatible=`: must equal the device's system.conf `compatible`.
+    pub compatible: String,
+    /// `[update] version=` (dotted numbers, compared for downgrade protection).
+    pub version: String,
+    /// `[update] description=`.
+    pub description: Option<String>,
+    /// `[update] build=`.
+    pub build: Option<String>,
+    /// verity (default) or plain.
+    pub format: BundleFormat,
+    /// (slot class, image file): the file is stored under its own file name.
+    pub images: Vec<(String, PathBuf)>,
+    /// Extra mksquashfs arguments (e.g. `-comp`, `zstd`).
+    pub mksquashfs_args: Vec<String>,
+}
+
+impl BundleSpec {
+    /// A verity bundle spec with one image per `(slot class, path)`.
+    pub fn new(compatible: &str, version: &str, images: Vec<(String, PathBuf)>) -> Self {
+        BundleSpec {
+            compatible: compatible.to_string(),
+            version: version.to_string(),
+            description: None,
+            build: None,
+            format: BundleFormat::Verity,
+            images,
+            mksquashfs_args: Vec::new(),
+        }
+    }
+}
+
+/// sha256 and size of a file, streamed.
+pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
+    let mut file = File::open(path).map_err(read_err(path))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(read_err(path))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((hasher.finalize().into(), size))
+}
+
+/// Creates a signed bundle at `out` (written to a temporary file, then renamed). Returns the
+/// manifest that was signed. Reproducible up to the signature (ECDSA nonce, signing time).
+pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest> {
+    let loaded = signer.load()?;
+    if spec.images.is_empty() {
+        return Err(UpdaterError::Manifest {
+            message: "a bundle needs at least one image".to_string(),
+        });
+    }
+    let out_dir = match out.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(".testudo-bundle-")
+        .tempdir_in(&out_dir)
+        .map_err(write_err(&out_dir))?;
+    let content = staging.path().join("content");
+    std::fs::create_dir(&content).map_err(write_err(&content))?;
+
+    let mut images = Vec::new();
+    for (slot_class, path) in &spec.images {
+        let filename = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| UpdaterError::Manifest {
+                message: format!("image path {} has no UTF-8 file name", path.display()),
+            })?
+            .to_string();
+        check_filename(&filename)?;
+        if images.iter().any(|i: &ImageEntry| i.filename == filename || &i.slot_class == slot_class) {
+            return Err(UpdaterError::Manifest {
+                message: format!("duplicate image file name {filename:?} or slot class {slot_class:?}"),
+            });
+        }
+        let (sha256, size) = sha256_file(path)?;
+        let staged = content.join(&filename);
+        if std::fs::hard_link(path, &staged).is_err() {
+            std::fs::copy(path, &staged).map_err(write_err(&staged))?;
+        }
+        images.push(ImageEntry {
+            slot_class: slot_class.clone(),
+            filename,
+            sha256,
+            size,
+            hooks: None,
+            adaptive: None,
+        });
+    }
+    let mut manifest = Manifest {
+        compatible: spec.compatible.clone(),
+        version: Some(spec.version.clone()),
+        description: spec.description.clone(),
+        build: spec.build.clone(),
+        format: spec.format,
+        verity: None,
+        hooks_filename: None,
+        images,
+    };
+    let inner_manifest = manifest.render();
+    let manifest_path = content.join(MANIFEST_FILENAME);
+    std::fs::write(&manifest_path, &inner_manifest).map_err(write_err(&manifest_path))?;
+
+    let temp_out = staging.path().join("bundle.raucb");
+    payload::create(&content, &temp_out, &spec.mksquashfs_args)?;
+    let squashfs_size = std::fs::metadata(&temp_out).map_err(read_err(&temp_out))?.len();
+    let padded = squashfs_size.div_ceil(4096) * 4096;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&temp_out)
+        .map_err(write_err(&temp_out))?;
+    file.set_len(padded).map_err(write_err(&temp_out))?;
+
+    let cms = match spec.format {
+        BundleFormat::Plain => {
+            file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
+            signature::sign_detached((&file).take(padded), &loaded)?
+        }
+        BundleFormat::Verity => {
+            if padded <= 4096 {
+                return Err(UpdaterError::Manifest {
+                    message: "verity payload must be larger than 4096 bytes".to_string(),
+                });
+            }
+            let salt: [u8; 32] = {
+                let mut hasher = Sha256::new();
+                hasher.update(b"testudo verity salt v1\n");
+                hasher.update(inner_manifest.as_bytes());
+                hasher.finalize().into()
+            };
+            file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
+            let tree = verity::compute(std::io::BufReader::new(&file).take(padded), padded, &salt)
+                .map_err(read_err(&temp_out))?;
+            file.seek(SeekFrom::Start(padded)).map_err(write_err(&temp_out))?;
+            file.write_all(&tree.bytes).map_err(write_err(&temp_out))?;
+            manifest.verity = Some(VerityParams {
+                root_hash: tree.root_hash,
+                salt,
+                hash_tree_size: tree.bytes.len() as u64,
+            });
+            signature::sign_inline(manifest.render().as_bytes(), &loaded)?
+        }
+    };
+    file.seek(SeekFrom::End(0)).map_err(write_err(&temp_out))?;
+    let mut writer = BufWriter::new(&file);
+    writer.write_all(&cms).map_err(write_err(&temp_out))?;
+    writer
+        .write_all(&(cms.len() as u64).to_be_bytes())
+        .map_err(write_err(&temp_out))?;
+    writer.flush().map_err(write_err(&temp_out))?;
+    drop(writer);
+    file.sync_all().map_err(write_err(&temp_out))?;
+    drop(file);
+    std::fs::rename(&temp_out, out).map_err(write_err(out))?;
+    Ok(manifest)
+}
+
+/// A bundle whose signature and whole payload have been verified.
+#[derive(Debug)]
+pub struct VerifiedBundle {
+    /// Where it was read from.
+    pub path: PathBuf,
+    /// The signed manifest.
+    pub manifest: Manifest,
+    /// Who signed it.
+    pub signer: VerifiedSigner,
+    /// Size of the squashfs (without hash tree).
+    pub squashfs_size: u64,
+    /// Size of the whole payload (squashfs and, for verity, the tree).
+    pub payload_size: u64,
+    /// Size of the CMS signature.
+    pub signature_size: u64,
+}
+
+fn format_err(path: &Path, message: impl Into<String>) -> UpdaterError {
+    UpdaterError::BundleFormat {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
+}
+
+extern "C" {
+    fn CMS_is_detached(cms: *mut openssl_sys::CMS_ContentInfo) -> std::ffi::c_int;
+}
+
+fn cms_is_detached(der: &[u8], path: &Path) -> Result<bool> {
+    use foreign_types::ForeignType;
+    let cms = openssl::cms::CmsContentInfo::from_der(der).map_err(|source| {
+        UpdaterError::VerifySignature {
+            path: path.to_path_buf(),
+            source,
+        }
+    })?;
+    // SAFETY: `cms` is a live, parsed ContentInfo; the call only inspects it.
+    let detached = unsafe { CMS_is_detached(cms.as_ptr()) };
+    Ok(detached == 1)
+}
+
+/// Opens `path`, checks framing, signature (against `keyring`) and every payload byte.
+/// Nothing is written.
+pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
+    let file = File::open(path).map_err(read_err(path))?;
+    let len = file.metadata().map_err(read_err(path))?.len();
+    if len < 8 {
+        return Err(format_err(path, "file too small to be a bundle (truncated?)"));
+    }
+    use std::os::unix::fs::FileExt;
+    let mut trailer = [0u8; 8];
+    file.read_exact_at(&mut trailer, len - 8).map_err(read_err(path))?;
+    let signature_size = u64::from_be_bytes(trailer);
+    if signature_size == 0 {
+        return Err(format_err(path, "signature size is 0"));
+    }
+    if signature_size > MAX_SIGNATURE_SIZE {
+        return Err(format_err(
+            path,
+            format!("signature size {signature_size} exceeds the limit of {MAX_SIGNATURE_SIZE} bytes"),
+        ));
+    }
+    if signature_size > len - 8 {
+        return Err(format_err(path, "signature size exceeds the file size (truncated?)"));
+    }
+    let payload_size = len - 8 - signature_size;
+    if payload_size == 0 {
+        return Err(format_err(path, "no payload"));
+    }
+    let mut der = vec![0u8; signature_size as usize];
+    file.read_exact_at(&mut der, payload_size).map_err(read_err(path))?;
+
+    if cms_is_detached(&der, path)? {
+        let signer = signature::verify_detached(&der, (&file).take(payload_size), keyring, path)?;
+        let text = payload::read_small_file(path, MANIFEST_FILENAME, MAX_MANIFEST_SIZE)?;
+        let text = String::from_utf8(text)
+            .map_err(|_| format_err(path, "manifest is not UTF-8"))?;
+        let manifest = Manifest::parse(&text)?;
+        if manifest.format != BundleFormat::Plain {
+            return Err(format_err(path, "detached signature but the manifest is not format=plain"));
+        }
+        Ok(VerifiedBundle {
+            path: path.to_path_buf(),
+            manifest,
+            signer,
+            squashfs_size: payload_size,
+            payload_size,
+            signature_size,
+        })
+    } else {
+        let (content, signer) = signature::verify_inline(&der, keyring, path)?;
+        let text = String::from_utf8(content)
+            .map_err(|_| format_err(path, "signed manifest is not UTF-8"))?;
+        let manifest = Manifest::parse(&text)?;
+        let verity = manifest
+            .verity
+            .clone()
+            .ok_or_else(|| format_err(path, "inline signature but the manifest is not format=verity"))?;
+        if verity.hash_tree_size >= payload_size {
+            return Err(format_err(path, "hash tree larger than the payload (truncated?)"));
+        }
+        let squashfs_size = payload_size - verity.hash_tree_size;
+        let mut verifier = verity::PayloadVerifier::new(
+            &file,
+            squashfs_size,
+            squashfs_size,
+            verity.hash_tree_size,
+            verity.salt,
+            verity.root_hash,
+        )
+        .map_err(|m| UpdaterError::VerifyPayload {
+            path: path.to_path_buf(),
+            message: m.to_string(),
+        })?;
+        verifier.verify_all().map_err(|m| UpdaterError::VerifyPayload {
+            path: path.to_path_buf(),
+            message: m.to_string(),
+        })?;
+        Ok(VerifiedBundle {
+            path: path.to_path_buf(),
+            manifest,
+            signer,
+            squashfs_size,
+            payload_size,
+            signature_size,
+        })
+    }
+}
+
+/// A reader that hashes and counts what passes through it.
+struct HashingReader<'r> {
+    inner: &'r mut dyn Read,
+    hasher: Sha256,
+    count: u64,
+}
+
+impl Read for HashingReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+impl VerifiedBundle {
+    /// Streams image `entry` through `consume`, then checks size and sha256 against the
+    /// manifest. `consume` must read to EOF; a mismatch is reported after it returns.
+    pub fn stream_image<T>(
+        &self,
+        entry: &ImageEntry,
+        consume: impl FnOnce(&mut dyn Read) -> Result<T>,
+    ) -> Result<T> {
+        let (value, hash, count) = payload::read_file(&self.path, &entry.filename, |reader| {
+            let mut hashing = HashingReader {
+                inner: reader,
+                hasher: Sha256::new(),
+                count: 0,
+            };
+            let value = consume(&mut hashing)?;
+            // Drain anything the consumer left, so the size check is meaningful.
+            std::io::copy(&mut hashing, &mut std::io::sink()).map_err(read_err(&self.path))?;
+            let hash: [u8; 32] = hashing.hasher.finalize().into();
+            Ok((value, hash, hashing.count))
+        })?;
+        if count != entry.size {
+            return Err(UpdaterError::VerifyImage {
+                filename: entry.filename.clone(),
+                message: format!("size {count} differs from the manifest's {}", entry.size),
+            });
+        }
+        if hash != entry.sha256 {
+            return Err(UpdaterError::VerifyImage {
+                filename: entry.filename.clone(),
+                message: "sha256 differs from the manifest".to_string(),
+            });
+        }
+        Ok(value)
+    }
+
+    /// Extracts the manifest and every image into `dir` (created if missing). Each image is
+    /// written to a temporary name and renamed only after its sha256 matched.
+    pub fn extract(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+        for entry in &self.manifest.images {
+            let target = dir.join(&entry.filename);
+            let partial = dir.join(format!(".{}.partial", entry.filename));
+            let result = self.stream_image(entry, |reader| {
+                let mut file = File::create(&partial).map_err(write_err(&partial))?;
+                let mut buf = vec![0u8; 1024 * 1024];
+                loop {
+                    let n = reader.read(&mut buf).map_err(read_err(&self.path))?;
+                    if n == 0 {
+                        break;
+                    }
+                    file.write_all(&buf[..n]).map_err(write_err(&partial))?;
+                }
+                Ok(())
+            });
+            if let Err(err) = result {
+                let _ = std::fs::remove_file(&partial);
+                return Err(err);
+            }
+            std::fs::rename(&partial, &target).map_err(write_err(&target))?;
+        }
+        let manifest_path = dir.join(MANIFEST_FILENAME);
+        std::fs::write(&manifest_path, self.manifest.render()).map_err(write_err(&manifest_path))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,186 @@
+//! The one error type of the updater library. Each variant names the step that failed and
+//! carries what it worked on; the underlying cause is in `source()`, never repeated in the text.
+
+use std::io;
+use std::path::PathBuf;
+
+/// Everything that can go wrong in `testudo-updater`.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdaterError {
+    /// Reading a file or device failed.
+    #[error("reading {path}")]
+    Read {
+        /// What was read.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing a file or device failed.
+    #[error("writing {path}")]
+    Write {
+        /// What was written.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// An INI-style text (manifest, system.conf, status file) is malformed.
+    #[error("parsing {what}: line {line}: {message}")]
+    ParseIni {
+        /// Which document (e.g. `manifest.raucm`).
+        what: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// A manifest is well-formed INI but misses or misuses a field.
+    #[error("manifest: {message}")]
+    Manifest {
+        /// What is wrong.
+        message: String,
+    },
+    /// A system.conf is well-formed INI but misses or misuses a field.
+    #[error("system.conf: {message}")]
+    SystemConf {
+        /// What is wrong.
+        message: String,
+    },
+    /// The bundle file's framing (size trailer, signature size, payload size) is invalid.
+    #[error("bundle {path}: {message}")]
+    BundleFormat {
+        /// The bundle.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Loading a certificate, key or keyring failed.
+    #[error("loading {what} from {path}")]
+    LoadCrypto {
+        /// What was loaded (e.g. `keyring`, `signing key`).
+        what: &'static str,
+        /// Where from.
+        path: PathBuf,
+        /// The OpenSSL error.
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    /// Creating the CMS signature failed.
+    #[error("signing the bundle")]
+    Sign(#[source] openssl::error::ErrorStack),
+    /// The CMS signature did not verify (bad signature, untrusted chain, expired signer...).
+    #[error("verifying the bundle signature of {path}")]
+    VerifySignature {
+        /// The bundle.
+        path: PathBuf,
+        /// The OpenSSL error with the reason.
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    /// The signer certificate is valid but not allowed by the configured signer rule.
+    #[error("signer {subject} is not an allowed signer")]
+    SignerNotAllowed {
+        /// The signer's subject.
+        subject: String,
+    },
+    /// Generating keys or certificates failed.
+    #[error("generating {what}")]
+    GenerateKey {
+        /// What was generated.
+        what: &'static str,
+        /// The OpenSSL error.
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    /// The payload does not match the dm-verity hash tree or root hash in the manifest.
+    #[error("verifying payload of {path}: {message}")]
+    VerifyPayload {
+        /// The bundle.
+        path: PathBuf,
+        /// Which block or hash failed.
+        message: String,
+    },
+    /// An image extracted from the bundle does not match the manifest's size or sha256.
+    #[error("verifying image {filename}: {message}")]
+    VerifyImage {
+        /// The image file name in the bundle.
+        filename: String,
+        /// What did not match.
+        message: String,
+    },
+    /// An external tool (mksquashfs, unsquashfs, custom bootloader backend) failed.
+    #[error("running {tool}: {message}")]
+    Tool {
+        /// The program.
+        tool: String,
+        /// Exit status and stderr excerpt.
+        message: String,
+    },
+    /// Starting an external tool failed (usually: not installed).
+    #[error("starting {tool} (is it installed?)")]
+    ToolMissing {
+        /// The program.
+        tool: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The bundle is not for this system.
+    #[error("bundle is for compatible {bundle:?}, this system is {system:?}")]
+    Incompatible {
+        /// The bundle's `compatible`.
+        bundle: String,
+        /// The system's `compatible`.
+        system: String,
+    },
+    /// The bundle's version is lower than the installed one.
+    #[error("bundle version {bundle} is lower than installed version {installed} (downgrade refused; allow it explicitly)")]
+    Downgrade {
+        /// The bundle version.
+        bundle: String,
+        /// The installed version.
+        installed: String,
+    },
+    /// A bundle image does not fit or match a slot, or no target slot exists.
+    #[error("selecting target slot: {message}")]
+    TargetSlot {
+        /// What is wrong.
+        message: String,
+    },
+    /// A slot name given by the user does not exist.
+    #[error("unknown slot {name:?}")]
+    UnknownSlot {
+        /// The name given.
+        name: String,
+    },
+    /// The bootloader state (grubenv, custom backend, state file) is invalid or unreadable.
+    #[error("bootloader {backend}: {message}")]
+    Bootloader {
+        /// The backend name.
+        backend: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// A crash point injected by a test was hit: the install stopped there, as if power was cut.
+    #[error("install interrupted at step {step}")]
+    Interrupted {
+        /// The step number that was not performed.
+        step: usize,
+    },
+}
+
+/// Result alias for the updater.
+pub type Result<T, E = UpdaterError> = std::result::Result<T, E>;
+
+/// Maps an `io::Error` to [`UpdaterError::Read`] for `path`.
+pub(crate) fn read_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> UpdaterError {
+    let path = path.into();
+    move |source| UpdaterError::Read { path, source }
+}
+
+/// Maps an `io::Error` to [`UpdaterError::Write`] for `path`.
+pub(crate) fn write_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> UpdaterError {
+    let path = path.into();
+    move |source| UpdaterError::Write { path, source }
+}

@@ -1,0 +1,365 @@
+//! Installing a verified bundle into the inactive slot.
+//!
+//! Order (each write is durable before the next starts):
+//! 1. checks, nothing written: compatible, min-bundle-version, downgrade, target slot is not
+//!    the booted one (by name and by device), image fits the slot;
+//! 2. target marked bad in the bootloader (on disk) and `status=installing` recorded;
+//! 3. image streamed from the payload into the slot in chunks (sha256 checked against the
+//!    signed manifest while streaming), fsync, then read back and hashed again;
+//! 4. `status=ok` + version recorded, then target made primary with one try.
+//!
+//! An interruption anywhere leaves the target not bootable (until step 4's last write) and
+//! the booted slot untouched, so the next boot picks the old slot; a re-run starts over.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileTypeExt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::bootloader::{BootState, Bootloader};
+use crate::bundle::VerifiedBundle;
+use crate::error::{read_err, write_err, Result, UpdaterError};
+use crate::manifest::ImageEntry;
+use crate::slot;
+use crate::status_file::{SlotStatus, StatusFile};
+use crate::system_conf::{SlotConf, SystemConf};
+use crate::version;
+
+/// Install knobs.
+#[derive(Debug, Clone)]
+pub struct InstallOptions {
+    /// Accept a bundle version lower than the installed one.
+    pub allow_downgrade: bool,
+    /// Bytes per write step (default 1 MiB).
+    pub chunk_size: usize,
+    /// After fsync, drop the slot's pages from the page cache and hash what the device
+    /// returns (default true). Without it the written bytes are still hashed on the way in.
+    pub read_back: bool,
+}
+
+impl Default for InstallOptions {
+    fn default() -> Self {
+        InstallOptions {
+            allow_downgrade: false,
+            chunk_size: 1024 * 1024,
+            read_back: true,
+        }
+    }
+}
+
+/// One write step of an install, reported to the observer BEFORE it is performed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Mark the target slot bad in the bootloader.
+    MarkTargetBad {
+        /// Bootname.
+        bootname: String,
+    },
+    /// Record `status=installing` for a slot in the status file.
+    RecordInstalling {
+        /// Slot name.
+        slot: String,
+    },
+    /// Write one chunk of an image.
+    WriteChunk {
+        /// Slot name.
+        slot: String,
+        /// Byte offset in the slot.
+        offset: u64,
+        /// Chunk length.
+        len: usize,
+    },
+    /// fsync the slot (and set a file slot's length).
+    SyncSlot {
+        /// Slot name.
+        slot: String,
+    },
+    /// Record `status=ok` and the bundle version.
+    RecordInstalled {
+        /// Slot name.
+        slot: String,
+    },
+    /// Make the target primary with one try.
+    SetPrimary {
+        /// Bootname.
+        bootname: String,
+    },
+}
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct InstallReport {
+    /// The bootable slot updated (e.g. `rootfs.1`).
+    pub target: String,
+    /// Its bootname.
+    pub bootname: String,
+    /// The bundle version installed.
+    pub version: Option<String>,
+    /// Image bytes written.
+    pub bytes_written: u64,
+    /// Number of write steps performed.
+    pub steps: usize,
+}
+
+/// Steps counter + observer; an observer returning `Break` stops the install right there,
+/// like a power cut (no clean-up runs).
+struct Steps<'o> {
+    count: usize,
+    observer: &'o mut dyn FnMut(usize, &Step) -> ControlFlow<()>,
+}
+
+impl Steps<'_> {
+    fn next(&mut self, step: Step) -> Result<()> {
+        let index = self.count;
+        if let ControlFlow::Break(()) = (self.observer)(index, &step) {
+            return Err(UpdaterError::Interrupted { step: index });
+        }
+        self.count += 1;
+        Ok(())
+    }
+}
+
+fn same_device(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// The refusal checks, shared by `install` and the CLI's dry-run: returns the bootable
+/// target slot and `(image, slot)` pairs. Writes nothing.
+pub fn plan<'c>(
+    conf: &'c SystemConf,
+    booted: &'c SlotConf,
+    bundle: &VerifiedBundle,
+    status: &StatusFile,
+    options: &InstallOptions,
+) -> Result<(&'c SlotConf, Vec<(ImageEntry, &'c SlotConf)>)> {
+    let manifest = &bundle.manifest;
+    if manifest.compatible != conf.compatible {
+        return Err(UpdaterError::Incompatible {
+            bundle: manifest.compatible.clone(),
+            system: conf.compatible.clone(),
+        });
+    }
+    let bundle_version = manifest.version.clone().unwrap_or_default();
+    if let Some(min) = &conf.min_bundle_version {
+        if version::compare(&bundle_version, min).is_lt() {
+            return Err(UpdaterError::Downgrade {
+                bundle: bundle_version,
+                installed: format!("{min} (min-bundle-version)"),
+            });
+        }
+    }
+    if !options.allow_downgrade {
+        if let Some(installed) = status.get(&booted.name()).bundle_version {
+            if version::compare(&bundle_version, &installed).is_lt() {
+                return Err(UpdaterError::Downgrade {
+                    bundle: bundle_version,
+                    installed,
+                });
+            }
+        }
+    }
+    let target = slot::other_bootable(conf, booted)?;
+    let mut pairs = Vec::new();
+    for image in &manifest.images {
+        let slot = slot::for_image(conf, target, &image.slot_class)?;
+        if slot.name() == booted.name() || same_device(&slot.device, &booted.device) {
+            return Err(UpdaterError::TargetSlot {
+                message: format!("slot {} is the booted one; refusing to write it", slot.name()),
+            });
+        }
+        let meta = std::fs::metadata(&slot.device).map_err(read_err(&slot.device))?;
+        if meta.file_type().is_block_device() {
+            let mut device = File::open(&slot.device).map_err(read_err(&slot.device))?;
+            let capacity = device.seek(SeekFrom::End(0)).map_err(read_err(&slot.device))?;
+            if capacity < image.size {
+                return Err(UpdaterError::TargetSlot {
+                    message: format!(
+                        "image {} ({} bytes) does not fit slot {} ({capacity} bytes)",
+                        image.filename,
+                        image.size,
+                        slot.name()
+                    ),
+                });
+            }
+        } else if !meta.is_file() {
+            return Err(UpdaterError::TargetSlot {
+                message: format!("slot device {} is neither a block device nor a file", slot.device.display()),
+            });
+        }
+        pairs.push((image.clone(), slot));
+    }
+    if pairs.is_empty() {
+        return Err(UpdaterError::TargetSlot {
+            message: "the bundle has no image".to_string(),
+        });
+    }
+    Ok((target, pairs))
+}
+
+/// Installs `bundle` (already verified by [`crate::bundle::open`]) from the running slot
+/// `booted`. `observer` sees every write step before it happens and may stop the install.
+pub fn install(
+    conf: &SystemConf,
+    booted: &SlotConf,
+    bundle: &VerifiedBundle,
+    bootloader: &mut dyn Bootloader,
+    options: &InstallOptions,
+    observer: &mut dyn FnMut(usize, &Step) -> ControlFlow<()>,
+) -> Result<InstallReport> {
+    let status_path = conf.status_path()?;
+    let mut status = StatusFile::load(&status_path)?;
+    let (target, pairs) = plan(conf, booted, bundle, &status, options)?;
+    let bootname = target.bootname.clone().unwrap_or_default();
+    let mut steps = Steps { count: 0, observer };
+
+    steps.next(Step::MarkTargetBad {
+        bootname: bootname.clone(),
+    })?;
+    bootloader.set_state(&bootname, BootState::Bad)?;
+    for (_, slot) in &pairs {
+        steps.next(Step::RecordInstalling { slot: slot.name() })?;
+        let mut record = status.get(&slot.name());
+        record.status = Some("installing".to_string());
+        record.bundle_version = None;
+        record.sha256 = None;
+        status.set(&slot.name(), record);
+        status.save()?;
+    }
+
+    let mut bytes_written = 0;
+    for (image, slot) in &pairs {
+        bytes_written += write_image(bundle, image, slot, options, &mut steps)?;
+    }
+
+    for (image, slot) in &pairs {
+        steps.next(Step::RecordInstalled { slot: slot.name() })?;
+        let previous = status.get(&slot.name());
+        let manifest = &bundle.manifest;
+        status.set(
+            &slot.name(),
+            SlotStatus {
+                bundle_compatible: Some(manifest.compatible.clone()),
+                bundle_version: manifest.version.clone(),
+                bundle_description: manifest.description.clone(),
+                bundle_build: manifest.build.clone(),
+                status: Some("ok".to_string()),
+                sha256: Some(hex::encode(image.sha256)),
+                size: Some(image.size),
+                installed_count: previous.installed_count + 1,
+            },
+        );
+        status.save()?;
+    }
+    steps.next(Step::SetPrimary {
+        bootname: bootname.clone(),
+    })?;
+    bootloader.set_primary(&bootname)?;
+    Ok(InstallReport {
+        target: target.name(),
+        bootname,
+        version: bundle.manifest.version.clone(),
+        bytes_written,
+        steps: steps.count,
+    })
+}
+
+/// Streams one image into its slot, then syncs and reads it back.
+fn write_image(
+    bundle: &VerifiedBundle,
+    image: &ImageEntry,
+    slot: &SlotConf,
+    options: &InstallOptions,
+    steps: &mut Steps<'_>,
+) -> Result<u64> {
+    let chunk_size = options.chunk_size.max(4096);
+    let device = &slot.device;
+    let mut out = OpenOptions::new()
+        .write(true)
+        .open(device)
+        .map_err(write_err(device))?;
+    let is_file = out.metadata().map_err(read_err(device))?.is_file();
+    let written = bundle.stream_image(image, |reader| {
+        let mut buf = vec![0u8; chunk_size];
+        let mut offset = 0u64;
+        loop {
+            let filled = read_full(reader, &mut buf).map_err(read_err(&bundle.path))?;
+            if filled == 0 {
+                break;
+            }
+            if offset + filled as u64 > image.size {
+                return Err(UpdaterError::VerifyImage {
+                    filename: image.filename.clone(),
+                    message: "longer than the manifest says".to_string(),
+                });
+            }
+            steps.next(Step::WriteChunk {
+                slot: slot.name(),
+                offset,
+                len: filled,
+            })?;
+            out.write_all(&buf[..filled]).map_err(write_err(device))?;
+            offset += filled as u64;
+        }
+        Ok(offset)
+    })?;
+    steps.next(Step::SyncSlot { slot: slot.name() })?;
+    if is_file {
+        out.set_len(written).map_err(write_err(device))?;
+    }
+    out.sync_all().map_err(write_err(device))?;
+    drop(out);
+    if options.read_back {
+        read_back(device, image)?;
+    }
+    Ok(written)
+}
+
+fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Re-reads the written bytes (after dropping them from the page cache) and compares the
+/// sha256 with the manifest.
+fn read_back(device: &Path, image: &ImageEntry) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = File::open(device).map_err(read_err(device))?;
+    // SAFETY: plain advisory syscall on a valid, open descriptor; no memory is shared.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
+    let mut reader = file.take(image.size);
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1024 * 1024];
+    let mut count = 0u64;
+    loop {
+        let n = reader.read(&mut buf).map_err(read_err(device))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        count += n as u64;
+    }
+    let hash: [u8; 32] = hasher.finalize().into();
+    if count != image.size || hash != image.sha256 {
+        return Err(UpdaterError::VerifyImage {
+            filename: image.filename.clone(),
+            message: format!("read-back of {} does not match the manifest", device.display()),
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! RAUC's `system.conf`, read directly (an existing RAUC system.conf works unchanged) and
+//! rendered for images. Known groups: `[system]`, `[keyring]`, `[handlers]`, `[slot.C.N]`.
+//! testudo extension: `bootloader=file` with `[system] bootloader-statefile=` (test backend).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{read_err, Result, UpdaterError};
+use crate::ini::KeyFile;
+use crate::signature::CheckPurpose;
+
+/// Default location of the file, as RAUC.
+pub const DEFAULT_PATH: &str = "/etc/rauc/system.conf";
+
+/// Which boot-selection backend the system uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootloaderKind {
+    /// GRUB environment block (`grubenv=`, default `/boot/grub/grubenv`).
+    Grub,
+    /// An external handler (`[handlers] bootloader-custom-backend=`).
+    Custom,
+    /// testudo's state-file backend (signpost-like priority/tries/successful), for tests.
+    File,
+    /// Any other RAUC backend name (uboot, barebox, efi, noop): parsed, not supported here.
+    Other(String),
+}
+
+impl BootloaderKind {
+    fn parse(name: &str) -> Self {
+        match name {
+            "grub" => BootloaderKind::Grub,
+            "custom" => BootloaderKind::Custom,
+            "file" => BootloaderKind::File,
+            other => BootloaderKind::Other(other.to_string()),
+        }
+    }
+
+    /// The system.conf spelling.
+    pub fn as_str(&self) -> &str {
+        match self {
+            BootloaderKind::Grub => "grub",
+            BootloaderKind::Custom => "custom",
+            BootloaderKind::File => "file",
+            BootloaderKind::Other(name) => name,
+        }
+    }
+}
+
+/// One `[slot.<class>.<index>]` group.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotConf {
+    /// Slot class (e.g. `rootfs`).
+    pub class: String,
+    /// Index within the class.
+    pub index: u32,
+    /// Device or file the slot's image is written to.
+    pub device: PathBuf,
+    /// `type=` (raw, ext4, ...); images are written raw whatever the type.
+    pub slot_type: String,
+    /// `bootname=`: the name the bootloader knows it by (e.g. `A`).
+    pub bootname: Option<String>,
+    /// `parent=` for child slots (e.g. `rootfs.0`).
+    pub parent: Option<String>,
+    /// `readonly=true`: never written.
+    pub readonly: bool,
+}
+
+impl SlotConf {
+    /// `class.index`, RAUC's slot name.
+    pub fn name(&self) -> String {
+        format!("{}.{}", self.class, self.index)
+    }
+}
+
+/// A parsed system.conf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemConf {
+    /// `[system] compatible=`.
+    pub compatible: String,
+    /// `[system] bootloader=`.
+    pub bootloader: BootloaderKind,
+    /// `[system] grubenv=` (GRUB backend).
+    pub grubenv: PathBuf,
+    /// `[system] data-directory=`.
+    pub data_directory: Option<PathBuf>,
+    /// `[system] statusfile=` (a path; `per-slot` is not supported).
+    pub statusfile: Option<PathBuf>,
+    /// `[system] min-bundle-version=`.
+    pub min_bundle_version: Option<String>,
+    /// `[system] bootloader-statefile=` (file backend).
+    pub bootloader_statefile: Option<PathBuf>,
+    /// `[keyring] path=`, resolved against the file's directory.
+    pub keyring: Option<PathBuf>,
+    /// `[keyring] check-purpose=`.
+    pub check_purpose: CheckPurpose,
+    /// `[handlers] bootloader-custom-backend=`, resolved against the file's directory.
+    pub custom_backend: Option<PathBuf>,
+    /// Slots in file order.
+    pub slots: Vec<SlotConf>,
+}
+
+fn bad(message: impl Into<String>) -> UpdaterError {
+    UpdaterError::SystemConf {
+        message: message.into(),
+    }
+}
+
+fn resolve(base: Option<&Path>, value: &str) -> PathBuf {
+    let path = PathBuf::from(value);
+    match base {
+        Some(base) if path.is_relative() => base.join(path),
+        _ => path,
+    }
+}
+
+impl SystemConf {
+    /// Reads and parses `path`; relative keyring and handler paths resolve against its dir.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(read_err(path))?;
+        Self::parse(&text, path.parent())
+    }
+
+    /// Parses system.conf text; `base` resolves relative keyring/handler paths.
+    pub fn parse(text: &str, base: Option<&Path>) -> Result<Self> {
+        let file = KeyFile::parse(text, "system.conf")?;
+        let system = file.group("system").ok_or_else(|| bad("missing [system]"))?;
+        let compatible = system
+            .get("compatible")
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| bad("[system] lacks compatible="))?
+            .to_string();
+        let bootloader = BootloaderKind::parse(
+            system
+                .get("bootloader")
+                .ok_or_else(|| bad("[system] lacks bootloader="))?,
+        );
+        let statusfile = match system.get("statusfile") {
+            Some("per-slot") => {
+                return Err(bad("statusfile=per-slot is not supported; give a path or data-directory="))
+            }
+            Some(path) => Some(PathBuf::from(path)),
+            None => None,
+        };
+        let keyring = file.group("keyring");
+        let check_purpose = match keyring.and_then(|k| k.get("check-purpose")) {
+            Some(purpose) => purpose.parse()?,
+            None => CheckPurpose::default(),
+        };
+        let mut slots = Vec::new();
+        for group in &file.groups {
+            let Some(name) = group.name.strip_prefix("slot.") else {
+                continue;
+            };
+            let (class, index) = name
+                .rsplit_once('.')
+                .ok_or_else(|| bad(format!("slot group [{}] is not [slot.CLASS.INDEX]", group.name)))?;
+            let index: u32 = index
+                .parse()
+                .map_err(|_| bad(format!("slot group [{}] has a non-numeric index", group.name)))?;
+            if class.is_empty() {
+                return Err(bad(format!("slot group [{}] has an empty class", group.name)));
+            }
+            let device = group
+                .get("device")
+                .ok_or_else(|| bad(format!("[{}] lacks device=", group.name)))?;
+            slots.push(SlotConf {
+                class: class.to_string(),
+                index,
+                device: PathBuf::from(device),
+                slot_type: group.get("type").unwrap_or("raw").to_string(),
+                bootname: group.get("bootname").map(str::to_string),
+                parent: group.get("parent").map(str::to_string),
+                readonly: group.get("readonly") == Some("true"),
+            });
+        }
+        let conf = SystemConf {
+            compatible,
+            bootloader,
+            grubenv: PathBuf::from(system.get("grubenv").unwrap_or("/boot/grub/grubenv")),
+            data_directory: system.get("data-directory").map(PathBuf::from),
+            statusfile,
+            min_bundle_version: system.get("min-bundle-version").map(str::to_string),
+            bootloader_statefile: system.get("bootloader-statefile").map(PathBuf::from),
+            keyring: keyring.and_then(|k| k.get("path")).map(|p| resolve(base, p)),
+            check_purpose,
+            custom_backend: file
+                .group("handlers")
+                .and_then(|h| h.get("bootloader-custom-backend"))
+                .map(|p| resolve(base, p)),
+            slots,
+        };
+        let mut bootnames: Vec<&str> = conf.slots.iter().filter_map(|s| s.bootname.as_deref()).collect();
+        bootnames.sort_unstable();
+        if bootnames.windows(2).any(|w| w[0] == w[1]) {
+            return Err(bad("two slots share a bootname"));
+        }
+        Ok(conf)
+    }
+
+    /// A/B system with GRUB: `rootfs.0` (bootname A) and `rootfs.1` (bootname B).
+    pub fn grub_ab(
+        compatible: &str,
+        keyring: &Path,
+        grubenv: &Path,
+        data_directory: &Path,
+        slot_a: &Path,
+        slot_b: &Path,
+    ) -> Self {
+        let slot = |index: u32, device: &Path, bootname: &str| SlotConf {
+            class: "rootfs".to_string(),
+            index,
+            device: device.to_path_buf(),
+            slot_type: "raw".to_string(),
+            bootname: Some(bootname.to_string()),
+            parent: None,
+            readonly: false,
+        };
+        SystemConf {
+            compatible: compatible.to_string(),
+            bootloader: BootloaderKind::Grub,
+            grubenv: grubenv.to_path_buf(),
+            data_directory: Some(data_directory.to_path_buf()),
+            statusfile: None,
+            min_bundle_version: None,
+            bootloader_statefile: None,
+            keyring: Some(keyring.to_path_buf()),
+            check_purpose: CheckPurpose::default(),
+            custom_backend: None,
+            slots: vec![slot(0, slot_a, "A"), slot(1, slot_b, "B")],
+        }
+    }
+
+    /// Renders RAUC's system.conf text (deterministic; rauc 1.8 reads it, except the
+    /// testudo-only `bootloader=file`).
+    pub fn render(&self) -> String {
+        let mut file = KeyFile::default();
+        let system = file.group_mut("system");
+        system.set("compatible", self.compatible.as_str());
+        system.set("bootloader", self.bootloader.as_str());
+        if self.bootloader == BootloaderKind::Grub {
+            system.set("grubenv", self.grubenv.display().to_string());
+        }
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        system.set_opt("data-directory", path(&self.data_directory).as_deref());
+        system.set_opt("statusfile", path(&self.statusfile).as_deref());
+        system.set_opt("min-bundle-version", self.min_bundle_version.as_deref());
+        system.set_opt("bootloader-statefile", path(&self.bootloader_statefile).as_deref());
+        if let Some(keyring) = &self.keyring {
+            let group = file.group_mut("keyring");
+            group.set("path", keyring.display().to_string());
+            match self.check_purpose {
+                CheckPurpose::SmimeSign => {}
+                CheckPurpose::CodeSign => group.set("check-purpose", "codesign"),
+                CheckPurpose::Any => group.set("check-purpose", "any"),
+            }
+        }
+        if let Some(handler) = &self.custom_backend {
+            file.group_mut("handlers")
+                .set("bootloader-custom-backend", handler.display().to_string());
+        }
+        for slot in &self.slots {
+            let group = file.group_mut(&format!("slot.{}", slot.name()));
+            group.set("device", slot.device.display().to_string());
+            group.set("type", slot.slot_type.as_str());
+            group.set_opt("bootname", slot.bootname.as_deref());
+            group.set_opt("parent", slot.parent.as_deref());
+            if slot.readonly {
+                group.set("readonly", "true");
+            }
+        }
+        file.render()
+    }
+
+    /// Where the slot status file lives: `statusfile=`, else `data-directory/central.raucs`.
+    pub fn status_path(&self) -> Result<PathBuf> {
+        if let Some(path) = &self.statusfile {
+            return Ok(path.clone());
+        }
+        match &self.data_directory {
+            Some(dir) => Ok(dir.join("central.raucs")),
+            None => Err(bad("needs [system] data-directory= or statusfile= to keep slot status")),
+        }
+    }
+
+    /// The slot named `class.index`.
+    pub fn slot(&self, name: &str) -> Option<&SlotConf> {
+        self.slots.iter().find(|s| s.name() == name)
+    }
+
+    /// The slot with bootname `bootname`.
+    pub fn slot_by_bootname(&self, bootname: &str) -> Option<&SlotConf> {
+        self.slots.iter().find(|s| s.bootname.as_deref() == Some(bootname))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_and_parses_back() {
+        let conf = SystemConf::grub_ab(
+            "acme-gw",
+            Path::new("/etc/rauc/ca.pem"),
+            Path::new("/boot/efi/grubenv"),
+            Path::new("/data/rauc"),
+            Path::new("/dev/vda2"),
+            Path::new("/dev/vda3"),
+        );
+        let text = conf.render();
+        assert!(text.starts_with("[system]\ncompatible=acme-gw\nbootloader=grub\ngrubenv=/boot/efi/grubenv\n"));
+        assert!(text.contains("[slot.rootfs.1]\ndevice=/dev/vda3\ntype=raw\nbootname=B\n"));
+        assert_eq!(SystemConf::parse(&text, None).unwrap(), conf);
+    }
+
+    #[test]
+    fn resolves_relative_keyring_and_rejects_bad_slots() {
+        let conf = SystemConf::parse(
+            "[system]\ncompatible=x\nbootloader=grub\n[keyring]\npath=ca.pem\n",
+            Some(Path::new("/etc/rauc")),
+        )
+        .unwrap();
+        assert_eq!(conf.keyring, Some(PathBuf::from("/etc/rauc/ca.pem")));
+        assert!(SystemConf::parse("[system]\ncompatible=x\nbootloader=grub\n[slot.rootfs]\ndevice=/d\n", None).is_err());
+        assert!(SystemConf::parse(
+            "[system]\ncompatible=x\nbootloader=grub\n[slot.r.0]\ndevice=/a\nbootname=A\n[slot.r.1]\ndevice=/b\nbootname=A\n",
+            None
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,91 @@
+//! Promise: an install writes only the inactive slot, verifies it, and makes it primary with
+//! one try; a new slot not marked good before its try is used is abandoned and the old slot
+//! boots again (GRUB boot-loop simulation); a slot marked good keeps booting.
+
+mod common;
+
+use std::ops::ControlFlow;
+
+use testudo_updater::bootloader::BootState;
+use testudo_updater::install::{self, InstallOptions};
+use testudo_updater::mark::{self, Mark, MarkTarget};
+use testudo_updater::status_file::StatusFile;
+
+#[test]
+fn new_slot_boots_once_then_rolls_back_unless_marked_good() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::simple_pki(&dir.path().join("pki"));
+    let v1 = common::image(&dir.path().join("v1.img"), 200_000, 1);
+    let v2 = common::image(&dir.path().join("v2.img"), 250_000, 2);
+    let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
+
+    assert_eq!(device.boot().as_deref(), Some("A"));
+    let mut boot = device.bootloader();
+    mark::mark(&device.conf, device.booted_slot("A"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+    let slot_a_before = std::fs::read(&device.slot_a).unwrap();
+
+    let bundle = testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    let report = install::install(
+        &device.conf,
+        device.booted_slot("A"),
+        &bundle,
+        boot.as_mut(),
+        &InstallOptions::default(),
+        &mut |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+    assert_eq!(report.target, "rootfs.1");
+    assert_eq!(std::fs::read(&device.slot_b).unwrap(), std::fs::read(&v2).unwrap());
+    assert_eq!(std::fs::read(&device.slot_a).unwrap(), slot_a_before, "running slot was written");
+    let status = StatusFile::load(&device.conf.status_path().unwrap()).unwrap();
+    assert_eq!(status.get("rootfs.1").bundle_version.as_deref(), Some("2.0"));
+    assert_eq!(status.get("rootfs.1").status.as_deref(), Some("ok"));
+
+    // Boot B once; it fails before marking itself good: the next boot is A again.
+    assert_eq!(device.boot().as_deref(), Some("B"));
+    assert_eq!(boot.state("B").unwrap(), BootState::Bad, "an unconfirmed try counts as used");
+    assert_eq!(device.boot().as_deref(), Some("A"));
+    mark::mark(&device.conf, device.booted_slot("A"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+    assert_eq!(device.boot().as_deref(), Some("A"), "abandoned B must not come back");
+
+    // Re-activate B; this time it marks itself good and keeps booting.
+    mark::mark(&device.conf, device.booted_slot("A"), boot.as_mut(), Mark::Active, &MarkTarget::Other).unwrap();
+    assert_eq!(device.boot().as_deref(), Some("B"));
+    mark::mark(&device.conf, device.booted_slot("B"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+    for _ in 0..3 {
+        assert_eq!(device.boot().as_deref(), Some("B"));
+        mark::mark(&device.conf, device.booted_slot("B"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+    }
+}
+
+#[test]
+fn installing_from_b_writes_a_and_never_b() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::simple_pki(&dir.path().join("pki"));
+    let v1 = common::image(&dir.path().join("v1.img"), 100_000, 1);
+    let v2 = common::image(&dir.path().join("v2.img"), 120_000, 2);
+    let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
+    let slot_b_before = std::fs::read(&device.slot_b).unwrap();
+    let bundle = testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    let mut boot = device.bootloader();
+    let report = install::install(
+        &device.conf,
+        device.booted_slot("B"),
+        &bundle,
+        boot.as_mut(),
+        &InstallOptions::default(),
+        &mut |_, step| {
+            if let install::Step::WriteChunk { slot, .. } = step {
+                assert_eq!(slot, "rootfs.0");
+            }
+            ControlFlow::Continue(())
+        },
+    )
+    .unwrap();
+    assert_eq!(report.bootname, "A");
+    assert_eq!(std::fs::read(&device.slot_b).unwrap(), slot_b_before);
+    assert_eq!(std::fs::read(&device.slot_a).unwrap(), std::fs::read(&v2).unwrap());
+    assert_eq!(device.env().order(), vec!["A", "B"]);
+}

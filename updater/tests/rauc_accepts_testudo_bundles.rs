@@ -1,0 +1,58 @@
+//! Promise: bundles testudo creates are accepted by the real `rauc` 1.8 (`rauc info
+//! --keyring` and `rauc extract`), in plain and verity format, signed with ECDSA P-256 and
+//! RSA, through an intermediate CA, and the extracted image is byte-identical.
+
+mod common;
+
+use testudo_updater::bundle::{self, BundleSpec};
+use testudo_updater::keys::{KeyKind, Validity};
+use testudo_updater::BundleFormat;
+
+fn check(kind: KeyKind, intermediate: bool, format: BundleFormat) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::pki(&dir.path().join("pki"), kind, intermediate, Validity::days(5));
+    let image = common::image(&dir.path().join("rootfs.img"), 300_000, 1);
+    let mut spec = BundleSpec::new("testudo-test", "1.2.3", vec![("rootfs".into(), image.clone())]);
+    spec.format = format;
+    let out = dir.path().join("b.raucb");
+    bundle::create(&spec, &pki.signer, &out).unwrap();
+
+    let info = common::run("rauc", &[&"info", &"--keyring", &pki.keyring, &out]);
+    common::assert_success("rauc info", &info);
+    let stdout = String::from_utf8_lossy(&info.stdout);
+    assert!(stdout.contains("'testudo-test'"), "{stdout}");
+    assert!(stdout.contains(&format!("Bundle Format: \t{}", format.as_str())), "{stdout}");
+
+    let extract_dir = dir.path().join("x");
+    let extract = common::run("rauc", &[&"extract", &"--keyring", &pki.keyring, &out, &extract_dir]);
+    common::assert_success("rauc extract", &extract);
+    assert_eq!(
+        std::fs::read(extract_dir.join("rootfs.img")).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
+}
+
+#[test]
+fn verity_ec_direct() {
+    check(KeyKind::EcP256, false, BundleFormat::Verity);
+}
+
+#[test]
+fn plain_ec_direct() {
+    check(KeyKind::EcP256, false, BundleFormat::Plain);
+}
+
+#[test]
+fn verity_rsa_with_intermediate() {
+    check(KeyKind::Rsa2048, true, BundleFormat::Verity);
+}
+
+#[test]
+fn plain_rsa_with_intermediate() {
+    check(KeyKind::Rsa2048, true, BundleFormat::Plain);
+}
+
+#[test]
+fn verity_ec_with_intermediate() {
+    check(KeyKind::EcP256, true, BundleFormat::Verity);
+}

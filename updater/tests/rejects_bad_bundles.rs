@@ -1,0 +1,251 @@
+//! Promise: bad bundles are rejected with a clear error naming the failed step, and nothing
+//! is written (no extraction output, device files byte-identical).
+
+mod common;
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use testudo_updater::install::{self, InstallOptions};
+use testudo_updater::keys::{KeyKind, Validity};
+use testudo_updater::signature::{AllowedSigner, CheckPurpose};
+use testudo_updater::{BundleFormat, BundleSpec, Keyring, UpdaterError};
+
+struct Case {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    pki: common::Pki,
+    bundle: PathBuf,
+    device: common::Device,
+}
+
+fn case(format: BundleFormat, compatible: &str, version: &str, signer_validity: Validity) -> Case {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let pki = common::pki(&root.join("pki"), KeyKind::EcP256, false, signer_validity);
+    let v1 = common::image(&root.join("v1.img"), 100_000, 1);
+    let v2 = common::image(&root.join("v2.img"), 200_000, 2);
+    let bundle = root.join("v2.raucb");
+    let mut spec = BundleSpec::new(compatible, version, vec![("rootfs".into(), v2)]);
+    spec.format = format;
+    // An expired signer cannot sign with our checks off; sign anyway (OpenSSL signs, only
+    // verification checks validity).
+    testudo_updater::bundle::create(&spec, &pki.signer, &bundle).unwrap();
+    let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    Case { _dir: dir, root, pki, bundle, device }
+}
+
+fn good(format: BundleFormat) -> Case {
+    case(format, "gw", "2.0", Validity::days(5))
+}
+
+fn flip(path: &Path, offset: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= 0x01;
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn layout(path: &Path) -> (u64, u64) {
+    let bytes = std::fs::read(path).unwrap();
+    let len = bytes.len() as u64;
+    let sig = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap());
+    (len - 8 - sig, sig)
+}
+
+/// Opening, extracting and installing all fail; returns the open error. Nothing written.
+fn rejected(case: &Case, keyring: &Keyring) -> UpdaterError {
+    let before = case.device.snapshot();
+    let out = case.root.join("extract");
+    let err = match testudo_updater::bundle::open(&case.bundle, keyring) {
+        Ok(bundle) => {
+            // Only install-time checks can fail now: the install must refuse before writing.
+            bundle.extract(&out).unwrap();
+            std::fs::remove_dir_all(&out).unwrap();
+            let err = install::install(
+                &case.device.conf,
+                case.device.booted_slot("A"),
+                &bundle,
+                case.device.bootloader().as_mut(),
+                &InstallOptions::default(),
+                &mut |_, _| ControlFlow::Continue(()),
+            )
+            .unwrap_err();
+            err
+        }
+        Err(err) => err,
+    };
+    assert!(!out.exists(), "extraction output was written");
+    assert!(case.device.snapshot() == before, "device files changed");
+    // Display names the step, and the chain carries the cause (no panic, no backtrace).
+    assert!(!err.to_string().is_empty());
+    err
+}
+
+fn keyring(case: &Case) -> Keyring {
+    common::keyring(&case.pki.keyring)
+}
+
+#[test]
+fn tampered_payload_byte() {
+    for format in [BundleFormat::Verity, BundleFormat::Plain] {
+        let case = good(format);
+        flip(&case.bundle, 5000);
+        let err = rejected(&case, &keyring(&case));
+        match format {
+            BundleFormat::Verity => assert!(matches!(err, UpdaterError::VerifyPayload { .. }), "{err:?}"),
+            BundleFormat::Plain => assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}"),
+        }
+    }
+}
+
+#[test]
+fn hash_tree_mismatch() {
+    let case = good(BundleFormat::Verity);
+    let bundle = testudo_updater::bundle::open(&case.bundle, &keyring(&case)).unwrap();
+    flip(&case.bundle, bundle.squashfs_size + 7);
+    let err = rejected(&case, &keyring(&case));
+    assert!(matches!(err, UpdaterError::VerifyPayload { .. }), "{err:?}");
+    assert!(err.to_string().contains("hash tree"), "{err}");
+}
+
+#[test]
+fn tampered_manifest() {
+    let case = good(BundleFormat::Verity);
+    let mut bytes = std::fs::read(&case.bundle).unwrap();
+    let (payload, _) = layout(&case.bundle);
+    let at = bytes[payload as usize..]
+        .windows(11)
+        .position(|w| w == b"version=2.0")
+        .expect("manifest inside the CMS")
+        + payload as usize;
+    bytes[at + 8] = b'9';
+    std::fs::write(&case.bundle, bytes).unwrap();
+    let err = rejected(&case, &keyring(&case));
+    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+}
+
+#[test]
+fn tampered_signature_byte() {
+    for format in [BundleFormat::Verity, BundleFormat::Plain] {
+        let case = good(format);
+        let len = std::fs::metadata(&case.bundle).unwrap().len();
+        // The last bytes of the CMS are the signature value.
+        flip(&case.bundle, len - 8 - 3);
+        let err = rejected(&case, &keyring(&case));
+        assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    }
+}
+
+#[test]
+fn truncated_signature() {
+    let case = good(BundleFormat::Verity);
+    let mut bytes = std::fs::read(&case.bundle).unwrap();
+    let (payload, sig) = layout(&case.bundle);
+    // Drop the last 40 bytes of the CMS and fix the trailer: a short, broken CMS.
+    let mut cut = bytes[..(payload + sig - 40) as usize].to_vec();
+    cut.extend_from_slice(&(sig - 40).to_be_bytes());
+    std::fs::write(&case.bundle, &cut).unwrap();
+    let err = rejected(&case, &keyring(&case));
+    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    // Trailer larger than the file.
+    bytes.truncate(bytes.len() - 8);
+    bytes.extend_from_slice(&(bytes.len() as u64 + 1).min(60_000).to_be_bytes());
+    let small: Vec<u8> = bytes[bytes.len() - 1000..].to_vec();
+    std::fs::write(&case.bundle, small).unwrap();
+    let err = rejected(&case, &keyring(&case));
+    assert!(matches!(err, UpdaterError::BundleFormat { .. }), "{err:?}");
+}
+
+#[test]
+fn truncated_file() {
+    for keep in [4usize, 4096, 50_000] {
+        let case = good(BundleFormat::Verity);
+        let bytes = std::fs::read(&case.bundle).unwrap();
+        std::fs::write(&case.bundle, &bytes[..keep]).unwrap();
+        let err = rejected(&case, &keyring(&case));
+        assert!(
+            matches!(err, UpdaterError::BundleFormat { .. } | UpdaterError::VerifySignature { .. }),
+            "{keep}: {err:?}"
+        );
+    }
+}
+
+#[test]
+fn oversized_signature() {
+    let case = good(BundleFormat::Verity);
+    let mut bytes = std::fs::read(&case.bundle).unwrap();
+    let n = bytes.len();
+    bytes[n - 8..].copy_from_slice(&(64 * 1024 + 1u64).to_be_bytes());
+    std::fs::write(&case.bundle, &bytes).unwrap();
+    let err = rejected(&case, &keyring(&case));
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+}
+
+#[test]
+fn wrong_keyring() {
+    let case = good(BundleFormat::Verity);
+    let other = common::simple_pki(&case.root.join("other-pki"));
+    let err = rejected(&case, &common::keyring(&other.keyring));
+    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    let chain = format!("{:?}", std::error::Error::source(&err));
+    assert!(chain.contains("certificate verify error") || chain.contains("unable to get"), "{chain}");
+}
+
+#[test]
+fn expired_signer() {
+    let case = case(
+        BundleFormat::Verity,
+        "gw",
+        "2.0",
+        Validity {
+            not_before: -10 * 86_400,
+            not_after: -86_400,
+        },
+    );
+    let err = rejected(&case, &keyring(&case));
+    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    let chain = format!("{:?}", std::error::Error::source(&err));
+    assert!(chain.contains("expired"), "{chain}");
+}
+
+#[test]
+fn signer_rules() {
+    let case = good(BundleFormat::Verity);
+    let mut restricted = keyring(&case);
+    restricted.allow_signer(AllowedSigner::CommonName("release signer".into()));
+    let err = rejected(&case, &restricted);
+    assert!(matches!(err, UpdaterError::SignerNotAllowed { .. }), "{err:?}");
+    let codesign = Keyring::load(&case.pki.keyring, CheckPurpose::CodeSign).unwrap();
+    let err = rejected(&case, &codesign);
+    assert!(matches!(err, UpdaterError::SignerNotAllowed { .. }), "{err:?}");
+    let mut allowed = keyring(&case);
+    allowed.allow_signer(AllowedSigner::CommonName("test signer".into()));
+    testudo_updater::bundle::open(&case.bundle, &allowed).unwrap();
+}
+
+#[test]
+fn other_compatible() {
+    let case = case(BundleFormat::Verity, "other-gw", "2.0", Validity::days(5));
+    let err = rejected(&case, &keyring(&case));
+    assert!(matches!(err, UpdaterError::Incompatible { .. }), "{err:?}");
+}
+
+#[test]
+fn downgrade_refused_unless_allowed() {
+    let case = case(BundleFormat::Verity, "gw", "0.9", Validity::days(5));
+    let err = rejected(&case, &keyring(&case));
+    assert!(matches!(err, UpdaterError::Downgrade { .. }), "{err:?}");
+    let bundle = testudo_updater::bundle::open(&case.bundle, &keyring(&case)).unwrap();
+    install::install(
+        &case.device.conf,
+        case.device.booted_slot("A"),
+        &bundle,
+        case.device.bootloader().as_mut(),
+        &InstallOptions {
+            allow_downgrade: true,
+            ..InstallOptions::default()
+        },
+        &mut |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap();
+}

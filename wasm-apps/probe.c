@@ -1,0 +1,113 @@
+/* probe: tries one capability and says whether it worked. Used by the capability-matrix
+ * tests (granted works, not granted fails); handy for app authors too.
+ *
+ *   probe read PATH | write PATH TEXT | list DIR | env NAME | args
+ *         | sensor CHANNEL | publish TOPIC TEXT | receive | send HOST:PORT TEXT
+ *
+ * Prints what it got on stdout; exit 0 = the capability worked, 1 = it was refused or
+ * failed (reason on stderr), 2 = usage. */
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "testudo_device.h"
+
+static const char *device_error(int err) {
+    return err == TESTUDO_ENOT_GRANTED ? "not granted" : "failed";
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    const char *what = argv[1];
+    if (strcmp(what, "read") == 0 && argc == 3) {
+        FILE *file = fopen(argv[2], "r");
+        if (file == NULL) {
+            fprintf(stderr, "probe: read %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        char buffer[4096];
+        size_t n;
+        while ((n = fread(buffer, 1, sizeof buffer, file)) > 0) fwrite(buffer, 1, n, stdout);
+        fclose(file);
+        return 0;
+    }
+    if (strcmp(what, "write") == 0 && argc == 4) {
+        FILE *file = fopen(argv[2], "w");
+        if (file == NULL || fputs(argv[3], file) < 0 || fclose(file) != 0) {
+            fprintf(stderr, "probe: write %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        return 0;
+    }
+    if (strcmp(what, "list") == 0 && argc == 3) {
+        DIR *dir = opendir(argv[2]);
+        if (dir == NULL) {
+            fprintf(stderr, "probe: list %s: %s\n", argv[2], strerror(errno));
+            return 1;
+        }
+        for (struct dirent *entry; (entry = readdir(dir)) != NULL;) printf("%s\n", entry->d_name);
+        closedir(dir);
+        return 0;
+    }
+    if (strcmp(what, "env") == 0 && argc == 3) {
+        const char *value = getenv(argv[2]);
+        if (value == NULL) {
+            fprintf(stderr, "probe: env %s: not set\n", argv[2]);
+            return 1;
+        }
+        printf("%s\n", value);
+        return 0;
+    }
+    if (strcmp(what, "args") == 0) {
+        for (int i = 0; i < argc; i++) printf("%s\n", argv[i]);
+        return 0;
+    }
+    if (strcmp(what, "sensor") == 0 && argc == 3) {
+        double value = 0;
+        int err = testudo_sensor_read(argv[2], &value);
+        if (err != 0) {
+            fprintf(stderr, "probe: sensor %s: %s\n", argv[2], device_error(err));
+            return 1;
+        }
+        printf("%.3f\n", value);
+        return 0;
+    }
+    if (strcmp(what, "publish") == 0 && argc == 4) {
+        int err = testudo_publish(argv[2], argv[3], strlen(argv[3]));
+        if (err != 0) {
+            fprintf(stderr, "probe: publish %s: %s\n", argv[2], device_error(err));
+            return 1;
+        }
+        return 0;
+    }
+    if (strcmp(what, "receive") == 0) {
+        char *topic;
+        uint8_t *payload;
+        size_t len;
+        int err = testudo_receive(&topic, &payload, &len);
+        if (err != 0) {
+            fprintf(stderr, "probe: receive: %s\n", device_error(err));
+            return 1;
+        }
+        if (topic == NULL) {
+            printf("(none)\n");
+            return 0;
+        }
+        printf("%s ", topic);
+        fwrite(payload, 1, len, stdout);
+        printf("\n");
+        return 0;
+    }
+    if (strcmp(what, "send") == 0 && argc == 4) {
+        int err = testudo_net_send(argv[2], argv[3], strlen(argv[3]));
+        if (err != 0) {
+            fprintf(stderr, "probe: send %s: %s\n", argv[2], device_error(err));
+            return 1;
+        }
+        return 0;
+    }
+    fprintf(stderr, "probe: unknown request %s\n", what);
+    return 2;
+}
