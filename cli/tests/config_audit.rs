@@ -17,7 +17,11 @@ fn json_has_figures_for_every_component_and_slot() {
         .arg("--json")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let total = audit["total"].as_u64().unwrap();
     assert_eq!(total, 11);
@@ -27,7 +31,10 @@ fn json_has_figures_for_every_component_and_slot() {
     assert_eq!(agent["granted_count"], 4);
     let reduction = agent["reduction"].as_f64().unwrap();
     assert!((reduction - (1.0 - 4.0 / 11.0)).abs() < 1e-9);
-    assert_eq!(agent["trusted_base"], serde_json::json!(["log", "net", "storage", "tpm"]));
+    assert_eq!(
+        agent["trusted_base"],
+        serde_json::json!(["log", "net", "storage", "tpm"])
+    );
 }
 
 #[test]
@@ -40,8 +47,24 @@ fn table_lists_every_component() {
     assert!(out.status.success());
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.starts_with("component"), "{table}");
-    for name in ["agent", "forwarder", "log", "net", "sensor", "sensor-reader", "storage", "tpm", "slot:cloud-app"] {
-        assert!(table.lines().any(|l| l.starts_with(name)), "{name} missing:\n{table}");
+    for name in [
+        "agent",
+        "forwarder",
+        "log",
+        "net",
+        "sensor",
+        "sensor-reader",
+        "storage",
+        "tpm",
+        "slot:cloud-app",
+    ] {
+        assert!(
+            table.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{table}"
+        );
     }
-    assert!(table.contains("11 authorities in system gateway"), "{table}");
+    assert!(
+        table.contains("11 authorities in system gateway"),
+        "{table}"
+    );
 }

@@ -31,7 +31,11 @@ fn assert_clean_failure(output: &Output) -> String {
 fn gateway_passes_with_a_one_line_summary() {
     let output = check(&repo().join("system-config/examples/gateway.ncl"));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
         stdout.contains("ok: system gateway 0.1.0 on qemu-x86_64, 8 components"),
@@ -42,7 +46,10 @@ fn gateway_passes_with_a_one_line_summary() {
 #[test]
 fn every_invalid_example_fails_with_a_located_error() {
     let dir = repo().join("system-config/examples/invalid");
-    let mut entries: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut entries: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     entries.sort();
     assert!(entries.len() >= 15);
     for path in entries {
@@ -59,19 +66,25 @@ fn every_invalid_example_fails_with_a_located_error() {
             let parts: Vec<&str> = located.rsplitn(3, ':').collect();
             assert_eq!(parts.len(), 3, "{name}: {first}");
             assert!(parts[2].ends_with(&name), "{name}: {first}");
-            assert!(parts[1].parse::<u32>().is_ok() && parts[0].parse::<u32>().is_ok(), "{first}");
+            assert!(
+                parts[1].parse::<u32>().is_ok() && parts[0].parse::<u32>().is_ok(),
+                "{first}"
+            );
         }
     }
 }
 
 #[test]
 fn graph_errors_name_component_and_capability() {
-    let stderr = assert_clean_failure(&check(&repo().join(
-        "system-config/examples/invalid/unknown-capability.ncl",
-    )));
-    assert!(stderr.contains(
-        "error: components.app.uses.log: component `log` provides no capability `logs`"
-    ), "{stderr}");
+    let stderr = assert_clean_failure(&check(
+        &repo().join("system-config/examples/invalid/unknown-capability.ncl"),
+    ));
+    assert!(
+        stderr.contains(
+            "error: components.app.uses.log: component `log` provides no capability `logs`"
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -84,7 +97,10 @@ fn missing_empty_unreadable_and_binary_files_fail_cleanly() {
     let prose = dir.path().join("prose.ncl");
     std::fs::write(&prose, "hello world, this is { not nickel").unwrap();
     let cases = [
-        (dir.path().join("missing.ncl"), "cannot read the config: No such file or directory"),
+        (
+            dir.path().join("missing.ncl"),
+            "cannot read the config: No such file or directory",
+        ),
         (dir.path().to_path_buf(), "cannot read the config"),
         (empty, "the config file is empty"),
         (binary, "not a Nickel file"),

@@ -27,10 +27,26 @@ fn svg_and_dot_are_written_and_the_path_printed() {
     for name in ["gateway.svg", "gateway.dot"] {
         let path = dir.path().join(name);
         let out = graph(&path);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), path.display().to_string());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            path.display().to_string()
+        );
         let text = std::fs::read_to_string(&path).unwrap();
-        for component in ["agent", "forwarder", "log", "net", "sensor-reader", "storage", "tpm", "cloud-app"] {
+        for component in [
+            "agent",
+            "forwarder",
+            "log",
+            "net",
+            "sensor-reader",
+            "storage",
+            "tpm",
+            "cloud-app",
+        ] {
             assert!(text.contains(component), "{name} lacks {component}");
         }
     }

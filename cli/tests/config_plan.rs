@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .unwrap()
 }
 
 #[test]
@@ -20,7 +23,11 @@ fn plan_is_byte_identical_across_runs_and_directories_and_matches_golden() {
         .current_dir(repo())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     // Second run: absolute config path, another working directory, plan on stdout.
     let out2 = Command::new(env!("CARGO_BIN_EXE_testudo"))
@@ -35,7 +42,8 @@ fn plan_is_byte_identical_across_runs_and_directories_and_matches_golden() {
     let a = std::fs::read(&first).unwrap();
     let b = std::fs::read(&second).unwrap();
     assert_eq!(a, b);
-    let golden = std::fs::read(repo().join("system-config/tests/golden/gateway.plan.json")).unwrap();
+    let golden =
+        std::fs::read(repo().join("system-config/tests/golden/gateway.plan.json")).unwrap();
     assert_eq!(a, golden);
 
     let plan = testudo_config::Plan::from_json(std::str::from_utf8(&a).unwrap()).unwrap();
@@ -48,7 +56,11 @@ fn plan_of_an_invalid_config_fails_without_output() {
     let dir = tempfile::tempdir().unwrap();
     let out_file = dir.path().join("plan.json");
     let out = Command::new(env!("CARGO_BIN_EXE_testudo"))
-        .args(["plan", "system-config/examples/invalid/start-cycle.ncl", "-o"])
+        .args([
+            "plan",
+            "system-config/examples/invalid/start-cycle.ncl",
+            "-o",
+        ])
         .arg(&out_file)
         .current_dir(repo())
         .output()

@@ -1,4 +1,5 @@
 #![cfg(feature = "hub")]
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] fns
 //! Promise: `testudo hub` serves until SIGTERM (clean exit, state kept), creates `ca.pem`,
 //! and `device add` / `connection-string` / `twin` work both against the running emulator
 //! and offline on the state directory.

@@ -1,6 +1,8 @@
 //! The initramfs: a busybox `/init` script that loads the modules needed to read the root
 //! filesystem, finds the partition the kernel command line names (`root=PARTLABEL=rootfs-a`,
-//! chosen by GRUB per slot), mounts it read-only and `switch_root`s into `testudo-init`.
+//! chosen by GRUB per slot), mounts it read-only, loads the kernel modules the plan needs
+//! (listed by the builder in the rootfs' `lib/modules/<release>/testudo.load`) and
+//! `switch_root`s into `testudo-init`.
 //!
 //! Written as a cpio "newc" archive by this module directly: entries sorted by path, owner
 //! 0:0, mtime 0, inode numbers assigned in order, so the archive depends only on its content.
@@ -9,7 +11,7 @@
 use std::collections::BTreeMap;
 
 /// The program the initramfs hands over to, inside the mounted rootfs.
-pub const INIT_PATH: &str = "/usr/bin/testudo-init";
+pub const INIT_PATH: &str = "/usr/lib/testudo/testudo-init";
 
 /// One entry of a cpio archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +89,7 @@ fn write_header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, size: u32, r
 }
 
 fn pad4(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -131,6 +133,14 @@ done
 $bb mkdir -p /newroot
 $bb mount -t squashfs -o ro "$dev" /newroot || fail "cannot mount $dev ($root)"
 echo "testudo-initramfs: slot $slot, rootfs $root on $dev"
+# Kernel modules the plan needs, listed by the image builder in load order; loaded here so
+# no component ever needs the right to load modules.
+load="/newroot/lib/modules/$($bb uname -r)/testudo.load"
+if [ -f "$load" ]; then
+  for m in $($bb cat "$load"); do
+    $bb insmod "/newroot/lib/modules/$($bb uname -r)/$m" || echo "testudo-initramfs: cannot load $m"
+  done
+fi
 for d in dev proc sys; do $bb mount --move "/$d" "/newroot/$d"; done
 exec $bb switch_root /newroot {INIT_PATH}
 "#
@@ -208,7 +218,7 @@ mod tests {
     fn init_script_loads_modules_and_hands_over_to_testudo_init() {
         let script = init_script(&["squashfs".into()]);
         assert!(script.contains("for m in squashfs; do"));
-        assert!(script.contains("switch_root /newroot /usr/bin/testudo-init"));
+        assert!(script.contains("switch_root /newroot /usr/lib/testudo/testudo-init"));
         assert!(script.starts_with("#!/bin/busybox sh\n"));
     }
 }

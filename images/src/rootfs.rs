@@ -2,10 +2,10 @@
 //! with `mksquashfs -reproducible`, fixed times, root ownership and no extended attributes.
 //!
 //! Layout (paths other components rely on):
-//! - `/usr/bin/<name>`: native binaries (`testudo-init`, drivers, services, the WASM host);
+//! - `/usr/lib/testudo/<name>`: native binaries (`testudo-init`, drivers, services, the WASM host);
 //!   their shared libraries at the paths the build host's `ldd` names (`/lib/...`, `/lib64/...`)
 //! - `/etc/testudo/plan.json`: the plan, byte for byte as given
-//! - `/usr/share/testudo/<module path from the plan>`: WASM modules (`.wasm`), with the
+//! - `/usr/share/testudo/apps/<module path from the plan>`: WASM modules (`.wasm`), with the
 //!   precompiled `.cwasm` next to each when the WASM host can precompile
 //! - `/etc/rauc/system.conf`, `/etc/rauc/keyring.pem`: the updater's configuration and the
 //!   bundle verification keyring; `/etc/testudo/keys/`: public keys (deployment signatures)
@@ -23,11 +23,11 @@ use crate::reproducible::{normalize_tree, SourceDateEpoch};
 use crate::tool::{path_arg, ToolCall, ToolRunner};
 
 /// Directory of native binaries in the image.
-pub const BIN_DIR: &str = "usr/bin";
+pub const BIN_DIR: &str = "usr/lib/testudo";
 /// The plan inside the image.
 pub const PLAN_PATH: &str = "etc/testudo/plan.json";
 /// Root under which WASM modules keep their plan paths.
-pub const APPS_ROOT: &str = "usr/share/testudo";
+pub const APPS_ROOT: &str = "usr/share/testudo/apps";
 /// The updater's configuration.
 pub const SYSTEM_CONF_PATH: &str = "etc/rauc/system.conf";
 /// Directory of public keys and keyrings.
@@ -130,7 +130,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = RootfsTree::create(&dir.path().join("root")).unwrap();
         tree.add_bytes(PLAN_PATH, b"{}", 0o644).unwrap();
-        tree.add_bytes("usr/bin/testudo-init", b"\x7fELF", 0o755).unwrap();
+        tree.add_bytes("usr/lib/testudo/testudo-init", b"\x7fELF", 0o755).unwrap();
         for m in MOUNT_POINTS {
             assert!(tree.host_path(m).is_dir(), "{m}");
         }

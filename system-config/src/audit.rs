@@ -111,7 +111,11 @@ pub fn audit(plan: &Plan) -> Audit {
             .map(route_authority)
             .chain(device_authorities(&component.devices))
             .collect();
-        let direct = component.uses.values().map(|r| r.component.as_str()).collect();
+        let direct = component
+            .uses
+            .values()
+            .map(|r| r.component.as_str())
+            .collect();
         subjects.push(SubjectAudit {
             name: name.clone(),
             kind: kind_name(component.kind).to_owned(),
@@ -123,7 +127,11 @@ pub fn audit(plan: &Plan) -> Audit {
     }
     for (name, slot) in &plan.app_slots {
         let granted: BTreeSet<String> = slot.max_uses.values().map(route_authority).collect();
-        let direct = slot.max_uses.values().map(|r| r.component.as_str()).collect();
+        let direct = slot
+            .max_uses
+            .values()
+            .map(|r| r.component.as_str())
+            .collect();
         subjects.push(SubjectAudit {
             name: format!("slot:{name}"),
             kind: "slot".to_owned(),
@@ -134,10 +142,7 @@ pub fn audit(plan: &Plan) -> Audit {
         });
     }
     subjects.sort_by(|a, b| a.name.cmp(&b.name));
-    let min_reduction = subjects
-        .iter()
-        .map(|s| s.reduction)
-        .fold(1.0_f64, f64::min);
+    let min_reduction = subjects.iter().map(|s| s.reduction).fold(1.0_f64, f64::min);
     let mean_reduction = if subjects.is_empty() {
         1.0
     } else {

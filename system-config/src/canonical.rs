@@ -60,7 +60,8 @@ mod tests {
 
     #[test]
     fn sorts_keys_at_every_level_and_escapes_strings() {
-        let value = serde_json::json!({"b": {"z": 1, "a": [true, null]}, "a": "q\"\n", "c": {}, "d": []});
+        let value =
+            serde_json::json!({"b": {"z": 1, "a": [true, null]}, "a": "q\"\n", "c": {}, "d": []});
         let mut out = String::new();
         write_value(&mut out, &value, 0).unwrap();
         assert_eq!(

@@ -71,7 +71,10 @@ pub enum ConfigError {
     UnknownComponent { at: ConfigPath, component: String },
 
     /// A route names a capability its target component does not provide.
-    #[error("{at}: component `{component}` provides no capability `{capability}`{}", provided_list(provided))]
+    #[error(
+        "{at}: component `{component}` provides no capability `{capability}`{}",
+        provided_list(provided)
+    )]
     UnknownCapability {
         at: ConfigPath,
         component: String,
@@ -80,7 +83,9 @@ pub enum ConfigError {
     },
 
     /// A route expects another interface than the provider offers.
-    #[error("{at}: expects interface `{expected}` but `{component}.{capability}` provides `{provided}`")]
+    #[error(
+        "{at}: expects interface `{expected}` but `{component}.{capability}` provides `{provided}`"
+    )]
     InterfaceMismatch {
         at: ConfigPath,
         component: String,
@@ -234,7 +239,10 @@ impl std::error::Error for ConfigErrors {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Warning {
     /// A capability nobody routes to (neither a component nor an app slot's maximum).
-    UnusedCapability { component: String, capability: String },
+    UnusedCapability {
+        component: String,
+        capability: String,
+    },
 }
 
 impl fmt::Display for Warning {

@@ -10,9 +10,9 @@ use std::fmt::Write as _;
 
 use crate::plan::{ComponentKind, Plan, Rights, Route, Run};
 
-const NODE_W: f64 = 190.0;
+const NODE_W: f64 = 210.0;
 const NODE_H: f64 = 54.0;
-const GAP_X: f64 = 36.0;
+const GAP_X: f64 = 44.0;
 const GAP_Y: f64 = 120.0;
 const MARGIN: f64 = 30.0;
 const TITLE_H: f64 = 40.0;
@@ -75,7 +75,11 @@ fn edge_label(local: &str, route: &Route) -> String {
     let mut label = if local == route.capability {
         format!("{} ({})", route.capability, rights_name(route.rights))
     } else {
-        format!("{local}: {} ({})", route.capability, rights_name(route.rights))
+        format!(
+            "{local}: {} ({})",
+            route.capability,
+            rights_name(route.rights)
+        )
     };
     if !route.allow.is_empty() {
         let _ = write!(label, " [{}]", route.allow.join(", "));
@@ -255,7 +259,9 @@ pub fn to_svg(plan: &Plan) -> String {
     }
     let widest = rows.iter().map(Vec::len).max().unwrap_or(1).max(1) as f64;
     let width = (MARGIN * 2.0 + widest * NODE_W + (widest - 1.0) * GAP_X).max(640.0);
-    let height = MARGIN * 2.0 + TITLE_H + depth as f64 * NODE_H
+    let height = MARGIN * 2.0
+        + TITLE_H
+        + depth as f64 * NODE_H
         + (depth.max(1) - 1) as f64 * GAP_Y
         + LEGEND_H;
     let mut pos: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
@@ -291,7 +297,8 @@ pub fn to_svg(plan: &Plan) -> String {
         out_slots.entry(e.from.as_str()).or_default().push(i);
         in_slots.entry(e.to.as_str()).or_default().push(i);
     }
-    let sort_by_other_end = |slots: &mut BTreeMap<&str, Vec<usize>>, other: &dyn Fn(&Edge) -> &str| {
+    let sort_by_other_end = |slots: &mut BTreeMap<&str, Vec<usize>>,
+                             other: &dyn Fn(&Edge) -> &str| {
         for list in slots.values_mut() {
             list.sort_by(|&a, &b| {
                 let xa = pos.get(other(&edges[a])).map_or(0.0, |p| p.0);
@@ -308,27 +315,93 @@ pub fn to_svg(plan: &Plan) -> String {
         (k + 1.0) / (list.len() as f64 + 1.0)
     };
 
+    // Node boxes per row, to route long edges through the gaps between them.
+    let row_boxes: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|row| {
+            row.iter()
+                .filter_map(|n| pos.get(n.id.as_str()).map(|p| p.0))
+                .collect()
+        })
+        .collect();
+    let row_y = |r: usize| MARGIN + TITLE_H + r as f64 * (NODE_H + GAP_Y);
+    let mut gap_use: BTreeMap<(usize, i64), usize> = BTreeMap::new();
+    let mut placed_labels: Vec<(f64, f64, f64, f64)> = pos
+        .values()
+        .map(|&(x, y)| (x, y, x + NODE_W, y + NODE_H))
+        .collect();
+
     svg.push_str("<g id=\"edges\">\n");
     for (i, e) in edges.iter().enumerate() {
         let (Some(&(fx, fy)), Some(&(tx, ty))) = (pos.get(e.from.as_str()), pos.get(e.to.as_str()))
         else {
             continue;
         };
+        let (Some(&from_row), Some(&to_row)) = (layer.get(&e.from), layer.get(&e.to)) else {
+            continue;
+        };
         let x1 = fx + NODE_W * attach(&out_slots, &e.from, i);
         let y1 = fy;
         let x2 = tx + NODE_W * attach(&in_slots, &e.to, i);
         let y2 = ty + NODE_H;
-        let dash = if e.dashed { " stroke-dasharray=\"6 4\"" } else { "" };
+        let mut points = vec![(x1, y1)];
+        // Rows strictly between consumer (below) and provider (above), bottom-up.
+        for r in (to_row + 1..from_row).rev() {
+            let band_y = row_y(r);
+            let t = (y1 - (band_y + NODE_H / 2.0)) / (y1 - y2);
+            let straight_x = x1 + (x2 - x1) * t;
+            let gx = nearest_gap(&row_boxes[r], straight_x);
+            let used = gap_use.entry((r, gx.round() as i64)).or_insert(0);
+            let offset = match *used {
+                0 => 0.0,
+                n if n % 2 == 1 => 5.0 * n.div_ceil(2) as f64,
+                n => -5.0 * (n / 2) as f64,
+            };
+            *used += 1;
+            points.push((gx + offset, band_y + NODE_H + 8.0));
+            points.push((gx + offset, band_y - 8.0));
+        }
+        points.push((x2, y2));
+        let dash = if e.dashed {
+            " stroke-dasharray=\"6 4\""
+        } else {
+            ""
+        };
+        let d = points
+            .iter()
+            .enumerate()
+            .map(|(k, (x, y))| format!("{}{x:.1} {y:.1}", if k == 0 { "M" } else { " L" }))
+            .collect::<String>();
         let _ = writeln!(
             svg,
-            "<g class=\"edge\" data-from=\"{}\" data-to=\"{}\"><line x1=\"{x1:.1}\" y1=\"{y1:.1}\" x2=\"{x2:.1}\" y2=\"{y2:.1}\" stroke=\"#555\" stroke-width=\"1.2\"{dash} marker-end=\"url(#arrow)\"/>",
+            "<g class=\"edge\" data-from=\"{}\" data-to=\"{}\"><path d=\"{d}\" fill=\"none\" stroke=\"#555\" stroke-width=\"1.2\"{dash} marker-end=\"url(#arrow)\"/>",
             xml_escape(&e.from),
             xml_escape(&e.to)
         );
-        // Label near the consumer end, where edges are still apart.
-        let t = 0.25;
-        let lx = x1 + (x2 - x1) * t;
-        let ly = y1 + (y2 - y1) * t;
+        // Label on the first segment, at the first spot that overlaps no node or label.
+        let (ax, ay) = points[0];
+        let (bx, by) = points[1];
+        let label_w = e.label.chars().count() as f64 * 5.6 + 4.0;
+        let bbox = |t: f64| {
+            let lx = ax + (bx - ax) * t;
+            let ly = ay + (by - ay) * t;
+            (
+                lx,
+                ly,
+                (lx - label_w / 2.0, ly - 10.0, lx + label_w / 2.0, ly + 3.0),
+            )
+        };
+        let overlaps = |b: &(f64, f64, f64, f64)| {
+            placed_labels
+                .iter()
+                .any(|p| b.0 < p.2 && p.0 < b.2 && b.1 < p.3 && p.1 < b.3)
+        };
+        let (lx, ly, b) = [0.3, 0.5, 0.7, 0.18, 0.85, 0.42, 0.6]
+            .into_iter()
+            .map(bbox)
+            .find(|(_, _, b)| !overlaps(b))
+            .unwrap_or_else(|| bbox(0.3));
+        placed_labels.push(b);
         let _ = writeln!(
             svg,
             "<text x=\"{lx:.1}\" y=\"{ly:.1}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#333\" stroke=\"white\" stroke-width=\"3\" paint-order=\"stroke\">{}</text></g>",
@@ -361,7 +434,7 @@ pub fn to_svg(plan: &Plan) -> String {
             xml_escape(&n.title),
             x + NODE_W / 2.0,
             y + 40.0,
-            xml_escape(&truncate(&n.subtitle, 34))
+            xml_escape(&truncate(&n.subtitle, 40))
         );
     }
     svg.push_str("</g>\n<g id=\"legend\">\n");
@@ -387,6 +460,28 @@ pub fn to_svg(plan: &Plan) -> String {
     }
     svg.push_str("</g>\n</svg>\n");
     svg
+}
+
+/// The x of the free channel nearest `x` in a row of node boxes (left edges `boxes`, sorted):
+/// left of the first box, between two boxes, or right of the last.
+fn nearest_gap(boxes: &[f64], x: f64) -> f64 {
+    let inside = boxes.iter().any(|&b| x > b - 6.0 && x < b + NODE_W + 6.0);
+    if !inside {
+        return x;
+    }
+    let mut gaps: Vec<f64> = Vec::with_capacity(boxes.len() + 1);
+    if let Some(first) = boxes.first() {
+        gaps.push(first - GAP_X / 2.0);
+    }
+    for pair in boxes.windows(2) {
+        gaps.push((pair[0] + NODE_W + pair[1]) / 2.0);
+    }
+    if let Some(last) = boxes.last() {
+        gaps.push(last + NODE_W + GAP_X / 2.0);
+    }
+    gaps.into_iter()
+        .min_by(|a, b| (a - x).abs().total_cmp(&(b - x).abs()))
+        .unwrap_or(x)
 }
 
 fn truncate(s: &str, max_chars: usize) -> String {

@@ -68,7 +68,11 @@ fn nickel_error(path: &Path, files: &Files, error: NickelError) -> ConfigError {
     let location = diagnostics
         .iter()
         .find_map(|d| first_location(&files, d, true))
-        .or_else(|| diagnostics.iter().find_map(|d| first_location(&files, d, false)))
+        .or_else(|| {
+            diagnostics
+                .iter()
+                .find_map(|d| first_location(&files, d, false))
+        })
         .map(|l| Location {
             file: relative(l.file),
             ..l

@@ -73,7 +73,9 @@ impl UseConfig {
     /// Splits `from` into (component, capability). The Nickel contract guarantees one dot;
     /// a value without one is treated as a component with an empty capability name.
     pub fn target(&self) -> (&str, &str) {
-        self.from.split_once('.').unwrap_or((self.from.as_str(), ""))
+        self.from
+            .split_once('.')
+            .unwrap_or((self.from.as_str(), ""))
     }
 }
 

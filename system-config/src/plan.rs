@@ -319,7 +319,9 @@ pub fn route_within(
         ));
     }
     if let Some(extra) = route.allow.iter().find(|a| !max.allow.contains(a)) {
-        return Err(format!("allow entry `{extra}` is not in the slot's maximum"));
+        return Err(format!(
+            "allow entry `{extra}` is not in the slot's maximum"
+        ));
     }
     Ok(())
 }

@@ -39,7 +39,9 @@ pub fn validate(config: &SystemConfig) -> Result<Vec<Warning>, Vec<ConfigError>>
 fn check_components(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
     for (name, component) in &config.components {
         let expected = match (component.kind, &component.run) {
-            (ComponentKind::Wasm, RunConfig::Binary(_)) => Some("a WASM module: run = { wasm = \"...\" }"),
+            (ComponentKind::Wasm, RunConfig::Binary(_)) => {
+                Some("a WASM module: run = { wasm = \"...\" }")
+            }
             (ComponentKind::Driver | ComponentKind::Service, RunConfig::Wasm(_)) => {
                 Some("a native binary: run = { binary = \"...\" }")
             }
@@ -144,10 +146,19 @@ fn check_routes(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
     }
     let mut start_deps: Vec<(String, &String)> = Vec::new();
     for (name, component) in &config.components {
-        start_deps.extend(component.after.iter().map(|a| (format!("components.{name}.after"), a)));
+        start_deps.extend(
+            component
+                .after
+                .iter()
+                .map(|a| (format!("components.{name}.after"), a)),
+        );
     }
     for (name, slot) in &config.app_slots {
-        start_deps.extend(slot.after.iter().map(|a| (format!("app_slots.{name}.after"), a)));
+        start_deps.extend(
+            slot.after
+                .iter()
+                .map(|a| (format!("app_slots.{name}.after"), a)),
+        );
     }
     for (at, target) in start_deps {
         if !config.components.contains_key(target) {
@@ -200,11 +211,13 @@ fn check_device_claims(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
             .chain(devices.network.then(|| "network".to_owned()));
         for device in claims {
             match owners.get(&device) {
-                Some(first) if *first != name.as_str() => errors.push(ConfigError::DeviceConflict {
-                    device,
-                    first: (*first).to_owned(),
-                    second: name.clone(),
-                }),
+                Some(first) if *first != name.as_str() => {
+                    errors.push(ConfigError::DeviceConflict {
+                        device,
+                        first: (*first).to_owned(),
+                        second: name.clone(),
+                    })
+                }
                 Some(_) => {}
                 None => {
                     owners.insert(device, name);
@@ -264,8 +277,10 @@ fn find_cycle(deps: &BTreeMap<&str, Vec<String>>) -> Option<Vec<String>> {
                 match marks.get(dep).copied() {
                     Some(Mark::OnStack) => {
                         let start = stack.iter().position(|(n, _)| *n == dep).unwrap_or(0);
-                        let mut cycle: Vec<String> =
-                            stack[start..].iter().map(|(n, _)| (*n).to_owned()).collect();
+                        let mut cycle: Vec<String> = stack[start..]
+                            .iter()
+                            .map(|(n, _)| (*n).to_owned())
+                            .collect();
                         cycle.push(dep.to_owned());
                         return Some(cycle);
                     }
@@ -296,7 +311,9 @@ fn check_memory(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
                 .map(|(name, s)| (format!("app slot {name}"), s.limits.memory_bytes)),
         )
         .collect();
-    let total: u64 = budgets.iter().fold(0u64, |acc, (_, b)| acc.saturating_add(*b));
+    let total: u64 = budgets
+        .iter()
+        .fold(0u64, |acc, (_, b)| acc.saturating_add(*b));
     if total > config.board.memory_bytes {
         budgets.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         budgets.truncate(3);

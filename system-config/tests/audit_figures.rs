@@ -31,16 +31,31 @@ fn route(component: &str, capability: &str) -> Route {
     }
 }
 
-fn component(kind: ComponentKind, provides: &[&str], uses: &[(&str, Route)], devices: Devices) -> PlanComponent {
+fn component(
+    kind: ComponentKind,
+    provides: &[&str],
+    uses: &[(&str, Route)],
+    devices: Devices,
+) -> PlanComponent {
     PlanComponent {
         kind,
         run: Run::Binary { name: "x".into() },
         devices,
         provides: provides
             .iter()
-            .map(|p| ((*p).to_owned(), Provided { interface: (*p).to_owned() }))
+            .map(|p| {
+                (
+                    (*p).to_owned(),
+                    Provided {
+                        interface: (*p).to_owned(),
+                    },
+                )
+            })
             .collect(),
-        uses: uses.iter().map(|(l, r)| ((*l).to_owned(), r.clone())).collect(),
+        uses: uses
+            .iter()
+            .map(|(l, r)| ((*l).to_owned(), r.clone()))
+            .collect(),
         limits: limits(),
         after: vec![],
         env: BTreeMap::new(),
@@ -57,12 +72,21 @@ fn known_plan() -> Plan {
             ComponentKind::Driver,
             &["x"],
             &[],
-            Devices { nodes: vec!["/dev/x".into()], pci: vec![], network: false },
+            Devices {
+                nodes: vec!["/dev/x".into()],
+                pci: vec![],
+                network: false,
+            },
         ),
     );
     components.insert(
         "b".into(),
-        component(ComponentKind::Service, &["y"], &[("x", route("a", "x"))], Devices::default()),
+        component(
+            ComponentKind::Service,
+            &["y"],
+            &[("x", route("a", "x"))],
+            Devices::default(),
+        ),
     );
     components.insert(
         "c".into(),
@@ -95,12 +119,25 @@ fn known_plan() -> Plan {
             kernel: "k".into(),
             bootloader: "grub".into(),
             console: "ttyS0".into(),
-            partitions: Partitions { esp_bytes: 1, rootfs_bytes: 1, data_bytes: 1 },
+            partitions: Partitions {
+                esp_bytes: 1,
+                rootfs_bytes: 1,
+                data_bytes: 1,
+            },
         },
         components,
         app_slots,
-        update: UpdatePolicy { boot_tries: 3, allow_downgrade: false, bundle_format: "plain".into() },
-        cloud: CloudConfig { hub: "h".into(), device_id: "d".into(), identity: "sas".into(), dps_scope: None },
+        update: UpdatePolicy {
+            boot_tries: 3,
+            allow_downgrade: false,
+            bundle_format: "plain".into(),
+        },
+        cloud: CloudConfig {
+            hub: "h".into(),
+            device_id: "d".into(),
+            identity: "sas".into(),
+            dps_scope: None,
+        },
     }
 }
 
@@ -109,8 +146,15 @@ fn figures_on_a_known_graph() {
     let audit = audit(&known_plan());
     assert_eq!(audit.authorities, ["a.x", "b.y", "node /dev/x"]);
     assert_eq!(audit.total, 3);
-    let by_name: BTreeMap<&str, _> = audit.subjects.iter().map(|s| (s.name.as_str(), s)).collect();
-    assert_eq!(by_name.keys().copied().collect::<Vec<_>>(), ["a", "b", "c", "slot:s"]);
+    let by_name: BTreeMap<&str, _> = audit
+        .subjects
+        .iter()
+        .map(|s| (s.name.as_str(), s))
+        .collect();
+    assert_eq!(
+        by_name.keys().copied().collect::<Vec<_>>(),
+        ["a", "b", "c", "slot:s"]
+    );
 
     assert_eq!(by_name["a"].granted, ["node /dev/x"]);
     assert!(by_name["a"].trusted_base.is_empty());
@@ -137,10 +181,22 @@ fn gateway_agent_holds_four_of_the_system_authorities() {
     // 8 provided capabilities + /dev/tpm0 + PCI 1af4:1000 + network.
     assert_eq!(audit.total, 11, "{:?}", audit.authorities);
     let agent = audit.subjects.iter().find(|s| s.name == "agent").unwrap();
-    assert_eq!(agent.granted, ["log.log", "net.net", "storage.storage", "tpm.tpm"]);
+    assert_eq!(
+        agent.granted,
+        ["log.log", "net.net", "storage.storage", "tpm.tpm"]
+    );
     assert_eq!(agent.trusted_base, ["log", "net", "storage", "tpm"]);
-    let forwarder = audit.subjects.iter().find(|s| s.name == "forwarder").unwrap();
-    assert_eq!(forwarder.trusted_base.len(), 8 - 1, "{:?}", forwarder.trusted_base);
+    let forwarder = audit
+        .subjects
+        .iter()
+        .find(|s| s.name == "forwarder")
+        .unwrap();
+    assert_eq!(
+        forwarder.trusted_base.len(),
+        8 - 1,
+        "{:?}",
+        forwarder.trusted_base
+    );
     let table = audit.to_table();
     assert!(table.contains("agent"), "{table}");
 }

@@ -13,8 +13,13 @@ fn only_error(path: &std::path::Path) -> ConfigError {
 fn missing_file() {
     let dir = tempfile::tempdir().unwrap();
     let err = only_error(&dir.path().join("nope.ncl"));
-    assert!(matches!(&err, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound), "{err:?}");
-    assert!(err.to_string().ends_with("nope.ncl: cannot read the config"));
+    assert!(
+        matches!(&err, ConfigError::Read { source, .. } if source.kind() == std::io::ErrorKind::NotFound),
+        "{err:?}"
+    );
+    assert!(err
+        .to_string()
+        .ends_with("nope.ncl: cannot read the config"));
 }
 
 #[test]
@@ -28,7 +33,10 @@ fn path_through_a_file_is_unreadable() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("file");
     std::fs::write(&file, "1").unwrap();
-    assert!(matches!(only_error(&file.join("x.ncl")), ConfigError::Read { .. }));
+    assert!(matches!(
+        only_error(&file.join("x.ncl")),
+        ConfigError::Read { .. }
+    ));
 }
 
 #[test]
@@ -49,7 +57,10 @@ fn binary_file() {
     let path = dir.path().join("blob.ncl");
     std::fs::write(&path, [0x7f, b'E', b'L', b'F', 0xff, 0xfe, 0]).unwrap();
     let err = only_error(&path);
-    assert!(matches!(err, ConfigError::NotText { offset: 4, .. }), "{err:?}");
+    assert!(
+        matches!(err, ConfigError::NotText { offset: 4, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -58,7 +69,12 @@ fn text_that_is_not_nickel() {
     let path = dir.path().join("notes.ncl");
     std::fs::write(&path, "This is a shopping list:\n- eggs\n- milk }\n").unwrap();
     let err = only_error(&path);
-    let ConfigError::Evaluate { location: Some(location), report, .. } = &err else {
+    let ConfigError::Evaluate {
+        location: Some(location),
+        report,
+        ..
+    } = &err
+    else {
         panic!("{err:?}");
     };
     assert!(location.file.ends_with("notes.ncl"));
@@ -71,5 +87,11 @@ fn yaml_file_is_not_a_system() {
     let path = dir.path().join("system.yaml");
     std::fs::write(&path, "name: gateway\nversion: 1.0.0\n").unwrap();
     let err = only_error(&path);
-    assert!(matches!(err, ConfigError::Shape { .. } | ConfigError::Evaluate { .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            ConfigError::Shape { .. } | ConfigError::Evaluate { .. }
+        ),
+        "{err:?}"
+    );
 }

@@ -22,7 +22,16 @@ fn gateway_has_the_documented_components() {
     let names: Vec<&str> = plan.components.keys().map(String::as_str).collect();
     assert_eq!(
         names,
-        ["agent", "forwarder", "log", "net", "sensor", "sensor-reader", "storage", "tpm"]
+        [
+            "agent",
+            "forwarder",
+            "log",
+            "net",
+            "sensor",
+            "sensor-reader",
+            "storage",
+            "tpm"
+        ]
     );
     assert_eq!(plan.board.name, "qemu-x86_64");
     assert_eq!(plan.components["tpm"].kind, ComponentKind::Driver);
@@ -65,7 +74,10 @@ fn start_order_puts_providers_first() {
         plan.components["agent"].after,
         ["log", "net", "storage", "tpm"]
     );
-    assert_eq!(plan.components["forwarder"].after, ["agent", "log", "sensor-reader"]);
+    assert_eq!(
+        plan.components["forwarder"].after,
+        ["agent", "log", "sensor-reader"]
+    );
     assert!(plan.components["log"].after.is_empty());
 }
 

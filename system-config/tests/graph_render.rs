@@ -18,7 +18,10 @@ fn svg_is_well_formed_and_has_every_component_and_route() {
     let doc = roxmltree::Document::parse(&svg).expect("SVG is well-formed XML");
     let root = doc.root_element();
     assert_eq!(root.tag_name().name(), "svg");
-    assert_eq!(root.tag_name().namespace(), Some("http://www.w3.org/2000/svg"));
+    assert_eq!(
+        root.tag_name().namespace(),
+        Some("http://www.w3.org/2000/svg")
+    );
 
     let node_titles: Vec<String> = root
         .descendants()
@@ -27,7 +30,10 @@ fn svg_is_well_formed_and_has_every_component_and_route() {
         .filter_map(|t| t.text().map(str::to_owned))
         .collect();
     for name in plan.components.keys().chain(plan.app_slots.keys()) {
-        assert!(node_titles.contains(name), "{name} missing from {node_titles:?}");
+        assert!(
+            node_titles.contains(name),
+            "{name} missing from {node_titles:?}"
+        );
     }
     let edges = root
         .descendants()
@@ -35,7 +41,10 @@ fn svg_is_well_formed_and_has_every_component_and_route() {
         .count();
     assert_eq!(edges, plan.routes().len());
     // Rights appear on edge labels; the agent's net route shows its allow-list.
-    assert!(svg.contains("net (rw) [testudo-demo.azure-devices.net:8883]"), "{svg}");
+    assert!(
+        svg.contains("net (rw) [testudo-demo.azure-devices.net:8883]"),
+        "{svg}"
+    );
     assert_eq!(svg, to_svg(&plan));
 }
 
@@ -49,5 +58,8 @@ fn dot_lists_every_node_and_edge() {
     }
     assert!(dot.contains("\"slot:cloud-app\" [label="));
     assert_eq!(dot.matches(" -> ").count(), plan.routes().len());
-    assert!(dot.contains("\"forwarder\" -> \"agent\" [label=\"upstream: telemetry (w)\"]"), "{dot}");
+    assert!(
+        dot.contains("\"forwarder\" -> \"agent\" [label=\"upstream: telemetry (w)\"]"),
+        "{dot}"
+    );
 }

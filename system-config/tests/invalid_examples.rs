@@ -21,7 +21,11 @@ fn errors_of(name: &str) -> Vec<ConfigError> {
 
 fn only_error(name: &str) -> ConfigError {
     let mut errors = errors_of(name);
-    assert_eq!(errors.len(), 1, "{name}: expected one error, got {errors:?}");
+    assert_eq!(
+        errors.len(),
+        1,
+        "{name}: expected one error, got {errors:?}"
+    );
     errors.remove(0)
 }
 
@@ -41,7 +45,10 @@ fn unknown_component_names_route_and_component() {
 #[test]
 fn unknown_capability_lists_what_the_provider_offers() {
     let err = only_error("unknown-capability.ncl");
-    assert!(matches!(&err, ConfigError::UnknownCapability { component, capability, .. } if component == "log" && capability == "logs"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::UnknownCapability { component, capability, .. } if component == "log" && capability == "logs"),
+        "{err:?}"
+    );
     assert_eq!(
         err.to_string(),
         "components.app.uses.log: component `log` provides no capability `logs` (it provides: log)"
@@ -51,60 +58,94 @@ fn unknown_capability_lists_what_the_provider_offers() {
 #[test]
 fn interface_mismatch_names_both_interfaces() {
     let err = only_error("interface-mismatch.ncl");
-    assert!(matches!(&err, ConfigError::InterfaceMismatch { expected, provided, .. } if expected == "storage" && provided == "log"), "{err:?}");
-    assert!(err.to_string().starts_with("components.app.uses.data: "), "{err}");
+    assert!(
+        matches!(&err, ConfigError::InterfaceMismatch { expected, provided, .. } if expected == "storage" && provided == "log"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().starts_with("components.app.uses.data: "),
+        "{err}"
+    );
 }
 
 #[test]
 fn duplicate_provider_names_both_components() {
     let err = only_error("duplicate-provider.ncl");
-    assert!(matches!(&err, ConfigError::DuplicateProvider { capability, first, second } if capability == "log" && first == "log" && second == "shadow-log"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::DuplicateProvider { capability, first, second } if capability == "log" && first == "log" && second == "shadow-log"),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn start_cycle_is_reported_as_a_path() {
     let err = only_error("start-cycle.ncl");
-    assert!(matches!(&err, ConfigError::StartCycle { cycle } if cycle == &["a", "b", "a"]), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::StartCycle { cycle } if cycle == &["a", "b", "a"]),
+        "{err:?}"
+    );
     assert_eq!(err.to_string(), "start-dependency cycle: a -> b -> a");
 }
 
 #[test]
 fn device_claimed_twice_names_both_drivers() {
     let err = only_error("device-conflict.ncl");
-    assert!(matches!(&err, ConfigError::DeviceConflict { device, first, second } if device == "node /dev/tpm0" && first == "rogue" && second == "tpm"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::DeviceConflict { device, first, second } if device == "node /dev/tpm0" && first == "rogue" && second == "tpm"),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn memory_over_board_names_totals_and_largest() {
     let err = only_error("memory-over-board.ncl");
     let mib = 1024 * 1024;
-    assert!(matches!(&err, ConfigError::MemoryOverBoard { board_bytes, total_bytes, largest, .. }
-        if *board_bytes == 1024 * mib && *total_bytes == 1216 * mib && largest[0] == ("analytics".to_owned(), 600 * mib)), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::MemoryOverBoard { board_bytes, total_bytes, largest, .. }
+        if *board_bytes == 1024 * mib && *total_bytes == 1216 * mib && largest[0] == ("analytics".to_owned(), 600 * mib)),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn slot_initial_app_beyond_maximum_is_refused() {
     let err = only_error("slot-beyond-max.ncl");
-    assert!(matches!(&err, ConfigError::SlotBeyondMax { slot, local_name, .. } if slot == "cloud-app" && local_name == "sensor"), "{err:?}");
-    assert!(err.to_string().contains("rights read_write exceed the slot's maximum read"), "{err}");
+    assert!(
+        matches!(&err, ConfigError::SlotBeyondMax { slot, local_name, .. } if slot == "cloud-app" && local_name == "sensor"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("rights read_write exceed the slot's maximum read"),
+        "{err}"
+    );
 }
 
 #[test]
 fn wasm_component_running_a_binary_is_refused() {
     let err = only_error("run-mismatch.ncl");
-    assert!(matches!(&err, ConfigError::RunMismatch { component, .. } if component == "app"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::RunMismatch { component, .. } if component == "app"),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn service_owning_devices_is_refused() {
     let err = only_error("devices-on-service.ncl");
-    assert!(matches!(&err, ConfigError::DevicesOnNonDriver { component, .. } if component == "storage"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::DevicesOnNonDriver { component, .. } if component == "storage"),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn net_allow_without_port_is_refused() {
     let err = only_error("bad-net-allow.ncl");
-    assert!(matches!(&err, ConfigError::BadAllow { at, entry, .. } if at == "components.agent.uses.net" && entry == "hub.example.net"), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::BadAllow { at, entry, .. } if at == "components.agent.uses.net" && entry == "hub.example.net"),
+        "{err:?}"
+    );
 }
 
 /// A Nickel error located in the example file itself, at the given line.
@@ -116,7 +157,9 @@ fn assert_nickel_error(name: &str, line: usize, message_part: &str) {
     else {
         panic!("{name}: expected a Nickel error, got {err:?}");
     };
-    let location = location.as_ref().unwrap_or_else(|| panic!("{name}: no location: {err}"));
+    let location = location
+        .as_ref()
+        .unwrap_or_else(|| panic!("{name}: no location: {err}"));
     assert!(
         location.file.ends_with(&format!("examples/invalid/{name}")),
         "{name}: located in {}",
@@ -136,7 +179,11 @@ fn nickel_wrong_type_is_located() {
 
 #[test]
 fn nickel_missing_field_is_located() {
-    assert_nickel_error("nickel-missing-field.ncl", 17, "missing definition for `run`");
+    assert_nickel_error(
+        "nickel-missing-field.ncl",
+        17,
+        "missing definition for `run`",
+    );
 }
 
 #[test]
@@ -165,7 +212,10 @@ fn nickel_bad_route_target_is_located() {
 #[test]
 fn nickel_syntax_error_is_located() {
     let err = only_error("nickel-syntax.ncl");
-    assert!(matches!(&err, ConfigError::Evaluate { location: Some(l), .. } if l.file.ends_with("nickel-syntax.ncl")), "{err:?}");
+    assert!(
+        matches!(&err, ConfigError::Evaluate { location: Some(l), .. } if l.file.ends_with("nickel-syntax.ncl")),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -74,9 +74,17 @@ fn keys_are_sorted_and_there_are_no_absolute_paths_but_the_kernel() {
 fn reading_a_plan_refuses_another_format_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plan.json");
-    std::fs::write(&path, gateway_json().replace("\"format\": 1", "\"format\": 2")).unwrap();
+    std::fs::write(
+        &path,
+        gateway_json().replace("\"format\": 1", "\"format\": 2"),
+    )
+    .unwrap();
     let err = Plan::read(&path).unwrap_err();
-    assert!(err.to_string().ends_with("plan format 2, this build reads format 1"), "{err}");
+    assert!(
+        err.to_string()
+            .ends_with("plan format 2, this build reads format 1"),
+        "{err}"
+    );
     std::fs::write(&path, gateway_json()).unwrap();
     assert_eq!(Plan::read(&path).unwrap().name, "gateway");
 }

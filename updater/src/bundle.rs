@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::error::{read_err, write_err, Result, UpdaterError};
-use crate::manifest::{check_filename, BundleFormat, ImageEntry, Manifest, VerityParams, MANIFEST_FILENAME};
+use crate::manifest::{
+    check_filename, BundleFormat, ImageEntry, Manifest, VerityParams, MANIFEST_FILENAME,
+};
 use crate::signature::{self, Keyring, Signer, VerifiedSigner};
 use crate::{payload, verity};
 
@@ -105,9 +107,14 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
             })?
             .to_string();
         check_filename(&filename)?;
-        if images.iter().any(|i: &ImageEntry| i.filename == filename || &i.slot_class == slot_class) {
+        if images
+            .iter()
+            .any(|i: &ImageEntry| i.filename == filename || &i.slot_class == slot_class)
+        {
             return Err(UpdaterError::Manifest {
-                message: format!("duplicate image file name {filename:?} or slot class {slot_class:?}"),
+                message: format!(
+                    "duplicate image file name {filename:?} or slot class {slot_class:?}"
+                ),
             });
         }
         let (sha256, size) = sha256_file(path)?;
@@ -140,8 +147,15 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
 
     let temp_out = staging.path().join("bundle.raucb");
     payload::create(&content, &temp_out, &spec.mksquashfs_args)?;
-    let squashfs_size = std::fs::metadata(&temp_out).map_err(read_err(&temp_out))?.len();
-    let padded = squashfs_size.div_ceil(4096) * 4096;
+    let squashfs_size = std::fs::metadata(&temp_out)
+        .map_err(read_err(&temp_out))?
+        .len();
+    let mut padded = squashfs_size.div_ceil(4096) * 4096;
+    if spec.format == BundleFormat::Verity {
+        // A hash tree needs at least two data blocks; zeros after the squashfs are ignored
+        // by every reader (the superblock records the filesystem size).
+        padded = padded.max(2 * 4096);
+    }
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -155,11 +169,6 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
             signature::sign_detached((&file).take(padded), &loaded)?
         }
         BundleFormat::Verity => {
-            if padded <= 4096 {
-                return Err(UpdaterError::Manifest {
-                    message: "verity payload must be larger than 4096 bytes".to_string(),
-                });
-            }
             let salt: [u8; 32] = {
                 let mut hasher = Sha256::new();
                 hasher.update(b"testudo verity salt v1\n");
@@ -169,7 +178,8 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
             file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
             let tree = verity::compute(std::io::BufReader::new(&file).take(padded), padded, &salt)
                 .map_err(read_err(&temp_out))?;
-            file.seek(SeekFrom::Start(padded)).map_err(write_err(&temp_out))?;
+            file.seek(SeekFrom::Start(padded))
+                .map_err(write_err(&temp_out))?;
             file.write_all(&tree.bytes).map_err(write_err(&temp_out))?;
             manifest.verity = Some(VerityParams {
                 root_hash: tree.root_hash,
@@ -240,11 +250,15 @@ pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
     let file = File::open(path).map_err(read_err(path))?;
     let len = file.metadata().map_err(read_err(path))?.len();
     if len < 8 {
-        return Err(format_err(path, "file too small to be a bundle (truncated?)"));
+        return Err(format_err(
+            path,
+            "file too small to be a bundle (truncated?)",
+        ));
     }
     use std::os::unix::fs::FileExt;
     let mut trailer = [0u8; 8];
-    file.read_exact_at(&mut trailer, len - 8).map_err(read_err(path))?;
+    file.read_exact_at(&mut trailer, len - 8)
+        .map_err(read_err(path))?;
     let signature_size = u64::from_be_bytes(trailer);
     if signature_size == 0 {
         return Err(format_err(path, "signature size is 0"));
@@ -252,27 +266,36 @@ pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
     if signature_size > MAX_SIGNATURE_SIZE {
         return Err(format_err(
             path,
-            format!("signature size {signature_size} exceeds the limit of {MAX_SIGNATURE_SIZE} bytes"),
+            format!(
+                "signature size {signature_size} exceeds the limit of {MAX_SIGNATURE_SIZE} bytes"
+            ),
         ));
     }
     if signature_size > len - 8 {
-        return Err(format_err(path, "signature size exceeds the file size (truncated?)"));
+        return Err(format_err(
+            path,
+            "signature size exceeds the file size (truncated?)",
+        ));
     }
     let payload_size = len - 8 - signature_size;
     if payload_size == 0 {
         return Err(format_err(path, "no payload"));
     }
     let mut der = vec![0u8; signature_size as usize];
-    file.read_exact_at(&mut der, payload_size).map_err(read_err(path))?;
+    file.read_exact_at(&mut der, payload_size)
+        .map_err(read_err(path))?;
 
     if cms_is_detached(&der, path)? {
         let signer = signature::verify_detached(&der, (&file).take(payload_size), keyring, path)?;
         let text = payload::read_small_file(path, MANIFEST_FILENAME, MAX_MANIFEST_SIZE)?;
-        let text = String::from_utf8(text)
-            .map_err(|_| format_err(path, "manifest is not UTF-8"))?;
+        let text =
+            String::from_utf8(text).map_err(|_| format_err(path, "manifest is not UTF-8"))?;
         let manifest = Manifest::parse(&text)?;
         if manifest.format != BundleFormat::Plain {
-            return Err(format_err(path, "detached signature but the manifest is not format=plain"));
+            return Err(format_err(
+                path,
+                "detached signature but the manifest is not format=plain",
+            ));
         }
         Ok(VerifiedBundle {
             path: path.to_path_buf(),
@@ -287,12 +310,17 @@ pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
         let text = String::from_utf8(content)
             .map_err(|_| format_err(path, "signed manifest is not UTF-8"))?;
         let manifest = Manifest::parse(&text)?;
-        let verity = manifest
-            .verity
-            .clone()
-            .ok_or_else(|| format_err(path, "inline signature but the manifest is not format=verity"))?;
+        let verity = manifest.verity.clone().ok_or_else(|| {
+            format_err(
+                path,
+                "inline signature but the manifest is not format=verity",
+            )
+        })?;
         if verity.hash_tree_size >= payload_size {
-            return Err(format_err(path, "hash tree larger than the payload (truncated?)"));
+            return Err(format_err(
+                path,
+                "hash tree larger than the payload (truncated?)",
+            ));
         }
         let squashfs_size = payload_size - verity.hash_tree_size;
         let mut verifier = verity::PayloadVerifier::new(
@@ -307,10 +335,12 @@ pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
             path: path.to_path_buf(),
             message: m.to_string(),
         })?;
-        verifier.verify_all().map_err(|m| UpdaterError::VerifyPayload {
-            path: path.to_path_buf(),
-            message: m.to_string(),
-        })?;
+        verifier
+            .verify_all()
+            .map_err(|m| UpdaterError::VerifyPayload {
+                path: path.to_path_buf(),
+                message: m.to_string(),
+            })?;
         Ok(VerifiedBundle {
             path: path.to_path_buf(),
             manifest,
@@ -373,33 +403,63 @@ impl VerifiedBundle {
         Ok(value)
     }
 
-    /// Extracts the manifest and every image into `dir` (created if missing). Each image is
-    /// written to a temporary name and renamed only after its sha256 matched.
+    /// Extracts the manifest and every image into `dir` (created if missing). unsquashfs
+    /// writes into a staging directory inside `dir`; each image is checked (regular file,
+    /// size, sha256 against the signed manifest) before anything is moved into place, so a
+    /// failure leaves `dir` as it was.
     pub fn extract(&self, dir: &Path) -> Result<()> {
+        let created = !dir.exists();
+        let result = self.extract_into(dir);
+        if result.is_err() && created {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        result
+    }
+
+    fn extract_into(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(write_err(dir))?;
+        let staging = tempfile::Builder::new()
+            .prefix(".testudo-extract-")
+            .tempdir_in(dir)
+            .map_err(write_err(dir))?;
+        let out = staging.path().join("payload");
+        let names: Vec<&str> = self
+            .manifest
+            .images
+            .iter()
+            .map(|i| i.filename.as_str())
+            .collect();
+        payload::extract_files(&self.path, &out, &names)?;
+        for entry in &self.manifest.images {
+            let path = out.join(&entry.filename);
+            let meta = std::fs::symlink_metadata(&path).map_err(read_err(&path))?;
+            if !meta.is_file() {
+                return Err(UpdaterError::VerifyImage {
+                    filename: entry.filename.clone(),
+                    message: "not a regular file in the payload".to_string(),
+                });
+            }
+            let (sha256, size) = sha256_file(&path)?;
+            if size != entry.size {
+                return Err(UpdaterError::VerifyImage {
+                    filename: entry.filename.clone(),
+                    message: format!("size {size} differs from the manifest's {}", entry.size),
+                });
+            }
+            if sha256 != entry.sha256 {
+                return Err(UpdaterError::VerifyImage {
+                    filename: entry.filename.clone(),
+                    message: "sha256 differs from the manifest".to_string(),
+                });
+            }
+        }
         for entry in &self.manifest.images {
             let target = dir.join(&entry.filename);
-            let partial = dir.join(format!(".{}.partial", entry.filename));
-            let result = self.stream_image(entry, |reader| {
-                let mut file = File::create(&partial).map_err(write_err(&partial))?;
-                let mut buf = vec![0u8; 1024 * 1024];
-                loop {
-                    let n = reader.read(&mut buf).map_err(read_err(&self.path))?;
-                    if n == 0 {
-                        break;
-                    }
-                    file.write_all(&buf[..n]).map_err(write_err(&partial))?;
-                }
-                Ok(())
-            });
-            if let Err(err) = result {
-                let _ = std::fs::remove_file(&partial);
-                return Err(err);
-            }
-            std::fs::rename(&partial, &target).map_err(write_err(&target))?;
+            std::fs::rename(out.join(&entry.filename), &target).map_err(write_err(&target))?;
         }
         let manifest_path = dir.join(MANIFEST_FILENAME);
-        std::fs::write(&manifest_path, self.manifest.render()).map_err(write_err(&manifest_path))?;
+        std::fs::write(&manifest_path, self.manifest.render())
+            .map_err(write_err(&manifest_path))?;
         Ok(())
     }
 }

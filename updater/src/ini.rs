@@ -203,7 +203,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed_lines() {
-        for bad in ["k=v\n", "[a\n", "[a]\nnovalue\n", "[a]\n[a]\n", "[a]\nk=1\nk=2\n", "[a]\nk=\\q\n"] {
+        for bad in [
+            "k=v\n",
+            "[a\n",
+            "[a]\nnovalue\n",
+            "[a]\n[a]\n",
+            "[a]\nk=1\nk=2\n",
+            "[a]\nk=\\q\n",
+        ] {
             assert!(KeyFile::parse(bad, "t").is_err(), "{bad:?}");
         }
     }

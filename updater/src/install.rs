@@ -1,8 +1,8 @@
 //! Installing a verified bundle into the inactive slot.
 //!
 //! Order (each write is durable before the next starts):
-//! 1. checks, nothing written: compatible, min-bundle-version, downgrade, target slot is not
-//!    the booted one (by name and by device), image fits the slot;
+//! 1. checks, nothing written: compatible, min-bundle-version, downgrade, no hooks, target
+//!    slot is not the booted one (by name and by device), image fits the slot;
 //! 2. target marked bad in the bootloader (on disk) and `status=installing` recorded;
 //! 3. image streamed from the payload into the slot in chunks (sha256 checked against the
 //!    signed manifest while streaming), fsync, then read back and hashed again;
@@ -145,6 +145,13 @@ pub fn plan<'c>(
             system: conf.compatible.clone(),
         });
     }
+    // Hooks replace or wrap the write in RAUC; running bundle-supplied scripts is not
+    // supported, and silently skipping them could install something else than intended.
+    if manifest.hooks_filename.is_some() || manifest.images.iter().any(|i| i.hooks.is_some()) {
+        return Err(UpdaterError::TargetSlot {
+            message: "bundles with hooks are not supported".to_string(),
+        });
+    }
     let bundle_version = manifest.version.clone().unwrap_or_default();
     if let Some(min) = &conf.min_bundle_version {
         if version::compare(&bundle_version, min).is_lt() {
@@ -170,13 +177,18 @@ pub fn plan<'c>(
         let slot = slot::for_image(conf, target, &image.slot_class)?;
         if slot.name() == booted.name() || same_device(&slot.device, &booted.device) {
             return Err(UpdaterError::TargetSlot {
-                message: format!("slot {} is the booted one; refusing to write it", slot.name()),
+                message: format!(
+                    "slot {} is the booted one; refusing to write it",
+                    slot.name()
+                ),
             });
         }
         let meta = std::fs::metadata(&slot.device).map_err(read_err(&slot.device))?;
         if meta.file_type().is_block_device() {
             let mut device = File::open(&slot.device).map_err(read_err(&slot.device))?;
-            let capacity = device.seek(SeekFrom::End(0)).map_err(read_err(&slot.device))?;
+            let capacity = device
+                .seek(SeekFrom::End(0))
+                .map_err(read_err(&slot.device))?;
             if capacity < image.size {
                 return Err(UpdaterError::TargetSlot {
                     message: format!(
@@ -189,7 +201,10 @@ pub fn plan<'c>(
             }
         } else if !meta.is_file() {
             return Err(UpdaterError::TargetSlot {
-                message: format!("slot device {} is neither a block device nor a file", slot.device.display()),
+                message: format!(
+                    "slot device {} is neither a block device nor a file",
+                    slot.device.display()
+                ),
             });
         }
         pairs.push((image.clone(), slot));
@@ -234,7 +249,19 @@ pub fn install(
 
     let mut bytes_written = 0;
     for (image, slot) in &pairs {
-        bytes_written += write_image(bundle, image, slot, options, &mut steps)?;
+        match write_image(bundle, image, slot, options, &mut steps) {
+            Ok(written) => bytes_written += written,
+            Err(err) => {
+                if !matches!(err, UpdaterError::Interrupted { .. }) {
+                    // Best effort: the slot is already marked bad; this only tells why.
+                    let mut record = status.get(&slot.name());
+                    record.status = Some("failed".to_string());
+                    status.set(&slot.name(), record);
+                    let _ = status.save();
+                }
+                return Err(err);
+            }
+        }
     }
 
     for (image, slot) in &pairs {
@@ -358,7 +385,10 @@ fn read_back(device: &Path, image: &ImageEntry) -> Result<()> {
     if count != image.size || hash != image.sha256 {
         return Err(UpdaterError::VerifyImage {
             filename: image.filename.clone(),
-            message: format!("read-back of {} does not match the manifest", device.display()),
+            message: format!(
+                "read-back of {} does not match the manifest",
+                device.display()
+            ),
         });
     }
     Ok(())

@@ -21,7 +21,9 @@ use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
 use openssl::rsa::Rsa;
-use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier, AuthorityKeyIdentifier};
+use openssl::x509::extension::{
+    AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+};
 use openssl::x509::{X509Name, X509};
 
 use crate::error::{write_err, Result, UpdaterError};
@@ -79,7 +81,8 @@ fn gen_err(what: &'static str) -> impl FnOnce(openssl::error::ErrorStack) -> Upd
 fn new_key(kind: KeyKind) -> Result<PKey<Private>> {
     match kind {
         KeyKind::EcP256 => {
-            let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(gen_err("EC key"))?;
+            let group =
+                EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).map_err(gen_err("EC key"))?;
             let key = EcKey::generate(&group).map_err(gen_err("EC key"))?;
             PKey::from_ec_key(key).map_err(gen_err("EC key"))
         }
@@ -120,10 +123,16 @@ pub fn issue(
         .rand(127, openssl::bn::MsbOption::MAYBE_ZERO, false)
         .map_err(gen_err("certificate"))?;
     let serial = Asn1Integer::from_bn(&serial).map_err(gen_err("certificate"))?;
-    builder.set_serial_number(&serial).map_err(gen_err("certificate"))?;
-    builder.set_subject_name(&name).map_err(gen_err("certificate"))?;
+    builder
+        .set_serial_number(&serial)
+        .map_err(gen_err("certificate"))?;
+    builder
+        .set_subject_name(&name)
+        .map_err(gen_err("certificate"))?;
     let issuer_name = issuer.map_or(name.as_ref(), |i| i.cert.subject_name());
-    builder.set_issuer_name(issuer_name).map_err(gen_err("certificate"))?;
+    builder
+        .set_issuer_name(issuer_name)
+        .map_err(gen_err("certificate"))?;
     builder.set_pubkey(&key).map_err(gen_err("certificate"))?;
     let not_before = now_plus(validity.not_before)?;
     let not_after = now_plus(validity.not_after)?;
@@ -134,33 +143,47 @@ pub fn issue(
         .set_not_after(&not_after)
         .map_err(gen_err("certificate"))?;
     if is_ca {
-        let bc = BasicConstraints::new().critical().ca().build().map_err(gen_err("certificate"))?;
-        builder.append_extension(bc).map_err(gen_err("certificate"))?;
+        let bc = BasicConstraints::new()
+            .critical()
+            .ca()
+            .build()
+            .map_err(gen_err("certificate"))?;
+        builder
+            .append_extension(bc)
+            .map_err(gen_err("certificate"))?;
         let ku = KeyUsage::new()
             .critical()
             .key_cert_sign()
             .crl_sign()
             .build()
             .map_err(gen_err("certificate"))?;
-        builder.append_extension(ku).map_err(gen_err("certificate"))?;
+        builder
+            .append_extension(ku)
+            .map_err(gen_err("certificate"))?;
     } else {
         let ku = KeyUsage::new()
             .critical()
             .digital_signature()
             .build()
             .map_err(gen_err("certificate"))?;
-        builder.append_extension(ku).map_err(gen_err("certificate"))?;
+        builder
+            .append_extension(ku)
+            .map_err(gen_err("certificate"))?;
     }
     let ski = SubjectKeyIdentifier::new()
         .build(&builder.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))
         .map_err(gen_err("certificate"))?;
-    builder.append_extension(ski).map_err(gen_err("certificate"))?;
+    builder
+        .append_extension(ski)
+        .map_err(gen_err("certificate"))?;
     if let Some(issuer) = issuer {
         let aki = AuthorityKeyIdentifier::new()
             .keyid(true)
             .build(&builder.x509v3_context(Some(&issuer.cert), None))
             .map_err(gen_err("certificate"))?;
-        builder.append_extension(aki).map_err(gen_err("certificate"))?;
+        builder
+            .append_extension(aki)
+            .map_err(gen_err("certificate"))?;
     }
     let signing_key = issuer.map_or(&key, |i| &i.key);
     builder
@@ -251,7 +274,10 @@ pub fn init_dev_keys(dir: &Path) -> Result<DevKeys> {
         if path.exists() {
             return Err(UpdaterError::Write {
                 path: path.clone(),
-                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite a key file"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "refusing to overwrite a key file",
+                ),
             });
         }
     }
@@ -274,7 +300,9 @@ pub fn init_dev_keys(dir: &Path) -> Result<DevKeys> {
     write_private_key(&paths.signing_key, &signing.key)?;
     let deploy = PKey::generate_ed25519().map_err(gen_err("Ed25519 key"))?;
     write_private_key(&paths.deploy_key, &deploy)?;
-    let public = deploy.public_key_to_pem().map_err(gen_err("Ed25519 public key PEM"))?;
+    let public = deploy
+        .public_key_to_pem()
+        .map_err(gen_err("Ed25519 public key PEM"))?;
     std::fs::write(&paths.deploy_pub, public).map_err(write_err(&paths.deploy_pub))?;
     Ok(paths)
 }

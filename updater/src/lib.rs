@@ -2,7 +2,11 @@
 //!
 //! Bundles: [`manifest`], [`signature`] (CMS), [`verity`] (hash tree), [`payload`]
 //! (squashfs), [`bundle`] (write, verify, extract), [`keys`] (development keys).
-//! Devices: [`system_conf`], [`slot`], [`status_file`], [`bootloader`], [`install`], [`mark`].
+//! Devices: [`system_conf`], [`slot`], [`status_file`], [`bootloader`], [`install`], [`mark`],
+//! [`version`] (downgrade ordering). Shared: [`ini`] (RAUC's key-file dialect), [`error`].
+//!
+//! Typical use: `bundle::create(&BundleSpec, &Signer, out)` on the build host;
+//! `bundle::open(path, &Keyring)` then `install::install(...)` on the device.
 
 pub mod bootloader;
 pub mod bundle;

@@ -121,7 +121,8 @@ pub fn check_filename(name: &str) -> Result<()> {
     if name.is_empty()
         || name == "."
         || name == ".."
-        || name.contains(['/', '\0'])
+        // No path separators; no glob characters (unsquashfs matches names as patterns).
+        || name.contains(['/', '\0', '*', '?', '[', '\\'])
         || name == MANIFEST_FILENAME
     {
         return Err(bad(format!("invalid image file name {name:?}")));
@@ -152,7 +153,7 @@ impl Manifest {
                     .group("bundle")
                     .ok_or_else(|| bad("missing [bundle] section"))?;
                 let hash_tree_size = number(bundle, "verity-size")?;
-                if hash_tree_size == 0 || hash_tree_size % 4096 != 0 {
+                if hash_tree_size == 0 || !hash_tree_size.is_multiple_of(4096) {
                     return Err(bad("verity-size is not a positive multiple of 4096"));
                 }
                 Some(VerityParams {

@@ -53,9 +53,12 @@ pub fn mark(
         MarkTarget::Other => slot::other_bootable(conf, booted)?,
         MarkTarget::Named(name) => slot::by_name(conf, name)?,
     };
-    let bootname = slot.bootname.clone().ok_or_else(|| crate::UpdaterError::TargetSlot {
-        message: format!("slot {} has no bootname", slot.name()),
-    })?;
+    let bootname = slot
+        .bootname
+        .clone()
+        .ok_or_else(|| crate::UpdaterError::TargetSlot {
+            message: format!("slot {} has no bootname", slot.name()),
+        })?;
     match mark {
         Mark::Good => bootloader.set_state(&bootname, BootState::Good)?,
         Mark::Bad => bootloader.set_state(&bootname, BootState::Bad)?,
@@ -95,7 +98,11 @@ pub struct SystemReport {
 }
 
 /// Collects the status summary.
-pub fn report(conf: &SystemConf, booted: &SlotConf, bootloader: &mut dyn Bootloader) -> Result<SystemReport> {
+pub fn report(
+    conf: &SystemConf,
+    booted: &SlotConf,
+    bootloader: &mut dyn Bootloader,
+) -> Result<SystemReport> {
     let status = StatusFile::load(&conf.status_path()?)?;
     let mut slots = Vec::new();
     for slot in &conf.slots {

@@ -33,7 +33,13 @@ pub fn create(content: &Path, out: &Path, extra_args: &[String]) -> Result<()> {
     let output = Command::new(MKSQUASHFS)
         .arg(content)
         .arg(out)
-        .args(["-all-root", "-noappend", "-no-progress", "-no-xattrs", "-quiet"])
+        .args([
+            "-all-root",
+            "-noappend",
+            "-no-progress",
+            "-no-xattrs",
+            "-quiet",
+        ])
         .args(["-mkfs-time", "0", "-all-time", "0"])
         .args(extra_args)
         .stdin(Stdio::null())
@@ -94,6 +100,23 @@ pub fn read_file<T>(
         });
     }
     Ok(value)
+}
+
+/// Extracts the files `names` of the squashfs at the start of `image` into the new directory
+/// `dest` (multi-threaded unsquashfs, 4 MiB queues). Names must be plain file names.
+pub fn extract_files(image: &Path, dest: &Path, names: &[&str]) -> Result<()> {
+    let output = Command::new(UNSQUASHFS)
+        .args(["-no-progress", "-quiet", "-da", "4", "-fr", "4", "-d"])
+        .arg(dest)
+        .arg(image)
+        .args(names)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(spawn_err(UNSQUASHFS))?;
+    if !output.status.success() {
+        return Err(tool_failed(UNSQUASHFS, &output));
+    }
+    Ok(())
 }
 
 /// Reads a small file (at most `limit` bytes) of the squashfs, e.g. the manifest.

@@ -48,7 +48,10 @@ fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(read_err(path))
 }
 
-fn load_err(what: &'static str, path: &Path) -> impl FnOnce(openssl::error::ErrorStack) -> UpdaterError {
+fn load_err(
+    what: &'static str,
+    path: &Path,
+) -> impl FnOnce(openssl::error::ErrorStack) -> UpdaterError {
     let path = path.to_path_buf();
     move |source| UpdaterError::LoadCrypto { what, path, source }
 }
@@ -91,7 +94,7 @@ pub fn sign_inline(content: &[u8], signer: &LoadedSigner) -> Result<Vec<u8>> {
 
 /// Signs the bytes read from `content` as a detached signature (plain bundles), streaming.
 pub fn sign_detached(content: impl Read + Send, signer: &LoadedSigner) -> Result<Vec<u8>> {
-    let der = with_fd_bio(content, "payload", |bio| {
+    with_fd_bio(content, "payload", |bio| {
         // SAFETY: every pointer is valid for the call: the cert, key and stack are owned by
         // `signer`, `bio` is a live fd BIO; CMS_sign does not take ownership of any of them.
         let cms = unsafe {
@@ -109,8 +112,7 @@ pub fn sign_detached(content: impl Read + Send, signer: &LoadedSigner) -> Result
         // SAFETY: `cms` is a non-null, freshly allocated ContentInfo we now own.
         let cms = unsafe { CmsContentInfo::from_ptr(cms) };
         cms.to_der().map_err(UpdaterError::Sign)
-    })?;
-    der
+    })?
 }
 
 /// Which certificate purpose the signer must have (RAUC's `[keyring] check-purpose=`).
@@ -166,8 +168,7 @@ impl std::fmt::Debug for Keyring {
 impl Keyring {
     /// Loads every certificate of the PEM file `path` as a trust anchor.
     pub fn load(path: &Path, purpose: CheckPurpose) -> Result<Self> {
-        let certs =
-            X509::stack_from_pem(&read_file(path)?).map_err(load_err("keyring", path))?;
+        let certs = X509::stack_from_pem(&read_file(path)?).map_err(load_err("keyring", path))?;
         if certs.is_empty() {
             return Err(UpdaterError::LoadCrypto {
                 what: "keyring",
@@ -187,7 +188,9 @@ impl Keyring {
             CheckPurpose::Any => Some(X509PurposeId::ANY),
         };
         if let Some(store_purpose) = store_purpose {
-            builder.set_purpose(store_purpose).map_err(load_err("keyring", path))?;
+            builder
+                .set_purpose(store_purpose)
+                .map_err(load_err("keyring", path))?;
         }
         Ok(Keyring {
             store: builder.build(),
@@ -239,10 +242,7 @@ fn name_to_string(name: &openssl::x509::X509NameRef) -> String {
     name.entries()
         .map(|entry| {
             let key = entry.object().nid().short_name().unwrap_or("?");
-            let value = entry
-                .data()
-                .to_string()
-                .unwrap_or_default();
+            let value = entry.data().to_string().unwrap_or_default();
             format!("{key} = {value}")
         })
         .collect::<Vec<_>>()
@@ -399,7 +399,10 @@ fn signer_of(cms: &CmsContentInfo, keyring: &Keyring, bundle: &Path) -> Result<V
         // Without an EKU extension OpenSSL reports "every usage"; codesign requires one.
         if flags & openssl_sys::EXFLAG_XKUSAGE == 0 || usage & openssl_sys::XKU_CODE_SIGN == 0 {
             return Err(UpdaterError::SignerNotAllowed {
-                subject: format!("{} (lacks the codeSigning extended key usage)", verified.subject()),
+                subject: format!(
+                    "{} (lacks the codeSigning extended key usage)",
+                    verified.subject()
+                ),
             });
         }
     }

@@ -33,22 +33,38 @@ pub fn other_bootable<'c>(conf: &'c SystemConf, booted: &SlotConf) -> Result<&'c
     let candidates: Vec<&SlotConf> = conf
         .slots
         .iter()
-        .filter(|s| s.class == booted.class && s.bootname.is_some() && s.name() != booted.name() && !s.readonly)
+        .filter(|s| {
+            s.class == booted.class
+                && s.bootname.is_some()
+                && s.name() != booted.name()
+                && !s.readonly
+        })
         .collect();
     match candidates.as_slice() {
         [one] => Ok(one),
         [] => Err(UpdaterError::TargetSlot {
-            message: format!("no writable bootable slot of class {} besides the booted {}", booted.class, booted.name()),
+            message: format!(
+                "no writable bootable slot of class {} besides the booted {}",
+                booted.class,
+                booted.name()
+            ),
         }),
         _ => Err(UpdaterError::TargetSlot {
-            message: format!("more than one inactive slot of class {}; A/B only", booted.class),
+            message: format!(
+                "more than one inactive slot of class {}; A/B only",
+                booted.class
+            ),
         }),
     }
 }
 
 /// The slot an image of `class` goes to when `target` is the bootable slot being updated:
 /// `target` itself for its own class, else the child slot whose `parent=` is `target`.
-pub fn for_image<'c>(conf: &'c SystemConf, target: &'c SlotConf, class: &str) -> Result<&'c SlotConf> {
+pub fn for_image<'c>(
+    conf: &'c SystemConf,
+    target: &'c SlotConf,
+    class: &str,
+) -> Result<&'c SlotConf> {
     if class == target.class {
         return Ok(target);
     }
@@ -87,5 +103,26 @@ mod tests {
         assert_eq!(by_root.name(), "rootfs.0");
         assert!(booted_from_cmdline(&conf, "root=/dev/sda1").is_none());
         assert!(by_name(&conf, "C").is_err());
+    }
+
+    #[test]
+    fn child_slots_follow_their_parent() {
+        let mut conf = conf();
+        conf.slots.push(SlotConf {
+            class: "appfs".into(),
+            index: 1,
+            device: "/dev/vda5".into(),
+            slot_type: "ext4".into(),
+            bootname: None,
+            parent: Some("rootfs.1".into()),
+            readonly: false,
+        });
+        let target = conf.slot("rootfs.1").unwrap().clone();
+        assert_eq!(
+            for_image(&conf, &target, "appfs").unwrap().name(),
+            "appfs.1"
+        );
+        let other = conf.slot("rootfs.0").unwrap().clone();
+        assert!(for_image(&conf, &other, "appfs").is_err());
     }
 }

@@ -122,7 +122,9 @@ impl SystemConf {
     /// Parses system.conf text; `base` resolves relative keyring/handler paths.
     pub fn parse(text: &str, base: Option<&Path>) -> Result<Self> {
         let file = KeyFile::parse(text, "system.conf")?;
-        let system = file.group("system").ok_or_else(|| bad("missing [system]"))?;
+        let system = file
+            .group("system")
+            .ok_or_else(|| bad("missing [system]"))?;
         let compatible = system
             .get("compatible")
             .filter(|c| !c.is_empty())
@@ -135,7 +137,9 @@ impl SystemConf {
         );
         let statusfile = match system.get("statusfile") {
             Some("per-slot") => {
-                return Err(bad("statusfile=per-slot is not supported; give a path or data-directory="))
+                return Err(bad(
+                    "statusfile=per-slot is not supported; give a path or data-directory=",
+                ))
             }
             Some(path) => Some(PathBuf::from(path)),
             None => None,
@@ -150,14 +154,23 @@ impl SystemConf {
             let Some(name) = group.name.strip_prefix("slot.") else {
                 continue;
             };
-            let (class, index) = name
-                .rsplit_once('.')
-                .ok_or_else(|| bad(format!("slot group [{}] is not [slot.CLASS.INDEX]", group.name)))?;
-            let index: u32 = index
-                .parse()
-                .map_err(|_| bad(format!("slot group [{}] has a non-numeric index", group.name)))?;
+            let (class, index) = name.rsplit_once('.').ok_or_else(|| {
+                bad(format!(
+                    "slot group [{}] is not [slot.CLASS.INDEX]",
+                    group.name
+                ))
+            })?;
+            let index: u32 = index.parse().map_err(|_| {
+                bad(format!(
+                    "slot group [{}] has a non-numeric index",
+                    group.name
+                ))
+            })?;
             if class.is_empty() {
-                return Err(bad(format!("slot group [{}] has an empty class", group.name)));
+                return Err(bad(format!(
+                    "slot group [{}] has an empty class",
+                    group.name
+                )));
             }
             let device = group
                 .get("device")
@@ -180,7 +193,9 @@ impl SystemConf {
             statusfile,
             min_bundle_version: system.get("min-bundle-version").map(str::to_string),
             bootloader_statefile: system.get("bootloader-statefile").map(PathBuf::from),
-            keyring: keyring.and_then(|k| k.get("path")).map(|p| resolve(base, p)),
+            keyring: keyring
+                .and_then(|k| k.get("path"))
+                .map(|p| resolve(base, p)),
             check_purpose,
             custom_backend: file
                 .group("handlers")
@@ -188,7 +203,11 @@ impl SystemConf {
                 .map(|p| resolve(base, p)),
             slots,
         };
-        let mut bootnames: Vec<&str> = conf.slots.iter().filter_map(|s| s.bootname.as_deref()).collect();
+        let mut bootnames: Vec<&str> = conf
+            .slots
+            .iter()
+            .filter_map(|s| s.bootname.as_deref())
+            .collect();
         bootnames.sort_unstable();
         if bootnames.windows(2).any(|w| w[0] == w[1]) {
             return Err(bad("two slots share a bootname"));
@@ -243,7 +262,10 @@ impl SystemConf {
         system.set_opt("data-directory", path(&self.data_directory).as_deref());
         system.set_opt("statusfile", path(&self.statusfile).as_deref());
         system.set_opt("min-bundle-version", self.min_bundle_version.as_deref());
-        system.set_opt("bootloader-statefile", path(&self.bootloader_statefile).as_deref());
+        system.set_opt(
+            "bootloader-statefile",
+            path(&self.bootloader_statefile).as_deref(),
+        );
         if let Some(keyring) = &self.keyring {
             let group = file.group_mut("keyring");
             group.set("path", keyring.display().to_string());
@@ -277,7 +299,9 @@ impl SystemConf {
         }
         match &self.data_directory {
             Some(dir) => Ok(dir.join("central.raucs")),
-            None => Err(bad("needs [system] data-directory= or statusfile= to keep slot status")),
+            None => Err(bad(
+                "needs [system] data-directory= or statusfile= to keep slot status",
+            )),
         }
     }
 
@@ -288,7 +312,9 @@ impl SystemConf {
 
     /// The slot with bootname `bootname`.
     pub fn slot_by_bootname(&self, bootname: &str) -> Option<&SlotConf> {
-        self.slots.iter().find(|s| s.bootname.as_deref() == Some(bootname))
+        self.slots
+            .iter()
+            .find(|s| s.bootname.as_deref() == Some(bootname))
     }
 }
 
@@ -307,9 +333,27 @@ mod tests {
             Path::new("/dev/vda3"),
         );
         let text = conf.render();
-        assert!(text.starts_with("[system]\ncompatible=acme-gw\nbootloader=grub\ngrubenv=/boot/efi/grubenv\n"));
+        assert!(text.starts_with(
+            "[system]\ncompatible=acme-gw\nbootloader=grub\ngrubenv=/boot/efi/grubenv\n"
+        ));
         assert!(text.contains("[slot.rootfs.1]\ndevice=/dev/vda3\ntype=raw\nbootname=B\n"));
         assert_eq!(SystemConf::parse(&text, None).unwrap(), conf);
+    }
+
+    #[test]
+    fn reads_a_rauc_system_conf_unchanged() {
+        let text = "# RAUC example\n[system]\ncompatible=FooCorp Super BarBazzer\nbootloader=grub\nmountprefix=/mnt/rauc\ndata-directory=/data/rauc\nmin-bundle-version=2024.01\n\n[keyring]\npath=/etc/rauc/keyring.pem\ncheck-purpose=codesign\n\n[handlers]\nsystem-info=/usr/lib/rauc/info\n\n[slot.rootfs.0]\ndevice=/dev/disk/by-partlabel/rootfs-a\ntype=ext4\nbootname=A\n\n[slot.rootfs.1]\ndevice=/dev/disk/by-partlabel/rootfs-b\ntype=ext4\nbootname=B\n\n[slot.appfs.0]\ndevice=/dev/sda4\ntype=ext4\nparent=rootfs.0\n";
+        let conf = SystemConf::parse(text, None).unwrap();
+        assert_eq!(conf.compatible, "FooCorp Super BarBazzer");
+        assert_eq!(conf.grubenv, PathBuf::from("/boot/grub/grubenv"));
+        assert_eq!(conf.check_purpose, CheckPurpose::CodeSign);
+        assert_eq!(conf.min_bundle_version.as_deref(), Some("2024.01"));
+        assert_eq!(conf.slots.len(), 3);
+        assert_eq!(conf.slots[2].parent.as_deref(), Some("rootfs.0"));
+        assert_eq!(
+            conf.status_path().unwrap(),
+            PathBuf::from("/data/rauc/central.raucs")
+        );
     }
 
     #[test]
@@ -320,7 +364,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(conf.keyring, Some(PathBuf::from("/etc/rauc/ca.pem")));
-        assert!(SystemConf::parse("[system]\ncompatible=x\nbootloader=grub\n[slot.rootfs]\ndevice=/d\n", None).is_err());
+        assert!(SystemConf::parse(
+            "[system]\ncompatible=x\nbootloader=grub\n[slot.rootfs]\ndevice=/d\n",
+            None
+        )
+        .is_err());
         assert!(SystemConf::parse(
             "[system]\ncompatible=x\nbootloader=grub\n[slot.r.0]\ndevice=/a\nbootname=A\n[slot.r.1]\ndevice=/b\nbootname=A\n",
             None

@@ -35,7 +35,10 @@ pub fn level_blocks(data_blocks: u64) -> Vec<u64> {
 
 /// Size in bytes of the hash tree for a payload of `data_size` bytes.
 pub fn tree_size(data_size: u64) -> u64 {
-    level_blocks(data_size / BLOCK_SIZE as u64).iter().sum::<u64>() * BLOCK_SIZE as u64
+    level_blocks(data_size / BLOCK_SIZE as u64)
+        .iter()
+        .sum::<u64>()
+        * BLOCK_SIZE as u64
 }
 
 /// Byte offset in the tree of the first block of each level (level 0 first).
@@ -69,7 +72,7 @@ pub struct HashTree {
 /// Computes the tree over `data` (length a multiple of 4096, at least two blocks).
 /// Memory: the tree itself (0.8% of the payload), built on the bundle-creating host.
 pub fn compute(mut data: impl Read, data_size: u64, salt: &[u8; 32]) -> std::io::Result<HashTree> {
-    if data_size % BLOCK_SIZE as u64 != 0 || data_size < 2 * BLOCK_SIZE as u64 {
+    if !data_size.is_multiple_of(BLOCK_SIZE as u64) || data_size < 2 * BLOCK_SIZE as u64 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "verity payload must be a multiple of 4096 bytes and more than one block",
@@ -132,7 +135,9 @@ pub enum Mismatch {
 impl std::fmt::Display for Mismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Mismatch::DataBlock(index) => write!(f, "data block {index} does not match the hash tree"),
+            Mismatch::DataBlock(index) => {
+                write!(f, "data block {index} does not match the hash tree")
+            }
             Mismatch::HashBlock { level, index } => {
                 write!(f, "hash tree block {index} of level {level} does not match")
             }
@@ -167,7 +172,7 @@ impl<'f> PayloadVerifier<'f> {
         salt: [u8; 32],
         root_hash: [u8; 32],
     ) -> Result<Self, Mismatch> {
-        if data_size % BLOCK_SIZE as u64 != 0 || data_size < 2 * BLOCK_SIZE as u64 {
+        if !data_size.is_multiple_of(BLOCK_SIZE as u64) || data_size < 2 * BLOCK_SIZE as u64 {
             return Err(Mismatch::Geometry);
         }
         let data_blocks = data_size / BLOCK_SIZE as u64;
@@ -312,7 +317,12 @@ mod tests {
             .unwrap()
             .verify_all()
             .unwrap();
-        for flip in [0usize, 150 * BLOCK_SIZE + 5, data.len() + 10, whole.len() - 1] {
+        for flip in [
+            0usize,
+            150 * BLOCK_SIZE + 5,
+            data.len() + 10,
+            whole.len() - 1,
+        ] {
             let mut bad = whole.clone();
             bad[flip] ^= 1;
             std::fs::write(&path, &bad).unwrap();

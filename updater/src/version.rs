@@ -1,5 +1,5 @@
 //! Bundle version ordering for downgrade protection: dotted components compared numerically
-//! when both are numbers, else as text; a `-suffix` (pre-release) sorts before the release,
+//! in natural order (digit runs as numbers, so `rc2 < rc10`); a `-suffix` (pre-release) sorts before the release,
 //! as in semver (`1.2.0-rc1 < 1.2.0 < 1.10.0`).
 
 use std::cmp::Ordering;
@@ -12,14 +12,40 @@ fn components(version: &str) -> (Vec<&str>, Option<&str>) {
     (release.split('.').collect(), pre)
 }
 
+/// Splits `rc10` into `["rc", "10"]`: runs of digits and of non-digits.
+fn runs(component: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let bytes = component.as_bytes();
+    for i in 1..=bytes.len() {
+        if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[i - 1].is_ascii_digit() {
+            out.push(&component[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+/// Natural order of one component: digit runs numerically, other runs as text.
+fn compare_component(x: &str, y: &str) -> Ordering {
+    let (rx, ry) = (runs(x), runs(y));
+    for (a, b) in rx.iter().zip(ry.iter()) {
+        let order = match (a.parse::<u128>(), b.parse::<u128>()) {
+            (Ok(a), Ok(b)) => a.cmp(&b),
+            _ => a.cmp(b),
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    rx.len().cmp(&ry.len())
+}
+
 fn compare_parts(a: &[&str], b: &[&str]) -> Ordering {
     for i in 0..a.len().max(b.len()) {
         let x = a.get(i).copied().unwrap_or("0");
         let y = b.get(i).copied().unwrap_or("0");
-        let order = match (x.parse::<u64>(), y.parse::<u64>()) {
-            (Ok(x), Ok(y)) => x.cmp(&y),
-            _ => x.cmp(y),
-        };
+        let order = compare_component(x, y);
         if order != Ordering::Equal {
             return order;
         }
@@ -36,7 +62,10 @@ pub fn compare(a: &str, b: &str) -> Ordering {
             (None, None) => Ordering::Equal,
             (Some(_), None) => Ordering::Less,
             (None, Some(_)) => Ordering::Greater,
-            (Some(x), Some(y)) => compare_parts(&x.split('.').collect::<Vec<_>>(), &y.split('.').collect::<Vec<_>>()),
+            (Some(x), Some(y)) => compare_parts(
+                &x.split('.').collect::<Vec<_>>(),
+                &y.split('.').collect::<Vec<_>>(),
+            ),
         },
         order => order,
     }

@@ -1,6 +1,7 @@
 //! Promise: the RAUC `custom` backend protocol drives an external handler (get-primary,
 //! set-primary, get-state, set-state), and the signpost-model file backend rolls back an
 //! unconfirmed slot after its try, through the same install code path.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -41,7 +42,8 @@ fn custom_handler_gets_rauc_protocol_calls() {
     assert_eq!(parsed.custom_backend.as_deref(), Some(handler.as_path()));
 
     let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
-    let bundle = testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    let bundle =
+        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
     let mut backend = boot::open(&device.conf).unwrap();
     install::install(
         &device.conf,
@@ -67,8 +69,22 @@ fn file_backend_rolls_back_an_unconfirmed_slot() {
     let mut device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
     let state_path = dir.path().join("boot-state.json");
     let initial: file::State = [
-        ("A".to_string(), SlotBits { priority: 2, tries_left: 0, successful: true }),
-        ("B".to_string(), SlotBits { priority: 1, tries_left: 0, successful: true }),
+        (
+            "A".to_string(),
+            SlotBits {
+                priority: 2,
+                tries_left: 0,
+                successful: true,
+            },
+        ),
+        (
+            "B".to_string(),
+            SlotBits {
+                priority: 1,
+                tries_left: 0,
+                successful: true,
+            },
+        ),
     ]
     .into_iter()
     .collect();
@@ -78,7 +94,8 @@ fn file_backend_rolls_back_an_unconfirmed_slot() {
     device.conf.bootloader_statefile = Some(state_path);
 
     let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
-    let bundle = testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    let bundle =
+        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
     let mut dyn_backend = boot::open(&device.conf).unwrap();
     install::install(
         &device.conf,

@@ -1,5 +1,7 @@
 //! Promise: the GRUB backend's grubenv is the format `grub-editenv` (GRUB's own tool) reads
-//! and writes: each side reads what the other wrote, and the file stays 1024 bytes.
+//! and writes: each side reads what the other wrote, and the file stays 1024 bytes; and
+//! `grub-script-check` accepts the boot-selection script testudo generates.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -25,11 +27,18 @@ fn grub_editenv_reads_ours_and_we_read_theirs() {
 
     // grub-editenv creates, sets; we read.
     editenv(&env, &["create"]);
-    editenv(&env, &["set", "ORDER=B A", "A_OK=1", "A_TRY=0", "B_OK=1", "B_TRY=1"]);
+    editenv(
+        &env,
+        &["set", "ORDER=B A", "A_OK=1", "A_TRY=0", "B_OK=1", "B_TRY=1"],
+    );
     let ours = GrubEnv::parse(&std::fs::read(&env).unwrap()).unwrap();
     assert_eq!(ours.order(), vec!["B", "A"]);
     let mut backend = GrubBackend::new(env.clone(), vec!["A".into(), "B".into()]);
-    assert_eq!(backend.state("B").unwrap(), BootState::Bad, "B_TRY=1 means its try is used");
+    assert_eq!(
+        backend.state("B").unwrap(),
+        BootState::Bad,
+        "B_TRY=1 means its try is used"
+    );
     assert_eq!(backend.primary().unwrap().as_deref(), Some("A"));
 
     // We write; grub-editenv lists exactly our variables.
@@ -45,4 +54,17 @@ fn grub_editenv_reads_ours_and_we_read_theirs() {
     assert_eq!(ours.get("NOTE"), Some("back\\slash"));
     std::fs::write(&env, ours.render().unwrap()).unwrap();
     assert!(editenv(&env, &["list"]).contains("NOTE=back\\slash\n"));
+}
+
+#[test]
+fn boot_selection_script_passes_grub_script_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("grub.cfg");
+    let mut text =
+        testudo_updater::bootloader::grub::boot_selection_script(&["A", "B"], "/grubenv");
+    text.push_str("menuentry \"A\" --id slot-A {\n  linux /A/vmlinuz rauc.slot=A\n}\n");
+    text.push_str("menuentry \"B\" --id slot-B {\n  linux /B/vmlinuz rauc.slot=B\n}\n");
+    std::fs::write(&cfg, text).unwrap();
+    let output = common::run("grub-script-check", &[&cfg]);
+    common::assert_success("grub-script-check", &output);
 }

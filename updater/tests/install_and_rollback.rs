@@ -1,6 +1,7 @@
 //! Promise: an install writes only the inactive slot, verifies it, and makes it primary with
 //! one try; a new slot not marked good before its try is used is abandoned and the old slot
 //! boots again (GRUB boot-loop simulation); a slot marked good keeps booting.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -22,10 +23,18 @@ fn new_slot_boots_once_then_rolls_back_unless_marked_good() {
 
     assert_eq!(device.boot().as_deref(), Some("A"));
     let mut boot = device.bootloader();
-    mark::mark(&device.conf, device.booted_slot("A"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+    mark::mark(
+        &device.conf,
+        device.booted_slot("A"),
+        boot.as_mut(),
+        Mark::Good,
+        &MarkTarget::Booted,
+    )
+    .unwrap();
     let slot_a_before = std::fs::read(&device.slot_a).unwrap();
 
-    let bundle = testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    let bundle =
+        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
     let report = install::install(
         &device.conf,
         device.booted_slot("A"),
@@ -36,26 +45,72 @@ fn new_slot_boots_once_then_rolls_back_unless_marked_good() {
     )
     .unwrap();
     assert_eq!(report.target, "rootfs.1");
-    assert_eq!(std::fs::read(&device.slot_b).unwrap(), std::fs::read(&v2).unwrap());
-    assert_eq!(std::fs::read(&device.slot_a).unwrap(), slot_a_before, "running slot was written");
+    assert_eq!(
+        std::fs::read(&device.slot_b).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(&device.slot_a).unwrap(),
+        slot_a_before,
+        "running slot was written"
+    );
     let status = StatusFile::load(&device.conf.status_path().unwrap()).unwrap();
-    assert_eq!(status.get("rootfs.1").bundle_version.as_deref(), Some("2.0"));
+    assert_eq!(
+        status.get("rootfs.1").bundle_version.as_deref(),
+        Some("2.0")
+    );
     assert_eq!(status.get("rootfs.1").status.as_deref(), Some("ok"));
 
     // Boot B once; it fails before marking itself good: the next boot is A again.
     assert_eq!(device.boot().as_deref(), Some("B"));
-    assert_eq!(boot.state("B").unwrap(), BootState::Bad, "an unconfirmed try counts as used");
+    assert_eq!(
+        boot.state("B").unwrap(),
+        BootState::Bad,
+        "an unconfirmed try counts as used"
+    );
     assert_eq!(device.boot().as_deref(), Some("A"));
-    mark::mark(&device.conf, device.booted_slot("A"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
-    assert_eq!(device.boot().as_deref(), Some("A"), "abandoned B must not come back");
+    mark::mark(
+        &device.conf,
+        device.booted_slot("A"),
+        boot.as_mut(),
+        Mark::Good,
+        &MarkTarget::Booted,
+    )
+    .unwrap();
+    assert_eq!(
+        device.boot().as_deref(),
+        Some("A"),
+        "abandoned B must not come back"
+    );
 
     // Re-activate B; this time it marks itself good and keeps booting.
-    mark::mark(&device.conf, device.booted_slot("A"), boot.as_mut(), Mark::Active, &MarkTarget::Other).unwrap();
+    mark::mark(
+        &device.conf,
+        device.booted_slot("A"),
+        boot.as_mut(),
+        Mark::Active,
+        &MarkTarget::Other,
+    )
+    .unwrap();
     assert_eq!(device.boot().as_deref(), Some("B"));
-    mark::mark(&device.conf, device.booted_slot("B"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+    mark::mark(
+        &device.conf,
+        device.booted_slot("B"),
+        boot.as_mut(),
+        Mark::Good,
+        &MarkTarget::Booted,
+    )
+    .unwrap();
     for _ in 0..3 {
         assert_eq!(device.boot().as_deref(), Some("B"));
-        mark::mark(&device.conf, device.booted_slot("B"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+        mark::mark(
+            &device.conf,
+            device.booted_slot("B"),
+            boot.as_mut(),
+            Mark::Good,
+            &MarkTarget::Booted,
+        )
+        .unwrap();
     }
 }
 
@@ -68,7 +123,8 @@ fn installing_from_b_writes_a_and_never_b() {
     let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
     let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
     let slot_b_before = std::fs::read(&device.slot_b).unwrap();
-    let bundle = testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    let bundle =
+        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
     let mut boot = device.bootloader();
     let report = install::install(
         &device.conf,
@@ -86,6 +142,90 @@ fn installing_from_b_writes_a_and_never_b() {
     .unwrap();
     assert_eq!(report.bootname, "A");
     assert_eq!(std::fs::read(&device.slot_b).unwrap(), slot_b_before);
-    assert_eq!(std::fs::read(&device.slot_a).unwrap(), std::fs::read(&v2).unwrap());
+    assert_eq!(
+        std::fs::read(&device.slot_a).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
     assert_eq!(device.env().order(), vec!["A", "B"]);
+}
+
+/// A correctly signed bundle whose image does not match the manifest's sha256 (a signing
+/// mistake, or a payload swapped after verification) is caught while streaming: the install
+/// fails and the half-written target is left not bootable.
+#[test]
+fn image_hash_mismatch_leaves_target_unbootable() {
+    use std::io::Write;
+    use testudo_updater::manifest::{ImageEntry, Manifest, VerityParams};
+    use testudo_updater::{payload, signature, verity, BundleFormat};
+
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::simple_pki(&dir.path().join("pki"));
+    let v1 = common::image(&dir.path().join("v1.img"), 100_000, 1);
+    let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
+
+    // Hand-made verity bundle: content says one thing, the signed manifest another.
+    let content = dir.path().join("content");
+    std::fs::create_dir(&content).unwrap();
+    common::image(&content.join("rootfs.img"), 120_000, 7);
+    let claimed = common::image(&dir.path().join("claimed.img"), 120_000, 8);
+    let (sha256, size) = testudo_updater::bundle::sha256_file(&claimed).unwrap();
+    let mut manifest = Manifest {
+        compatible: "gw".into(),
+        version: Some("2.0".into()),
+        description: None,
+        build: None,
+        format: BundleFormat::Verity,
+        verity: None,
+        hooks_filename: None,
+        images: vec![ImageEntry {
+            slot_class: "rootfs".into(),
+            filename: "rootfs.img".into(),
+            sha256,
+            size,
+            hooks: None,
+            adaptive: None,
+        }],
+    };
+    std::fs::write(content.join("manifest.raucm"), manifest.render()).unwrap();
+    let bundle_path = dir.path().join("liar.raucb");
+    payload::create(&content, &bundle_path, &[]).unwrap();
+    let squashfs = std::fs::read(&bundle_path).unwrap();
+    let mut data = squashfs.clone();
+    data.resize(data.len().div_ceil(4096).max(2) * 4096, 0);
+    let salt = [7u8; 32];
+    let tree = verity::compute(&data[..], data.len() as u64, &salt).unwrap();
+    manifest.verity = Some(VerityParams {
+        root_hash: tree.root_hash,
+        salt,
+        hash_tree_size: tree.bytes.len() as u64,
+    });
+    let cms =
+        signature::sign_inline(manifest.render().as_bytes(), &pki.signer.load().unwrap()).unwrap();
+    let mut file = std::fs::File::create(&bundle_path).unwrap();
+    file.write_all(&data).unwrap();
+    file.write_all(&tree.bytes).unwrap();
+    file.write_all(&cms).unwrap();
+    file.write_all(&(cms.len() as u64).to_be_bytes()).unwrap();
+    drop(file);
+
+    let bundle =
+        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    let mut boot = device.bootloader();
+    let err = install::install(
+        &device.conf,
+        device.booted_slot("A"),
+        &bundle,
+        boot.as_mut(),
+        &InstallOptions::default(),
+        &mut |_, _| ControlFlow::Continue(()),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, testudo_updater::UpdaterError::VerifyImage { .. }),
+        "{err:?}"
+    );
+    assert_eq!(boot.state("B").unwrap(), BootState::Bad);
+    assert_eq!(device.boot().as_deref(), Some("A"));
+    let status = StatusFile::load(&device.conf.status_path().unwrap()).unwrap();
+    assert_eq!(status.get("rootfs.1").status.as_deref(), Some("failed"));
 }

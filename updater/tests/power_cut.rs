@@ -1,6 +1,7 @@
 //! Promise: an install interrupted before ANY of its write steps (as if power was cut there)
 //! leaves a device that boots a slot holding a complete, good image, and re-running the
 //! install then completes and the new slot boots. Every step is exercised; prints the count.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -53,7 +54,13 @@ fn every_interruption_point_recovers() {
 
     let mut recovered = 0;
     for crash_at in 0..total {
-        let device = common::device(&dir.path().join(format!("dev{crash_at}")), &pki.keyring, "gw", &v1, "1.0");
+        let device = common::device(
+            &dir.path().join(format!("dev{crash_at}")),
+            &pki.keyring,
+            "gw",
+            &v1,
+            "1.0",
+        );
         std::fs::copy(&v0, &device.slot_b).unwrap(); // B holds an older but complete image
         let bundle = testudo_updater::bundle::open(&bundle_path, &keyring).unwrap();
         let result = install::install(
@@ -73,12 +80,24 @@ fn every_interruption_point_recovers() {
         assert!(matches!(result, Err(UpdaterError::Interrupted { step }) if step == crash_at));
 
         // Power-on after the cut: some slot boots and it holds a complete image.
-        let booted = device.boot().unwrap_or_else(|| panic!("crash at {crash_at}: nothing bootable"));
+        let booted = device
+            .boot()
+            .unwrap_or_else(|| panic!("crash at {crash_at}: nothing bootable"));
         let content = std::fs::read(device.slot_path(&booted)).unwrap();
-        assert!(images.contains(&content), "crash at {crash_at}: booted {booted} holds a partial image");
+        assert!(
+            images.contains(&content),
+            "crash at {crash_at}: booted {booted} holds a partial image"
+        );
         assert_eq!(booted, "A", "crash at {crash_at}: the old slot must boot");
         let mut boot = device.bootloader();
-        mark::mark(&device.conf, device.booted_slot(&booted), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+        mark::mark(
+            &device.conf,
+            device.booted_slot(&booted),
+            boot.as_mut(),
+            Mark::Good,
+            &MarkTarget::Booted,
+        )
+        .unwrap();
 
         // Re-run to completion; the new slot boots and confirms.
         let bundle = testudo_updater::bundle::open(&bundle_path, &keyring).unwrap();
@@ -91,9 +110,20 @@ fn every_interruption_point_recovers() {
             &mut |_, _| ControlFlow::Continue(()),
         )
         .unwrap();
-        assert_eq!(device.boot().as_deref(), Some("B"), "crash at {crash_at}: re-run did not activate B");
+        assert_eq!(
+            device.boot().as_deref(),
+            Some("B"),
+            "crash at {crash_at}: re-run did not activate B"
+        );
         assert_eq!(std::fs::read(&device.slot_b).unwrap(), images[2]);
-        mark::mark(&device.conf, device.booted_slot("B"), boot.as_mut(), Mark::Good, &MarkTarget::Booted).unwrap();
+        mark::mark(
+            &device.conf,
+            device.booted_slot("B"),
+            boot.as_mut(),
+            Mark::Good,
+            &MarkTarget::Booted,
+        )
+        .unwrap();
         assert_eq!(device.boot().as_deref(), Some("B"));
         recovered += 1;
     }

@@ -1,6 +1,7 @@
 //! Promise: bundles testudo creates are accepted by the real `rauc` 1.8 (`rauc info
 //! --keyring` and `rauc extract`), in plain and verity format, signed with ECDSA P-256 and
 //! RSA, through an intermediate CA, and the extracted image is byte-identical.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -10,9 +11,18 @@ use testudo_updater::BundleFormat;
 
 fn check(kind: KeyKind, intermediate: bool, format: BundleFormat) {
     let dir = tempfile::tempdir().unwrap();
-    let pki = common::pki(&dir.path().join("pki"), kind, intermediate, Validity::days(5));
+    let pki = common::pki(
+        &dir.path().join("pki"),
+        kind,
+        intermediate,
+        Validity::days(5),
+    );
     let image = common::image(&dir.path().join("rootfs.img"), 300_000, 1);
-    let mut spec = BundleSpec::new("testudo-test", "1.2.3", vec![("rootfs".into(), image.clone())]);
+    let mut spec = BundleSpec::new(
+        "testudo-test",
+        "1.2.3",
+        vec![("rootfs".into(), image.clone())],
+    );
     spec.format = format;
     let out = dir.path().join("b.raucb");
     bundle::create(&spec, &pki.signer, &out).unwrap();
@@ -21,10 +31,16 @@ fn check(kind: KeyKind, intermediate: bool, format: BundleFormat) {
     common::assert_success("rauc info", &info);
     let stdout = String::from_utf8_lossy(&info.stdout);
     assert!(stdout.contains("'testudo-test'"), "{stdout}");
-    assert!(stdout.contains(&format!("Bundle Format: \t{}", format.as_str())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("Bundle Format: \t{}", format.as_str())),
+        "{stdout}"
+    );
 
     let extract_dir = dir.path().join("x");
-    let extract = common::run("rauc", &[&"extract", &"--keyring", &pki.keyring, &out, &extract_dir]);
+    let extract = common::run(
+        "rauc",
+        &[&"extract", &"--keyring", &pki.keyring, &out, &extract_dir],
+    );
     common::assert_success("rauc extract", &extract);
     assert_eq!(
         std::fs::read(extract_dir.join("rootfs.img")).unwrap(),
@@ -55,4 +71,29 @@ fn plain_rsa_with_intermediate() {
 #[test]
 fn verity_ec_with_intermediate() {
     check(KeyKind::EcP256, true, BundleFormat::Verity);
+}
+
+#[test]
+fn verity_tiny_image_is_padded_to_two_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::simple_pki(&dir.path().join("pki"));
+    let image = dir.path().join("tiny.img");
+    std::fs::write(&image, b"tiny").unwrap();
+    let out = common::make_bundle(
+        &pki,
+        &image,
+        "testudo-test",
+        "1",
+        &dir.path().join("tiny.raucb"),
+    );
+    let extract_dir = dir.path().join("x");
+    let extract = common::run(
+        "rauc",
+        &[&"extract", &"--keyring", &pki.keyring, &out, &extract_dir],
+    );
+    common::assert_success("rauc extract", &extract);
+    assert_eq!(
+        std::fs::read(extract_dir.join("tiny.img")).unwrap(),
+        b"tiny"
+    );
 }

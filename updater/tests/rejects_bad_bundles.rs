@@ -1,5 +1,6 @@
 //! Promise: bad bundles are rejected with a clear error naming the failed step, and nothing
 //! is written (no extraction output, device files byte-identical).
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -32,7 +33,13 @@ fn case(format: BundleFormat, compatible: &str, version: &str, signer_validity: 
     // verification checks validity).
     testudo_updater::bundle::create(&spec, &pki.signer, &bundle).unwrap();
     let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
-    Case { _dir: dir, root, pki, bundle, device }
+    Case {
+        _dir: dir,
+        root,
+        pki,
+        bundle,
+        device,
+    }
 }
 
 fn good(format: BundleFormat) -> Case {
@@ -92,8 +99,13 @@ fn tampered_payload_byte() {
         flip(&case.bundle, 5000);
         let err = rejected(&case, &keyring(&case));
         match format {
-            BundleFormat::Verity => assert!(matches!(err, UpdaterError::VerifyPayload { .. }), "{err:?}"),
-            BundleFormat::Plain => assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}"),
+            BundleFormat::Verity => {
+                assert!(matches!(err, UpdaterError::VerifyPayload { .. }), "{err:?}")
+            }
+            BundleFormat::Plain => assert!(
+                matches!(err, UpdaterError::VerifySignature { .. }),
+                "{err:?}"
+            ),
         }
     }
 }
@@ -121,7 +133,10 @@ fn tampered_manifest() {
     bytes[at + 8] = b'9';
     std::fs::write(&case.bundle, bytes).unwrap();
     let err = rejected(&case, &keyring(&case));
-    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpdaterError::VerifySignature { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -132,7 +147,10 @@ fn tampered_signature_byte() {
         // The last bytes of the CMS are the signature value.
         flip(&case.bundle, len - 8 - 3);
         let err = rejected(&case, &keyring(&case));
-        assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+        assert!(
+            matches!(err, UpdaterError::VerifySignature { .. }),
+            "{err:?}"
+        );
     }
 }
 
@@ -146,7 +164,10 @@ fn truncated_signature() {
     cut.extend_from_slice(&(sig - 40).to_be_bytes());
     std::fs::write(&case.bundle, &cut).unwrap();
     let err = rejected(&case, &keyring(&case));
-    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpdaterError::VerifySignature { .. }),
+        "{err:?}"
+    );
     // Trailer larger than the file.
     bytes.truncate(bytes.len() - 8);
     bytes.extend_from_slice(&(bytes.len() as u64 + 1).min(60_000).to_be_bytes());
@@ -164,7 +185,10 @@ fn truncated_file() {
         std::fs::write(&case.bundle, &bytes[..keep]).unwrap();
         let err = rejected(&case, &keyring(&case));
         assert!(
-            matches!(err, UpdaterError::BundleFormat { .. } | UpdaterError::VerifySignature { .. }),
+            matches!(
+                err,
+                UpdaterError::BundleFormat { .. } | UpdaterError::VerifySignature { .. }
+            ),
             "{keep}: {err:?}"
         );
     }
@@ -186,9 +210,15 @@ fn wrong_keyring() {
     let case = good(BundleFormat::Verity);
     let other = common::simple_pki(&case.root.join("other-pki"));
     let err = rejected(&case, &common::keyring(&other.keyring));
-    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpdaterError::VerifySignature { .. }),
+        "{err:?}"
+    );
     let chain = format!("{:?}", std::error::Error::source(&err));
-    assert!(chain.contains("certificate verify error") || chain.contains("unable to get"), "{chain}");
+    assert!(
+        chain.contains("certificate verify error") || chain.contains("unable to get"),
+        "{chain}"
+    );
 }
 
 #[test]
@@ -203,7 +233,10 @@ fn expired_signer() {
         },
     );
     let err = rejected(&case, &keyring(&case));
-    assert!(matches!(err, UpdaterError::VerifySignature { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpdaterError::VerifySignature { .. }),
+        "{err:?}"
+    );
     let chain = format!("{:?}", std::error::Error::source(&err));
     assert!(chain.contains("expired"), "{chain}");
 }
@@ -214,10 +247,16 @@ fn signer_rules() {
     let mut restricted = keyring(&case);
     restricted.allow_signer(AllowedSigner::CommonName("release signer".into()));
     let err = rejected(&case, &restricted);
-    assert!(matches!(err, UpdaterError::SignerNotAllowed { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpdaterError::SignerNotAllowed { .. }),
+        "{err:?}"
+    );
     let codesign = Keyring::load(&case.pki.keyring, CheckPurpose::CodeSign).unwrap();
     let err = rejected(&case, &codesign);
-    assert!(matches!(err, UpdaterError::SignerNotAllowed { .. }), "{err:?}");
+    assert!(
+        matches!(err, UpdaterError::SignerNotAllowed { .. }),
+        "{err:?}"
+    );
     let mut allowed = keyring(&case);
     allowed.allow_signer(AllowedSigner::CommonName("test signer".into()));
     testudo_updater::bundle::open(&case.bundle, &allowed).unwrap();

@@ -1,5 +1,6 @@
 //! Promise: bundles made by the real `rauc bundle` (1.8) are verified, extracted and
 //! installed by testudo, in plain and verity format, EC and RSA, through an intermediate CA.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
@@ -19,7 +20,13 @@ fn rauc_bundle(pki: &common::Pki, image: &Path, format: &str, out: &Path) {
         format!("[update]\ncompatible=gw\nversion=3.1\n\n[bundle]\nformat={format}\n\n[image.rootfs]\nfilename=rootfs.img\n"),
     )
     .unwrap();
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"bundle", &"--cert", &pki.signer.cert, &"--key", &pki.signer.key];
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"bundle",
+        &"--cert",
+        &pki.signer.cert,
+        &"--key",
+        &pki.signer.key,
+    ];
     let intermediate_args: Vec<String> = pki
         .signer
         .intermediates
@@ -37,7 +44,12 @@ fn rauc_bundle(pki: &common::Pki, image: &Path, format: &str, out: &Path) {
 
 fn check(kind: KeyKind, intermediate: bool, format: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let pki = common::pki(&dir.path().join("pki"), kind, intermediate, Validity::days(5));
+    let pki = common::pki(
+        &dir.path().join("pki"),
+        kind,
+        intermediate,
+        Validity::days(5),
+    );
     let v1 = common::image(&dir.path().join("v1.img"), 150_000, 1);
     let v3 = common::image(&dir.path().join("v3.img"), 333_333, 3);
     let bundle_path = dir.path().join("rauc.raucb");
@@ -45,14 +57,20 @@ fn check(kind: KeyKind, intermediate: bool, format: &str) {
 
     let keyring = common::keyring(&pki.keyring);
     let bundle = testudo_updater::bundle::open(&bundle_path, &keyring).unwrap();
-    assert_eq!(bundle.manifest.format, format.parse::<BundleFormat>().unwrap());
+    assert_eq!(
+        bundle.manifest.format,
+        format.parse::<BundleFormat>().unwrap()
+    );
     assert_eq!(bundle.manifest.version.as_deref(), Some("3.1"));
     assert_eq!(bundle.signer.subject(), "CN = test signer");
     assert_eq!(bundle.signer.chain.len(), if intermediate { 3 } else { 2 });
 
     let out = dir.path().join("x");
     bundle.extract(&out).unwrap();
-    assert_eq!(std::fs::read(out.join("rootfs.img")).unwrap(), std::fs::read(&v3).unwrap());
+    assert_eq!(
+        std::fs::read(out.join("rootfs.img")).unwrap(),
+        std::fs::read(&v3).unwrap()
+    );
 
     let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
     let report = install::install(
@@ -65,7 +83,10 @@ fn check(kind: KeyKind, intermediate: bool, format: &str) {
     )
     .unwrap();
     assert_eq!(report.bootname, "B");
-    assert_eq!(std::fs::read(&device.slot_b).unwrap(), std::fs::read(&v3).unwrap());
+    assert_eq!(
+        std::fs::read(&device.slot_b).unwrap(),
+        std::fs::read(&v3).unwrap()
+    );
     assert_eq!(device.boot().as_deref(), Some("B"));
 }
 

@@ -12,14 +12,28 @@ use crate::util;
 /// (Debian package, a path it installs). Keep sorted by package name.
 const PACKAGES: &[(&str, &str)] = &[
     ("clang-14", "/usr/bin/clang-14"),
+    // Updater: verity trees compared with veritysetup (tests).
+    ("cryptsetup-bin", "/usr/sbin/veritysetup"),
+    // Updater: grubenv interop with grub-editenv (tests).
+    ("grub-common", "/usr/bin/grub-editenv"),
     (
         "libclang-rt-14-dev-wasm32",
         "/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a",
     ),
+    // Updater: CMS signatures through the openssl crate.
+    ("libssl-dev", "/usr/include/openssl/cms.h"),
+    // Agent: tss-esapi links libtss2-esys / libtss2-tctildr and the swtpm TCTI.
+    ("libtss2-dev", "/usr/include/tss2/tss2_esys.h"),
     ("lld-14", "/usr/bin/wasm-ld-14"),
     // Anchor broker for the hub emulator's connection-memory benchmark.
     ("mosquitto", "/usr/sbin/mosquitto"),
     ("pkg-config", "/usr/bin/pkg-config"),
+    // Updater: interop peer in both directions (tests) and benchmark anchor.
+    ("rauc", "/usr/bin/rauc"),
+    // Updater: squashfs payloads (mksquashfs/unsquashfs), at run time too.
+    ("squashfs-tools", "/usr/bin/mksquashfs"),
+    // Agent: software TPM 2.0 for the TPM identity and provisioning tests.
+    ("swtpm", "/usr/bin/swtpm"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
 ];
 

@@ -84,7 +84,7 @@ fn run_app(args: RunArgs) -> anyhow::Result<ExitCode> {
                 Some(HostError::ImportNotGranted { .. }) => 74,
                 _ => EXIT_SETUP_FAILED,
             };
-            eprintln!("testudo: app {name}: {error:#}");
+            eprintln!("testudo: {error:#}");
             Ok(ExitCode::from(code))
         }
     }

@@ -193,9 +193,13 @@ fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let keyring = args.verify.keyring()?;
     let verified = bundle::open(&args.bundle, &keyring)
         .with_context(|| format!("verifying {}", args.bundle.display()))?;
-    verified
-        .extract(&args.dir)
-        .with_context(|| format!("extracting {} into {}", args.bundle.display(), args.dir.display()))?;
+    verified.extract(&args.dir).with_context(|| {
+        format!(
+            "extracting {} into {}",
+            args.bundle.display(),
+            args.dir.display()
+        )
+    })?;
     println!(
         "extracted {} image(s) to {}",
         verified.manifest.images.len(),

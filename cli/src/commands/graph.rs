@@ -24,10 +24,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let render: fn(&testudo_config::Plan) -> String = match extension.as_deref() {
         Some("svg") => testudo_config::graph::to_svg,
         Some("dot" | "gv") => testudo_config::graph::to_dot,
-        _ => anyhow::bail!(
-            "{}: output must end in .svg or .dot",
-            args.output.display()
-        ),
+        _ => anyhow::bail!("{}: output must end in .svg or .dot", args.output.display()),
     };
     let (plan, warnings) = match testudo_config::load_plan(&args.config) {
         Ok(loaded) => loaded,

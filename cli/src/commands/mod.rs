@@ -19,12 +19,18 @@ mod graph;
 mod plan;
 #[cfg(feature = "hub")]
 mod hub;
+#[cfg(feature = "images")]
+mod build;
+#[cfg(feature = "images")]
+mod vm;
 #[cfg(feature = "updater")]
 mod bundle;
 #[cfg(feature = "updater")]
 mod keys;
 #[cfg(feature = "updater")]
 mod update;
+#[cfg(feature = "runtime")]
+mod run;
 
 /// testudo: declarative, capability-routed system images for IoT gateways.
 #[derive(Debug, Parser)]
@@ -63,6 +69,15 @@ enum Command {
     /// Local Azure IoT Hub emulator (a fake for tests): serve, registry, twins.
     #[cfg(feature = "hub")]
     Hub(hub::Args),
+    /// Build a system's image: rootfs.img, disk.img, update.raucb, signed manifest.json.
+    #[cfg(feature = "images")]
+    Build(build::Args),
+    /// Boot an image in QEMU (OVMF, swtpm, serial console on stdout).
+    #[cfg(feature = "images")]
+    Vm(vm::Args),
+    /// Run a whole system on this host, each component sandboxed; prints `ready` when up.
+    #[cfg(feature = "runtime")]
+    Run(run::Args),
 }
 
 /// Runs the parsed command line; the returned code is the process exit code.
@@ -86,5 +101,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Update(args) => update::run(args),
         #[cfg(feature = "hub")]
         Command::Hub(args) => hub::run(args),
+        #[cfg(feature = "images")]
+        Command::Build(args) => build::run(args),
+        #[cfg(feature = "images")]
+        Command::Vm(args) => vm::run(args),
+        #[cfg(feature = "runtime")]
+        Command::Run(args) => run::run(args),
     }
 }

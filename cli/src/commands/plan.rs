@@ -26,9 +26,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
-    let json = plan
-        .to_canonical_json()
-        .context("serialising the plan")?;
+    let json = plan.to_canonical_json().context("serialising the plan")?;
     let hash = plan.content_hash().context("hashing the plan")?;
     match &args.output {
         Some(path) => {

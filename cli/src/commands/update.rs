@@ -71,7 +71,8 @@ fn booted<'c>(conf: &'c SystemConf, override_slot: Option<&str>) -> anyhow::Resu
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let conf = SystemConf::load(&args.conf).with_context(|| format!("loading {}", args.conf.display()))?;
+    let conf =
+        SystemConf::load(&args.conf).with_context(|| format!("loading {}", args.conf.display()))?;
     let booted = booted(&conf, args.override_boot_slot.as_deref())?;
     let mut boot = bootloader::open(&conf)?;
     match args.command {
@@ -98,8 +99,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
                 std::ops::ControlFlow::Continue(())
             };
-            let report = install::install(&conf, booted, &verified, boot.as_mut(), &options, &mut observer)
-                .with_context(|| format!("installing {}", path.display()))?;
+            let report = install::install(
+                &conf,
+                booted,
+                &verified,
+                boot.as_mut(),
+                &options,
+                &mut observer,
+            )
+            .with_context(|| format!("installing {}", path.display()))?;
             println!(
                 "installed version {} into {} ({}); it boots next with one try",
                 report.version.as_deref().unwrap_or("?"),
@@ -115,7 +123,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 println!("compatible: {}", report.compatible);
                 println!("bootloader: {}", report.bootloader);
                 println!("booted:     {}", report.booted);
-                println!("primary:    {}", report.primary.as_deref().unwrap_or("(none)"));
+                println!(
+                    "primary:    {}",
+                    report.primary.as_deref().unwrap_or("(none)")
+                );
                 for slot in &report.slots {
                     println!(
                         "{} [{}] {}: boot={} status={} version={}",
@@ -129,8 +140,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        UpdateCommand::MarkGood { slot } => marked(&conf, booted, boot.as_mut(), Mark::Good, &slot, "good")?,
-        UpdateCommand::MarkBad { slot } => marked(&conf, booted, boot.as_mut(), Mark::Bad, &slot, "bad")?,
+        UpdateCommand::MarkGood { slot } => {
+            marked(&conf, booted, boot.as_mut(), Mark::Good, &slot, "good")?
+        }
+        UpdateCommand::MarkBad { slot } => {
+            marked(&conf, booted, boot.as_mut(), Mark::Bad, &slot, "bad")?
+        }
         UpdateCommand::MarkActive { slot } => {
             marked(&conf, booted, boot.as_mut(), Mark::Active, &slot, "active")?
         }

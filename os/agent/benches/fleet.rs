@@ -34,12 +34,17 @@ fn main() {
         child();
         return;
     }
-    let devices: usize = std::env::var("FLEET_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let devices: usize = std::env::var("FLEET_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let dir = tempfile::tempdir().expect("temp dir");
     let hub = Emulator::start(EmulatorConfig::new(dir.path().join("hub"))).expect("start emulator");
     let mut lines = Vec::with_capacity(devices);
     for i in 0..devices {
-        let creds = hub.add_device(&format!("fleet-{i:04}")).expect("add device");
+        let creds = hub
+            .add_device(&format!("fleet-{i:04}"))
+            .expect("add device");
         lines.push(creds.connection_string);
     }
     let ca = dir.path().join("ca.pem");
@@ -69,31 +74,51 @@ fn main() {
 
     // ready <connect ms> <rss before KiB> <rss after KiB>
     let ready = read_line(&mut line);
-    let fields: Vec<u64> = ready.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
-    assert_eq!(fields.len(), 3, "unexpected line from the agent process: {ready:?}");
+    let fields: Vec<u64> = ready
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    assert_eq!(
+        fields.len(),
+        3,
+        "unexpected line from the agent process: {ready:?}"
+    );
     let (connect_ms, agent_rss_before, agent_rss_after) = (fields[0], fields[1], fields[2]);
     let hub_rss_connected = rss_kib();
-    assert_eq!(hub.connection_count(), devices, "not every agent is connected");
+    assert_eq!(
+        hub.connection_count(),
+        devices,
+        "not every agent is connected"
+    );
 
     // The fleet change.
     let started = Instant::now();
     for i in 0..devices {
-        hub.set_desired(&format!("fleet-{i:04}"), &json!({"bench": 1})).expect("set desired");
+        hub.set_desired(&format!("fleet-{i:04}"), &json!({"bench": 1}))
+            .expect("set desired");
     }
     let fanned_out = started.elapsed();
     let converged_line = read_line(&mut line);
     let converged = started.elapsed();
-    assert_eq!(converged_line, "converged 1", "unexpected line {converged_line:?}");
+    assert_eq!(
+        converged_line, "converged 1",
+        "unexpected line {converged_line:?}"
+    );
     for i in 0..devices {
         let reported = hub.reported(&format!("fleet-{i:04}")).expect("reported");
-        assert_eq!(reported["benchEcho"], 1, "device {i} has not reported the change");
+        assert_eq!(
+            reported["benchEcho"], 1,
+            "device {i} has not reported the change"
+        );
     }
 
     // Anchor: one device's round trip, with the fleet connected and idle (median of 21).
     let mut single = Vec::new();
     for round in 2..23 {
         let t = Instant::now();
-        hub.set_desired("fleet-0000", &json!({"bench": round})).expect("set desired");
+        hub.set_desired("fleet-0000", &json!({"bench": round}))
+            .expect("set desired");
         let echoed = read_line(&mut line);
         assert_eq!(echoed, format!("converged {round}"));
         single.push(t.elapsed());
@@ -106,23 +131,53 @@ fn main() {
     let per = |delta: u64| delta as f64 / devices as f64;
     println!("fleet benchmark: {devices} agents, MQTT 3.1.1 over TLS 1.3, one desired change each");
     println!("  connect + first twin sync of all agents: {connect_ms} ms");
-    println!("  desired updates issued (service side):    {} ms", fanned_out.as_millis());
-    println!("  all {devices} echoes acknowledged:           {} ms", converged.as_millis());
-    println!("  goal 10,000 ms -> ratio {:.3}", converged.as_secs_f64() / 10.0);
-    println!("  single-device round trip (median of 21): {:.2} ms -> fleet/single {:.0}x", single_median.as_secs_f64() * 1e3, converged.as_secs_f64() / single_median.as_secs_f64());
-    println!("  agent memory per connection: {:.1} KiB (RSS {} -> {} KiB)", per(agent_rss_after.saturating_sub(agent_rss_before)), agent_rss_before, agent_rss_after);
-    println!("  hub memory per connection:   {:.1} KiB (RSS {} -> {} KiB)", per(hub_rss_connected.saturating_sub(hub_rss_idle)), hub_rss_idle, hub_rss_connected);
+    println!(
+        "  desired updates issued (service side):    {} ms",
+        fanned_out.as_millis()
+    );
+    println!(
+        "  all {devices} echoes acknowledged:           {} ms",
+        converged.as_millis()
+    );
+    println!(
+        "  goal 10,000 ms -> ratio {:.3}",
+        converged.as_secs_f64() / 10.0
+    );
+    println!(
+        "  single-device round trip (median of 21): {:.2} ms -> fleet/single {:.0}x",
+        single_median.as_secs_f64() * 1e3,
+        converged.as_secs_f64() / single_median.as_secs_f64()
+    );
+    println!(
+        "  agent memory per connection: {:.1} KiB (RSS {} -> {} KiB)",
+        per(agent_rss_after.saturating_sub(agent_rss_before)),
+        agent_rss_before,
+        agent_rss_after
+    );
+    println!(
+        "  hub memory per connection:   {:.1} KiB (RSS {} -> {} KiB)",
+        per(hub_rss_connected.saturating_sub(hub_rss_idle)),
+        hub_rss_idle,
+        hub_rss_connected
+    );
     hub.shutdown();
 }
 
 /// The agent side: one tokio runtime, n agents.
 fn child() {
-    let port: u16 = std::env::var("FLEET_PORT").ok().and_then(|v| v.parse().ok()).expect("FLEET_PORT");
+    let port: u16 = std::env::var("FLEET_PORT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .expect("FLEET_PORT");
     let ca = std::fs::read(std::env::var("FLEET_CA").expect("FLEET_CA")).expect("read CA");
-    let list = std::fs::read_to_string(std::env::var("FLEET_LIST").expect("FLEET_LIST")).expect("read list");
+    let list = std::fs::read_to_string(std::env::var("FLEET_LIST").expect("FLEET_LIST"))
+        .expect("read list");
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
-        let tls = TlsSettings { ca_pem: ca, client_identity: None };
+        let tls = TlsSettings {
+            ca_pem: ca,
+            client_identity: None,
+        };
         let rss_before = rss_kib();
         let started = Instant::now();
         let (synced_tx, mut synced_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
@@ -134,7 +189,10 @@ fn child() {
             let cs = ConnectionString::parse(text).expect("connection string");
             let mut config = AgentConfig::from_connection_string(&cs, tls.clone()).expect("config");
             config.port = port;
-            config.backoff = Backoff { initial: Duration::from_millis(500), max: Duration::from_secs(5) };
+            config.backoff = Backoff {
+                initial: Duration::from_millis(500),
+                max: Duration::from_secs(5),
+            };
             let (agent, mut events) = testudo_agent::spawn(config);
             handles.push(agent.clone());
             let synced = synced_tx.clone();

@@ -133,7 +133,11 @@ impl AgentConfig {
     }
 
     fn resource_uri(&self) -> String {
-        format!("{}/devices/{}", self.host_name, self.client_id().replace('/', "/modules/"))
+        format!(
+            "{}/devices/{}",
+            self.host_name,
+            self.client_id().replace('/', "/modules/")
+        )
     }
 
     fn telemetry_topic(&self, properties: &str) -> String {
@@ -174,13 +178,32 @@ pub enum AgentEvent {
         /// Wait before the retry.
         retry_after: Duration,
     },
+    /// The service invoked a direct method.
+    MethodCall(MethodCall),
     /// Something went wrong that the agent survived (e.g. malformed twin JSON from the hub).
     Error(AgentError),
 }
 
 enum Command {
     Enqueue(Item),
+    RespondMethod {
+        rid: String,
+        status: u16,
+        body: Vec<u8>,
+    },
     Shutdown(oneshot::Sender<()>),
+}
+
+/// A direct-method call from the service. Answer it with [`AgentHandle::respond_method`] while
+/// the connection it came on is up (the hub times the call out otherwise).
+#[derive(Debug, Clone, PartialEq)]
+pub struct MethodCall {
+    /// Method name.
+    pub name: String,
+    /// Request id to answer.
+    pub rid: String,
+    /// Raw payload (JSON as sent by the service; not validated).
+    pub payload: Vec<u8>,
 }
 
 /// Handle for the application: report properties, send telemetry, stop.
@@ -195,29 +218,58 @@ impl AgentHandle {
     /// new reported `$version`. Invalid patches (not an object, over 32 KB, deeper than 10) are
     /// refused at once.
     pub async fn report(&self, patch: &Value) -> Result<Option<u64>> {
+        self.queue_report(patch)?.await
+    }
+
+    /// Queues a reported patch now (items are sent in the order they are queued) and returns
+    /// a future for the hub's acknowledgement. Validation errors are returned at once; a full
+    /// queue is reported through the future.
+    pub fn queue_report(&self, patch: &Value) -> Result<Acknowledgement> {
         let bytes = twin::validate_reported(patch)
             .map_err(|reason| AgentError::ValidateReported { reason })?;
-        self.enqueue(Payload::Reported(bytes)).await
+        Ok(self.enqueue(Payload::Reported(bytes)))
     }
 
     /// Queues a device-to-cloud message (`properties` are appended to the topic,
     /// percent-encoded) and waits for the hub's PUBACK.
     pub async fn send_telemetry(&self, body: Vec<u8>, properties: &[(&str, &str)]) -> Result<()> {
+        self.queue_telemetry(body, properties).await.map(|_| ())
+    }
+
+    /// Queues a device-to-cloud message now and returns a future for its PUBACK.
+    pub fn queue_telemetry(&self, body: Vec<u8>, properties: &[(&str, &str)]) -> Acknowledgement {
         let properties = properties
             .iter()
             .map(|(k, v)| format!("{}={}", sas::percent_encode(k), sas::percent_encode(v)))
             .collect::<Vec<_>>()
             .join("&");
-        self.enqueue(Payload::Telemetry { body, properties }).await.map(|_| ())
+        self.enqueue(Payload::Telemetry { body, properties })
     }
 
-    async fn enqueue(&self, payload: Payload) -> Receipt {
+    fn enqueue(&self, payload: Payload) -> Acknowledgement {
         let (done, receipt) = oneshot::channel();
-        let item = Item { payload, done: Some(done), attempts: 0 };
-        self.commands
-            .send(Command::Enqueue(item))
-            .map_err(|_| self.stopped())?;
-        receipt.await.map_err(|_| self.stopped())?
+        let item = Item {
+            payload,
+            done: Some(done),
+            attempts: 0,
+        };
+        // If the agent is gone the item is dropped with its sender, and the receipt reports it.
+        let _ = self.commands.send(Command::Enqueue(item));
+        Acknowledgement {
+            receipt,
+            device_id: self.device_id.clone(),
+        }
+    }
+
+    /// Answers a direct method call with `status` and a JSON body. Sent only if the connection
+    /// the call came on is still up (otherwise the service already saw a timeout).
+    pub fn respond_method(&self, call: &MethodCall, status: u16, body: &Value) {
+        let body = serde_json::to_vec(body).unwrap_or_else(|_| b"null".to_vec());
+        let _ = self.commands.send(Command::RespondMethod {
+            rid: call.rid.clone(),
+            status,
+            body,
+        });
     }
 
     /// Disconnects cleanly and stops the agent task.
@@ -227,9 +279,32 @@ impl AgentHandle {
             let _ = wait.await;
         }
     }
+}
 
-    fn stopped(&self) -> AgentError {
-        AgentError::AgentStopped { device_id: self.device_id.clone() }
+/// The hub's answer to a queued item: `Ok(Some(version))` for reported patches, `Ok(None)` for
+/// telemetry.
+#[derive(Debug)]
+pub struct Acknowledgement {
+    receipt: oneshot::Receiver<Receipt>,
+    device_id: String,
+}
+
+impl std::future::Future for Acknowledgement {
+    type Output = Receipt;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Receipt> {
+        std::pin::Pin::new(&mut self.receipt)
+            .poll(cx)
+            .map(|answer| {
+                answer.unwrap_or_else(|_| {
+                    Err(AgentError::AgentStopped {
+                        device_id: self.device_id.clone(),
+                    })
+                })
+            })
     }
 }
 
@@ -237,7 +312,10 @@ impl AgentHandle {
 pub fn spawn(config: AgentConfig) -> (AgentHandle, mpsc::UnboundedReceiver<AgentEvent>) {
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (events, event_rx) = mpsc::unbounded_channel();
-    let handle = AgentHandle { commands, device_id: config.device_id.clone() };
+    let handle = AgentHandle {
+        commands,
+        device_id: config.device_id.clone(),
+    };
     let queue = OfflineQueue::new(config.reported_capacity, config.telemetry_capacity);
     let worker = Worker {
         config,
@@ -279,7 +357,7 @@ struct Session {
     ready: bool,
     draining: bool,
     awaiting_pkid: VecDeque<Sent>,
-    telemetry: BTreeMap<u64, Item>,
+    telemetry: BTreeMap<u64, (Item, Instant)>,
     telemetry_by_pkid: BTreeMap<u16, u64>,
     twin: BTreeMap<u64, TwinRequest>,
     next_seq: u64,
@@ -290,12 +368,28 @@ struct Session {
 impl Session {
     fn in_flight(&self) -> usize {
         self.telemetry.len()
-            + self.twin.values().filter(|r| matches!(r, TwinRequest::Reported { .. })).count()
+            + self
+                .twin
+                .values()
+                .filter(|r| matches!(r, TwinRequest::Reported { .. }))
+                .count()
+    }
+
+    /// When the oldest unanswered request (twin or telemetry) was sent.
+    fn oldest_sent(&self) -> Option<Instant> {
+        let twin = self.twin.values().map(|r| match r {
+            TwinRequest::Get { sent } | TwinRequest::Reported { sent, .. } => *sent,
+        });
+        let telemetry = self.telemetry.values().map(|(_, sent)| *sent);
+        twin.chain(telemetry).min()
     }
 
     /// Everything sent but not acknowledged, in send order.
     fn take_unacknowledged(&mut self) -> Vec<Item> {
-        let mut items: Vec<(u64, Item)> = std::mem::take(&mut self.telemetry).into_iter().collect();
+        let mut items: Vec<(u64, Item)> = std::mem::take(&mut self.telemetry)
+            .into_iter()
+            .map(|(seq, (item, _))| (seq, item))
+            .collect();
         for request in std::mem::take(&mut self.twin).into_values() {
             if let TwinRequest::Reported { item, seq, .. } = request {
                 items.push((seq, item));
@@ -336,7 +430,9 @@ impl Worker {
                 Ending::Lost(err) => {
                     let delay = self.config.backoff.random_delay(attempt);
                     attempt = attempt.saturating_add(1);
-                    self.emit(AgentEvent::Disconnected { reason: error_chain(&err) });
+                    self.emit(AgentEvent::Disconnected {
+                        reason: error_chain(&err),
+                    });
                     if let Some(done) = self.wait_or_shutdown(delay).await {
                         self.fail_queue();
                         let _ = done.send(());
@@ -356,6 +452,8 @@ impl Worker {
                 _ = sleep_until(deadline) => return None,
                 command = self.commands.recv() => match command {
                     Some(Command::Enqueue(item)) => { let _ = self.queue.push(item); }
+                    // Offline: the call this answers is gone with its connection.
+                    Some(Command::RespondMethod { .. }) => {}
                     Some(Command::Shutdown(done)) => return Some(done),
                     None => return Some(oneshot::channel().0),
                 },
@@ -365,7 +463,9 @@ impl Worker {
 
     fn fail_queue(&mut self) {
         while let Some(item) = self.queue.pop() {
-            item.finish(Err(AgentError::AgentStopped { device_id: self.config.device_id.clone() }));
+            item.finish(Err(AgentError::AgentStopped {
+                device_id: self.config.device_id.clone(),
+            }));
         }
     }
 
@@ -377,7 +477,8 @@ impl Worker {
     async fn connect(&mut self) -> Result<(AsyncClient, EventLoop)> {
         let config = &self.config;
         let client_id = config.client_id();
-        let mut options = MqttOptions::new(client_id.clone(), config.connect_host.clone(), config.port);
+        let mut options =
+            MqttOptions::new(client_id.clone(), config.connect_host.clone(), config.port);
         options.set_keep_alive(config.keep_alive.max(Duration::from_secs(1)));
         options.set_clean_session(true);
         options.set_max_packet_size(1024 * 1024, 256 * 1024);
@@ -402,7 +503,12 @@ impl Worker {
         Ok((client, eventloop))
     }
 
-    async fn serve(&mut self, client: AsyncClient, mut eventloop: EventLoop, attempt: &mut u32) -> Ending {
+    async fn serve(
+        &mut self,
+        client: AsyncClient,
+        mut eventloop: EventLoop,
+        attempt: &mut u32,
+    ) -> Ending {
         let mut session = Session {
             client,
             ready: false,
@@ -433,6 +539,15 @@ impl Worker {
                 }
                 command = self.commands.recv() => match command {
                     Some(Command::Enqueue(item)) => { let _ = self.queue.push(item); }
+                    Some(Command::RespondMethod { rid, status, body }) => {
+                        if session.ready {
+                            let topic = topics::method_response(status, &rid);
+                            if let Err(err) = publish(&session.client, &topic, body) {
+                                break Ending::Lost(err);
+                            }
+                            session.awaiting_pkid.push_back(Sent::TwinRequest);
+                        }
+                    }
                     Some(Command::Shutdown(done)) => {
                         let _ = session.client.try_disconnect();
                         // Give the DISCONNECT a moment to be written.
@@ -487,33 +602,39 @@ impl Worker {
         ending
     }
 
-    fn next_timer(&self, session: &Session, renew_at: Option<Instant>, drain: Option<Instant>) -> Instant {
+    fn next_timer(
+        &self,
+        session: &Session,
+        renew_at: Option<Instant>,
+        drain: Option<Instant>,
+    ) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         let oldest_request = session
-            .twin
-            .values()
-            .map(|r| match r {
-                TwinRequest::Get { sent } | TwinRequest::Reported { sent, .. } => *sent,
-            })
-            .min()
+            .oldest_sent()
             .map(|sent| sent + self.config.request_timeout);
-        [renew_at.filter(|_| !session.draining), drain, oldest_request, session.get_due, session.paused_until]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(far)
+        [
+            renew_at.filter(|_| !session.draining),
+            drain,
+            oldest_request,
+            session.get_due,
+            session.paused_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(far)
     }
 
     fn on_timer(&mut self, session: &mut Session, now: Instant) -> Result<()> {
-        let timed_out = session.twin.values().any(|r| match r {
-            TwinRequest::Get { sent } | TwinRequest::Reported { sent, .. } => {
-                now >= *sent + self.config.request_timeout
-            }
-        });
-        if timed_out {
-            return Err(AgentError::Connect {
+        let timeout = self.config.request_timeout;
+        if session
+            .oldest_sent()
+            .is_some_and(|sent| now >= sent + timeout)
+        {
+            // The hub stopped answering on this connection: start over on a new one.
+            return Err(AgentError::AcknowledgementTimeout {
                 host: self.config.connect_host.clone(),
-                source: ConnectionError::NetworkTimeout,
+                seconds: timeout.as_secs(),
             });
         }
         if session.paused_until.is_some_and(|t| now >= t) {
@@ -536,37 +657,58 @@ impl Worker {
         let event = match event {
             Ok(event) => event,
             Err(ConnectionError::ConnectionRefused(code)) => {
-                return Err(AgentError::ConnectRefused { host, code: describe_refusal(code) });
+                return Err(AgentError::ConnectRefused {
+                    host,
+                    code: describe_refusal(code),
+                });
             }
-            Err(source) => return Err(AgentError::Connect { host, source }),
+            Err(source) => {
+                return Err(AgentError::Connect {
+                    host,
+                    source: Box::new(source),
+                })
+            }
         };
         match event {
             Event::Incoming(Packet::ConnAck(_)) => {
-                let subscriptions = [topics::TWIN_RESPONSES, topics::DESIRED_PATCHES]
-                    .map(|topic| rumqttc::SubscribeFilter::new(topic.to_string(), QoS::AtLeastOnce));
+                let subscriptions = [
+                    topics::TWIN_RESPONSES,
+                    topics::DESIRED_PATCHES,
+                    topics::METHOD_REQUESTS,
+                ]
+                .map(|topic| rumqttc::SubscribeFilter::new(topic.to_string(), QoS::AtLeastOnce));
                 session
                     .client
                     .try_subscribe_many(subscriptions)
                     .map_err(|source| AgentError::SendRequest {
                         what: "subscribe",
                         topic: topics::TWIN_RESPONSES.into(),
-                        source,
+                        source: Box::new(source),
                     })?;
             }
             Event::Incoming(Packet::SubAck(ack)) => {
-                if ack.return_codes.iter().any(|c| matches!(c, SubscribeReasonCode::Failure)) {
-                    return Err(AgentError::ConnectRefused { host, code: "subscription refused".into() });
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|c| matches!(c, SubscribeReasonCode::Failure))
+                {
+                    return Err(AgentError::ConnectRefused {
+                        host,
+                        code: "subscription refused".into(),
+                    });
                 }
                 self.connections += 1;
                 *attempt = 0;
                 session.ready = true;
-                self.emit(AgentEvent::Connected { connection: self.connections });
+                self.emit(AgentEvent::Connected {
+                    connection: self.connections,
+                });
                 self.send_get(session)?;
             }
             Event::Incoming(Packet::Publish(publish)) => self.on_publish(session, publish)?,
             Event::Incoming(Packet::PubAck(ack)) => {
                 if let Some(seq) = session.telemetry_by_pkid.remove(&ack.pkid) {
-                    if let Some(item) = session.telemetry.remove(&seq) {
+                    if let Some((item, _)) = session.telemetry.remove(&seq) {
                         item.finish(Ok(None));
                     }
                 }
@@ -578,7 +720,10 @@ impl Worker {
                 Some(Sent::TwinRequest) | None => {}
             },
             Event::Incoming(Packet::Disconnect) => {
-                return Err(AgentError::Connect { host, source: ConnectionError::RequestsDone });
+                return Err(AgentError::Connect {
+                    host,
+                    source: Box::new(ConnectionError::RequestsDone),
+                });
             }
             _ => {}
         }
@@ -587,7 +732,12 @@ impl Worker {
 
     fn on_publish(&mut self, session: &mut Session, publish: Publish) -> Result<()> {
         match topics::parse(&publish.topic) {
-            Incoming::TwinResponse { status, rid, retry_after, version } => {
+            Incoming::TwinResponse {
+                status,
+                rid,
+                retry_after,
+                version,
+            } => {
                 let Some(request) = session.twin.remove(&rid) else {
                     return Ok(()); // answer to a request from an earlier connection
                 };
@@ -608,7 +758,9 @@ impl Worker {
                         session.get_due = Some(Instant::now() + wait);
                     }
                     (TwinRequest::Reported { item, .. }, 200..=299) => item.finish(Ok(version)),
-                    (TwinRequest::Reported { item, .. }, status) if status == 429 || status >= 500 => {
+                    (TwinRequest::Reported { item, .. }, status)
+                        if status == 429 || status >= 500 =>
+                    {
                         let wait = self.retry_wait(status, retry_after);
                         if status == 429 {
                             self.emit(AgentEvent::Throttled { retry_after: wait });
@@ -617,7 +769,11 @@ impl Worker {
                         self.queue.requeue_front(std::iter::once(item));
                     }
                     (TwinRequest::Reported { item, .. }, status) => {
-                        item.finish(Err(AgentError::TwinRequest { request: "PATCH reported", rid, status }));
+                        item.finish(Err(AgentError::TwinRequest {
+                            request: "PATCH reported",
+                            rid,
+                            status,
+                        }));
                     }
                 }
             }
@@ -627,7 +783,12 @@ impl Worker {
                     for change in step.changes {
                         self.emit(AgentEvent::Desired(change));
                     }
-                    if step.needs_full_twin && !session.twin.values().any(|r| matches!(r, TwinRequest::Get { .. })) {
+                    if step.needs_full_twin
+                        && !session
+                            .twin
+                            .values()
+                            .any(|r| matches!(r, TwinRequest::Get { .. }))
+                    {
                         self.send_get(session)?;
                     }
                 }
@@ -636,7 +797,14 @@ impl Worker {
                     reason,
                 })),
             },
-            Incoming::MethodRequest { .. } | Incoming::Other => {}
+            Incoming::MethodRequest { name, rid } => {
+                self.emit(AgentEvent::MethodCall(MethodCall {
+                    name,
+                    rid,
+                    payload: publish.payload.to_vec(),
+                }));
+            }
+            Incoming::Other => {}
         }
         Ok(())
     }
@@ -644,14 +812,21 @@ impl Worker {
     fn on_full_twin(&mut self, session: &mut Session, publish: &Publish) {
         match twin::parse_full_twin(&publish.payload) {
             Ok(full) => {
-                self.emit(AgentEvent::FullTwin { reported_version: full.reported_version });
-                let step = self.tracker.on_full_twin(full.desired_version, full.desired);
+                self.emit(AgentEvent::FullTwin {
+                    reported_version: full.reported_version,
+                });
+                let step = self
+                    .tracker
+                    .on_full_twin(full.desired_version, full.desired);
                 for change in step.changes {
                     self.emit(AgentEvent::Desired(change));
                 }
             }
             Err(reason) => {
-                self.emit(AgentEvent::Error(AgentError::ParseTwin { topic: publish.topic.clone(), reason }));
+                self.emit(AgentEvent::Error(AgentError::ParseTwin {
+                    topic: publish.topic.clone(),
+                    reason,
+                }));
                 // Ask again later: the hub may have been mid-update.
                 session.get_due = Some(Instant::now() + self.config.backoff.random_delay(2));
             }
@@ -671,7 +846,12 @@ impl Worker {
         let topic = topics::twin_get(rid);
         publish(&session.client, &topic, Vec::new())?;
         session.awaiting_pkid.push_back(Sent::TwinRequest);
-        session.twin.insert(rid, TwinRequest::Get { sent: Instant::now() });
+        session.twin.insert(
+            rid,
+            TwinRequest::Get {
+                sent: Instant::now(),
+            },
+        );
         Ok(())
     }
 
@@ -687,6 +867,15 @@ impl Worker {
             return Ok(());
         }
         while session.in_flight() < self.config.max_in_flight {
+            // Reported patches go one at a time: the hub may process concurrent requests in any
+            // order, and merge patches must apply in the order the application made them.
+            let reported_in_flight = session
+                .twin
+                .values()
+                .any(|r| matches!(r, TwinRequest::Reported { .. }));
+            if reported_in_flight && self.queue.front_is_reported() {
+                break;
+            }
             let Some(item) = self.queue.pop() else { break };
             let seq = session.next_seq;
             session.next_seq += 1;
@@ -699,7 +888,14 @@ impl Worker {
                         return Err(err);
                     }
                     session.awaiting_pkid.push_back(Sent::TwinRequest);
-                    session.twin.insert(rid, TwinRequest::Reported { item, seq, sent: Instant::now() });
+                    session.twin.insert(
+                        rid,
+                        TwinRequest::Reported {
+                            item,
+                            seq,
+                            sent: Instant::now(),
+                        },
+                    );
                 }
                 Payload::Telemetry { body, properties } => {
                     let topic = self.config.telemetry_topic(properties);
@@ -708,7 +904,7 @@ impl Worker {
                         return Err(err);
                     }
                     session.awaiting_pkid.push_back(Sent::Telemetry(seq));
-                    session.telemetry.insert(seq, item);
+                    session.telemetry.insert(seq, (item, Instant::now()));
                 }
             }
         }
@@ -719,7 +915,11 @@ impl Worker {
 fn publish(client: &AsyncClient, topic: &str, payload: Vec<u8>) -> Result<()> {
     client
         .try_publish(topic, QoS::AtLeastOnce, false, payload)
-        .map_err(|source| AgentError::SendRequest { what: "publish", topic: topic.to_string(), source })
+        .map_err(|source| AgentError::SendRequest {
+            what: "publish",
+            topic: topic.to_string(),
+            source: Box::new(source),
+        })
 }
 
 fn describe_refusal(code: ConnectReturnCode) -> String {

@@ -32,7 +32,11 @@ impl Backoff {
     /// `unit` in `[0, 1)` (half jitter keeps a floor, so a throttled hub is not hammered).
     pub fn delay(&self, attempt: u32, unit: f64) -> Duration {
         let ceiling = self.ceiling(attempt);
-        let unit = if unit.is_finite() { unit.clamp(0.0, 1.0) } else { 0.0 };
+        let unit = if unit.is_finite() {
+            unit.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         ceiling.mul_f64(0.5 + unit / 2.0)
     }
 
@@ -48,7 +52,10 @@ mod tests {
 
     #[test]
     fn grows_exponentially_up_to_the_cap() {
-        let b = Backoff { initial: Duration::from_millis(100), max: Duration::from_secs(2) };
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
         assert_eq!(b.ceiling(0), Duration::from_millis(100));
         assert_eq!(b.ceiling(3), Duration::from_millis(800));
         assert_eq!(b.ceiling(10), Duration::from_secs(2));

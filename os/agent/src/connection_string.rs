@@ -71,12 +71,10 @@ impl ConnectionString {
                     x509 = true;
                     continue;
                 }
-                "SharedAccessKeyName" => {
-                    return Err(fail(
-                        "SharedAccessKeyName is a service (policy) connection string, not a device's"
-                            .into(),
-                    ))
-                }
+                "SharedAccessKeyName" => return Err(fail(
+                    "SharedAccessKeyName is a service (policy) connection string, not a device's"
+                        .into(),
+                )),
                 other => return Err(fail(format!("unknown key {other:?}"))),
             };
             if slot.replace(value.to_string()).is_some() {
@@ -115,7 +113,10 @@ impl ConnectionString {
     /// The SAS resource URI: `{host}/devices/{deviceId}[/modules/{moduleId}]`.
     pub fn resource_uri(&self) -> String {
         match &self.module_id {
-            Some(module) => format!("{}/devices/{}/modules/{module}", self.host_name, self.device_id),
+            Some(module) => format!(
+                "{}/devices/{}/modules/{module}",
+                self.host_name, self.device_id
+            ),
             None => format!("{}/devices/{}", self.host_name, self.device_id),
         }
     }
@@ -137,7 +138,10 @@ mod tests {
         .unwrap();
         assert_eq!(cs.host_name, "myhub.azure-devices.net");
         assert_eq!(cs.device_id, "gw-01");
-        assert_eq!(cs.credential, Credential::SharedAccessKey("c2VjcmV0".into()));
+        assert_eq!(
+            cs.credential,
+            Credential::SharedAccessKey("c2VjcmV0".into())
+        );
         assert_eq!(cs.client_id(), "gw-01");
         assert_eq!(cs.resource_uri(), "myhub.azure-devices.net/devices/gw-01");
     }
@@ -145,7 +149,10 @@ mod tests {
     #[test]
     fn key_may_contain_equals_padding() {
         let cs = ConnectionString::parse("HostName=h;DeviceId=d;SharedAccessKey=YWJjZA==").unwrap();
-        assert_eq!(cs.credential, Credential::SharedAccessKey("YWJjZA==".into()));
+        assert_eq!(
+            cs.credential,
+            Credential::SharedAccessKey("YWJjZA==".into())
+        );
     }
 
     #[test]
@@ -176,7 +183,8 @@ mod tests {
 
     #[test]
     fn debug_redacts_the_key() {
-        let cs = ConnectionString::parse("HostName=h;DeviceId=d;SharedAccessKey=secretkey").unwrap();
+        let cs =
+            ConnectionString::parse("HostName=h;DeviceId=d;SharedAccessKey=secretkey").unwrap();
         assert!(!format!("{cs:?}").contains("secretkey"));
     }
 }

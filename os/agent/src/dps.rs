@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -94,7 +96,9 @@ pub fn parse_operation(body: &[u8]) -> std::result::Result<OperationStatus, Stri
             operation_id: text(&value, "operationId").ok_or("no \"operationId\"")?,
         }),
         "assigned" => {
-            let state = value.get("registrationState").ok_or("no \"registrationState\"")?;
+            let state = value
+                .get("registrationState")
+                .ok_or("no \"registrationState\"")?;
             Ok(OperationStatus::Assigned(Assignment {
                 assigned_hub: text(state, "assignedHub").ok_or("no \"assignedHub\"")?,
                 device_id: text(state, "deviceId").ok_or("no \"deviceId\"")?,
@@ -132,7 +136,10 @@ pub fn parse_response_topic(topic: &str) -> Option<(u16, u64, Option<u64>)> {
 /// Registers the device and returns its assignment.
 pub async fn register(config: &DpsConfig) -> Result<Assignment> {
     let id = config.registration_id.clone();
-    let fail = |reason: String| AgentError::Provision { registration_id: id.clone(), reason };
+    let fail = |reason: String| AgentError::Provision {
+        registration_id: id.clone(),
+        reason,
+    };
     let connect_err = |source: AgentError| AgentError::ProvisionConnect {
         registration_id: id.clone(),
         source: Box::new(source),
@@ -148,14 +155,19 @@ pub async fn register(config: &DpsConfig) -> Result<Assignment> {
             tokio::task::spawn_blocking(move || {
                 sas::build_token(&resource, Some("registration"), expiry, signer.as_ref())
             })
-                .await
-                .map_err(|_| AgentError::SignerThread { resource: id.clone() })??
-                .token
+            .await
+            .map_err(|_| AgentError::SignerThread {
+                resource: id.clone(),
+            })??
+            .token
         }
         None => String::new(),
     };
     options.set_credentials(username(&config.id_scope, &id), password);
-    let tls = config.tls.client_config(&config.host).map_err(connect_err)?;
+    let tls = config
+        .tls
+        .client_config(&config.host)
+        .map_err(connect_err)?;
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     let deadline = Instant::now() + config.timeout;
@@ -182,19 +194,27 @@ pub async fn register(config: &DpsConfig) -> Result<Assignment> {
                 }));
             }
             Err(source) => {
-                return Err(connect_err(AgentError::Connect { host: config.host.clone(), source }))
+                return Err(connect_err(AgentError::Connect {
+                    host: config.host.clone(),
+                    source: Box::new(source),
+                }))
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 client
                     .try_subscribe(RESPONSES, QoS::AtLeastOnce)
-                    .map_err(|source| AgentError::SendRequest { what: "subscribe", topic: RESPONSES.into(), source })?;
+                    .map_err(|source| AgentError::SendRequest {
+                        what: "subscribe",
+                        topic: RESPONSES.into(),
+                        source: Box::new(source),
+                    })?;
             }
             Ok(Event::Incoming(Packet::SubAck(_))) => {
                 rid += 1;
                 send_step(&client, &step, rid, &id)?;
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                let Some((status, answer_rid, retry_after)) = parse_response_topic(&publish.topic) else {
+                let Some((status, answer_rid, retry_after)) = parse_response_topic(&publish.topic)
+                else {
                     continue;
                 };
                 if answer_rid != rid {
@@ -207,7 +227,10 @@ pub async fn register(config: &DpsConfig) -> Result<Assignment> {
                     continue;
                 }
                 if status >= 300 {
-                    let body: String = String::from_utf8_lossy(&publish.payload).chars().take(200).collect();
+                    let body: String = String::from_utf8_lossy(&publish.payload)
+                        .chars()
+                        .take(200)
+                        .collect();
                     return Err(fail(format!("DPS answered status {status}: {body}")));
                 }
                 match parse_operation(&publish.payload).map_err(&fail)? {
@@ -238,7 +261,9 @@ fn send_step(client: &AsyncClient, step: &Step, rid: u64, registration_id: &str)
     let (topic, body) = match step {
         Step::Register => (
             format!("$dps/registrations/PUT/iotdps-register/?$rid={rid}"),
-            serde_json::json!({ "registrationId": registration_id }).to_string().into_bytes(),
+            serde_json::json!({ "registrationId": registration_id })
+                .to_string()
+                .into_bytes(),
         ),
         Step::Poll(operation_id) => (
             format!(
@@ -250,7 +275,11 @@ fn send_step(client: &AsyncClient, step: &Step, rid: u64, registration_id: &str)
     };
     client
         .try_publish(topic.clone(), QoS::AtLeastOnce, false, body)
-        .map_err(|source| AgentError::SendRequest { what: "publish", topic, source })
+        .map_err(|source| AgentError::SendRequest {
+            what: "publish",
+            topic,
+            source: Box::new(source),
+        })
 }
 
 #[cfg(test)]
@@ -261,7 +290,9 @@ mod tests {
     fn parses_dps_answers() {
         assert_eq!(
             parse_operation(br#"{"operationId":"4.abc","status":"assigning"}"#).unwrap(),
-            OperationStatus::Assigning { operation_id: "4.abc".into() }
+            OperationStatus::Assigning {
+                operation_id: "4.abc".into()
+            }
         );
         assert_eq!(
             parse_operation(br#"{"operationId":"4.abc","status":"assigned","registrationState":{"assignedHub":"h.azure-devices.net","deviceId":"d1","status":"assigned"}}"#).unwrap(),
@@ -271,16 +302,34 @@ mod tests {
             parse_operation(br#"{"status":"failed","registrationState":{"errorMessage":"disabled"}}"#).unwrap(),
             OperationStatus::Failed { message } if message == "disabled"
         ));
-        for bad in [&b""[..], b"[]", b"{}", br#"{"status":"assigned"}"#, br#"{"status":7}"#] {
+        for bad in [
+            &b""[..],
+            b"[]",
+            b"{}",
+            br#"{"status":"assigned"}"#,
+            br#"{"status":7}"#,
+        ] {
             assert!(parse_operation(bad).is_err());
         }
     }
 
     #[test]
     fn parses_dps_topics() {
-        assert_eq!(parse_response_topic("$dps/registrations/res/202/?$rid=1&retry-after=3"), Some((202, 1, Some(3))));
-        assert_eq!(parse_response_topic("$dps/registrations/res/200/?$rid=2"), Some((200, 2, None)));
-        assert_eq!(parse_response_topic("$dps/registrations/res/x/?$rid=2"), None);
-        assert_eq!(username("0ne1", "r"), "0ne1/registrations/r/api-version=2019-03-31");
+        assert_eq!(
+            parse_response_topic("$dps/registrations/res/202/?$rid=1&retry-after=3"),
+            Some((202, 1, Some(3)))
+        );
+        assert_eq!(
+            parse_response_topic("$dps/registrations/res/200/?$rid=2"),
+            Some((200, 2, None))
+        );
+        assert_eq!(
+            parse_response_topic("$dps/registrations/res/x/?$rid=2"),
+            None
+        );
+        assert_eq!(
+            username("0ne1", "r"),
+            "0ne1/registrations/r/api-version=2019-03-31"
+        );
     }
 }

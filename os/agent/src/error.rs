@@ -70,7 +70,7 @@ pub enum AgentError {
         host: String,
         /// Transport or protocol error.
         #[source]
-        source: rumqttc::ConnectionError,
+        source: Box<rumqttc::ConnectionError>,
     },
     /// The hub refused the MQTT CONNECT.
     #[error("{host} refused the connection ({code})")]
@@ -79,6 +79,14 @@ pub enum AgentError {
         host: String,
         /// CONNACK return code, as text.
         code: String,
+    },
+    /// The hub did not answer a request in time; the connection is presumed dead.
+    #[error("{host} did not acknowledge a request within {seconds} s")]
+    AcknowledgementTimeout {
+        /// Hub host name.
+        host: String,
+        /// The timeout.
+        seconds: u64,
     },
     /// The MQTT client's request queue rejected a request.
     #[error("queueing MQTT {what} for {topic} failed")]
@@ -89,7 +97,7 @@ pub enum AgentError {
         topic: String,
         /// Client error.
         #[source]
-        source: rumqttc::ClientError,
+        source: Box<rumqttc::ClientError>,
     },
     /// A twin document or desired patch from the hub was not acceptable.
     #[error("twin document from the hub (topic {topic}) rejected: {reason}")]

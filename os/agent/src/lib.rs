@@ -24,7 +24,9 @@ pub mod topics;
 pub mod tpm;
 pub mod twin;
 
-pub use agent::{spawn, AgentConfig, AgentEvent, AgentHandle, Authentication};
+pub use agent::{
+    spawn, Acknowledgement, AgentConfig, AgentEvent, AgentHandle, Authentication, MethodCall,
+};
 pub use connection_string::{ConnectionString, Credential};
 pub use error::{AgentError, Result};
 pub use sas::{SasSigner, SoftwareKey};

@@ -78,11 +78,16 @@ fn parse_handle(text: &str) -> Result<u32, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::ImportKey { tpm: tcti, key_handle, key_file } => {
+        Command::ImportKey {
+            tpm: tcti,
+            key_handle,
+            key_file,
+        } => {
             let result = std::fs::read_to_string(&key_file)
                 .map_err(|e| format!("reading {}: {e}", key_file.display()))
                 .and_then(|text| {
-                    tpm::import_base64_hmac_key(&tcti, key_handle, &text).map_err(|e| error_chain(&e))
+                    tpm::import_base64_hmac_key(&tcti, key_handle, &text)
+                        .map_err(|e| error_chain(&e))
                 });
             match result {
                 Ok(()) => {
@@ -115,7 +120,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            if let Err(err) = testudo_agent::echo::run_until_interrupted(config, |line| eprintln!("{line}")) {
+            if let Err(err) =
+                testudo_agent::echo::run_until_interrupted(config, |line| eprintln!("{line}"))
+            {
                 eprintln!("error: starting the async runtime: {err}");
                 return ExitCode::FAILURE;
             }

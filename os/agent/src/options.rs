@@ -40,8 +40,13 @@ pub struct RunOptions {
 impl RunOptions {
     /// Builds the agent configuration (opens the TPM if asked to).
     pub fn into_config(self) -> Result<AgentConfig> {
-        let bad = |reason: &str| AgentError::ParseConnectionString { reason: reason.to_string() };
-        let client = self.client_cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let bad = |reason: &str| AgentError::ParseConnectionString {
+            reason: reason.to_string(),
+        };
+        let client = self
+            .client_cert
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
         let tls = TlsSettings::from_files(&self.ca, client)?;
         let ttl = Duration::from_secs(self.token_ttl_secs.unwrap_or(3600).max(5));
         let mut config = match (&self.connection_string, &self.hub, &self.device_id) {
@@ -58,11 +63,19 @@ impl RunOptions {
                 let auth = match (&self.tpm, &self.client_cert) {
                     (Some(tcti), None) => tpm_auth(tcti, self.key_handle, ttl)?,
                     (None, Some(_)) => Authentication::X509,
-                    _ => return Err(bad("with --hub/--device-id give exactly one of --tpm or --client-cert")),
+                    _ => {
+                        return Err(bad(
+                            "with --hub/--device-id give exactly one of --tpm or --client-cert",
+                        ))
+                    }
                 };
                 AgentConfig::new(hub, device, tls, auth)
             }
-            _ => return Err(bad("give either a connection string or both --hub and --device-id")),
+            _ => {
+                return Err(bad(
+                    "give either a connection string or both --hub and --device-id",
+                ))
+            }
         };
         if let Authentication::Sas { token_ttl, .. } = &mut config.auth {
             *token_ttl = ttl;
@@ -78,5 +91,8 @@ impl RunOptions {
 }
 
 fn tpm_auth(tcti: &str, handle: u32, ttl: Duration) -> Result<Authentication> {
-    Ok(Authentication::Sas { signer: Arc::new(TpmHmacSigner::open(tcti, handle)?), token_ttl: ttl })
+    Ok(Authentication::Sas {
+        signer: Arc::new(TpmHmacSigner::open(tcti, handle)?),
+        token_ttl: ttl,
+    })
 }

@@ -116,6 +116,14 @@ impl OfflineQueue {
         Some(item)
     }
 
+    /// True when the oldest item is a reported patch.
+    pub fn front_is_reported(&self) -> bool {
+        matches!(
+            self.items.front().map(|item| &item.payload),
+            Some(Payload::Reported(_))
+        )
+    }
+
     /// Number of queued items.
     pub fn len(&self) -> usize {
         self.items.len()
@@ -138,7 +146,11 @@ impl OfflineQueue {
             Payload::Reported(_) => &mut self.reported,
             Payload::Telemetry { .. } => &mut self.telemetry,
         };
-        *counter = if up { *counter + 1 } else { counter.saturating_sub(1) };
+        *counter = if up {
+            *counter + 1
+        } else {
+            counter.saturating_sub(1)
+        };
     }
 }
 
@@ -147,7 +159,11 @@ mod tests {
     use super::*;
 
     fn reported(n: u8) -> Item {
-        Item { payload: Payload::Reported(vec![n]), done: None, attempts: 0 }
+        Item {
+            payload: Payload::Reported(vec![n]),
+            done: None,
+            attempts: 0,
+        }
     }
 
     #[test]
@@ -157,13 +173,29 @@ mod tests {
         q.push(reported(2)).unwrap();
         let (tx, mut rx) = oneshot::channel();
         let err = q
-            .push(Item { payload: Payload::Reported(vec![3]), done: Some(tx), attempts: 0 })
+            .push(Item {
+                payload: Payload::Reported(vec![3]),
+                done: Some(tx),
+                attempts: 0,
+            })
             .unwrap_err();
-        assert!(matches!(err, AgentError::QueueFull { kind: "reported", capacity: 2 }));
-        assert!(matches!(rx.try_recv(), Ok(Err(AgentError::QueueFull { .. }))));
+        assert!(matches!(
+            err,
+            AgentError::QueueFull {
+                kind: "reported",
+                capacity: 2
+            }
+        ));
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(AgentError::QueueFull { .. }))
+        ));
         // Telemetry has its own budget.
         q.push(Item {
-            payload: Payload::Telemetry { body: vec![], properties: String::new() },
+            payload: Payload::Telemetry {
+                body: vec![],
+                properties: String::new(),
+            },
             done: None,
             attempts: 0,
         })

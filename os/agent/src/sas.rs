@@ -55,7 +55,8 @@ impl SoftwareKey {
 
     /// The DPS enrollment-group derived device key: `b64(HMAC-SHA256(group key, registration id))`.
     pub fn derive_device_key(&self, registration_id: &str) -> String {
-        base64::engine::general_purpose::STANDARD.encode(hmac(&self.key, registration_id.as_bytes()))
+        base64::engine::general_purpose::STANDARD
+            .encode(hmac(&self.key, registration_id.as_bytes()))
     }
 }
 

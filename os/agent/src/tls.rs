@@ -42,16 +42,19 @@ impl TlsSettings {
         let mut roots = RootCertStore::empty();
         let cas = parse_certs(&self.ca_pem, "CA certificate", host)?;
         for ca in cas {
-            roots
-                .add(ca)
-                .map_err(|source| AgentError::ConfigureTls { host: host.into(), source })?;
+            roots.add(ca).map_err(|source| AgentError::ConfigureTls {
+                host: host.into(),
+                source,
+            })?;
         }
-        let builder = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|source| AgentError::ConfigureTls { host: host.into(), source })?
-        .with_root_certificates(roots);
+        let builder =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|source| AgentError::ConfigureTls {
+                    host: host.into(),
+                    source,
+                })?
+                .with_root_certificates(roots);
         let config = match &self.client_identity {
             None => builder.with_no_client_auth(),
             Some((cert_pem, key_pem)) => {
@@ -59,7 +62,10 @@ impl TlsSettings {
                 let key = parse_key(key_pem, host)?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|source| AgentError::ConfigureTls { host: host.into(), source })?
+                    .map_err(|source| AgentError::ConfigureTls {
+                        host: host.into(),
+                        source,
+                    })?
             }
         };
         Ok(Arc::new(config))
@@ -69,9 +75,15 @@ impl TlsSettings {
 fn parse_certs(pem: &[u8], what: &'static str, host: &str) -> Result<Vec<CertificateDer<'static>>> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .collect::<std::result::Result<_, _>>()
-        .map_err(|_| AgentError::ParsePem { what, origin: format!("TLS settings for {host}") })?;
+        .map_err(|_| AgentError::ParsePem {
+            what,
+            origin: format!("TLS settings for {host}"),
+        })?;
     if certs.is_empty() {
-        return Err(AgentError::ParsePem { what, origin: format!("TLS settings for {host}") });
+        return Err(AgentError::ParsePem {
+            what,
+            origin: format!("TLS settings for {host}"),
+        });
     }
     Ok(certs)
 }
@@ -92,8 +104,17 @@ mod tests {
 
     #[test]
     fn garbage_ca_is_a_clear_error() {
-        let settings = TlsSettings { ca_pem: b"not a pem".to_vec(), client_identity: None };
+        let settings = TlsSettings {
+            ca_pem: b"not a pem".to_vec(),
+            client_identity: None,
+        };
         let err = settings.client_config("hub").unwrap_err();
-        assert!(matches!(err, AgentError::ParsePem { what: "CA certificate", .. }));
+        assert!(matches!(
+            err,
+            AgentError::ParsePem {
+                what: "CA certificate",
+                ..
+            }
+        ));
     }
 }

@@ -130,15 +130,30 @@ mod tests {
     fn parses_hub_topics() {
         assert_eq!(
             parse("$iothub/twin/res/200/?$rid=4"),
-            Incoming::TwinResponse { status: 200, rid: 4, version: None, retry_after: None }
+            Incoming::TwinResponse {
+                status: 200,
+                rid: 4,
+                version: None,
+                retry_after: None
+            }
         );
         assert_eq!(
             parse("$iothub/twin/res/204/?$rid=5&$version=12"),
-            Incoming::TwinResponse { status: 204, rid: 5, version: Some(12), retry_after: None }
+            Incoming::TwinResponse {
+                status: 204,
+                rid: 5,
+                version: Some(12),
+                retry_after: None
+            }
         );
         assert_eq!(
             parse("$iothub/twin/res/429/?$rid=6&retry-after=3"),
-            Incoming::TwinResponse { status: 429, rid: 6, version: None, retry_after: Some(3) }
+            Incoming::TwinResponse {
+                status: 429,
+                rid: 6,
+                version: None,
+                retry_after: Some(3)
+            }
         );
         assert_eq!(
             parse("$iothub/twin/PATCH/properties/desired/?$version=3"),
@@ -146,13 +161,23 @@ mod tests {
         );
         assert_eq!(
             parse("$iothub/methods/POST/reboot/?$rid=abc"),
-            Incoming::MethodRequest { name: "reboot".into(), rid: "abc".into() }
+            Incoming::MethodRequest {
+                name: "reboot".into(),
+                rid: "abc".into()
+            }
         );
     }
 
     #[test]
     fn garbage_is_other() {
-        for topic in ["", "$iothub/twin/res/", "$iothub/twin/res/abc/?$rid=1", "$iothub/twin/res/200/?$rid=x", "a/b", "$iothub/methods/POST/x"] {
+        for topic in [
+            "",
+            "$iothub/twin/res/",
+            "$iothub/twin/res/abc/?$rid=1",
+            "$iothub/twin/res/200/?$rid=x",
+            "a/b",
+            "$iothub/methods/POST/x",
+        ] {
             assert_eq!(parse(topic), Incoming::Other, "{topic}");
         }
     }

@@ -23,9 +23,9 @@ use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::ecc::EccCurve;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::structures::{
-    CapabilityData,
-    Digest, EccPoint, KeyedHashScheme, MaxBuffer, Public, PublicBuilder, PublicEccParametersBuilder,
-    PublicKeyedHashParameters, SensitiveData, SymmetricDefinitionObject,
+    CapabilityData, Digest, EccPoint, KeyedHashScheme, MaxBuffer, Public, PublicBuilder,
+    PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::Context;
@@ -38,8 +38,15 @@ pub const SRK_HANDLE: u32 = 0x8100_0001;
 /// Default persistent handle for the device's SAS key.
 pub const DEFAULT_KEY_HANDLE: u32 = 0x8100_0100;
 
-fn tpm_err<'a>(operation: &'static str, tcti: &'a str) -> impl FnOnce(tss_esapi::Error) -> AgentError + 'a {
-    move |source| AgentError::Tpm { operation, tcti: tcti.to_string(), source }
+fn tpm_err<'a>(
+    operation: &'static str,
+    tcti: &'a str,
+) -> impl FnOnce(tss_esapi::Error) -> AgentError + 'a {
+    move |source| AgentError::Tpm {
+        operation,
+        tcti: tcti.to_string(),
+        source,
+    }
 }
 
 /// Opens an ESAPI context for a TCTI string such as `swtpm:host=127.0.0.1,port=2321` or
@@ -51,9 +58,13 @@ pub fn open_context(tcti: &str) -> Result<Context> {
 
 fn persistent(handle: u32, tcti: &str) -> Result<Persistent> {
     if handle < TPM2_PERSISTENT_FIRST {
-        return Err(AgentError::TpmKey { handle, reason: "not a persistent handle (0x81xxxxxx)".into() });
+        return Err(AgentError::TpmKey {
+            handle,
+            reason: "not a persistent handle (0x81xxxxxx)".into(),
+        });
     }
-    let handle = PersistentTpmHandle::new(handle).map_err(tpm_err("make persistent handle", tcti))?;
+    let handle =
+        PersistentTpmHandle::new(handle).map_err(tpm_err("make persistent handle", tcti))?;
     Ok(Persistent::Persistent(handle))
 }
 
@@ -119,7 +130,9 @@ fn hmac_key_template(tcti: &str) -> Result<Public> {
         .with_public_algorithm(PublicAlgorithm::KeyedHash)
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
         .with_object_attributes(attributes)
-        .with_keyed_hash_parameters(PublicKeyedHashParameters::new(KeyedHashScheme::HMAC_SHA_256))
+        .with_keyed_hash_parameters(PublicKeyedHashParameters::new(
+            KeyedHashScheme::HMAC_SHA_256,
+        ))
         .with_keyed_hash_unique_identifier(Digest::default())
         .build()
         .map_err(tpm_err("build HMAC key template", tcti))
@@ -132,7 +145,9 @@ fn ensure_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
     }
     let template = srk_template(tcti)?;
     let created = context
-        .execute_with_nullauth_session(|ctx| ctx.create_primary(Hierarchy::Owner, template, None, None, None, None))
+        .execute_with_nullauth_session(|ctx| {
+            ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+        })
         .map_err(tpm_err("create SRK", tcti))?;
     let persistent = persistent(SRK_HANDLE, tcti)?;
     let stored = context
@@ -148,41 +163,59 @@ fn ensure_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
 /// key at `handle`, replacing whatever was there. The caller should erase its copy afterwards.
 pub fn import_hmac_key(tcti: &str, handle: u32, key: &[u8]) -> Result<()> {
     if key.is_empty() || key.len() > 128 {
-        return Err(AgentError::TpmKey { handle, reason: format!("{} bytes (1..=128 allowed)", key.len()) });
+        return Err(AgentError::TpmKey {
+            handle,
+            reason: format!("{} bytes (1..=128 allowed)", key.len()),
+        });
     }
     let target = persistent(handle, tcti)?;
     let mut context = open_context(tcti)?;
     let srk = ensure_srk(&mut context, tcti)?;
     if let Some(existing) = find_persistent(&mut context, handle, tcti)? {
         context
-            .execute_with_nullauth_session(|ctx| ctx.evict_control(Provision::Owner, existing, target))
+            .execute_with_nullauth_session(|ctx| {
+                ctx.evict_control(Provision::Owner, existing, target)
+            })
             .map_err(tpm_err("remove previous key", tcti))?;
     }
     let template = hmac_key_template(tcti)?;
     let sensitive = SensitiveData::try_from(key.to_vec()).map_err(tpm_err("wrap key", tcti))?;
     let created = context
-        .execute_with_nullauth_session(|ctx| ctx.create(srk, template, None, Some(sensitive), None, None))
+        .execute_with_nullauth_session(|ctx| {
+            ctx.create(srk, template, None, Some(sensitive), None, None)
+        })
         .map_err(tpm_err("create HMAC key", tcti))?;
     let loaded = context
         .execute_with_nullauth_session(|ctx| ctx.load(srk, created.out_private, created.out_public))
         .map_err(tpm_err("load HMAC key", tcti))?;
     let stored = context
-        .execute_with_nullauth_session(|ctx| ctx.evict_control(Provision::Owner, loaded.into(), target))
+        .execute_with_nullauth_session(|ctx| {
+            ctx.evict_control(Provision::Owner, loaded.into(), target)
+        })
         .map_err(tpm_err("persist HMAC key", tcti));
     let _ = context.flush_context(loaded.into());
     stored.map(|_| ())
 }
 
 /// Computes HMAC-SHA256 with the key persisted at `handle` (one-shot helper).
-pub fn hmac_with_persistent_key(context: &mut Context, tcti: &str, handle: u32, message: &[u8]) -> Result<[u8; 32]> {
-    let object = find_persistent(context, handle, tcti)?
-        .ok_or_else(|| AgentError::TpmKey { handle, reason: "no key persisted at this handle".into() })?;
+pub fn hmac_with_persistent_key(
+    context: &mut Context,
+    tcti: &str,
+    handle: u32,
+    message: &[u8],
+) -> Result<[u8; 32]> {
+    let object = find_persistent(context, handle, tcti)?.ok_or_else(|| AgentError::TpmKey {
+        handle,
+        reason: "no key persisted at this handle".into(),
+    })?;
     let buffer = MaxBuffer::try_from(message.to_vec()).map_err(tpm_err("wrap message", tcti))?;
     let digest = context
         .execute_with_nullauth_session(|ctx| ctx.hmac(object, buffer, HashingAlgorithm::Sha256))
         .map_err(tpm_err("HMAC", tcti))?;
-    <[u8; 32]>::try_from(digest.value())
-        .map_err(|_| AgentError::TpmKey { handle, reason: "TPM returned a digest that is not 32 bytes".into() })
+    <[u8; 32]>::try_from(digest.value()).map_err(|_| AgentError::TpmKey {
+        handle,
+        reason: "TPM returned a digest that is not 32 bytes".into(),
+    })
 }
 
 type Request = (Vec<u8>, mpsc::SyncSender<Result<[u8; 32]>>);
@@ -214,9 +247,11 @@ impl TpmHmacSigner {
             .spawn(move || {
                 let tcti = worker_tcti;
                 let mut context = match open_context(&tcti).and_then(|mut context| {
-                    find_persistent(&mut context, handle, &tcti)?.ok_or_else(|| AgentError::TpmKey {
-                        handle,
-                        reason: "no key persisted at this handle".into(),
+                    find_persistent(&mut context, handle, &tcti)?.ok_or_else(|| {
+                        AgentError::TpmKey {
+                            handle,
+                            reason: "no key persisted at this handle".into(),
+                        }
                     })?;
                     Ok(context)
                 }) {
@@ -230,20 +265,33 @@ impl TpmHmacSigner {
                     }
                 };
                 while let Ok((message, reply)) = incoming.recv() {
-                    let _ = reply.send(hmac_with_persistent_key(&mut context, &tcti, handle, &message));
+                    let _ = reply.send(hmac_with_persistent_key(
+                        &mut context,
+                        &tcti,
+                        handle,
+                        &message,
+                    ));
                 }
             })
-            .map_err(|_| AgentError::TpmWorkerStopped { tcti: tcti.to_string() })?;
-        ready_rx
-            .recv()
-            .map_err(|_| AgentError::TpmWorkerStopped { tcti: tcti.to_string() })??;
-        Ok(Self { tcti: tcti.to_string(), handle, requests: Mutex::new(requests) })
+            .map_err(|_| AgentError::TpmWorkerStopped {
+                tcti: tcti.to_string(),
+            })?;
+        ready_rx.recv().map_err(|_| AgentError::TpmWorkerStopped {
+            tcti: tcti.to_string(),
+        })??;
+        Ok(Self {
+            tcti: tcti.to_string(),
+            handle,
+            requests: Mutex::new(requests),
+        })
     }
 }
 
 impl SasSigner for TpmHmacSigner {
     fn hmac_sha256(&self, message: &[u8]) -> Result<[u8; 32]> {
-        let stopped = || AgentError::TpmWorkerStopped { tcti: self.tcti.clone() };
+        let stopped = || AgentError::TpmWorkerStopped {
+            tcti: self.tcti.clone(),
+        };
         let (reply, answer) = mpsc::sync_channel(1);
         self.requests
             .lock()
@@ -259,6 +307,9 @@ pub fn import_base64_hmac_key(tcti: &str, handle: u32, key_base64: &str) -> Resu
     use base64::Engine as _;
     let key = base64::engine::general_purpose::STANDARD
         .decode(key_base64.trim())
-        .map_err(|source| AgentError::DecodeKey { identity: format!("TPM handle {handle:#010x}"), source })?;
+        .map_err(|source| AgentError::DecodeKey {
+            identity: format!("TPM handle {handle:#010x}"),
+            source,
+        })?;
     import_hmac_key(tcti, handle, &key)
 }

@@ -108,13 +108,20 @@ pub fn validate_reported(patch: &Value) -> Result<Vec<u8>, String> {
 
 fn parse_object(body: &[u8], limit: usize) -> Result<Map<String, Value>, String> {
     if body.len() > limit {
-        return Err(format!("{} bytes exceeds the {limit}-byte limit", body.len()));
+        return Err(format!(
+            "{} bytes exceeds the {limit}-byte limit",
+            body.len()
+        ));
     }
     // serde_json bounds recursion (128 levels), so hostile nesting cannot overflow the stack.
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err("not a JSON object".into()),
-        Err(e) => Err(format!("invalid JSON at line {} column {}", e.line(), e.column())),
+        Err(e) => Err(format!(
+            "invalid JSON at line {} column {}",
+            e.line(),
+            e.column()
+        )),
     }
 }
 
@@ -261,7 +268,10 @@ impl DesiredTracker {
 
     fn drain(&mut self, step: &mut Step) {
         while let Some((version, desired)) = self.current.as_mut() {
-            let Some(patch) = version.checked_add(1).and_then(|next| self.buffered.remove(&next)) else {
+            let Some(patch) = version
+                .checked_add(1)
+                .and_then(|next| self.buffered.remove(&next))
+            else {
                 break;
             };
             *version += 1;
@@ -366,8 +376,14 @@ mod tests {
     #[test]
     fn nested_merge_patch() {
         let mut d = props(json!({"app": {"image": "a", "env": {"X": "1"}}, "k": 1}));
-        apply_patch(&mut d, &props(json!({"app": {"env": {"X": null, "Y": "2"}}, "k": {"n": 1}})));
-        assert_eq!(d, props(json!({"app": {"image": "a", "env": {"Y": "2"}}, "k": {"n": 1}})));
+        apply_patch(
+            &mut d,
+            &props(json!({"app": {"env": {"X": null, "Y": "2"}}, "k": {"n": 1}})),
+        );
+        assert_eq!(
+            d,
+            props(json!({"app": {"image": "a", "env": {"Y": "2"}}, "k": {"n": 1}}))
+        );
     }
 
     #[test]
@@ -388,13 +404,24 @@ mod tests {
             br#"{"desired":{"$version":"1"}}"#,
             br#"{"desired":{"a":1}}"#,
         ] {
-            assert!(parse_full_twin(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                parse_full_twin(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
-        assert_eq!(parse_desired_patch(br#"{"x":null,"$version":9}"#).unwrap().0, 9);
+        assert_eq!(
+            parse_desired_patch(br#"{"x":null,"$version":9}"#)
+                .unwrap()
+                .0,
+            9
+        );
         assert!(parse_desired_patch(br#"{"x":1}"#).is_err());
         let deep = format!("{}1{}", "{\"a\":".repeat(12), "}".repeat(12));
         let deep = format!("{{\"$version\":1,\"d\":{deep}}}");
-        assert!(parse_desired_patch(deep.as_bytes()).unwrap_err().contains("depth"));
+        assert!(parse_desired_patch(deep.as_bytes())
+            .unwrap_err()
+            .contains("depth"));
         let hostile = "[".repeat(100_000);
         assert!(parse_desired_patch(hostile.as_bytes()).is_err());
     }
@@ -405,6 +432,8 @@ mod tests {
         assert!(validate_reported(&json!([1])).is_err());
         assert!(validate_reported(&json!({"$version": 1})).is_err());
         let big = "x".repeat(MAX_SECTION_BYTES);
-        assert!(validate_reported(&json!({ "big": big })).unwrap_err().contains("limit"));
+        assert!(validate_reported(&json!({ "big": big }))
+            .unwrap_err()
+            .contains("limit"));
     }
 }

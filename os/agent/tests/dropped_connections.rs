@@ -19,7 +19,10 @@ async fn changes_made_while_offline_arrive_after_reconnect() {
     let first = hub::next_desired(&mut events).await;
 
     // Cut the device off and keep it off.
-    hub.hub().set_faults(Faults { refuse_connections: true, ..Faults::default() });
+    hub.hub().set_faults(Faults {
+        refuse_connections: true,
+        ..Faults::default()
+    });
     hub.hub().drop_connections(Some("drop-01"));
     hub::next_event(&mut events, Duration::from_secs(10), |e| match e {
         AgentEvent::Disconnected { .. } => Some(()),
@@ -31,16 +34,17 @@ async fn changes_made_while_offline_arrive_after_reconnect() {
     // the device), and the application reports twice (queued in the agent).
     hub.hub().set_desired("drop-01", &json!({"a": 1})).unwrap();
     let latest = hub.hub().set_desired("drop-01", &json!({"b": 2})).unwrap();
-    let r1 = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.report(&json!({"offline": 1})).await }
-    });
-    let r2 = tokio::spawn({
-        let agent = agent.clone();
-        async move { agent.report(&json!({"offline": 2, "other": true})).await }
-    });
+    let r1 = tokio::spawn(agent.queue_report(&json!({"offline": 1})).unwrap());
+    let r2 = tokio::spawn(
+        agent
+            .queue_report(&json!({"offline": 2, "other": true}))
+            .unwrap(),
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!r1.is_finished() && !r2.is_finished(), "reports completed while offline");
+    assert!(
+        !r1.is_finished() && !r2.is_finished(),
+        "reports completed while offline"
+    );
 
     hub.hub().set_faults(Faults::default());
     let change = hub::next_desired(&mut events).await;
@@ -65,13 +69,20 @@ async fn repeated_drops_do_not_lose_desired_versions() {
     let (agent, mut events) = testudo_agent::spawn(config);
     let mut last = hub::next_desired(&mut events).await.version;
     for round in 0..5 {
-        let version = hub.hub().set_desired("drop-02", &json!({ "round": round })).unwrap();
+        let version = hub
+            .hub()
+            .set_desired("drop-02", &json!({ "round": round }))
+            .unwrap();
         hub.hub().drop_connections(Some("drop-02"));
         // Whatever path it takes (patch before the drop, or full twin after), the agent ends at
         // `version` with strictly increasing versions on the way.
         loop {
             let change = hub::next_desired(&mut events).await;
-            assert!(change.version > last, "version went from {last} to {}", change.version);
+            assert!(
+                change.version > last,
+                "version went from {last} to {}",
+                change.version
+            );
             last = change.version;
             if change.version == version {
                 assert_eq!(change.desired["round"], round);

@@ -14,7 +14,10 @@ use testudo_agent::AgentEvent;
 async fn agent_resyncs_after_the_hub_restarts() {
     let mut hub = hub::TestHub::start();
     let config = hub.device("restart-01");
-    let before = hub.hub().set_desired("restart-01", &json!({"mode": "a"})).unwrap();
+    let before = hub
+        .hub()
+        .set_desired("restart-01", &json!({"mode": "a"}))
+        .unwrap();
     let (agent, mut events) = testudo_agent::spawn(config);
     assert_eq!(hub::next_desired(&mut events).await.version, before);
     agent.report(&json!({"phase": "before"})).await.unwrap();
@@ -40,9 +43,15 @@ async fn agent_resyncs_after_the_hub_restarts() {
     queued.await.unwrap().unwrap();
     assert_eq!(hub.hub().reported("restart-01").unwrap()["phase"], "during");
 
-    let after = hub.hub().set_desired("restart-01", &json!({"mode": "b"})).unwrap();
+    let after = hub
+        .hub()
+        .set_desired("restart-01", &json!({"mode": "b"}))
+        .unwrap();
     assert!(after > before, "the hub kept its state across the restart");
     let change = hub::next_desired(&mut events).await;
-    assert_eq!((change.version, change.desired["mode"].as_str()), (after, Some("b")));
+    assert_eq!(
+        (change.version, change.desired["mode"].as_str()),
+        (after, Some("b"))
+    );
     agent.shutdown().await;
 }

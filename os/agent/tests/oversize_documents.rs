@@ -16,7 +16,10 @@ async fn oversize_and_too_deep_reported_patches_are_refused() {
 
     let big = "x".repeat(33 * 1024);
     let err = agent.report(&json!({ "blob": big })).await.unwrap_err();
-    assert!(matches!(&err, AgentError::ValidateReported { reason } if reason.contains("32768")), "{err}");
+    assert!(
+        matches!(&err, AgentError::ValidateReported { reason } if reason.contains("32768")),
+        "{err}"
+    );
 
     let mut deep = json!(1);
     for _ in 0..11 {

@@ -34,20 +34,41 @@ async fn tpm_backed_device_provisions_and_connects() {
     let enrollment_key = hub.hub().add_individual_enrollment("prov-01").unwrap();
     tpm::import_base64_hmac_key(&swtpm.tcti, DEFAULT_KEY_HANDLE, &enrollment_key).unwrap();
     drop(enrollment_key); // from here on only the TPM has it
-    let signer: Arc<dyn SasSigner> = Arc::new(TpmHmacSigner::open(&swtpm.tcti, DEFAULT_KEY_HANDLE).unwrap());
+    let signer: Arc<dyn SasSigner> =
+        Arc::new(TpmHmacSigner::open(&swtpm.tcti, DEFAULT_KEY_HANDLE).unwrap());
 
-    let assignment = dps::register(&dps_config(&hub, "prov-01", signer.clone())).await.unwrap();
+    let assignment = dps::register(&dps_config(&hub, "prov-01", signer.clone()))
+        .await
+        .unwrap();
     assert_eq!(assignment.device_id, "prov-01");
-    assert!(assignment.assigned_hub.starts_with(&hub.hub().host), "{}", assignment.assigned_hub);
+    assert!(
+        assignment.assigned_hub.starts_with(&hub.hub().host),
+        "{}",
+        assignment.assigned_hub
+    );
 
-    let auth = Authentication::Sas { signer, token_ttl: Duration::from_secs(3600) };
-    let hub_host = assignment.assigned_hub.split(':').next().unwrap().to_string();
+    let auth = Authentication::Sas {
+        signer,
+        token_ttl: Duration::from_secs(3600),
+    };
+    let hub_host = assignment
+        .assigned_hub
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
     let mut config = AgentConfig::new(&hub_host, &assignment.device_id, hub.tls(), auth);
     hub.point_at_emulator(&mut config);
     let (agent, mut events) = testudo_agent::spawn(config);
     hub::next_desired(&mut events).await;
-    agent.report(&json!({"provisioned": "dps+tpm"})).await.unwrap();
-    assert_eq!(hub.hub().reported("prov-01").unwrap()["provisioned"], "dps+tpm");
+    agent
+        .report(&json!({"provisioned": "dps+tpm"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        hub.hub().reported("prov-01").unwrap()["provisioned"],
+        "dps+tpm"
+    );
     agent.shutdown().await;
 }
 
@@ -55,9 +76,14 @@ async fn tpm_backed_device_provisions_and_connects() {
 async fn enrollment_group_device_key_is_derived() {
     let hub = hub::TestHub::start();
     let group_key = hub.hub().add_enrollment_group("fleet").unwrap();
-    let device_key = SoftwareKey::from_base64(&group_key, "fleet").unwrap().derive_device_key("gw-77");
-    let signer: Arc<dyn SasSigner> = Arc::new(SoftwareKey::from_base64(&device_key, "gw-77").unwrap());
-    let assignment = dps::register(&dps_config(&hub, "gw-77", signer)).await.unwrap();
+    let device_key = SoftwareKey::from_base64(&group_key, "fleet")
+        .unwrap()
+        .derive_device_key("gw-77");
+    let signer: Arc<dyn SasSigner> =
+        Arc::new(SoftwareKey::from_base64(&device_key, "gw-77").unwrap());
+    let assignment = dps::register(&dps_config(&hub, "gw-77", signer))
+        .await
+        .unwrap();
     assert_eq!(assignment.device_id, "gw-77");
 }
 
@@ -66,7 +92,12 @@ async fn a_wrong_key_is_refused_clearly() {
     let hub = hub::TestHub::start();
     hub.hub().add_individual_enrollment("prov-02").unwrap();
     let signer: Arc<dyn SasSigner> = Arc::new(SoftwareKey::from_bytes(vec![1; 32]));
-    let err = dps::register(&dps_config(&hub, "prov-02", signer)).await.unwrap_err();
+    let err = dps::register(&dps_config(&hub, "prov-02", signer))
+        .await
+        .unwrap_err();
     let text = testudo_agent::agent::error_chain(&err);
-    assert!(text.contains("prov-02") && text.contains("refused"), "{text}");
+    assert!(
+        text.contains("prov-02") && text.contains("refused"),
+        "{text}"
+    );
 }

@@ -18,7 +18,10 @@ async fn throttled_requests_are_retried_after_the_hub_recovers() {
     let (agent, mut events) = testudo_agent::spawn(config);
     hub::next_desired(&mut events).await;
 
-    hub.hub().set_faults(Faults { throttle: true, ..Faults::default() });
+    hub.hub().set_faults(Faults {
+        throttle: true,
+        ..Faults::default()
+    });
     let report = tokio::spawn({
         let agent = agent.clone();
         async move { agent.report(&json!({"under": "throttling"})).await }
@@ -30,19 +33,37 @@ async fn throttled_requests_are_retried_after_the_hub_recovers() {
     .await;
     assert!(wait > Duration::ZERO);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!report.is_finished(), "a throttled patch was reported as done");
-    assert!(hub.hub().reported("throttle-01").unwrap().get("under").is_none());
+    assert!(
+        !report.is_finished(),
+        "a throttled patch was reported as done"
+    );
+    assert!(hub
+        .hub()
+        .reported("throttle-01")
+        .unwrap()
+        .get("under")
+        .is_none());
 
     hub.hub().set_faults(Faults::default());
-    tokio::time::timeout(Duration::from_secs(30), report).await.unwrap().unwrap().unwrap();
-    assert_eq!(hub.hub().reported("throttle-01").unwrap()["under"], "throttling");
+    tokio::time::timeout(Duration::from_secs(30), report)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        hub.hub().reported("throttle-01").unwrap()["under"],
+        "throttling"
+    );
     agent.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_connects_back_off_and_recover() {
     let hub = hub::TestHub::start();
-    hub.hub().set_faults(Faults { throttle: true, ..Faults::default() });
+    hub.hub().set_faults(Faults {
+        throttle: true,
+        ..Faults::default()
+    });
     let config = hub.device("throttle-02");
     let (agent, mut events) = testudo_agent::spawn(config);
     let reason = hub::next_event(&mut events, Duration::from_secs(10), |e| match e {

@@ -13,7 +13,9 @@ use testudo_agent::{AgentEvent, Authentication};
 async fn tokens_are_renewed_without_losing_messages() {
     let hub = hub::TestHub::start();
     let mut config = hub.device("renew-01");
-    let Authentication::Sas { token_ttl, .. } = &mut config.auth else { panic!("SAS device") };
+    let Authentication::Sas { token_ttl, .. } = &mut config.auth else {
+        panic!("SAS device")
+    };
     *token_ttl = Duration::from_secs(2); // renewed every 1.6 s
     let (agent, mut events) = testudo_agent::spawn(config);
 
@@ -23,7 +25,10 @@ async fn tokens_are_renewed_without_losing_messages() {
         let mut sent = 0u32;
         let started = tokio::time::Instant::now();
         while started.elapsed() < Duration::from_secs(6) {
-            sender.send_telemetry(format!("{{\"n\":{sent}}}").into_bytes(), &[]).await.unwrap();
+            sender
+                .send_telemetry(format!("{{\"n\":{sent}}}").into_bytes(), &[])
+                .await
+                .unwrap();
             sender.report(&json!({ "counter": sent })).await.unwrap();
             sent += 1;
             tokio::time::sleep(Duration::from_millis(50)).await;

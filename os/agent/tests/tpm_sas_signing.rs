@@ -15,7 +15,9 @@ const KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 #[test]
 fn tpm_key_signs_like_the_software_key_and_stays_inside() {
     let swtpm = swtpm::start();
-    let key = base64::engine::general_purpose::STANDARD.decode(KEY_B64).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(KEY_B64)
+        .unwrap();
     tpm::import_hmac_key(&swtpm.tcti, DEFAULT_KEY_HANDLE, &key).unwrap();
 
     // A fresh signer (new context, new thread) finds the persisted key.
@@ -26,7 +28,9 @@ fn tpm_key_signs_like_the_software_key_and_stays_inside() {
     let from_software = build_token(uri, None, 1_700_000_000, &software).unwrap();
     assert_eq!(from_tpm, from_software);
     // The vector from Microsoft's Python SDK.
-    assert!(from_tpm.token.contains("sig=1gLIiv7O5oZoFOMdYk5vfd2QzHOYiYrRYJ3pqzyCkq0%3D"));
+    assert!(from_tpm
+        .token
+        .contains("sig=1gLIiv7O5oZoFOMdYk5vfd2QzHOYiYrRYJ3pqzyCkq0%3D"));
     drop(signer);
 
     // Re-importing replaces the key at the handle (rotation).
@@ -34,7 +38,10 @@ fn tpm_key_signs_like_the_software_key_and_stays_inside() {
     tpm::import_hmac_key(&swtpm.tcti, DEFAULT_KEY_HANDLE, &other).unwrap();
     let rotated = TpmHmacSigner::open(&swtpm.tcti, DEFAULT_KEY_HANDLE).unwrap();
     let expected = build_token(uri, None, 1_700_000_000, &SoftwareKey::from_bytes(other)).unwrap();
-    assert_eq!(build_token(uri, None, 1_700_000_000, &rotated).unwrap(), expected);
+    assert_eq!(
+        build_token(uri, None, 1_700_000_000, &rotated).unwrap(),
+        expected
+    );
     drop(rotated);
 
     // The TPM refuses to hand the key out: TPM2_Unseal on an HMAC (sign) object fails.
@@ -44,7 +51,8 @@ fn tpm_key_signs_like_the_software_key_and_stays_inside() {
             PersistentTpmHandle::new(DEFAULT_KEY_HANDLE).unwrap(),
         ))
         .unwrap();
-    let unsealed = context.execute_with_session(Some(AuthSession::Password), |ctx| ctx.unseal(handle));
+    let unsealed =
+        context.execute_with_session(Some(AuthSession::Password), |ctx| ctx.unseal(handle));
     assert!(unsealed.is_err(), "the TPM released the key");
     let (public, _, _) = context.read_public(handle.into()).unwrap();
     let attributes = public.object_attributes();

@@ -5,6 +5,7 @@ use wasmtime::component::{HasSelf, Linker};
 
 use crate::device::DeviceDenial;
 use crate::device_p1::HasDevice;
+use crate::run::AppState;
 
 wasmtime::component::bindgen!({
     path: "../../wasm-apps/wit",
@@ -22,14 +23,14 @@ pub fn is_device_import(import: &str) -> bool {
 }
 
 /// Adds the `testudo:device` interfaces to `linker`.
-pub fn add_to_linker<T: HasDevice + Send + 'static>(linker: &mut Linker<T>) -> wasmtime::Result<()> {
-    sensor::add_to_linker::<T, HasSelf<T>>(linker, |state| state)?;
-    telemetry::add_to_linker::<T, HasSelf<T>>(linker, |state| state)?;
-    net::add_to_linker::<T, HasSelf<T>>(linker, |state| state)?;
+pub fn add_to_linker<W: Send + 'static>(linker: &mut Linker<AppState<W>>) -> wasmtime::Result<()> {
+    sensor::add_to_linker::<AppState<W>, HasSelf<AppState<W>>>(linker, |state| state)?;
+    telemetry::add_to_linker::<AppState<W>, HasSelf<AppState<W>>>(linker, |state| state)?;
+    net::add_to_linker::<AppState<W>, HasSelf<AppState<W>>>(linker, |state| state)?;
     Ok(())
 }
 
-impl<T: HasDevice + Send> sensor::Host for T {
+impl<W: Send> sensor::Host for AppState<W> {
     fn read(&mut self, channel: String) -> Result<f64, sensor::SensorError> {
         self.device().read_sensor(&channel).map_err(|denial| match denial {
             DeviceDenial::NotGranted => sensor::SensorError::NotGranted,
@@ -46,7 +47,7 @@ fn telemetry_error(denial: DeviceDenial) -> telemetry::TelemetryError {
     }
 }
 
-impl<T: HasDevice + Send> telemetry::Host for T {
+impl<W: Send> telemetry::Host for AppState<W> {
     fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), telemetry::TelemetryError> {
         self.device().publish(topic, payload).map_err(telemetry_error)
     }
@@ -64,7 +65,7 @@ impl<T: HasDevice + Send> telemetry::Host for T {
     }
 }
 
-impl<T: HasDevice + Send> net::Host for T {
+impl<W: Send> net::Host for AppState<W> {
     fn send(&mut self, destination: String, data: Vec<u8>) -> Result<(), net::NetError> {
         self.device()
             .net_send(&destination, &data)

@@ -103,11 +103,12 @@ impl ServiceClient {
         let payload = body
             .map(|b| serde_json::to_vec(b).unwrap_or_default())
             .unwrap_or_default();
+        let separator = if path.contains('?') { '&' } else { '?' };
         let precondition = if_match
             .map(|tag| format!("If-Match: \"{tag}\"\r\n"))
             .unwrap_or_default();
         let head = format!(
-            "{method} {path}?api-version=2021-04-12 HTTP/1.1\r\nHost: {resource}\r\nAuthorization: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{precondition}Connection: close\r\n\r\n",
+            "{method} {path}{separator}api-version=2021-04-12 HTTP/1.1\r\nHost: {resource}\r\nAuthorization: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{precondition}Connection: close\r\n\r\n",
             payload.len()
         );
         stream.write_all(head.as_bytes()).map_err(io)?;

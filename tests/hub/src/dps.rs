@@ -19,6 +19,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     hub: &Arc<Hub>,
     mut conn: Framed<S>,
     connect: &Connect,
+    thumbprints: Option<&[String; 2]>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     fault_delay(hub).await;
@@ -29,19 +30,21 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         parts.next().unwrap_or_default(),
         parts.next().unwrap_or_default(),
     );
-    let code =
-        if marker != "registrations" || registration_id != connect.client_id {
-            4
-        } else if hub.faults().throttle {
-            3
-        } else {
-            match connect.password.as_deref().and_then(|password| {
-                hub.authenticate_registration(scope, registration_id, password)
-            }) {
-                Some(_) => 0,
-                None => 5,
-            }
-        };
+    let code = if marker != "registrations" || registration_id != connect.client_id {
+        4
+    } else if hub.faults().throttle {
+        3
+    } else {
+        match hub.authenticate_registration(
+            scope,
+            registration_id,
+            connect.password.as_deref(),
+            thumbprints,
+        ) {
+            Some(_) => 0,
+            None => 5,
+        }
+    };
     let accepted = code == 0;
     if conn
         .write(&Packet::ConnAck {
@@ -56,8 +59,11 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         return;
     }
     let registration_id = registration_id.to_owned();
-    let password = connect.password.clone().unwrap_or_default();
+    let password = connect.password.clone();
+    let thumbprints = thumbprints.cloned();
     let scope = scope.to_owned();
+    // Responses are delivered, as by DPS, only after the client subscribed to them.
+    let mut subscribed = false;
     loop {
         let packet = tokio::select! {
             packet = conn.read_packet() => packet,
@@ -70,7 +76,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     let codes = filters
                         .iter()
                         .map(|(filter, qos)| if filter == "$dps/registrations/res/#" { (*qos).min(1) } else { 0x80 })
-                        .collect();
+                        .collect::<Vec<u8>>();
+                    subscribed |= codes.iter().any(|code| *code != 0x80);
                     conn.write(&Packet::SubAck { pkid, codes }).await
                 }
                 Packet::PingReq => conn.write(&Packet::PingResp).await,
@@ -86,8 +93,8 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     } else if path == "$dps/registrations/GET/iotdps-get-operationstatus/" {
                         let operation_id = params.get("operationId").cloned().unwrap_or_default();
                         let state = hub
-                            .authenticate_registration(&scope, &registration_id, &password)
-                            .and_then(|key| hub.complete_registration(&operation_id, &registration_id, &key));
+                            .authenticate_registration(&scope, &registration_id, password.as_deref(), thumbprints.as_ref())
+                            .and_then(|auth| hub.complete_registration(&operation_id, &registration_id, auth));
                         match state {
                             Some(state) => (
                                 200,
@@ -99,11 +106,13 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                         return Err(ConnectionEnd::Protocol);
                     };
                     let retry = if status == 202 || status == 429 { "&retry-after=1" } else { "" };
-                    conn.publish(
-                        format!("$dps/registrations/res/{status}/?$rid={rid}{retry}"),
-                        to_json(&body),
-                    )
-                    .await?;
+                    if subscribed {
+                        conn.publish(
+                            format!("$dps/registrations/res/{status}/?$rid={rid}{retry}"),
+                            to_json(&body),
+                        )
+                        .await?;
+                    }
                     if publish.qos == 1 {
                         conn.write(&Packet::PubAck { pkid: publish.pkid }).await?;
                     }

@@ -309,6 +309,16 @@ impl RunningHub {
         self.hub.add_individual_enrollment(registration_id, None)
     }
 
+    /// Adds a DPS individual X.509 enrollment: the device presenting a client certificate
+    /// with this thumbprint (SHA-1 or SHA-256 hex) may register as `registration_id`.
+    pub fn add_x509_enrollment(
+        &self,
+        registration_id: &str,
+        thumbprint: &str,
+    ) -> Result<(), HubError> {
+        self.hub.add_x509_enrollment(registration_id, thumbprint)
+    }
+
     /// Adds a DPS symmetric-key enrollment group; returns the group key (device keys are
     /// [`crate::sas::derive_device_key`] of it).
     pub fn add_enrollment_group(&self, group: &str) -> Result<String, HubError> {

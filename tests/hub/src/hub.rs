@@ -35,6 +35,7 @@ pub enum SessionCommand {
 struct SessionHandle {
     conn_id: u64,
     tx: mpsc::UnboundedSender<SessionCommand>,
+    methods_subscribed: bool,
 }
 
 /// A device's answer to a direct method.
@@ -127,6 +128,7 @@ impl Hub {
                 id_scope: format!("0ne{:08X}", rand::random::<u32>()),
                 individual_enrollments: BTreeMap::new(),
                 enrollment_groups: BTreeMap::new(),
+                x509_enrollments: BTreeMap::new(),
             },
         };
         config.host_name = host.to_owned();
@@ -596,9 +598,14 @@ impl Hub {
         let (tx, rx) = mpsc::unbounded_channel();
         let mut inner = self.lock();
         kick(&mut inner, id);
-        inner
-            .sessions
-            .insert(id.to_owned(), SessionHandle { conn_id, tx });
+        inner.sessions.insert(
+            id.to_owned(),
+            SessionHandle {
+                conn_id,
+                tx,
+                methods_subscribed: false,
+            },
+        );
         (conn_id, rx)
     }
 
@@ -611,6 +618,18 @@ impl Hub {
             .is_some_and(|session| session.conn_id == conn_id)
         {
             inner.sessions.remove(id);
+        }
+    }
+
+    /// Records whether session `conn_id` of `id` is subscribed to direct methods.
+    pub fn set_methods_subscribed(&self, id: &str, conn_id: u64, subscribed: bool) {
+        if let Some(session) = self
+            .lock()
+            .sessions
+            .get_mut(id)
+            .filter(|session| session.conn_id == conn_id)
+        {
+            session.methods_subscribed = subscribed;
         }
     }
 
@@ -639,7 +658,12 @@ impl Hub {
             if !inner.devices.contains_key(id) {
                 return Err(HubError::DeviceNotFound { id: id.to_owned() });
             }
-            if !inner.sessions.contains_key(id) {
+            // IoT Hub answers "device not online" unless the device listens for methods.
+            if !inner
+                .sessions
+                .get(id)
+                .is_some_and(|session| session.methods_subscribed)
+            {
                 return Err(HubError::DeviceNotOnline { id: id.to_owned() });
             }
             inner.methods.insert((id.to_owned(), rid.clone()), tx);
@@ -749,22 +773,54 @@ impl Hub {
         Ok(key)
     }
 
-    /// Checks a DPS registration's SAS token against its individual enrollment or any
-    /// enrollment group; returns the device key to provision with.
+    /// Adds a DPS individual X.509 enrollment (certificate thumbprint, SHA-1 or SHA-256 hex).
+    pub fn add_x509_enrollment(
+        &self,
+        registration_id: &str,
+        thumbprint: &str,
+    ) -> Result<(), HubError> {
+        validate_device_id(registration_id)?;
+        let mut inner = self.lock();
+        inner
+            .config
+            .x509_enrollments
+            .insert(registration_id.to_owned(), thumbprint.to_owned());
+        let bytes = to_json(&inner.config);
+        drop(inner);
+        self.persist(PersistJob::Config(bytes));
+        Ok(())
+    }
+
+    /// Checks a DPS registration's credentials: a SAS token against its individual
+    /// enrollment or any enrollment group, or (no password) a client certificate against its
+    /// X.509 enrollment. Returns how the provisioned device will authenticate to the hub.
     pub fn authenticate_registration(
         &self,
         id_scope: &str,
         registration_id: &str,
-        password: &[u8],
-    ) -> Option<String> {
-        let token = std::str::from_utf8(password).ok().and_then(sas::parse)?;
+        password: Option<&[u8]>,
+        client_thumbprints: Option<&[String; 2]>,
+    ) -> Option<DeviceAuth> {
         let inner = self.lock();
-        if id_scope != inner.config.id_scope
-            || !resource_matches(
-                &token.resource,
-                &format!("{id_scope}/registrations/{registration_id}"),
-            )
-            || token.expiry <= clock::unix_now()
+        if id_scope != inner.config.id_scope {
+            return None;
+        }
+        let Some(password) = password else {
+            let registered = inner.config.x509_enrollments.get(registration_id)?;
+            let presented = client_thumbprints?;
+            return presented
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(registered))
+                .then(|| DeviceAuth::SelfSigned {
+                    primary_thumbprint: registered.clone(),
+                    secondary_thumbprint: String::new(),
+                });
+        };
+        let token = std::str::from_utf8(password).ok().and_then(sas::parse)?;
+        if !resource_matches(
+            &token.resource,
+            &format!("{id_scope}/registrations/{registration_id}"),
+        ) || token.expiry <= clock::unix_now()
         {
             return None;
         }
@@ -782,6 +838,10 @@ impl Hub {
             .into_iter()
             .chain(derived)
             .find(|key| sas::signature_matches(&token, key))
+            .map(|key| DeviceAuth::Sas {
+                primary_key: key.clone(),
+                secondary_key: key,
+            })
     }
 
     /// Starts a DPS assignment: returns the operation id.
@@ -793,22 +853,18 @@ impl Hub {
         operation_id
     }
 
-    /// Completes a DPS assignment: creates or updates the device with `key`; returns the
+    /// Completes a DPS assignment: creates or updates the device with `auth`; returns the
     /// registration state JSON, or `None` for an unknown operation.
     pub fn complete_registration(
         &self,
         operation_id: &str,
         registration_id: &str,
-        key: &str,
+        auth: DeviceAuth,
     ) -> Option<Value> {
         let mut inner = self.lock();
         if inner.dps_operations.get(operation_id).map(String::as_str) != Some(registration_id) {
             return None;
         }
-        let auth = DeviceAuth::Sas {
-            primary_key: key.to_owned(),
-            secondary_key: key.to_owned(),
-        };
         let record = match inner.devices.get_mut(registration_id) {
             Some(existing) => {
                 if existing.authentication != auth {

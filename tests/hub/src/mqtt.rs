@@ -350,9 +350,17 @@ pub fn encode(packet: &Packet, out: &mut Vec<u8>) {
             if connect.password.is_some() {
                 flags |= 0x40;
             }
+            if connect.will_topic.is_some() {
+                flags |= 0x04;
+            }
             body.push(flags);
             body.extend_from_slice(&connect.keep_alive.to_be_bytes());
             put_str(&mut body, &connect.client_id);
+            if let Some(topic) = &connect.will_topic {
+                // The hub keeps only the will topic; the message is written empty.
+                put_str(&mut body, topic);
+                put_bin(&mut body, &[]);
+            }
             if let Some(username) = &connect.username {
                 put_str(&mut body, username);
             }
@@ -462,6 +470,14 @@ mod tests {
             clean_session: true,
             will_topic: None,
         }));
+        round_trip(Packet::Connect(Connect {
+            client_id: "dev2".into(),
+            username: None,
+            password: None,
+            keep_alive: 0,
+            clean_session: false,
+            will_topic: Some("devices/dev2/messages/events/".into()),
+        }));
         round_trip(Packet::Publish(Publish {
             topic: "$iothub/twin/GET/?$rid=1".into(),
             payload: vec![0; 300],
@@ -488,6 +504,46 @@ mod tests {
         encode(&Packet::PubAck { pkid: 9 }, &mut bytes);
         for cut in 0..bytes.len() {
             assert_eq!(decode(&bytes[..cut], MAX_PACKET_SIZE), Ok(None));
+        }
+    }
+
+    #[test]
+    fn random_and_mutated_input_never_panics() {
+        // A deterministic stand-in for the cargo-fuzz target (fuzz/mqtt_packets.rs).
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut seed = Vec::new();
+        encode(
+            &Packet::Subscribe {
+                pkid: 1,
+                filters: vec![("$iothub/twin/res/#".into(), 1)],
+            },
+            &mut seed,
+        );
+        for round in 0..20_000 {
+            let mut bytes = if round % 2 == 0 {
+                seed.clone()
+            } else {
+                (0..(next() % 64)).map(|_| next() as u8).collect()
+            };
+            if !bytes.is_empty() {
+                let index = (next() as usize) % bytes.len();
+                bytes[index] = next() as u8;
+            }
+            if let Ok(Some((packet, used))) = decode(&bytes, MAX_PACKET_SIZE) {
+                assert!(used <= bytes.len());
+                let mut again = Vec::new();
+                encode(&packet, &mut again);
+                assert_eq!(
+                    decode(&again, MAX_PACKET_SIZE),
+                    Ok(Some((packet, again.len())))
+                );
+            }
         }
     }
 

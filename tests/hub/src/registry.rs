@@ -28,6 +28,9 @@ pub struct HubConfig {
     /// DPS enrollment groups: group name -> group symmetric key (device keys are derived).
     #[serde(default)]
     pub enrollment_groups: BTreeMap<String, String>,
+    /// DPS individual X.509 enrollments: registration id -> certificate thumbprint (hex).
+    #[serde(default)]
+    pub x509_enrollments: BTreeMap<String, String>,
 }
 
 /// How a device authenticates.

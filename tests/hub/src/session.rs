@@ -162,7 +162,7 @@ pub async fn serve_connection(
     };
     let username = connect.username.clone().unwrap_or_default();
     if username.contains("/registrations/") {
-        crate::dps::serve(&hub, conn, &connect, shutdown).await;
+        crate::dps::serve(&hub, conn, &connect, thumbprints.as_ref(), shutdown).await;
     } else {
         let _ = device_session(&hub, conn, &connect, thumbprints.as_ref(), shutdown).await;
     }
@@ -250,6 +250,7 @@ async fn device_session<S: AsyncRead + AsyncWrite + Unpin>(
         let mut session = DeviceSession {
             hub,
             id,
+            conn_id,
             subscriptions: Vec::new(),
         };
         loop {
@@ -297,6 +298,7 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
 struct DeviceSession<'a> {
     hub: &'a Arc<Hub>,
     id: &'a str,
+    conn_id: u64,
     subscriptions: Vec<String>,
 }
 
@@ -308,6 +310,25 @@ impl DeviceSession<'_> {
             "$iothub/methods/POST/#".to_owned(),
             format!("devices/{}/messages/devicebound/#", self.id),
         ]
+    }
+
+    fn sync_method_subscription(&self) {
+        let subscribed = self.wants("$iothub/methods/POST/");
+        self.hub
+            .set_methods_subscribed(self.id, self.conn_id, subscribed);
+    }
+
+    /// Sends a response, as IoT Hub does, only if the device subscribed to its topic.
+    async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        conn: &mut Framed<S>,
+        topic: String,
+        body: Vec<u8>,
+    ) -> Result<(), ConnectionEnd> {
+        if self.wants(&topic) {
+            conn.publish(topic, body).await?;
+        }
+        Ok(())
     }
 
     /// Whether a hub-originated publish matches a subscription.
@@ -344,11 +365,13 @@ impl DeviceSession<'_> {
                         }
                     })
                     .collect();
+                self.sync_method_subscription();
                 fault_delay(self.hub).await;
                 conn.write(&Packet::SubAck { pkid, codes }).await?;
             }
             Packet::Unsubscribe { pkid, filters } => {
                 self.subscriptions.retain(|s| !filters.contains(s));
+                self.sync_method_subscription();
                 conn.write(&Packet::UnsubAck { pkid }).await?;
             }
             Packet::PingReq => conn.write(&Packet::PingResp).await?,
@@ -393,7 +416,7 @@ impl DeviceSession<'_> {
                     Err(error) => (404, to_json(&json!({"message": error.to_string()}))),
                 }
             };
-            conn.publish(format!("$iothub/twin/res/{status}/?$rid={rid}"), body)
+            self.respond(conn, format!("$iothub/twin/res/{status}/?$rid={rid}"), body)
                 .await?;
         } else if topic.starts_with("$iothub/twin/PATCH/properties/reported/") {
             let (_, params) = split_query(topic);
@@ -419,7 +442,7 @@ impl DeviceSession<'_> {
                     ),
                 }
             };
-            conn.publish(topic, body).await?;
+            self.respond(conn, topic, body).await?;
         } else if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
             let (path, params) = split_query(rest);
             let status = path.trim_end_matches('/').parse::<i64>().unwrap_or(500);

@@ -113,3 +113,76 @@ async fn individual_and_group_enrollments_provision_devices() {
         5
     );
 }
+
+#[tokio::test]
+async fn x509_enrollment_provisions_a_certificate_device() {
+    let (_dir, hub) = common::start();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "cert-dev");
+    let cert = params.self_signed(&key).unwrap();
+    let [_, sha256] = testudo_hub::tls::thumbprints(cert.der());
+    hub.add_x509_enrollment("cert-dev", &sha256).unwrap();
+    let scope = hub.id_scope();
+    let options = ConnectOptions {
+        addr: hub.mqtt_addr,
+        host: hub.host.clone(),
+        ca_pem: hub.ca_pem.clone(),
+        client_id: "cert-dev".into(),
+        username: format!("{scope}/registrations/cert-dev/api-version=2019-03-31"),
+        password: None,
+        client_cert: Some((cert.pem(), key.serialize_pem())),
+        keep_alive: 60,
+    };
+    let (_, code) = TestDevice::connect(&ConnectOptions {
+        client_cert: None,
+        ..options.clone()
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 5, "no certificate, no registration");
+
+    let (mut client, code) = TestDevice::connect(&options).await.unwrap();
+    assert_eq!(code, 0);
+    client
+        .subscribe(&["$dps/registrations/res/#"])
+        .await
+        .unwrap();
+    client
+        .publish("$dps/registrations/PUT/iotdps-register/?$rid=1", b"{}")
+        .await
+        .unwrap();
+    let accepted = client
+        .next_publish("$dps/registrations/res/202/")
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&accepted.payload).unwrap();
+    let operation = body["operationId"].as_str().unwrap().to_owned();
+    client
+        .publish(
+            &format!(
+                "$dps/registrations/GET/iotdps-get-operationstatus/?$rid=2&operationId={operation}"
+            ),
+            b"",
+        )
+        .await
+        .unwrap();
+    let done = client
+        .next_publish("$dps/registrations/res/200/")
+        .await
+        .unwrap();
+    let body: Value = serde_json::from_slice(&done.payload).unwrap();
+    assert_eq!(body["registrationState"]["deviceId"], "cert-dev");
+
+    // The device now connects to the hub with the same certificate.
+    let (device, code) = TestDevice::connect(&ConnectOptions {
+        username: format!("{}/cert-dev/?api-version=2021-04-12", hub.host),
+        ..options
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    device.disconnect().await;
+}

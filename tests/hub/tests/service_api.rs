@@ -136,3 +136,60 @@ fn etags_and_authorization_are_enforced() {
     .unwrap();
     assert!(!hub.hub().authenticate_service(&wrong_key));
 }
+
+#[test]
+fn wrong_service_key_is_refused_with_401() {
+    let (dir, hub) = common::start();
+    hub.add_device("d").unwrap();
+    // A client holding another key: rewrite the key the CLI-side client reads.
+    let path = dir.path().join("hub.json");
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    config["serviceKey"] = json!(testudo_hub::sas::random_key());
+    std::fs::write(&path, serde_json::to_vec(&config).unwrap()).unwrap();
+    let client = ServiceClient::for_running(dir.path()).unwrap().unwrap();
+    let refused = client.request("GET", "/twins/d", None);
+    assert!(
+        matches!(refused, Err(HubError::ServiceStatus { status: 401, .. })),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn admin_endpoints_set_faults_and_read_telemetry() {
+    let (dir, hub) = common::start();
+    let mut device = common::connected_device(&hub, "adm").await;
+    device
+        .publish("devices/adm/messages/events/", b"42")
+        .await
+        .unwrap();
+    let state = dir.path().to_path_buf();
+    let (faults, telemetry) = tokio::task::spawn_blocking(move || {
+        let client = ServiceClient::for_running(&state).unwrap().unwrap();
+        let (_, faults) = client
+            .request(
+                "POST",
+                "/testudo/faults",
+                Some(&json!({"throttle": true, "delayMs": 5, "dropConnections": "adm"})),
+            )
+            .unwrap();
+        let (_, telemetry) = client
+            .request("GET", "/testudo/telemetry?deviceId=adm", None)
+            .unwrap();
+        (faults, telemetry)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        faults,
+        json!({"throttle": true, "delayMs": 5, "refuseConnections": false})
+    );
+    assert!(hub.hub().faults().throttle);
+    assert!(
+        device
+            .closed_within(std::time::Duration::from_secs(5))
+            .await
+    );
+    assert_eq!(telemetry[0]["body"], "42");
+    assert_eq!(telemetry[0]["deviceId"], "adm");
+}

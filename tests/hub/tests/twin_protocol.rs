@@ -181,3 +181,43 @@ async fn direct_methods_and_telemetry_are_routed() {
         .unwrap();
     assert!(device.closed_within(Duration::from_secs(5)).await);
 }
+
+#[tokio::test]
+async fn methods_need_a_subscription_like_on_iot_hub() {
+    let (_dir, hub) = common::start();
+    let key = hub.add_device("quiet").unwrap().primary_key;
+    let (mut device, code) = testudo_hub::test_client::TestDevice::connect(&common::options(
+        &hub,
+        "quiet",
+        &key,
+        Duration::from_secs(60),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(code, 0);
+    let started = std::time::Instant::now();
+    let offline = hub
+        .invoke_method("quiet", "m", &Value::Null, Duration::from_secs(10))
+        .await;
+    assert!(
+        matches!(offline, Err(testudo_hub::HubError::DeviceNotOnline { .. })),
+        "{offline:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2), "fails fast");
+    device.subscribe(&["$iothub/methods/POST/#"]).await.unwrap();
+    assert!(common::eventually(|| hub.hub().is_connected("quiet")).await);
+    let invoke = hub.invoke_method("quiet", "m", &Value::Null, Duration::from_secs(10));
+    let answer = async {
+        let request = device
+            .next_publish("$iothub/methods/POST/m/")
+            .await
+            .unwrap();
+        let rid = request.topic.split("?$rid=").nth(1).unwrap().to_owned();
+        device
+            .publish(&format!("$iothub/methods/res/200/?$rid={rid}"), b"")
+            .await
+            .unwrap();
+    };
+    let (response, ()) = tokio::join!(invoke, answer);
+    assert_eq!(response.unwrap().status, 200);
+}

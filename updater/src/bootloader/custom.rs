@@ -55,7 +55,11 @@ impl Bootloader for CustomBackend {
 
     fn primary(&mut self) -> Result<Option<String>> {
         let answer = self.call(&["get-primary"])?;
-        Ok(if answer.is_empty() { None } else { Some(answer) })
+        Ok(if answer.is_empty() {
+            None
+        } else {
+            Some(answer)
+        })
     }
 
     fn set_primary(&mut self, bootname: &str) -> Result<()> {
@@ -74,6 +78,7 @@ impl Bootloader for CustomBackend {
     }
 
     fn set_state(&mut self, bootname: &str, state: BootState) -> Result<()> {
-        self.call(&["set-state", bootname, state.as_str()]).map(drop)
+        self.call(&["set-state", bootname, state.as_str()])
+            .map(drop)
     }
 }

@@ -44,7 +44,8 @@ impl FileBackend {
 
     /// Reads the state.
     pub fn load(&self) -> Result<State> {
-        let text = std::fs::read_to_string(&self.path).map_err(crate::error::read_err(&self.path))?;
+        let text =
+            std::fs::read_to_string(&self.path).map_err(crate::error::read_err(&self.path))?;
         serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", self.path.display())))
     }
 
@@ -106,8 +107,14 @@ impl Bootloader for FileBackend {
 
     fn state(&mut self, bootname: &str) -> Result<BootState> {
         let state = self.load()?;
-        let bits = state.get(bootname).ok_or_else(|| bad(format!("unknown slot {bootname:?}")))?;
-        Ok(if bootable(bits) { BootState::Good } else { BootState::Bad })
+        let bits = state
+            .get(bootname)
+            .ok_or_else(|| bad(format!("unknown slot {bootname:?}")))?;
+        Ok(if bootable(bits) {
+            BootState::Good
+        } else {
+            BootState::Bad
+        })
     }
 
     fn set_state(&mut self, bootname: &str, boot_state: BootState) -> Result<()> {

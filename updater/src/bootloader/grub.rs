@@ -162,7 +162,8 @@ impl Bootloader for GrubBackend {
     fn primary(&mut self) -> Result<Option<String>> {
         let env = self.load()?;
         Ok(env.order().into_iter().find(|name| {
-            env.get(&format!("{name}_OK")) == Some("1") && env.get(&format!("{name}_TRY")) == Some("0")
+            env.get(&format!("{name}_OK")) == Some("1")
+                && env.get(&format!("{name}_TRY")) == Some("0")
         }))
     }
 
@@ -170,7 +171,11 @@ impl Bootloader for GrubBackend {
         self.check(bootname)?;
         let mut env = self.load()?;
         let mut order = vec![bootname.to_string()];
-        for name in env.order().into_iter().chain(self.bootnames.iter().cloned()) {
+        for name in env
+            .order()
+            .into_iter()
+            .chain(self.bootnames.iter().cloned())
+        {
             if !order.contains(&name) {
                 order.push(name);
             }
@@ -186,7 +191,11 @@ impl Bootloader for GrubBackend {
         let env = self.load()?;
         let ok = env.get(&format!("{bootname}_OK")) == Some("1");
         let tried = env.get(&format!("{bootname}_TRY")) == Some("1");
-        Ok(if ok && !tried { BootState::Good } else { BootState::Bad })
+        Ok(if ok && !tried {
+            BootState::Good
+        } else {
+            BootState::Bad
+        })
     }
 
     fn set_state(&mut self, bootname: &str, state: BootState) -> Result<()> {
@@ -204,23 +213,34 @@ impl Bootloader for GrubBackend {
 
 /// What GRUB does at power-on with this environment, as the script from
 /// [`boot_selection_script`]: the first slot in ORDER with OK=1 and TRY=0 gets TRY=1 and is
-/// booted. Returns its bootname, or None when no slot is bootable. Mutates `env` as GRUB's
-/// `save_env` would.
+/// booted. If no slot qualifies (e.g. power was cut while the only good slot was booting,
+/// before it confirmed), every slot with OK=1 gets TRY=0 again and the selection is repeated
+/// once, so a device never ends up with nothing to boot while a good slot exists.
+/// Returns the bootname, or None when no slot has OK=1. Mutates `env` as GRUB's `save_env`.
 pub fn simulate_boot(env: &mut GrubEnv) -> Option<String> {
-    for name in env.order() {
-        let ok = env.get(&format!("{name}_OK")) == Some("1");
-        let fresh = env.get(&format!("{name}_TRY")) == Some("0");
-        if ok && fresh {
-            env.set(&format!("{name}_TRY"), "1");
-            return Some(name);
+    for round in 0..2 {
+        for name in env.order() {
+            let ok = env.get(&format!("{name}_OK")) == Some("1");
+            let fresh = env.get(&format!("{name}_TRY")) == Some("0");
+            if ok && fresh {
+                env.set(&format!("{name}_TRY"), "1");
+                return Some(name);
+            }
+        }
+        if round == 0 {
+            for name in env.order() {
+                if env.get(&format!("{name}_OK")) == Some("1") {
+                    env.set(&format!("{name}_TRY"), "0");
+                }
+            }
         }
     }
     None
 }
 
 /// The grub.cfg fragment that implements [`simulate_boot`]; it expects `menuentry`s whose
-/// `--id` is `slot-<bootname>` and the grubenv at `env_file` on the search root, and sets
-/// `default`. Slots are listed by bootname.
+/// `--id` is `slot-<bootname>`, reads and saves the grubenv at `env_file` (on the current
+/// `root`), and sets `default`. Slots are listed by bootname.
 pub fn boot_selection_script(bootnames: &[&str], env_file: &str) -> String {
     let mut script = String::new();
     script.push_str(&format!("set ORDER=\"{}\"\n", bootnames.join(" ")));
@@ -228,18 +248,33 @@ pub fn boot_selection_script(bootnames: &[&str], env_file: &str) -> String {
         script.push_str(&format!("set {name}_OK=0\nset {name}_TRY=0\n"));
     }
     script.push_str(&format!("load_env -f {env_file}\n"));
-    script.push_str("set default=\"\"\nfor SLOT in $ORDER; do\n");
+    script.push_str("set default=\"\"\n");
+    let select = |script: &mut String| {
+        script.push_str("for SLOT in $ORDER; do\n");
+        for name in bootnames {
+            script.push_str(&format!(
+                "  if [ \"$default\" = \"\" -a \"$SLOT\" = \"{name}\" ]; then\n    if [ \"${name}_OK\" = \"1\" -a \"${name}_TRY\" = \"0\" ]; then\n      set {name}_TRY=1\n      set default=slot-{name}\n    fi\n  fi\n"
+            ));
+        }
+        script.push_str("done\n");
+    };
+    select(&mut script);
+    script.push_str("if [ \"$default\" = \"\" ]; then\n");
     for name in bootnames {
         script.push_str(&format!(
-            "  if [ \"$default\" = \"\" -a \"$SLOT\" = \"{name}\" ]; then\n    if [ \"${name}_OK\" = \"1\" -a \"${name}_TRY\" = \"0\" ]; then\n      set {name}_TRY=1\n      set default=slot-{name}\n    fi\n  fi\n"
+            "  if [ \"${name}_OK\" = \"1\" ]; then set {name}_TRY=0; fi\n"
         ));
     }
-    script.push_str("done\n");
+    script.push_str("fi\n");
+    select(&mut script);
     let vars: Vec<String> = bootnames
         .iter()
         .flat_map(|n| [format!("{n}_OK"), format!("{n}_TRY")])
         .collect();
-    script.push_str(&format!("save_env -f {env_file} ORDER {}\n", vars.join(" ")));
+    script.push_str(&format!(
+        "save_env -f {env_file} ORDER {}\n",
+        vars.join(" ")
+    ));
     script.push_str("if [ \"$default\" = \"\" ]; then\n  echo \"testudo: no bootable slot\"\n  sleep 5\n  reboot\nfi\n");
     script
 }
@@ -266,5 +301,24 @@ mod tests {
         assert_eq!(simulate_boot(&mut env).as_deref(), Some("B"));
         // B was not marked good: next boot falls back to A.
         assert_eq!(simulate_boot(&mut env).as_deref(), Some("A"));
+    }
+
+    #[test]
+    fn a_used_up_good_slot_gets_another_try_rather_than_nothing() {
+        let mut env = GrubEnv::initial(&["A", "B"]);
+        env.set("B_OK", "0");
+        assert_eq!(simulate_boot(&mut env).as_deref(), Some("A"));
+        // Power cut before A confirmed: A_TRY=1, B abandoned. A boots again.
+        assert_eq!(simulate_boot(&mut env).as_deref(), Some("A"));
+        env.set("A_OK", "0");
+        assert_eq!(simulate_boot(&mut env), None);
+    }
+
+    #[test]
+    fn script_lists_every_slot_and_saves_the_env() {
+        let script = boot_selection_script(&["A", "B"], "/grubenv");
+        assert!(script.contains("load_env -f /grubenv\n"));
+        assert!(script.contains("set default=slot-B\n"));
+        assert!(script.contains("save_env -f /grubenv ORDER A_OK A_TRY B_OK B_TRY\n"));
     }
 }

@@ -59,19 +59,28 @@ pub fn open(conf: &SystemConf) -> Result<Box<dyn Bootloader>> {
         .filter_map(|s| s.bootname.clone())
         .collect();
     match &conf.bootloader {
-        BootloaderKind::Grub => Ok(Box::new(grub::GrubBackend::new(conf.grubenv.clone(), bootnames))),
+        BootloaderKind::Grub => Ok(Box::new(grub::GrubBackend::new(
+            conf.grubenv.clone(),
+            bootnames,
+        ))),
         BootloaderKind::Custom => {
-            let handler = conf.custom_backend.clone().ok_or(UpdaterError::Bootloader {
-                backend: "custom",
-                message: "[handlers] bootloader-custom-backend= is not set".to_string(),
-            })?;
+            let handler = conf
+                .custom_backend
+                .clone()
+                .ok_or(UpdaterError::Bootloader {
+                    backend: "custom",
+                    message: "[handlers] bootloader-custom-backend= is not set".to_string(),
+                })?;
             Ok(Box::new(custom::CustomBackend::new(handler)))
         }
         BootloaderKind::File => {
-            let path = conf.bootloader_statefile.clone().ok_or(UpdaterError::Bootloader {
-                backend: "file",
-                message: "[system] bootloader-statefile= is not set".to_string(),
-            })?;
+            let path = conf
+                .bootloader_statefile
+                .clone()
+                .ok_or(UpdaterError::Bootloader {
+                    backend: "file",
+                    message: "[system] bootloader-statefile= is not set".to_string(),
+                })?;
             Ok(Box::new(file::FileBackend::new(path)))
         }
         BootloaderKind::Other(name) => Err(UpdaterError::Bootloader {
@@ -96,12 +105,15 @@ pub(crate) fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> Result<(
     let temp = dir.join(format!(".{name}.new"));
     let werr = crate::error::write_err(&temp);
     let mut file = std::fs::File::create(&temp).map_err(werr)?;
-    file.write_all(bytes).map_err(crate::error::write_err(&temp))?;
+    file.write_all(bytes)
+        .map_err(crate::error::write_err(&temp))?;
     file.sync_all().map_err(crate::error::write_err(&temp))?;
     drop(file);
     std::fs::rename(&temp, path).map_err(crate::error::write_err(path))?;
     if let Ok(dir_handle) = std::fs::File::open(&dir) {
-        dir_handle.sync_all().map_err(crate::error::write_err(&dir))?;
+        dir_handle
+            .sync_all()
+            .map_err(crate::error::write_err(&dir))?;
     }
     Ok(())
 }

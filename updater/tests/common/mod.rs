@@ -1,6 +1,6 @@
 //! Shared helpers for the updater integration tests: a throwaway PKI, small images, and
 //! running the real `rauc`.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -30,7 +30,14 @@ pub fn pki(dir: &Path, kind: KeyKind, intermediate: bool, signer_validity: Valid
     let (keyring, _) = write_issued(dir, "root", &root);
     let mut intermediates = Vec::new();
     let parent = if intermediate {
-        let inter = keys::issue("test intermediate CA", kind, Validity::days(30), true, Some(&root)).unwrap();
+        let inter = keys::issue(
+            "test intermediate CA",
+            kind,
+            Validity::days(30),
+            true,
+            Some(&root),
+        )
+        .unwrap();
         let (cert, _) = write_issued(dir, "intermediate", &inter);
         intermediates.push(cert);
         inter
@@ -42,7 +49,11 @@ pub fn pki(dir: &Path, kind: KeyKind, intermediate: bool, signer_validity: Valid
     Pki {
         dir: dir.to_path_buf(),
         keyring,
-        signer: Signer { cert, key, intermediates },
+        signer: Signer {
+            cert,
+            key,
+            intermediates,
+        },
     }
 }
 
@@ -97,7 +108,13 @@ pub struct Device {
 
 /// Slot A holds `image_a` (installed as version `version_a`, marked good), slot B junk;
 /// GRUB env ORDER="A B" with both slots OK.
-pub fn device(dir: &Path, keyring: &Path, compatible: &str, image_a: &Path, version_a: &str) -> Device {
+pub fn device(
+    dir: &Path,
+    keyring: &Path,
+    compatible: &str,
+    image_a: &Path,
+    version_a: &str,
+) -> Device {
     use testudo_updater::bootloader::grub::GrubEnv;
     use testudo_updater::status_file::{SlotStatus, StatusFile};
     std::fs::create_dir_all(dir).unwrap();
@@ -107,7 +124,14 @@ pub fn device(dir: &Path, keyring: &Path, compatible: &str, image_a: &Path, vers
     std::fs::write(&slot_b, vec![0x5au8; 70_000]).unwrap();
     let grubenv = dir.join("grubenv");
     std::fs::write(&grubenv, GrubEnv::initial(&["A", "B"]).render().unwrap()).unwrap();
-    let conf = testudo_updater::SystemConf::grub_ab(compatible, keyring, &grubenv, &dir.join("data"), &slot_a, &slot_b);
+    let conf = testudo_updater::SystemConf::grub_ab(
+        compatible,
+        keyring,
+        &grubenv,
+        &dir.join("data"),
+        &slot_a,
+        &slot_b,
+    );
     let conf_path = dir.join("system.conf");
     std::fs::write(&conf_path, conf.render()).unwrap();
     let mut status = StatusFile::load(&conf.status_path().unwrap()).unwrap();
@@ -125,12 +149,20 @@ pub fn device(dir: &Path, keyring: &Path, compatible: &str, image_a: &Path, vers
         },
     );
     status.save().unwrap();
-    Device { dir: dir.to_path_buf(), conf_path, conf, slot_a, slot_b, grubenv }
+    Device {
+        dir: dir.to_path_buf(),
+        conf_path,
+        conf,
+        slot_a,
+        slot_b,
+        grubenv,
+    }
 }
 
 impl Device {
     pub fn env(&self) -> testudo_updater::bootloader::grub::GrubEnv {
-        testudo_updater::bootloader::grub::GrubEnv::parse(&std::fs::read(&self.grubenv).unwrap()).unwrap()
+        testudo_updater::bootloader::grub::GrubEnv::parse(&std::fs::read(&self.grubenv).unwrap())
+            .unwrap()
     }
 
     pub fn set_env(&self, env: &testudo_updater::bootloader::grub::GrubEnv) {
@@ -183,12 +215,23 @@ impl Device {
 
 /// Verifies with a fresh keyring from `path`.
 pub fn keyring(path: &Path) -> testudo_updater::Keyring {
-    testudo_updater::Keyring::load(path, testudo_updater::signature::CheckPurpose::default()).unwrap()
+    testudo_updater::Keyring::load(path, testudo_updater::signature::CheckPurpose::default())
+        .unwrap()
 }
 
 /// Creates a verity bundle of `image` with version `version`.
-pub fn make_bundle(pki: &Pki, image: &Path, compatible: &str, version: &str, out: &Path) -> PathBuf {
-    let spec = testudo_updater::BundleSpec::new(compatible, version, vec![("rootfs".into(), image.to_path_buf())]);
+pub fn make_bundle(
+    pki: &Pki,
+    image: &Path,
+    compatible: &str,
+    version: &str,
+    out: &Path,
+) -> PathBuf {
+    let spec = testudo_updater::BundleSpec::new(
+        compatible,
+        version,
+        vec![("rootfs".into(), image.to_path_buf())],
+    );
     testudo_updater::bundle::create(&spec, &pki.signer, out).unwrap();
     out.to_path_buf()
 }

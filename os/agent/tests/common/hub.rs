@@ -1,5 +1,6 @@
 //! The local IoT Hub emulator (`testudo-hub`) for agent tests, and agent configs pointing at it.
 
+#![allow(clippy::unwrap_used)] // test support code: a failed setup step is a failed test
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -25,7 +26,12 @@ impl TestHub {
         let state = dir.path().join("hub");
         let running = start_on_thread(EmulatorConfig::new(&state));
         let mqtt_port = running.mqtt_addr.port();
-        Self { running: Some(running), state, _dir: dir, mqtt_port }
+        Self {
+            running: Some(running),
+            state,
+            _dir: dir,
+            mqtt_port,
+        }
     }
 
     pub fn hub(&self) -> &RunningHub {
@@ -35,7 +41,9 @@ impl TestHub {
     /// Stops the emulator (state is flushed to disk).
     pub fn stop(&mut self) {
         if let Some(running) = self.running.take() {
-            std::thread::spawn(move || running.shutdown()).join().unwrap();
+            std::thread::spawn(move || running.shutdown())
+                .join()
+                .unwrap();
         }
     }
 
@@ -47,7 +55,10 @@ impl TestHub {
     }
 
     pub fn tls(&self) -> TlsSettings {
-        TlsSettings { ca_pem: self.hub().ca_pem.clone().into_bytes(), client_identity: None }
+        TlsSettings {
+            ca_pem: self.hub().ca_pem.clone().into_bytes(),
+            client_identity: None,
+        }
     }
 
     /// Registers `id` and returns a fast-retrying agent config for it.
@@ -61,7 +72,10 @@ impl TestHub {
 
     pub fn point_at_emulator(&self, config: &mut AgentConfig) {
         config.port = self.mqtt_port;
-        config.backoff = Backoff { initial: Duration::from_millis(100), max: Duration::from_millis(800) };
+        config.backoff = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(800),
+        };
         config.request_timeout = Duration::from_secs(10);
     }
 }
@@ -120,7 +134,10 @@ pub async fn next_desired(events: &mut UnboundedReceiver<AgentEvent>) -> Desired
 pub async fn eventually(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + timeout;
     while !condition() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

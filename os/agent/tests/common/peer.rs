@@ -2,13 +2,16 @@
 //! (malformed twin JSON, version gaps). It speaks real MQTT 3.1.1 (rumqttc's codec) over real
 //! TLS (rustls, a throwaway CA from rcgen).
 
+#![allow(clippy::unwrap_used)] // test support code: a failed setup step is a failed test
 #![allow(dead_code)]
 
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use rumqttc::{ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, QoS, SubAck, SubscribeReasonCode};
+use rumqttc::{
+    ConnAck, ConnectReturnCode, Packet, PingResp, PubAck, Publish, QoS, SubAck, SubscribeReasonCode,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -46,7 +49,12 @@ pub async fn listen() -> PeerListener {
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    PeerListener { listener, acceptor: TlsAcceptor::from(Arc::new(config)), port, ca_pem: ca_cert.pem() }
+    PeerListener {
+        listener,
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        port,
+        ca_pem: ca_cert.pem(),
+    }
 }
 
 impl PeerListener {
@@ -54,16 +62,28 @@ impl PeerListener {
     pub async fn accept(&self) -> Peer {
         let (tcp, _) = self.listener.accept().await.unwrap();
         let stream = self.acceptor.accept(tcp).await.unwrap();
-        let mut peer = Peer { stream, buf: BytesMut::new() };
+        let mut peer = Peer {
+            stream,
+            buf: BytesMut::new(),
+        };
         match peer.read_packet().await {
             Packet::Connect(_) => {}
             other => panic!("expected CONNECT, got {other:?}"),
         }
-        peer.send(Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false))).await;
+        peer.send(Packet::ConnAck(ConnAck::new(
+            ConnectReturnCode::Success,
+            false,
+        )))
+        .await;
         match peer.read_packet().await {
             Packet::Subscribe(subscribe) => {
-                let codes = subscribe.filters.iter().map(|_| SubscribeReasonCode::Success(QoS::AtLeastOnce)).collect();
-                peer.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes))).await;
+                let codes = subscribe
+                    .filters
+                    .iter()
+                    .map(|_| SubscribeReasonCode::Success(QoS::AtLeastOnce))
+                    .collect();
+                peer.send(Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
+                    .await;
             }
             other => panic!("expected SUBSCRIBE, got {other:?}"),
         }
@@ -115,14 +135,21 @@ impl Peer {
 
     /// Publishes to the device (QoS 0, as IoT Hub does for twin traffic).
     pub async fn publish(&mut self, topic: &str, payload: &[u8]) {
-        self.send(Packet::Publish(Publish::new(topic, QoS::AtMostOnce, payload.to_vec()))).await;
+        self.send(Packet::Publish(Publish::new(
+            topic,
+            QoS::AtMostOnce,
+            payload.to_vec(),
+        )))
+        .await;
     }
 
     /// Waits for a twin GET and returns its `$rid`.
     pub async fn expect_get(&mut self) -> String {
         let publish = self.next_publish().await;
         let topic = publish.topic.clone();
-        let rid = topic.strip_prefix("$iothub/twin/GET/?$rid=").unwrap_or_else(|| panic!("expected a twin GET, got {topic}"));
+        let rid = topic
+            .strip_prefix("$iothub/twin/GET/?$rid=")
+            .unwrap_or_else(|| panic!("expected a twin GET, got {topic}"));
         rid.to_string()
     }
 }

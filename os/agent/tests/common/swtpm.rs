@@ -1,5 +1,7 @@
 //! Starts a private swtpm (TCP, free ports, its own state dir) for one test.
 
+#![allow(clippy::unwrap_used)] // test support code: a failed setup step is a failed test
+
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,133 @@
+//! `testudo build CONFIG -o OUT [--keys DIR]`: build the image of a system config.
+//!
+//! Without `--keys`, development keys are created once in
+//! `$XDG_DATA_HOME/testudo/dev-keys` (default `~/.local/share/testudo/dev-keys`) and reused.
+//! The build cache defaults to `$XDG_CACHE_HOME/testudo/images` (`~/.cache/testudo/images`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use testudo_images::{keys, Cache, HostPaths, HostTools, ProgressMode, Reuse};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Nickel system config (or a plan `.json` written by `testudo plan`).
+    config: PathBuf,
+    /// Output directory: rootfs.img, disk.img, update.raucb, manifest.json.
+    #[arg(short, long)]
+    out: PathBuf,
+    /// Key directory made by `testudo keys init` [default: development keys, created once in
+    /// ~/.local/share/testudo/dev-keys].
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Build cache directory [default: ~/.cache/testudo/images].
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Where to find native binaries (testudo-init, drivers, WASM host); repeatable
+    /// [default: the directory of this testudo executable].
+    #[arg(long = "bin-dir")]
+    bin_dirs: Vec<PathBuf>,
+    /// Repository root that WASM module paths are relative to [default: the nearest ancestor
+    /// of CONFIG holding .git, else CONFIG's directory].
+    #[arg(long)]
+    source_root: Option<PathBuf>,
+    /// Print one plain line per step even on a terminal.
+    #[arg(long)]
+    plain: bool,
+}
+
+fn default_source_root(config: &Path) -> anyhow::Result<PathBuf> {
+    let config = std::fs::canonicalize(config)
+        .with_context(|| format!("cannot read config {}", config.display()))?;
+    let start = config.parent().unwrap_or(Path::new("/")).to_path_buf();
+    Ok(start
+        .ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .map(Path::to_path_buf)
+        .unwrap_or(start))
+}
+
+fn load(config: &Path) -> anyhow::Result<testudo_config::Plan> {
+    if config.extension().is_some_and(|e| e == "json") {
+        return testudo_config::Plan::read(config)
+            .with_context(|| format!("cannot read plan {}", config.display()));
+    }
+    match testudo_config::load_plan(config) {
+        Ok((plan, warnings)) => {
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
+            Ok(plan)
+        }
+        Err(errors) => {
+            for error in errors.errors() {
+                let mut line = format!("error: {error}");
+                let mut source = std::error::Error::source(error);
+                while let Some(cause) = source {
+                    line.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                eprintln!("{line}");
+            }
+            anyhow::bail!("{} is not a valid system config", config.display())
+        }
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let plan = load(&args.config)?;
+    let source_root = match args.source_root {
+        Some(root) => root,
+        None => default_source_root(&args.config)?,
+    };
+    let keys = match &args.keys {
+        Some(dir) => keys::open_keys(dir).with_context(|| format!("key directory {}", dir.display()))?,
+        None => {
+            let dir = keys::default_dev_keys_dir();
+            keys::ensure_dev_keys(&dir)
+                .with_context(|| format!("development keys in {}", dir.display()))?
+        }
+    };
+    let bin_dirs = if args.bin_dirs.is_empty() {
+        let exe = std::env::current_exe().context("cannot locate the testudo executable")?;
+        exe.parent().map(|p| vec![p.to_path_buf()]).unwrap_or_default()
+    } else {
+        args.bin_dirs
+    };
+    let request = testudo_images::BuildRequest {
+        plan,
+        source_root,
+        out_dir: args.out.clone(),
+        keys,
+        bin_dirs,
+        cache_dir: args.cache.unwrap_or_else(Cache::default_dir),
+        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        progress: if args.plain { ProgressMode::Plain } else { ProgressMode::Auto },
+        host: HostPaths::default(),
+    };
+    let tools = HostTools::new(0);
+    let report = testudo_images::build(&request, &tools)
+        .with_context(|| format!("building {}", args.config.display()))?;
+    let cached = report
+        .steps
+        .iter()
+        .filter(|s| s.reuse == Some(Reuse::Hit))
+        .count();
+    let seconds: f64 = report.steps.iter().map(|s| s.seconds).sum();
+    for output in report.outputs.iter().filter(|o| !o.name.contains(':')) {
+        println!(
+            "{}  {:>12}  {}",
+            &output.sha256[..16],
+            output.size,
+            args.out.join(&output.name).display()
+        );
+    }
+    eprintln!(
+        "built in {seconds:.1} s ({cached} of {} steps cached), SOURCE_DATE_EPOCH={} ({:?})",
+        report.steps.len(),
+        report.epoch.seconds,
+        report.epoch.source
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,98 @@
+//! `testudo run CONFIG`: run a whole system on this host with real isolation (each
+//! component in its own sandbox under `testudo-init`'s supervisor). Prints `ready: NAMES`
+//! once every component is up; SIGTERM or Ctrl-C stops everything and exits 0.
+
+use std::os::fd::AsFd;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use testudo_init::{signals, EventKind, EventLog, InitOptions, Supervisor};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The Nickel system config (or a plan JSON file, `*.json`).
+    config: PathBuf,
+    /// Directory holding the component binaries (default: the directory of `testudo`).
+    #[arg(long)]
+    bin_dir: Option<PathBuf>,
+    /// Runtime state directory (default: a new temporary directory, removed at exit).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// Data directory for the storage driver (default: `data/` in the state directory).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Directory the plan's WASM module paths are relative to (default: current directory).
+    #[arg(long, default_value = ".")]
+    app_root: PathBuf,
+    /// Print every component's runtime enforcement report (JSON lines) once ready.
+    #[arg(long)]
+    report: bool,
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let plan = if args.config.extension().is_some_and(|ext| ext == "json") {
+        testudo_init::read_plan(&args.config).context("reading the plan")?
+    } else {
+        match testudo_config::load_plan(&args.config) {
+            Ok((plan, _warnings)) => plan,
+            Err(errors) => {
+                for error in &errors.0 {
+                    eprintln!("error: {error}");
+                }
+                anyhow::bail!("{} is not a valid system config", args.config.display());
+            }
+        }
+    };
+    let bin_dir = match args.bin_dir {
+        Some(dir) => dir,
+        None => std::env::current_exe()
+            .context("locating the testudo binary")?
+            .parent()
+            .map(PathBuf::from)
+            .context("the testudo binary has no directory")?,
+    };
+    let temp = match &args.state_dir {
+        Some(_) => None,
+        None => Some(tempfile::Builder::new().prefix("testudo-run-").tempdir().context("creating a state directory")?),
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .or_else(|| temp.as_ref().map(|t| t.path().to_owned()))
+        .context("no state directory")?;
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| state_dir.join("data"));
+    let mut options = InitOptions::new(bin_dir, state_dir, data_dir, args.app_root.clone());
+    options.echo = true;
+    let stop = signals::stop_on_signals().context("installing signal handlers")?;
+    let events = EventLog::new(true);
+    let mut supervisor = Supervisor::new(plan, options, events.clone()).context("preparing the system")?;
+    let supervisor_started = Instant::now();
+    let watcher = events.clone();
+    let report = args.report;
+    std::thread::spawn(move || {
+        if let Some(event) = watcher.wait_for(Duration::from_secs(86_400 * 365), |e| matches!(e.kind, EventKind::Ready { .. })) {
+            println!(
+                "{} (in {} ms; {} ms including loading the config)",
+                event.line(),
+                supervisor_started.elapsed().as_millis(),
+                started.elapsed().as_millis()
+            );
+            if report {
+                for event in watcher.snapshot() {
+                    if let EventKind::Started { report, .. } = &event.kind {
+                        if let Ok(json) = serde_json::to_string(report) {
+                            println!("{json}");
+                        }
+                    }
+                }
+            }
+        }
+    });
+    supervisor.run(stop.as_fd()).context("supervising the system")?;
+    println!("stopped");
+    drop(temp);
+    Ok(ExitCode::SUCCESS)
+}

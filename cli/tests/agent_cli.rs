@@ -1,0 +1,158 @@
+#![cfg(feature = "agent")]
+//! Promise: `testudo agent` imports a device key into a real TPM (swtpm) and refuses bad
+//! configuration with one clear line, never a panic.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Swtpm(Child, String, tempfile::TempDir);
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// swtpm on two consecutive free TCP ports (the TCTI dials control on port + 1).
+fn swtpm() -> Swtpm {
+    let installed = Command::new("swtpm")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(installed, "swtpm is not installed (Debian package `swtpm`)");
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = loop {
+            let a = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = a.local_addr().unwrap().port();
+            if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+                break port;
+            }
+        };
+        let mut child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--tpmstate"])
+            .arg(format!("dir={}", dir.path().display()))
+            .args(["--port", &port.to_string(), "--ctrl"])
+            .arg(format!("type=tcp,port={}", port + 1))
+            .args(["--flags", "not-need-init,startup-clear"])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Swtpm(child, format!("swtpm:host=127.0.0.1,port={port}"), dir);
+            }
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+    }
+    panic!("swtpm did not start");
+}
+
+fn testudo(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_testudo"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn import_key_puts_the_key_into_the_tpm() {
+    let tpm = swtpm();
+    let key = tpm.2.path().join("device.key");
+    std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
+    let out = testudo(&[
+        "agent",
+        "import-key",
+        "--tpm",
+        &tpm.1,
+        "--key-file",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0x81000100"));
+
+    // The key is usable by handle afterwards: `run` gets past TPM setup and fails only at the
+    // (missing) CA file.
+    let out = testudo(&[
+        "agent",
+        "run",
+        "--hub",
+        "localhost",
+        "--device-id",
+        "d",
+        "--tpm",
+        &tpm.1,
+        "--ca",
+        "/nonexistent/ca.pem",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+fn bad_input_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &[
+                "agent",
+                "run",
+                "--connection-string",
+                "HostName=h;DeviceId=d",
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
+            "neither SharedAccessKey",
+        ),
+        (
+            &[
+                "agent",
+                "run",
+                "--connection-string",
+                "HostName=h;DeviceId=d;SharedAccessKey=%%%",
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
+            "base64",
+        ),
+        (
+            &[
+                "agent",
+                "import-key",
+                "--tpm",
+                "swtpm:host=127.0.0.1,port=1",
+                "--key-file",
+                "/nonexistent/key",
+            ],
+            "/nonexistent/key",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = testudo(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        assert!(
+            err.starts_with("error: ") && err.contains(expected),
+            "{args:?}: {err}"
+        );
+        assert!(
+            !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+#![cfg(feature = "updater")]
+//! Promise: `testudo keys init`, `bundle create`, `bundle info` and `bundle extract` work end
+//! to end, the real `rauc info` accepts the result, and a tampered bundle makes `info` and
+//! `extract` exit 1 with a one-line error (no panic) and write nothing.
+#![allow(clippy::unwrap_used)] // helpers outside #[test] fns
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn testudo(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_testudo"));
+    for arg in args {
+        command.arg(arg);
+    }
+    command.output().expect("run testudo")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn write_image(path: &Path, size: usize) {
+    let data: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
+    std::fs::write(path, data).unwrap();
+}
+
+#[test]
+fn keys_bundle_info_extract() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    let out = ok(&testudo(&[&"keys", &"init", &keys]));
+    assert!(out.contains("NOT for production"), "{out}");
+    for name in [
+        "ca.pem",
+        "signing.pem",
+        "signing.key",
+        "deploy.ed25519",
+        "deploy.ed25519.pub",
+    ] {
+        assert!(keys.join(name).is_file(), "{name} missing");
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(keys.join("signing.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0, "private key readable by others");
+    assert!(std::fs::read_to_string(keys.join("deploy.ed25519"))
+        .unwrap()
+        .starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(std::fs::read_to_string(keys.join("deploy.ed25519.pub"))
+        .unwrap()
+        .starts_with("-----BEGIN PUBLIC KEY-----"));
+    // A second init refuses to overwrite.
+    assert!(!testudo(&[&"keys", &"init", &keys]).status.success());
+
+    let image = dir.path().join("rootfs.ext4");
+    write_image(&image, 150_000);
+    let bundle = dir.path().join("update.raucb");
+    let image_arg = format!("rootfs={}", image.display());
+    ok(&testudo(&[
+        &"bundle",
+        &"create",
+        &"--compatible",
+        &"acme-gw",
+        &"--version",
+        &"2.1.0",
+        &"--image",
+        &image_arg,
+        &"--cert",
+        &keys.join("signing.pem"),
+        &"--key",
+        &keys.join("signing.key"),
+        &"-o",
+        &bundle,
+    ]));
+    let info = ok(&testudo(&[
+        &"bundle",
+        &"info",
+        &"--keyring",
+        &keys.join("ca.pem"),
+        &bundle,
+    ]));
+    assert!(info.contains("Compatible:    acme-gw"), "{info}");
+    assert!(info.contains("testudo development bundle signer"), "{info}");
+
+    let rauc = Command::new("rauc")
+        .arg("info")
+        .arg("--keyring")
+        .arg(keys.join("ca.pem"))
+        .arg(&bundle)
+        .output()
+        .expect("rauc (Debian package rauc) is required");
+    assert!(
+        rauc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rauc.stderr)
+    );
+
+    let x = dir.path().join("x");
+    ok(&testudo(&[
+        &"bundle",
+        &"extract",
+        &"--keyring",
+        &keys.join("ca.pem"),
+        &bundle,
+        &x,
+    ]));
+    assert_eq!(
+        std::fs::read(x.join("rootfs.ext4")).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
+
+    // Tamper with one payload byte.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    bytes[6000] ^= 0x80;
+    std::fs::write(&bundle, bytes).unwrap();
+    for args in [
+        vec!["bundle", "info", "--keyring"],
+        vec!["bundle", "extract", "--keyring"],
+    ] {
+        let y = dir.path().join("y");
+        let mut all: Vec<&dyn AsRef<std::ffi::OsStr>> = args
+            .iter()
+            .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
+            .collect();
+        let keyring = keys.join("ca.pem");
+        all.push(&keyring);
+        all.push(&bundle);
+        all.push(&y);
+        if args[1] == "info" {
+            all.pop();
+        }
+        let output = testudo(&all);
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.starts_with("error: verifying"), "{stderr}");
+        assert!(stderr.contains("does not match"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!y.exists());
+    }
+}

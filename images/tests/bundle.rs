@@ -1,0 +1,34 @@
+//! Promise: update.raucb is a RAUC bundle that the real `rauc` verifies against the build's
+//! keyring and that carries exactly rootfs.img for slot class `rootfs`.
+
+mod common;
+
+#[test]
+fn rauc_verifies_the_bundle_and_extracts_the_same_rootfs() {
+    let fx = common::fixture();
+    let tools = testudo_images::HostTools::new(0);
+    testudo_images::build(&fx.request, &tools).expect("build");
+    let out = &fx.request.out_dir;
+    let keyring = fx.request.keys.ca_cert.clone();
+    let bundle = out.join("update.raucb");
+    let info = common::run(
+        "rauc",
+        &["info", "--keyring", common::path_str(&keyring), common::path_str(&bundle)],
+    );
+    assert!(info.contains("testudo-imgtest-qemu-x86_64"), "{info}");
+    assert!(info.contains("rootfs.img"), "{info}");
+    let extracted = fx.dir.path().join("extracted");
+    common::run(
+        "rauc",
+        &[
+            "extract",
+            "--keyring",
+            common::path_str(&keyring),
+            common::path_str(&bundle),
+            common::path_str(&extracted),
+        ],
+    );
+    let a = std::fs::read(extracted.join("rootfs.img")).unwrap();
+    let b = std::fs::read(out.join("rootfs.img")).unwrap();
+    assert!(a == b, "bundle rootfs differs from rootfs.img");
+}

@@ -1,0 +1,37 @@
+//! Promise: the build cache is content-addressed: an unchanged rebuild reuses every cached
+//! step and gives identical outputs; changing one WASM app rebuilds the rootfs and the bundle
+//! but reuses the initramfs, binaries, ESP and data partition.
+
+mod common;
+
+use testudo_images::{Reuse, StepReport};
+
+fn reuse(steps: &[StepReport], name: &str) -> Option<Reuse> {
+    steps.iter().find(|s| s.name == name).and_then(|s| s.reuse)
+}
+
+#[test]
+fn changing_one_app_rebuilds_only_what_depends_on_it() {
+    let fx = common::fixture();
+    let tools = testudo_images::HostTools::new(0);
+    let first = testudo_images::build(&fx.request, &tools).expect("first build");
+    assert_eq!(reuse(&first.steps, "rootfs"), Some(Reuse::Built));
+    let rootfs1 = std::fs::read(fx.request.out_dir.join("rootfs.img")).unwrap();
+    let disk1 = std::fs::read(fx.request.out_dir.join("disk.img")).unwrap();
+
+    let again = testudo_images::build(&fx.request, &tools).expect("unchanged rebuild");
+    for step in ["initramfs", "binaries", "rootfs", "esp", "data partition", "update bundle"] {
+        assert_eq!(reuse(&again.steps, step), Some(Reuse::Hit), "{step}");
+    }
+    assert!(std::fs::read(fx.request.out_dir.join("disk.img")).unwrap() == disk1);
+
+    std::fs::write(fx.request.source_root.join("apps/app.wasm"), common::wasm_module("v2")).unwrap();
+    let changed = testudo_images::build(&fx.request, &tools).expect("build after app change");
+    for step in ["rootfs", "update bundle"] {
+        assert_eq!(reuse(&changed.steps, step), Some(Reuse::Built), "{step}");
+    }
+    for step in ["initramfs", "binaries", "esp", "data partition"] {
+        assert_eq!(reuse(&changed.steps, step), Some(Reuse::Hit), "{step}");
+    }
+    assert!(std::fs::read(fx.request.out_dir.join("rootfs.img")).unwrap() != rootfs1);
+}

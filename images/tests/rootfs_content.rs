@@ -1,0 +1,51 @@
+//! Promise: rootfs.img is a squashfs holding the plan, the binaries with their libraries,
+//! the WASM apps, kernel + initramfs (which hands over to testudo-init), kernel modules,
+//! system.conf and keyrings.
+
+mod common;
+
+#[test]
+fn rootfs_holds_everything_the_device_needs() {
+    let fx = common::fixture();
+    let tools = testudo_images::HostTools::new(0);
+    testudo_images::build(&fx.request, &tools).expect("build");
+    let rootfs = fx.request.out_dir.join("rootfs.img");
+    let r = common::path_str(&rootfs);
+    let listing = common::run("unsquashfs", &["-l", r]);
+    for path in [
+        "etc/testudo/plan.json",
+        "usr/lib/testudo/testudo-init",
+        "usr/lib/testudo/testudo-log",
+        "usr/lib/testudo/testudo-net",
+        "usr/lib/testudo/testudo-wasm-host",
+        "usr/share/testudo/apps/apps/app.wasm",
+        "lib/x86_64-linux-gnu/libc.so.6",
+        "lib64/ld-linux-x86-64.so.2",
+        "boot/vmlinuz",
+        "boot/initrd.img",
+        "etc/rauc/system.conf",
+        "etc/rauc/keyring.pem",
+        "etc/testudo/keys/deploy.ed25519.pub",
+        "drivers/net/virtio_net.ko",
+        "data",
+    ] {
+        assert!(listing.contains(path), "{path} not in rootfs:\n{listing}");
+    }
+    let plan = common::run("unsquashfs", &["-cat", r, "etc/testudo/plan.json"]);
+    assert_eq!(plan, fx.request.plan.to_canonical_json().unwrap());
+    let conf = common::run("unsquashfs", &["-cat", r, "etc/rauc/system.conf"]);
+    assert!(conf.contains("compatible=testudo-imgtest-qemu-x86_64"));
+    assert!(conf.contains("bootloader=grub"));
+
+    let work = fx.dir.path().join("initrd");
+    std::fs::create_dir_all(&work).unwrap();
+    let initrd = common::run("sh", &[
+        "-c",
+        &format!("unsquashfs -cat {r} boot/initrd.img | (cd {} && cpio -idm --quiet && find . | sort)", work.display()),
+    ]);
+    for path in ["./init", "./bin/busybox", "./lib/modules/squashfs.ko", "./dev/console"] {
+        assert!(initrd.lines().any(|l| l == path), "{path} not in initramfs:\n{initrd}");
+    }
+    let init = std::fs::read_to_string(work.join("init")).unwrap();
+    assert!(init.contains("switch_root /newroot /usr/lib/testudo/testudo-init"));
+}

@@ -1,0 +1,13 @@
+//! The key-file dialect of the slot status file (and of manifests and system.conf).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use testudo_updater::ini::KeyFile;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        if let Ok(file) = KeyFile::parse(text, "fuzz") {
+            assert_eq!(KeyFile::parse(&file.render(), "fuzz").ok(), Some(file));
+        }
+    }
+});
