@@ -18,7 +18,7 @@ fn graph(output: &Path) -> std::process::Output {
         // No Graphviz on PATH: the SVG must not need it.
         .env("PATH", "/nonexistent")
         .output()
-        .unwrap()
+        .expect("run testudo graph")
 }
 
 #[test]

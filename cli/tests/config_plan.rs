@@ -9,7 +9,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
         .canonicalize()
-        .unwrap()
+        .expect("repository root exists")
 }
 
 #[test]

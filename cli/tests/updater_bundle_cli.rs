@@ -140,7 +140,10 @@ fn keys_bundle_info_extract() {
         let output = testudo(&all);
         assert_eq!(output.status.code(), Some(1));
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.starts_with("error: verifying"), "{stderr}");
+        assert!(
+            stderr.starts_with("error: bundle rejected: verifying payload"),
+            "{stderr}"
+        );
         assert!(stderr.contains("does not match"), "{stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(!y.exists());

@@ -29,7 +29,9 @@ pub fn shared_libraries(tools: &dyn ToolRunner, binary: &Path) -> Result<Vec<Pat
     let call = ToolCall::new("ldd", "listing shared libraries").arg(path_arg(binary));
     match tools.run(&call) {
         Ok(out) => parse_ldd(binary, &String::from_utf8_lossy(&out)),
-        Err(ImageError::ToolFailed { stderr, .. }) if stderr.contains("not a dynamic executable") => {
+        Err(ImageError::ToolFailed { stderr, .. })
+            if stderr.contains("not a dynamic executable") =>
+        {
             Ok(Vec::new())
         }
         Err(err) => Err(err),
@@ -120,9 +122,12 @@ mod tests {
 
     #[test]
     fn real_ldd_lists_libc_for_a_dynamic_binary() {
-        let tools = crate::tool::HostTools::new(0);
+        let tools = crate::tool::HostTools::new();
         let libs = shared_libraries(&tools, Path::new("/bin/sh")).unwrap();
-        assert!(libs.iter().any(|l| l.to_string_lossy().contains("libc.so")), "{libs:?}");
+        assert!(
+            libs.iter().any(|l| l.to_string_lossy().contains("libc.so")),
+            "{libs:?}"
+        );
         let none = shared_libraries(&tools, Path::new("/usr/bin/busybox")).unwrap();
         assert!(none.is_empty());
     }

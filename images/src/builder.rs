@@ -159,9 +159,15 @@ impl RootfsSpec {
     }
 
     fn key_parts(&self) -> Vec<String> {
-        let mut parts: Vec<String> = rootfs::MOUNT_POINTS.iter().map(|m| format!("dir {m}")).collect();
+        let mut parts: Vec<String> = rootfs::MOUNT_POINTS
+            .iter()
+            .map(|m| format!("dir {m}"))
+            .collect();
         for (path, staged) in &self.files {
-            parts.push(format!("{path} {:o} {} {}", staged.mode, staged.digest.sha256, staged.digest.size));
+            parts.push(format!(
+                "{path} {:o} {} {}",
+                staged.mode, staged.digest.sha256, staged.digest.size
+            ));
         }
         parts
     }
@@ -185,7 +191,11 @@ struct Steps {
 }
 
 impl Steps {
-    fn run<T>(&mut self, name: &str, step: impl FnOnce() -> Result<(T, Option<Reuse>)>) -> Result<T> {
+    fn run<T>(
+        &mut self,
+        name: &str,
+        step: impl FnOnce() -> Result<(T, Option<Reuse>)>,
+    ) -> Result<T> {
         self.progress.start(name);
         let started = Instant::now();
         let (value, reuse) = step()?;
@@ -203,7 +213,13 @@ impl Steps {
 fn tool_version(tools: &dyn ToolRunner, program: &str, flag: &str) -> String {
     tools
         .run(&ToolCall::new(program, "reading the tool version").arg(flag))
-        .map(|out| String::from_utf8_lossy(&out).lines().next().unwrap_or("").to_owned())
+        .map(|out| {
+            String::from_utf8_lossy(&out)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
         .unwrap_or_default()
 }
 
@@ -222,7 +238,9 @@ pub fn needed_binaries(plan: &Plan) -> BTreeMap<String, String> {
     for (component, spec) in &plan.components {
         match &spec.run {
             Run::Binary { name } => {
-                names.entry(name.clone()).or_insert_with(|| format!("component `{component}`"));
+                names
+                    .entry(name.clone())
+                    .or_insert_with(|| format!("component `{component}`"));
             }
             Run::Wasm { .. } => {
                 names
@@ -268,10 +286,13 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             source,
         })?
         .into_bytes();
-    inputs.push(entry("plan", &FileDigest {
-        sha256: bytes_sha256(&plan_bytes),
-        size: plan_bytes.len() as u64,
-    }));
+    inputs.push(entry(
+        "plan",
+        &FileDigest {
+            sha256: bytes_sha256(&plan_bytes),
+            size: plan_bytes.len() as u64,
+        },
+    ));
     spec.add_bytes(PLAN_PATH, plan_bytes, 0o644);
 
     // Kernel and modules.
@@ -279,7 +300,10 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         let boards_dir = request.source_root.join("images/boards");
         let kernel = Kernel::locate(&plan.board.kernel, &boards_dir, &request.host.modules_root)?;
         let digest = spec.add_file(KERNEL_PATH, &kernel.image, 0o644)?;
-        inputs.push(entry(&format!("kernel:vmlinuz-{}", kernel.version), &digest));
+        inputs.push(entry(
+            &format!("kernel:vmlinuz-{}", kernel.version),
+            &digest,
+        ));
         let needed = kernel.resolve(&kernel::plan_modules(plan))?;
         let mut load_order = String::new();
         for module in &needed {
@@ -313,7 +337,8 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         }
         let key = CacheKey::new("initramfs", &parts);
         let (object, reuse) = cache.get_or_build(&key, |out| {
-            let busybox = fs::read(&request.host.busybox).map_err(ImageError::read(&request.host.busybox))?;
+            let busybox =
+                fs::read(&request.host.busybox).map_err(ImageError::read(&request.host.busybox))?;
             let archive = initramfs::build(&busybox, &module_files);
             fs::write(out, archive).map_err(ImageError::write(out))
         })?;
@@ -330,7 +355,8 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             let digest = file_digest(&path)?;
             inputs.push(entry(&format!("binary:{name}"), &digest));
             let key = CacheKey::new("strip", [digest.sha256.as_str()]);
-            let (stripped, reuse) = cache.get_or_build(&key, |out| binaries::strip(tools, &path, out))?;
+            let (stripped, reuse) =
+                cache.get_or_build(&key, |out| binaries::strip(tools, &path, out))?;
             any_built |= reuse == Reuse::Built;
             spec.add_file(&format!("{BIN_DIR}/{name}"), &stripped, 0o755)?;
             libraries.extend(binaries::shared_libraries(tools, &path)?);
@@ -354,7 +380,11 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     })?;
 
     // Updater configuration and public keys.
-    spec.add_bytes(rootfs::SYSTEM_CONF_PATH, system_conf::render(plan).into_bytes(), 0o644);
+    spec.add_bytes(
+        rootfs::SYSTEM_CONF_PATH,
+        system_conf::render(plan).into_bytes(),
+        0o644,
+    );
     let ca = spec.add_file(system_conf::KEYRING_PATH, &request.keys.ca_cert, 0o644)?;
     inputs.push(entry("key:ca.pem", &ca));
     let deploy_pub = spec.add_file(
@@ -387,9 +417,15 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     let (esp_object, grub_efi) = steps.run("esp", || {
         let grub_key = CacheKey::new(
             "grub-efi",
-            [esp::early_cfg(), esp::GRUB_MODULES.join(" "), tool_version(tools, "grub-mkimage", "--version")],
+            [
+                esp::early_cfg(),
+                esp::GRUB_MODULES.join(" "),
+                tool_version(tools, "grub-mkimage", "--version"),
+            ],
         );
-        let (grub_efi, _) = cache.get_or_build(&grub_key, |out| esp::build_grub_efi(tools, &work.join("grub"), out))?;
+        let (grub_efi, _) = cache.get_or_build(&grub_key, |out| {
+            esp::build_grub_efi(tools, &work.join("grub"), out)
+        })?;
         let grub_digest = file_digest(&grub_efi)?;
         let volume_id = bytes_sha256(seed.as_bytes())[..8].to_uppercase();
         let size = plan.board.partitions.esp_bytes;
@@ -422,7 +458,10 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     let data_object = steps.run("data partition", || {
         let size = plan.board.partitions.data_bytes.max(disk::ALIGN);
         let size = size.div_ceil(disk::ALIGN) * disk::ALIGN;
-        let key = CacheKey::new("data-fs", [seed.clone(), size.to_string(), epoch_text.clone()]);
+        let key = CacheKey::new(
+            "data-fs",
+            [seed.clone(), size.to_string(), epoch_text.clone()],
+        );
         let (object, reuse) = cache.get_or_build(&key, |out| {
             datafs::build_data_fs(tools, &seed, size, epoch, &work.join("data"), out)
         })?;
@@ -473,17 +512,22 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             if fs::hard_link(&rootfs_object, &image).is_err() {
                 fs::copy(&rootfs_object, &image).map_err(ImageError::write(&image))?;
             }
-            let mut bundle_spec = BundleSpec::new(&plan.compatible, &plan.version, vec![("rootfs".to_owned(), image)]);
+            let mut bundle_spec = BundleSpec::new(
+                &plan.compatible,
+                &plan.version,
+                vec![("rootfs".to_owned(), image)],
+            );
             bundle_spec.format = format;
             bundle_spec.description = Some(format!("{} {}", plan.name, plan.version));
-            bundle_spec.mksquashfs_args = ["-noI", "-noD", "-noF", "-noX"].map(str::to_owned).to_vec();
+            bundle_spec.mksquashfs_args =
+                ["-noI", "-noD", "-noF", "-noX"].map(str::to_owned).to_vec();
             let made = dir.join(BUNDLE);
-            testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made).map_err(|source| {
-                ImageError::Bundle {
+            testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made).map_err(
+                |source| ImageError::Bundle {
                     path: made.clone(),
                     source: Box::new(source),
-                }
-            })?;
+                },
+            )?;
             fs::rename(&made, out).map_err(ImageError::write(out))
         })?;
         copy_out(&object, &bundle_out)?;
@@ -496,21 +540,30 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             entry(ROOTFS_IMG, &rootfs_digest),
             entry(DISK_IMG, &file_digest(&disk_out)?),
             entry(&format!("esp:{BOOT_EFI_PATH}"), &grub_efi),
-            entry(&format!("esp:{GRUB_CFG_PATH}"), &FileDigest {
-                sha256: bytes_sha256(grub_cfg.as_bytes()),
-                size: grub_cfg.len() as u64,
-            }),
-            entry(&format!("esp:{GRUBENV_PATH}"), &FileDigest {
-                sha256: bytes_sha256(&grubenv),
-                size: grubenv.len() as u64,
-            }),
+            entry(
+                &format!("esp:{GRUB_CFG_PATH}"),
+                &FileDigest {
+                    sha256: bytes_sha256(grub_cfg.as_bytes()),
+                    size: grub_cfg.len() as u64,
+                },
+            ),
+            entry(
+                &format!("esp:{GRUBENV_PATH}"),
+                &FileDigest {
+                    sha256: bytes_sha256(&grubenv),
+                    size: grubenv.len() as u64,
+                },
+            ),
         ];
         let payload = bundle_payload_digest(&bundle_out)?;
         outputs.push(Entry {
             name: BUNDLE.to_owned(),
             sha256: payload.sha256,
             size: payload.size,
-            note: Some("covers the payload (squashfs and hash tree), not the CMS signature after it".into()),
+            note: Some(
+                "covers the payload (squashfs and hash tree), not the CMS signature after it"
+                    .into(),
+            ),
         });
         let mut manifest = ImageManifest {
             format: MANIFEST_FORMAT,
@@ -535,10 +588,13 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         let bytes = manifest.sign(&key)?;
         let path = request.out_dir.join(MANIFEST);
         fs::write(&path, &bytes).map_err(ImageError::write(&path))?;
-        outputs.push(entry(MANIFEST, &FileDigest {
-            sha256: bytes_sha256(&bytes),
-            size: bytes.len() as u64,
-        }));
+        outputs.push(entry(
+            MANIFEST,
+            &FileDigest {
+                sha256: bytes_sha256(&bytes),
+                size: bytes.len() as u64,
+            },
+        ));
         Ok((outputs, None))
     })?;
     steps.progress.close();
@@ -555,15 +611,22 @@ pub fn wasm_modules(plan: &Plan) -> Vec<(String, String)> {
     let mut modules = BTreeMap::new();
     for (component, spec) in &plan.components {
         if let Run::Wasm { module } = &spec.run {
-            modules.entry(module.clone()).or_insert_with(|| format!("component {component}"));
+            modules
+                .entry(module.clone())
+                .or_insert_with(|| format!("component {component}"));
         }
     }
     for (slot, app_slot) in &plan.app_slots {
         if let Some(initial) = &app_slot.initial {
-            modules.entry(initial.module.clone()).or_insert_with(|| format!("app slot {slot}"));
+            modules
+                .entry(initial.module.clone())
+                .or_insert_with(|| format!("app slot {slot}"));
         }
     }
-    modules.into_iter().map(|(module, owner)| (owner, module)).collect()
+    modules
+        .into_iter()
+        .map(|(module, owner)| (owner, module))
+        .collect()
 }
 
 fn entry(name: &str, digest: &FileDigest) -> Entry {
@@ -591,8 +654,13 @@ fn check_wasm(component: &str, module: &str, path: &Path) -> Result<()> {
         detail,
     };
     let mut head = [0u8; 4];
-    let mut file = fs::File::open(path).map_err(|e| fail(format!("cannot open ({e}); build apps with `cargo xtask apps`")))?;
-    std::io::Read::read_exact(&mut file, &mut head).map_err(|_| fail("shorter than a WASM header".into()))?;
+    let mut file = fs::File::open(path).map_err(|e| {
+        fail(format!(
+            "cannot open ({e}); build apps with `cargo xtask apps`"
+        ))
+    })?;
+    std::io::Read::read_exact(&mut file, &mut head)
+        .map_err(|_| fail("shorter than a WASM header".into()))?;
     if &head != b"\0asm" {
         return Err(fail("not a WebAssembly binary (no \\0asm magic)".into()));
     }
@@ -614,23 +682,32 @@ pub fn bundle_payload_digest(path: &Path) -> Result<FileDigest> {
     let total = file.metadata().map_err(ImageError::read(path))?.len();
     let bad = || ImageError::ReadInput {
         path: path.to_path_buf(),
-        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not a bundle: bad signature length"),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "not a bundle: bad signature length",
+        ),
     };
     if total < 8 {
         return Err(bad());
     }
-    file.seek(SeekFrom::Start(total - 8)).map_err(ImageError::read(path))?;
+    file.seek(SeekFrom::Start(total - 8))
+        .map_err(ImageError::read(path))?;
     let mut len = [0u8; 8];
     file.read_exact(&mut len).map_err(ImageError::read(path))?;
     let cms = u64::from_be_bytes(len);
-    let payload = total.checked_sub(8).and_then(|t| t.checked_sub(cms)).ok_or_else(bad)?;
-    file.seek(SeekFrom::Start(0)).map_err(ImageError::read(path))?;
+    let payload = total
+        .checked_sub(8)
+        .and_then(|t| t.checked_sub(cms))
+        .ok_or_else(bad)?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(ImageError::read(path))?;
     let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
     let mut remaining = payload;
     let mut buf = vec![0u8; 1 << 20];
     while remaining > 0 {
         let want = remaining.min(buf.len() as u64) as usize;
-        file.read_exact(&mut buf[..want]).map_err(ImageError::read(path))?;
+        file.read_exact(&mut buf[..want])
+            .map_err(ImageError::read(path))?;
         sha2::Digest::update(&mut hasher, &buf[..want]);
         remaining -= want as u64;
     }

@@ -30,7 +30,11 @@ impl CacheKey {
         P: AsRef<[u8]>,
     {
         let mut hasher = Sha256::new();
-        for part in [CACHE_FORMAT.as_bytes(), env!("CARGO_PKG_VERSION").as_bytes(), step.as_bytes()] {
+        for part in [
+            CACHE_FORMAT.as_bytes(),
+            env!("CARGO_PKG_VERSION").as_bytes(),
+            step.as_bytes(),
+        ] {
             hasher.update((part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
@@ -137,7 +141,9 @@ mod tests {
         let cache = Cache::open(dir.path()).unwrap();
         let key = CacheKey::new("step", ["input"]);
         let (path, reuse) = cache
-            .get_or_build(&key, |out| fs::write(out, "x").map_err(ImageError::write(out)))
+            .get_or_build(&key, |out| {
+                fs::write(out, "x").map_err(ImageError::write(out))
+            })
             .unwrap();
         assert_eq!(reuse, Reuse::Built);
         assert_eq!(fs::read_to_string(&path).unwrap(), "x");

@@ -43,12 +43,26 @@ pub fn build_data_fs(
     file.set_len(size).map_err(ImageError::write(out))?;
     drop(file);
     let uuid = Guid::derived(seed, "data-fs").to_string().to_lowercase();
-    let hash_seed = Guid::derived(seed, "data-fs-hash").to_string().to_lowercase();
+    let hash_seed = Guid::derived(seed, "data-fs-hash")
+        .to_string()
+        .to_lowercase();
     tools.run(
         &ToolCall::new("mkfs.ext4", "formatting the data partition")
             .env("MKE2FS_CONFIG", conf.to_string_lossy())
             .env("E2FSPROGS_FAKE_TIME", epoch.seconds.to_string())
-            .args(["-q", "-F", "-t", "ext4", "-T", "ext4", "-L", DATA_FS_LABEL, "-m", "0", "-U"])
+            .args([
+                "-q",
+                "-F",
+                "-t",
+                "ext4",
+                "-T",
+                "ext4",
+                "-L",
+                DATA_FS_LABEL,
+                "-m",
+                "0",
+                "-U",
+            ])
             .arg(uuid)
             .arg("-E")
             .arg(format!(
@@ -82,6 +96,10 @@ mod tests {
         assert_eq!(fs::metadata(&out).unwrap().len(), 1 << 20);
         let again = RecordingTools::new(|_| Ok(Vec::new()));
         build_data_fs(&again, "sys", 1 << 20, epoch, dir.path(), &out).unwrap();
-        assert_eq!(again.calls()[0].args, call.args, "same seed, same arguments");
+        assert_eq!(
+            again.calls()[0].args,
+            call.args,
+            "same seed, same arguments"
+        );
     }
 }

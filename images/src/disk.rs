@@ -12,7 +12,7 @@ use std::path::Path;
 use testudo_config::plan::Partitions;
 
 use crate::error::{ImageError, Result};
-use crate::gpt::{self, Guid, GptPartition, SECTOR};
+use crate::gpt::{self, GptPartition, Guid, SECTOR};
 
 /// Partition alignment and size granularity.
 pub const ALIGN: u64 = 1 << 20;
@@ -100,7 +100,9 @@ pub fn assemble(out: &Path, layout: &DiskLayout, contents: &[(&str, &Path)]) -> 
             board: String::new(),
             detail: format!("no partition named {name}"),
         })?;
-        let needed = std::fs::metadata(image).map_err(ImageError::read(*image))?.len();
+        let needed = std::fs::metadata(image)
+            .map_err(ImageError::read(*image))?
+            .len();
         if needed > part.size {
             return Err(ImageError::PartitionTooSmall {
                 partition: (*name).to_owned(),
@@ -117,10 +119,12 @@ pub fn assemble(out: &Path, layout: &DiskLayout, contents: &[(&str, &Path)]) -> 
         .write(true)
         .open(out)
         .map_err(ImageError::write(out))?;
-    file.set_len(layout.total_bytes).map_err(ImageError::write(out))?;
+    file.set_len(layout.total_bytes)
+        .map_err(ImageError::write(out))?;
     let gpts: Vec<GptPartition> = layout.partitions.iter().map(|p| p.gpt.clone()).collect();
     let table = gpt::write_table(layout.disk_guid, &gpts, layout.total_bytes / SECTOR);
-    file.write_all_at(&table.head, 0).map_err(ImageError::write(out))?;
+    file.write_all_at(&table.head, 0)
+        .map_err(ImageError::write(out))?;
     file.write_all_at(&table.tail, table.tail_offset)
         .map_err(ImageError::write(out))?;
     for (name, image) in contents {
@@ -181,8 +185,15 @@ mod tests {
     #[test]
     fn partitions_are_aligned_in_fixed_order() {
         let layout = DiskLayout::for_board("seed", &sizes());
-        let names: Vec<_> = layout.partitions.iter().map(|p| p.gpt.name.as_str()).collect();
-        assert_eq!(names, [ESP_LABEL, ROOTFS_A_LABEL, ROOTFS_B_LABEL, DATA_LABEL]);
+        let names: Vec<_> = layout
+            .partitions
+            .iter()
+            .map(|p| p.gpt.name.as_str())
+            .collect();
+        assert_eq!(
+            names,
+            [ESP_LABEL, ROOTFS_A_LABEL, ROOTFS_B_LABEL, DATA_LABEL]
+        );
         for p in &layout.partitions {
             assert_eq!(p.offset % ALIGN, 0);
             assert_eq!(p.size % ALIGN, 0);
@@ -200,7 +211,9 @@ mod tests {
         File::create(&big).unwrap().set_len(9 << 20).unwrap();
         let out = dir.path().join("disk.img");
         let err = assemble(&out, &layout, &[(DATA_LABEL, &big)]).err();
-        assert!(matches!(err, Some(ImageError::PartitionTooSmall { ref partition, .. }) if partition == DATA_LABEL));
+        assert!(
+            matches!(err, Some(ImageError::PartitionTooSmall { ref partition, .. }) if partition == DATA_LABEL)
+        );
         assert!(!out.exists());
     }
 

@@ -9,10 +9,7 @@ use std::path::PathBuf;
 pub enum ImageError {
     /// An external tool is not installed.
     #[error("tool `{tool}` is not installed (Debian package `{package}`)")]
-    ToolMissing {
-        tool: String,
-        package: &'static str,
-    },
+    ToolMissing { tool: String, package: &'static str },
     /// An external tool could not be started.
     #[error("could not start `{tool}`")]
     ToolStart {

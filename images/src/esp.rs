@@ -27,8 +27,19 @@ pub const GRUB_CFG_PATH: &str = "/EFI/testudo/grub.cfg";
 pub const BOOT_EFI_PATH: &str = "/EFI/BOOT/BOOTX64.EFI";
 /// GRUB modules linked into the EFI binary.
 pub const GRUB_MODULES: &[&str] = &[
-    "part_gpt", "fat", "squash4", "loadenv", "linux", "normal", "echo", "search",
-    "search_fs_file", "test", "regexp", "sleep", "reboot",
+    "part_gpt",
+    "fat",
+    "squash4",
+    "loadenv",
+    "linux",
+    "normal",
+    "echo",
+    "search",
+    "search_fs_file",
+    "test",
+    "regexp",
+    "sleep",
+    "reboot",
 ];
 /// Where Debian's `grub-efi-amd64-bin` puts the x86_64 EFI modules.
 pub const GRUB_EFI_MODULE_DIR: &str = "/usr/lib/grub/x86_64-efi";
@@ -82,7 +93,9 @@ pub fn grub_cfg(console: &str) -> String {
         cfg.push_str(&format!("set {0}_OK=0\nset {0}_TRY=0\n", slot.name));
     }
     cfg.push_str(&format!("load_env -f {GRUBENV_PATH}\n"));
-    cfg.push_str("regexp --set=1:disk '^(.*),gpt[0-9]+$' \"$root\"\nset slot=\"\"\nfor s in $ORDER; do\n");
+    cfg.push_str(
+        "regexp --set=1:disk '^(.*),gpt[0-9]+$' \"$root\"\nset slot=\"\"\nfor s in $ORDER; do\n",
+    );
     for slot in SLOTS {
         cfg.push_str(&format!(
             "  if [ \"$s\" = \"{n}\" ]; then\n    if [ \"${n}_OK\" = \"1\" -a \"${n}_TRY\" = \"0\" ]; then\n      set slot={n}\n      set {n}_TRY=1\n      set part={p}\n      set label={l}\n      break\n    fi\n  fi\n",
@@ -142,7 +155,15 @@ pub fn build_grub_efi(tools: &dyn ToolRunner, work: &Path, out: &Path) -> Result
     let early = work.join("early.cfg");
     fs::write(&early, early_cfg()).map_err(ImageError::write(&early))?;
     let call = ToolCall::new("grub-mkimage", "building the GRUB EFI binary")
-        .args(["-O", "x86_64-efi", "-d", GRUB_EFI_MODULE_DIR, "-p", "/EFI/testudo", "-c"])
+        .args([
+            "-O",
+            "x86_64-efi",
+            "-d",
+            GRUB_EFI_MODULE_DIR,
+            "-p",
+            "/EFI/testudo",
+            "-c",
+        ])
         .arg(path_arg(&early))
         .arg("-o")
         .arg(path_arg(out))
@@ -192,6 +213,7 @@ pub fn build_esp(
     let kib = (content.size / 1024).to_string();
     tools.run(
         &ToolCall::new("mkfs.vfat", "formatting the ESP")
+            .env("SOURCE_DATE_EPOCH", epoch.seconds.to_string())
             .args(["-C", "--invariant", "-i", content.volume_id, "-n", "ESP"])
             .arg(path_arg(out))
             .arg(kib),
@@ -199,6 +221,7 @@ pub fn build_esp(
     let image = path_arg(out);
     tools.run(
         &ToolCall::new("mmd", "creating ESP directories")
+            .env("SOURCE_DATE_EPOCH", epoch.seconds.to_string())
             .env("MTOOLS_SKIP_CHECK", "1")
             .arg("-i")
             .arg(image.clone())
@@ -212,6 +235,7 @@ pub fn build_esp(
         tools.run(
             &ToolCall::new("mcopy", "copying into the ESP")
                 .env("MTOOLS_SKIP_CHECK", "1")
+                .env("SOURCE_DATE_EPOCH", epoch.seconds.to_string())
                 .args(["-m", "-i"])
                 .arg(image.clone())
                 .arg(path_arg(file))
@@ -232,7 +256,9 @@ mod tests {
         let env = initial_grubenv();
         assert_eq!(env.len(), 1024);
         let text = String::from_utf8(env).unwrap();
-        assert!(text.starts_with("# GRUB Environment Block\nORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n#"));
+        assert!(text.starts_with(
+            "# GRUB Environment Block\nORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\nB_TRY=0\n#"
+        ));
         assert!(text.ends_with('#'));
     }
 
@@ -265,14 +291,32 @@ mod tests {
             seconds: 5,
             source: EpochSource::Environment,
         };
-        build_esp(&tools, &content, epoch, dir.path(), &dir.path().join("esp.img")).unwrap();
+        build_esp(
+            &tools,
+            &content,
+            epoch,
+            dir.path(),
+            &dir.path().join("esp.img"),
+        )
+        .unwrap();
         let calls = tools.calls();
-        let args = |i: usize| calls[i].args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        let args = |i: usize| {
+            calls[i]
+                .args
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(calls[0].program, "mkfs.vfat");
         assert!(args(0).contains(&"--invariant".to_owned()));
         assert!(args(0).contains(&"1234ABCD".to_owned()));
         assert_eq!(args(0).last().unwrap(), "32768");
-        assert!(calls[2..].iter().all(|c| c.program == "mcopy" && c.args[0] == "-m"));
+        assert!(calls[2..]
+            .iter()
+            .all(|c| c.program == "mcopy" && c.args[0] == "-m"));
+        assert!(calls[1..].iter().all(|c| c
+            .env
+            .contains(&("SOURCE_DATE_EPOCH".to_owned(), "5".to_owned()))));
         assert_eq!(calls.len(), 5);
     }
 }

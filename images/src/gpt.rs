@@ -57,7 +57,15 @@ impl Guid {
 impl std::fmt::Display for Guid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let h = hex::encode_upper(self.0);
-        write!(f, "{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        write!(
+            f,
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     }
 }
 
@@ -191,9 +199,15 @@ mod tests {
         let mut zeroed = primary[..92].to_vec();
         zeroed[16..20].fill(0);
         assert_eq!(crc32fast::hash(&zeroed).to_le_bytes(), primary[16..20]);
-        assert_eq!(u64::from_le_bytes(primary[32..40].try_into().unwrap()), total - 1);
+        assert_eq!(
+            u64::from_le_bytes(primary[32..40].try_into().unwrap()),
+            total - 1
+        );
         let backup = &bytes.tail[bytes.tail.len() - 512..];
-        assert_eq!(u64::from_le_bytes(backup[24..32].try_into().unwrap()), total - 1);
+        assert_eq!(
+            u64::from_le_bytes(backup[24..32].try_into().unwrap()),
+            total - 1
+        );
         assert_eq!(bytes.tail_offset + bytes.tail.len() as u64, total * SECTOR);
         assert_eq!(&bytes.head[510..512], &[0x55, 0xAA]);
         let name: Vec<u8> = "esp".encode_utf16().flat_map(u16::to_le_bytes).collect();

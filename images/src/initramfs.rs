@@ -42,7 +42,10 @@ impl Cpio {
     pub fn add(&mut self, path: &str, entry: CpioEntry) {
         let path = path.trim_start_matches('/').to_owned();
         let mut parent = String::new();
-        for part in path.split('/').take(path.split('/').count().saturating_sub(1)) {
+        for part in path
+            .split('/')
+            .take(path.split('/').count().saturating_sub(1))
+        {
             if !parent.is_empty() {
                 parent.push('/');
             }
@@ -66,8 +69,20 @@ impl Cpio {
                 CpioEntry::CharDevice { major, minor } => (*major, *minor),
                 _ => (0, 0),
             };
-            let nlink = if matches!(entry, CpioEntry::Dir) { 2 } else { 1 };
-            write_header(&mut out, index as u32 + 1, mode, nlink, data.len() as u32, (rmajor, rminor), path);
+            let nlink = if matches!(entry, CpioEntry::Dir) {
+                2
+            } else {
+                1
+            };
+            write_header(
+                &mut out,
+                index as u32 + 1,
+                mode,
+                nlink,
+                data.len() as u32,
+                (rmajor, rminor),
+                path,
+            );
             out.extend_from_slice(data);
             pad4(&mut out);
         }
@@ -76,9 +91,19 @@ impl Cpio {
     }
 }
 
-fn write_header(out: &mut Vec<u8>, ino: u32, mode: u32, nlink: u32, size: u32, rdev: (u32, u32), name: &str) {
+fn write_header(
+    out: &mut Vec<u8>,
+    ino: u32,
+    mode: u32,
+    nlink: u32,
+    size: u32,
+    rdev: (u32, u32),
+    name: &str,
+) {
     let namesize = name.len() as u32 + 1;
-    let fields = [ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0];
+    let fields = [
+        ino, mode, 0, 0, nlink, 0, size, 0, 0, rdev.0, rdev.1, namesize, 0,
+    ];
     out.extend_from_slice(b"070701");
     for field in fields {
         out.extend_from_slice(format!("{field:08X}").as_bytes());
@@ -161,7 +186,12 @@ pub fn build(busybox: &[u8], modules: &[(String, Vec<u8>)]) -> Vec<u8> {
             data: busybox.to_vec(),
         },
     );
-    cpio.add("bin/sh", CpioEntry::Symlink { target: "busybox".into() });
+    cpio.add(
+        "bin/sh",
+        CpioEntry::Symlink {
+            target: "busybox".into(),
+        },
+    );
     let names: Vec<String> = modules.iter().map(|(name, _)| name.clone()).collect();
     for (name, data) in modules {
         cpio.add(
@@ -189,8 +219,19 @@ mod tests {
     #[test]
     fn archive_is_sorted_with_parents_and_trailer() {
         let mut cpio = Cpio::new();
-        cpio.add("z", CpioEntry::File { mode: 0o644, data: b"hello".to_vec() });
-        cpio.add("a/b/c", CpioEntry::Symlink { target: "../z".into() });
+        cpio.add(
+            "z",
+            CpioEntry::File {
+                mode: 0o644,
+                data: b"hello".to_vec(),
+            },
+        );
+        cpio.add(
+            "a/b/c",
+            CpioEntry::Symlink {
+                target: "../z".into(),
+            },
+        );
         let bytes = cpio.to_bytes();
         let text = String::from_utf8_lossy(&bytes);
         let a = text.find("a\0").unwrap();
@@ -207,9 +248,21 @@ mod tests {
     fn same_content_gives_same_bytes_whatever_the_insertion_order() {
         let mut one = Cpio::new();
         one.add("x", CpioEntry::Dir);
-        one.add("y", CpioEntry::File { mode: 0o600, data: vec![1, 2, 3] });
+        one.add(
+            "y",
+            CpioEntry::File {
+                mode: 0o600,
+                data: vec![1, 2, 3],
+            },
+        );
         let mut two = Cpio::new();
-        two.add("y", CpioEntry::File { mode: 0o600, data: vec![1, 2, 3] });
+        two.add(
+            "y",
+            CpioEntry::File {
+                mode: 0o600,
+                data: vec![1, 2, 3],
+            },
+        );
         two.add("x", CpioEntry::Dir);
         assert_eq!(one.to_bytes(), two.to_bytes());
     }

@@ -59,7 +59,8 @@ impl Kernel {
             .filter(|v| !v.is_empty())
             .ok_or_else(|| ImageError::Kernel {
                 path: image.clone(),
-                detail: "kernel file must be named vmlinuz-<release> so its modules can be found".into(),
+                detail: "kernel file must be named vmlinuz-<release> so its modules can be found"
+                    .into(),
             })?
             .to_owned();
         let modules_dir = modules_root.join(&version);
@@ -117,7 +118,15 @@ pub fn resolve_from(
     let mut order = Vec::new();
     let mut seen = BTreeSet::new();
     for name in names {
-        visit(&name.replace('-', "_"), &deps, &builtin, &mut seen, &mut order, kernel_version, 0)?;
+        visit(
+            &name.replace('-', "_"),
+            &deps,
+            &builtin,
+            &mut seen,
+            &mut order,
+            kernel_version,
+            0,
+        )?;
     }
     Ok(order)
 }
@@ -177,7 +186,12 @@ pub fn plan_modules(plan: &Plan) -> Vec<String> {
         if component.devices.network {
             wanted.insert("virtio_net");
         }
-        if component.devices.nodes.iter().any(|n| n.starts_with("/dev/tpm")) {
+        if component
+            .devices
+            .nodes
+            .iter()
+            .any(|n| n.starts_with("/dev/tpm"))
+        {
             wanted.insert("tpm_tis");
             wanted.insert("tpm_crb");
         }
@@ -197,10 +211,17 @@ kernel/net/core/failover.ko:\n";
 
     #[test]
     fn dependencies_come_first_and_builtins_are_skipped() {
-        let names = vec!["virtio-net".to_owned(), "tpm_tis".to_owned(), "squashfs".to_owned()];
+        let names = vec![
+            "virtio-net".to_owned(),
+            "tpm_tis".to_owned(),
+            "squashfs".to_owned(),
+        ];
         let order = resolve_from(DEP, BUILTIN, &names, "6.1").unwrap();
         let names: Vec<_> = order.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(names, ["failover", "net_failover", "virtio_net", "squashfs"]);
+        assert_eq!(
+            names,
+            ["failover", "net_failover", "virtio_net", "squashfs"]
+        );
         assert_eq!(order[2].relative, "kernel/drivers/net/virtio_net.ko");
     }
 
@@ -220,6 +241,8 @@ kernel/net/core/failover.ko:\n";
         assert!(matches!(err, Some(ImageError::Kernel { .. })));
         fs::write(dir.path().join("bzImage"), "k").unwrap();
         let err = Kernel::locate("bzImage", dir.path(), dir.path()).err();
-        assert!(matches!(err, Some(ImageError::Kernel { detail, .. }) if detail.contains("vmlinuz-")));
+        assert!(
+            matches!(err, Some(ImageError::Kernel { detail, .. }) if detail.contains("vmlinuz-"))
+        );
     }
 }

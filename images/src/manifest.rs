@@ -110,10 +110,11 @@ impl ImageManifest {
             what: "signed manifest".into(),
             source,
         })?;
-        let mut bytes = serde_json::to_vec_pretty(&as_value).map_err(|source| ImageError::Serialize {
-            what: "signed manifest".into(),
-            source,
-        })?;
+        let mut bytes =
+            serde_json::to_vec_pretty(&as_value).map_err(|source| ImageError::Serialize {
+                what: "signed manifest".into(),
+                source,
+            })?;
         bytes.push(b'\n');
         Ok(bytes)
     }
@@ -129,13 +130,17 @@ pub fn verify(bytes: &[u8], path: &Path, trusted: Option<&VerifyingKey>) -> Resu
     let file: SignedFile =
         serde_json::from_slice(bytes).map_err(|e| fail(format!("not a signed manifest: {e}")))?;
     if file.signature.algorithm != "ed25519" {
-        return Err(fail(format!("unsupported algorithm {}", file.signature.algorithm)));
+        return Err(fail(format!(
+            "unsupported algorithm {}",
+            file.signature.algorithm
+        )));
     }
     let key_bytes: [u8; 32] = hex::decode(&file.signature.public_key)
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| fail("public_key is not 32 hex bytes".into()))?;
-    let key = VerifyingKey::from_bytes(&key_bytes).map_err(|e| fail(format!("bad public key: {e}")))?;
+    let key =
+        VerifyingKey::from_bytes(&key_bytes).map_err(|e| fail(format!("bad public key: {e}")))?;
     if let Some(trusted) = trusted {
         if trusted != &key {
             return Err(fail("signed by an untrusted key".into()));
@@ -145,8 +150,11 @@ pub fn verify(bytes: &[u8], path: &Path, trusted: Option<&VerifyingKey>) -> Resu
         .ok()
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| fail("signature is not 64 hex bytes".into()))?;
-    key.verify(&canonical(&file.manifest)?, &Signature::from_bytes(&sig_bytes))
-        .map_err(|_| fail("signature does not verify".into()))?;
+    key.verify(
+        &canonical(&file.manifest)?,
+        &Signature::from_bytes(&sig_bytes),
+    )
+    .map_err(|_| fail("signature does not verify".into()))?;
     serde_json::from_value(file.manifest).map_err(|e| fail(format!("malformed manifest: {e}")))
 }
 
@@ -166,8 +174,18 @@ mod tests {
             },
             source_date_epoch: 1,
             inputs: vec![
-                Entry { name: "z".into(), sha256: "00".into(), size: 1, note: None },
-                Entry { name: "a".into(), sha256: "11".into(), size: 2, note: None },
+                Entry {
+                    name: "z".into(),
+                    sha256: "00".into(),
+                    size: 1,
+                    note: None,
+                },
+                Entry {
+                    name: "a".into(),
+                    sha256: "11".into(),
+                    size: 2,
+                    note: None,
+                },
             ],
             outputs: vec![],
             rootfs: vec![],
@@ -183,7 +201,9 @@ mod tests {
         let bytes = manifest.sign(&key).unwrap();
         let back = verify(&bytes, Path::new("m"), Some(&key.verifying_key())).unwrap();
         assert_eq!(back, manifest);
-        let tampered = String::from_utf8(bytes.clone()).unwrap().replace("\"size\": 2", "\"size\": 3");
+        let tampered = String::from_utf8(bytes.clone())
+            .unwrap()
+            .replace("\"size\": 2", "\"size\": 3");
         assert!(verify(tampered.as_bytes(), Path::new("m"), None).is_err());
         let other = SigningKey::from_bytes(&[8u8; 32]);
         assert!(verify(&bytes, Path::new("m"), Some(&other.verifying_key())).is_err());

@@ -97,7 +97,8 @@ fn walk_into(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     names.sort();
     for name in names {
         let child = rel.join(&name);
-        let meta = fs::symlink_metadata(root.join(&child)).map_err(ImageError::read(root.join(&child)))?;
+        let meta =
+            fs::symlink_metadata(root.join(&child)).map_err(ImageError::read(root.join(&child)))?;
         out.push(child.clone());
         if meta.is_dir() {
             walk_into(root, &child, out)?;
@@ -187,7 +188,10 @@ mod tests {
         fs::set_permissions(root.join("c"), fs::Permissions::from_mode(0o700)).unwrap();
         fs::set_permissions(root.join("a"), fs::Permissions::from_mode(0o600)).unwrap();
         let walk = sorted_walk(root).unwrap();
-        let names: Vec<_> = walk.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        let names: Vec<_> = walk
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, ["a", "b", "b/sub", "b/sub/z", "c"]);
         let epoch = SourceDateEpoch {
             seconds: 1_000_000,
@@ -198,7 +202,10 @@ mod tests {
         assert_eq!(mode("a"), 0o644);
         assert_eq!(mode("c"), 0o755);
         assert_eq!(mode("b/sub"), 0o755);
-        let mtime = fs::metadata(root.join("b/sub/z")).unwrap().modified().unwrap();
+        let mtime = fs::metadata(root.join("b/sub/z"))
+            .unwrap()
+            .modified()
+            .unwrap();
         assert_eq!(mtime, epoch.system_time());
     }
 }

@@ -51,7 +51,10 @@ impl RootfsTree {
         if root.exists() {
             fs::remove_dir_all(root).map_err(ImageError::write(root))?;
         }
-        for dir in MOUNT_POINTS.iter().chain([&BIN_DIR, &"etc/testudo", &"boot"]) {
+        for dir in MOUNT_POINTS
+            .iter()
+            .chain([&BIN_DIR, &"etc/testudo", &"boot"])
+        {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(ImageError::write(&path))?;
         }
@@ -130,7 +133,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tree = RootfsTree::create(&dir.path().join("root")).unwrap();
         tree.add_bytes(PLAN_PATH, b"{}", 0o644).unwrap();
-        tree.add_bytes("usr/lib/testudo/testudo-init", b"\x7fELF", 0o755).unwrap();
+        tree.add_bytes("usr/lib/testudo/testudo-init", b"\x7fELF", 0o755)
+            .unwrap();
         for m in MOUNT_POINTS {
             assert!(tree.host_path(m).is_dir(), "{m}");
         }
@@ -139,9 +143,14 @@ mod tests {
             seconds: 42,
             source: EpochSource::Environment,
         };
-        tree.pack(&tools, epoch, &dir.path().join("rootfs.img")).unwrap();
+        tree.pack(&tools, epoch, &dir.path().join("rootfs.img"))
+            .unwrap();
         let call = &tools.calls()[0];
-        let args: Vec<String> = call.args.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let args: Vec<String> = call
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
         for flag in ["-reproducible", "-all-root", "-no-xattrs", "-noappend"] {
             assert!(args.contains(&flag.to_owned()), "{flag}");
         }

@@ -25,11 +25,16 @@ pub fn render(plan: &Plan) -> String {
         out.push_str(&format!("min-bundle-version={}\n", plan.version));
     }
     out.push_str(&format!("\n[keyring]\npath={KEYRING_PATH}\n"));
-    for (index, (label, bootname)) in [(ROOTFS_A_LABEL, "A"), (ROOTFS_B_LABEL, "B")].iter().enumerate() {
+    for (index, (label, bootname)) in [(ROOTFS_A_LABEL, "A"), (ROOTFS_B_LABEL, "B")]
+        .iter()
+        .enumerate()
+    {
         out.push_str(&format!(
             "\n[slot.rootfs.{index}]\ndevice=/dev/disk/by-partlabel/{label}\ntype=raw\nbootname={bootname}\n"
         ));
     }
-    out.push_str(&format!("\n# Public keys for deployment signatures: /{KEYS_DIR}/\n"));
+    out.push_str(&format!(
+        "\n# Public keys for deployment signatures: /{KEYS_DIR}/\n"
+    ));
     out
 }

@@ -2,9 +2,9 @@
 //! one small trait, so the build logic is unit-tested with a recording fake and the real tools
 //! are exercised in the integration tests.
 //!
-//! The host runner gives every tool the same clean environment: `PATH`, `LC_ALL=C`, `TZ=UTC`
-//! and `SOURCE_DATE_EPOCH`, nothing from the caller. That is one half of reproducibility (the
-//! other half is the flags each step passes).
+//! The host runner gives every tool the same clean environment: `PATH`, `LC_ALL=C`, `TZ=UTC`,
+//! nothing from the caller (a step that wants `SOURCE_DATE_EPOCH` passes it explicitly). That
+//! is one half of reproducibility; the other half is the flags each step passes.
 
 use std::ffi::OsString;
 use std::process::{Command, Stdio};
@@ -86,19 +86,22 @@ pub fn package_of(tool: &str) -> &'static str {
 /// Runs tools on the build host with a clean, fixed environment.
 #[derive(Debug, Clone)]
 pub struct HostTools {
-    source_date_epoch: u64,
     path: OsString,
 }
 
+impl Default for HostTools {
+    fn default() -> Self {
+        HostTools::new()
+    }
+}
+
 impl HostTools {
-    /// A runner that passes `SOURCE_DATE_EPOCH=source_date_epoch` to every tool.
-    pub fn new(source_date_epoch: u64) -> Self {
-        let path = std::env::var_os("PATH")
-            .unwrap_or_else(|| OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"));
-        HostTools {
-            source_date_epoch,
-            path,
-        }
+    /// A runner using the caller's `PATH` and nothing else from its environment.
+    pub fn new() -> Self {
+        let path = std::env::var_os("PATH").unwrap_or_else(|| {
+            OsString::from("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        });
+        HostTools { path }
     }
 }
 
@@ -111,7 +114,6 @@ impl ToolRunner for HostTools {
             .env("PATH", &self.path)
             .env("LC_ALL", "C")
             .env("TZ", "UTC")
-            .env("SOURCE_DATE_EPOCH", self.source_date_epoch.to_string())
             .envs(call.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -169,7 +171,9 @@ pub(crate) mod fake {
     }
 
     impl RecordingTools {
-        pub(crate) fn new(answer: impl Fn(&ToolCall) -> Result<Vec<u8>> + Send + Sync + 'static) -> Self {
+        pub(crate) fn new(
+            answer: impl Fn(&ToolCall) -> Result<Vec<u8>> + Send + Sync + 'static,
+        ) -> Self {
             RecordingTools {
                 calls: Mutex::new(Vec::new()),
                 answer: Box::new(answer),
@@ -202,16 +206,19 @@ mod tests {
 
     #[test]
     fn missing_tool_names_its_package() {
-        let tools = HostTools::new(0);
+        let tools = HostTools::new();
         let err = tools
             .run(&ToolCall::new("mksquashfs-does-not-exist", "testing"))
             .err();
-        assert!(matches!(err, Some(ImageError::ToolMissing { .. })), "{err:?}");
+        assert!(
+            matches!(err, Some(ImageError::ToolMissing { .. })),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn failing_tool_reports_step_and_stderr() {
-        let tools = HostTools::new(0);
+        let tools = HostTools::new();
         let err = tools
             .run(&ToolCall::new("sh", "testing").args(["-c", "echo boom >&2; exit 3"]))
             .err();
@@ -226,9 +233,13 @@ mod tests {
 
     #[test]
     fn tools_get_a_clean_fixed_environment() {
-        let tools = HostTools::new(1234);
+        let tools = HostTools::new();
         let out = tools
-            .run(&ToolCall::new("sh", "testing").args(["-c", "echo $TZ $LC_ALL $SOURCE_DATE_EPOCH ${HOME:-nohome}"]))
+            .run(
+                &ToolCall::new("sh", "testing")
+                    .env("SOURCE_DATE_EPOCH", "1234")
+                    .args(["-c", "echo $TZ $LC_ALL $SOURCE_DATE_EPOCH ${HOME:-nohome}"]),
+            )
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out).trim(), "UTC C 1234 nohome");
     }

@@ -152,7 +152,10 @@ pub fn qemu_args(options: &VmOptions, vars: &Path, tpm_socket: Option<&Path>) ->
         "stdio".into(),
         "-no-reboot".into(),
         "-drive".into(),
-        format!("if=pflash,format=raw,unit=0,readonly=on,file={}", options.firmware.code.display()),
+        format!(
+            "if=pflash,format=raw,unit=0,readonly=on,file={}",
+            options.firmware.code.display()
+        ),
         "-drive".into(),
         format!("if=pflash,format=raw,unit=1,file={}", vars.display()),
         "-drive".into(),
@@ -181,7 +184,13 @@ pub fn qemu_args(options: &VmOptions, vars: &Path, tpm_socket: Option<&Path>) ->
     args
 }
 
-fn spawn(program: &str, args: &[String], stdout: Stdio, stdin: Stdio, disk: &Path) -> Result<Child> {
+fn spawn(
+    program: &str,
+    args: &[String],
+    stdout: Stdio,
+    stdin: Stdio,
+    disk: &Path,
+) -> Result<Child> {
     Command::new(program)
         .args(args)
         .stdin(stdin)
@@ -255,11 +264,19 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
             format!("type=unixio,path={}", tpm_socket.display()),
             "--terminate".to_owned(),
         ];
-        swtpm.0 = Some(spawn("swtpm", &args, Stdio::null(), Stdio::null(), &options.disk)?);
+        swtpm.0 = Some(spawn(
+            "swtpm",
+            &args,
+            Stdio::null(),
+            Stdio::null(),
+            &options.disk,
+        )?);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !tpm_socket.exists() {
             if Instant::now() > deadline {
-                return Err(vm_err("swtpm did not create its control socket within 10 s".into()));
+                return Err(vm_err(
+                    "swtpm did not create its control socket within 10 s".into(),
+                ));
             }
             if let Some(Ok(Some(status))) = swtpm.0.as_mut().map(|c| c.try_wait()) {
                 return Err(vm_err(format!("swtpm exited early ({status})")));
@@ -269,9 +286,19 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
     }
 
     let args = qemu_args(options, &vars, options.tpm.then_some(tpm_socket.as_path()));
-    let stdin = if pattern.is_some() { Stdio::null() } else { Stdio::inherit() };
+    let stdin = if pattern.is_some() {
+        Stdio::null()
+    } else {
+        Stdio::inherit()
+    };
     let started = Instant::now();
-    let mut qemu = Reaped(Some(spawn("qemu-system-x86_64", &args, Stdio::piped(), stdin, &options.disk)?));
+    let mut qemu = Reaped(Some(spawn(
+        "qemu-system-x86_64",
+        &args,
+        Stdio::piped(),
+        stdin,
+        &options.disk,
+    )?));
     let stdout = qemu
         .0
         .as_mut()
@@ -379,7 +406,10 @@ mod tests {
 
     #[test]
     fn console_lines_lose_escapes_and_carriage_returns() {
-        assert_eq!(clean_console_line("\u{1b}[0m\u{1b}[37m\u{1b}[40mready\r"), "ready");
+        assert_eq!(
+            clean_console_line("\u{1b}[0m\u{1b}[37m\u{1b}[40mready\r"),
+            "ready"
+        );
         assert_eq!(clean_console_line("plain"), "plain");
     }
 
@@ -387,7 +417,12 @@ mod tests {
     fn qemu_gets_uefi_nvme_serial_and_tpm() {
         let mut options = VmOptions::new(Path::new("/x/disk.img"));
         options.snapshot = true;
-        let args = qemu_args(&options, Path::new("/s/vars.fd"), Some(Path::new("/r/tpm.sock"))).join(" ");
+        let args = qemu_args(
+            &options,
+            Path::new("/s/vars.fd"),
+            Some(Path::new("/r/tpm.sock")),
+        )
+        .join(" ");
         assert!(args.contains("q35,accel=tcg"));
         assert!(args.contains("-serial stdio"));
         assert!(args.contains("file=/x/disk.img,snapshot=on"));
@@ -408,6 +443,9 @@ mod tests {
         std::fs::write(&disk, "x").unwrap();
         let mut options = VmOptions::new(&disk);
         options.expect = Some("(".into());
-        assert!(matches!(run_vm(&options).err(), Some(ImageError::ExpectPattern { .. })));
+        assert!(matches!(
+            run_vm(&options).err(),
+            Some(ImageError::ExpectPattern { .. })
+        ));
     }
 }

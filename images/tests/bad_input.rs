@@ -8,8 +8,11 @@ use testudo_images::ImageError;
 fn missing_binary_is_named_with_who_needs_it() {
     let fx = common::fixture();
     std::fs::remove_file(fx.request.bin_dirs[0].join("testudo-log")).unwrap();
-    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new(0)).unwrap_err();
-    assert!(matches!(err, ImageError::BinaryMissing { ref name, .. } if name == "testudo-log"), "{err}");
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
+    assert!(
+        matches!(err, ImageError::BinaryMissing { ref name, .. } if name == "testudo-log"),
+        "{err}"
+    );
     assert!(err.to_string().contains("component `log`"), "{err}");
 }
 
@@ -17,7 +20,7 @@ fn missing_binary_is_named_with_who_needs_it() {
 fn a_module_that_is_not_wasm_is_refused() {
     let fx = common::fixture();
     std::fs::write(fx.request.source_root.join("apps/app.wasm"), "#!/bin/sh\n").unwrap();
-    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new(0)).unwrap_err();
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
     assert!(matches!(err, ImageError::WasmModule { .. }), "{err}");
     assert!(err.to_string().contains("apps/app.wasm"), "{err}");
 }
@@ -26,14 +29,17 @@ fn a_module_that_is_not_wasm_is_refused() {
 fn a_rootfs_partition_too_small_is_reported_with_sizes() {
     let mut fx = common::fixture();
     fx.request.plan.board.partitions.rootfs_bytes = 1 << 20;
-    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new(0)).unwrap_err();
-    assert!(matches!(err, ImageError::PartitionTooSmall { ref partition, .. } if partition == "rootfs-a"), "{err}");
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
+    assert!(
+        matches!(err, ImageError::PartitionTooSmall { ref partition, .. } if partition == "rootfs-a"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_missing_kernel_names_the_package() {
     let mut fx = common::fixture();
     fx.request.plan.board.kernel = "/nonexistent/vmlinuz-1.0".into();
-    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new(0)).unwrap_err();
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
     assert!(err.to_string().contains("linux-image-cloud-amd64"), "{err}");
 }

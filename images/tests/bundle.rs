@@ -6,14 +6,19 @@ mod common;
 #[test]
 fn rauc_verifies_the_bundle_and_extracts_the_same_rootfs() {
     let fx = common::fixture();
-    let tools = testudo_images::HostTools::new(0);
+    let tools = testudo_images::HostTools::new();
     testudo_images::build(&fx.request, &tools).expect("build");
     let out = &fx.request.out_dir;
     let keyring = fx.request.keys.ca_cert.clone();
     let bundle = out.join("update.raucb");
     let info = common::run(
         "rauc",
-        &["info", "--keyring", common::path_str(&keyring), common::path_str(&bundle)],
+        &[
+            "info",
+            "--keyring",
+            common::path_str(&keyring),
+            common::path_str(&bundle),
+        ],
     );
     assert!(info.contains("testudo-imgtest-qemu-x86_64"), "{info}");
     assert!(info.contains("rootfs.img"), "{info}");

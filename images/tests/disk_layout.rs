@@ -11,7 +11,7 @@ use testudo_images::disk::{DiskLayout, DATA_LABEL, ROOTFS_A_LABEL, ROOTFS_B_LABE
 #[test]
 fn gpt_esp_slots_and_data_are_laid_out_as_promised() {
     let fx = common::fixture();
-    let tools = testudo_images::HostTools::new(0);
+    let tools = testudo_images::HostTools::new();
     testudo_images::build(&fx.request, &tools).expect("build");
     let disk = fx.request.out_dir.join("disk.img");
     let disk_s = common::path_str(&disk);
@@ -23,13 +23,19 @@ fn gpt_esp_slots_and_data_are_laid_out_as_promised() {
     }
     assert!(table.contains("EF00"), "ESP type: {table}");
 
-    let layout = DiskLayout::for_board(&fx.request.plan.compatible, &fx.request.plan.board.partitions);
+    let layout = DiskLayout::for_board(
+        &fx.request.plan.compatible,
+        &fx.request.plan.board.partitions,
+    );
     let esp_offset = layout.partitions[0].offset;
     let image = format!("{disk_s}@@{esp_offset}");
     let listing = common::run("mdir", &["-i", &image, "-b", "::/EFI/BOOT"]);
     assert!(listing.contains("BOOTX64.EFI"), "{listing}");
     let env = common::run("mtype", &["-i", &image, "::/EFI/testudo/grubenv"]);
-    assert!(env.starts_with("# GRUB Environment Block\nORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\n"), "{env}");
+    assert!(
+        env.starts_with("# GRUB Environment Block\nORDER=A B\nA_OK=1\nA_TRY=0\nB_OK=0\n"),
+        "{env}"
+    );
     let cfg = common::run("mtype", &["-i", &image, "::/EFI/testudo/grub.cfg"]);
     assert!(cfg.contains("load_env -f /EFI/testudo/grubenv"));
 

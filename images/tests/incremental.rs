@@ -13,19 +13,30 @@ fn reuse(steps: &[StepReport], name: &str) -> Option<Reuse> {
 #[test]
 fn changing_one_app_rebuilds_only_what_depends_on_it() {
     let fx = common::fixture();
-    let tools = testudo_images::HostTools::new(0);
+    let tools = testudo_images::HostTools::new();
     let first = testudo_images::build(&fx.request, &tools).expect("first build");
     assert_eq!(reuse(&first.steps, "rootfs"), Some(Reuse::Built));
     let rootfs1 = std::fs::read(fx.request.out_dir.join("rootfs.img")).unwrap();
     let disk1 = std::fs::read(fx.request.out_dir.join("disk.img")).unwrap();
 
     let again = testudo_images::build(&fx.request, &tools).expect("unchanged rebuild");
-    for step in ["initramfs", "binaries", "rootfs", "esp", "data partition", "update bundle"] {
+    for step in [
+        "initramfs",
+        "binaries",
+        "rootfs",
+        "esp",
+        "data partition",
+        "update bundle",
+    ] {
         assert_eq!(reuse(&again.steps, step), Some(Reuse::Hit), "{step}");
     }
     assert!(std::fs::read(fx.request.out_dir.join("disk.img")).unwrap() == disk1);
 
-    std::fs::write(fx.request.source_root.join("apps/app.wasm"), common::wasm_module("v2")).unwrap();
+    std::fs::write(
+        fx.request.source_root.join("apps/app.wasm"),
+        common::wasm_module("v2"),
+    )
+    .unwrap();
     let changed = testudo_images::build(&fx.request, &tools).expect("build after app change");
     for step in ["rootfs", "update bundle"] {
         assert_eq!(reuse(&changed.steps, step), Some(Reuse::Built), "{step}");

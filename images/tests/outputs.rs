@@ -11,7 +11,7 @@ use testudo_images::manifest;
 #[test]
 fn manifest_is_signed_and_matches_every_output() {
     let fx = common::fixture();
-    let tools = testudo_images::HostTools::new(0);
+    let tools = testudo_images::HostTools::new();
     let report = testudo_images::build(&fx.request, &tools).expect("build");
     let out = &fx.request.out_dir;
     for name in [ROOTFS_IMG, DISK_IMG, BUNDLE, MANIFEST] {
@@ -20,23 +20,47 @@ fn manifest_is_signed_and_matches_every_output() {
     let pem = std::fs::read_to_string(&fx.request.keys.deploy_key).unwrap();
     let key = ed25519_dalek::SigningKey::from_pkcs8_pem(&pem).unwrap();
     let bytes = std::fs::read(out.join(MANIFEST)).unwrap();
-    let m = manifest::verify(&bytes, &out.join(MANIFEST), Some(&key.verifying_key())).expect("signature verifies");
+    let m = manifest::verify(&bytes, &out.join(MANIFEST), Some(&key.verifying_key()))
+        .expect("signature verifies");
     assert_eq!(m.system.name, "imgtest");
     assert_eq!(m.source_date_epoch, 1_700_000_000);
     for name in [ROOTFS_IMG, DISK_IMG] {
         let listed = m.outputs.iter().find(|e| e.name == name).expect("listed");
         let actual = file_digest(&out.join(name)).unwrap();
-        assert_eq!((listed.sha256.as_str(), listed.size), (actual.sha256.as_str(), actual.size), "{name}");
+        assert_eq!(
+            (listed.sha256.as_str(), listed.size),
+            (actual.sha256.as_str(), actual.size),
+            "{name}"
+        );
     }
-    let bundle = m.outputs.iter().find(|e| e.name == BUNDLE).expect("bundle listed");
+    let bundle = m
+        .outputs
+        .iter()
+        .find(|e| e.name == BUNDLE)
+        .expect("bundle listed");
     let payload = bundle_payload_digest(&out.join(BUNDLE)).unwrap();
     assert_eq!(bundle.sha256, payload.sha256);
-    for input in ["plan", "busybox", "binary:testudo-init", "binary:testudo-log", "app:apps/app.wasm"] {
-        assert!(m.inputs.iter().any(|e| e.name == input), "input {input} not listed");
+    for input in [
+        "plan",
+        "busybox",
+        "binary:testudo-init",
+        "binary:testudo-log",
+        "app:apps/app.wasm",
+    ] {
+        assert!(
+            m.inputs.iter().any(|e| e.name == input),
+            "input {input} not listed"
+        );
     }
-    assert!(m.inputs.iter().any(|e| e.name.starts_with("library:") && e.name.contains("libc.so")));
+    assert!(m
+        .inputs
+        .iter()
+        .any(|e| e.name.starts_with("library:") && e.name.contains("libc.so")));
     assert!(m.rootfs.iter().any(|e| e.name == "/etc/testudo/plan.json"));
-    assert!(m.rootfs.iter().any(|e| e.name == "/usr/share/testudo/apps/apps/app.wasm"));
+    assert!(m
+        .rootfs
+        .iter()
+        .any(|e| e.name == "/usr/share/testudo/apps/apps/app.wasm"));
     // The report names the same outputs.
     assert!(report.outputs.iter().any(|e| e.name == MANIFEST));
     // A flipped byte in the manifest is caught.

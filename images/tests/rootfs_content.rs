@@ -7,7 +7,7 @@ mod common;
 #[test]
 fn rootfs_holds_everything_the_device_needs() {
     let fx = common::fixture();
-    let tools = testudo_images::HostTools::new(0);
+    let tools = testudo_images::HostTools::new();
     testudo_images::build(&fx.request, &tools).expect("build");
     let rootfs = fx.request.out_dir.join("rootfs.img");
     let r = common::path_str(&rootfs);
@@ -43,8 +43,16 @@ fn rootfs_holds_everything_the_device_needs() {
         "-c",
         &format!("unsquashfs -cat {r} boot/initrd.img | (cd {} && cpio -idm --quiet && find . | sort)", work.display()),
     ]);
-    for path in ["./init", "./bin/busybox", "./lib/modules/squashfs.ko", "./dev/console"] {
-        assert!(initrd.lines().any(|l| l == path), "{path} not in initramfs:\n{initrd}");
+    for path in [
+        "./init",
+        "./bin/busybox",
+        "./lib/modules/squashfs.ko",
+        "./dev/console",
+    ] {
+        assert!(
+            initrd.lines().any(|l| l == path),
+            "{path} not in initramfs:\n{initrd}"
+        );
     }
     let init = std::fs::read_to_string(work.join("init")).unwrap();
     assert!(init.contains("switch_root /newroot /usr/lib/testudo/testudo-init"));

@@ -2,6 +2,8 @@
 //! config with 1,000 components and 5,000 routes (4,995 component routes + 5 slot routes).
 //!
 //! Run: `cargo bench -p testudo-config --bench check`. Figures: `docs/benchmarks.md`.
+//! `TESTUDO_BENCH_KEEP_CONFIG=/tmp/generated.ncl` also keeps the generated config (it imports
+//! the schema by absolute path, so it works from anywhere on this machine).
 //! Goals from issue 2 (the anchor): gateway < 0.3 s, generated < 3 s.
 
 use std::fmt::Write as _;
@@ -63,38 +65,38 @@ fn generated_config(dir: &Path) -> PathBuf {
         "    },\n    limits.memory_bytes = 16 * MiB,\n  },\n  cloud = { hub = \"hub.example.net\", device_id = \"bench\", identity = 'sas },\n} | S.System\n",
     );
     let path = dir.join("generated.ncl");
-    std::fs::write(&path, src).unwrap();
+    std::fs::write(&path, src).expect("write the generated config");
     path
 }
 
 fn phases(c: &mut Criterion, label: &str, path: &Path, samples: usize, secs: u64) {
     // Sanity: the config is valid and has the size we claim.
-    let (plan, _) = load_plan(path).unwrap();
+    let (plan, _) = load_plan(path).expect("benchmark config is valid");
     eprintln!(
         "{label}: {} components, {} routes",
         plan.components.len(),
         plan.routes().len()
     );
-    let json = load::evaluate(path).unwrap();
-    let config = SystemConfig::from_json(&json).unwrap();
+    let json = load::evaluate(path).expect("benchmark config evaluates");
+    let config = SystemConfig::from_json(&json).expect("benchmark config deserialises");
 
     let mut group = c.benchmark_group(format!("check/{label}"));
     group.sample_size(samples);
     group.measurement_time(Duration::from_secs(secs));
     group.bench_function("total (load_plan)", |b| {
-        b.iter(|| load_plan(black_box(path)).unwrap())
+        b.iter(|| load_plan(black_box(path)).expect("valid"))
     });
     group.bench_function("nickel evaluation + export", |b| {
-        b.iter(|| load::evaluate(black_box(path)).unwrap())
+        b.iter(|| load::evaluate(black_box(path)).expect("evaluates"))
     });
     group.bench_function("deserialise", |b| {
-        b.iter(|| SystemConfig::from_json(black_box(&json)).unwrap())
+        b.iter(|| SystemConfig::from_json(black_box(&json)).expect("deserialises"))
     });
     group.bench_function("graph validation", |b| {
-        b.iter(|| validate::validate(black_box(&config)).unwrap())
+        b.iter(|| validate::validate(black_box(&config)).expect("validates"))
     });
     group.bench_function("plan + canonical JSON + sha256", |b| {
-        b.iter(|| config.to_plan().content_hash().unwrap())
+        b.iter(|| config.to_plan().content_hash().expect("hashes"))
     });
     group.finish();
 }
@@ -102,8 +104,12 @@ fn phases(c: &mut Criterion, label: &str, path: &Path, samples: usize, secs: u64
 fn bench_check(c: &mut Criterion) {
     let gateway = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.ncl");
     phases(c, "gateway", &gateway, 20, 10);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().expect("temp dir");
     let generated = generated_config(dir.path());
+    // Keep a copy for timing the real CLI process (e.g. with hyperfine), when asked to.
+    if let Some(out) = std::env::var_os("TESTUDO_BENCH_KEEP_CONFIG") {
+        std::fs::copy(&generated, out).expect("copy the generated config");
+    }
     phases(c, "generated-1000c-5000r", &generated, 10, 30);
 }
 

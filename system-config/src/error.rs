@@ -48,6 +48,14 @@ pub enum ConfigError {
     #[error("{}: not a Nickel file: byte {offset} is not UTF-8 text", path.display())]
     NotText { path: PathBuf, offset: usize },
 
+    /// The config nests brackets deeper than [`crate::load::MAX_NESTING`].
+    #[error("{}:{line}: nesting deeper than {} levels ({depth}); refusing to evaluate", path.display(), crate::load::MAX_NESTING)]
+    TooDeep {
+        path: PathBuf,
+        line: usize,
+        depth: usize,
+    },
+
     /// Nickel refused the config: a parse error, a contract violation (wrong type, missing
     /// field, bad version...) or an evaluation error. `message` is Nickel's one-line summary,
     /// `report` its full report with source excerpts.
@@ -186,7 +194,7 @@ pub enum ConfigError {
 /// Bytes as MiB with up to one decimal, e.g. `1216 MiB`, `0.5 MiB`.
 fn mib(bytes: u64) -> String {
     let tenths = bytes.saturating_mul(10) / (1024 * 1024);
-    if tenths % 10 == 0 {
+    if tenths.is_multiple_of(10) {
         format!("{} MiB", tenths / 10)
     } else {
         format!("{}.{} MiB", tenths / 10, tenths % 10)

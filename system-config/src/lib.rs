@@ -37,9 +37,13 @@ pub fn load_config(path: &Path) -> Result<SystemConfig, ConfigError> {
     let json = load::evaluate(path)?;
     SystemConfig::from_json(&json).map_err(|err| {
         let text = err.to_string();
-        let reason = match text.rfind(" at line ") {
-            Some(at) if err.line() > 0 => text[..at].to_owned(),
-            _ => text,
+        let reason = if !json.trim_start().starts_with('{') {
+            "it evaluates to a value that is not a record".to_owned()
+        } else {
+            match text.rfind(" at line ") {
+                Some(at) if err.line() > 0 => text[..at].to_owned(),
+                _ => text,
+            }
         };
         ConfigError::Shape {
             path: path.to_owned(),

@@ -34,6 +34,68 @@ pub fn evaluate(path: &Path) -> Result<String, ConfigError> {
         });
     }
 
+    let text = String::from_utf8_lossy(&bytes);
+    if let Some((line, depth)) = too_deep(&text) {
+        return Err(ConfigError::TooDeep {
+            path: path.to_owned(),
+            line,
+            depth,
+        });
+    }
+
+    // Nickel's parser and evaluator recurse; a roomy stack keeps imported files with deep
+    // (but sane) nesting from overflowing the main thread's 8 MiB. Only touched pages are
+    // committed.
+    let owned = path.to_owned();
+    std::thread::Builder::new()
+        .name("nickel-eval".into())
+        .stack_size(EVAL_STACK_BYTES)
+        .spawn(move || evaluate_nickel(&owned))
+        .map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?
+        .join()
+        .unwrap_or_else(|_| {
+            Err(ConfigError::Evaluate {
+                path: path.to_owned(),
+                location: None,
+                message: "the Nickel evaluator panicked (a nickel-lang-core bug)".to_owned(),
+                report: String::new(),
+            })
+        })
+}
+
+/// Stack for the evaluation thread.
+const EVAL_STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// Deepest bracket nesting accepted in a config file. Real configs stay below 20; the limit
+/// stops pathological input before Nickel's recursive parser can overflow its stack.
+pub const MAX_NESTING: usize = 256;
+
+/// The line where nesting of `{`, `[`, `(` first exceeds [`MAX_NESTING`], with the depth.
+/// Brackets inside strings and comments are counted too: harmless, since the limit is far
+/// above what real configs use.
+fn too_deep(text: &str) -> Option<(usize, usize)> {
+    let mut depth = 0usize;
+    let mut line = 1usize;
+    for c in text.chars() {
+        match c {
+            '\n' => line += 1,
+            '{' | '[' | '(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Some((line, depth));
+                }
+            }
+            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+fn evaluate_nickel(path: &Path) -> Result<String, ConfigError> {
     let mut program: Program<CacheImpl> = ProgramBuilder::new()
         .add_path(path.as_os_str())
         .build()

@@ -4,7 +4,7 @@
 use testudo_config::{load_plan, ConfigError};
 
 fn only_error(path: &std::path::Path) -> ConfigError {
-    let mut errors = load_plan(path).unwrap_err().0;
+    let mut errors = load_plan(path).expect_err("config must be refused").0;
     assert_eq!(errors.len(), 1, "{errors:?}");
     errors.remove(0)
 }
@@ -91,6 +91,29 @@ fn yaml_file_is_not_a_system() {
         matches!(
             err,
             ConfigError::Shape { .. } | ConfigError::Evaluate { .. }
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn pathological_nesting_is_refused_before_nickel_parses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deep.ncl");
+    std::fs::write(
+        &path,
+        format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)),
+    )
+    .unwrap();
+    let err = only_error(&path);
+    assert!(
+        matches!(
+            err,
+            ConfigError::TooDeep {
+                line: 1,
+                depth: 257,
+                ..
+            }
         ),
         "{err:?}"
     );

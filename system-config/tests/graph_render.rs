@@ -8,7 +8,7 @@ use testudo_config::{load_plan, Plan};
 
 fn gateway() -> Plan {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.ncl");
-    load_plan(&path).unwrap().0
+    load_plan(&path).expect("gateway loads").0
 }
 
 #[test]
@@ -26,7 +26,7 @@ fn svg_is_well_formed_and_has_every_component_and_route() {
     let node_titles: Vec<String> = root
         .descendants()
         .filter(|n| n.attribute("class").is_some_and(|c| c.starts_with("node ")))
-        .filter_map(|n| n.children().filter(|c| c.has_tag_name("text")).next())
+        .filter_map(|n| n.children().find(|c| c.has_tag_name("text")))
         .filter_map(|t| t.text().map(str::to_owned))
         .collect();
     for name in plan.components.keys().chain(plan.app_slots.keys()) {

@@ -8,8 +8,8 @@ use testudo_config::{load_plan, Plan};
 
 fn gateway_json() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.ncl");
-    let (plan, _) = load_plan(&path).unwrap();
-    plan.to_canonical_json().unwrap()
+    let (plan, _) = load_plan(&path).expect("gateway loads");
+    plan.to_canonical_json().expect("plan serialises")
 }
 
 #[test]

@@ -27,6 +27,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("lld-14", "/usr/bin/wasm-ld-14"),
     // Anchor broker for the hub emulator's connection-memory benchmark.
     ("mosquitto", "/usr/sbin/mosquitto"),
+    // Updater: block-device slots on loop devices (tests).
+    ("mount", "/usr/sbin/losetup"),
     ("pkg-config", "/usr/bin/pkg-config"),
     // Updater: interop peer in both directions (tests) and benchmark anchor.
     ("rauc", "/usr/bin/rauc"),

@@ -82,7 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => default_source_root(&args.config)?,
     };
     let keys = match &args.keys {
-        Some(dir) => keys::open_keys(dir).with_context(|| format!("key directory {}", dir.display()))?,
+        Some(dir) => {
+            keys::open_keys(dir).with_context(|| format!("key directory {}", dir.display()))?
+        }
         None => {
             let dir = keys::default_dev_keys_dir();
             keys::ensure_dev_keys(&dir)
@@ -91,7 +93,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let bin_dirs = if args.bin_dirs.is_empty() {
         let exe = std::env::current_exe().context("cannot locate the testudo executable")?;
-        exe.parent().map(|p| vec![p.to_path_buf()]).unwrap_or_default()
+        exe.parent()
+            .map(|p| vec![p.to_path_buf()])
+            .unwrap_or_default()
     } else {
         args.bin_dirs
     };
@@ -103,10 +107,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bin_dirs,
         cache_dir: args.cache.unwrap_or_else(Cache::default_dir),
         source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
-        progress: if args.plain { ProgressMode::Plain } else { ProgressMode::Auto },
+        progress: if args.plain {
+            ProgressMode::Plain
+        } else {
+            ProgressMode::Auto
+        },
         host: HostPaths::default(),
     };
-    let tools = HostTools::new(0);
+    let tools = HostTools::new();
     let report = testudo_images::build(&request, &tools)
         .with_context(|| format!("building {}", args.config.display()))?;
     let cached = report

@@ -142,8 +142,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
 
 fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     let keyring = args.verify.keyring()?;
-    let verified = bundle::open(&args.bundle, &keyring)
-        .with_context(|| format!("verifying {}", args.bundle.display()))?;
+    let verified = bundle::open(&args.bundle, &keyring).context("bundle rejected")?;
     if args.json {
         let value = serde_json::json!({
             "manifest": verified.manifest,
@@ -191,8 +190,7 @@ fn hex_string(bytes: &[u8]) -> String {
 
 fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let keyring = args.verify.keyring()?;
-    let verified = bundle::open(&args.bundle, &keyring)
-        .with_context(|| format!("verifying {}", args.bundle.display()))?;
+    let verified = bundle::open(&args.bundle, &keyring).context("bundle rejected")?;
     verified.extract(&args.dir).with_context(|| {
         format!(
             "extracting {} into {}",

@@ -19,9 +19,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             for warning in &warnings {
                 eprintln!("warning: {warning}");
             }
-            let routes = plan.routes().len();
+            let routes: usize = plan.components.values().map(|c| c.uses.len()).sum();
+            let slot_routes: usize = plan.app_slots.values().map(|s| s.max_uses.len()).sum();
             println!(
-                "{}: ok: system {} {} on {}, {} components, {} routes, {} app slots, {} warnings",
+                "{}: ok: system {} {} on {}, {} components, {} routes, {} app slots ({} routes at most), {} warnings",
                 args.config.display(),
                 plan.name,
                 plan.version,
@@ -29,6 +30,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 plan.components.len(),
                 routes,
                 plan.app_slots.len(),
+                slot_routes,
                 warnings.len()
             );
             Ok(ExitCode::SUCCESS)

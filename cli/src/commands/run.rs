@@ -56,24 +56,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let temp = match &args.state_dir {
         Some(_) => None,
-        None => Some(tempfile::Builder::new().prefix("testudo-run-").tempdir().context("creating a state directory")?),
+        None => Some(
+            tempfile::Builder::new()
+                .prefix("testudo-run-")
+                .tempdir()
+                .context("creating a state directory")?,
+        ),
     };
     let state_dir = args
         .state_dir
         .clone()
         .or_else(|| temp.as_ref().map(|t| t.path().to_owned()))
         .context("no state directory")?;
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| state_dir.join("data"));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| state_dir.join("data"));
     let mut options = InitOptions::new(bin_dir, state_dir, data_dir, args.app_root.clone());
     options.echo = true;
     let stop = signals::stop_on_signals().context("installing signal handlers")?;
     let events = EventLog::new(true);
-    let mut supervisor = Supervisor::new(plan, options, events.clone()).context("preparing the system")?;
+    let mut supervisor =
+        Supervisor::new(plan, options, events.clone()).context("preparing the system")?;
     let supervisor_started = Instant::now();
     let watcher = events.clone();
     let report = args.report;
     std::thread::spawn(move || {
-        if let Some(event) = watcher.wait_for(Duration::from_secs(86_400 * 365), |e| matches!(e.kind, EventKind::Ready { .. })) {
+        if let Some(event) = watcher.wait_for(Duration::from_secs(86_400 * 365), |e| {
+            matches!(e.kind, EventKind::Ready { .. })
+        }) {
             println!(
                 "{} (in {} ms; {} ms including loading the config)",
                 event.line(),
@@ -91,7 +102,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    supervisor.run(stop.as_fd()).context("supervising the system")?;
+    supervisor
+        .run(stop.as_fd())
+        .context("supervising the system")?;
     println!("stopped");
     drop(temp);
     Ok(ExitCode::SUCCESS)

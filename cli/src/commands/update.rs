@@ -85,17 +85,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .context("system.conf has no [keyring] path=")?;
             let keyring = Keyring::load(keyring_path, conf.check_purpose)?;
-            let verified = bundle::open(&path, &keyring)
-                .with_context(|| format!("verifying {}", path.display()))?;
+            let verified = bundle::open(&path, &keyring).context("bundle rejected")?;
             let options = InstallOptions {
                 allow_downgrade,
                 ..InstallOptions::default()
             };
             let crash_at = crash_point_from_env()?;
-            let mut observer = |index: usize, _step: &install::Step| {
+            let total: u64 = verified.manifest.images.iter().map(|i| i.size).sum();
+            let mut written = 0u64;
+            let mut last_decile = None;
+            let mut observer = |index: usize, step: &install::Step| {
                 if crash_at == Some(index) {
                     // Test hook: die like a power cut, without unwinding or clean-up.
                     std::process::abort();
+                }
+                match step {
+                    install::Step::MarkTargetBad { bootname } => {
+                        eprintln!("marking slot {bootname} not bootable");
+                    }
+                    install::Step::WriteChunk { slot, len, .. } => {
+                        written += *len as u64;
+                        let decile = (written * 10).checked_div(total).unwrap_or(10);
+                        if last_decile != Some(decile) {
+                            last_decile = Some(decile);
+                            eprintln!("writing {slot}: {}%", decile * 10);
+                        }
+                    }
+                    install::Step::SyncSlot { slot } => {
+                        eprintln!("syncing and reading back {slot}")
+                    }
+                    install::Step::SetPrimary { bootname } => {
+                        eprintln!("making slot {bootname} primary with one try");
+                    }
+                    install::Step::RecordInstalling { .. }
+                    | install::Step::RecordInstalled { .. } => {}
                 }
                 std::ops::ControlFlow::Continue(())
             };

@@ -68,7 +68,8 @@ pub fn wasm_module(tag: &str) -> Vec<u8> {
 pub fn keys_dir() -> PathBuf {
     static KEYS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     KEYS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("testudo-images-test-keys-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("testudo-images-test-keys-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         testudo_images::keys::ensure_dev_keys(&dir).expect("dev keys");
         dir
@@ -101,10 +102,7 @@ pub fn fixture() -> Fixture {
         progress: ProgressMode::Quiet,
         host: HostPaths::default(),
     };
-    Fixture {
-        dir,
-        request,
-    }
+    Fixture { dir, request }
 }
 
 pub fn run(program: &str, args: &[&str]) -> String {

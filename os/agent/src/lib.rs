@@ -3,25 +3,31 @@
 //!
 //! - [`connection_string`] parses device connection strings; [`sas`] builds SAS tokens with a
 //!   [`sas::SasSigner`] — a software key or a key held in the TPM ([`tpm`]).
-//! - [`agent`] runs one device: connect, subscribe, GET the twin, deliver desired changes in
-//!   strict `$version` order ([`twin::DesiredTracker`]), send reported patches and telemetry
-//!   from a bounded offline queue ([`queue`]), renew tokens, reconnect with backoff and jitter
-//!   ([`backoff`]), and wait out throttling.
+//! - [`agent`] runs one device ([`config::AgentConfig`]): connect, subscribe, GET the twin,
+//!   deliver desired changes in strict `$version` order ([`twin::DesiredTracker`]), send reported
+//!   patches and telemetry from a bounded offline queue ([`queue`]), renew tokens, reconnect with
+//!   backoff and jitter ([`backoff`]), and wait out throttling. The application holds a
+//!   [`handle::AgentHandle`] and reads [`handle::AgentEvent`]s.
+//! - [`echo`] is the plumbing example (report device info, echo desired properties);
+//!   [`options`] turns command-line choices into a configuration; [`tls`] builds rustls configs.
 //! - [`dps`] registers a device with the Device Provisioning Service over MQTT.
 //! - [`topics`] holds IoT Hub's topic names and parses what the hub publishes.
 
 pub mod agent;
 pub mod backoff;
+pub mod config;
 pub mod connection_string;
 pub mod dps;
 pub mod echo;
 pub mod error;
+pub mod handle;
 pub mod options;
 pub mod queue;
 pub mod sas;
 pub mod tls;
 pub mod topics;
 pub mod tpm;
+pub mod tpm_x509;
 pub mod twin;
 
 pub use agent::{

@@ -8,14 +8,34 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::error::{AgentError, Result};
+use crate::tpm_x509::{TpmClientCert, TpmEcdsaKey};
+
+/// The device's X.509 client identity.
+#[derive(Debug, Clone)]
+pub enum ClientIdentity {
+    /// PEM certificate chain and PEM private key (the key is in memory).
+    Pem {
+        /// Certificate chain.
+        cert: Vec<u8>,
+        /// Private key.
+        key: Vec<u8>,
+    },
+    /// PEM certificate chain whose ECDSA P-256 key stays in the TPM.
+    Tpm {
+        /// Certificate chain.
+        cert: Vec<u8>,
+        /// The TPM key.
+        key: Arc<TpmEcdsaKey>,
+    },
+}
 
 /// Where the hub's trust anchor and the device's optional client certificate come from.
 #[derive(Debug, Clone, Default)]
 pub struct TlsSettings {
     /// PEM CA certificate(s) the hub's certificate must chain to.
     pub ca_pem: Vec<u8>,
-    /// PEM client certificate chain and private key, for X.509 authentication.
-    pub client_identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// Client certificate and key, for X.509 authentication.
+    pub client_identity: Option<ClientIdentity>,
 }
 
 impl TlsSettings {
@@ -28,7 +48,10 @@ impl TlsSettings {
             })
         };
         let client_identity = match client {
-            Some((cert, key)) => Some((read(cert)?, read(key)?)),
+            Some((cert, key)) => Some(ClientIdentity::Pem {
+                cert: read(cert)?,
+                key: read(key)?,
+            }),
             None => None,
         };
         Ok(Self {
@@ -57,15 +80,19 @@ impl TlsSettings {
                 .with_root_certificates(roots);
         let config = match &self.client_identity {
             None => builder.with_no_client_auth(),
-            Some((cert_pem, key_pem)) => {
-                let chain = parse_certs(cert_pem, "client certificate", host)?;
-                let key = parse_key(key_pem, host)?;
+            Some(ClientIdentity::Pem { cert, key }) => {
+                let chain = parse_certs(cert, "client certificate", host)?;
+                let key = parse_key(key, host)?;
                 builder
                     .with_client_auth_cert(chain, key)
                     .map_err(|source| AgentError::ConfigureTls {
                         host: host.into(),
                         source,
                     })?
+            }
+            Some(ClientIdentity::Tpm { cert, key }) => {
+                let chain = parse_certs(cert, "client certificate", host)?;
+                builder.with_client_cert_resolver(Arc::new(TpmClientCert::new(chain, key.clone())))
             }
         };
         Ok(Arc::new(config))

@@ -38,7 +38,7 @@ pub const SRK_HANDLE: u32 = 0x8100_0001;
 /// Default persistent handle for the device's SAS key.
 pub const DEFAULT_KEY_HANDLE: u32 = 0x8100_0100;
 
-fn tpm_err<'a>(
+pub(crate) fn tpm_err<'a>(
     operation: &'static str,
     tcti: &'a str,
 ) -> impl FnOnce(tss_esapi::Error) -> AgentError + 'a {
@@ -56,7 +56,7 @@ pub fn open_context(tcti: &str) -> Result<Context> {
     Context::new(conf).map_err(tpm_err("open context", tcti))
 }
 
-fn persistent(handle: u32, tcti: &str) -> Result<Persistent> {
+pub(crate) fn persistent(handle: u32, tcti: &str) -> Result<Persistent> {
     if handle < TPM2_PERSISTENT_FIRST {
         return Err(AgentError::TpmKey {
             handle,
@@ -70,7 +70,11 @@ fn persistent(handle: u32, tcti: &str) -> Result<Persistent> {
 
 /// Resolves a persistent handle to an ESAPI object, if something is stored there. Asks the TPM
 /// which handles exist first, so a missing key is an answer, not a logged TPM error.
-fn find_persistent(context: &mut Context, handle: u32, tcti: &str) -> Result<Option<ObjectHandle>> {
+pub(crate) fn find_persistent(
+    context: &mut Context,
+    handle: u32,
+    tcti: &str,
+) -> Result<Option<ObjectHandle>> {
     let Persistent::Persistent(tpm_handle) = persistent(handle, tcti)?;
     let (data, _) = context
         .get_capability(CapabilityType::Handles, handle, 1)
@@ -139,7 +143,7 @@ fn hmac_key_template(tcti: &str) -> Result<Public> {
 }
 
 /// Returns the SRK, creating and persisting it at [`SRK_HANDLE`] if the TPM has none.
-fn ensure_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
+pub(crate) fn ensure_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
     if let Some(object) = find_persistent(context, SRK_HANDLE, tcti)? {
         return Ok(object.into());
     }
@@ -218,43 +222,32 @@ pub fn hmac_with_persistent_key(
     })
 }
 
-type Request = (Vec<u8>, mpsc::SyncSender<Result<[u8; 32]>>);
+type Job = Box<dyn FnOnce(&mut Context, &str) + Send>;
 
-/// A [`SasSigner`] whose key lives in the TPM. The agent holds only a handle.
-pub struct TpmHmacSigner {
+/// A thread owning one ESAPI context (which is not `Send`); work is sent to it as closures.
+pub struct TpmWorker {
     tcti: String,
-    handle: u32,
-    requests: Mutex<mpsc::Sender<Request>>,
+    jobs: Mutex<mpsc::Sender<Job>>,
 }
 
-impl std::fmt::Debug for TpmHmacSigner {
+impl std::fmt::Debug for TpmWorker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TpmHmacSigner")
+        f.debug_struct("TpmWorker")
             .field("tcti", &self.tcti)
-            .field("handle", &format_args!("{:#010x}", self.handle))
             .finish()
     }
 }
 
-impl TpmHmacSigner {
-    /// Connects to the TPM and checks that a key is persisted at `handle`.
-    pub fn open(tcti: &str, handle: u32) -> Result<Self> {
-        let (requests, incoming) = mpsc::channel::<Request>();
+impl TpmWorker {
+    /// Opens a context for `tcti` on a new thread.
+    pub fn start(tcti: &str) -> Result<Self> {
+        let (jobs, incoming) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<()>>(1);
         let worker_tcti = tcti.to_string();
         std::thread::Builder::new()
-            .name("tpm-signer".into())
+            .name("tpm-worker".into())
             .spawn(move || {
-                let tcti = worker_tcti;
-                let mut context = match open_context(&tcti).and_then(|mut context| {
-                    find_persistent(&mut context, handle, &tcti)?.ok_or_else(|| {
-                        AgentError::TpmKey {
-                            handle,
-                            reason: "no key persisted at this handle".into(),
-                        }
-                    })?;
-                    Ok(context)
-                }) {
+                let mut context = match open_context(&worker_tcti) {
                     Ok(context) => {
                         let _ = ready_tx.send(Ok(()));
                         context
@@ -264,13 +257,8 @@ impl TpmHmacSigner {
                         return;
                     }
                 };
-                while let Ok((message, reply)) = incoming.recv() {
-                    let _ = reply.send(hmac_with_persistent_key(
-                        &mut context,
-                        &tcti,
-                        handle,
-                        &message,
-                    ));
+                while let Ok(job) = incoming.recv() {
+                    job(&mut context, &worker_tcti);
                 }
             })
             .map_err(|_| AgentError::TpmWorkerStopped {
@@ -281,24 +269,59 @@ impl TpmHmacSigner {
         })??;
         Ok(Self {
             tcti: tcti.to_string(),
-            handle,
-            requests: Mutex::new(requests),
+            jobs: Mutex::new(jobs),
         })
+    }
+
+    /// Runs `job` on the TPM thread and waits for its result.
+    pub fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce(&mut Context, &str) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let stopped = || AgentError::TpmWorkerStopped {
+            tcti: self.tcti.clone(),
+        };
+        let (reply, answer) = mpsc::sync_channel(1);
+        let job: Job = Box::new(move |context, tcti| {
+            let _ = reply.send(job(context, tcti));
+        });
+        self.jobs
+            .lock()
+            .map_err(|_| stopped())?
+            .send(job)
+            .map_err(|_| stopped())?;
+        answer.recv().map_err(|_| stopped())?
+    }
+}
+
+/// A [`SasSigner`] whose key lives in the TPM. The agent holds only a handle.
+#[derive(Debug)]
+pub struct TpmHmacSigner {
+    worker: TpmWorker,
+    handle: u32,
+}
+
+impl TpmHmacSigner {
+    /// Connects to the TPM and checks that a key is persisted at `handle`.
+    pub fn open(tcti: &str, handle: u32) -> Result<Self> {
+        let worker = TpmWorker::start(tcti)?;
+        worker.run(move |context, tcti| {
+            find_persistent(context, handle, tcti)?
+                .map(|_| ())
+                .ok_or_else(|| AgentError::TpmKey {
+                    handle,
+                    reason: "no key persisted at this handle".into(),
+                })
+        })?;
+        Ok(Self { worker, handle })
     }
 }
 
 impl SasSigner for TpmHmacSigner {
     fn hmac_sha256(&self, message: &[u8]) -> Result<[u8; 32]> {
-        let stopped = || AgentError::TpmWorkerStopped {
-            tcti: self.tcti.clone(),
-        };
-        let (reply, answer) = mpsc::sync_channel(1);
-        self.requests
-            .lock()
-            .map_err(|_| stopped())?
-            .send((message.to_vec(), reply))
-            .map_err(|_| stopped())?;
-        answer.recv().map_err(|_| stopped())?
+        let (handle, message) = (self.handle, message.to_vec());
+        self.worker
+            .run(move |context, tcti| hmac_with_persistent_key(context, tcti, handle, &message))
     }
 }
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 use rcgen::{CertificateParams, DnType, KeyPair};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use testudo_agent::tls::ClientIdentity;
 use testudo_agent::{AgentConfig, AgentEvent, Authentication, TlsSettings};
 
 fn client_identity(device_id: &str) -> (String, String, String) {
@@ -26,7 +27,10 @@ fn client_identity(device_id: &str) -> (String, String, String) {
 fn x509_config(hub: &hub::TestHub, device_id: &str, cert: &str, key: &str) -> AgentConfig {
     let tls = TlsSettings {
         ca_pem: hub.hub().ca_pem.clone().into_bytes(),
-        client_identity: Some((cert.as_bytes().to_vec(), key.as_bytes().to_vec())),
+        client_identity: Some(ClientIdentity::Pem {
+            cert: cert.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+        }),
     };
     let mut config = AgentConfig::new(&hub.hub().host, device_id, tls, Authentication::X509);
     hub.point_at_emulator(&mut config);
@@ -75,7 +79,10 @@ async fn x509_device_provisions_through_dps_then_connects() {
         .unwrap();
     let tls = TlsSettings {
         ca_pem: hub.hub().ca_pem.clone().into_bytes(),
-        client_identity: Some((cert.as_bytes().to_vec(), key.as_bytes().to_vec())),
+        client_identity: Some(ClientIdentity::Pem {
+            cert: cert.as_bytes().to_vec(),
+            key: key.as_bytes().to_vec(),
+        }),
     };
     let assignment = dps::register(&DpsConfig {
         host: hub.hub().host.clone(),

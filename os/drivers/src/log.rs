@@ -23,7 +23,12 @@ impl SchemeProvider for LogProvider {
         })
     }
 
-    fn open(&mut self, _parent: &LogStream, _path: &str, _rights: Rights) -> Result<Opened<LogStream>, Errno> {
+    fn open(
+        &mut self,
+        _parent: &LogStream,
+        _path: &str,
+        _rights: Rights,
+    ) -> Result<Opened<LogStream>, Errno> {
         Err(Errno::ENOENT)
     }
 

@@ -43,20 +43,36 @@ impl SchemeProvider for NetProvider {
         })
     }
 
-    fn open(&mut self, parent: &Egress, path: &str, _rights: Rights) -> Result<Opened<Egress>, Errno> {
+    fn open(
+        &mut self,
+        parent: &Egress,
+        path: &str,
+        _rights: Rights,
+    ) -> Result<Opened<Egress>, Errno> {
         let Some(target) = path.strip_prefix("tcp/") else {
-            println!("denied: {} asked for {path:?} (only tcp/HOST:PORT exists)", parent.consumer);
+            println!(
+                "denied: {} asked for {path:?} (only tcp/HOST:PORT exists)",
+                parent.consumer
+            );
             return Err(Errno::ENOENT);
         };
         if !parent.allow.iter().any(|allowed| allowed == target) {
-            println!("denied: {} may not connect to {target} (route allows: {})", parent.consumer, parent.allow.join(", "));
+            println!(
+                "denied: {} may not connect to {target} (route allows: {})",
+                parent.consumer,
+                parent.allow.join(", ")
+            );
             return Err(Errno::EACCES);
         }
         let addr = resolve(target).ok_or(Errno::EHOSTUNREACH)?;
-        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|error| {
-            println!("connect for {} to {target} failed: {error}", parent.consumer);
-            Errno::from_raw(error.raw_os_error().unwrap_or(libc::ECONNREFUSED))
-        })?;
+        let stream =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|error| {
+                println!(
+                    "connect for {} to {target} failed: {error}",
+                    parent.consumer
+                );
+                Errno::from_raw(error.raw_os_error().unwrap_or(libc::ECONNREFUSED))
+            })?;
         Ok(Opened::Raw(OwnedFd::from(stream)))
     }
 
@@ -71,8 +87,14 @@ mod tests {
 
     #[test]
     fn resolves_literals_and_localhost_only_from_text() {
-        assert_eq!(resolve("127.0.0.1:80"), Some(SocketAddr::from(([127, 0, 0, 1], 80))));
-        assert_eq!(resolve("localhost:8883"), Some(SocketAddr::from(([127, 0, 0, 1], 8883))));
+        assert_eq!(
+            resolve("127.0.0.1:80"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 80)))
+        );
+        assert_eq!(
+            resolve("localhost:8883"),
+            Some(SocketAddr::from(([127, 0, 0, 1], 8883)))
+        );
         assert_eq!(resolve("nonsense"), None);
     }
 }

@@ -28,7 +28,12 @@ impl SchemeProvider for SensorProvider {
         Ok(SensorChannel)
     }
 
-    fn open(&mut self, _parent: &SensorChannel, path: &str, _rights: Rights) -> Result<Opened<SensorChannel>, Errno> {
+    fn open(
+        &mut self,
+        _parent: &SensorChannel,
+        path: &str,
+        _rights: Rights,
+    ) -> Result<Opened<SensorChannel>, Errno> {
         match path {
             "temperature" => Ok(Opened::Node(SensorChannel)),
             _ => Err(Errno::ENOENT),

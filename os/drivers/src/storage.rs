@@ -62,7 +62,12 @@ impl SchemeProvider for StorageProvider {
         Ok(StorageNode::Dir(dir))
     }
 
-    fn open(&mut self, parent: &StorageNode, path: &str, rights: Rights) -> Result<Opened<StorageNode>, Errno> {
+    fn open(
+        &mut self,
+        parent: &StorageNode,
+        path: &str,
+        rights: Rights,
+    ) -> Result<Opened<StorageNode>, Errno> {
         let StorageNode::Dir(dir) = parent else {
             return Err(Errno::ENOTDIR);
         };

@@ -52,7 +52,13 @@ impl TpmProvider {
         let backend = if meta.file_type().is_socket() {
             Backend::Socket(UnixStream::connect(path).map_err(wrap)?)
         } else {
-            Backend::Device(OpenOptions::new().read(true).write(true).open(path).map_err(wrap)?)
+            Backend::Device(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(wrap)?,
+            )
         };
         Ok(TpmProvider { backend })
     }
@@ -88,12 +94,20 @@ impl SchemeProvider for TpmProvider {
         Ok(TpmSession::default())
     }
 
-    fn open(&mut self, _parent: &TpmSession, _path: &str, _rights: Rights) -> Result<Opened<TpmSession>, Errno> {
+    fn open(
+        &mut self,
+        _parent: &TpmSession,
+        _path: &str,
+        _rights: Rights,
+    ) -> Result<Opened<TpmSession>, Errno> {
         Err(Errno::ENOENT)
     }
 
     fn write(&mut self, node: &mut TpmSession, command: &[u8]) -> Result<usize, Errno> {
-        if command.len() < HEADER || command.len() > MAX_TPM_MESSAGE || declared_size(command) != Some(command.len()) {
+        if command.len() < HEADER
+            || command.len() > MAX_TPM_MESSAGE
+            || declared_size(command) != Some(command.len())
+        {
             return Err(Errno::EINVAL);
         }
         node.response = self
@@ -120,7 +134,10 @@ mod tests {
 
     #[test]
     fn header_size_is_big_endian_and_bounds_checked() {
-        assert_eq!(declared_size(&[0x80, 0x01, 0, 0, 0, 12, 0, 0, 1, 0x7b]), Some(12));
+        assert_eq!(
+            declared_size(&[0x80, 0x01, 0, 0, 0, 12, 0, 0, 1, 0x7b]),
+            Some(12)
+        );
         assert_eq!(declared_size(&[0x80]), None);
     }
 }

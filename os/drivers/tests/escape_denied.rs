@@ -14,17 +14,58 @@ use testudo_init::EventKind;
 /// `denied` with this text via the log driver, `None` = init logs a seccomp kill).
 fn attempts(listener_port: u16) -> Vec<(String, Vec<String>, Option<&'static str>)> {
     let mut list: Vec<(String, Vec<String>, Option<&'static str>)> = vec![
-        ("open-shadow".into(), vec!["open-path".into(), "/etc/shadow".into()], Some("open /etc/shadow")),
-        ("open-host-root".into(), vec!["open-path".into(), "/.old/etc/passwd".into()], Some("open /.old/etc/passwd")),
-        ("connect-unrouted".into(), vec!["connect-via-net".into(), format!("127.0.0.1:{listener_port}")], Some("net refused")),
-        ("connect-direct".into(), vec!["connect-direct".into(), format!("127.0.0.1:{listener_port}")], None),
+        (
+            "open-shadow".into(),
+            vec!["open-path".into(), "/etc/shadow".into()],
+            Some("open /etc/shadow"),
+        ),
+        (
+            "open-host-root".into(),
+            vec!["open-path".into(), "/.old/etc/passwd".into()],
+            Some("open /.old/etc/passwd"),
+        ),
+        (
+            "connect-unrouted".into(),
+            vec![
+                "connect-via-net".into(),
+                format!("127.0.0.1:{listener_port}"),
+            ],
+            Some("net refused"),
+        ),
+        (
+            "connect-direct".into(),
+            vec![
+                "connect-direct".into(),
+                format!("127.0.0.1:{listener_port}"),
+            ],
+            None,
+        ),
         ("signal".into(), vec!["signal".into()], None),
-        ("read-memory".into(), vec!["read-memory".into()], Some("/proc/1/mem")),
+        (
+            "read-memory".into(),
+            vec!["read-memory".into()],
+            Some("/proc/1/mem"),
+        ),
         ("fork-bomb".into(), vec!["fork-bomb".into()], None),
-        ("memory".into(), vec!["memory".into()], Some("allocation refused")),
+        (
+            "memory".into(),
+            vec!["memory".into()],
+            Some("allocation refused"),
+        ),
     ];
-    for syscall in ["ptrace", "mount", "kexec_load", "bpf", "init_module", "finit_module"] {
-        list.push((format!("syscall-{}", syscall.replace('_', "-")), vec!["syscall".into(), syscall.into()], None));
+    for syscall in [
+        "ptrace",
+        "mount",
+        "kexec_load",
+        "bpf",
+        "init_module",
+        "finit_module",
+    ] {
+        list.push((
+            format!("syscall-{}", syscall.replace('_', "-")),
+            vec!["syscall".into(), syscall.into()],
+            None,
+        ));
     }
     list
 }
@@ -64,33 +105,56 @@ fn every_escape_is_denied_logged_and_harmless() {
         components.push((name.as_str(), probe));
     }
     let (system, _state) = start(plan(components), None);
-    wait(&system, "ready", |e| matches!(e.kind, EventKind::Ready { .. }));
+    wait(&system, "ready", |e| {
+        matches!(e.kind, EventKind::Ready { .. })
+    });
 
     for (name, _, logged) in &attempts {
         match logged {
             Some(text) => {
                 let line = output_line(&system, "log", &format!("[{name}] escape-probe"));
-                assert!(line.contains("denied") && line.contains(text), "{name}: {line}");
+                assert!(
+                    line.contains("denied") && line.contains(text),
+                    "{name}: {line}"
+                );
             }
             None => {
                 let event = wait(&system, &format!("{name} killed by seccomp"), |e| {
                     e.component == *name && matches!(e.kind, EventKind::SeccompDenied { .. })
                 });
-                assert!(event.line().contains("denied: killed by seccomp"), "{}", event.line());
+                assert!(
+                    event.line().contains("denied: killed by seccomp"),
+                    "{}",
+                    event.line()
+                );
             }
         }
     }
     // The net driver logged the refused egress itself.
     let refusal = output_line(&system, "net", "denied:");
-    assert!(refusal.contains(&format!("connect-unrouted may not connect to 127.0.0.1:{port}")), "{refusal}");
+    assert!(
+        refusal.contains(&format!(
+            "connect-unrouted may not connect to 127.0.0.1:{port}"
+        )),
+        "{refusal}"
+    );
     // Nothing escaped, the listener saw no connection, and the drivers kept running.
     let events = system.events.snapshot();
-    assert!(!events.iter().any(|e| e.line().contains("ESCAPED")), "an escape succeeded");
+    assert!(
+        !events.iter().any(|e| e.line().contains("ESCAPED")),
+        "an escape succeeded"
+    );
     listener.set_nonblocking(true).expect("nonblocking");
-    assert!(listener.accept().is_err(), "something connected to the listener");
+    assert!(
+        listener.accept().is_err(),
+        "something connected to the listener"
+    );
     let status = system.status().expect("status scheme");
     for driver in ["log", "net", "sensor"] {
-        assert!(status.contains(&format!("{driver} running 0")), "{driver} not running untouched:\n{status}");
+        assert!(
+            status.contains(&format!("{driver} running 0")),
+            "{driver} not running untouched:\n{status}"
+        );
     }
     system.stop().expect("clean stop");
 }

@@ -48,27 +48,66 @@ fn enforcement_is_visible_in_proc() {
         ),
     ];
     let (system, _state) = start(plan(components), None);
-    wait(&system, "ready", |e| matches!(e.kind, EventKind::Ready { .. }));
+    wait(&system, "ready", |e| {
+        matches!(e.kind, EventKind::Ready { .. })
+    });
     output_line(&system, "log", "[app] escape-probe hold: up");
     for name in ["log", "net", "storage", "sensor", "app"] {
-        let event = wait(&system, name, |e| e.component == name && matches!(e.kind, EventKind::Started { .. }));
-        let EventKind::Started { pid, report } = event.kind else { unreachable!() };
+        let event = wait(&system, name, |e| {
+            e.component == name && matches!(e.kind, EventKind::Started { .. })
+        });
+        let EventKind::Started { pid, report } = event.kind else {
+            unreachable!()
+        };
         let seen = proc_enforcement(pid).expect("read /proc/PID");
         assert_eq!(seen.seccomp_mode, 2, "{name}: seccomp filter mode");
         assert!(seen.no_new_privs, "{name}: no_new_privs");
-        assert!(seen.own_user_ns && seen.own_mount_ns && seen.own_pid_ns, "{name}: {seen:?}");
+        assert!(
+            seen.own_user_ns && seen.own_mount_ns && seen.own_pid_ns,
+            "{name}: {seen:?}"
+        );
         assert!(seen.own_ipc_ns && seen.own_uts_ns, "{name}: {seen:?}");
-        assert_eq!(seen.own_net_ns, name != "net", "{name}: only the net driver shares the host network");
-        assert!(report.syscalls_allowed < 40, "{name} allows {} syscalls", report.syscalls_allowed);
+        assert_eq!(
+            seen.own_net_ns,
+            name != "net",
+            "{name}: only the net driver shares the host network"
+        );
+        assert!(
+            report.syscalls_allowed < 40,
+            "{name} allows {} syscalls",
+            report.syscalls_allowed
+        );
         assert!(report.syscalls_allowed < report.syscalls_total);
-        assert_eq!(report.enforcement, Some(seen), "{name}: init's report matches /proc");
-        assert!(report.paths_visible.iter().any(|p| p.starts_with("/bin/testudo-")), "{name}: {:?}", report.paths_visible);
-        assert!(!report.paths_visible.iter().any(|p| p.starts_with("/etc") || p.starts_with("/home")), "{name}: {:?}", report.paths_visible);
+        assert_eq!(
+            report.enforcement,
+            Some(seen),
+            "{name}: init's report matches /proc"
+        );
+        assert!(
+            report
+                .paths_visible
+                .iter()
+                .any(|p| p.starts_with("/bin/testudo-")),
+            "{name}: {:?}",
+            report.paths_visible
+        );
+        assert!(
+            !report
+                .paths_visible
+                .iter()
+                .any(|p| p.starts_with("/etc") || p.starts_with("/home")),
+            "{name}: {:?}",
+            report.paths_visible
+        );
         if name == "app" {
             assert_eq!(report.handles, ["egress", "files", "log"]);
         }
         if name == "storage" {
-            assert!(report.paths_visible.contains(&"/data (rw)".to_owned()), "{:?}", report.paths_visible);
+            assert!(
+                report.paths_visible.contains(&"/data (rw)".to_owned()),
+                "{:?}",
+                report.paths_visible
+            );
         }
     }
     let pids: Vec<i32> = system
@@ -82,6 +121,9 @@ fn enforcement_is_visible_in_proc() {
         .collect();
     system.stop().expect("clean stop");
     for pid in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} left behind");
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} left behind"
+        );
     }
 }

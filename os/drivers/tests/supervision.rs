@@ -23,11 +23,18 @@ fn crash_restarts_with_backoff_then_crash_loop_fails() {
         window: Duration::from_secs(30),
         max_restarts: 3,
     };
-    let (system, _state) = start(plan(vec![("log", log_driver()), ("crasher", crasher)]), Some(backoff));
+    let (system, _state) = start(
+        plan(vec![("log", log_driver()), ("crasher", crasher)]),
+        Some(backoff),
+    );
     let failed = wait(&system, "crash loop", |e| {
         e.component == "crasher" && matches!(e.kind, EventKind::Failed { .. })
     });
-    assert!(failed.line().contains("crash loop: 4 restarts"), "{}", failed.line());
+    assert!(
+        failed.line().contains("crash loop: 4 restarts"),
+        "{}",
+        failed.line()
+    );
     let events = system.events.snapshot();
     let delays: Vec<u64> = events
         .iter()
@@ -61,14 +68,23 @@ fn dependents_restart_after_their_dependency_in_order() {
         .uses("sensor", route("sensor", "temperature", "sensor", &[]))
         .restart(RestartPolicy::Always)
         .0;
-    let (system, _state) = start(plan(vec![("log", log_driver()), ("sensor", sensor), ("app", app)]), None);
-    wait(&system, "ready", |e| matches!(e.kind, EventKind::Ready { .. }));
+    let (system, _state) = start(
+        plan(vec![
+            ("log", log_driver()),
+            ("sensor", sensor),
+            ("app", app),
+        ]),
+        None,
+    );
+    wait(&system, "ready", |e| {
+        matches!(e.kind, EventKind::Ready { .. })
+    });
     let log_pid = started_pid(&system, "log");
     let before = system.events.snapshot().len();
     // SAFETY: kills the log driver process this test's supervisor started.
     assert_eq!(unsafe { libc::kill(log_pid, libc::SIGKILL) }, 0);
-    wait(&system, "app back", |e| {
-        e.component == "app" && matches!(e.kind, EventKind::Started { .. }) && e.line().contains("started")
+    wait_count(&system, "app started a second time", 2, |e| {
+        e.component == "app" && matches!(e.kind, EventKind::Started { .. })
     });
     let after: Vec<String> = system.events.snapshot()[before..]
         .iter()
@@ -87,8 +103,16 @@ fn dependents_restart_after_their_dependency_in_order() {
     let log_started = position("log: started");
     let sensor_started = position("sensor: started");
     let app_started = position("app: started");
-    assert!(killed < app_stopped && app_stopped < sensor_stopped, "dependents stop, last first:\n{}", after.join("\n"));
+    assert!(
+        killed < app_stopped && app_stopped < sensor_stopped,
+        "dependents stop, last first:\n{}",
+        after.join("\n")
+    );
     assert!(sensor_stopped < log_started, "{}", after.join("\n"));
-    assert!(log_started < sensor_started && sensor_started < app_started, "restart in dependency order:\n{}", after.join("\n"));
+    assert!(
+        log_started < sensor_started && sensor_started < app_started,
+        "restart in dependency order:\n{}",
+        after.join("\n")
+    );
     system.stop().expect("clean stop");
 }

@@ -164,9 +164,17 @@ impl EventLog {
     }
 
     /// Waits up to `timeout` for an event matching `predicate` (including past ones).
-    pub fn wait_for(&self, timeout: Duration, mut predicate: impl FnMut(&Event) -> bool) -> Option<Event> {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut predicate: impl FnMut(&Event) -> bool,
+    ) -> Option<Event> {
         let deadline = Instant::now() + timeout;
-        let mut events = self.shared.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut events = self
+            .shared
+            .events
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         loop {
             if let Some(found) = events.iter().find(|event| predicate(event)) {
                 return Some(found.clone());

@@ -87,15 +87,28 @@ mod tests {
 
     #[test]
     fn order_respects_dependencies_and_is_stable() {
-        let deps = graph(&[("app", &["log", "sensor"]), ("sensor", &["log"]), ("log", &[]), ("net", &[])]);
-        assert_eq!(start_order(&deps).expect("acyclic"), ["log", "net", "sensor", "app"]);
-        assert_eq!(dependents(&deps, "log"), ["app", "sensor"].iter().map(|s| s.to_string()).collect());
+        let deps = graph(&[
+            ("app", &["log", "sensor"]),
+            ("sensor", &["log"]),
+            ("log", &[]),
+            ("net", &[]),
+        ]);
+        assert_eq!(
+            start_order(&deps).expect("acyclic"),
+            ["log", "net", "sensor", "app"]
+        );
+        assert_eq!(
+            dependents(&deps, "log"),
+            ["app", "sensor"].iter().map(|s| s.to_string()).collect()
+        );
         assert!(dependents(&deps, "app").is_empty());
     }
 
     #[test]
     fn cycles_are_reported() {
         let deps = graph(&[("a", &["b"]), ("b", &["a"]), ("c", &[])]);
-        assert!(matches!(start_order(&deps), Err(InitError::DependencyCycle { components }) if components == "a, b"));
+        assert!(
+            matches!(start_order(&deps), Err(InitError::DependencyCycle { components }) if components == "a, b")
+        );
     }
 }

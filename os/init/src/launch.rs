@@ -55,8 +55,35 @@ pub fn binary_for(component: &PlanComponent, options: &InitOptions) -> Result<Pa
     } else if matches!(component.run, Run::Wasm { .. }) {
         Err("wasm host missing".to_owned())
     } else {
-        Err(format!("binary {name} missing from {}", options.bin_dir.display()))
+        Err(format!(
+            "binary {name} missing from {}",
+            options.bin_dir.display()
+        ))
     }
+}
+
+/// The host path standing in for device node `node` (see [`InitOptions::devices`]).
+pub fn device_source(node: &str, options: &InitOptions) -> PathBuf {
+    options
+        .devices
+        .get(node)
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(node))
+}
+
+/// Why a component cannot be started on this machine at all (its binary, the WASM host or
+/// a device it owns is missing), if so. Such a component is reported as not started and
+/// not restarted.
+pub fn unavailable(component: &PlanComponent, options: &InitOptions) -> Option<String> {
+    if let Err(reason) = binary_for(component, options) {
+        return Some(reason);
+    }
+    component
+        .devices
+        .nodes
+        .iter()
+        .find(|node| !device_source(node, options).exists())
+        .map(|node| format!("device {node} missing on this machine"))
 }
 
 /// TCP ports of every `allow` entry routed to `provider` (for its landlock connect rule).
@@ -67,7 +94,11 @@ pub fn routed_ports(plan: &Plan, provider: &str) -> Vec<u16> {
         .flat_map(|c| c.uses.values())
         .filter(|route| route.component == provider)
         .flat_map(|route| route.allow.iter())
-        .filter_map(|allow| allow.rsplit_once(':').and_then(|(_, port)| port.parse().ok()))
+        .filter_map(|allow| {
+            allow
+                .rsplit_once(':')
+                .and_then(|(_, port)| port.parse().ok())
+        })
         .collect();
     ports.into_iter().collect()
 }
@@ -101,24 +132,32 @@ pub struct LaunchContext<'a> {
 }
 
 /// Builds the sandbox spec for a component.
-pub fn spec_for(ctx: &LaunchContext<'_>, component: &PlanComponent, program: PathBuf, fds: LaunchFds) -> Result<SandboxSpec, String> {
+pub fn spec_for(
+    ctx: &LaunchContext<'_>,
+    component: &PlanComponent,
+    program: PathBuf,
+    fds: LaunchFds,
+) -> Result<SandboxSpec, String> {
     let name = ctx.name;
     let options = ctx.options;
     let mut binds = Vec::new();
     let mut args = component.args.clone();
     for node in &component.devices.nodes {
-        let path = PathBuf::from(node);
-        if !path.exists() {
+        let source = device_source(node, options);
+        if !source.exists() {
             return Err(format!("device {node} does not exist"));
         }
         binds.push(Bind {
-            source: path.clone(),
-            target: path,
+            source,
+            target: PathBuf::from(node),
             writable: true,
             executable: false,
         });
     }
-    let provides_storage = component.provides.values().any(|p| p.interface == "storage");
+    let provides_storage = component
+        .provides
+        .values()
+        .any(|p| p.interface == "storage");
     if provides_storage {
         binds.push(Bind {
             source: options.data_dir.clone(),
@@ -138,8 +177,14 @@ pub fn spec_for(ctx: &LaunchContext<'_>, component: &PlanComponent, program: Pat
         // the plan's memory limit on the app's linear memory itself.
         memory_bytes = 0;
         let module_path = Path::new(module);
-        if module_path.is_absolute() || module_path.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-            return Err(format!("module path {module} must be relative without `..`"));
+        if module_path.is_absolute()
+            || module_path
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(format!(
+                "module path {module} must be relative without `..`"
+            ));
         }
         let source = options.app_root.join(module_path);
         if !source.is_file() {
@@ -195,8 +240,13 @@ pub fn spec_for(ctx: &LaunchContext<'_>, component: &PlanComponent, program: Pat
         chown_to(&options.data_dir, ctx)?;
     }
     let root_dir = options.state_dir.join("roots").join(name);
-    std::fs::create_dir_all(&root_dir).map_err(|e| format!("creating {}: {e}", root_dir.display()))?;
-    let mut env: Vec<(String, String)> = component.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    std::fs::create_dir_all(&root_dir)
+        .map_err(|e| format!("creating {}: {e}", root_dir.display()))?;
+    let mut env: Vec<(String, String)> = component
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     env.push(("TESTUDO_COMPONENT".to_owned(), name.to_owned()));
     let extra_fds = fds
         .control
@@ -226,7 +276,10 @@ pub fn spec_for(ctx: &LaunchContext<'_>, component: &PlanComponent, program: Pat
         },
         ids: ids_for(ctx),
         root_dir,
-        cgroup: ctx.cgroup_root.map(|root| root.join(format!("testudo-{}", std::process::id())).join(name)),
+        cgroup: ctx.cgroup_root.map(|root| {
+            root.join(format!("testudo-{}", std::process::id()))
+                .join(name)
+        }),
     })
 }
 

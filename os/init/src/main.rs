@@ -82,9 +82,11 @@ fn main() -> ExitCode {
         let mut supervisor = Supervisor::new(plan, options, events.clone())?;
         let watcher = events.clone();
         std::thread::spawn(move || {
-            if let Some(event) = watcher.wait_for(std::time::Duration::from_secs(u64::MAX / 4), |e| {
-                matches!(e.kind, EventKind::Ready { .. })
-            }) {
+            if let Some(event) = watcher
+                .wait_for(std::time::Duration::from_secs(u64::MAX / 4), |e| {
+                    matches!(e.kind, EventKind::Ready { .. })
+                })
+            {
                 println!("{}", event.line());
             }
         });

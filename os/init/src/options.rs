@@ -47,11 +47,19 @@ pub struct InitOptions {
     pub uid_base: u32,
     /// Echo events on stderr.
     pub echo: bool,
+    /// Host paths standing in for device nodes, e.g. `/dev/tpm0` -> a swtpm `unixio`
+    /// socket on a developer's host. Inside the sandbox the node keeps its plan path.
+    pub devices: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl InitOptions {
     /// Options with defaults for everything but the directories.
-    pub fn new(bin_dir: PathBuf, state_dir: PathBuf, data_dir: PathBuf, app_root: PathBuf) -> InitOptions {
+    pub fn new(
+        bin_dir: PathBuf,
+        state_dir: PathBuf,
+        data_dir: PathBuf,
+        app_root: PathBuf,
+    ) -> InitOptions {
         InitOptions {
             bin_dir,
             state_dir,
@@ -61,6 +69,7 @@ impl InitOptions {
             stop_grace: Duration::from_secs(2),
             uid_base: 110_000,
             echo: false,
+            devices: std::collections::BTreeMap::new(),
         }
     }
 }

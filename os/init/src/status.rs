@@ -45,7 +45,12 @@ impl SchemeProvider for StatusProvider {
         Ok(StatusCursor::default())
     }
 
-    fn open(&mut self, _parent: &StatusCursor, _path: &str, _rights: Rights) -> Result<Opened<StatusCursor>, Errno> {
+    fn open(
+        &mut self,
+        _parent: &StatusCursor,
+        _path: &str,
+        _rights: Rights,
+    ) -> Result<Opened<StatusCursor>, Errno> {
         Err(Errno::ENOENT)
     }
 

@@ -7,7 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use testudo_config::plan::{Plan, RestartPolicy, Rights as PlanRights};
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
@@ -25,7 +25,6 @@ enum State {
     Waiting,
     /// Running.
     Running {
-        pid: i32,
         pidfd: OwnedFd,
         control: Option<OwnedFd>,
         output: Option<OwnedFd>,
@@ -61,6 +60,8 @@ struct Unit {
     restarts: VecDeque<Instant>,
     total_restarts: u32,
     role: &'static str,
+    /// Launched (or found unable to run) at least once.
+    attempted: bool,
 }
 
 fn rights(rights: PlanRights) -> Rights {
@@ -93,7 +94,13 @@ fn reap(pidfd: BorrowedFd<'_>, block: bool) -> Option<Ending> {
     // SAFETY: waitid fills a zeroed siginfo for our own child's pidfd.
     let info = unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        if libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) != 0 {
+        if libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            flags,
+        ) != 0
+        {
             return Some(Ending::Code(-1));
         }
         info
@@ -128,7 +135,11 @@ pub struct Supervisor {
 
 impl Supervisor {
     /// Validates the graph, prepares the state directory and starts the status scheme.
-    pub fn new(plan: Plan, options: InitOptions, events: EventLog) -> Result<Supervisor, InitError> {
+    pub fn new(
+        plan: Plan,
+        options: InitOptions,
+        events: EventLog,
+    ) -> Result<Supervisor, InitError> {
         let deps = graph::dependencies(&plan)?;
         let order = graph::start_order(&deps)?;
         for dir in [&options.state_dir, &options.data_dir] {
@@ -159,12 +170,14 @@ impl Supervisor {
                         restarts: VecDeque::new(),
                         total_restarts: 0,
                         role: launch::role_for(component),
+                        attempted: false,
                     },
                 ))
             })
             .collect();
         let status_table: StatusTable = Arc::new(Mutex::new(BTreeMap::new()));
-        let (status_control, served) = handle_pair().map_err(|source| InitError::Status { source })?;
+        let (status_control, served) =
+            handle_pair().map_err(|source| InitError::Status { source })?;
         let provider = StatusProvider::new(Arc::clone(&status_table));
         let status_thread = std::thread::Builder::new()
             .name("status-scheme".into())
@@ -202,15 +215,29 @@ impl Supervisor {
             rights: Rights::Read,
             allow: Vec::new(),
         };
-        send_grant(self.status_control.as_fd(), &grant, kept.as_fd()).map_err(|source| InitError::Status { source })?;
+        send_grant(self.status_control.as_fd(), &grant, kept.as_fd())
+            .map_err(|source| InitError::Status { source })?;
         Ok(testudo_scheme::Handle::from_fd(given))
     }
 
+    /// Publishes the current states to the status scheme, then records the event, so an
+    /// observer that saw the event also sees the state it reports.
+    fn emit(&self, component: &str, kind: EventKind) {
+        self.publish_status();
+        self.events.push(component, kind);
+    }
+
     fn publish_status(&self) {
-        let mut table = self.status_table.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut table = self
+            .status_table
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         table.clear();
         for (name, unit) in &self.units {
-            table.insert(name.clone(), (unit.state.label().to_owned(), unit.total_restarts));
+            table.insert(
+                name.clone(),
+                (unit.state.label().to_owned(), unit.total_restarts),
+            );
         }
     }
 
@@ -298,13 +325,18 @@ impl Supervisor {
     fn start_what_can_start(&mut self) {
         let now = Instant::now();
         for name in self.order.clone() {
-            let Some(unit) = self.units.get(&name) else { continue };
+            let Some(unit) = self.units.get(&name) else {
+                continue;
+            };
             let due = match unit.state {
                 State::Waiting => true,
                 State::Backoff { until } => until <= now,
                 _ => false,
             };
-            let deps_up = self.deps.get(&name).is_some_and(|deps| deps.iter().all(|d| self.is_running(d)));
+            let deps_up = self
+                .deps
+                .get(&name)
+                .is_some_and(|deps| deps.iter().all(|d| self.is_running(d)));
             if due && deps_up {
                 self.launch(&name);
             }
@@ -315,10 +347,11 @@ impl Supervisor {
         if self.ready_announced {
             return;
         }
-        let pending = self
-            .units
-            .values()
-            .any(|unit| matches!(unit.state, State::Waiting | State::Backoff { .. }));
+        // Ready = every component has been brought up once (or found unable to run); a
+        // component crashing later is supervision's business, not start-up's.
+        let pending = self.units.values().any(|unit| {
+            !unit.attempted && matches!(unit.state, State::Waiting | State::Backoff { .. })
+        });
         if pending {
             return;
         }
@@ -329,7 +362,7 @@ impl Supervisor {
             .filter(|(_, unit)| matches!(unit.state, State::Running { .. }))
             .map(|(name, _)| name.clone())
             .collect();
-        self.events.push(INIT_COMPONENT, EventKind::Ready { components });
+        self.emit(INIT_COMPONENT, EventKind::Ready { components });
     }
 
     fn set_state(&mut self, name: &str, state: State) {
@@ -350,18 +383,26 @@ impl Supervisor {
                 rights: rights(route.rights),
                 allow: route.allow.clone(),
             };
-            let (kept, given) = handle_pair().map_err(|e| format!("creating handle {local}: {e}"))?;
+            let (kept, given) =
+                handle_pair().map_err(|e| format!("creating handle {local}: {e}"))?;
             let control = if route.component == INIT_COMPONENT {
                 self.status_control.as_fd()
             } else {
                 match self.units.get(&route.component).map(|u| &u.state) {
                     Some(State::Running {
-                        control: Some(control), ..
+                        control: Some(control),
+                        ..
                     }) => control.as_fd(),
-                    _ => return Err(format!("provider {} of {local} is not serving", route.component)),
+                    _ => {
+                        return Err(format!(
+                            "provider {} of {local} is not serving",
+                            route.component
+                        ))
+                    }
                 }
             };
-            send_grant(control, &grant, kept.as_fd()).map_err(|e| format!("routing {local} to {}: {e}", route.component))?;
+            send_grant(control, &grant, kept.as_fd())
+                .map_err(|e| format!("routing {local} to {}: {e}", route.component))?;
             handles.push((local.clone(), given));
         }
         Ok(handles)
@@ -369,12 +410,16 @@ impl Supervisor {
 
     fn launch(&mut self, name: &str) {
         let component = self.plan.components[name].clone();
-        let program = match launch::binary_for(&component, &self.options) {
+        if let Some(unit) = self.units.get_mut(name) {
+            unit.attempted = true;
+        }
+        let program = match launch::unavailable(&component, &self.options)
+            .map_or_else(|| launch::binary_for(&component, &self.options), Err)
+        {
             Ok(program) => program,
             Err(reason) => {
-                let wasm_missing = reason == "wasm host missing";
-                self.events.push(name, EventKind::NotStarted { reason });
-                self.set_state(name, if wasm_missing { State::NotStarted } else { State::Failed });
+                self.set_state(name, State::NotStarted);
+                self.emit(name, EventKind::NotStarted { reason });
                 self.fail_dependents(name);
                 return;
             }
@@ -417,7 +462,7 @@ impl Supervisor {
         })();
         match result {
             Ok((pid, pidfd, control, output, report)) => {
-                self.events.push(
+                self.emit(
                     name,
                     EventKind::Started {
                         pid,
@@ -427,7 +472,6 @@ impl Supervisor {
                 self.set_state(
                     name,
                     State::Running {
-                        pid,
                         pidfd,
                         control,
                         output: Some(output),
@@ -436,7 +480,7 @@ impl Supervisor {
                 );
             }
             Err(error) => {
-                self.events.push(name, EventKind::LaunchFailed { error });
+                self.emit(name, EventKind::LaunchFailed { error });
                 self.after_ending(name, false);
             }
         }
@@ -445,7 +489,9 @@ impl Supervisor {
     fn drain_output(&mut self, name: &str) {
         let mut lines = Vec::new();
         if let Some(Unit {
-            state: State::Running { output, partial, .. },
+            state: State::Running {
+                output, partial, ..
+            },
             ..
         }) = self.units.get_mut(name)
         {
@@ -471,7 +517,7 @@ impl Supervisor {
             }
         }
         for line in lines {
-            self.events.push(name, EventKind::Output { line });
+            self.emit(name, EventKind::Output { line });
         }
     }
 
@@ -485,7 +531,13 @@ impl Supervisor {
         loop {
             let before = self.events.snapshot().len();
             self.drain_output(name);
-            let open = matches!(self.units.get(name).map(|u| &u.state), Some(State::Running { output: Some(_), .. }));
+            let open = matches!(
+                self.units.get(name).map(|u| &u.state),
+                Some(State::Running {
+                    output: Some(_),
+                    ..
+                })
+            );
             if !open || self.events.snapshot().len() == before {
                 break;
             }
@@ -493,14 +545,19 @@ impl Supervisor {
         let role = self.units.get(name).map_or("", |u| u.role);
         let success = match ending {
             Ending::Code(code) => {
-                self.events.push(name, EventKind::Exited { code });
+                self.emit(name, EventKind::Exited { code });
                 code == 0
             }
             Ending::Signal(signal) => {
                 if signal == libc::SIGSYS {
-                    self.events.push(name, EventKind::SeccompDenied { role: role.to_owned() });
+                    self.emit(
+                        name,
+                        EventKind::SeccompDenied {
+                            role: role.to_owned(),
+                        },
+                    );
                 } else {
-                    self.events.push(name, EventKind::Signaled { signal });
+                    self.emit(name, EventKind::Signaled { signal });
                 }
                 false
             }
@@ -519,9 +576,16 @@ impl Supervisor {
             RestartPolicy::Never => false,
         };
         if !restart {
-            self.set_state(name, if success { State::Exited } else { State::Failed });
+            self.set_state(
+                name,
+                if success {
+                    State::Exited
+                } else {
+                    State::Failed
+                },
+            );
             if !success {
-                self.events.push(
+                self.emit(
                     name,
                     EventKind::Failed {
                         reason: "exited and its restart policy is never".to_owned(),
@@ -533,15 +597,21 @@ impl Supervisor {
         }
         let backoff = self.options.backoff;
         let now = Instant::now();
-        let Some(unit) = self.units.get_mut(name) else { return };
-        while unit.restarts.front().is_some_and(|t| now.duration_since(*t) > backoff.window) {
+        let Some(unit) = self.units.get_mut(name) else {
+            return;
+        };
+        while unit
+            .restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > backoff.window)
+        {
             unit.restarts.pop_front();
         }
         unit.restarts.push_back(now);
         let attempt = unit.restarts.len() as u32;
         if attempt > backoff.max_restarts {
             unit.state = State::Failed;
-            self.events.push(
+            self.emit(
                 name,
                 EventKind::Failed {
                     reason: format!(
@@ -559,7 +629,7 @@ impl Supervisor {
             .saturating_mul(1u32 << (attempt - 1).min(16))
             .min(backoff.max);
         unit.state = State::Backoff { until: now + delay };
-        self.events.push(
+        self.emit(
             name,
             EventKind::Restarting {
                 delay_ms: delay.as_millis() as u64,
@@ -572,13 +642,21 @@ impl Supervisor {
     /// again, in order, once `name` runs again.
     fn stop_dependents(&mut self, name: &str) {
         let dependents = graph::dependents(&self.deps, name);
-        for dependent in self.order.clone().iter().rev().filter(|d| dependents.contains(*d)) {
-            let Some(unit) = self.units.get_mut(dependent) else { continue };
+        for dependent in self
+            .order
+            .clone()
+            .iter()
+            .rev()
+            .filter(|d| dependents.contains(*d))
+        {
+            let Some(unit) = self.units.get_mut(dependent) else {
+                continue;
+            };
             if let State::Running { pidfd, .. } = &unit.state {
                 signal(pidfd.as_fd(), libc::SIGKILL);
                 reap(pidfd.as_fd(), true);
                 unit.state = State::Waiting;
-                self.events.push(
+                self.emit(
                     dependent,
                     EventKind::StoppedForDependency {
                         dependency: name.to_owned(),
@@ -591,10 +669,12 @@ impl Supervisor {
     /// Marks every waiting dependent of a component that will not run again as failed.
     fn fail_dependents(&mut self, name: &str) {
         for dependent in graph::dependents(&self.deps, name) {
-            let Some(unit) = self.units.get_mut(&dependent) else { continue };
+            let Some(unit) = self.units.get_mut(&dependent) else {
+                continue;
+            };
             if matches!(unit.state, State::Waiting | State::Backoff { .. }) {
                 unit.state = State::Failed;
-                self.events.push(
+                self.emit(
                     &dependent,
                     EventKind::Failed {
                         reason: format!("dependency {name} is not running"),
@@ -620,8 +700,12 @@ impl Supervisor {
         }
         let deadline = Instant::now() + self.options.stop_grace;
         for name in &order {
-            let Some(unit) = self.units.get_mut(name) else { continue };
-            let State::Running { pidfd, .. } = &unit.state else { continue };
+            let Some(unit) = self.units.get_mut(name) else {
+                continue;
+            };
+            let State::Running { pidfd, .. } = &unit.state else {
+                continue;
+            };
             loop {
                 if reap(pidfd.as_fd(), false).is_some() {
                     break;
@@ -636,7 +720,10 @@ impl Supervisor {
                     events: libc::POLLIN,
                     revents: 0,
                 };
-                let wait = deadline.saturating_duration_since(Instant::now()).as_millis() as i32 + 1;
+                let wait = deadline
+                    .saturating_duration_since(Instant::now())
+                    .as_millis() as i32
+                    + 1;
                 // SAFETY: polls one valid pidfd.
                 unsafe { libc::poll(&mut entry, 1, wait) };
             }
@@ -646,7 +733,7 @@ impl Supervisor {
             let _ = std::fs::remove_dir_all(root.join(format!("testudo-{}", std::process::id())));
         }
         self.publish_status();
-        self.events.push(INIT_COMPONENT, EventKind::ShutdownComplete);
+        self.emit(INIT_COMPONENT, EventKind::ShutdownComplete);
     }
 }
 
@@ -728,4 +815,3 @@ impl Drop for RunningSystem {
         let _ = self.stop_inner();
     }
 }
-

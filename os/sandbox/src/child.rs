@@ -151,7 +151,9 @@ impl Step {
             Step::Landlock { .. } => "landlock_restrict_self".to_owned(),
             Step::PlaceFd { from, to } => format!("dup2 {from} {to}"),
             Step::CloseOtherFds { first } => format!("close_range {first}.."),
-            Step::Seccomp { role, program } => format!("seccomp {role} ({} instructions)", program.len()),
+            Step::Seccomp { role, program } => {
+                format!("seccomp {role} ({} instructions)", program.len())
+            }
             Step::Exec { path, .. } => format!("execve {}", text(path)),
         }
     }

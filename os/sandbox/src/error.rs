@@ -24,7 +24,7 @@ pub enum SandboxError {
         source: serde_json::Error,
     },
     /// No policy exists for the role.
-    #[error("no seccomp policy for role {role:?} (known: driver, net-driver, service, wasm-host)")]
+    #[error("no seccomp policy for role {role:?} (see os/sandbox/policies)")]
     UnknownRole {
         /// The role.
         role: String,

@@ -22,7 +22,11 @@ pub(crate) struct PathRule {
 
 /// Builds the ruleset; returns its fd (for `landlock_restrict_self` in the child), or `None`
 /// when the kernel has no landlock.
-pub(crate) fn build(component: &str, rules: &[PathRule], connect_ports: &[u16]) -> Result<Option<OwnedFd>, SandboxError> {
+pub(crate) fn build(
+    component: &str,
+    rules: &[PathRule],
+    connect_ports: &[u16],
+) -> Result<Option<OwnedFd>, SandboxError> {
     let abi = ABI::V6;
     let wrap = |source| SandboxError::Landlock {
         component: component.to_owned(),
@@ -56,7 +60,9 @@ pub(crate) fn build(component: &str, rules: &[PathRule], connect_ports: &[u16]) 
         if !is_dir {
             access &= AccessFs::from_file(abi);
         }
-        created = created.add_rule(PathBeneath::new(fd, access)).map_err(wrap)?;
+        created = created
+            .add_rule(PathBeneath::new(fd, access))
+            .map_err(wrap)?;
     }
     for port in connect_ports {
         created = created

@@ -162,7 +162,12 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
     }
     binds.extend(spec.binds.iter().cloned());
     for bind in &binds {
-        if !bind.target.is_absolute() || bind.target.components().any(|c| matches!(c, Component::ParentDir)) {
+        if !bind.target.is_absolute()
+            || bind
+                .target
+                .components()
+                .any(|c| matches!(c, Component::ParentDir))
+        {
             return Err(SandboxError::Path {
                 path: bind.target.clone(),
                 problem: "sandbox targets must be absolute without `..`",
@@ -192,9 +197,17 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
     let (uid_map, gid_map, deny_setgroups) = match spec.ids {
         IdMapping::Root { host_id } => {
             steps.push(Step::ClearGroups);
-            (format!("{SANDBOX_ID} {host_id} 1\n"), format!("{SANDBOX_ID} {host_id} 1\n"), false)
+            (
+                format!("{SANDBOX_ID} {host_id} 1\n"),
+                format!("{SANDBOX_ID} {host_id} 1\n"),
+                false,
+            )
         }
-        IdMapping::Unprivileged { uid, gid } => (format!("{SANDBOX_ID} {uid} 1\n"), format!("{SANDBOX_ID} {gid} 1\n"), true),
+        IdMapping::Unprivileged { uid, gid } => (
+            format!("{SANDBOX_ID} {uid} 1\n"),
+            format!("{SANDBOX_ID} {gid} 1\n"),
+            true,
+        ),
     };
     steps.push(Step::SetIds { id: SANDBOX_ID });
     steps.extend([
@@ -202,7 +215,9 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
             name: ctext(&name, root)?,
         },
         Step::MakeMountsPrivate,
-        Step::MountTmpfs { target: cstring(root)? },
+        Step::MountTmpfs {
+            target: cstring(root)?,
+        },
     ]);
     let mut made_dirs = BTreeSet::new();
     let mut visible_paths = Vec::new();
@@ -217,15 +232,21 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
         parents.reverse();
         for dir in parents {
             if made_dirs.insert(dir.clone()) {
-                steps.push(Step::Mkdir { path: cstring(&dir)? });
+                steps.push(Step::Mkdir {
+                    path: cstring(&dir)?,
+                });
             }
         }
         if bind.source.is_dir() {
             if made_dirs.insert(inside.clone()) {
-                steps.push(Step::Mkdir { path: cstring(&inside)? });
+                steps.push(Step::Mkdir {
+                    path: cstring(&inside)?,
+                });
             }
         } else {
-            steps.push(Step::CreateFile { path: cstring(&inside)? });
+            steps.push(Step::CreateFile {
+                path: cstring(&inside)?,
+            });
         }
         steps.push(Step::Bind {
             source: cstring(&bind.source)?,
@@ -247,7 +268,9 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
     visible_paths.sort();
     visible_paths.dedup();
     let old_root = root.join(".old");
-    steps.push(Step::Mkdir { path: cstring(&old_root)? });
+    steps.push(Step::Mkdir {
+        path: cstring(&old_root)?,
+    });
     steps.push(Step::PivotRoot {
         new_root: cstring(root)?,
         put_old: cstring(&old_root)?,
@@ -289,7 +312,10 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
             files.push(("pids.max".to_owned(), limits.max_tasks.to_string()));
         }
         if limits.cpu_percent > 0 {
-            files.push(("cpu.max".to_owned(), format!("{} 100000", u64::from(limits.cpu_percent) * 1000)));
+            files.push((
+                "cpu.max".to_owned(),
+                format!("{} 100000", u64::from(limits.cpu_percent) * 1000),
+            ));
         }
         (dir.clone(), files)
     });

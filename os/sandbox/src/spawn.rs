@@ -32,9 +32,20 @@ fn kernel(step: &'static str, component: &str) -> impl FnOnce(std::io::Error) ->
 fn abandon(pidfd: &OwnedFd) {
     // SAFETY: signals and reaps our own child through its valid pidfd.
     unsafe {
-        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), libc::SIGKILL, 0, 0);
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            0,
+            0,
+        );
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED);
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED,
+        );
     }
 }
 
@@ -58,7 +69,10 @@ pub fn spawn<S: Sys>(sys: &S, prepared: Prepared) -> Result<SandboxedChild, Sand
         sync,
         error,
     } = prepared;
-    let (pid, pidfd) = match sys.clone_process(clone_flags).map_err(kernel("clone3 into new namespaces", &name))? {
+    let (pid, pidfd) = match sys
+        .clone_process(clone_flags)
+        .map_err(kernel("clone3 into new namespaces", &name))?
+    {
         None => {
             let (index, errno) = match run_steps(sys, &steps) {
                 Ok(()) => (steps.len(), 0),

@@ -27,7 +27,9 @@ pub trait Sys {
 pub struct RealSys;
 
 fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(libc::EIO)
+    io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EIO)
 }
 
 fn check(ret: libc::c_long) -> Result<(), i32> {
@@ -104,7 +106,11 @@ impl Sys for RealSys {
                     Ok(())
                 }
                 Step::CreateFile { path } => {
-                    let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o644,
+                    );
                     if fd < 0 {
                         return Err(errno());
                     }
@@ -127,9 +133,14 @@ impl Sys for RealSys {
                     null,
                     libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | *keep_flags,
                     std::ptr::null(),
-                ) as libc::c_long),
+                )
+                    as libc::c_long),
                 Step::PivotRoot { new_root, put_old } => {
-                    check(libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()))?;
+                    check(libc::syscall(
+                        libc::SYS_pivot_root,
+                        new_root.as_ptr(),
+                        put_old.as_ptr(),
+                    ))?;
                     check(libc::chdir(c"/".as_ptr()) as libc::c_long)
                 }
                 Step::DropOldRoot { path } => {
@@ -140,7 +151,11 @@ impl Sys for RealSys {
                     null,
                     c"/".as_ptr(),
                     null,
-                    libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+                    libc::MS_BIND
+                        | libc::MS_REMOUNT
+                        | libc::MS_RDONLY
+                        | libc::MS_NOSUID
+                        | libc::MS_NODEV,
                     std::ptr::null(),
                 ) as libc::c_long),
                 Step::SetRlimit { resource, value } => {
@@ -155,10 +170,14 @@ impl Sys for RealSys {
                     check(libc::setresgid(*id, *id, *id) as libc::c_long)?;
                     check(libc::setresuid(*id, *id, *id) as libc::c_long)
                 }
-                Step::NoNewPrivs => check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long),
-                Step::Landlock { ruleset_fd } => {
-                    check(libc::syscall(libc::SYS_landlock_restrict_self, *ruleset_fd, 0))
+                Step::NoNewPrivs => {
+                    check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)
                 }
+                Step::Landlock { ruleset_fd } => check(libc::syscall(
+                    libc::SYS_landlock_restrict_self,
+                    *ruleset_fd,
+                    0,
+                )),
                 Step::PlaceFd { from, to } => {
                     if from == to {
                         check(libc::fcntl(*to, libc::F_SETFD, 0) as libc::c_long)

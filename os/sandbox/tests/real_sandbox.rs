@@ -6,7 +6,9 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use testudo_sandbox::{prepare, spawn, IdMapping, RealSys, ResourceLimits, SandboxError, SandboxSpec};
+use testudo_sandbox::{
+    prepare, spawn, IdMapping, RealSys, ResourceLimits, SandboxError, SandboxSpec,
+};
 
 fn ids() -> IdMapping {
     // SAFETY: geteuid/getegid only read process credentials.
@@ -48,7 +50,8 @@ fn spec(root: &Path, program: &str, args: &[&str], stdout: OwnedFd) -> SandboxSp
 fn run(program: &str, args: &[&str]) -> (i32, String) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (mut out_read, out_write) = std::io::pipe().expect("pipe");
-    let prepared = prepare(spec(dir.path(), program, args, OwnedFd::from(out_write))).expect("prepare");
+    let prepared =
+        prepare(spec(dir.path(), program, args, OwnedFd::from(out_write))).expect("prepare");
     let child = spawn(&RealSys, prepared).expect("spawn");
     let enforcement = testudo_sandbox::proc_enforcement(child.pid);
     let mut bytes = Vec::new();
@@ -57,7 +60,15 @@ fn run(program: &str, args: &[&str]) -> (i32, String) {
     // SAFETY: reaps our own child through its pidfd.
     let code = unsafe {
         let mut info: libc::siginfo_t = std::mem::zeroed();
-        assert_eq!(libc::waitid(libc::P_PIDFD, child.pidfd.as_raw_fd() as libc::id_t, &mut info, libc::WEXITED), 0);
+        assert_eq!(
+            libc::waitid(
+                libc::P_PIDFD,
+                child.pidfd.as_raw_fd() as libc::id_t,
+                &mut info,
+                libc::WEXITED
+            ),
+            0
+        );
         info.si_status()
     };
     if let Ok(enforcement) = enforcement {

@@ -319,6 +319,23 @@ impl RunningHub {
         self.hub.add_x509_enrollment(registration_id, thumbprint)
     }
 
+    /// Adds a DPS individual TPM enrollment: the device whose TPM holds this endorsement key
+    /// (`TPM2B_PUBLIC` bytes of the RSA 2048 EK, as `TPM2_ReadPublic` returns them; DPS over
+    /// HTTPS, see [`crate::dps_https`]) may register as `registration_id`. It is assigned with
+    /// the HMAC key DPS imported into its TPM as its SAS key.
+    pub fn add_tpm_enrollment(
+        &self,
+        registration_id: &str,
+        endorsement_key: &[u8],
+    ) -> Result<(), HubError> {
+        self.hub.add_tpm_enrollment(registration_id, endorsement_key)
+    }
+
+    /// DPS HTTPS endpoint (`https://{host}:{port}`): the same port as the service API.
+    pub fn dps_https_endpoint(&self) -> String {
+        format!("https://{}:{}", self.host, self.https_addr.port())
+    }
+
     /// Adds a DPS symmetric-key enrollment group; returns the group key (device keys are
     /// [`crate::sas::derive_device_key`] of it).
     pub fn add_enrollment_group(&self, group: &str) -> Result<String, HubError> {

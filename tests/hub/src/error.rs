@@ -79,6 +79,14 @@ pub enum HubError {
         /// The id as given.
         id: String,
     },
+    /// A TPM enrollment's endorsement key is not an RSA 2048 `TPM2B_PUBLIC` DPS can use.
+    #[error("endorsement key of TPM enrollment {registration_id} rejected: {reason}")]
+    InvalidEndorsementKey {
+        /// Registration id of the enrollment.
+        registration_id: String,
+        /// What is wrong with the key.
+        reason: String,
+    },
     /// The device is not in the registry.
     #[error("device {id} is not registered")]
     DeviceNotFound {

@@ -83,6 +83,9 @@ struct Inner {
     faults: Faults,
     telemetry: Vec<TelemetryMessage>,
     dps_operations: BTreeMap<String, String>,
+    /// DPS TPM attestation: registration id -> the symmetric key (base64) last issued to it
+    /// in an `authenticationKey` challenge.
+    tpm_challenges: BTreeMap<String, String>,
 }
 
 /// The hub: registry, twins, sessions, pending methods, telemetry, faults.
@@ -129,6 +132,7 @@ impl Hub {
                 individual_enrollments: BTreeMap::new(),
                 enrollment_groups: BTreeMap::new(),
                 x509_enrollments: BTreeMap::new(),
+                tpm_enrollments: BTreeMap::new(),
             },
         };
         config.host_name = host.to_owned();
@@ -158,6 +162,7 @@ impl Hub {
                 faults,
                 telemetry: Vec::new(),
                 dps_operations: BTreeMap::new(),
+                tpm_challenges: BTreeMap::new(),
             }),
             persist: Mutex::new(tx),
             next_id: AtomicU64::new(1),
@@ -789,6 +794,79 @@ impl Hub {
         drop(inner);
         self.persist(PersistJob::Config(bytes));
         Ok(())
+    }
+
+    /// Adds a DPS individual TPM enrollment: `endorsement_key` is the EK's `TPM2B_PUBLIC`
+    /// (RSA 2048), as `TPM2_ReadPublic` returns it.
+    pub fn add_tpm_enrollment(
+        &self,
+        registration_id: &str,
+        endorsement_key: &[u8],
+    ) -> Result<(), HubError> {
+        use base64::Engine as _;
+        validate_device_id(registration_id)?;
+        crate::tpm_wire::parse_rsa_storage_key(endorsement_key).map_err(|reason| {
+            HubError::InvalidEndorsementKey {
+                registration_id: registration_id.to_owned(),
+                reason,
+            }
+        })?;
+        let mut inner = self.lock();
+        inner.config.tpm_enrollments.insert(
+            registration_id.to_owned(),
+            base64::engine::general_purpose::STANDARD.encode(endorsement_key),
+        );
+        let bytes = to_json(&inner.config);
+        drop(inner);
+        self.persist(PersistJob::Config(bytes));
+        Ok(())
+    }
+
+    /// The enrolled endorsement key (`TPM2B_PUBLIC`, base64) of a TPM registration.
+    pub fn tpm_enrollment(&self, id_scope: &str, registration_id: &str) -> Option<String> {
+        let inner = self.lock();
+        if id_scope != inner.config.id_scope {
+            return None;
+        }
+        inner.config.tpm_enrollments.get(registration_id).cloned()
+    }
+
+    /// Remembers the symmetric key (base64) issued to a TPM registration in a challenge,
+    /// replacing any earlier one.
+    pub fn set_tpm_challenge(&self, registration_id: &str, key: &str) {
+        self.lock()
+            .tpm_challenges
+            .insert(registration_id.to_owned(), key.to_owned());
+    }
+
+    /// Checks a SAS token of a TPM registration against the key issued in its challenge;
+    /// returns how the provisioned device will authenticate to the hub.
+    pub fn authenticate_tpm_registration(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        authorization: &str,
+    ) -> Option<DeviceAuth> {
+        let inner = self.lock();
+        if id_scope != inner.config.id_scope
+            || !inner.config.tpm_enrollments.contains_key(registration_id)
+        {
+            return None;
+        }
+        let key = inner.tpm_challenges.get(registration_id)?;
+        let token = sas::parse(authorization)?;
+        if !resource_matches(
+            &token.resource,
+            &format!("{id_scope}/registrations/{registration_id}"),
+        ) || token.expiry <= clock::unix_now()
+            || !sas::signature_matches(&token, key)
+        {
+            return None;
+        }
+        Some(DeviceAuth::Sas {
+            primary_key: key.clone(),
+            secondary_key: key.clone(),
+        })
     }
 
     /// Checks a DPS registration's credentials: a SAS token against its individual

@@ -1,8 +1,8 @@
 //! Local Azure IoT Hub emulator (a faithful fake: Azure cannot run here).
 //!
 //! Speaks IoT Hub's device protocol (MQTT 3.1.1 over TLS), the service REST API subset
-//! (registry, twins, direct methods) over HTTPS, and DPS symmetric-key provisioning over
-//! MQTT, closely enough that Microsoft's own Python SDKs work against it unchanged.
+//! (registry, twins, direct methods) over HTTPS, DPS symmetric-key and X.509 provisioning over
+//! MQTT, and DPS TPM attestation over HTTPS ([`tpm_wire`] builds the TPM blobs), closely enough that Microsoft's own Python SDKs work against it unchanged.
 //!
 //! Rust API for other crates' tests (the emulator runs on its own runtime thread, so it
 //! works from sync and async tests alike; bind port 0 and read the addresses back):
@@ -27,6 +27,7 @@
 pub mod clock;
 pub mod control;
 mod dps;
+pub mod dps_https;
 pub mod emulator;
 pub mod error;
 pub mod faults;
@@ -39,6 +40,7 @@ pub mod session;
 pub mod store;
 pub mod test_client;
 pub mod tls;
+pub mod tpm_wire;
 pub mod twin;
 
 pub use emulator::{DeviceCredentials, Emulator, EmulatorConfig, RunningHub};

@@ -31,6 +31,10 @@ pub struct HubConfig {
     /// DPS individual X.509 enrollments: registration id -> certificate thumbprint (hex).
     #[serde(default)]
     pub x509_enrollments: BTreeMap<String, String>,
+    /// DPS individual TPM enrollments: registration id -> endorsement key (base64
+    /// `TPM2B_PUBLIC`, as the device sends it).
+    #[serde(default)]
+    pub tpm_enrollments: BTreeMap<String, String>,
 }
 
 /// How a device authenticates.

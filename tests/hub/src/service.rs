@@ -2,7 +2,8 @@
 //! (`/devices`, `/devices/{id}`), twins (`/twins/{id}` GET/PATCH/PUT with `If-Match`),
 //! direct methods (`POST /twins/{id}/methods`), authenticated with the service SAS token
 //! (`skn=iothubowner`). Emulator extensions under `/testudo/`: `GET /testudo/telemetry
-//! [?deviceId=]`, `GET|POST /testudo/faults`.
+//! [?deviceId=]`, `GET|POST /testudo/faults`. DPS TPM attestation over HTTPS
+//! (`/{idScope}/registrations/...`) is routed to [`crate::dps_https`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -99,6 +100,37 @@ fn error_for(status: u16, code: &str, err: &HubError) -> Response<Full<Bytes>> {
 }
 
 async fn handle(hub: &Arc<Hub>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let dps_segments: Vec<String> = request
+        .uri()
+        .path()
+        .trim_matches('/')
+        .split('/')
+        .map(|segment| url_decode(segment).unwrap_or_else(|| segment.to_owned()))
+        .collect();
+    let dps_segments: Vec<&str> = dps_segments.iter().map(String::as_str).collect();
+    if crate::dps_https::is_dps_path(&dps_segments) {
+        // DPS authenticates registrations itself (TPM challenge, registration SAS).
+        let method = request.method().clone();
+        let authorization = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned);
+        let body = match Limited::new(request.into_body(), MAX_BODY).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => return error(413, "RequestEntityTooLarge", "request body too large"),
+        };
+        let parsed = serde_json::from_slice::<Value>(&body)
+            .map_err(|e| format!("request body is not JSON: {e}"));
+        let (status, answer) = crate::dps_https::handle(
+            hub,
+            &method,
+            &dps_segments,
+            authorization.as_deref(),
+            parsed,
+        );
+        return respond(status, &answer);
+    }
     let authorized = request
         .headers()
         .get(hyper::header::AUTHORIZATION)

@@ -18,7 +18,8 @@ fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp dir");
-        let ca = keys::issue("fuzz CA", KeyKind::EcP256, Validity::days(365), true, None).expect("CA");
+        let ca =
+            keys::issue("fuzz CA", KeyKind::EcP256, Validity::days(365), true, None).expect("CA");
         let path = dir.path().join("ca.pem");
         keys::write_cert(&path, &ca.cert).expect("write CA");
         let keyring = Keyring::load(&path, CheckPurpose::default()).expect("keyring");

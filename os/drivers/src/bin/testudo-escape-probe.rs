@@ -85,14 +85,19 @@ fn main() -> ExitCode {
             Err(error) => report(true, format!("connect {arg}: {error}")),
         },
         "syscall" => match raw_syscall(&arg) {
-            Some(ret) if ret < 0 => report(true, format!("{arg}: {}", std::io::Error::last_os_error())),
+            Some(ret) if ret < 0 => {
+                report(true, format!("{arg}: {}", std::io::Error::last_os_error()))
+            }
             Some(ret) => report(false, format!("{arg} returned {ret}")),
             None => report(true, format!("unknown syscall {arg}")),
         },
         "signal" => {
             // SAFETY: tries to kill every process it can see; expected to be refused.
             let ret = unsafe { libc::kill(-1, libc::SIGKILL) };
-            report(ret < 0, format!("kill(-1): {}", std::io::Error::last_os_error()));
+            report(
+                ret < 0,
+                format!("kill(-1): {}", std::io::Error::last_os_error()),
+            );
         }
         "read-memory" => {
             match std::fs::read("/proc/1/mem") {
@@ -110,7 +115,10 @@ fn main() -> ExitCode {
             };
             // SAFETY: reads one byte into a local; expected to be refused.
             let ret = unsafe { libc::process_vm_readv(1, &local, 1, &remote, 1, 0) };
-            report(ret < 0, format!("process_vm_readv: {}", std::io::Error::last_os_error()));
+            report(
+                ret < 0,
+                format!("process_vm_readv: {}", std::io::Error::last_os_error()),
+            );
         }
         "list-fds" => {
             // SAFETY: F_GETFD only inspects the fd table.
@@ -126,7 +134,13 @@ fn main() -> ExitCode {
                 // SAFETY: fork in a single-threaded process; children do the same.
                 let pid = unsafe { libc::fork() };
                 if pid < 0 {
-                    report(true, format!("fork refused after {forks}: {}", std::io::Error::last_os_error()));
+                    report(
+                        true,
+                        format!(
+                            "fork refused after {forks}: {}",
+                            std::io::Error::last_os_error()
+                        ),
+                    );
                     break;
                 }
                 forks += 1;

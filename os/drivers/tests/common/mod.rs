@@ -33,7 +33,9 @@ pub struct ComponentBuilder(pub PlanComponent);
 pub fn component(kind: ComponentKind, binary: &str) -> ComponentBuilder {
     ComponentBuilder(PlanComponent {
         kind,
-        run: Run::Binary { name: binary.into() },
+        run: Run::Binary {
+            name: binary.into(),
+        },
         devices: Devices::default(),
         provides: BTreeMap::new(),
         uses: BTreeMap::new(),
@@ -108,7 +110,10 @@ pub fn plan(components: Vec<(&str, PlanComponent)>) -> Plan {
                 data_bytes: 0,
             },
         },
-        components: components.into_iter().map(|(n, c)| (n.to_owned(), c)).collect(),
+        components: components
+            .into_iter()
+            .map(|(n, c)| (n.to_owned(), c))
+            .collect(),
         app_slots: BTreeMap::new(),
         update: UpdatePolicy {
             boot_tries: 3,
@@ -170,11 +175,45 @@ pub fn started_pid(system: &RunningSystem, component: &str) -> i32 {
 
 pub fn output_line(system: &RunningSystem, component: &str, needle: &str) -> String {
     match wait(system, &format!("{component} printing {needle:?}"), |e| {
-        e.component == component && matches!(&e.kind, EventKind::Output { line } if line.contains(needle))
+        e.component == component
+            && matches!(&e.kind, EventKind::Output { line } if line.contains(needle))
     })
     .kind
     {
         EventKind::Output { line } => line,
         _ => unreachable!(),
     }
+}
+
+/// Waits until `count` events match `predicate`.
+pub fn wait_count(
+    system: &RunningSystem,
+    what: &str,
+    count: usize,
+    predicate: impl Fn(&Event) -> bool,
+) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if system
+            .events
+            .snapshot()
+            .iter()
+            .filter(|e| predicate(e))
+            .count()
+            >= count
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "timed out waiting for {what}; events:\n{}",
+        system
+            .events
+            .snapshot()
+            .iter()
+            .map(Event::line)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
