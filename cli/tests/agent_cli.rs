@@ -1,5 +1,6 @@
 #![cfg(feature = "agent")]
-//! Promise: `testudo agent` imports a device key into a real TPM (swtpm) and refuses bad
+//! Promise: `testudo agent` puts device identities into a real TPM (swtpm) — an imported SAS
+//! key, or a TPM-generated X.509 key with its self-signed certificate — and refuses bad
 //! configuration with one clear line, never a panic.
 
 use std::net::TcpListener;
@@ -100,6 +101,41 @@ fn import_key_puts_the_key_into_the_tpm() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+}
+
+#[test]
+fn create_x509_key_writes_a_certificate_signed_in_the_tpm() {
+    let tpm = swtpm();
+    let cert = tpm.2.path().join("device.pem");
+    let out = testudo(&[
+        "agent",
+        "create-x509-key",
+        "--tpm",
+        &tpm.1,
+        "--device-id",
+        "gw-x509",
+        "--cert-out",
+        cert.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let thumbprint = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(thumbprint.len(), 64, "{thumbprint}");
+    assert!(thumbprint.chars().all(|c| c.is_ascii_hexdigit()));
+    let verify = Command::new("openssl")
+        .args(["verify", "-CAfile"])
+        .arg(&cert)
+        .arg(&cert)
+        .output()
+        .expect("openssl is installed");
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
 }
 
 #[test]

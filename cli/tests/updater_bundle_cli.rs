@@ -4,26 +4,11 @@
 //! `extract` exit 1 with a one-line error (no panic) and write nothing.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
+mod updater_common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn testudo(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_testudo"));
-    for arg in args {
-        command.arg(arg);
-    }
-    command.output().expect("run testudo")
-}
-
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use updater_common::{keyring, ok, testudo};
 
 fn write_image(path: &Path, size: usize) {
     let data: Vec<u8> = (0..size).map(|i| (i * 31 % 253) as u8).collect();
@@ -34,7 +19,7 @@ fn write_image(path: &Path, size: usize) {
 fn keys_bundle_info_extract() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    let out = ok(&testudo(&[&"keys", &"init", &keys]));
+    let out = updater_common::keys_init(&keys);
     assert!(out.contains("NOT for production"), "{out}");
     for name in [
         "ca.pem",
@@ -63,40 +48,22 @@ fn keys_bundle_info_extract() {
     let image = dir.path().join("rootfs.ext4");
     write_image(&image, 150_000);
     let bundle = dir.path().join("update.raucb");
-    let image_arg = format!("rootfs={}", image.display());
-    ok(&testudo(&[
-        &"bundle",
-        &"create",
-        &"--compatible",
-        &"acme-gw",
-        &"--version",
-        &"2.1.0",
-        &"--image",
-        &image_arg,
-        &"--cert",
-        &keys.join("signing.pem"),
-        &"--key",
-        &keys.join("signing.key"),
-        &"-o",
-        &bundle,
-    ]));
+    updater_common::bundle_create(&keys, "acme-gw", "2.1.0", &image, &bundle);
     let info = ok(&testudo(&[
         &"bundle",
         &"info",
         &"--keyring",
-        &keys.join("ca.pem"),
+        &keyring(&keys),
         &bundle,
     ]));
     assert!(info.contains("Compatible:    acme-gw"), "{info}");
     assert!(info.contains("testudo development bundle signer"), "{info}");
 
-    let rauc = Command::new("rauc")
-        .arg("info")
-        .arg("--keyring")
-        .arg(keys.join("ca.pem"))
-        .arg(&bundle)
-        .output()
-        .expect("rauc (Debian package rauc) is required");
+    let rauc = updater_common::tool(
+        "rauc",
+        "rauc",
+        &[&"info", &"--keyring", &keyring(&keys), &bundle],
+    );
     assert!(
         rauc.status.success(),
         "{}",
@@ -108,7 +75,7 @@ fn keys_bundle_info_extract() {
         &"bundle",
         &"extract",
         &"--keyring",
-        &keys.join("ca.pem"),
+        &keyring(&keys),
         &bundle,
         &x,
     ]));
@@ -130,7 +97,7 @@ fn keys_bundle_info_extract() {
             .iter()
             .map(|a| a as &dyn AsRef<std::ffi::OsStr>)
             .collect();
-        let keyring = keys.join("ca.pem");
+        let keyring = keyring(&keys);
         all.push(&keyring);
         all.push(&bundle);
         all.push(&y);

@@ -4,44 +4,41 @@
 //! any install write step leaves GRUB's first choice on the good slot, and a re-run completes.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod updater_common;
 
-fn testudo(conf: &Path, args: &[&dyn AsRef<std::ffi::OsStr>], crash_at: Option<usize>) -> Output {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_testudo"));
-    command
-        .arg("update")
-        .arg("--conf")
-        .arg(conf)
-        .arg("--override-boot-slot")
-        .arg("A");
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use updater_common::{editenv, keyring, ok};
+
+/// `testudo update --conf CONF --override-boot-slot BOOTED ARGS...`, with the injected crash
+/// point `crash_at` (the process aborts before that write step).
+fn update_as(
+    booted: &str,
+    conf: &Path,
+    args: &[&dyn AsRef<OsStr>],
+    crash_at: Option<usize>,
+) -> Output {
+    let mut command = updater_common::testudo_command(&[
+        &"update",
+        &"--conf",
+        &conf,
+        &"--override-boot-slot",
+        &booted,
+    ]);
     for arg in args {
         command.arg(arg);
     }
     if let Some(step) = crash_at {
         command.env("TESTUDO_UPDATER_CRASH_AT", step.to_string());
     }
-    command.output().expect("run testudo")
+    command.output().unwrap()
 }
 
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn editenv(env: &Path, args: &[&str]) -> String {
-    let output = Command::new("grub-editenv")
-        .arg(env)
-        .args(args)
-        .output()
-        .expect("grub-editenv (Debian package grub-common) is required");
-    assert!(output.status.success());
-    String::from_utf8_lossy(&output.stdout).into_owned()
+/// `testudo update ...` booted from slot A.
+fn testudo(conf: &Path, args: &[&dyn AsRef<OsStr>], crash_at: Option<usize>) -> Output {
+    update_as("A", conf, args, crash_at)
 }
 
 struct Device {
@@ -90,26 +87,7 @@ fn bundle(dir: &Path, keys: &Path, version: &str) -> PathBuf {
         .collect();
     std::fs::write(&image, data).unwrap();
     let out = dir.join(format!("update-{version}.raucb"));
-    let image_arg = format!("rootfs={}", image.display());
-    ok(&Command::new(env!("CARGO_BIN_EXE_testudo"))
-        .args([
-            "bundle",
-            "create",
-            "--compatible",
-            "acme-gw",
-            "--version",
-            version,
-            "--image",
-            &image_arg,
-        ])
-        .arg("--cert")
-        .arg(keys.join("signing.pem"))
-        .arg("--key")
-        .arg(keys.join("signing.key"))
-        .arg("-o")
-        .arg(&out)
-        .output()
-        .unwrap());
+    updater_common::bundle_create(keys, "acme-gw", version, &image, &out);
     out
 }
 
@@ -117,12 +95,7 @@ fn bundle(dir: &Path, keys: &Path, version: &str) -> PathBuf {
 fn install_status_mark_and_killed_installs() {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
-    ok(&Command::new(env!("CARGO_BIN_EXE_testudo"))
-        .arg("keys")
-        .arg("init")
-        .arg(&keys)
-        .output()
-        .unwrap());
+    updater_common::keys_init(&keys);
     let update = bundle(dir.path(), &keys, "2.0");
     let image = std::fs::read(dir.path().join("rootfs-2.0.img")).unwrap();
 
@@ -131,7 +104,7 @@ fn install_status_mark_and_killed_installs() {
     for crash_at in 0.. {
         let dev_dir = dir.path().join(format!("dev{crash_at}"));
         std::fs::create_dir(&dev_dir).unwrap();
-        let dev = device(&dev_dir, &keys.join("ca.pem"));
+        let dev = device(&dev_dir, &keyring(&keys));
         let output = testudo(&dev.conf, &[&"install", &update], Some(crash_at));
         if output.status.success() {
             break; // crash_at is past the last step
@@ -161,7 +134,7 @@ fn install_status_mark_and_killed_installs() {
     // Normal flow on a fresh device.
     let dev_dir = dir.path().join("dev");
     std::fs::create_dir(&dev_dir).unwrap();
-    let dev = device(&dev_dir, &keys.join("ca.pem"));
+    let dev = device(&dev_dir, &keyring(&keys));
     let out = ok(&testudo(&dev.conf, &[&"install", &update], None));
     assert!(out.contains("into rootfs.1 (B)"), "{out}");
     assert_eq!(
@@ -179,22 +152,13 @@ fn install_status_mark_and_killed_installs() {
 
     // Downgrade refused (status file records 2.0 for B; booted as B now), allowed with flag.
     let old = bundle(dir.path(), &keys, "1.0");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_testudo"));
-    let refused = command
-        .args(["update", "--conf"])
-        .arg(&dev.conf)
-        .args(["--override-boot-slot", "B", "install"])
-        .arg(&old)
-        .output()
-        .unwrap();
+    let refused = update_as("B", &dev.conf, &[&"install", &old], None);
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("downgrade refused"));
-    let allowed = Command::new(env!("CARGO_BIN_EXE_testudo"))
-        .args(["update", "--conf"])
-        .arg(&dev.conf)
-        .args(["--override-boot-slot", "B", "install", "--allow-downgrade"])
-        .arg(&old)
-        .output()
-        .unwrap();
-    ok(&allowed);
+    ok(&update_as(
+        "B",
+        &dev.conf,
+        &[&"install", &"--allow-downgrade", &old],
+        None,
+    ));
 }

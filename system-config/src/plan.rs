@@ -4,6 +4,10 @@
 //! `BTreeMap` so serialisation is sorted; nothing in it depends on the time or the machine.
 //! Stages downstream (image builder, `testudo-init`, the WASM host, the cloud agent) read it
 //! and never re-evaluate Nickel.
+//!
+//! Bytes and identity: [`Plan::to_canonical_json`] gives the canonical text `testudo plan`
+//! writes; [`Plan::content_hash`] is its sha256; [`Plan::read`] reads a plan file back.
+//! [`AppSlot::admits`] is the one check of a deployment against a slot's maximum.
 
 use std::collections::BTreeMap;
 use std::path::Path;

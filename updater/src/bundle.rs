@@ -62,15 +62,22 @@ impl BundleSpec {
 
 /// sha256 and size of a file, streamed.
 pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
-    let mut file = File::open(path).map_err(read_err(path))?;
+    let file = File::open(path).map_err(read_err(path))?;
+    sha256_reader(file, path)
+}
+
+/// sha256 and length of everything `reader` (reading `path`) yields, in 1 MiB chunks.
+pub(crate) fn sha256_reader(mut reader: impl Read, path: &Path) -> Result<([u8; 32], u64)> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1024 * 1024];
     let mut size = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(read_err(path))?;
-        if n == 0 {
-            break;
-        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(source) => return Err(read_err(path)(source)),
+        };
         hasher.update(&buf[..n]);
         size += n as u64;
     }
@@ -97,40 +104,6 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
     let content = staging.path().join("content");
     std::fs::create_dir(&content).map_err(write_err(&content))?;
 
-    let mut images = Vec::new();
-    for (slot_class, path) in &spec.images {
-        let filename = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .ok_or_else(|| UpdaterError::Manifest {
-                message: format!("image path {} has no UTF-8 file name", path.display()),
-            })?
-            .to_string();
-        check_filename(&filename)?;
-        if images
-            .iter()
-            .any(|i: &ImageEntry| i.filename == filename || &i.slot_class == slot_class)
-        {
-            return Err(UpdaterError::Manifest {
-                message: format!(
-                    "duplicate image file name {filename:?} or slot class {slot_class:?}"
-                ),
-            });
-        }
-        let (sha256, size) = sha256_file(path)?;
-        let staged = content.join(&filename);
-        if std::fs::hard_link(path, &staged).is_err() {
-            std::fs::copy(path, &staged).map_err(write_err(&staged))?;
-        }
-        images.push(ImageEntry {
-            slot_class: slot_class.clone(),
-            filename,
-            sha256,
-            size,
-            hooks: None,
-            adaptive: None,
-        });
-    }
     let mut manifest = Manifest {
         compatible: spec.compatible.clone(),
         version: Some(spec.version.clone()),
@@ -139,7 +112,7 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
         format: spec.format,
         verity: None,
         hooks_filename: None,
-        images,
+        images: stage_images(&spec.images, &content)?,
     };
     let inner_manifest = manifest.render();
     let manifest_path = content.join(MANIFEST_FILENAME);
@@ -162,45 +135,103 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
         .open(&temp_out)
         .map_err(write_err(&temp_out))?;
     file.set_len(padded).map_err(write_err(&temp_out))?;
-
+    file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
     let cms = match spec.format {
-        BundleFormat::Plain => {
-            file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
-            signature::sign_detached((&file).take(padded), &loaded)?
-        }
+        BundleFormat::Plain => signature::sign_detached((&file).take(padded), &loaded)?,
         BundleFormat::Verity => {
-            let salt: [u8; 32] = {
-                let mut hasher = Sha256::new();
-                hasher.update(b"testudo verity salt v1\n");
-                hasher.update(inner_manifest.as_bytes());
-                hasher.finalize().into()
-            };
-            file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
-            let tree = verity::compute(std::io::BufReader::new(&file).take(padded), padded, &salt)
-                .map_err(read_err(&temp_out))?;
-            file.seek(SeekFrom::Start(padded))
-                .map_err(write_err(&temp_out))?;
-            file.write_all(&tree.bytes).map_err(write_err(&temp_out))?;
-            manifest.verity = Some(VerityParams {
-                root_hash: tree.root_hash,
-                salt,
-                hash_tree_size: tree.bytes.len() as u64,
-            });
+            let salt = verity_salt(&inner_manifest);
+            manifest.verity = Some(append_hash_tree(&mut file, &temp_out, padded, salt)?);
             signature::sign_inline(manifest.render().as_bytes(), &loaded)?
         }
     };
-    file.seek(SeekFrom::End(0)).map_err(write_err(&temp_out))?;
-    let mut writer = BufWriter::new(&file);
-    writer.write_all(&cms).map_err(write_err(&temp_out))?;
-    writer
-        .write_all(&(cms.len() as u64).to_be_bytes())
-        .map_err(write_err(&temp_out))?;
-    writer.flush().map_err(write_err(&temp_out))?;
-    drop(writer);
-    file.sync_all().map_err(write_err(&temp_out))?;
+    append_signature(&mut file, &temp_out, &cms)?;
     drop(file);
     std::fs::rename(&temp_out, out).map_err(write_err(out))?;
     Ok(manifest)
+}
+
+/// Hard-links (or copies) each `(slot class, file)` into `content` under its file name and
+/// returns the manifest entries (sha256 and size of each file).
+fn stage_images(images: &[(String, PathBuf)], content: &Path) -> Result<Vec<ImageEntry>> {
+    let mut entries: Vec<ImageEntry> = Vec::new();
+    for (slot_class, path) in images {
+        let filename = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| UpdaterError::Manifest {
+                message: format!("image path {} has no UTF-8 file name", path.display()),
+            })?
+            .to_string();
+        check_filename(&filename)?;
+        if entries
+            .iter()
+            .any(|i| i.filename == filename || &i.slot_class == slot_class)
+        {
+            return Err(UpdaterError::Manifest {
+                message: format!(
+                    "duplicate image file name {filename:?} or slot class {slot_class:?}"
+                ),
+            });
+        }
+        let (sha256, size) = sha256_file(path)?;
+        let staged = content.join(&filename);
+        if std::fs::hard_link(path, &staged).is_err() {
+            std::fs::copy(path, &staged).map_err(write_err(&staged))?;
+        }
+        entries.push(ImageEntry {
+            slot_class: slot_class.clone(),
+            filename,
+            sha256,
+            size,
+            hooks: None,
+            adaptive: None,
+        });
+    }
+    Ok(entries)
+}
+
+/// The verity salt: derived from the manifest inside the payload, so the same input gives
+/// the same bundle payload.
+fn verity_salt(inner_manifest: &str) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(b"testudo verity salt v1\n");
+    hasher.update(inner_manifest.as_bytes());
+    hasher.finalize().into()
+}
+
+/// Computes the dm-verity tree over the first `padded` bytes of `file` (at `path`, read
+/// from its current position, the start) and appends it there; returns the manifest's
+/// verity parameters.
+fn append_hash_tree(
+    file: &mut File,
+    path: &Path,
+    padded: u64,
+    salt: [u8; 32],
+) -> Result<VerityParams> {
+    let tree = verity::compute(std::io::BufReader::new(&*file).take(padded), padded, &salt)
+        .map_err(read_err(path))?;
+    file.seek(SeekFrom::Start(padded))
+        .map_err(write_err(path))?;
+    file.write_all(&tree.bytes).map_err(write_err(path))?;
+    Ok(VerityParams {
+        root_hash: tree.root_hash,
+        salt,
+        hash_tree_size: tree.bytes.len() as u64,
+    })
+}
+
+/// Appends the CMS signature `cms` and its u64 big-endian length to `file` (at `path`), and
+/// syncs it.
+fn append_signature(file: &mut File, path: &Path, cms: &[u8]) -> Result<()> {
+    file.seek(SeekFrom::End(0)).map_err(write_err(path))?;
+    let mut writer = BufWriter::new(&*file);
+    writer.write_all(cms).map_err(write_err(path))?;
+    writer
+        .write_all(&(cms.len() as u64).to_be_bytes())
+        .map_err(write_err(path))?;
+    writer.flush().map_err(write_err(path))?;
+    drop(writer);
+    file.sync_all().map_err(write_err(path))
 }
 
 /// A bundle whose signature and whole payload have been verified.
@@ -244,10 +275,31 @@ fn cms_is_detached(der: &[u8], path: &Path) -> Result<bool> {
     Ok(detached == 1)
 }
 
-/// Opens `path`, checks framing, signature (against `keyring`) and every payload byte.
-/// Nothing is written.
-pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
-    let file = File::open(path).map_err(read_err(path))?;
+/// Maps a hash-tree check failure of the payload of bundle `path` to the error of that step.
+fn payload_mismatch(path: &Path, mismatch: verity::Mismatch) -> UpdaterError {
+    match mismatch {
+        verity::Mismatch::Read(source) => UpdaterError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => UpdaterError::VerifyPayload {
+            path: path.to_path_buf(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// The outer framing of a bundle: `payload || CMS || u64 BE CMS length`.
+struct Frame {
+    payload_size: u64,
+    signature_size: u64,
+    /// The CMS signature (DER), at most [`MAX_SIGNATURE_SIZE`] bytes.
+    der: Vec<u8>,
+}
+
+/// Reads and checks the framing of the open bundle `file` (from `path`).
+fn read_frame(file: &File, path: &Path) -> Result<Frame> {
+    use std::os::unix::fs::FileExt;
     let len = file.metadata().map_err(read_err(path))?.len();
     if len < 8 {
         return Err(format_err(
@@ -255,7 +307,6 @@ pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
             "file too small to be a bundle (truncated?)",
         ));
     }
-    use std::os::unix::fs::FileExt;
     let mut trailer = [0u8; 8];
     file.read_exact_at(&mut trailer, len - 8)
         .map_err(read_err(path))?;
@@ -284,72 +335,97 @@ pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
     let mut der = vec![0u8; signature_size as usize];
     file.read_exact_at(&mut der, payload_size)
         .map_err(read_err(path))?;
+    Ok(Frame {
+        payload_size,
+        signature_size,
+        der,
+    })
+}
 
-    if cms_is_detached(&der, path)? {
-        let signer = signature::verify_detached(&der, (&file).take(payload_size), keyring, path)?;
-        let text = payload::read_small_file(path, MANIFEST_FILENAME, MAX_MANIFEST_SIZE)?;
-        let text =
-            String::from_utf8(text).map_err(|_| format_err(path, "manifest is not UTF-8"))?;
-        let manifest = Manifest::parse(&text)?;
-        if manifest.format != BundleFormat::Plain {
-            return Err(format_err(
-                path,
-                "detached signature but the manifest is not format=plain",
-            ));
-        }
-        Ok(VerifiedBundle {
-            path: path.to_path_buf(),
-            manifest,
-            signer,
-            squashfs_size: payload_size,
-            payload_size,
-            signature_size,
-        })
+/// Opens `path`, checks framing, signature (against `keyring`) and every payload byte.
+/// Nothing is written.
+pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
+    let file = File::open(path).map_err(read_err(path))?;
+    let frame = read_frame(&file, path)?;
+    if cms_is_detached(&frame.der, path)? {
+        open_plain(&file, path, &frame, keyring)
     } else {
-        let (content, signer) = signature::verify_inline(&der, keyring, path)?;
-        let text = String::from_utf8(content)
-            .map_err(|_| format_err(path, "signed manifest is not UTF-8"))?;
-        let manifest = Manifest::parse(&text)?;
-        let verity = manifest.verity.clone().ok_or_else(|| {
-            format_err(
-                path,
-                "inline signature but the manifest is not format=verity",
-            )
-        })?;
-        if verity.hash_tree_size >= payload_size {
-            return Err(format_err(
-                path,
-                "hash tree larger than the payload (truncated?)",
-            ));
-        }
-        let squashfs_size = payload_size - verity.hash_tree_size;
-        let mut verifier = verity::PayloadVerifier::new(
-            &file,
-            squashfs_size,
-            squashfs_size,
-            verity.hash_tree_size,
-            verity.salt,
-            verity.root_hash,
-        )
-        .map_err(|m| UpdaterError::VerifyPayload {
-            path: path.to_path_buf(),
-            message: m.to_string(),
-        })?;
-        verifier
-            .verify_all()
-            .map_err(|m| UpdaterError::VerifyPayload {
-                path: path.to_path_buf(),
-                message: m.to_string(),
-            })?;
-        Ok(VerifiedBundle {
-            path: path.to_path_buf(),
-            manifest,
-            signer,
-            squashfs_size,
-            payload_size,
-            signature_size,
-        })
+        open_verity(&file, path, &frame, keyring)
     }
+}
+
+/// A plain bundle: the detached signature covers the whole payload; the manifest is read
+/// from the squashfs only after that.
+fn open_plain(
+    file: &File,
+    path: &Path,
+    frame: &Frame,
+    keyring: &Keyring,
+) -> Result<VerifiedBundle> {
+    let signer =
+        signature::verify_detached(&frame.der, file.take(frame.payload_size), keyring, path)?;
+    let text = payload::read_small_file(path, MANIFEST_FILENAME, MAX_MANIFEST_SIZE)?;
+    let text = String::from_utf8(text).map_err(|_| format_err(path, "manifest is not UTF-8"))?;
+    let manifest = Manifest::parse(&text)?;
+    if manifest.format != BundleFormat::Plain {
+        return Err(format_err(
+            path,
+            "detached signature but the manifest is not format=plain",
+        ));
+    }
+    Ok(VerifiedBundle {
+        path: path.to_path_buf(),
+        manifest,
+        signer,
+        squashfs_size: frame.payload_size,
+        payload_size: frame.payload_size,
+        signature_size: frame.signature_size,
+    })
+}
+
+/// A verity bundle: the inline signature covers the manifest, whose root hash then covers
+/// every payload byte through the hash tree.
+fn open_verity(
+    file: &File,
+    path: &Path,
+    frame: &Frame,
+    keyring: &Keyring,
+) -> Result<VerifiedBundle> {
+    let (content, signer) = signature::verify_inline(&frame.der, keyring, path)?;
+    let text =
+        String::from_utf8(content).map_err(|_| format_err(path, "signed manifest is not UTF-8"))?;
+    let manifest = Manifest::parse(&text)?;
+    let verity = manifest.verity.clone().ok_or_else(|| {
+        format_err(
+            path,
+            "inline signature but the manifest is not format=verity",
+        )
+    })?;
+    if verity.hash_tree_size >= frame.payload_size {
+        return Err(format_err(
+            path,
+            "hash tree larger than the payload (truncated?)",
+        ));
+    }
+    let squashfs_size = frame.payload_size - verity.hash_tree_size;
+    verity::PayloadVerifier::new(
+        file,
+        squashfs_size,
+        squashfs_size,
+        verity.hash_tree_size,
+        verity.salt,
+        verity.root_hash,
+    )
+    .and_then(|mut verifier| verifier.verify_all())
+    .map_err(|mismatch| payload_mismatch(path, mismatch))?;
+    Ok(VerifiedBundle {
+        path: path.to_path_buf(),
+        manifest,
+        signer,
+        squashfs_size,
+        payload_size: frame.payload_size,
+        signature_size: frame.signature_size,
+    })
 }
 
 /// A reader that hashes and counts what passes through it.

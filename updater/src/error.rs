@@ -162,6 +162,24 @@ pub enum UpdaterError {
         /// What is wrong.
         message: String,
     },
+    /// The file backend's JSON state file is not valid.
+    #[error("parsing the boot state file {path}")]
+    ParseBootState {
+        /// The state file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The file backend's state could not be rendered as JSON.
+    #[error("rendering the boot state for {path}")]
+    RenderBootState {
+        /// The state file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A crash point injected by a test was hit: the install stopped there, as if power was cut.
     #[error("install interrupted at step {step}")]
     Interrupted {
@@ -183,4 +201,19 @@ pub(crate) fn read_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Up
 pub(crate) fn write_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> UpdaterError {
     let path = path.into();
     move |source| UpdaterError::Write { path, source }
+}
+
+/// [`UpdaterError::Tool`] for `tool` that exited with `status`: the message is the status and
+/// the first 600 characters of its stderr.
+pub(crate) fn tool_failed(
+    tool: impl Into<String>,
+    status: std::process::ExitStatus,
+    stderr: &[u8],
+) -> UpdaterError {
+    let stderr = String::from_utf8_lossy(stderr);
+    let excerpt: String = stderr.trim().chars().take(600).collect();
+    UpdaterError::Tool {
+        tool: tool.into(),
+        message: format!("{status}: {excerpt}"),
+    }
 }

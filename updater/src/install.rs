@@ -17,12 +17,10 @@ use std::ops::ControlFlow;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use crate::bootloader::{BootState, Bootloader};
 use crate::bundle::VerifiedBundle;
 use crate::error::{read_err, write_err, Result, UpdaterError};
-use crate::manifest::ImageEntry;
+use crate::manifest::{ImageEntry, Manifest};
 use crate::slot;
 use crate::status_file::{SlotStatus, StatusFile};
 use crate::system_conf::{SlotConf, SystemConf};
@@ -138,6 +136,38 @@ pub fn plan<'c>(
     status: &StatusFile,
     options: &InstallOptions,
 ) -> Result<(&'c SlotConf, Vec<(ImageEntry, &'c SlotConf)>)> {
+    check_manifest(conf, booted, bundle, status, options)?;
+    let target = slot::other_bootable(conf, booted)?;
+    let mut pairs = Vec::new();
+    for image in &bundle.manifest.images {
+        let slot = slot::for_image(conf, target, &image.slot_class)?;
+        if slot.name() == booted.name() || same_device(&slot.device, &booted.device) {
+            return Err(UpdaterError::TargetSlot {
+                message: format!(
+                    "slot {} is the booted one; refusing to write it",
+                    slot.name()
+                ),
+            });
+        }
+        check_fits(image, slot)?;
+        pairs.push((image.clone(), slot));
+    }
+    if pairs.is_empty() {
+        return Err(UpdaterError::TargetSlot {
+            message: "the bundle has no image".to_string(),
+        });
+    }
+    Ok((target, pairs))
+}
+
+/// The bundle is for this system, has no hooks, and is not a downgrade (unless allowed).
+fn check_manifest(
+    conf: &SystemConf,
+    booted: &SlotConf,
+    bundle: &VerifiedBundle,
+    status: &StatusFile,
+    options: &InstallOptions,
+) -> Result<()> {
     let manifest = &bundle.manifest;
     if manifest.compatible != conf.compatible {
         return Err(UpdaterError::Incompatible {
@@ -161,60 +191,48 @@ pub fn plan<'c>(
             });
         }
     }
-    if !options.allow_downgrade {
-        if let Some(installed) = status.get(&booted.name()).bundle_version {
-            if version::compare(&bundle_version, &installed).is_lt() {
-                return Err(UpdaterError::Downgrade {
-                    bundle: bundle_version,
-                    installed,
-                });
-            }
-        }
+    if options.allow_downgrade {
+        return Ok(());
     }
-    let target = slot::other_bootable(conf, booted)?;
-    let mut pairs = Vec::new();
-    for image in &manifest.images {
-        let slot = slot::for_image(conf, target, &image.slot_class)?;
-        if slot.name() == booted.name() || same_device(&slot.device, &booted.device) {
+    match status.get(&booted.name()).bundle_version {
+        Some(installed) if version::compare(&bundle_version, &installed).is_lt() => {
+            Err(UpdaterError::Downgrade {
+                bundle: bundle_version,
+                installed,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The slot is a regular file (grown as needed) or a block device at least as large as
+/// `image`.
+fn check_fits(image: &ImageEntry, slot: &SlotConf) -> Result<()> {
+    let meta = std::fs::metadata(&slot.device).map_err(read_err(&slot.device))?;
+    if meta.file_type().is_block_device() {
+        let mut device = File::open(&slot.device).map_err(read_err(&slot.device))?;
+        let capacity = device
+            .seek(SeekFrom::End(0))
+            .map_err(read_err(&slot.device))?;
+        if capacity < image.size {
             return Err(UpdaterError::TargetSlot {
                 message: format!(
-                    "slot {} is the booted one; refusing to write it",
+                    "image {} ({} bytes) does not fit slot {} ({capacity} bytes)",
+                    image.filename,
+                    image.size,
                     slot.name()
                 ),
             });
         }
-        let meta = std::fs::metadata(&slot.device).map_err(read_err(&slot.device))?;
-        if meta.file_type().is_block_device() {
-            let mut device = File::open(&slot.device).map_err(read_err(&slot.device))?;
-            let capacity = device
-                .seek(SeekFrom::End(0))
-                .map_err(read_err(&slot.device))?;
-            if capacity < image.size {
-                return Err(UpdaterError::TargetSlot {
-                    message: format!(
-                        "image {} ({} bytes) does not fit slot {} ({capacity} bytes)",
-                        image.filename,
-                        image.size,
-                        slot.name()
-                    ),
-                });
-            }
-        } else if !meta.is_file() {
-            return Err(UpdaterError::TargetSlot {
-                message: format!(
-                    "slot device {} is neither a block device nor a file",
-                    slot.device.display()
-                ),
-            });
-        }
-        pairs.push((image.clone(), slot));
-    }
-    if pairs.is_empty() {
+    } else if !meta.is_file() {
         return Err(UpdaterError::TargetSlot {
-            message: "the bundle has no image".to_string(),
+            message: format!(
+                "slot device {} is neither a block device nor a file",
+                slot.device.display()
+            ),
         });
     }
-    Ok((target, pairs))
+    Ok(())
 }
 
 /// Installs `bundle` (already verified by [`crate::bundle::open`]) from the running slot
@@ -266,21 +284,8 @@ pub fn install(
 
     for (image, slot) in &pairs {
         steps.next(Step::RecordInstalled { slot: slot.name() })?;
-        let previous = status.get(&slot.name());
-        let manifest = &bundle.manifest;
-        status.set(
-            &slot.name(),
-            SlotStatus {
-                bundle_compatible: Some(manifest.compatible.clone()),
-                bundle_version: manifest.version.clone(),
-                bundle_description: manifest.description.clone(),
-                bundle_build: manifest.build.clone(),
-                status: Some("ok".to_string()),
-                sha256: Some(hex::encode(image.sha256)),
-                size: Some(image.size),
-                installed_count: previous.installed_count + 1,
-            },
-        );
+        let record = installed_status(&bundle.manifest, image, &status.get(&slot.name()));
+        status.set(&slot.name(), record);
         status.save()?;
     }
     steps.next(Step::SetPrimary {
@@ -294,6 +299,20 @@ pub fn install(
         bytes_written,
         steps: steps.count,
     })
+}
+
+/// The status record of a slot that now holds `image` of the bundle with `manifest`.
+fn installed_status(manifest: &Manifest, image: &ImageEntry, previous: &SlotStatus) -> SlotStatus {
+    SlotStatus {
+        bundle_compatible: Some(manifest.compatible.clone()),
+        bundle_version: manifest.version.clone(),
+        bundle_description: manifest.description.clone(),
+        bundle_build: manifest.build.clone(),
+        status: Some("ok".to_string()),
+        sha256: Some(hex::encode(image.sha256)),
+        size: Some(image.size),
+        installed_count: previous.installed_count + 1,
+    }
 }
 
 /// Streams one image into its slot, then syncs and reads it back.
@@ -369,19 +388,7 @@ fn read_back(device: &Path, image: &ImageEntry) -> Result<()> {
     unsafe {
         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
     }
-    let mut reader = file.take(image.size);
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut count = 0u64;
-    loop {
-        let n = reader.read(&mut buf).map_err(read_err(device))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        count += n as u64;
-    }
-    let hash: [u8; 32] = hasher.finalize().into();
+    let (hash, count) = crate::bundle::sha256_reader(file.take(image.size), device)?;
     if count != image.size || hash != image.sha256 {
         return Err(UpdaterError::VerifyImage {
             filename: image.filename.clone(),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use openssl::asn1::{Asn1Integer, Asn1Time};
 use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
+use openssl::error::ErrorStack;
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
 use openssl::pkey::{PKey, Private};
@@ -110,89 +111,58 @@ pub fn issue(
     is_ca: bool,
     issuer: Option<&Issued>,
 ) -> Result<Issued> {
-    let err = gen_err("certificate");
     let key = new_key(kind)?;
-    let mut name = X509Name::builder().map_err(err)?;
-    name.append_entry_by_nid(Nid::COMMONNAME, common_name)
-        .map_err(gen_err("certificate"))?;
-    let name = name.build();
-    let mut builder = X509::builder().map_err(gen_err("certificate"))?;
-    builder.set_version(2).map_err(gen_err("certificate"))?;
-    let mut serial = BigNum::new().map_err(gen_err("certificate"))?;
-    serial
-        .rand(127, openssl::bn::MsbOption::MAYBE_ZERO, false)
-        .map_err(gen_err("certificate"))?;
-    let serial = Asn1Integer::from_bn(&serial).map_err(gen_err("certificate"))?;
-    builder
-        .set_serial_number(&serial)
-        .map_err(gen_err("certificate"))?;
-    builder
-        .set_subject_name(&name)
-        .map_err(gen_err("certificate"))?;
-    let issuer_name = issuer.map_or(name.as_ref(), |i| i.cert.subject_name());
-    builder
-        .set_issuer_name(issuer_name)
-        .map_err(gen_err("certificate"))?;
-    builder.set_pubkey(&key).map_err(gen_err("certificate"))?;
     let not_before = now_plus(validity.not_before)?;
     let not_after = now_plus(validity.not_after)?;
-    builder
-        .set_not_before(&not_before)
+    let cert = build_cert(common_name, &key, [&not_before, &not_after], is_ca, issuer)
         .map_err(gen_err("certificate"))?;
-    builder
-        .set_not_after(&not_after)
-        .map_err(gen_err("certificate"))?;
+    Ok(Issued { cert, key })
+}
+
+/// The X.509 v3 certificate of [`issue`], valid from `validity[0]` to `validity[1]`.
+fn build_cert(
+    common_name: &str,
+    key: &PKey<Private>,
+    validity: [&Asn1Time; 2],
+    is_ca: bool,
+    issuer: Option<&Issued>,
+) -> Result<X509, ErrorStack> {
+    let mut name = X509Name::builder()?;
+    name.append_entry_by_nid(Nid::COMMONNAME, common_name)?;
+    let name = name.build();
+    let mut builder = X509::builder()?;
+    builder.set_version(2)?;
+    let mut serial = BigNum::new()?;
+    serial.rand(127, openssl::bn::MsbOption::MAYBE_ZERO, false)?;
+    builder.set_serial_number(Asn1Integer::from_bn(&serial)?.as_ref())?;
+    builder.set_subject_name(&name)?;
+    builder.set_issuer_name(issuer.map_or(name.as_ref(), |i| i.cert.subject_name()))?;
+    builder.set_pubkey(key)?;
+    builder.set_not_before(validity[0])?;
+    builder.set_not_after(validity[1])?;
     if is_ca {
-        let bc = BasicConstraints::new()
-            .critical()
-            .ca()
-            .build()
-            .map_err(gen_err("certificate"))?;
-        builder
-            .append_extension(bc)
-            .map_err(gen_err("certificate"))?;
-        let ku = KeyUsage::new()
-            .critical()
-            .key_cert_sign()
-            .crl_sign()
-            .build()
-            .map_err(gen_err("certificate"))?;
-        builder
-            .append_extension(ku)
-            .map_err(gen_err("certificate"))?;
+        builder.append_extension(BasicConstraints::new().critical().ca().build()?)?;
+        builder.append_extension(
+            KeyUsage::new()
+                .critical()
+                .key_cert_sign()
+                .crl_sign()
+                .build()?,
+        )?;
     } else {
-        let ku = KeyUsage::new()
-            .critical()
-            .digital_signature()
-            .build()
-            .map_err(gen_err("certificate"))?;
-        builder
-            .append_extension(ku)
-            .map_err(gen_err("certificate"))?;
+        builder.append_extension(KeyUsage::new().critical().digital_signature().build()?)?;
     }
     let ski = SubjectKeyIdentifier::new()
-        .build(&builder.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))
-        .map_err(gen_err("certificate"))?;
-    builder
-        .append_extension(ski)
-        .map_err(gen_err("certificate"))?;
+        .build(&builder.x509v3_context(issuer.map(|i| i.cert.as_ref()), None))?;
+    builder.append_extension(ski)?;
     if let Some(issuer) = issuer {
         let aki = AuthorityKeyIdentifier::new()
             .keyid(true)
-            .build(&builder.x509v3_context(Some(&issuer.cert), None))
-            .map_err(gen_err("certificate"))?;
-        builder
-            .append_extension(aki)
-            .map_err(gen_err("certificate"))?;
+            .build(&builder.x509v3_context(Some(&issuer.cert), None))?;
+        builder.append_extension(aki)?;
     }
-    let signing_key = issuer.map_or(&key, |i| &i.key);
-    builder
-        .sign(signing_key, MessageDigest::sha256())
-        .map_err(gen_err("certificate"))?;
-    Ok(Issued {
-        cert: builder.build(),
-        key,
-    })
+    builder.sign(issuer.map_or(key, |i| &i.key), MessageDigest::sha256())?;
+    Ok(builder.build())
 }
 
 /// Writes `cert` as PEM to `path`.

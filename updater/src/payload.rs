@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::error::{Result, UpdaterError};
+use crate::error::{tool_failed, Result, UpdaterError};
 
 /// mksquashfs program name (looked up on PATH).
 pub const MKSQUASHFS: &str = "mksquashfs";
@@ -16,15 +16,6 @@ pub const UNSQUASHFS: &str = "unsquashfs";
 fn spawn_err(tool: &str) -> impl FnOnce(std::io::Error) -> UpdaterError {
     let tool = tool.to_string();
     move |source| UpdaterError::ToolMissing { tool, source }
-}
-
-fn tool_failed(tool: &str, output: &std::process::Output) -> UpdaterError {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let excerpt: String = stderr.trim().chars().take(600).collect();
-    UpdaterError::Tool {
-        tool: tool.to_string(),
-        message: format!("{}: {excerpt}", output.status),
-    }
 }
 
 /// Builds a squashfs of directory `content` at `out` (padded to 4 KiB by mksquashfs).
@@ -46,7 +37,7 @@ pub fn create(content: &Path, out: &Path, extra_args: &[String]) -> Result<()> {
         .output()
         .map_err(spawn_err(MKSQUASHFS))?;
     if !output.status.success() {
-        return Err(tool_failed(MKSQUASHFS, &output));
+        return Err(tool_failed(MKSQUASHFS, output.status, &output.stderr));
     }
     Ok(())
 }
@@ -86,18 +77,14 @@ pub fn read_file<T>(
     };
     // Close our end first so a consumer that stopped early does not leave unsquashfs blocked.
     drop(child.stdout.take());
-    let mut stderr = String::new();
+    let mut stderr = Vec::new();
     if let Some(mut pipe) = child.stderr.take() {
-        let _ = pipe.read_to_string(&mut stderr);
+        let _ = pipe.read_to_end(&mut stderr);
     }
     let status = child.wait().map_err(spawn_err(UNSQUASHFS))?;
     let value = result?;
     if !status.success() {
-        let excerpt: String = stderr.trim().chars().take(600).collect();
-        return Err(UpdaterError::Tool {
-            tool: UNSQUASHFS.to_string(),
-            message: format!("{status}: {excerpt}"),
-        });
+        return Err(tool_failed(UNSQUASHFS, status, &stderr));
     }
     Ok(value)
 }
@@ -114,7 +101,7 @@ pub fn extract_files(image: &Path, dest: &Path, names: &[&str]) -> Result<()> {
         .output()
         .map_err(spawn_err(UNSQUASHFS))?;
     if !output.status.success() {
-        return Err(tool_failed(UNSQUASHFS, &output));
+        return Err(tool_failed(UNSQUASHFS, output.status, &output.stderr));
     }
     Ok(())
 }

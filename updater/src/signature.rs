@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use foreign_types::ForeignType;
 use openssl::cms::{CMSOptions, CmsContentInfo};
-use openssl::hash::MessageDigest;
+use openssl::error::ErrorStack;
 use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
@@ -337,13 +337,39 @@ fn signer_of(cms: &CmsContentInfo, keyring: &Keyring, bundle: &Path) -> Result<V
         path: bundle.to_path_buf(),
         source,
     };
+    let signer = first_signer(cms).map_err(verify_err)?;
+    let embedded = embedded_certs(cms).map_err(verify_err)?;
+    let mut context = X509StoreContext::new().map_err(verify_err)?;
+    let chain = context
+        .init(&keyring.store, &signer, &embedded, |ctx| {
+            ctx.verify_cert()?;
+            Ok(ctx
+                .chain()
+                .map(|chain| chain.iter().map(cert_info).collect::<Vec<_>>())
+                .unwrap_or_default())
+        })
+        .map_err(verify_err)?;
+    // The verified chain starts with the signer itself.
+    let verified = VerifiedSigner {
+        chain: if chain.is_empty() {
+            vec![cert_info(&signer)]
+        } else {
+            chain
+        },
+    };
+    check_signer_rules(keyring, &signer, &verified)?;
+    Ok(verified)
+}
+
+/// The (first) signer certificate of a verified `cms`.
+fn first_signer(cms: &CmsContentInfo) -> std::result::Result<X509, ErrorStack> {
     // SAFETY: `cms` was verified, so CMS_get0_signers returns a new stack (owned by us, freed
     // below with OPENSSL_sk_free) whose elements are borrowed from `cms`; we take our own
     // reference on the first one with X509_up_ref before wrapping it.
-    let signer = unsafe {
+    unsafe {
         let stack = CMS_get0_signers(cms.as_ptr());
         if stack.is_null() {
-            return Err(verify_err(openssl::error::ErrorStack::get()));
+            return Err(ErrorStack::get());
         }
         let count = openssl_sys::OPENSSL_sk_num(stack.cast());
         let first = if count >= 1 {
@@ -356,37 +382,28 @@ fn signer_of(cms: &CmsContentInfo, keyring: &Keyring, bundle: &Path) -> Result<V
         }
         openssl_sys::OPENSSL_sk_free(stack.cast());
         if first.is_null() {
-            return Err(verify_err(openssl::error::ErrorStack::get()));
+            return Err(ErrorStack::get());
         }
-        X509::from_ptr(first)
-    };
+        Ok(X509::from_ptr(first))
+    }
+}
+
+/// The certificates embedded in `cms` (intermediates), possibly none.
+fn embedded_certs(cms: &CmsContentInfo) -> std::result::Result<Stack<X509>, ErrorStack> {
     // SAFETY: CMS_get1_certs returns a new stack with a reference on each certificate (or
     // null when there are none); `Stack::from_ptr` takes ownership of both.
-    let embedded: Stack<X509> = unsafe {
+    unsafe {
         let stack = CMS_get1_certs(cms.as_ptr());
         if stack.is_null() {
-            Stack::new().map_err(verify_err)?
+            Stack::new()
         } else {
-            Stack::from_ptr(stack)
+            Ok(Stack::from_ptr(stack))
         }
-    };
-    let mut context = X509StoreContext::new().map_err(verify_err)?;
-    let chain = context
-        .init(&keyring.store, &signer, &embedded, |ctx| {
-            ctx.verify_cert()?;
-            Ok(ctx
-                .chain()
-                .map(|chain| chain.iter().map(cert_info).collect::<Vec<_>>())
-                .unwrap_or_default())
-        })
-        .map_err(verify_err)?;
-    let verified = VerifiedSigner {
-        chain: if chain.is_empty() {
-            vec![cert_info(&signer)]
-        } else {
-            chain
-        },
-    };
+    }
+}
+
+/// The keyring's purpose check (codesign needs the codeSigning EKU) and allowed-signer rules.
+fn check_signer_rules(keyring: &Keyring, signer: &X509, verified: &VerifiedSigner) -> Result<()> {
     if keyring.purpose == CheckPurpose::CodeSign {
         // SAFETY: `signer` is a live certificate; the calls only compute and read its cached
         // extension flags.
@@ -406,24 +423,26 @@ fn signer_of(cms: &CmsContentInfo, keyring: &Keyring, bundle: &Path) -> Result<V
             });
         }
     }
-    if !keyring.allowed_signers.is_empty() {
-        let info = cert_info(&signer);
-        let common_name = signer
-            .subject_name()
-            .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-            .next()
-            .and_then(|e| e.data().to_string().ok());
-        let allowed = keyring.allowed_signers.iter().any(|rule| match rule {
-            AllowedSigner::CommonName(cn) => common_name.as_deref() == Some(cn.as_str()),
-            AllowedSigner::SpkiSha256(hash) => info.spki_sha256 == hex::encode(hash),
-        });
-        if !allowed {
-            return Err(UpdaterError::SignerNotAllowed {
-                subject: info.subject,
-            });
-        }
+    if keyring.allowed_signers.is_empty() {
+        return Ok(());
     }
-    Ok(verified)
+    let common_name = signer
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()
+        .and_then(|e| e.data().to_string().ok());
+    let spki_sha256 = verified.chain.first().map(|c| c.spki_sha256.as_str());
+    let allowed = keyring.allowed_signers.iter().any(|rule| match rule {
+        AllowedSigner::CommonName(cn) => common_name.as_deref() == Some(cn.as_str()),
+        AllowedSigner::SpkiSha256(hash) => spki_sha256 == Some(hex::encode(hash).as_str()),
+    });
+    if allowed {
+        Ok(())
+    } else {
+        Err(UpdaterError::SignerNotAllowed {
+            subject: verified.subject().to_string(),
+        })
+    }
 }
 
 /// Runs `f` with an OpenSSL file-descriptor BIO whose bytes come from `content`, copied into a
@@ -478,14 +497,4 @@ fn with_fd_bio<R: Send>(
             }),
         }
     })
-}
-
-/// Certificate digest helper used by `keys` and the CLI: SPKI sha256 of a PEM certificate.
-pub fn spki_sha256_of_pem(pem: &[u8]) -> std::result::Result<[u8; 32], openssl::error::ErrorStack> {
-    let cert = X509::from_pem(pem)?;
-    let der = cert.public_key()?.public_key_to_der()?;
-    let digest = openssl::hash::hash(MessageDigest::sha256(), &der)?;
-    let mut out = [0u8; 32];
-    out.copy_from_slice(&digest);
-    Ok(out)
 }

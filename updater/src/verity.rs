@@ -115,7 +115,7 @@ fn padded_len(entries: u64) -> usize {
 }
 
 /// Why a payload did not verify.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Mismatch {
     /// A data block's hash differs from its entry in level 0.
     DataBlock(u64),
@@ -126,8 +126,8 @@ pub enum Mismatch {
         /// Block index within the level.
         index: u64,
     },
-    /// The tree could not be read.
-    Read(String),
+    /// The payload (data or tree) could not be read.
+    Read(std::io::Error),
     /// The tree size in the manifest does not match the payload size.
     Geometry,
 }
@@ -141,7 +141,7 @@ impl std::fmt::Display for Mismatch {
             Mismatch::HashBlock { level, index } => {
                 write!(f, "hash tree block {index} of level {level} does not match")
             }
-            Mismatch::Read(message) => write!(f, "reading the hash tree: {message}"),
+            Mismatch::Read(_) => write!(f, "reading the payload"),
             Mismatch::Geometry => write!(f, "hash tree size does not fit the payload size"),
         }
     }
@@ -210,7 +210,7 @@ impl<'f> PayloadVerifier<'f> {
             let offset = self.tree_offset + self.offsets[level] + block_index * BLOCK_SIZE as u64;
             self.file
                 .read_exact_at(&mut block[..], offset)
-                .map_err(|e| Mismatch::Read(e.to_string()))?;
+                .map_err(Mismatch::Read)?;
             let actual = hash_block(&self.salt, &block[..]);
             let expected = if level + 1 == self.levels.len() {
                 self.root_hash
@@ -261,7 +261,7 @@ impl<'f> PayloadVerifier<'f> {
             let bytes = &mut buf[..blocks * BLOCK_SIZE];
             self.file
                 .read_exact_at(bytes, index * BLOCK_SIZE as u64)
-                .map_err(|e| Mismatch::Read(e.to_string()))?;
+                .map_err(Mismatch::Read)?;
             let salt = self.salt;
             let per_thread = blocks.div_ceil(threads);
             std::thread::scope(|scope| {

@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::ops::ControlFlow;
 use std::os::unix::fs::PermissionsExt;
 
 use testudo_updater::bootloader::file::{self, FileBackend, SlotBits};
 use testudo_updater::bootloader::{self as boot, BootState};
-use testudo_updater::install::{self, InstallOptions};
 use testudo_updater::system_conf::{BootloaderKind, SystemConf};
 
 #[test]
@@ -29,10 +27,8 @@ fn custom_handler_gets_rauc_protocol_calls() {
     .unwrap();
     std::fs::set_permissions(&handler, std::fs::Permissions::from_mode(0o755)).unwrap();
 
-    let pki = common::simple_pki(&dir.path().join("pki"));
-    let v1 = common::image(&dir.path().join("v1.img"), 90_000, 1);
-    let v2 = common::image(&dir.path().join("v2.img"), 95_000, 2);
-    let mut device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    let mut update = common::ab_update(90_000, 95_000);
+    let device = &mut update.device;
     device.conf.bootloader = BootloaderKind::Custom;
     device.conf.custom_backend = Some(handler.clone());
     let text = device.conf.render();
@@ -41,19 +37,8 @@ fn custom_handler_gets_rauc_protocol_calls() {
     assert_eq!(parsed.bootloader, BootloaderKind::Custom);
     assert_eq!(parsed.custom_backend.as_deref(), Some(handler.as_path()));
 
-    let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
-    let bundle =
-        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
-    let mut backend = boot::open(&device.conf).unwrap();
-    install::install(
-        &device.conf,
-        device.booted_slot("A"),
-        &bundle,
-        backend.as_mut(),
-        &InstallOptions::default(),
-        &mut |_, _| ControlFlow::Continue(()),
-    )
-    .unwrap();
+    update.device.install("A", &update.open_bundle()).unwrap();
+    let mut backend = boot::open(&update.device.conf).unwrap();
     let log = std::fs::read_to_string(state.join("log")).unwrap();
     assert_eq!(log, "set-state B bad\nset-primary B\n");
     assert_eq!(backend.primary().unwrap().as_deref(), Some("B"));
@@ -62,12 +47,8 @@ fn custom_handler_gets_rauc_protocol_calls() {
 
 #[test]
 fn file_backend_rolls_back_an_unconfirmed_slot() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = common::simple_pki(&dir.path().join("pki"));
-    let v1 = common::image(&dir.path().join("v1.img"), 90_000, 1);
-    let v2 = common::image(&dir.path().join("v2.img"), 95_000, 2);
-    let mut device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
-    let state_path = dir.path().join("boot-state.json");
+    let mut update = common::ab_update(90_000, 95_000);
+    let state_path = update.dir.path().join("boot-state.json");
     let initial: file::State = [
         (
             "A".to_string(),
@@ -90,22 +71,10 @@ fn file_backend_rolls_back_an_unconfirmed_slot() {
     .collect();
     let backend = FileBackend::new(state_path.clone());
     backend.store(&initial).unwrap();
-    device.conf.bootloader = BootloaderKind::File;
-    device.conf.bootloader_statefile = Some(state_path);
+    update.device.conf.bootloader = BootloaderKind::File;
+    update.device.conf.bootloader_statefile = Some(state_path);
 
-    let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
-    let bundle =
-        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
-    let mut dyn_backend = boot::open(&device.conf).unwrap();
-    install::install(
-        &device.conf,
-        device.booted_slot("A"),
-        &bundle,
-        dyn_backend.as_mut(),
-        &InstallOptions::default(),
-        &mut |_, _| ControlFlow::Continue(()),
-    )
-    .unwrap();
+    update.device.install("A", &update.open_bundle()).unwrap();
     let mut state = backend.load().unwrap();
     assert_eq!(file::simulate_boot(&mut state).as_deref(), Some("B"));
     // B never confirms: its one try is gone, A boots again.

@@ -6,48 +6,27 @@
 mod common;
 
 use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 
 use testudo_updater::bootloader::BootState;
 use testudo_updater::install::{self, InstallOptions};
-use testudo_updater::mark::{self, Mark, MarkTarget};
+use testudo_updater::mark::{Mark, MarkTarget};
 use testudo_updater::status_file::StatusFile;
 
 #[test]
 fn new_slot_boots_once_then_rolls_back_unless_marked_good() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = common::simple_pki(&dir.path().join("pki"));
-    let v1 = common::image(&dir.path().join("v1.img"), 200_000, 1);
-    let v2 = common::image(&dir.path().join("v2.img"), 250_000, 2);
-    let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
-    let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
+    let update = common::ab_update(200_000, 250_000);
+    let device = &update.device;
 
     assert_eq!(device.boot().as_deref(), Some("A"));
-    let mut boot = device.bootloader();
-    mark::mark(
-        &device.conf,
-        device.booted_slot("A"),
-        boot.as_mut(),
-        Mark::Good,
-        &MarkTarget::Booted,
-    )
-    .unwrap();
+    device.mark_good("A");
     let slot_a_before = std::fs::read(&device.slot_a).unwrap();
 
-    let bundle =
-        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
-    let report = install::install(
-        &device.conf,
-        device.booted_slot("A"),
-        &bundle,
-        boot.as_mut(),
-        &InstallOptions::default(),
-        &mut |_, _| ControlFlow::Continue(()),
-    )
-    .unwrap();
+    let report = device.install("A", &update.open_bundle()).unwrap();
     assert_eq!(report.target, "rootfs.1");
     assert_eq!(
         std::fs::read(&device.slot_b).unwrap(),
-        std::fs::read(&v2).unwrap()
+        std::fs::read(&update.v2).unwrap()
     );
     assert_eq!(
         std::fs::read(&device.slot_a).unwrap(),
@@ -64,19 +43,12 @@ fn new_slot_boots_once_then_rolls_back_unless_marked_good() {
     // Boot B once; it fails before marking itself good: the next boot is A again.
     assert_eq!(device.boot().as_deref(), Some("B"));
     assert_eq!(
-        boot.state("B").unwrap(),
+        device.bootloader().state("B").unwrap(),
         BootState::Bad,
         "an unconfirmed try counts as used"
     );
     assert_eq!(device.boot().as_deref(), Some("A"));
-    mark::mark(
-        &device.conf,
-        device.booted_slot("A"),
-        boot.as_mut(),
-        Mark::Good,
-        &MarkTarget::Booted,
-    )
-    .unwrap();
+    device.mark_good("A");
     assert_eq!(
         device.boot().as_deref(),
         Some("A"),
@@ -84,53 +56,26 @@ fn new_slot_boots_once_then_rolls_back_unless_marked_good() {
     );
 
     // Re-activate B; this time it marks itself good and keeps booting.
-    mark::mark(
-        &device.conf,
-        device.booted_slot("A"),
-        boot.as_mut(),
-        Mark::Active,
-        &MarkTarget::Other,
-    )
-    .unwrap();
+    device.mark("A", Mark::Active, &MarkTarget::Other);
     assert_eq!(device.boot().as_deref(), Some("B"));
-    mark::mark(
-        &device.conf,
-        device.booted_slot("B"),
-        boot.as_mut(),
-        Mark::Good,
-        &MarkTarget::Booted,
-    )
-    .unwrap();
+    device.mark_good("B");
     for _ in 0..3 {
         assert_eq!(device.boot().as_deref(), Some("B"));
-        mark::mark(
-            &device.conf,
-            device.booted_slot("B"),
-            boot.as_mut(),
-            Mark::Good,
-            &MarkTarget::Booted,
-        )
-        .unwrap();
+        device.mark_good("B");
     }
 }
 
 #[test]
 fn installing_from_b_writes_a_and_never_b() {
-    let dir = tempfile::tempdir().unwrap();
-    let pki = common::simple_pki(&dir.path().join("pki"));
-    let v1 = common::image(&dir.path().join("v1.img"), 100_000, 1);
-    let v2 = common::image(&dir.path().join("v2.img"), 120_000, 2);
-    let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
-    let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
+    let update = common::ab_update(100_000, 120_000);
+    let device = &update.device;
     let slot_b_before = std::fs::read(&device.slot_b).unwrap();
-    let bundle =
-        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
-    let mut boot = device.bootloader();
+    let bundle = update.open_bundle();
     let report = install::install(
         &device.conf,
         device.booted_slot("B"),
         &bundle,
-        boot.as_mut(),
+        device.bootloader().as_mut(),
         &InstallOptions::default(),
         &mut |_, step| {
             if let install::Step::WriteChunk { slot, .. } = step {
@@ -144,7 +89,7 @@ fn installing_from_b_writes_a_and_never_b() {
     assert_eq!(std::fs::read(&device.slot_b).unwrap(), slot_b_before);
     assert_eq!(
         std::fs::read(&device.slot_a).unwrap(),
-        std::fs::read(&v2).unwrap()
+        std::fs::read(&update.v2).unwrap()
     );
     assert_eq!(device.env().order(), vec!["A", "B"]);
 }
@@ -154,20 +99,35 @@ fn installing_from_b_writes_a_and_never_b() {
 /// fails and the half-written target is left not bootable.
 #[test]
 fn image_hash_mismatch_leaves_target_unbootable() {
-    use std::io::Write;
-    use testudo_updater::manifest::{ImageEntry, Manifest, VerityParams};
-    use testudo_updater::{payload, signature, verity, BundleFormat};
-
     let dir = tempfile::tempdir().unwrap();
     let pki = common::simple_pki(&dir.path().join("pki"));
     let v1 = common::image(&dir.path().join("v1.img"), 100_000, 1);
     let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    let bundle_path = bundle_with_wrong_image_hash(dir.path(), &pki);
 
-    // Hand-made verity bundle: content says one thing, the signed manifest another.
-    let content = dir.path().join("content");
+    let bundle = common::open_bundle(&bundle_path, &pki);
+    let err = device.install("A", &bundle).unwrap_err();
+    assert!(
+        matches!(err, testudo_updater::UpdaterError::VerifyImage { .. }),
+        "{err:?}"
+    );
+    assert_eq!(device.bootloader().state("B").unwrap(), BootState::Bad);
+    assert_eq!(device.boot().as_deref(), Some("A"));
+    let status = StatusFile::load(&device.conf.status_path().unwrap()).unwrap();
+    assert_eq!(status.get("rootfs.1").status.as_deref(), Some("failed"));
+}
+
+/// Hand-made, correctly signed verity bundle `dir/liar.raucb`: its payload holds one image,
+/// the signed manifest claims the sha256 of another of the same size.
+fn bundle_with_wrong_image_hash(dir: &Path, pki: &common::Pki) -> PathBuf {
+    use std::io::Write;
+    use testudo_updater::manifest::{ImageEntry, Manifest, VerityParams};
+    use testudo_updater::{payload, signature, verity, BundleFormat};
+
+    let content = dir.join("content");
     std::fs::create_dir(&content).unwrap();
     common::image(&content.join("rootfs.img"), 120_000, 7);
-    let claimed = common::image(&dir.path().join("claimed.img"), 120_000, 8);
+    let claimed = common::image(&dir.join("claimed.img"), 120_000, 8);
     let (sha256, size) = testudo_updater::bundle::sha256_file(&claimed).unwrap();
     let mut manifest = Manifest {
         compatible: "gw".into(),
@@ -187,10 +147,10 @@ fn image_hash_mismatch_leaves_target_unbootable() {
         }],
     };
     std::fs::write(content.join("manifest.raucm"), manifest.render()).unwrap();
-    let bundle_path = dir.path().join("liar.raucb");
+    let bundle_path = dir.join("liar.raucb");
+    common::require("mksquashfs");
     payload::create(&content, &bundle_path, &[]).unwrap();
-    let squashfs = std::fs::read(&bundle_path).unwrap();
-    let mut data = squashfs.clone();
+    let mut data = std::fs::read(&bundle_path).unwrap();
     data.resize(data.len().div_ceil(4096).max(2) * 4096, 0);
     let salt = [7u8; 32];
     let tree = verity::compute(&data[..], data.len() as u64, &salt).unwrap();
@@ -206,26 +166,5 @@ fn image_hash_mismatch_leaves_target_unbootable() {
     file.write_all(&tree.bytes).unwrap();
     file.write_all(&cms).unwrap();
     file.write_all(&(cms.len() as u64).to_be_bytes()).unwrap();
-    drop(file);
-
-    let bundle =
-        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
-    let mut boot = device.bootloader();
-    let err = install::install(
-        &device.conf,
-        device.booted_slot("A"),
-        &bundle,
-        boot.as_mut(),
-        &InstallOptions::default(),
-        &mut |_, _| ControlFlow::Continue(()),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(err, testudo_updater::UpdaterError::VerifyImage { .. }),
-        "{err:?}"
-    );
-    assert_eq!(boot.state("B").unwrap(), BootState::Bad);
-    assert_eq!(device.boot().as_deref(), Some("A"));
-    let status = StatusFile::load(&device.conf.status_path().unwrap()).unwrap();
-    assert_eq!(status.get("rootfs.1").status.as_deref(), Some("failed"));
+    bundle_path
 }

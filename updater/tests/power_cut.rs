@@ -8,7 +8,6 @@ mod common;
 use std::ops::ControlFlow;
 
 use testudo_updater::install::{self, InstallOptions, Step};
-use testudo_updater::mark::{self, Mark, MarkTarget};
 use testudo_updater::UpdaterError;
 
 #[test]
@@ -24,7 +23,6 @@ fn every_interruption_point_recovers() {
         std::fs::read(&v2).unwrap(),
     ];
     let bundle_path = common::make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
-    let keyring = common::keyring(&pki.keyring);
     let options = InstallOptions {
         chunk_size: 64 * 1024,
         ..InstallOptions::default()
@@ -33,7 +31,7 @@ fn every_interruption_point_recovers() {
     // Count the write steps of an uninterrupted install.
     let total = {
         let device = common::device(&dir.path().join("count"), &pki.keyring, "gw", &v1, "1.0");
-        let bundle = testudo_updater::bundle::open(&bundle_path, &keyring).unwrap();
+        let bundle = common::open_bundle(&bundle_path, &pki);
         let mut kinds = Vec::new();
         let report = install::install(
             &device.conf,
@@ -62,7 +60,7 @@ fn every_interruption_point_recovers() {
             "1.0",
         );
         std::fs::copy(&v0, &device.slot_b).unwrap(); // B holds an older but complete image
-        let bundle = testudo_updater::bundle::open(&bundle_path, &keyring).unwrap();
+        let bundle = common::open_bundle(&bundle_path, &pki);
         let result = install::install(
             &device.conf,
             device.booted_slot("A"),
@@ -89,41 +87,18 @@ fn every_interruption_point_recovers() {
             "crash at {crash_at}: booted {booted} holds a partial image"
         );
         assert_eq!(booted, "A", "crash at {crash_at}: the old slot must boot");
-        let mut boot = device.bootloader();
-        mark::mark(
-            &device.conf,
-            device.booted_slot(&booted),
-            boot.as_mut(),
-            Mark::Good,
-            &MarkTarget::Booted,
-        )
-        .unwrap();
+        device.mark_good(&booted);
 
         // Re-run to completion; the new slot boots and confirms.
-        let bundle = testudo_updater::bundle::open(&bundle_path, &keyring).unwrap();
-        install::install(
-            &device.conf,
-            device.booted_slot(&booted),
-            &bundle,
-            boot.as_mut(),
-            &options,
-            &mut |_, _| ControlFlow::Continue(()),
-        )
-        .unwrap();
+        let bundle = common::open_bundle(&bundle_path, &pki);
+        device.install_with(&booted, &bundle, &options).unwrap();
         assert_eq!(
             device.boot().as_deref(),
             Some("B"),
             "crash at {crash_at}: re-run did not activate B"
         );
         assert_eq!(std::fs::read(&device.slot_b).unwrap(), images[2]);
-        mark::mark(
-            &device.conf,
-            device.booted_slot("B"),
-            boot.as_mut(),
-            Mark::Good,
-            &MarkTarget::Booted,
-        )
-        .unwrap();
+        device.mark_good("B");
         assert_eq!(device.boot().as_deref(), Some("B"));
         recovered += 1;
     }

@@ -5,18 +5,32 @@
 
 mod common;
 
-use testudo_updater::bundle::{self, BundleSpec};
-use testudo_updater::keys::{KeyKind, Validity};
+use std::path::{Path, PathBuf};
+
+use testudo_updater::bundle::BundleSpec;
+use testudo_updater::keys::KeyKind;
 use testudo_updater::BundleFormat;
+
+/// `rauc extract --keyring` of `bundle` into `dir/x`; returns that directory.
+fn rauc_extract(pki: &common::Pki, bundle: &Path, dir: &Path) -> PathBuf {
+    let extract_dir = dir.join("x");
+    let extract = common::run(
+        "rauc",
+        &[
+            &"extract",
+            &"--keyring",
+            &pki.keyring,
+            &bundle,
+            &extract_dir,
+        ],
+    );
+    common::assert_success("rauc extract", &extract);
+    extract_dir
+}
 
 fn check(kind: KeyKind, intermediate: bool, format: BundleFormat) {
     let dir = tempfile::tempdir().unwrap();
-    let pki = common::pki(
-        &dir.path().join("pki"),
-        kind,
-        intermediate,
-        Validity::days(5),
-    );
+    let pki = common::valid_pki(&dir.path().join("pki"), kind, intermediate);
     let image = common::image(&dir.path().join("rootfs.img"), 300_000, 1);
     let mut spec = BundleSpec::new(
         "testudo-test",
@@ -25,7 +39,7 @@ fn check(kind: KeyKind, intermediate: bool, format: BundleFormat) {
     );
     spec.format = format;
     let out = dir.path().join("b.raucb");
-    bundle::create(&spec, &pki.signer, &out).unwrap();
+    common::create_bundle(&spec, &pki, &out);
 
     let info = common::run("rauc", &[&"info", &"--keyring", &pki.keyring, &out]);
     common::assert_success("rauc info", &info);
@@ -36,12 +50,7 @@ fn check(kind: KeyKind, intermediate: bool, format: BundleFormat) {
         "{stdout}"
     );
 
-    let extract_dir = dir.path().join("x");
-    let extract = common::run(
-        "rauc",
-        &[&"extract", &"--keyring", &pki.keyring, &out, &extract_dir],
-    );
-    common::assert_success("rauc extract", &extract);
+    let extract_dir = rauc_extract(&pki, &out, dir.path());
     assert_eq!(
         std::fs::read(extract_dir.join("rootfs.img")).unwrap(),
         std::fs::read(&image).unwrap()
@@ -86,12 +95,7 @@ fn verity_tiny_image_is_padded_to_two_blocks() {
         "1",
         &dir.path().join("tiny.raucb"),
     );
-    let extract_dir = dir.path().join("x");
-    let extract = common::run(
-        "rauc",
-        &[&"extract", &"--keyring", &pki.keyring, &out, &extract_dir],
-    );
-    common::assert_success("rauc extract", &extract);
+    let extract_dir = rauc_extract(&pki, &out, dir.path());
     assert_eq!(
         std::fs::read(extract_dir.join("tiny.img")).unwrap(),
         b"tiny"

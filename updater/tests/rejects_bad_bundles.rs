@@ -4,10 +4,9 @@
 
 mod common;
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use testudo_updater::install::{self, InstallOptions};
+use testudo_updater::install::InstallOptions;
 use testudo_updater::keys::{KeyKind, Validity};
 use testudo_updater::signature::{AllowedSigner, CheckPurpose};
 use testudo_updater::{BundleFormat, BundleSpec, Keyring, UpdaterError};
@@ -31,7 +30,7 @@ fn case(format: BundleFormat, compatible: &str, version: &str, signer_validity: 
     spec.format = format;
     // An expired signer cannot sign with our checks off; sign anyway (OpenSSL signs, only
     // verification checks validity).
-    testudo_updater::bundle::create(&spec, &pki.signer, &bundle).unwrap();
+    common::create_bundle(&spec, &pki, &bundle);
     let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
     Case {
         _dir: dir,
@@ -52,13 +51,6 @@ fn flip(path: &Path, offset: u64) {
     std::fs::write(path, bytes).unwrap();
 }
 
-fn layout(path: &Path) -> (u64, u64) {
-    let bytes = std::fs::read(path).unwrap();
-    let len = bytes.len() as u64;
-    let sig = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap());
-    (len - 8 - sig, sig)
-}
-
 /// Opening, extracting and installing all fail; returns the open error. Nothing written.
 fn rejected(case: &Case, keyring: &Keyring) -> UpdaterError {
     let before = case.device.snapshot();
@@ -68,16 +60,7 @@ fn rejected(case: &Case, keyring: &Keyring) -> UpdaterError {
             // Only install-time checks can fail now: the install must refuse before writing.
             bundle.extract(&out).unwrap();
             std::fs::remove_dir_all(&out).unwrap();
-            let err = install::install(
-                &case.device.conf,
-                case.device.booted_slot("A"),
-                &bundle,
-                case.device.bootloader().as_mut(),
-                &InstallOptions::default(),
-                &mut |_, _| ControlFlow::Continue(()),
-            )
-            .unwrap_err();
-            err
+            case.device.install("A", &bundle).unwrap_err()
         }
         Err(err) => err,
     };
@@ -124,7 +107,7 @@ fn hash_tree_mismatch() {
 fn tampered_manifest() {
     let case = good(BundleFormat::Verity);
     let mut bytes = std::fs::read(&case.bundle).unwrap();
-    let (payload, _) = layout(&case.bundle);
+    let (payload, _) = common::bundle_layout(&bytes);
     let at = bytes[payload as usize..]
         .windows(11)
         .position(|w| w == b"version=2.0")
@@ -158,7 +141,7 @@ fn tampered_signature_byte() {
 fn truncated_signature() {
     let case = good(BundleFormat::Verity);
     let mut bytes = std::fs::read(&case.bundle).unwrap();
-    let (payload, sig) = layout(&case.bundle);
+    let (payload, sig) = common::bundle_layout(&bytes);
     // Drop the last 40 bytes of the CMS and fix the trailer: a short, broken CMS.
     let mut cut = bytes[..(payload + sig - 40) as usize].to_vec();
     cut.extend_from_slice(&(sig - 40).to_be_bytes());
@@ -275,16 +258,9 @@ fn downgrade_refused_unless_allowed() {
     let err = rejected(&case, &keyring(&case));
     assert!(matches!(err, UpdaterError::Downgrade { .. }), "{err:?}");
     let bundle = testudo_updater::bundle::open(&case.bundle, &keyring(&case)).unwrap();
-    install::install(
-        &case.device.conf,
-        case.device.booted_slot("A"),
-        &bundle,
-        case.device.bootloader().as_mut(),
-        &InstallOptions {
-            allow_downgrade: true,
-            ..InstallOptions::default()
-        },
-        &mut |_, _| ControlFlow::Continue(()),
-    )
-    .unwrap();
+    let options = InstallOptions {
+        allow_downgrade: true,
+        ..InstallOptions::default()
+    };
+    case.device.install_with("A", &bundle, &options).unwrap();
 }

@@ -8,9 +8,10 @@ mod common;
 use testudo_updater::{BundleFormat, BundleSpec};
 
 fn payload_of(path: &std::path::Path) -> Vec<u8> {
-    let bytes = std::fs::read(path).unwrap();
-    let sig = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap()) as usize;
-    bytes[..bytes.len() - 8 - sig].to_vec()
+    let mut bytes = std::fs::read(path).unwrap();
+    let (payload, _) = common::bundle_layout(&bytes);
+    bytes.truncate(payload as usize);
+    bytes
 }
 
 #[test]
@@ -32,7 +33,7 @@ fn same_input_same_payload() {
             let mut spec = BundleSpec::new("gw", "1.0", vec![("rootfs".into(), image)]);
             spec.format = format;
             let out = run_dir.join("b.raucb");
-            manifests.push(testudo_updater::bundle::create(&spec, &pki.signer, &out).unwrap());
+            manifests.push(common::create_bundle(&spec, &pki, &out));
             payloads.push(payload_of(&out));
         }
         assert_eq!(manifests[0], manifests[1], "{format:?}");

@@ -4,11 +4,9 @@
 
 mod common;
 
-use std::ops::ControlFlow;
 use std::path::Path;
 
-use testudo_updater::install::{self, InstallOptions};
-use testudo_updater::keys::{KeyKind, Validity};
+use testudo_updater::keys::KeyKind;
 use testudo_updater::BundleFormat;
 
 fn rauc_bundle(pki: &common::Pki, image: &Path, format: &str, out: &Path) {
@@ -44,19 +42,13 @@ fn rauc_bundle(pki: &common::Pki, image: &Path, format: &str, out: &Path) {
 
 fn check(kind: KeyKind, intermediate: bool, format: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let pki = common::pki(
-        &dir.path().join("pki"),
-        kind,
-        intermediate,
-        Validity::days(5),
-    );
+    let pki = common::valid_pki(&dir.path().join("pki"), kind, intermediate);
     let v1 = common::image(&dir.path().join("v1.img"), 150_000, 1);
     let v3 = common::image(&dir.path().join("v3.img"), 333_333, 3);
     let bundle_path = dir.path().join("rauc.raucb");
     rauc_bundle(&pki, &v3, format, &bundle_path);
 
-    let keyring = common::keyring(&pki.keyring);
-    let bundle = testudo_updater::bundle::open(&bundle_path, &keyring).unwrap();
+    let bundle = common::open_bundle(&bundle_path, &pki);
     assert_eq!(
         bundle.manifest.format,
         format.parse::<BundleFormat>().unwrap()
@@ -73,15 +65,7 @@ fn check(kind: KeyKind, intermediate: bool, format: &str) {
     );
 
     let device = common::device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
-    let report = install::install(
-        &device.conf,
-        device.booted_slot("A"),
-        &bundle,
-        device.bootloader().as_mut(),
-        &InstallOptions::default(),
-        &mut |_, _| ControlFlow::Continue(()),
-    )
-    .unwrap();
+    let report = device.install("A", &bundle).unwrap();
     assert_eq!(report.bootname, "B");
     assert_eq!(
         std::fs::read(&device.slot_b).unwrap(),

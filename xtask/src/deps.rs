@@ -29,6 +29,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mosquitto", "/usr/sbin/mosquitto"),
     // Updater: block-device slots on loop devices (tests).
     ("mount", "/usr/sbin/losetup"),
+    // Agent: independent check of certificates signed inside the TPM (tests).
+    ("openssl", "/usr/bin/openssl"),
     ("pkg-config", "/usr/bin/pkg-config"),
     // Updater: interop peer in both directions (tests) and benchmark anchor.
     ("rauc", "/usr/bin/rauc"),

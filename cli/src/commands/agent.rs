@@ -17,6 +17,22 @@ pub struct Args {
 
 #[derive(Debug, Subcommand)]
 enum AgentCommand {
+    /// Create an ECDSA P-256 key inside the TPM and a self-signed device certificate for it;
+    /// writes the certificate and prints its SHA-256 thumbprint (register that with the hub).
+    CreateX509Key {
+        /// TCTI, e.g. `swtpm:host=127.0.0.1,port=2321`.
+        #[arg(long)]
+        tpm: String,
+        /// Persistent handle (hex).
+        #[arg(long, default_value = "0x81000101", value_parser = parse_handle)]
+        key_handle: u32,
+        /// Certificate common name (the device id).
+        #[arg(long)]
+        device_id: String,
+        /// Where to write the PEM certificate.
+        #[arg(long)]
+        cert_out: PathBuf,
+    },
     /// Connect to the hub, report device info and echo desired properties until Ctrl-C.
     Run(RunArgs),
     /// Import a base64 device key (from a file) into the TPM as a persistent HMAC key.
@@ -54,9 +70,9 @@ struct RunArgs {
     #[arg(long, default_value = "0x81000100", value_parser = parse_handle)]
     key_handle: u32,
     /// PEM client certificate (X.509 authentication).
-    #[arg(long, requires = "client_key")]
+    #[arg(long)]
     client_cert: Option<PathBuf>,
-    /// PEM client private key.
+    /// PEM client private key (omit with --tpm: the key is the TPM's ECDSA key at --key-handle).
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
     /// MQTT port (default 8883).
@@ -75,6 +91,24 @@ fn parse_handle(text: &str) -> Result<u32, String> {
 /// Runs `testudo agent ...`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
+        AgentCommand::CreateX509Key {
+            tpm,
+            key_handle,
+            device_id,
+            cert_out,
+        } => {
+            testudo_agent::tpm_x509::create_ecdsa_key(&tpm, key_handle)
+                .context("creating the device key in the TPM")?;
+            let key = testudo_agent::tpm_x509::TpmEcdsaKey::open(&tpm, key_handle)
+                .context("opening the device key")?;
+            let cert = key
+                .device_certificate(&device_id)
+                .context("creating the device certificate")?;
+            std::fs::write(&cert_out, &cert.pem)
+                .with_context(|| format!("writing {}", cert_out.display()))?;
+            println!("{}", cert.sha256_thumbprint);
+            Ok(ExitCode::SUCCESS)
+        }
         AgentCommand::ImportKey {
             tpm,
             key_handle,
@@ -95,7 +129,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 ca: args.ca,
                 tpm: args.tpm,
                 key_handle: args.key_handle,
-                client_cert: args.client_cert.zip(args.client_key),
+                client_cert: args.client_cert,
+                client_key: args.client_key,
                 mqtt_port: args.mqtt_port,
                 connect_host: None,
                 token_ttl_secs: args.token_ttl,

@@ -32,6 +32,9 @@ mod update;
 #[cfg(feature = "runtime")]
 mod run;
 
+#[cfg(feature = "wasm")]
+mod app;
+
 /// testudo: declarative, capability-routed system images for IoT gateways.
 #[derive(Debug, Parser)]
 #[command(name = "testudo", version, about)]
@@ -42,6 +45,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run WebAssembly apps locally under exactly the given grants (`testudo app run`).
+    #[cfg(feature = "wasm")]
+    App {
+        #[command(subcommand)]
+        command: app::Command,
+    },
     /// Cloud agent: connect a device to IoT Hub (echo example), import its key into the TPM.
     #[cfg(feature = "agent")]
     Agent(agent::Args),
@@ -83,6 +92,8 @@ enum Command {
 /// Runs the parsed command line; the returned code is the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        #[cfg(feature = "wasm")]
+        Command::App { command } => app::run(command),
         #[cfg(feature = "agent")]
         Command::Agent(args) => agent::run(args),
         #[cfg(feature = "config")]

@@ -29,6 +29,10 @@ pub struct Args {
     /// Print every component's runtime enforcement report (JSON lines) once ready.
     #[arg(long)]
     report: bool,
+    /// Use a host path for a device node the plan names, e.g.
+    /// `--device /dev/tpm0=/tmp/swtpm.sock` (a swtpm unixio socket). Repeatable.
+    #[arg(long = "device", value_name = "NODE=PATH")]
+    devices: Vec<String>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -74,6 +78,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| state_dir.join("data"));
     let mut options = InitOptions::new(bin_dir, state_dir, data_dir, args.app_root.clone());
     options.echo = true;
+    for mapping in &args.devices {
+        let (node, path) = mapping
+            .split_once('=')
+            .with_context(|| format!("--device {mapping}: expected NODE=PATH"))?;
+        options.devices.insert(node.to_owned(), PathBuf::from(path));
+    }
     let stop = signals::stop_on_signals().context("installing signal handlers")?;
     let events = EventLog::new(true);
     let mut supervisor =

@@ -1,7 +1,8 @@
 //! `testudo update install|status|mark-good|mark-bad|mark-active`: A/B updates on a device
 //! described by RAUC's system.conf.
 
-use std::path::PathBuf;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -77,92 +78,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut boot = bootloader::open(&conf)?;
     match args.command {
         UpdateCommand::Install {
-            bundle: path,
+            bundle,
             allow_downgrade,
-        } => {
-            let keyring_path = conf
-                .keyring
-                .as_ref()
-                .context("system.conf has no [keyring] path=")?;
-            let keyring = Keyring::load(keyring_path, conf.check_purpose)?;
-            let verified = bundle::open(&path, &keyring).context("bundle rejected")?;
-            let options = InstallOptions {
-                allow_downgrade,
-                ..InstallOptions::default()
-            };
-            let crash_at = crash_point_from_env()?;
-            let total: u64 = verified.manifest.images.iter().map(|i| i.size).sum();
-            let mut written = 0u64;
-            let mut last_decile = None;
-            let mut observer = |index: usize, step: &install::Step| {
-                if crash_at == Some(index) {
-                    // Test hook: die like a power cut, without unwinding or clean-up.
-                    std::process::abort();
-                }
-                match step {
-                    install::Step::MarkTargetBad { bootname } => {
-                        eprintln!("marking slot {bootname} not bootable");
-                    }
-                    install::Step::WriteChunk { slot, len, .. } => {
-                        written += *len as u64;
-                        let decile = (written * 10).checked_div(total).unwrap_or(10);
-                        if last_decile != Some(decile) {
-                            last_decile = Some(decile);
-                            eprintln!("writing {slot}: {}%", decile * 10);
-                        }
-                    }
-                    install::Step::SyncSlot { slot } => {
-                        eprintln!("syncing and reading back {slot}")
-                    }
-                    install::Step::SetPrimary { bootname } => {
-                        eprintln!("making slot {bootname} primary with one try");
-                    }
-                    install::Step::RecordInstalling { .. }
-                    | install::Step::RecordInstalled { .. } => {}
-                }
-                std::ops::ControlFlow::Continue(())
-            };
-            let report = install::install(
-                &conf,
-                booted,
-                &verified,
-                boot.as_mut(),
-                &options,
-                &mut observer,
-            )
-            .with_context(|| format!("installing {}", path.display()))?;
-            println!(
-                "installed version {} into {} ({}); it boots next with one try",
-                report.version.as_deref().unwrap_or("?"),
-                report.target,
-                report.bootname
-            );
-        }
-        UpdateCommand::Status { json } => {
-            let report = mark::report(&conf, booted, boot.as_mut())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("compatible: {}", report.compatible);
-                println!("bootloader: {}", report.bootloader);
-                println!("booted:     {}", report.booted);
-                println!(
-                    "primary:    {}",
-                    report.primary.as_deref().unwrap_or("(none)")
-                );
-                for slot in &report.slots {
-                    println!(
-                        "{} [{}] {}: boot={} status={} version={}",
-                        slot.name,
-                        slot.bootname.as_deref().unwrap_or("-"),
-                        slot.device,
-                        slot.boot_state.map_or("-", |s| s.as_str()),
-                        slot.status.status.as_deref().unwrap_or("-"),
-                        slot.status.bundle_version.as_deref().unwrap_or("-"),
-                    );
-                }
-            }
-        }
+        } => install_bundle(&conf, booted, boot.as_mut(), &bundle, allow_downgrade)?,
+        UpdateCommand::Status { json } => status(&conf, booted, boot.as_mut(), json)?,
         UpdateCommand::MarkGood { slot } => {
             marked(&conf, booted, boot.as_mut(), Mark::Good, &slot, "good")?
         }
@@ -174,6 +93,113 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `update install`: verify against the system.conf keyring, then install with progress on
+/// stderr.
+fn install_bundle(
+    conf: &SystemConf,
+    booted: &SlotConf,
+    boot: &mut dyn bootloader::Bootloader,
+    path: &Path,
+    allow_downgrade: bool,
+) -> anyhow::Result<()> {
+    let keyring_path = conf
+        .keyring
+        .as_ref()
+        .context("system.conf has no [keyring] path=")?;
+    let keyring = Keyring::load(keyring_path, conf.check_purpose)?;
+    let verified = bundle::open(path, &keyring).context("bundle rejected")?;
+    let options = InstallOptions {
+        allow_downgrade,
+        ..InstallOptions::default()
+    };
+    let crash_at = crash_point_from_env()?;
+    let mut progress = Progress {
+        total: verified.manifest.images.iter().map(|i| i.size).sum(),
+        written: 0,
+        last_decile: None,
+    };
+    let mut observer = |index: usize, step: &install::Step| {
+        if crash_at == Some(index) {
+            // Test hook: die like a power cut, without unwinding or clean-up.
+            std::process::abort();
+        }
+        progress.report(step);
+        ControlFlow::Continue(())
+    };
+    let report = install::install(conf, booted, &verified, boot, &options, &mut observer)
+        .with_context(|| format!("installing {}", path.display()))?;
+    println!(
+        "installed version {} into {} ({}); it boots next with one try",
+        report.version.as_deref().unwrap_or("?"),
+        report.target,
+        report.bootname
+    );
+    Ok(())
+}
+
+/// Install progress on stderr: the steps that matter to a human, and the write in tenths.
+struct Progress {
+    total: u64,
+    written: u64,
+    last_decile: Option<u64>,
+}
+
+impl Progress {
+    fn report(&mut self, step: &install::Step) {
+        match step {
+            install::Step::MarkTargetBad { bootname } => {
+                eprintln!("marking slot {bootname} not bootable");
+            }
+            install::Step::WriteChunk { slot, len, .. } => {
+                self.written += *len as u64;
+                let decile = (self.written * 10).checked_div(self.total).unwrap_or(10);
+                if self.last_decile != Some(decile) {
+                    self.last_decile = Some(decile);
+                    eprintln!("writing {slot}: {}%", decile * 10);
+                }
+            }
+            install::Step::SyncSlot { slot } => eprintln!("syncing and reading back {slot}"),
+            install::Step::SetPrimary { bootname } => {
+                eprintln!("making slot {bootname} primary with one try");
+            }
+            install::Step::RecordInstalling { .. } | install::Step::RecordInstalled { .. } => {}
+        }
+    }
+}
+
+/// `update status [--json]`.
+fn status(
+    conf: &SystemConf,
+    booted: &SlotConf,
+    boot: &mut dyn bootloader::Bootloader,
+    json: bool,
+) -> anyhow::Result<()> {
+    let report = mark::report(conf, booted, boot)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("compatible: {}", report.compatible);
+    println!("bootloader: {}", report.bootloader);
+    println!("booted:     {}", report.booted);
+    println!(
+        "primary:    {}",
+        report.primary.as_deref().unwrap_or("(none)")
+    );
+    for slot in &report.slots {
+        println!(
+            "{} [{}] {}: boot={} status={} version={}",
+            slot.name,
+            slot.bootname.as_deref().unwrap_or("-"),
+            slot.device,
+            slot.boot_state.map_or("-", |s| s.as_str()),
+            slot.status.status.as_deref().unwrap_or("-"),
+            slot.status.bundle_version.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
 }
 
 fn marked(

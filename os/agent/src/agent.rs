@@ -25,7 +25,10 @@ use crate::sas;
 use crate::topics::{self, Incoming};
 use crate::twin::{self, DesiredTracker};
 
-/// Starts the agent task on the current tokio runtime.
+/// Starts the agent task on the current tokio runtime. It runs until
+/// [`AgentHandle::shutdown`] or until every handle is dropped. Read the events: the channel is
+/// unbounded so the MQTT session never stalls on a slow application, which means an
+/// application that keeps the receiver but never reads it grows it without limit.
 pub fn spawn(config: AgentConfig) -> (AgentHandle, mpsc::UnboundedReceiver<AgentEvent>) {
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (events, event_rx) = mpsc::unbounded_channel();
@@ -266,16 +269,7 @@ impl Worker {
                         }
                     }
                     Some(Command::Shutdown(done)) => {
-                        let _ = session.client.try_disconnect();
-                        // Give the DISCONNECT a moment to be written.
-                        let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                            loop {
-                                match eventloop.poll().await {
-                                    Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                                    Ok(_) => {}
-                                }
-                            }
-                        }).await;
+                        disconnect(&session.client, &mut eventloop).await;
                         break Ending::Shutdown(Some(done));
                     }
                     None => break Ending::Shutdown(None),
@@ -298,16 +292,7 @@ impl Worker {
                 }
             }
             if session.draining && session.in_flight() == 0 {
-                let _ = session.client.try_disconnect();
-                let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                    loop {
-                        match eventloop.poll().await {
-                            Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
-                            Ok(_) => {}
-                        }
-                    }
-                })
-                .await;
+                disconnect(&session.client, &mut eventloop).await;
                 break Ending::RenewToken;
             }
             if let Err(err) = self.pump(&mut session) {
@@ -627,6 +612,20 @@ impl Worker {
         }
         Ok(())
     }
+}
+
+/// Sends DISCONNECT and gives it a moment (at most 500 ms) to be written.
+async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
 }
 
 fn publish(client: &AsyncClient, topic: &str, payload: Vec<u8>) -> Result<()> {

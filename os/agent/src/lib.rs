@@ -18,6 +18,7 @@ pub mod backoff;
 pub mod config;
 pub mod connection_string;
 pub mod dps;
+pub mod dps_tpm;
 pub mod echo;
 pub mod error;
 pub mod handle;

@@ -57,9 +57,9 @@ struct RunArgs {
     #[arg(long, default_value = "0x81000100", value_parser = parse_handle)]
     key_handle: u32,
     /// PEM client certificate (X.509 authentication).
-    #[arg(long, requires = "client_key")]
+    #[arg(long)]
     client_cert: Option<PathBuf>,
-    /// PEM client private key.
+    /// PEM client private key (omit with --tpm: the key is the TPM's ECDSA key at --key-handle).
     #[arg(long, requires = "client_cert")]
     client_key: Option<PathBuf>,
     /// MQTT port (default 8883).
@@ -108,7 +108,8 @@ fn main() -> ExitCode {
                 ca: args.ca,
                 tpm: args.tpm,
                 key_handle: args.key_handle,
-                client_cert: args.client_cert.zip(args.client_key),
+                client_cert: args.client_cert,
+                client_key: args.client_key,
                 mqtt_port: args.mqtt_port,
                 connect_host: None,
                 token_ttl_secs: args.token_ttl,

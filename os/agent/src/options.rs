@@ -9,8 +9,9 @@ use std::time::Duration;
 use crate::agent::{AgentConfig, Authentication};
 use crate::connection_string::{ConnectionString, Credential};
 use crate::error::{AgentError, Result};
-use crate::tls::TlsSettings;
+use crate::tls::{ClientIdentity, TlsSettings};
 use crate::tpm::TpmHmacSigner;
+use crate::tpm_x509::TpmEcdsaKey;
 
 /// How to run one device.
 #[derive(Debug, Clone, Default)]
@@ -27,8 +28,11 @@ pub struct RunOptions {
     pub tpm: Option<String>,
     /// Persistent handle of the SAS key in the TPM.
     pub key_handle: u32,
-    /// PEM client certificate and key for X.509 authentication.
-    pub client_cert: Option<(PathBuf, PathBuf)>,
+    /// PEM client certificate for X.509 authentication.
+    pub client_cert: Option<PathBuf>,
+    /// PEM private key of `client_cert`; without it (and with `tpm`) the key is the TPM's
+    /// ECDSA key at `key_handle`.
+    pub client_key: Option<PathBuf>,
     /// Port to dial (default 8883).
     pub mqtt_port: Option<u16>,
     /// Address to dial instead of the hub host name.
@@ -43,11 +47,26 @@ impl RunOptions {
         let bad = |reason: &str| AgentError::ParseConnectionString {
             reason: reason.to_string(),
         };
-        let client = self
-            .client_cert
-            .as_ref()
-            .map(|(c, k)| (c.as_path(), k.as_path()));
-        let tls = TlsSettings::from_files(&self.ca, client)?;
+        let mut tls = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => TlsSettings::from_files(&self.ca, Some((cert, key)))?,
+            (Some(cert), None) => {
+                let Some(tcti) = &self.tpm else {
+                    return Err(bad(
+                        "--client-cert needs --client-key, or --tpm for a TPM-held key",
+                    ));
+                };
+                let mut tls = TlsSettings::from_files(&self.ca, None)?;
+                let cert = std::fs::read(cert).map_err(|source| AgentError::ReadFile {
+                    path: cert.clone(),
+                    source,
+                })?;
+                let key = Arc::new(TpmEcdsaKey::open(tcti, self.key_handle)?);
+                tls.client_identity = Some(ClientIdentity::Tpm { cert, key });
+                tls
+            }
+            (None, Some(_)) => return Err(bad("--client-key needs --client-cert")),
+            (None, None) => TlsSettings::from_files(&self.ca, None)?,
+        };
         let ttl = Duration::from_secs(self.token_ttl_secs.unwrap_or(3600).max(5));
         let mut config = match (&self.connection_string, &self.hub, &self.device_id) {
             (Some(text), None, None) => {
@@ -61,15 +80,13 @@ impl RunOptions {
             }
             (None, Some(hub), Some(device)) => {
                 let auth = match (&self.tpm, &self.client_cert) {
+                    (_, Some(_)) => Authentication::X509,
                     (Some(tcti), None) => tpm_auth(tcti, self.key_handle, ttl)?,
-                    (None, Some(_)) => Authentication::X509,
-                    _ => {
-                        return Err(bad(
-                            "with --hub/--device-id give exactly one of --tpm or --client-cert",
-                        ))
+                    (None, None) => {
+                        return Err(bad("with --hub/--device-id give --tpm or --client-cert"))
                     }
                 };
-                AgentConfig::new(hub, device, tls, auth)
+                AgentConfig::new(hub, device, std::mem::take(&mut tls), auth)
             }
             _ => {
                 return Err(bad(

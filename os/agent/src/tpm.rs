@@ -1,8 +1,8 @@
 //! Device identity held in a TPM 2.0 (tested against swtpm).
 //!
 //! [`import_hmac_key`] puts the device's symmetric key into the TPM once: it becomes a keyed-hash
-//! (HMAC-SHA256) object created under the storage root key (SRK, persisted at `0x81000001`) and
-//! persisted at a handle of the caller's choice. The object has `sign` set and is `fixedTPM` /
+//! (HMAC-SHA256) object created under the storage root key (SRK: RSA 2048, persisted at
+//! `0x81000001`) and persisted at a handle of the caller's choice. The object has `sign` set and is `fixedTPM` /
 //! `fixedParent`, so the TPM refuses to unseal, duplicate or export it: after the import the key
 //! exists only inside the TPM. [`TpmHmacSigner`] then computes SAS signatures with TPM2_HMAC.
 //!
@@ -20,11 +20,11 @@ use tss_esapi::constants::CapabilityType;
 use tss_esapi::handles::{KeyHandle, ObjectHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
-use tss_esapi::interface_types::ecc::EccCurve;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
 use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
 use tss_esapi::structures::{
-    CapabilityData, Digest, EccPoint, KeyedHashScheme, MaxBuffer, Public, PublicBuilder,
-    PublicEccParametersBuilder, PublicKeyedHashParameters, SensitiveData,
+    CapabilityData, Digest, KeyedHashScheme, MaxBuffer, Public, PublicBuilder, PublicKeyRsa,
+    PublicKeyedHashParameters, PublicRsaParametersBuilder, RsaExponent, SensitiveData,
     SymmetricDefinitionObject,
 };
 use tss_esapi::tcti_ldr::TctiNameConf;
@@ -103,18 +103,21 @@ fn srk_template(tcti: &str) -> Result<Public> {
         .with_no_da(true)
         .build()
         .map_err(tpm_err("build SRK attributes", tcti))?;
-    let parameters = PublicEccParametersBuilder::new_restricted_decryption_key(
+    // RSA 2048, as the TCG provisioning guidance and Azure's aziot-tpmd use: DPS TPM attestation
+    // can only wrap keys to an RSA SRK, so every path shares this one.
+    let parameters = PublicRsaParametersBuilder::new_restricted_decryption_key(
         SymmetricDefinitionObject::AES_128_CFB,
-        EccCurve::NistP256,
+        RsaKeyBits::Rsa2048,
+        RsaExponent::default(),
     )
     .build()
     .map_err(tpm_err("build SRK parameters", tcti))?;
     PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Ecc)
+        .with_public_algorithm(PublicAlgorithm::Rsa)
         .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
         .with_object_attributes(attributes)
-        .with_ecc_parameters(parameters)
-        .with_ecc_unique_identifier(EccPoint::default())
+        .with_rsa_parameters(parameters)
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
         .build()
         .map_err(tpm_err("build SRK template", tcti))
 }

@@ -54,6 +54,15 @@ pub fn create_ecdsa_key(tcti: &str, handle: u32) -> Result<()> {
     stored.map(|_| ())
 }
 
+/// A device certificate and the thumbprint the hub registry or DPS enrollment needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCertificate {
+    /// PEM certificate.
+    pub pem: String,
+    /// SHA-256 of the DER certificate, upper-case hex.
+    pub sha256_thumbprint: String,
+}
+
 /// A persistent TPM ECDSA P-256 key, usable for X.509 signing and TLS client authentication.
 #[derive(Debug)]
 pub struct TpmEcdsaKey {
@@ -139,6 +148,11 @@ impl TpmEcdsaKey {
     /// A self-signed device certificate (CN = `common_name`) for this key, as PEM. Register its
     /// SHA-256 thumbprint with the hub (or the DPS enrollment).
     pub fn self_signed_certificate(&self, common_name: &str) -> Result<String> {
+        self.device_certificate(common_name).map(|cert| cert.pem)
+    }
+
+    /// [`Self::self_signed_certificate`] with its SHA-256 thumbprint (upper-case hex).
+    pub fn device_certificate(&self, common_name: &str) -> Result<DeviceCertificate> {
         let fail = |reason: String| AgentError::TpmKey {
             handle: self.handle,
             reason,
@@ -148,10 +162,16 @@ impl TpmEcdsaKey {
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, common_name);
-        params
+        let cert = params
             .self_signed(self)
-            .map(|cert| cert.pem())
-            .map_err(|e| fail(format!("signing the certificate: {e}")))
+            .map_err(|e| fail(format!("signing the certificate: {e}")))?;
+        Ok(DeviceCertificate {
+            pem: cert.pem(),
+            sha256_thumbprint: Sha256::digest(cert.der())
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect(),
+        })
     }
 }
 

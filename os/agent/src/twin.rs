@@ -41,6 +41,14 @@ pub struct DesiredChange {
     pub desired: Properties,
 }
 
+impl DesiredChange {
+    /// The complete desired state as the application's own type (e.g. a serde struct of the
+    /// properties it understands). Unknown properties are ignored unless the type denies them.
+    pub fn desired_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        T::deserialize(Value::Object(self.desired.clone()))
+    }
+}
+
 /// A full twin as returned by GET.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FullTwin {
@@ -371,6 +379,33 @@ mod tests {
         t.expect_full_twin();
         let s = t.on_full_twin(6, props(json!({"a": 2})));
         assert_eq!(versions(&s), [6]);
+    }
+
+    #[test]
+    fn desired_state_deserialises_into_application_types() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct App {
+            image: String,
+            replicas: u32,
+        }
+        let change = DesiredChange {
+            version: 2,
+            kind: ChangeKind::Patch,
+            patch: Properties::new(),
+            desired: props(json!({"image": "a", "replicas": 3, "other": true})),
+        };
+        assert_eq!(
+            change.desired_as::<App>().unwrap(),
+            App {
+                image: "a".into(),
+                replicas: 3
+            }
+        );
+        let wrong = DesiredChange {
+            desired: props(json!({"image": 1})),
+            ..change
+        };
+        assert!(wrong.desired_as::<App>().is_err());
     }
 
     #[test]

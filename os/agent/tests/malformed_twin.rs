@@ -1,6 +1,6 @@
-//! Promise: malformed twin JSON from the hub (full document or desired patch) is reported as an
-//! error event, the agent keeps running, recovers with a fresh GET, and never delivers a
-//! version out of order (a gap left by a dropped patch triggers a re-GET).
+//! Promise: malformed or oversize twin JSON from the hub (full document or desired patch) is
+//! reported as an error event, the agent keeps running, recovers with a fresh GET, and never
+//! delivers a version out of order (a gap left by a dropped patch triggers a re-GET).
 
 #[path = "common/peer.rs"]
 mod peer;
@@ -122,6 +122,19 @@ async fn malformed_twin_json_is_an_error_not_a_crash() {
         next(&mut events).await,
         AgentEvent::Error(AgentError::ParseTwin { .. })
     ));
+    // Oversize: a desired patch far beyond IoT Hub's 32 KB limit is refused, not applied.
+    let oversize = format!("{{\"blob\":\"{}\",\"$version\":8}}", "x".repeat(40 * 1024));
+    hub.publish(
+        "$iothub/twin/PATCH/properties/desired/?$version=8",
+        oversize.as_bytes(),
+    )
+    .await;
+    match next(&mut events).await {
+        AgentEvent::Error(AgentError::ParseTwin { reason, .. }) => {
+            assert!(reason.contains("limit"), "{reason}")
+        }
+        other => panic!("expected a size error, got {other:?}"),
+    }
 
     // 4. Still alive: a valid patch applies and reported patches still work.
     hub.publish(

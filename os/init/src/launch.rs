@@ -9,8 +9,9 @@
 //!     --storage-root /data --cache /var/cache/testudo/wasm
 //! ```
 //!
-//! with the plan (read-only), the module (read-only, at `/app/<run.module>`), its own
-//! storage directory (`/data/NAME`, read-write) and the compilation cache (read-write)
+//! with the plan (read-only), the module (read-only, at `/app/<run.module>`), for each
+//! storage route its directory (`/data/PROVIDER/CAPABILITY/NAME`, decision 0043) and the
+//! compilation cache (read-write)
 //! visible, and its routed handles in `TESTUDO_HANDLES` like any component. Without that
 //! binary the component is reported as "not started: wasm host missing".
 
@@ -190,11 +191,21 @@ pub fn spec_for(
         if !source.is_file() {
             return Err(format!("module {} does not exist", source.display()));
         }
+        // The host preopens `<storage-root>/<provider>/<capability>/<app>` per storage route
+        // (decision 0043); it is the same directory the storage driver gives this consumer.
         let own_data = options.data_dir.join(name);
         let cache = options.state_dir.join("wasm-cache");
         for dir in [&own_data, &cache] {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             chown_to(dir, ctx)?;
+        }
+        for route in component.uses.values().filter(|route| route.interface == "storage") {
+            binds.push(Bind {
+                source: own_data.clone(),
+                target: Path::new("/data").join(&route.component).join(&route.capability).join(name),
+                writable: route.rights.can_write(),
+                executable: false,
+            });
         }
         binds.push(Bind {
             source: ctx.plan_file.to_owned(),
@@ -206,12 +217,6 @@ pub fn spec_for(
             source,
             target: Path::new("/app").join(module_path),
             writable: false,
-            executable: false,
-        });
-        binds.push(Bind {
-            source: own_data,
-            target: Path::new("/data").join(name),
-            writable: true,
             executable: false,
         });
         binds.push(Bind {

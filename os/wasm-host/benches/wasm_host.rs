@@ -237,10 +237,11 @@ fn idle_memory(engine: &HostEngine) {
 fn linear_memory_kib(path: &Path) -> u64 {
     let engine = wasmtime::Engine::default();
     let module = wasmtime::Module::from_file(&engine, path).unwrap();
-    module
+    let kib = module
         .exports()
         .find_map(|export| export.ty().memory().map(|memory| memory.minimum() * 64))
-        .unwrap_or(0)
+        .unwrap_or(0);
+    kib
 }
 
 criterion_group! {

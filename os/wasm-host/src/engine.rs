@@ -99,8 +99,6 @@ pub fn engine_config(options: &EngineOptions) -> Config {
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
-    // Traps carry wasm backtraces for the report; the cost is only paid on a trap.
-    config.wasm_backtrace(true);
     // 512 KiB of wasm stack: deep recursion traps quickly instead of eating host stack.
     config.max_wasm_stack(512 << 10);
     if options.pooling {

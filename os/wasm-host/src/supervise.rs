@@ -70,7 +70,6 @@ struct Running {
     app: Arc<PreparedApp>,
     stop: StopSignal,
     thread: JoinHandle<()>,
-    generation: u64,
 }
 
 /// Runs one app slot on its own thread under a restart policy.
@@ -232,12 +231,7 @@ impl Supervisor {
                 app: app.name().to_owned(),
                 source,
             })?;
-        self.running = Some(Running {
-            app,
-            stop,
-            thread,
-            generation,
-        });
+        self.running = Some(Running { app, stop, thread });
         Ok(())
     }
 }

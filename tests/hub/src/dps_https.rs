@@ -75,7 +75,11 @@ fn register(
         .and_then(Value::as_str)
         .is_some_and(|id| id != registration_id)
     {
-        return dps_error(400, 400_004, "registrationId in the body differs from the path");
+        return dps_error(
+            400,
+            400_004,
+            "registrationId in the body differs from the path",
+        );
     }
     let Some(enrolled) = hub.tpm_enrollment(scope, registration_id) else {
         // DPS does not reveal whether the scope or the enrollment is unknown.
@@ -110,7 +114,8 @@ fn register(
             .decode(b64)
             .map_err(|_| format!("{what} is not base64"))
             .and_then(|bytes| {
-                tpm_wire::parse_rsa_storage_key(&bytes).map_err(|reason| format!("{what}: {reason}"))
+                tpm_wire::parse_rsa_storage_key(&bytes)
+                    .map_err(|reason| format!("{what}: {reason}"))
             })
     };
     let keys = decode("endorsementKey", ek).and_then(|ek| {

@@ -328,7 +328,8 @@ impl RunningHub {
         registration_id: &str,
         endorsement_key: &[u8],
     ) -> Result<(), HubError> {
-        self.hub.add_tpm_enrollment(registration_id, endorsement_key)
+        self.hub
+            .add_tpm_enrollment(registration_id, endorsement_key)
     }
 
     /// DPS HTTPS endpoint (`https://{host}:{port}`): the same port as the service API.

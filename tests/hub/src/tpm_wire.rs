@@ -116,7 +116,9 @@ pub fn parse_rsa_storage_key(tpm2b_public: &[u8]) -> Result<RsaStorageKey, Strin
     let mut r = Reader { bytes: tpmt };
     let kind = r.u16("type")?;
     if kind != ALG_RSA {
-        return Err(format!("type {kind:#06x} is not RSA (only RSA keys are supported)"));
+        return Err(format!(
+            "type {kind:#06x} is not RSA (only RSA keys are supported)"
+        ));
     }
     let name_alg = r.u16("nameAlg")?;
     if name_alg != ALG_SHA256 {

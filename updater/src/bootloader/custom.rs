@@ -30,14 +30,11 @@ impl CustomBackend {
                 source,
             })?;
         if !output.status.success() {
-            return Err(UpdaterError::Tool {
-                tool: format!("{} {}", self.handler.display(), args.join(" ")),
-                message: format!(
-                    "{}: {}",
-                    output.status,
-                    String::from_utf8_lossy(&output.stderr).trim()
-                ),
-            });
+            return Err(crate::error::tool_failed(
+                format!("{} {}", self.handler.display(), args.join(" ")),
+                output.status,
+                &output.stderr,
+            ));
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }

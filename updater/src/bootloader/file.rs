@@ -46,12 +46,20 @@ impl FileBackend {
     pub fn load(&self) -> Result<State> {
         let text =
             std::fs::read_to_string(&self.path).map_err(crate::error::read_err(&self.path))?;
-        serde_json::from_str(&text).map_err(|e| bad(format!("{}: {e}", self.path.display())))
+        serde_json::from_str(&text).map_err(|source| UpdaterError::ParseBootState {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     /// Writes the state atomically.
     pub fn store(&self, state: &State) -> Result<()> {
-        let text = serde_json::to_string_pretty(state).map_err(|e| bad(e.to_string()))?;
+        let text = serde_json::to_string_pretty(state).map_err(|source| {
+            UpdaterError::RenderBootState {
+                path: self.path.clone(),
+                source,
+            }
+        })?;
         write_atomically(&self.path, text.as_bytes())
     }
 }

@@ -1,12 +1,52 @@
-//! Shared helpers for the updater integration tests: a throwaway PKI, small images, and
-//! running the real `rauc`.
+//! Shared helpers for the updater integration tests: a throwaway PKI, small images, an A/B
+//! device in a directory, bundles, and running the real tools (`rauc`, squashfs-tools, ...)
+//! with a clear failure naming the tool when one is missing.
 #![allow(dead_code, clippy::unwrap_used)]
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use testudo_updater::bundle::VerifiedBundle;
+use testudo_updater::install::{self, InstallOptions, InstallReport};
 use testudo_updater::keys::{self, Issued, KeyKind, Validity};
+use testudo_updater::mark::{self, Mark, MarkTarget};
 use testudo_updater::signature::Signer;
+use testudo_updater::{BundleSpec, Manifest, UpdaterError};
+
+/// The Debian package providing each external program the tests run (all listed in
+/// `xtask/src/deps.rs`, which `cargo xtask deps` installs).
+const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("grub-editenv", "grub-common"),
+    ("grub-script-check", "grub-common"),
+    ("losetup", "mount"),
+    ("mksquashfs", "squashfs-tools"),
+    ("rauc", "rauc"),
+    ("unsquashfs", "squashfs-tools"),
+    ("veritysetup", "cryptsetup-bin"),
+];
+
+/// Fails the test with a message naming `program` (and its Debian package) unless it is an
+/// executable on PATH. Tests never skip: a missing tool is a failure.
+pub fn require(program: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let found = std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    });
+    if !found {
+        let package = TOOL_PACKAGES
+            .iter()
+            .find(|(tool, _)| *tool == program)
+            .map_or("?", |(_, package)| package);
+        panic!(
+            "`{program}` is required by this test but is not on PATH: install Debian package \
+             `{package}` (`cargo xtask deps` installs every test dependency)"
+        );
+    }
+}
 
 /// A test PKI on disk: root CA (keyring), optional intermediate, signer.
 pub struct Pki {
@@ -57,6 +97,12 @@ pub fn pki(dir: &Path, kind: KeyKind, intermediate: bool, signer_validity: Valid
     }
 }
 
+/// Root CA -> (intermediate ->) signer, all valid now, with the given key kind.
+pub fn valid_pki(dir: &Path, kind: KeyKind, intermediate: bool) -> Pki {
+    pki(dir, kind, intermediate, Validity::days(5))
+}
+
+/// Root CA -> ECDSA P-256 signer, valid now.
 pub fn simple_pki(dir: &Path) -> Pki {
     pki(dir, KeyKind::EcP256, false, Validity::days(10))
 }
@@ -77,13 +123,21 @@ pub fn image(path: &Path, size: usize, seed: u8) -> PathBuf {
 
 /// Runs a program, failing the test with a clear message if it is not installed.
 pub fn run(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    require(program);
     let mut command = Command::new(program);
     for arg in args {
         command.arg(arg);
     }
     command
         .output()
-        .unwrap_or_else(|e| panic!("{program} is required for this test (Debian package providing it must be installed): {e}"))
+        .unwrap_or_else(|e| panic!("starting {program}: {e}"))
+}
+
+/// `(payload length, signature length)` of a bundle's bytes, from the u64 BE trailer.
+pub fn bundle_layout(bytes: &[u8]) -> (u64, u64) {
+    let len = bytes.len() as u64;
+    let sig = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap());
+    (len - 8 - sig, sig)
 }
 
 pub fn assert_success(what: &str, output: &Output) {
@@ -193,6 +247,50 @@ impl Device {
         testudo_updater::bootloader::open(&self.conf).unwrap()
     }
 
+    /// Installs `bundle` from the running slot `booted` with `options`, uninterrupted.
+    /// (Every backend keeps its state on disk, so a fresh bootloader handle is equivalent.)
+    pub fn install_with(
+        &self,
+        booted: &str,
+        bundle: &VerifiedBundle,
+        options: &InstallOptions,
+    ) -> Result<InstallReport, UpdaterError> {
+        install::install(
+            &self.conf,
+            self.booted_slot(booted),
+            bundle,
+            self.bootloader().as_mut(),
+            options,
+            &mut |_, _| ControlFlow::Continue(()),
+        )
+    }
+
+    /// Installs `bundle` from the running slot `booted` with default options, uninterrupted.
+    pub fn install(
+        &self,
+        booted: &str,
+        bundle: &VerifiedBundle,
+    ) -> Result<InstallReport, UpdaterError> {
+        self.install_with(booted, bundle, &InstallOptions::default())
+    }
+
+    /// `mark-<mark> <target>` as run on the slot `booted`; panics on failure.
+    pub fn mark(&self, booted: &str, mark: Mark, target: &MarkTarget) {
+        mark::mark(
+            &self.conf,
+            self.booted_slot(booted),
+            self.bootloader().as_mut(),
+            mark,
+            target,
+        )
+        .unwrap();
+    }
+
+    /// The running slot `booted` confirms itself (`mark-good booted`).
+    pub fn mark_good(&self, booted: &str) {
+        self.mark(booted, Mark::Good, &MarkTarget::Booted);
+    }
+
     /// Every file of the device, for "nothing was written" checks.
     pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
         let mut files = Vec::new();
@@ -219,6 +317,12 @@ pub fn keyring(path: &Path) -> testudo_updater::Keyring {
         .unwrap()
 }
 
+/// Creates the bundle `spec` signed by `pki`'s signer at `out` (needs `mksquashfs`).
+pub fn create_bundle(spec: &BundleSpec, pki: &Pki, out: &Path) -> Manifest {
+    require("mksquashfs");
+    testudo_updater::bundle::create(spec, &pki.signer, out).unwrap()
+}
+
 /// Creates a verity bundle of `image` with version `version`.
 pub fn make_bundle(
     pki: &Pki,
@@ -227,11 +331,56 @@ pub fn make_bundle(
     version: &str,
     out: &Path,
 ) -> PathBuf {
-    let spec = testudo_updater::BundleSpec::new(
+    let spec = BundleSpec::new(
         compatible,
         version,
         vec![("rootfs".into(), image.to_path_buf())],
     );
-    testudo_updater::bundle::create(&spec, &pki.signer, out).unwrap();
+    create_bundle(&spec, pki, out);
     out.to_path_buf()
+}
+
+/// Opens and verifies `bundle` against `pki`'s keyring (needs `unsquashfs` for plain bundles
+/// and for reading images later).
+pub fn open_bundle(bundle: &Path, pki: &Pki) -> VerifiedBundle {
+    require("unsquashfs");
+    testudo_updater::bundle::open(bundle, &keyring(&pki.keyring)).unwrap()
+}
+
+/// The set-up most install tests share: a test PKI, image `v1` installed in slot A of a GRUB
+/// A/B device (compatible `gw`, version 1.0, marked good), and a verity bundle of image `v2`
+/// (version 2.0).
+pub struct AbUpdate {
+    /// Owns every file below; removed on drop.
+    pub dir: tempfile::TempDir,
+    pub pki: Pki,
+    pub v1: PathBuf,
+    pub v2: PathBuf,
+    pub device: Device,
+    pub bundle: PathBuf,
+}
+
+/// Builds an [`AbUpdate`] with images of `v1_size` and `v2_size` bytes.
+pub fn ab_update(v1_size: usize, v2_size: usize) -> AbUpdate {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = simple_pki(&dir.path().join("pki"));
+    let v1 = image(&dir.path().join("v1.img"), v1_size, 1);
+    let v2 = image(&dir.path().join("v2.img"), v2_size, 2);
+    let device = device(&dir.path().join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    let bundle = make_bundle(&pki, &v2, "gw", "2.0", &dir.path().join("v2.raucb"));
+    AbUpdate {
+        dir,
+        pki,
+        v1,
+        v2,
+        device,
+        bundle,
+    }
+}
+
+impl AbUpdate {
+    /// The bundle of `v2`, opened and verified.
+    pub fn open_bundle(&self) -> VerifiedBundle {
+        open_bundle(&self.bundle, &self.pki)
+    }
 }

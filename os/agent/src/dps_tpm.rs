@@ -1,0 +1,647 @@
+//! DPS registration with TPM attestation over HTTPS, following the flow of Azure's
+//! iot-identity-service (`aziot-identityd` DPS client + `aziot-tpmd`):
+//!
+//! 1. Make sure the TPM has its RSA 2048 endorsement key (EK) persisted at [`EK_HANDLE`]
+//!    (TCG default template) and an RSA 2048 storage root key (SRK) at [`tpm::SRK_HANDLE`].
+//! 2. `PUT https://{dps}/{idScope}/registrations/{registrationId}/register?api-version=...`
+//!    with both public areas (base64 `TPM2B_PUBLIC`). DPS answers 401 with
+//!    `authenticationKey`: a credential for the EK + a duplication blob of an HMAC key.
+//! 3. TPM2_ActivateCredential(SRK, EK) — the EK authorized by a policy session holding
+//!    PolicySecret(endorsement hierarchy) — recovers the inner wrapping key; TPM2_Import under
+//!    the SRK with it turns the blob into a private area the TPM can load; the loaded HMAC key
+//!    is persisted at the caller's handle. The key never exists outside the TPM on this side:
+//!    the agent only ever handles blobs encrypted to the TPM's keys, and the imported object
+//!    (`sign`, empty auth policy) can be neither unsealed nor duplicated.
+//! 4. SAS tokens (`skn=registration`) signed inside the TPM authorize the second PUT (202 with an
+//!    operation id) and the status polls, until DPS reports the assignment.
+//!
+//! Everything here is blocking (TPM and a small HTTPS/1.1 client on rustls); from async code use
+//! [`register_with_tpm_async`]. Afterwards, connect to the assigned hub with
+//! [`crate::tpm::TpmHmacSigner`] on the same handle (returned in [`TpmRegistration`]).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tss_esapi::abstraction::ek;
+use tss_esapi::abstraction::AsymmetricAlgorithmSelection;
+use tss_esapi::attributes::ObjectAttributesBuilder;
+use tss_esapi::constants::{CapabilityType, SessionType};
+use tss_esapi::handles::{
+    AuthHandle, KeyHandle, ObjectHandle, PersistentTpmHandle, SessionHandle, TpmHandle,
+};
+use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
+use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::interface_types::key_bits::RsaKeyBits;
+use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+use tss_esapi::structures::{
+    CapabilityData, Data, EncryptedSecret, IdObject, Private, Public, PublicBuilder, PublicKeyRsa,
+    PublicRsaParametersBuilder, RsaExponent, SymmetricDefinition, SymmetricDefinitionObject,
+};
+use tss_esapi::traits::{Marshall, UnMarshall};
+use tss_esapi::Context;
+
+use crate::dps::Assignment;
+use crate::error::{AgentError, Result};
+use crate::sas::{build_token, unix_now};
+use crate::tls::TlsSettings;
+use crate::tpm::{self, TpmHmacSigner};
+
+/// Where the endorsement key is persisted (TCG convention, as `aziot-tpmd` expects).
+pub const EK_HANDLE: u32 = 0x8101_0001;
+/// DPS REST API version (the one iot-identity-service uses).
+pub const API_VERSION: &str = "2021-06-01";
+/// Largest DPS answer accepted.
+const MAX_RESPONSE: usize = 256 * 1024;
+/// Lifetime of the registration SAS tokens.
+const TOKEN_TTL: u64 = 300;
+
+/// How to reach DPS over HTTPS and which TPM registers.
+#[derive(Debug, Clone)]
+pub struct TpmDpsConfig {
+    /// DPS host name (e.g. `global.azure-devices-provisioning.net`); TLS name and `Host`.
+    pub host: String,
+    /// HTTPS port (443).
+    pub port: u16,
+    /// ID scope of the DPS instance.
+    pub id_scope: String,
+    /// Registration id of the individual TPM enrollment.
+    pub registration_id: String,
+    /// TCTI of the TPM (e.g. `swtpm:host=127.0.0.1,port=2321`, `device:/dev/tpmrm0`).
+    pub tcti: String,
+    /// Persistent handle the imported HMAC key is stored at (replaced if occupied).
+    pub key_handle: u32,
+    /// Trust anchor for DPS's certificate.
+    pub tls: TlsSettings,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+/// The outcome of a TPM registration.
+#[derive(Debug)]
+pub struct TpmRegistration {
+    /// Where DPS assigned the device.
+    pub assignment: Assignment,
+    /// Signs SAS tokens with the imported key (persisted at [`TpmDpsConfig::key_handle`]).
+    pub signer: Arc<TpmHmacSigner>,
+}
+
+/// The device's public TPM identity, as DPS wants it (`TPM2B_PUBLIC` bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TpmPublicKeys {
+    /// Endorsement key public area (what an enrollment registers).
+    pub endorsement_key: Vec<u8>,
+    /// Storage root key public area.
+    pub storage_root_key: Vec<u8>,
+}
+
+fn tpm_err<'a>(
+    operation: &'static str,
+    tcti: &'a str,
+) -> impl FnOnce(tss_esapi::Error) -> AgentError + 'a {
+    move |source| AgentError::Tpm {
+        operation,
+        tcti: tcti.to_string(),
+        source,
+    }
+}
+
+fn persistent(handle: u32, tcti: &str) -> Result<PersistentTpmHandle> {
+    PersistentTpmHandle::new(handle).map_err(tpm_err("make persistent handle", tcti))
+}
+
+/// The object persisted at `handle`, if any (asks first, so absence is not a TPM error).
+fn find_persistent(context: &mut Context, handle: u32, tcti: &str) -> Result<Option<ObjectHandle>> {
+    let tpm_handle = persistent(handle, tcti)?;
+    let (data, _) = context
+        .get_capability(CapabilityType::Handles, handle, 1)
+        .map_err(tpm_err("list persistent handles", tcti))?;
+    let present = matches!(data, CapabilityData::Handles(list)
+        if list.first().is_some_and(|h| u32::from(*h) == handle));
+    if !present {
+        return Ok(None);
+    }
+    context
+        .tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
+        .map(Some)
+        .map_err(tpm_err("open persistent object", tcti))
+}
+
+/// Persists the transient `object` at `handle` and flushes the transient copy.
+fn persist(context: &mut Context, object: KeyHandle, handle: u32, tcti: &str) -> Result<KeyHandle> {
+    let target = Persistent::Persistent(persistent(handle, tcti)?);
+    let stored = context
+        .execute_with_nullauth_session(|ctx| {
+            ctx.evict_control(Provision::Owner, object.into(), target)
+        })
+        .map_err(tpm_err("persist object", tcti));
+    let _ = context.flush_context(object.into());
+    Ok(stored?.into())
+}
+
+/// The RSA 2048 SRK template (TCG "Provisioning Guidance": restricted decryption key, AES-128
+/// CFB, SHA-256 names) — what Azure DPS requires.
+fn rsa_srk_template(tcti: &str) -> Result<Public> {
+    let attributes = ObjectAttributesBuilder::new()
+        .with_fixed_tpm(true)
+        .with_fixed_parent(true)
+        .with_sensitive_data_origin(true)
+        .with_user_with_auth(true)
+        .with_restricted(true)
+        .with_decrypt(true)
+        .with_no_da(true)
+        .build()
+        .map_err(tpm_err("build SRK attributes", tcti))?;
+    let parameters = PublicRsaParametersBuilder::new_restricted_decryption_key(
+        SymmetricDefinitionObject::AES_128_CFB,
+        RsaKeyBits::Rsa2048,
+        RsaExponent::default(),
+    )
+    .build()
+    .map_err(tpm_err("build SRK parameters", tcti))?;
+    PublicBuilder::new()
+        .with_public_algorithm(PublicAlgorithm::Rsa)
+        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
+        .with_object_attributes(attributes)
+        .with_rsa_parameters(parameters)
+        .with_rsa_unique_identifier(PublicKeyRsa::default())
+        .build()
+        .map_err(tpm_err("build SRK template", tcti))
+}
+
+/// Returns the EK at [`EK_HANDLE`], creating (TCG default RSA 2048 template) and persisting
+/// it if the TPM has none.
+fn ensure_ek(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
+    if let Some(object) = find_persistent(context, EK_HANDLE, tcti)? {
+        return Ok(object.into());
+    }
+    let created = context
+        .execute_with_nullauth_session(|ctx| {
+            ek::create_ek_object_2(
+                ctx,
+                AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048),
+                None,
+            )
+        })
+        .map_err(tpm_err("create EK", tcti))?;
+    persist(context, created, EK_HANDLE, tcti)
+}
+
+/// Returns the SRK at [`tpm::SRK_HANDLE`], creating an RSA 2048 one if absent. An SRK of
+/// another type (e.g. ECC) is refused: DPS can only wrap keys to RSA SRKs.
+fn ensure_rsa_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
+    if let Some(object) = find_persistent(context, tpm::SRK_HANDLE, tcti)? {
+        let (public, _, _) = context
+            .read_public(object.into())
+            .map_err(tpm_err("read SRK", tcti))?;
+        if !matches!(public, Public::Rsa { .. }) {
+            return Err(AgentError::TpmKey {
+                handle: tpm::SRK_HANDLE,
+                reason: "the SRK is not an RSA key; DPS TPM attestation needs an RSA 2048 SRK"
+                    .into(),
+            });
+        }
+        return Ok(object.into());
+    }
+    let template = rsa_srk_template(tcti)?;
+    let created = context
+        .execute_with_nullauth_session(|ctx| {
+            ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
+        })
+        .map_err(tpm_err("create SRK", tcti))?;
+    persist(context, created.key_handle, tpm::SRK_HANDLE, tcti)
+}
+
+fn tpm2b_public(context: &mut Context, key: KeyHandle, tcti: &str) -> Result<Vec<u8>> {
+    let (public, _, _) = context
+        .read_public(key)
+        .map_err(tpm_err("read public area", tcti))?;
+    let tpmt = public
+        .marshall()
+        .map_err(tpm_err("marshal public area", tcti))?;
+    Ok(sized(&tpmt))
+}
+
+fn sized(bytes: &[u8]) -> Vec<u8> {
+    // TPM public areas are a few hundred bytes.
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    let mut out = len.to_be_bytes().to_vec();
+    out.extend_from_slice(bytes);
+    out
+}
+
+/// Creates (if needed) and reads the EK and RSA SRK: what a TPM enrollment registers
+/// (`endorsement_key`) and what registration sends.
+pub fn read_public_keys(tcti: &str) -> Result<TpmPublicKeys> {
+    let mut context = tpm::open_context(tcti)?;
+    let ek = ensure_ek(&mut context, tcti)?;
+    let srk = ensure_rsa_srk(&mut context, tcti)?;
+    Ok(TpmPublicKeys {
+        endorsement_key: tpm2b_public(&mut context, ek, tcti)?,
+        storage_root_key: tpm2b_public(&mut context, srk, tcti)?,
+    })
+}
+
+/// The parts of DPS's `authenticationKey` blob (see `aziot-tpmd`'s import order).
+struct AuthenticationKey {
+    credential_blob: IdObject,
+    secret: EncryptedSecret,
+    duplicate: Private,
+    seed: EncryptedSecret,
+    public: Public,
+}
+
+fn parse_authentication_key(blob: &[u8], tcti: &str) -> Result<AuthenticationKey> {
+    let bad = |reason: String| AgentError::TpmKey {
+        handle: tpm::SRK_HANDLE,
+        reason: format!("DPS authenticationKey: {reason}"),
+    };
+    let mut rest = blob;
+    let mut next = |what: &str| -> Result<Vec<u8>> {
+        if rest.len() < 2 {
+            return Err(bad(format!("truncated before {what}")));
+        }
+        let size = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let body = rest
+            .get(2..2 + size)
+            .ok_or_else(|| bad(format!("truncated in {what}")))?;
+        rest = &rest[2 + size..];
+        Ok(body.to_vec())
+    };
+    let credential_blob = IdObject::try_from(next("TPM2B_ID_OBJECT")?)
+        .map_err(tpm_err("wrap credential blob", tcti))?;
+    let secret = EncryptedSecret::try_from(next("TPM2B_ENCRYPTED_SECRET")?)
+        .map_err(tpm_err("wrap credential secret", tcti))?;
+    let duplicate =
+        Private::try_from(next("TPM2B_PRIVATE")?).map_err(tpm_err("wrap duplicate", tcti))?;
+    let seed = EncryptedSecret::try_from(next("TPM2B_ENCRYPTED_SECRET (seed)")?)
+        .map_err(tpm_err("wrap import seed", tcti))?;
+    let public = Public::unmarshall(&next("TPM2B_PUBLIC")?)
+        .map_err(tpm_err("parse key public area", tcti))?;
+    if !rest.is_empty() {
+        return Err(bad(format!("{} bytes after the key", rest.len())));
+    }
+    Ok(AuthenticationKey {
+        credential_blob,
+        secret,
+        duplicate,
+        seed,
+        public,
+    })
+}
+
+/// ActivateCredential + Import + Load + persist: puts DPS's HMAC key into the TPM at
+/// `key_handle` (replacing what was there).
+pub fn import_authentication_key(tcti: &str, key_handle: u32, blob: &[u8]) -> Result<()> {
+    let parts = parse_authentication_key(blob, tcti)?;
+    let mut context = tpm::open_context(tcti)?;
+    let ek = ensure_ek(&mut context, tcti)?;
+    let srk = ensure_rsa_srk(&mut context, tcti)?;
+
+    // The EK's policy is PolicySecret(TPM_RH_ENDORSEMENT): satisfy it in a policy session.
+    let session = context
+        .start_auth_session(
+            None,
+            None,
+            None,
+            SessionType::Policy,
+            SymmetricDefinition::AES_128_CFB,
+            HashingAlgorithm::Sha256,
+        )
+        .map_err(tpm_err("start policy session", tcti))?
+        .ok_or_else(|| AgentError::TpmKey {
+            handle: EK_HANDLE,
+            reason: "the TPM returned no policy session".into(),
+        })?;
+    let activated = PolicySession::try_from(session)
+        .map_err(tpm_err("use policy session", tcti))
+        .and_then(|policy| {
+            context
+                .execute_with_nullauth_session(|ctx| {
+                    ctx.policy_secret(
+                        policy,
+                        AuthHandle::Endorsement,
+                        Default::default(),
+                        Default::default(),
+                        Default::default(),
+                        None,
+                    )
+                })
+                .map_err(tpm_err("PolicySecret(endorsement)", tcti))
+        })
+        .and_then(|_| {
+            context
+                .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |ctx| {
+                    ctx.activate_credential(srk, ek, parts.credential_blob, parts.secret)
+                })
+                .map_err(tpm_err("ActivateCredential", tcti))
+        });
+    let _ = context.flush_context(SessionHandle::from(session).into());
+    let inner_key = activated?;
+
+    let encryption_key =
+        Data::try_from(inner_key.value().to_vec()).map_err(tpm_err("wrap inner key", tcti))?;
+    let public = parts.public;
+    let private = context
+        .execute_with_nullauth_session(|ctx| {
+            ctx.import(
+                srk.into(),
+                Some(encryption_key),
+                public.clone(),
+                parts.duplicate,
+                parts.seed,
+                SymmetricDefinitionObject::AES_128_CFB,
+            )
+        })
+        .map_err(tpm_err("Import", tcti))?;
+    let loaded = context
+        .execute_with_nullauth_session(|ctx| ctx.load(srk, private, public))
+        .map_err(tpm_err("load imported key", tcti))?;
+    if let Some(existing) = find_persistent(&mut context, key_handle, tcti)? {
+        let target = Persistent::Persistent(persistent(key_handle, tcti)?);
+        let removed = context
+            .execute_with_nullauth_session(|ctx| {
+                ctx.evict_control(Provision::Owner, existing, target)
+            })
+            .map_err(tpm_err("remove previous key", tcti));
+        if let Err(err) = removed {
+            let _ = context.flush_context(loaded.into());
+            return Err(err);
+        }
+    }
+    persist(&mut context, loaded, key_handle, tcti).map(|_| ())
+}
+
+/// Registers with DPS using TPM attestation; blocking.
+pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
+    let deadline = Instant::now() + config.timeout;
+    let id = &config.registration_id;
+    let fail = |reason: String| AgentError::Provision {
+        registration_id: id.clone(),
+        reason,
+    };
+    let keys = read_public_keys(&config.tcti)?;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let body = json!({
+        "registrationId": id,
+        "tpm": {
+            "endorsementKey": b64(&keys.endorsement_key),
+            "storageRootKey": b64(&keys.storage_root_key),
+        },
+    });
+    let path = format!(
+        "/{}/registrations/{}/register?api-version={API_VERSION}",
+        crate::sas::percent_encode(&config.id_scope),
+        crate::sas::percent_encode(id)
+    );
+    let client = HttpsClient::new(config)?;
+
+    // Round 1: no authorization -> 401 with the challenge.
+    let (status, answer) = client.request("PUT", &path, None, Some(&body))?;
+    if status != 401 {
+        return Err(fail(format!(
+            "expected the TPM challenge (401), got {status}: {}",
+            describe(&answer)
+        )));
+    }
+    let challenge = answer
+        .get("authenticationKey")
+        .and_then(Value::as_str)
+        .ok_or_else(|| fail(format!("DPS refused the TPM: {}", describe(&answer))))?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(challenge)
+        .map_err(|source| AgentError::DecodeKey {
+            identity: format!("DPS authenticationKey for {id}"),
+            source,
+        })?;
+    import_authentication_key(&config.tcti, config.key_handle, &blob)?;
+    let signer = Arc::new(TpmHmacSigner::open(&config.tcti, config.key_handle)?);
+
+    // Round 2: SAS signed in the TPM -> 202 + operation.
+    let resource = format!("{}/registrations/{id}", config.id_scope);
+    let authorization = || -> Result<String> {
+        Ok(build_token(
+            &resource,
+            Some("registration"),
+            unix_now() + TOKEN_TTL,
+            signer.as_ref(),
+        )?
+        .token)
+    };
+    let (status, answer) = client.request("PUT", &path, Some(&authorization()?), Some(&body))?;
+    if status != 202 && status != 200 {
+        return Err(fail(format!(
+            "registration with the TPM-signed token answered {status}: {}",
+            describe(&answer)
+        )));
+    }
+    let mut operation = answer;
+    loop {
+        match crate::dps::parse_operation(&serde_json::to_vec(&operation).unwrap_or_default())
+            .map_err(|reason| fail(format!("unexpected DPS answer: {reason}")))?
+        {
+            crate::dps::OperationStatus::Assigned(assignment) => {
+                return Ok(TpmRegistration { assignment, signer })
+            }
+            crate::dps::OperationStatus::Failed { message } => return Err(fail(message)),
+            crate::dps::OperationStatus::Assigning { operation_id } => {
+                if Instant::now() >= deadline {
+                    return Err(fail(format!(
+                        "not assigned within {} s",
+                        config.timeout.as_secs()
+                    )));
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                let status_path = format!(
+                    "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
+                    crate::sas::percent_encode(&config.id_scope),
+                    crate::sas::percent_encode(id),
+                    crate::sas::percent_encode(&operation_id)
+                );
+                let (status, answer) =
+                    client.request("GET", &status_path, Some(&authorization()?), None)?;
+                if status != 200 && status != 202 {
+                    return Err(fail(format!(
+                        "operation status answered {status}: {}",
+                        describe(&answer)
+                    )));
+                }
+                operation = answer;
+            }
+        }
+    }
+}
+
+/// [`register_with_tpm`] on a blocking thread.
+pub async fn register_with_tpm_async(config: TpmDpsConfig) -> Result<TpmRegistration> {
+    let id = config.registration_id.clone();
+    tokio::task::spawn_blocking(move || register_with_tpm(&config))
+        .await
+        .unwrap_or_else(|_| {
+            Err(AgentError::Provision {
+                registration_id: id,
+                reason: "the registration thread stopped unexpectedly".into(),
+            })
+        })
+}
+
+fn describe(answer: &Value) -> String {
+    answer
+        .get("message")
+        .and_then(Value::as_str)
+        .map_or_else(|| answer.to_string(), str::to_string)
+}
+
+/// A minimal HTTPS/1.1 client (one request per connection) for DPS's JSON API.
+struct HttpsClient<'a> {
+    config: &'a TpmDpsConfig,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl<'a> HttpsClient<'a> {
+    fn new(config: &'a TpmDpsConfig) -> Result<Self> {
+        Ok(Self {
+            tls: config.tls.client_config(&config.host)?,
+            config,
+        })
+    }
+
+    fn transport(&self, what: &str, err: impl std::fmt::Display) -> AgentError {
+        AgentError::Provision {
+            registration_id: self.config.registration_id.clone(),
+            reason: format!(
+                "HTTPS {what} with {}:{}: {err}",
+                self.config.host, self.config.port
+            ),
+        }
+    }
+
+    /// Sends one request; returns the status and the JSON body (`null` when empty).
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let host = &self.config.host;
+        let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+            .map_err(|e| self.transport("server name", e))?;
+        let connection = rustls::ClientConnection::new(self.tls.clone(), server_name)
+            .map_err(|e| self.transport("TLS setup", e))?;
+        let tcp = TcpStream::connect((host.as_str(), self.config.port))
+            .map_err(|e| self.transport("connect", e))?;
+        let io_timeout = Some(self.config.timeout.max(Duration::from_secs(1)));
+        tcp.set_read_timeout(io_timeout)
+            .and_then(|()| tcp.set_write_timeout(io_timeout))
+            .map_err(|e| self.transport("socket setup", e))?;
+        let mut stream = rustls::StreamOwned::new(connection, tcp);
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: testudo-agent\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.config.port,
+            payload.len()
+        );
+        if body.is_some() {
+            request.push_str("Content-Type: application/json; charset=utf-8\r\n");
+        }
+        if let Some(authorization) = authorization {
+            request.push_str(&format!("Authorization: {authorization}\r\n"));
+        }
+        request.push_str("\r\n");
+        request.push_str(&payload);
+        stream
+            .write_all(request.as_bytes())
+            .and_then(|()| stream.flush())
+            .map_err(|e| self.transport("send", e))?;
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            match stream.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&chunk[..n]);
+                    if response.len() > MAX_RESPONSE {
+                        return Err(self.transport("receive", "answer too large"));
+                    }
+                    if parse_response(&response).is_ok_and(|parsed| parsed.is_some()) {
+                        break;
+                    }
+                }
+                // Servers may close without TLS close_notify; a complete answer is enough.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(self.transport("receive", e)),
+            }
+        }
+        parse_response(&response)
+            .map_err(|reason| self.transport("answer", reason))?
+            .ok_or_else(|| self.transport("answer", "connection closed mid-answer"))
+    }
+}
+
+/// Parses an HTTP/1.1 answer with a `Content-Length` body. `Ok(None)` = incomplete.
+fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(u16, Value)>, String> {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&bytes[..end]).map_err(|_| "header is not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .filter(|_| status_line.starts_with("HTTP/1."))
+        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
+    let mut length = 0usize;
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or("malformed header")?;
+        if name.eq_ignore_ascii_case("content-length") {
+            length = value
+                .trim()
+                .parse()
+                .map_err(|_| "bad Content-Length".to_string())?;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err("chunked answers are not supported".into());
+        }
+    }
+    let body = &bytes[end + 4..];
+    if body.len() < length {
+        return Ok(None);
+    }
+    let body = &body[..length];
+    let value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?
+    };
+    Ok(Some((status, value)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_http_answers_and_waits_for_the_whole_body() {
+        let full = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
+        assert_eq!(parse_response(full).unwrap(), Some((401, json!({"a": 1}))));
+        assert_eq!(parse_response(&full[..full.len() - 1]).unwrap(), None);
+        assert_eq!(parse_response(b"HTTP/1.1 20").unwrap(), None);
+        assert!(parse_response(b"garbage\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{x").is_err());
+    }
+
+    #[test]
+    fn refuses_malformed_authentication_keys() {
+        assert!(parse_authentication_key(&[], "t").is_err());
+        assert!(parse_authentication_key(&[0, 5, 1], "t").is_err());
+        // Five empty structures: an empty TPMT_PUBLIC cannot be unmarshalled.
+        assert!(parse_authentication_key(&[0; 10], "t").is_err());
+    }
+}

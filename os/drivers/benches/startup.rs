@@ -1,0 +1,129 @@
+//! Issue 4 benchmarks that need the real binaries, in one run:
+//!
+//! 1. Time from starting the supervisor on the gateway example's plan to the `ready` event
+//!    (every native component up in its sandbox), median of 20 runs, next to the anchor:
+//!    spawning the same binaries as plain unsandboxed processes (fork+exec, no handles).
+//!    The Nickel evaluation of the config happens once, before timing; WASM components are
+//!    reported "not started" unless `testudo-wasm-host` is in the binary directory.
+//!    `/dev/tpm0` is served by a swtpm `unixio` socket.
+//! 2. Syscalls each gateway component's seccomp role allows, against the x86_64 table.
+//!
+//! Run: `cargo bench -p testudo-drivers --bench startup`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testudo_init::{EventKind, InitOptions, RunningSystem};
+
+const RUNS: usize = 20;
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_testudo-log")).parent().expect("bin dir").to_owned();
+    let (plan, _) = testudo_config::load_plan(&root.join("system-config/examples/gateway.ncl")).expect("gateway plan");
+    let work = tempfile::tempdir().expect("tempdir");
+
+    // swtpm standing in for /dev/tpm0.
+    let tpm_socket = work.path().join("tpm.sock");
+    let tpm_state = work.path().join("tpm-state");
+    std::fs::create_dir_all(&tpm_state).expect("tpm state");
+    let mut swtpm = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "startup-clear,not-need-init"])
+        .arg("--server")
+        .arg(format!("type=unixio,path={}", tpm_socket.display()))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", tpm_state.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("swtpm (Debian package swtpm) must be installed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !tpm_socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let mut sandboxed = Vec::new();
+    let mut started_names = Vec::new();
+    let mut reports = Vec::new();
+    for run in 0..RUNS {
+        let mut options = InitOptions::new(
+            bin_dir.clone(),
+            work.path().join(format!("state-{run}")),
+            work.path().join(format!("data-{run}")),
+            root.clone(),
+        );
+        options.devices.insert("/dev/tpm0".into(), tpm_socket.clone());
+        options.stop_grace = Duration::from_millis(500);
+        let begin = Instant::now();
+        let system = RunningSystem::start(plan.clone(), options).expect("start");
+        let ready = system
+            .events
+            .wait_for(Duration::from_secs(30), |e| matches!(e.kind, EventKind::Ready { .. }))
+            .expect("ready");
+        sandboxed.push(begin.elapsed());
+        if let EventKind::Ready { components } = ready.kind {
+            started_names = components;
+        }
+        if run == 0 {
+            reports = system
+                .events
+                .snapshot()
+                .into_iter()
+                .filter_map(|e| match e.kind {
+                    EventKind::Started { report, .. } => Some(*report),
+                    EventKind::NotStarted { reason } => {
+                        println!("note: {} not started: {reason}", e.component);
+                        None
+                    }
+                    _ => None,
+                })
+                .collect();
+        }
+        system.stop().expect("stop");
+    }
+
+    // Anchor: the same binaries as plain processes, started one after another.
+    let binaries: Vec<PathBuf> = started_names
+        .iter()
+        .filter_map(|name| match &plan.components[name].run {
+            testudo_config::plan::Run::Binary { name } => Some(bin_dir.join(name)),
+            _ => None,
+        })
+        .collect();
+    let mut plain = Vec::new();
+    for _ in 0..RUNS {
+        let begin = Instant::now();
+        let mut children: Vec<_> = binaries
+            .iter()
+            .map(|binary| Command::new(binary).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"))
+            .collect();
+        plain.push(begin.elapsed());
+        for child in &mut children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+    let _ = swtpm.kill();
+    let _ = swtpm.wait();
+
+    let sandboxed = median(sandboxed);
+    let plain = median(plain);
+    println!("startup/gateway_to_ready: median {:.1} ms over {RUNS} runs ({} components up: {})", sandboxed.as_secs_f64() * 1e3, started_names.len(), started_names.join(" "));
+    println!("startup/anchor_plain_spawn: median {:.1} ms (same binaries, no sandbox, no routing)", plain.as_secs_f64() * 1e3);
+    println!("startup/ratio: {:.1}x (goal: gateway to ready under 100 ms)", sandboxed.as_secs_f64() / plain.as_secs_f64());
+    println!("syscalls allowed per component (x86_64 table: {} syscalls):", testudo_sandbox::policy::X86_64_SYSCALLS);
+    for report in reports {
+        println!(
+            "  {:<10} role {:<15} {:>3} allowed ({:.1}% of the table)",
+            report.component,
+            report.role,
+            report.syscalls_allowed,
+            100.0 * report.syscalls_allowed as f64 / report.syscalls_total as f64
+        );
+    }
+}
