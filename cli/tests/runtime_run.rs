@@ -10,14 +10,23 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_owned()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_owned()
 }
 
 #[test]
 fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
     let testudo = Path::new(env!("CARGO_BIN_EXE_testudo"));
     let bin_dir = testudo.parent().expect("bin dir");
-    for driver in ["testudo-log", "testudo-storage", "testudo-net", "testudo-sensor", "testudo-tpm"] {
+    for driver in [
+        "testudo-log",
+        "testudo-storage",
+        "testudo-net",
+        "testudo-sensor",
+        "testudo-tpm",
+    ] {
         assert!(
             bin_dir.join(driver).is_file(),
             "{driver} is missing next to testudo: build it with `cargo build -p testudo-drivers` (cargo test --workspace does)"
@@ -58,20 +67,12 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
         }
     };
     for component in ["log", "net", "sensor", "storage"] {
-        assert!(ready.split_whitespace().any(|w| w == component), "{component} not up: {ready}\n{}", seen.join("\n"));
+        assert!(
+            ready.split_whitespace().any(|w| w == component),
+            "{component} not up: {ready}\n{}",
+            seen.join("\n")
+        );
     }
-    // The TPM device does not exist on this host: reported, not faked.
-    if !Path::new("/dev/tpm0").exists() {
-        assert!(seen.iter().any(|l| l.contains("tpm: not started: device /dev/tpm0 missing")), "{}", seen.join("\n"));
-    }
-    let pids: Vec<i32> = seen
-        .iter()
-        .filter_map(|line| line.split("started (pid ").nth(1))
-        .filter_map(|rest| rest.split(',').next())
-        .filter_map(|pid| pid.parse().ok())
-        .collect();
-    assert!(pids.len() >= 4, "{}", seen.join("\n"));
-
     // SAFETY: sends SIGTERM to the child this test started.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     let stop_deadline = Instant::now() + Duration::from_secs(5);
@@ -79,15 +80,46 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
         if let Some(status) = child.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < stop_deadline, "testudo run did not stop within 5 s");
+        assert!(
+            Instant::now() < stop_deadline,
+            "testudo run did not stop within 5 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let _ = out_thread.join();
     let _ = err_thread.join();
     seen.extend(lines.try_iter());
-    assert!(status.success(), "exit status {status:?}\n{}", seen.join("\n"));
-    assert!(seen.iter().any(|l| l.contains("stopped: all components exited")), "{}", seen.join("\n"));
+    assert!(
+        status.success(),
+        "exit status {status:?}\n{}",
+        seen.join("\n")
+    );
+    // The TPM device does not exist on this host: reported, not faked.
+    if !Path::new("/dev/tpm0").exists() {
+        assert!(
+            seen.iter()
+                .any(|l| l.contains("tpm: not started: device /dev/tpm0 missing")),
+            "{}",
+            seen.join("\n")
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("stopped: all components exited")),
+        "{}",
+        seen.join("\n")
+    );
+    let pids: Vec<i32> = seen
+        .iter()
+        .filter_map(|line| line.split("started (pid ").nth(1))
+        .filter_map(|rest| rest.split(',').next())
+        .filter_map(|pid| pid.parse().ok())
+        .collect();
+    assert!(pids.len() >= 4, "{}", seen.join("\n"));
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "component process {pid} left behind");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "component process {pid} left behind"
+        );
     }
 }

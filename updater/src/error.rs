@@ -126,6 +126,15 @@ pub enum UpdaterError {
         #[source]
         source: io::Error,
     },
+    /// Waiting for a started external tool to exit failed.
+    #[error("waiting for {tool}")]
+    WaitForTool {
+        /// The program.
+        tool: String,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// The bundle is not for this system.
     #[error("bundle is for compatible {bundle:?}, this system is {system:?}")]
     Incompatible {

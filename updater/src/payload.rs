@@ -81,7 +81,10 @@ pub fn read_file<T>(
     if let Some(mut pipe) = child.stderr.take() {
         let _ = pipe.read_to_end(&mut stderr);
     }
-    let status = child.wait().map_err(spawn_err(UNSQUASHFS))?;
+    let status = child.wait().map_err(|source| UpdaterError::WaitForTool {
+        tool: UNSQUASHFS.to_string(),
+        source,
+    })?;
     let value = result?;
     if !status.success() {
         return Err(tool_failed(UNSQUASHFS, status, &stderr));

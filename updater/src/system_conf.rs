@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{read_err, Result, UpdaterError};
-use crate::ini::KeyFile;
+use crate::ini::{Group, KeyFile};
 use crate::signature::CheckPurpose;
 
 /// Default location of the file, as RAUC.
@@ -104,6 +104,39 @@ fn bad(message: impl Into<String>) -> UpdaterError {
     }
 }
 
+/// One `[slot.CLASS.INDEX]` group (`name` is `CLASS.INDEX`).
+fn parse_slot(group: &Group, name: &str) -> Result<SlotConf> {
+    let (class, index) = name.rsplit_once('.').ok_or_else(|| {
+        bad(format!(
+            "slot group [{}] is not [slot.CLASS.INDEX]",
+            group.name
+        ))
+    })?;
+    let index: u32 = index.parse().map_err(|_| {
+        bad(format!(
+            "slot group [{}] has a non-numeric index",
+            group.name
+        ))
+    })?;
+    if class.is_empty() {
+        return Err(bad(format!(
+            "slot group [{}] has an empty class",
+            group.name
+        )));
+    }
+    let device = group
+        .get("device")
+        .ok_or_else(|| bad(format!("[{}] lacks device=", group.name)))?;
+    Ok(SlotConf {
+        class: class.to_string(),
+        index,
+        device: PathBuf::from(device),
+        slot_type: group.get("type").unwrap_or("raw").to_string(),
+        bootname: group.get("bootname").map(str::to_string),
+        parent: group.get("parent").map(str::to_string),
+        readonly: group.get("readonly") == Some("true"),
+    })
+}
 fn resolve(base: Option<&Path>, value: &str) -> PathBuf {
     let path = PathBuf::from(value);
     match base {
@@ -151,39 +184,9 @@ impl SystemConf {
         };
         let mut slots = Vec::new();
         for group in &file.groups {
-            let Some(name) = group.name.strip_prefix("slot.") else {
-                continue;
-            };
-            let (class, index) = name.rsplit_once('.').ok_or_else(|| {
-                bad(format!(
-                    "slot group [{}] is not [slot.CLASS.INDEX]",
-                    group.name
-                ))
-            })?;
-            let index: u32 = index.parse().map_err(|_| {
-                bad(format!(
-                    "slot group [{}] has a non-numeric index",
-                    group.name
-                ))
-            })?;
-            if class.is_empty() {
-                return Err(bad(format!(
-                    "slot group [{}] has an empty class",
-                    group.name
-                )));
+            if let Some(name) = group.name.strip_prefix("slot.") {
+                slots.push(parse_slot(group, name)?);
             }
-            let device = group
-                .get("device")
-                .ok_or_else(|| bad(format!("[{}] lacks device=", group.name)))?;
-            slots.push(SlotConf {
-                class: class.to_string(),
-                index,
-                device: PathBuf::from(device),
-                slot_type: group.get("type").unwrap_or("raw").to_string(),
-                bootname: group.get("bootname").map(str::to_string),
-                parent: group.get("parent").map(str::to_string),
-                readonly: group.get("readonly") == Some("true"),
-            });
         }
         let conf = SystemConf {
             compatible,

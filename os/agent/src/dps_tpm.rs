@@ -255,9 +255,9 @@ struct AuthenticationKey {
     public: Public,
 }
 
-fn parse_authentication_key(blob: &[u8], tcti: &str) -> Result<AuthenticationKey> {
+fn parse_authentication_key(blob: &[u8], key_handle: u32, tcti: &str) -> Result<AuthenticationKey> {
     let bad = |reason: String| AgentError::TpmKey {
-        handle: tpm::SRK_HANDLE,
+        handle: key_handle,
         reason: format!("DPS authenticationKey: {reason}"),
     };
     let mut rest = blob;
@@ -297,7 +297,7 @@ fn parse_authentication_key(blob: &[u8], tcti: &str) -> Result<AuthenticationKey
 /// ActivateCredential + Import + Load + persist: puts DPS's HMAC key into the TPM at
 /// `key_handle` (replacing what was there).
 pub fn import_authentication_key(tcti: &str, key_handle: u32, blob: &[u8]) -> Result<()> {
-    let parts = parse_authentication_key(blob, tcti)?;
+    let parts = parse_authentication_key(blob, key_handle, tcti)?;
     let mut context = tpm::open_context(tcti)?;
     let ek = ensure_ek(&mut context, tcti)?;
     let srk = ensure_rsa_srk(&mut context, tcti)?;
@@ -639,9 +639,9 @@ mod tests {
 
     #[test]
     fn refuses_malformed_authentication_keys() {
-        assert!(parse_authentication_key(&[], "t").is_err());
-        assert!(parse_authentication_key(&[0, 5, 1], "t").is_err());
+        assert!(parse_authentication_key(&[], 0x8100_0100, "t").is_err());
+        assert!(parse_authentication_key(&[0, 5, 1], 0x8100_0100, "t").is_err());
         // Five empty structures: an empty TPMT_PUBLIC cannot be unmarshalled.
-        assert!(parse_authentication_key(&[0; 10], "t").is_err());
+        assert!(parse_authentication_key(&[0; 10], 0x8100_0100, "t").is_err());
     }
 }

@@ -19,7 +19,7 @@ async fn tokens_are_renewed_without_losing_messages() {
     *token_ttl = Duration::from_secs(2); // renewed every 1.6 s
     let (agent, mut events) = testudo_agent::spawn(config);
 
-    // Keep sending for ~6 s, i.e. across at least three renewals.
+    // Keep sending for ~6 s, i.e. across several renewals (at least two even on a slow machine).
     let sender = agent.clone();
     let mut traffic = tokio::spawn(async move {
         let mut sent = 0u32;
@@ -43,6 +43,9 @@ async fn tokens_are_renewed_without_losing_messages() {
                 AgentEvent::RenewingToken => renewals += 1,
                 AgentEvent::Connected { connection } => connections = connection,
                 AgentEvent::Error(err) => panic!("unexpected error: {err}"),
+                // Renewal is a clean reconnect; a lost connection would mean the hub cut an
+                // expired token.
+                AgentEvent::Disconnected { reason } => panic!("connection lost: {reason}"),
                 _ => {}
             },
             sent = &mut traffic => break sent.unwrap(),
@@ -57,7 +60,7 @@ async fn tokens_are_renewed_without_losing_messages() {
             connections = connection;
         }
     }
-    assert!(renewals >= 3, "only {renewals} renewals");
+    assert!(renewals >= 2, "only {renewals} renewals");
     assert!(connections >= 3, "only {connections} connections");
     // Every acknowledged message is in the hub (at-least-once: duplicates allowed, losses not).
     let captured = hub.hub().telemetry(Some("renew-01"));
