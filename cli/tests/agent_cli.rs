@@ -2,6 +2,7 @@
 //! Promise: `testudo agent` puts device identities into a real TPM (swtpm) — an imported SAS
 //! key, or a TPM-generated X.509 key with its self-signed certificate — and refuses bad
 //! configuration with one clear line, never a panic.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -53,6 +54,7 @@ fn swtpm() -> Swtpm {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
+        let _ = child.wait();
     }
     panic!("swtpm did not start");
 }

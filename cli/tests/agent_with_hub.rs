@@ -1,6 +1,7 @@
 #![cfg(all(feature = "agent", feature = "hub"))]
 //! Promise: `testudo agent run` against `testudo hub serve` reports device info and echoes a
 //! desired change set with `testudo hub twin --desired`, end to end through the CLI.
+#![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

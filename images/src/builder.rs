@@ -108,7 +108,13 @@ pub struct BuildReport {
     pub outputs: Vec<Entry>,
 }
 
-const STEPS: u64 = 11;
+const STEPS: u64 = 10;
+
+/// `/usr/bin/ldd` in the image: what glibc's ldd prints for one binary, without bash.
+pub const LDD_SCRIPT: &str = "#!/usr/bin/busybox sh\n\
+# testudo image: list a binary's shared libraries (glibc's ldd needs bash).\n\
+[ \"$#\" -eq 1 ] || { echo \"usage: ldd BINARY\" >&2; exit 2; }\n\
+exec /lib64/ld-linux-x86-64.so.2 --list \"$1\"\n";
 
 /// One file of the rootfs, before staging.
 #[derive(Debug, Clone)]
@@ -379,6 +385,11 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         Ok(((), None))
     })?;
 
+    // `ldd` for testudo-init's sandbox library discovery (glibc's own `ldd` is a bash script):
+    // the dynamic loader's `--list`, run by the image's static busybox.
+    spec.add_file("usr/bin/busybox", &request.host.busybox, 0o755)?;
+    spec.add_bytes("usr/bin/ldd", LDD_SCRIPT.as_bytes().to_vec(), 0o755);
+
     // Updater configuration and public keys.
     spec.add_bytes(
         rootfs::SYSTEM_CONF_PATH,
@@ -519,8 +530,15 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             );
             bundle_spec.format = format;
             bundle_spec.description = Some(format!("{} {}", plan.name, plan.version));
-            bundle_spec.mksquashfs_args =
-                ["-noI", "-noD", "-noF", "-noX"].map(str::to_owned).to_vec();
+            // Uncompressed (the rootfs already is), and modes pinned so the payload does not
+            // depend on the umask the bundle writer's files were created under.
+            let manifest_mode = format!("{} m 644 0 0", testudo_updater::manifest::MANIFEST_FILENAME);
+            let image_mode = format!("{ROOTFS_IMG} m 644 0 0");
+            bundle_spec.mksquashfs_args = ["-noI", "-noD", "-noF", "-noX", "-root-mode", "755", "-p"]
+                .into_iter()
+                .map(str::to_owned)
+                .chain([image_mode, "-p".to_owned(), manifest_mode])
+                .collect();
             let made = dir.join(BUNDLE);
             testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made).map_err(
                 |source| ImageError::Bundle {

@@ -1,6 +1,7 @@
 //! The initramfs: a busybox `/init` script that loads the modules needed to read the root
 //! filesystem, finds the partition the kernel command line names (`root=PARTLABEL=rootfs-a`,
-//! chosen by GRUB per slot), mounts it read-only, loads the kernel modules the plan needs
+//! chosen by GRUB per slot), mounts it read-only and the data partition
+//! (`testudo.data=PARTLABEL=data`) read-write at `/data`, loads the kernel modules the plan needs
 //! (listed by the builder in the rootfs' `lib/modules/<release>/testudo.load`) and
 //! `switch_root`s into `testudo-init`.
 //!
@@ -136,25 +137,31 @@ for m in {module_list}; do
 done
 root=""
 slot=""
+data=""
 for w in $($bb cat /proc/cmdline); do
   case "$w" in
     root=PARTLABEL=*) root="${{w#root=PARTLABEL=}}" ;;
     testudo.slot=*) slot="${{w#testudo.slot=}}" ;;
+    testudo.data=PARTLABEL=*) data="${{w#testudo.data=PARTLABEL=}}" ;;
   esac
 done
 [ -n "$root" ] || fail "no root=PARTLABEL=... on the kernel command line"
-dev=""
-i=0
-while [ -z "$dev" ] && [ "$i" -lt 200 ]; do
-  for u in /sys/class/block/*/uevent; do
-    if $bb grep -qx "PARTNAME=$root" "$u"; then
-      dev="/dev/$($bb sed -n 's/^DEVNAME=//p' "$u")"
-      break
-    fi
+# Prints /dev/<name> of the partition whose GPT name is $1, waiting up to 10 s for it.
+find_part() {{
+  i=0
+  while [ "$i" -lt 200 ]; do
+    for u in /sys/class/block/*/uevent; do
+      if $bb grep -qx "PARTNAME=$1" "$u"; then
+        echo "/dev/$($bb sed -n 's/^DEVNAME=//p' "$u")"
+        return 0
+      fi
+    done
+    $bb sleep 0.05
+    i=$((i + 1))
   done
-  if [ -z "$dev" ]; then $bb sleep 0.05; i=$((i + 1)); fi
-done
-[ -n "$dev" ] || fail "no partition labelled $root"
+  return 1
+}}
+dev="$(find_part "$root")" || fail "no partition labelled $root"
 $bb mkdir -p /newroot
 $bb mount -t squashfs -o ro "$dev" /newroot || fail "cannot mount $dev ($root)"
 echo "testudo-initramfs: slot $slot, rootfs $root on $dev"
@@ -165,6 +172,13 @@ if [ -f "$load" ]; then
   for m in $($bb cat "$load"); do
     $bb insmod "/newroot/lib/modules/$($bb uname -r)/$m" || echo "testudo-initramfs: cannot load $m"
   done
+fi
+if [ -n "$data" ]; then
+  if ddev="$(find_part "$data")" && $bb mount -t ext4 -o rw,nosuid,nodev "$ddev" /newroot/data; then
+    echo "testudo-initramfs: data $data on $ddev"
+  else
+    echo "testudo-initramfs: data partition $data not mounted"
+  fi
 fi
 for d in dev proc sys; do $bb mount --move "/$d" "/newroot/$d"; done
 exec $bb switch_root /newroot {INIT_PATH}

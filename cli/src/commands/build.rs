@@ -99,6 +99,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.bin_dirs
     };
+    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    // The builder passes the clock to each tool explicitly; mksquashfs (also run by the
+    // bundle writer) refuses SOURCE_DATE_EPOCH together with its own time options. Still
+    // single-threaded here, so changing the environment is sound.
+    std::env::remove_var("SOURCE_DATE_EPOCH");
     let request = testudo_images::BuildRequest {
         plan,
         source_root,
@@ -106,7 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         keys,
         bin_dirs,
         cache_dir: args.cache.unwrap_or_else(Cache::default_dir),
-        source_date_epoch: std::env::var("SOURCE_DATE_EPOCH").ok(),
+        source_date_epoch,
         progress: if args.plain {
             ProgressMode::Plain
         } else {

@@ -63,7 +63,7 @@ const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 impl Sys for RealSys {
     fn child_step(&self, step: &Step) -> Result<(), i32> {
         let null = std::ptr::null::<libc::c_char>();
-        // SAFETY (whole block): every pointer passed below comes from a CString or Vec owned
+        // SAFETY: (whole block) every pointer passed below comes from a CString or Vec owned
         // by `step`, alive for the duration of the call; the calls only affect this process.
         unsafe {
             match step {

@@ -171,6 +171,32 @@ pub fn provider_control() -> Result<Option<OwnedFd>, SchemeError> {
     adopt(CONTROL_ENV, &text, fd).map(Some)
 }
 
+/// Sends a new root handle `fd` described by `grant` over a provider's control socket (what
+/// `testudo-init` does for every route). The caller keeps the other end of `fd`'s pair for
+/// the consumer and should close its copy of `fd` afterwards.
+pub fn send_grant(
+    control: std::os::fd::BorrowedFd<'_>,
+    grant: &Grant,
+    fd: std::os::fd::BorrowedFd<'_>,
+) -> Result<(), SchemeError> {
+    use crate::backend::Backend;
+    let mut message = Vec::new();
+    crate::wire::encode_request(
+        &mut message,
+        syscall::schemev2::Opcode::Sendfd,
+        0,
+        [0; 6],
+        grant.encode().as_bytes(),
+    );
+    crate::backend::Active::send(control, &message, Some(fd))
+}
+
+/// A connected pair of handle sockets: `(provider end, consumer end)`.
+pub fn handle_pair() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), SchemeError> {
+    use crate::backend::Backend;
+    crate::backend::Active::pair()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,30 +227,4 @@ mod tests {
         assert!(parse_handles_env("log=1").is_err());
         assert!(parse_handles_env("").expect("empty is fine").is_empty());
     }
-}
-
-/// Sends a new root handle `fd` described by `grant` over a provider's control socket (what
-/// `testudo-init` does for every route). The caller keeps the other end of `fd`'s pair for
-/// the consumer and should close its copy of `fd` afterwards.
-pub fn send_grant(
-    control: std::os::fd::BorrowedFd<'_>,
-    grant: &Grant,
-    fd: std::os::fd::BorrowedFd<'_>,
-) -> Result<(), SchemeError> {
-    use crate::backend::Backend;
-    let mut message = Vec::new();
-    crate::wire::encode_request(
-        &mut message,
-        syscall::schemev2::Opcode::Sendfd,
-        0,
-        [0; 6],
-        grant.encode().as_bytes(),
-    );
-    crate::backend::Active::send(control, &message, Some(fd))
-}
-
-/// A connected pair of handle sockets: `(provider end, consumer end)`.
-pub fn handle_pair() -> Result<(std::os::fd::OwnedFd, std::os::fd::OwnedFd), SchemeError> {
-    use crate::backend::Backend;
-    crate::backend::Active::pair()
 }

@@ -225,7 +225,12 @@ mod tests {
         let second = compile_app(&engine, Some(&cache), "f", wat).unwrap();
         assert!(second.from_cache);
         let path = cache.path_for(&engine, &second.sha256);
-        std::fs::write(&path, b"garbage").unwrap();
+        // Loaded code maps the file: drop it, then damage the entry by replacing it (the
+        // cache itself only ever replaces files by rename, never rewrites them in place).
+        drop((first, second));
+        let damaged = path.with_extension("damaged");
+        std::fs::write(&damaged, b"garbage").unwrap();
+        std::fs::rename(&damaged, &path).unwrap();
         let third = compile_app(&engine, Some(&cache), "f", wat).unwrap();
         assert!(!third.from_cache);
         assert!(compile_app(&engine, Some(&cache), "f", wat).unwrap().from_cache);
