@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use testudo_images::{build, BuildRequest, HostPaths, HostTools, ProgressMode, VmOptions, VmOutcome};
+use testudo_images::{
+    build, BuildRequest, HostPaths, HostTools, ProgressMode, VmOptions, VmOutcome,
+};
 
 const RUNS: usize = 3;
 
@@ -38,7 +40,14 @@ fn compile_apps(repo: &Path, src: &Path) {
     std::fs::create_dir_all(&apps).unwrap();
     for app in ["sensor-reader", "forwarder"] {
         let status = Command::new("clang-14")
-            .args(["--target=wasm32-wasi", "--sysroot=/usr", "-Os", "-Wl,--stack-first", "-Wl,--strip-all", "-I"])
+            .args([
+                "--target=wasm32-wasi",
+                "--sysroot=/usr",
+                "-Os",
+                "-Wl,--stack-first",
+                "-Wl,--strip-all",
+                "-I",
+            ])
             .arg(repo.join("wasm-apps/include"))
             .arg("-o")
             .arg(apps.join(format!("{app}.wasm")))
@@ -51,7 +60,10 @@ fn compile_apps(repo: &Path, src: &Path) {
 
 fn main() {
     let no_boot = std::env::args().any(|a| a == "--no-boot");
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     let (plan, _) = testudo_config::load_plan(&repo.join("system-config/examples/gateway.ncl"))
         .unwrap_or_else(|e| panic!("gateway example: {e:?}"));
     let tmp = tempfile::tempdir().unwrap();
@@ -71,7 +83,8 @@ fn main() {
         host: HostPaths::default(),
     };
 
-    let (mut full, mut incremental, mut copy) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut full, mut incremental) = (Vec::new(), Vec::new());
+    let (mut copy, mut copy_dense) = (Vec::new(), Vec::new());
     let mut out_bytes = 0u64;
     for run in 0..RUNS {
         let cache = tmp.path().join(format!("cache-{run}"));
@@ -86,17 +99,23 @@ fn main() {
             .iter()
             .map(|f| std::fs::metadata(req.out_dir.join(f)).unwrap().len())
             .sum();
-        let copy_dir = tmp.path().join(format!("copy-{run}"));
-        std::fs::create_dir_all(&copy_dir).unwrap();
-        let started = Instant::now();
-        let status = Command::new("cp")
-            .args(files.iter().map(|f| req.out_dir.join(f)))
-            .arg(&copy_dir)
-            .status()
-            .unwrap();
-        assert!(status.success());
-        copy.push(started.elapsed());
-        std::fs::remove_dir_all(&copy_dir).unwrap();
+        for (sparse, samples) in [
+            ("--sparse=auto", &mut copy),
+            ("--sparse=never", &mut copy_dense),
+        ] {
+            let copy_dir = tmp.path().join(format!("copy-{run}"));
+            std::fs::create_dir_all(&copy_dir).unwrap();
+            let started = Instant::now();
+            let status = Command::new("cp")
+                .arg(sparse)
+                .args(files.iter().map(|f| req.out_dir.join(f)))
+                .arg(&copy_dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            samples.push(started.elapsed());
+            std::fs::remove_dir_all(&copy_dir).unwrap();
+        }
         drop(report);
 
         // Change one app (a custom section appended), rebuild with the same cache.
@@ -109,7 +128,8 @@ fn main() {
         build(&req, &tools).unwrap_or_else(|e| panic!("incremental build: {e}"));
         incremental.push(started.elapsed());
     }
-    let (full, incremental, copy) = (median(full), median(incremental), median(copy));
+    let (full, incremental) = (median(full), median(incremental));
+    let (copy, copy_dense) = (median(copy), median(copy_dense));
     println!("images: gateway example, median of {RUNS} runs");
     println!("  full build            {:>8.2} s", full.as_secs_f64());
     println!(
@@ -117,6 +137,11 @@ fn main() {
         copy.as_secs_f64(),
         out_bytes as f64 / (1 << 20) as f64,
         full.as_secs_f64() / copy.as_secs_f64()
+    );
+    println!(
+        "  cp --sparse=never     {:>8.2} s   (every byte written; full build = {:.1}x cp)",
+        copy_dense.as_secs_f64(),
+        full.as_secs_f64() / copy_dense.as_secs_f64()
     );
     println!(
         "  incremental (1 app)   {:>8.2} s   ({:.0}% of full; goal < 20%)",
@@ -133,7 +158,10 @@ fn main() {
     options.echo = false;
     match testudo_images::run_vm(&options) {
         Ok(VmOutcome::Matched { elapsed, .. }) => {
-            println!("  boot to ready (TCG)   {:>8.2} s   (QEMU start to the ready line)", elapsed.as_secs_f64())
+            println!(
+                "  boot to ready (TCG)   {:>8.2} s   (QEMU start to the ready line)",
+                elapsed.as_secs_f64()
+            )
         }
         other => panic!("boot: {other:?}"),
     }

@@ -481,9 +481,9 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
 
     // Disk image.
     let disk_out = request.out_dir.join(DISK_IMG);
-    steps.run("disk image", || {
+    let disk_digest = steps.run("disk image", || {
         let layout = DiskLayout::for_board(&seed, &plan.board.partitions);
-        disk::assemble(
+        let digest = disk::assemble(
             &disk_out,
             &layout,
             &[
@@ -492,7 +492,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
                 (DATA_LABEL, &data_object),
             ],
         )?;
-        Ok(((), None))
+        Ok((digest, None))
     })?;
 
     // Update bundle.
@@ -532,13 +532,15 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             bundle_spec.description = Some(format!("{} {}", plan.name, plan.version));
             // Uncompressed (the rootfs already is), and modes pinned so the payload does not
             // depend on the umask the bundle writer's files were created under.
-            let manifest_mode = format!("{} m 644 0 0", testudo_updater::manifest::MANIFEST_FILENAME);
+            let manifest_mode =
+                format!("{} m 644 0 0", testudo_updater::manifest::MANIFEST_FILENAME);
             let image_mode = format!("{ROOTFS_IMG} m 644 0 0");
-            bundle_spec.mksquashfs_args = ["-noI", "-noD", "-noF", "-noX", "-root-mode", "755", "-p"]
-                .into_iter()
-                .map(str::to_owned)
-                .chain([image_mode, "-p".to_owned(), manifest_mode])
-                .collect();
+            bundle_spec.mksquashfs_args =
+                ["-noI", "-noD", "-noF", "-noX", "-root-mode", "755", "-p"]
+                    .into_iter()
+                    .map(str::to_owned)
+                    .chain([image_mode, "-p".to_owned(), manifest_mode])
+                    .collect();
             let made = dir.join(BUNDLE);
             testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made).map_err(
                 |source| ImageError::Bundle {
@@ -556,7 +558,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     let outputs = steps.run("manifest", || {
         let mut outputs = vec![
             entry(ROOTFS_IMG, &rootfs_digest),
-            entry(DISK_IMG, &file_digest(&disk_out)?),
+            entry(DISK_IMG, &disk_digest),
             entry(&format!("esp:{BOOT_EFI_PATH}"), &grub_efi),
             entry(
                 &format!("esp:{GRUB_CFG_PATH}"),

@@ -11,6 +11,9 @@ use std::path::Path;
 
 use testudo_config::plan::Partitions;
 
+use sha2::{Digest, Sha256};
+
+use crate::digest::FileDigest;
 use crate::error::{ImageError, Result};
 use crate::gpt::{self, GptPartition, Guid, SECTOR};
 
@@ -93,8 +96,9 @@ impl DiskLayout {
 }
 
 /// Writes the disk image `out`: the partition table, then each `(partition name, image)`.
-/// Partitions without an image stay zero.
-pub fn assemble(out: &Path, layout: &DiskLayout, contents: &[(&str, &Path)]) -> Result<()> {
+/// Partitions without an image stay zero. Returns the image's digest, computed while
+/// writing (holes are hashed from memory instead of being read back).
+pub fn assemble(out: &Path, layout: &DiskLayout, contents: &[(&str, &Path)]) -> Result<FileDigest> {
     for (name, image) in contents {
         let part = layout.partition(name).ok_or_else(|| ImageError::Board {
             board: String::new(),
@@ -127,17 +131,57 @@ pub fn assemble(out: &Path, layout: &DiskLayout, contents: &[(&str, &Path)]) -> 
         .map_err(ImageError::write(out))?;
     file.write_all_at(&table.tail, table.tail_offset)
         .map_err(ImageError::write(out))?;
-    for (name, image) in contents {
-        if let Some(part) = layout.partition(name) {
-            copy_sparse(image, &file, part.offset, out)?;
+    let mut hash = OrderedHash::default();
+    hash.bytes(&table.head);
+    for part in &layout.partitions {
+        hash.zeros_to(part.offset);
+        if let Some((_, image)) = contents.iter().find(|(name, _)| *name == part.gpt.name) {
+            copy_sparse(image, &file, part.offset, out, &mut hash)?;
         }
     }
+    hash.zeros_to(table.tail_offset);
+    hash.bytes(&table.tail);
     file.sync_all().map_err(ImageError::write(out))?;
-    Ok(())
+    Ok(hash.finish())
+}
+
+/// SHA-256 over a disk image written in offset order, zeros filled in for skipped ranges.
+#[derive(Default)]
+struct OrderedHash {
+    hasher: Sha256,
+    position: u64,
+}
+
+impl OrderedHash {
+    fn bytes(&mut self, bytes: &[u8]) {
+        self.hasher.update(bytes);
+        self.position += bytes.len() as u64;
+    }
+
+    fn zeros_to(&mut self, offset: u64) {
+        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
+        while self.position < offset {
+            let n = (offset - self.position).min(ZEROS.len() as u64) as usize;
+            self.bytes(&ZEROS[..n]);
+        }
+    }
+
+    fn finish(self) -> FileDigest {
+        FileDigest {
+            sha256: hex::encode(self.hasher.finalize()),
+            size: self.position,
+        }
+    }
 }
 
 /// Copies `image` into `target` at `offset`, skipping all-zero blocks.
-fn copy_sparse(image: &Path, target: &File, offset: u64, target_path: &Path) -> Result<()> {
+fn copy_sparse(
+    image: &Path,
+    target: &File,
+    offset: u64,
+    target_path: &Path,
+    hash: &mut OrderedHash,
+) -> Result<()> {
     const BLOCK: usize = 1 << 16;
     let mut source = File::open(image).map_err(ImageError::read(image))?;
     let mut buf = vec![0u8; BLOCK];
@@ -157,6 +201,7 @@ fn copy_sparse(image: &Path, target: &File, offset: u64, target_path: &Path) -> 
             break;
         }
         let chunk = &buf[..filled];
+        hash.bytes(chunk);
         if chunk.iter().any(|b| *b != 0) {
             target
                 .write_all_at(chunk, position)
@@ -227,8 +272,13 @@ mod tests {
         content[150_000] = 0xCD;
         std::fs::write(&esp, &content).unwrap();
         let out = dir.path().join("disk.img");
-        assemble(&out, &layout, &[(ESP_LABEL, &esp)]).unwrap();
+        let digest = assemble(&out, &layout, &[(ESP_LABEL, &esp)]).unwrap();
         let disk = std::fs::read(&out).unwrap();
+        assert_eq!(
+            digest,
+            crate::digest::file_digest(&out).unwrap(),
+            "digest computed while writing"
+        );
         assert_eq!(disk.len() as u64, layout.total_bytes);
         let off = layout.partition(ESP_LABEL).unwrap().offset as usize;
         assert_eq!(&disk[off..off + content.len()], &content[..]);

@@ -9,7 +9,7 @@
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use testudo_config::{load, load_plan, validate, SystemConfig};
@@ -79,6 +79,7 @@ fn phases(c: &mut Criterion, label: &str, path: &Path, samples: usize, secs: u64
     );
     let json = load::evaluate(path).expect("benchmark config evaluates");
     let config = SystemConfig::from_json(&json).expect("benchmark config deserialises");
+    print_split(label, path, 5);
 
     let mut group = c.benchmark_group(format!("check/{label}"));
     group.sample_size(samples);
@@ -99,6 +100,50 @@ fn phases(c: &mut Criterion, label: &str, path: &Path, samples: usize, secs: u64
         b.iter(|| config.to_plan().content_hash().expect("hashes"))
     });
     group.finish();
+}
+
+/// Times the phases of the same `runs` checks back to back and prints the median of each,
+/// so the split comes from one set of runs (criterion's per-phase groups run minutes apart
+/// on a noisy machine).
+fn print_split(label: &str, path: &Path, runs: usize) {
+    let mut samples: Vec<[f64; 4]> = Vec::new();
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let json = load::evaluate(path).expect("evaluates");
+        let t1 = Instant::now();
+        let config = SystemConfig::from_json(&json).expect("deserialises");
+        let t2 = Instant::now();
+        validate::validate(&config).expect("validates");
+        let t3 = Instant::now();
+        config.to_plan().content_hash().expect("hashes");
+        let t4 = Instant::now();
+        samples.push([
+            (t1 - t0).as_secs_f64(),
+            (t2 - t1).as_secs_f64(),
+            (t3 - t2).as_secs_f64(),
+            (t4 - t3).as_secs_f64(),
+        ]);
+    }
+    let median = |k: usize| {
+        let mut v: Vec<f64> = samples.iter().map(|s| s[k]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let phases = [median(0), median(1), median(2), median(3)];
+    let total: f64 = phases.iter().sum();
+    eprintln!(
+        "split {label} (median of {runs}): nickel {:.1} ms ({:.1}%), deserialise {:.2} ms ({:.1}%), \
+         graph validation {:.2} ms ({:.1}%), plan+json+sha256 {:.2} ms ({:.1}%), sum {:.1} ms",
+        phases[0] * 1e3,
+        100.0 * phases[0] / total,
+        phases[1] * 1e3,
+        100.0 * phases[1] / total,
+        phases[2] * 1e3,
+        100.0 * phases[2] / total,
+        phases[3] * 1e3,
+        100.0 * phases[3] / total,
+        total * 1e3
+    );
 }
 
 fn bench_check(c: &mut Criterion) {

@@ -11,11 +11,24 @@ use crate::util;
 
 /// (Debian package, a path it installs). Keep sorted by package name.
 const PACKAGES: &[(&str, &str)] = &[
+    // Images: stripping binaries for the rootfs.
+    ("binutils", "/usr/bin/strip"),
+    // Images: static busybox for the initramfs (and ldd in the rootfs).
+    ("busybox-static", "/usr/bin/busybox"),
     ("clang-14", "/usr/bin/clang-14"),
+    // Images: initramfs checks (tests).
+    ("cpio", "/usr/bin/cpio"),
     // Updater: verity trees compared with veritysetup (tests).
     ("cryptsetup-bin", "/usr/sbin/veritysetup"),
+    // Images: ESP (mkfs.vfat) and data partition (mkfs.ext4).
+    ("dosfstools", "/usr/sbin/mkfs.vfat"),
+    ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
+    // Images: GPT checks with sgdisk (tests).
+    ("gdisk", "/usr/sbin/sgdisk"),
     // Updater: grubenv interop with grub-editenv (tests).
     ("grub-common", "/usr/bin/grub-editenv"),
+    // Images: GRUB EFI modules for grub-mkimage.
+    ("grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi/normal.mod"),
     (
         "libclang-rt-14-dev-wasm32",
         "/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a",
@@ -24,14 +37,24 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libssl-dev", "/usr/include/openssl/cms.h"),
     // Agent: tss-esapi links libtss2-esys / libtss2-tctildr and the swtpm TCTI.
     ("libtss2-dev", "/usr/include/tss2/tss2_esys.h"),
+    // Images: the default kernel (board qemu-x86_64 boots /vmlinuz) and its modules.
+    ("linux-image-cloud-amd64", "/vmlinuz"),
     ("lld-14", "/usr/bin/wasm-ld-14"),
     // Anchor broker for the hub emulator's connection-memory benchmark.
     ("mosquitto", "/usr/sbin/mosquitto"),
+    // Images: filling the ESP.
+    ("mtools", "/usr/bin/mcopy"),
     // Updater: block-device slots on loop devices (tests).
     ("mount", "/usr/sbin/losetup"),
     // Agent: independent check of certificates signed inside the TPM (tests).
     ("openssl", "/usr/bin/openssl"),
+    // Images: UEFI firmware for `testudo vm run`.
+    ("ovmf", "/usr/share/OVMF/OVMF_CODE_4M.fd"),
     ("pkg-config", "/usr/bin/pkg-config"),
+    // Images: `testudo vm run` (TCG).
+    ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
+    // Images: checking that no QEMU is left behind (tests).
+    ("procps", "/usr/bin/pgrep"),
     // Updater: interop peer in both directions (tests) and benchmark anchor.
     ("rauc", "/usr/bin/rauc"),
     // Updater: squashfs payloads (mksquashfs/unsquashfs), at run time too.

@@ -25,8 +25,12 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_testudo-log")).parent().expect("bin dir").to_owned();
-    let (plan, _) = testudo_config::load_plan(&root.join("system-config/examples/gateway.ncl")).expect("gateway plan");
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_testudo-log"))
+        .parent()
+        .expect("bin dir")
+        .to_owned();
+    let (plan, _) = testudo_config::load_plan(&root.join("system-config/examples/gateway.ncl"))
+        .expect("gateway plan");
     let work = tempfile::tempdir().expect("tempdir");
 
     // swtpm standing in for /dev/tpm0.
@@ -57,17 +61,30 @@ fn main() {
             work.path().join(format!("data-{run}")),
             root.clone(),
         );
-        options.devices.insert("/dev/tpm0".into(), tpm_socket.clone());
+        options
+            .devices
+            .insert("/dev/tpm0".into(), tpm_socket.clone());
         options.stop_grace = Duration::from_millis(500);
         let begin = Instant::now();
         let system = RunningSystem::start(plan.clone(), options).expect("start");
         let ready = system
             .events
-            .wait_for(Duration::from_secs(30), |e| matches!(e.kind, EventKind::Ready { .. }))
+            .wait_for(Duration::from_secs(30), |e| {
+                matches!(e.kind, EventKind::Ready { .. })
+            })
             .expect("ready");
         sandboxed.push(begin.elapsed());
         if let EventKind::Ready { components } = ready.kind {
             started_names = components;
+        }
+        // Everything counted as up must still be running (not crash-looping).
+        std::thread::sleep(Duration::from_millis(50));
+        let status = system.status().expect("status");
+        for name in &started_names {
+            assert!(
+                status.contains(&format!("{name} running 0")),
+                "{name} is not running:\n{status}"
+            );
         }
         if run == 0 {
             reports = system
@@ -100,7 +117,14 @@ fn main() {
         let begin = Instant::now();
         let mut children: Vec<_> = binaries
             .iter()
-            .map(|binary| Command::new(binary).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn"))
+            .map(|binary| {
+                Command::new(binary)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("spawn")
+            })
             .collect();
         plain.push(begin.elapsed());
         for child in &mut children {
@@ -111,12 +135,27 @@ fn main() {
     let _ = swtpm.kill();
     let _ = swtpm.wait();
 
+    let first = sandboxed[0];
     let sandboxed = median(sandboxed);
     let plain = median(plain);
-    println!("startup/gateway_to_ready: median {:.1} ms over {RUNS} runs ({} components up: {})", sandboxed.as_secs_f64() * 1e3, started_names.len(), started_names.join(" "));
-    println!("startup/anchor_plain_spawn: median {:.1} ms (same binaries, no sandbox, no routing)", plain.as_secs_f64() * 1e3);
-    println!("startup/ratio: {:.1}x (goal: gateway to ready under 100 ms)", sandboxed.as_secs_f64() / plain.as_secs_f64());
-    println!("syscalls allowed per component (x86_64 table: {} syscalls):", testudo_sandbox::policy::X86_64_SYSCALLS);
+    println!(
+        "startup/gateway_to_ready: median {:.1} ms over {RUNS} runs ({} components up: {})",
+        sandboxed.as_secs_f64() * 1e3,
+        started_names.len(),
+        started_names.join(" ")
+    );
+    println!(
+        "startup/anchor_plain_spawn: median {:.1} ms (same binaries, no sandbox, no routing)",
+        plain.as_secs_f64() * 1e3
+    );
+    println!(
+        "startup/ratio: {:.1}x (goal: gateway to ready under 100 ms)",
+        sandboxed.as_secs_f64() / plain.as_secs_f64()
+    );
+    println!(
+        "syscalls allowed per component (x86_64 table: {} syscalls):",
+        testudo_sandbox::policy::X86_64_SYSCALLS
+    );
     for report in reports {
         println!(
             "  {:<10} role {:<15} {:>3} allowed ({:.1}% of the table)",

@@ -148,6 +148,8 @@ pub fn spec_for(
         if !source.exists() {
             return Err(format!("device {node} does not exist"));
         }
+        // The driver owns its devices exclusively: as root, hand them to its host uid.
+        chown_to(&source, ctx)?;
         binds.push(Bind {
             source,
             target: PathBuf::from(node),

@@ -1,8 +1,10 @@
 //! The shared libraries a binary needs (so the minimal root contains exactly those).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use crate::SandboxError;
 
@@ -119,11 +121,34 @@ fn resolve_from_elf(binary: &Path) -> Option<Vec<PathBuf>> {
 
 /// Absolute paths of the shared objects `binary` loads, including the ELF interpreter
 /// (empty for a static binary): read from the ELF headers, falling back to `ldd`.
+/// Results are cached per (path, size, modification time) for the life of the process, so
+/// restarts and repeated starts do not re-read binaries.
 pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, SandboxError> {
-    if let Some(libraries) = resolve_from_elf(binary) {
-        return Ok(libraries);
+    static CACHE: Mutex<BTreeMap<(PathBuf, u64, Option<SystemTime>), Vec<PathBuf>>> =
+        Mutex::new(BTreeMap::new());
+    let key = std::fs::metadata(binary)
+        .ok()
+        .map(|meta| (binary.to_owned(), meta.len(), meta.modified().ok()));
+    if let Some(key) = &key {
+        if let Some(found) = CACHE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return Ok(found.clone());
+        }
     }
-    shared_libraries_ldd(binary)
+    let libraries = match resolve_from_elf(binary) {
+        Some(libraries) => libraries,
+        None => shared_libraries_ldd(binary)?,
+    };
+    if let Some(key) = key {
+        CACHE
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, libraries.clone());
+    }
+    Ok(libraries)
 }
 
 /// [`shared_libraries`] through `ldd`.

@@ -12,7 +12,8 @@
 //!
 //! The native lists were measured with `strace -f` on each daemon serving every operation.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, PoisonError};
 
 use seccompiler::{sock_filter, TargetArch};
 
@@ -61,7 +62,25 @@ pub fn allowed_syscalls(role: &str) -> Result<BTreeSet<String>, SandboxError> {
 }
 
 /// Compiles `role`'s policy to a BPF program for x86_64.
+/// Compiled programs are cached per role for the life of the process.
 pub fn compile(role: &str) -> Result<Vec<sock_filter>, SandboxError> {
+    static CACHE: Mutex<BTreeMap<String, Vec<sock_filter>>> = Mutex::new(BTreeMap::new());
+    if let Some(program) = CACHE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(role)
+    {
+        return Ok(program.clone());
+    }
+    let program = compile_uncached(role)?;
+    CACHE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(role.to_owned(), program.clone());
+    Ok(program)
+}
+
+fn compile_uncached(role: &str) -> Result<Vec<sock_filter>, SandboxError> {
     let json = policy_json(role)?;
     let wrap = |source| SandboxError::PolicyCompile {
         role: role.to_owned(),

@@ -6,7 +6,8 @@
 //!
 //! Attempts: `hold` (stay up), `crash CODE`, `open-path PATH`, `connect-via-net HOST:PORT`,
 //! `connect-direct HOST:PORT`, `syscall ptrace|mount|kexec_load|bpf|init_module|
-//! finit_module`, `signal`, `read-memory`, `list-fds`, `fork-bomb`, `memory`.
+//! finit_module`, `signal`, `read-memory`, `list-fds`, `fork-bomb`, `memory`, and one
+//! that is not an escape: `tpm-getrandom` (a TPM2_GetRandom through the `tpm` handle).
 
 use std::process::ExitCode;
 
@@ -119,6 +120,23 @@ fn main() -> ExitCode {
                 ret < 0,
                 format!("process_vm_readv: {}", std::io::Error::last_os_error()),
             );
+        }
+        "tpm-getrandom" => {
+            // TPM2_GetRandom(8): tag NO_SESSIONS, size 12, code 0x17b, bytesRequested 8.
+            let command = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8];
+            let outcome = handles.take("tpm").and_then(|tpm| {
+                tpm.write(&command)?;
+                let mut response = [0u8; 64];
+                let n = tpm.read(&mut response)?;
+                Ok(response[..n]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>())
+            });
+            match outcome {
+                Ok(hex) => reporter.say(&format!("escape-probe tpm-getrandom: response {hex}")),
+                Err(error) => reporter.say(&format!("escape-probe tpm-getrandom: failed: {error}")),
+            }
         }
         "list-fds" => {
             // SAFETY: F_GETFD only inspects the fd table.
