@@ -44,7 +44,14 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     if !args.iter().any(|arg| arg == "--no-component") {
         util::run(
             util::cargo()
-                .args(["run", "--quiet", "-p", "testudo-wasm-host", "--", "componentize"])
+                .args([
+                    "run",
+                    "--quiet",
+                    "-p",
+                    "testudo-wasm-host",
+                    "--",
+                    "componentize",
+                ])
                 .arg(apps.join("sensor-reader.wasm"))
                 .arg(apps.join("sensor-reader.component.wasm"))
                 .arg("--wit")

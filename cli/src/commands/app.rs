@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use testudo_wasm_host::grants::{parse_dir_grant, parse_env_grant, parse_tcp_grant, SensorGrant, TelemetryGrant};
+use testudo_wasm_host::grants::{
+    parse_dir_grant, parse_env_grant, parse_tcp_grant, SensorGrant, TelemetryGrant,
+};
 use testudo_wasm_host::limits::{parse_duration, parse_size};
 use testudo_wasm_host::{
     compile_app, AppLimits, EngineOptions, Grants, HostEngine, HostError, LocalDevice, ModuleCache,
@@ -73,10 +75,10 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
 }
 
 fn run_app(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let name = args
-        .app
-        .file_stem()
-        .map_or_else(|| "app".to_owned(), |stem| stem.to_string_lossy().into_owned());
+    let name = args.app.file_stem().map_or_else(
+        || "app".to_owned(),
+        |stem| stem.to_string_lossy().into_owned(),
+    );
     match prepare_and_run(&name, args) {
         Ok(code) => Ok(ExitCode::from(code)),
         Err(error) => {
@@ -98,7 +100,9 @@ fn prepare_and_run(name: &str, args: RunArgs) -> anyhow::Result<u8> {
         cpu_time: args
             .cpu_time
             .as_deref()
-            .map(|text| parse_duration(text).with_context(|| format!("--cpu-time {text}: expected e.g. 2s")))
+            .map(|text| {
+                parse_duration(text).with_context(|| format!("--cpu-time {text}: expected e.g. 2s"))
+            })
             .transpose()?,
         output_bytes: parse_size(&args.output_limit)
             .with_context(|| format!("--output-limit {}: expected e.g. 1MiB", args.output_limit))?,
@@ -169,10 +173,19 @@ fn grants_from_args(args: &RunArgs) -> anyhow::Result<(Grants, LocalDevice)> {
     if let Some(path) = &args.telemetry_in {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading telemetry input {}", path.display()))?;
-        for (number, line) in text.lines().enumerate().filter(|(_, line)| !line.trim().is_empty()) {
-            let record = testudo_wasm_host::device::parse_record_json_line(line).with_context(|| {
-                format!("{}:{}: expected {{\"topic\":..,\"payload\":..}}", path.display(), number + 1)
-            })?;
+        for (number, line) in text
+            .lines()
+            .enumerate()
+            .filter(|(_, line)| !line.trim().is_empty())
+        {
+            let record =
+                testudo_wasm_host::device::parse_record_json_line(line).with_context(|| {
+                    format!(
+                        "{}:{}: expected {{\"topic\":..,\"payload\":..}}",
+                        path.display(),
+                        number + 1
+                    )
+                })?;
             device.push_inbox(record);
         }
     }

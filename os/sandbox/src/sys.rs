@@ -165,10 +165,16 @@ impl Sys for RealSys {
                     };
                     check(libc::setrlimit(*resource as _, &limit) as libc::c_long)
                 }
-                Step::ClearGroups => check(libc::setgroups(0, std::ptr::null()) as libc::c_long),
+                // Raw syscalls, not the glibc wrappers: glibc's set*id broadcast to every thread
+                // it believes exists (it does not know this is a clone3 child) and deadlock.
+                Step::ClearGroups => check(libc::syscall(
+                    libc::SYS_setgroups,
+                    0,
+                    std::ptr::null::<libc::gid_t>(),
+                )),
                 Step::SetIds { id } => {
-                    check(libc::setresgid(*id, *id, *id) as libc::c_long)?;
-                    check(libc::setresuid(*id, *id, *id) as libc::c_long)
+                    check(libc::syscall(libc::SYS_setresgid, *id, *id, *id))?;
+                    check(libc::syscall(libc::SYS_setresuid, *id, *id, *id))
                 }
                 Step::NoNewPrivs => {
                     check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) as libc::c_long)

@@ -1,5 +1,5 @@
-;; Host-call round trip: `run(n)` calls testudo:device/sensor.read n times.
 (module
+  ;; Host-call round trip: `run(n)` calls testudo:device/sensor.read n times.
   (import "testudo:device/sensor@0.1.0" "read" (func $read (param i32 i32 i32)))
   (memory (export "memory") 1)
   (data (i32.const 0) "temperature")

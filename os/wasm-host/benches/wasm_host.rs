@@ -92,13 +92,21 @@ fn benches(c: &mut Criterion) {
     }
 
     let mut group = c.benchmark_group("instantiate");
-    for (label, pooling) in [("cached-cwasm/on-demand", false), ("cached-cwasm/pooling", true)] {
+    for (label, pooling) in [
+        ("cached-cwasm/on-demand", false),
+        ("cached-cwasm/pooling", true),
+    ] {
         let engine = HostEngine::new(&EngineOptions {
             pooling,
             ..EngineOptions::default()
         })
         .unwrap();
-        let app = cached_app(&engine, &hello, &cache_dir.path().join(label), Grants::default());
+        let app = cached_app(
+            &engine,
+            &hello,
+            &cache_dir.path().join(label),
+            Grants::default(),
+        );
         let ctx = context(Arc::clone(&device));
         group.bench_function(label, |b| {
             b.iter(|| assert_eq!(app.instantiate_only(&ctx).unwrap(), Outcome::Exited(0)))
@@ -108,13 +116,21 @@ fn benches(c: &mut Criterion) {
 
     let engine = HostEngine::new(&EngineOptions::default()).unwrap();
     let hostcall = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/hostcall.wat");
-    let app = cached_app(&engine, &hostcall, &cache_dir.path().join("hostcall"), sensor_grants());
+    let app = cached_app(
+        &engine,
+        &hostcall,
+        &cache_dir.path().join("hostcall"),
+        sensor_grants(),
+    );
     let ctx = context(Arc::clone(&device));
     c.bench_function("host_call/sensor.read", |b| {
         b.iter_custom(|iterations| {
             let calls = i32::try_from(iterations).unwrap_or(i32::MAX);
             let start = Instant::now();
-            assert_eq!(app.call_export(&ctx, "run", calls).unwrap(), Outcome::Exited(0));
+            assert_eq!(
+                app.call_export(&ctx, "run", calls).unwrap(),
+                Outcome::Exited(0)
+            );
             start.elapsed()
         })
     });
@@ -126,7 +142,9 @@ fn benches(c: &mut Criterion) {
             Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"))
         } else {
             let mut command = Command::new(wrap[0]);
-            command.args(&wrap[1..]).arg(env!("CARGO_BIN_EXE_testudo-wasm-host"));
+            command
+                .args(&wrap[1..])
+                .arg(env!("CARGO_BIN_EXE_testudo-wasm-host"));
             command
         };
         command
@@ -144,14 +162,20 @@ fn benches(c: &mut Criterion) {
     let mut group = c.benchmark_group("start");
     group.sample_size(30);
     group.bench_function("process", |b| b.iter(|| host(&[])));
-    if Command::new("unshare").args(["-Urmn", "true"]).status().is_ok_and(|s| s.success()) {
-        group.bench_function("process-in-namespaces", |b| b.iter(|| host(&["unshare", "-Urmn"])));
+    if Command::new("unshare")
+        .args(["-Urmn", "true"])
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        group.bench_function("process-in-namespaces", |b| {
+            b.iter(|| host(&["unshare", "-Urmn"]))
+        });
     } else {
         eprintln!("start/process-in-namespaces: unshare -Urmn not permitted here; skipped");
     }
     group.finish();
 
-    idle_memory(&engine);
+    idle_memory();
 }
 
 /// A plan with one component, the hello app, as `testudo-init` would hand it over.
@@ -186,7 +210,7 @@ fn rss_kib() -> u64 {
 
 /// Starts idle sensor readers (each sleeping between readings) and reports the RSS each
 /// adds beyond its linear memory.
-fn idle_memory(engine: &HostEngine) {
+fn idle_memory() {
     const APPS: usize = 40;
     let reader = common::build("sensor-reader", &[]);
     let device = Arc::new(LocalDevice::new().with_sensor("temperature", 21.5));
@@ -202,7 +226,8 @@ fn idle_memory(engine: &HostEngine) {
     let before = rss_kib();
     let mut supervisors = Vec::new();
     for _ in 0..APPS {
-        let prepared = PreparedApp::prepare(engine.engine(), &compiled, Arc::new(grants.clone())).unwrap();
+        let prepared =
+            PreparedApp::prepare(common::engine().engine(), &compiled, Arc::new(grants.clone())).unwrap();
         let mut ctx = context(Arc::clone(&device));
         ctx.limits.restart = RestartPolicy::Never;
         supervisors.push(Supervisor::start(prepared, ctx).unwrap());

@@ -208,7 +208,10 @@ mod tests {
     #[test]
     fn headers_tell_modules_from_components() {
         assert_eq!(AppKind::detect(b"\0asm\x01\0\0\0"), Some(AppKind::Module));
-        assert_eq!(AppKind::detect(b"\0asm\x0d\0\x01\0"), Some(AppKind::Component));
+        assert_eq!(
+            AppKind::detect(b"\0asm\x0d\0\x01\0"),
+            Some(AppKind::Component)
+        );
         assert_eq!(AppKind::detect(b"\0asm"), None);
         assert_eq!(AppKind::detect(b"#!/bin/sh\n"), None);
         assert_eq!(AppKind::detect(b"  (module)"), Some(AppKind::Module));
@@ -233,7 +236,11 @@ mod tests {
         std::fs::rename(&damaged, &path).unwrap();
         let third = compile_app(&engine, Some(&cache), "f", wat).unwrap();
         assert!(!third.from_cache);
-        assert!(compile_app(&engine, Some(&cache), "f", wat).unwrap().from_cache);
+        assert!(
+            compile_app(&engine, Some(&cache), "f", wat)
+                .unwrap()
+                .from_cache
+        );
     }
 
     #[test]

@@ -9,7 +9,12 @@ use crate::error::HostError;
 
 /// Makes a component of `module` (a p1 command module) for world `world` of the WIT package
 /// in `wit_dir`. Only the interfaces the module actually imports end up in the component.
-pub fn componentize(app: &str, module: &[u8], wit_dir: &Path, world: &str) -> Result<Vec<u8>, HostError> {
+pub fn componentize(
+    app: &str,
+    module: &[u8],
+    wit_dir: &Path,
+    world: &str,
+) -> Result<Vec<u8>, HostError> {
     let error = |source: Box<dyn std::error::Error + Send + Sync>| HostError::Componentize {
         app: app.to_owned(),
         source,

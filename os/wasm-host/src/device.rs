@@ -74,7 +74,9 @@ pub struct DeviceHost {
 
 impl std::fmt::Debug for DeviceHost {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DeviceHost").field("app", &self.app).finish()
+        f.debug_struct("DeviceHost")
+            .field("app", &self.app)
+            .finish()
     }
 }
 
@@ -119,7 +121,12 @@ impl DeviceHost {
 
     /// `telemetry.publish`.
     pub fn publish(&self, topic: String, payload: Vec<u8>) -> Result<(), DeviceDenial> {
-        let Some(route) = self.grants.telemetry.as_ref().and_then(|grant| grant.publish.as_ref()) else {
+        let Some(route) = self
+            .grants
+            .telemetry
+            .as_ref()
+            .and_then(|grant| grant.publish.as_ref())
+        else {
             return Err(self.deny(&format!("telemetry publish on {topic:?} (no write route)")));
         };
         if topic.len() > MAX_TOPIC_BYTES || payload.len() > MAX_PAYLOAD_BYTES {
@@ -132,7 +139,12 @@ impl DeviceHost {
 
     /// `telemetry.receive`.
     pub fn receive(&self) -> Result<Option<TelemetryRecord>, DeviceDenial> {
-        let Some(route) = self.grants.telemetry.as_ref().and_then(|grant| grant.receive.as_ref()) else {
+        let Some(route) = self
+            .grants
+            .telemetry
+            .as_ref()
+            .and_then(|grant| grant.receive.as_ref())
+        else {
             return Err(self.deny("telemetry receive (no read route)"));
         };
         self.backend
@@ -226,7 +238,9 @@ impl LocalDevice {
 pub fn record_json_line(record: &TelemetryRecord) -> String {
     let payload = match std::str::from_utf8(&record.payload) {
         Ok(text) => serde_json::json!({ "topic": record.topic, "payload": text }),
-        Err(_) => serde_json::json!({ "topic": record.topic, "payload_hex": hex::encode(&record.payload) }),
+        Err(_) => {
+            serde_json::json!({ "topic": record.topic, "payload_hex": hex::encode(&record.payload) })
+        }
     };
     format!("{payload}\n")
 }
@@ -249,7 +263,10 @@ impl DeviceBackend for LocalDevice {
             return Ok(*value);
         }
         let what = || format!("sensor channel {channel:?}");
-        let dir = self.sensor_dir.as_ref().ok_or_else(|| Self::unavailable(what()))?;
+        let dir = self
+            .sensor_dir
+            .as_ref()
+            .ok_or_else(|| Self::unavailable(what()))?;
         if channel.is_empty() || channel.contains(['/', '\\']) || channel.starts_with('.') {
             return Err(Self::unavailable(what()));
         }
@@ -325,7 +342,10 @@ mod tests {
     fn sensor_reads_need_a_route_and_an_allowed_channel() {
         let backend = Arc::new(LocalDevice::new().with_sensor("temperature", 21.5));
         let none = host(Grants::default(), Arc::clone(&backend));
-        assert_eq!(none.read_sensor("temperature"), Err(DeviceDenial::NotGranted));
+        assert_eq!(
+            none.read_sensor("temperature"),
+            Err(DeviceDenial::NotGranted)
+        );
         let granted = host(
             Grants {
                 sensor: Some(SensorGrant {
@@ -337,7 +357,10 @@ mod tests {
             backend,
         );
         assert_eq!(granted.read_sensor("temperature"), Ok(21.5));
-        assert_eq!(granted.read_sensor("humidity"), Err(DeviceDenial::NotGranted));
+        assert_eq!(
+            granted.read_sensor("humidity"),
+            Err(DeviceDenial::NotGranted)
+        );
         assert_eq!(granted.denial_counter().load(Ordering::Relaxed), 1);
     }
 
@@ -390,7 +413,10 @@ mod tests {
             },
             Arc::new(LocalDevice::new()),
         );
-        assert_eq!(device.net_send("127.0.0.1:9", b"x"), Err(DeviceDenial::NotGranted));
+        assert_eq!(
+            device.net_send("127.0.0.1:9", b"x"),
+            Err(DeviceDenial::NotGranted)
+        );
         assert_eq!(device.net_send(&routed, b"hello"), Ok(()));
         let (mut stream, _) = listener.accept().unwrap();
         let mut got = String::new();

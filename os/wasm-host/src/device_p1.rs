@@ -11,7 +11,9 @@
 
 use wasmtime::{Caller, Extern, Linker, Memory};
 
-use crate::device::{DeviceDenial, DeviceHost, MAX_NET_SEND_BYTES, MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES};
+use crate::device::{
+    DeviceDenial, DeviceHost, MAX_NET_SEND_BYTES, MAX_PAYLOAD_BYTES, MAX_TOPIC_BYTES,
+};
 
 /// Core module name of the sensor interface.
 pub const SENSOR_MODULE: &str = "testudo:device/sensor@0.1.0";
@@ -182,19 +184,33 @@ fn memory<T>(caller: &mut Caller<'_, T>) -> wasmtime::Result<Memory> {
     }
 }
 
-fn read_bytes<T>(memory: &Memory, caller: &Caller<'_, T>, ptr: u32, len: u32) -> wasmtime::Result<Vec<u8>> {
+fn read_bytes<T>(
+    memory: &Memory,
+    caller: &Caller<'_, T>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<Vec<u8>> {
     let mut bytes = vec![0; len as usize];
     memory.read(caller, ptr as usize, &mut bytes)?;
     Ok(bytes)
 }
 
-fn read_string<T>(memory: &Memory, caller: &Caller<'_, T>, ptr: u32, len: u32) -> wasmtime::Result<String> {
+fn read_string<T>(
+    memory: &Memory,
+    caller: &Caller<'_, T>,
+    ptr: u32,
+    len: u32,
+) -> wasmtime::Result<String> {
     String::from_utf8(read_bytes(memory, caller, ptr, len)?)
         .map_err(|_| wasmtime::format_err!("string argument is not UTF-8"))
 }
 
 /// Copies `bytes` into memory the app allocates with its `cabi_realloc`.
-fn give<T>(caller: &mut Caller<'_, T>, memory: &Memory, bytes: &[u8]) -> wasmtime::Result<(u32, u32)> {
+fn give<T>(
+    caller: &mut Caller<'_, T>,
+    memory: &Memory,
+    bytes: &[u8],
+) -> wasmtime::Result<(u32, u32)> {
     let realloc = caller
         .get_export("cabi_realloc")
         .and_then(Extern::into_func)

@@ -18,7 +18,9 @@ use self::testudo::device::{net, sensor, telemetry};
 pub fn is_device_import(import: &str) -> bool {
     matches!(
         import,
-        "testudo:device/sensor@0.1.0" | "testudo:device/telemetry@0.1.0" | "testudo:device/net@0.1.0"
+        "testudo:device/sensor@0.1.0"
+            | "testudo:device/telemetry@0.1.0"
+            | "testudo:device/net@0.1.0"
     )
 }
 
@@ -32,10 +34,14 @@ pub fn add_to_linker<W: Send + 'static>(linker: &mut Linker<AppState<W>>) -> was
 
 impl<W: Send> sensor::Host for AppState<W> {
     fn read(&mut self, channel: String) -> Result<f64, sensor::SensorError> {
-        self.device().read_sensor(&channel).map_err(|denial| match denial {
-            DeviceDenial::NotGranted => sensor::SensorError::NotGranted,
-            DeviceDenial::TooLarge | DeviceDenial::Unavailable => sensor::SensorError::Unavailable,
-        })
+        self.device()
+            .read_sensor(&channel)
+            .map_err(|denial| match denial {
+                DeviceDenial::NotGranted => sensor::SensorError::NotGranted,
+                DeviceDenial::TooLarge | DeviceDenial::Unavailable => {
+                    sensor::SensorError::Unavailable
+                }
+            })
     }
 }
 
@@ -48,8 +54,14 @@ fn telemetry_error(denial: DeviceDenial) -> telemetry::TelemetryError {
 }
 
 impl<W: Send> telemetry::Host for AppState<W> {
-    fn publish(&mut self, topic: String, payload: Vec<u8>) -> Result<(), telemetry::TelemetryError> {
-        self.device().publish(topic, payload).map_err(telemetry_error)
+    fn publish(
+        &mut self,
+        topic: String,
+        payload: Vec<u8>,
+    ) -> Result<(), telemetry::TelemetryError> {
+        self.device()
+            .publish(topic, payload)
+            .map_err(telemetry_error)
     }
 
     fn receive(&mut self) -> Result<Option<telemetry::Message>, telemetry::TelemetryError> {

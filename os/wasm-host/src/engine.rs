@@ -51,8 +51,10 @@ impl std::fmt::Debug for HostEngine {
 impl HostEngine {
     /// Builds the engine: Cranelift, epoch interruption, component model, optional pooling.
     pub fn new(options: &EngineOptions) -> Result<Self, HostError> {
-        let engine = Engine::new(&engine_config(options))
-            .map_err(|error| HostError::EngineConfig { source: boxed(error) })?;
+        let engine =
+            Engine::new(&engine_config(options)).map_err(|error| HostError::EngineConfig {
+                source: boxed(error),
+            })?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let ticker = {
             let engine = engine.clone();

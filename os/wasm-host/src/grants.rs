@@ -128,7 +128,12 @@ impl PlannedApp {
         for (local, route) in &component.uses {
             match route.interface.as_str() {
                 "storage" => grants.dirs.push(DirGrant {
-                    host: storage_dir(&paths.storage_root, &route.component, &route.capability, name),
+                    host: storage_dir(
+                        &paths.storage_root,
+                        &route.component,
+                        &route.capability,
+                        name,
+                    ),
                     guest: format!("/{local}"),
                     read_only: !route.rights.can_write(),
                 }),

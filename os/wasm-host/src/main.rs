@@ -10,12 +10,15 @@ use testudo_wasm_host::componentize::componentize;
 use testudo_wasm_host::scheme_device::{LogWriter, SchemeDevice};
 use testudo_wasm_host::DeviceBackend;
 use testudo_wasm_host::{
-    compile_app, AppLimits, EngineOptions, HostEngine, HostError, LocalDevice, ModuleCache, OutputSink,
-    PlanPaths, PlannedApp, PreparedApp, RunContext, StopSignal, EXIT_SETUP_FAILED,
+    compile_app, AppLimits, EngineOptions, HostEngine, HostError, LocalDevice, ModuleCache,
+    OutputSink, PlanPaths, PlannedApp, PreparedApp, RunContext, StopSignal, EXIT_SETUP_FAILED,
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "testudo-wasm-host", about = "Runs one WASM app of a testudo plan")]
+#[command(
+    name = "testudo-wasm-host",
+    about = "Runs one WASM app of a testudo plan"
+)]
 struct Args {
     #[command(subcommand)]
     tool: Option<Tool>,
@@ -92,7 +95,10 @@ fn run(args: Args) -> Result<u8, HostError> {
             source,
         })?;
         let component = componentize(&input.display().to_string(), &module, &wit, &world)?;
-        std::fs::write(&output, component).map_err(|source| HostError::Write { path: output, source })?;
+        std::fs::write(&output, component).map_err(|source| HostError::Write {
+            path: output,
+            source,
+        })?;
         return Ok(0);
     }
     let (Some(plan_path), Some(component)) = (args.plan, args.component) else {
@@ -129,14 +135,15 @@ fn run(args: Args) -> Result<u8, HostError> {
     })?;
     let cache = ModuleCache::new(args.cache);
     let compiled = compile_app(engine.engine(), Some(&cache), &component, &bytes)?;
-    let prepared = match PreparedApp::prepare(engine.engine(), &compiled, Arc::new(planned.grants.clone())) {
-        Ok(prepared) => prepared,
-        Err(error @ HostError::ImportNotGranted { .. }) => {
-            eprintln!("testudo-wasm-host: {}", describe(&error));
-            return Ok(74);
-        }
-        Err(error) => return Err(error),
-    };
+    let prepared =
+        match PreparedApp::prepare(engine.engine(), &compiled, Arc::new(planned.grants.clone())) {
+            Ok(prepared) => prepared,
+            Err(error @ HostError::ImportNotGranted { .. }) => {
+                eprintln!("testudo-wasm-host: {}", describe(&error));
+                return Ok(74);
+            }
+            Err(error) => return Err(error),
+        };
     let (backend, stdout, stderr) = device_backend(&plan, &component, args.device_dir)?;
     let context = RunContext {
         limits: AppLimits::from_plan(&planned.limits),
@@ -176,11 +183,18 @@ fn device_backend(
             Some(log) => {
                 let writer: Arc<std::sync::Mutex<dyn std::io::Write + Send>> =
                     Arc::new(std::sync::Mutex::new(LogWriter(log)));
-                (OutputSink::Writer(Arc::clone(&writer)), OutputSink::Writer(writer))
+                (
+                    OutputSink::Writer(Arc::clone(&writer)),
+                    OutputSink::Writer(writer),
+                )
             }
             None => (OutputSink::Discard, OutputSink::Discard),
         };
-        return Ok((Arc::new(SchemeDevice::new(handles, net_routes)), stdout, stderr));
+        return Ok((
+            Arc::new(SchemeDevice::new(handles, net_routes)),
+            stdout,
+            stderr,
+        ));
     }
     let mut device = LocalDevice::new();
     if let Some(dir) = device_dir {

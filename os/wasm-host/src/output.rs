@@ -172,7 +172,10 @@ mod tests {
     #[test]
     fn writes_beyond_the_budget_trap_with_the_output_limit() {
         let buffer = Arc::new(Mutex::new(Vec::new()));
-        let mut out = BudgetedOutput::new(OutputSink::Buffer(Arc::clone(&buffer)), OutputBudget::new(4));
+        let mut out = BudgetedOutput::new(
+            OutputSink::Buffer(Arc::clone(&buffer)),
+            OutputBudget::new(4),
+        );
         assert!(out.write(Bytes::from_static(b"abc")).is_ok());
         match out.write(Bytes::from_static(b"de")) {
             Err(StreamError::Trap(error)) => assert_eq!(

@@ -131,6 +131,8 @@ pub struct AppState<W> {
     device: DeviceHost,
     /// Returns from host calls so far (the CPU budget restarts after each).
     host_calls: u64,
+    /// Set while the epoch callback runs: its own return to wasm is not an app host call.
+    in_epoch_check: bool,
 }
 
 /// WASI state of a component.
@@ -170,7 +172,9 @@ pub struct PreparedApp {
 
 impl std::fmt::Debug for PreparedApp {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreparedApp").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("PreparedApp")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -179,7 +183,11 @@ pub type RunResult = Result<Outcome, HostError>;
 
 impl PreparedApp {
     /// Links `app` with exactly `grants`. An import outside them is refused here.
-    pub fn prepare(engine: &Engine, app: &CompiledApp, grants: Arc<Grants>) -> Result<Self, HostError> {
+    pub fn prepare(
+        engine: &Engine,
+        app: &CompiledApp,
+        grants: Arc<Grants>,
+    ) -> Result<Self, HostError> {
         let name = app.name.clone();
         let allowed_addrs = Arc::new(resolve_destinations(&name, &grants)?);
         let link_error = |error| HostError::Link {
@@ -200,9 +208,10 @@ impl PreparedApp {
                     }
                 }
                 let mut linker = wasmtime::Linker::new(engine);
-                wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |state: &mut AppState<WasiP1Ctx>| {
-                    &mut state.wasi
-                })
+                wasmtime_wasi::p1::add_to_linker_sync(
+                    &mut linker,
+                    |state: &mut AppState<WasiP1Ctx>| &mut state.wasi,
+                )
                 .map_err(link_error)?;
                 device_p1::add_to_linker(&mut linker).map_err(link_error)?;
                 Prepared::Module(linker.instantiate_pre(module).map_err(link_error)?)
@@ -256,14 +265,21 @@ impl PreparedApp {
     /// wall-clock budgets apply to this call.
     pub fn call_export(&self, context: &RunContext, export: &str, argument: i32) -> RunResult {
         let Prepared::Module(pre) = &self.prepared else {
-            return Ok(Outcome::Trap(format!("{export}: only core modules have plain exports")));
+            return Ok(Outcome::Trap(format!(
+                "{export}: only core modules have plain exports"
+            )));
         };
         let mut builder = self.wasi_builder(context)?;
         let state = AppState {
             wasi: builder.build_p1(),
             limiter: AppLimiter::new(&context.limits),
-            device: DeviceHost::new(&self.name, Arc::clone(&self.grants), Arc::clone(&context.backend)),
+            device: DeviceHost::new(
+                &self.name,
+                Arc::clone(&self.grants),
+                Arc::clone(&context.backend),
+            ),
             host_calls: 0,
+            in_epoch_check: false,
         };
         let mut store = self.store(state, context);
         let instance = match pre.instantiate(&mut store) {
@@ -283,7 +299,11 @@ impl PreparedApp {
     fn run_inner(&self, context: &RunContext, call: bool) -> RunResult {
         let builder = self.wasi_builder(context)?;
         let limiter = AppLimiter::new(&context.limits);
-        let device = DeviceHost::new(&self.name, Arc::clone(&self.grants), Arc::clone(&context.backend));
+        let device = DeviceHost::new(
+            &self.name,
+            Arc::clone(&self.grants),
+            Arc::clone(&context.backend),
+        );
         match &self.prepared {
             Prepared::Module(pre) => {
                 let mut builder = builder;
@@ -292,6 +312,7 @@ impl PreparedApp {
                     limiter,
                     device,
                     host_calls: 0,
+                    in_epoch_check: false,
                 };
                 let mut store = self.store(state, context);
                 let instance = match pre.instantiate(&mut store) {
@@ -320,6 +341,7 @@ impl PreparedApp {
                     limiter,
                     device,
                     host_calls: 0,
+                    in_epoch_check: false,
                 };
                 let mut store = self.store(state, context);
                 let command = match pre.instantiate(&mut store) {
@@ -345,15 +367,22 @@ impl PreparedApp {
         if context.limits.cpu_time.is_some() {
             store.call_hook(|mut store, hook| {
                 if matches!(hook, CallHook::ReturningFromHost) {
-                    store.data_mut().host_calls += 1;
+                    let state = store.data_mut();
+                    if state.in_epoch_check {
+                        state.in_epoch_check = false;
+                    } else {
+                        state.host_calls += 1;
+                    }
                 }
                 Ok(())
             });
         }
         let mut budget = CallBudget::start(&context.limits, context.stop.clone());
-        store.epoch_deadline_callback(move |store| {
+        store.epoch_deadline_callback(move |mut store| {
+            let state = store.data_mut();
+            state.in_epoch_check = true;
             budget
-                .check(store.data().host_calls)
+                .check(state.host_calls)
                 .map(|()| UpdateDeadline::Continue(1))
                 .map_err(wasmtime::Error::new)
         });
@@ -406,13 +435,14 @@ impl PreparedApp {
 fn resolve_destinations(app: &str, grants: &Grants) -> Result<BTreeSet<SocketAddr>, HostError> {
     let mut addrs = BTreeSet::new();
     for destination in &grants.net {
-        let resolved = destination
-            .to_socket_addrs()
-            .map_err(|source| HostError::NetDestination {
-                app: app.to_owned(),
-                destination: destination.clone(),
-                source: Some(source),
-            })?;
+        let resolved =
+            destination
+                .to_socket_addrs()
+                .map_err(|source| HostError::NetDestination {
+                    app: app.to_owned(),
+                    destination: destination.clone(),
+                    source: Some(source),
+                })?;
         addrs.extend(resolved);
     }
     Ok(addrs)

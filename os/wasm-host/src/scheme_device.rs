@@ -53,9 +53,10 @@ pub fn parse_sensor_line(line: &str, channel: &str) -> Option<f64> {
 /// The one JSON document a telemetry `write` carries: `{"topic":..,"payload":..}` with the
 /// payload embedded as JSON when it is JSON, as a string otherwise.
 pub fn telemetry_message(record: &TelemetryRecord) -> Vec<u8> {
-    let payload = serde_json::from_slice::<serde_json::Value>(&record.payload).unwrap_or_else(|_| {
-        serde_json::Value::String(String::from_utf8_lossy(&record.payload).into_owned())
-    });
+    let payload =
+        serde_json::from_slice::<serde_json::Value>(&record.payload).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&record.payload).into_owned())
+        });
     serde_json::json!({ "topic": record.topic, "payload": payload })
         .to_string()
         .into_bytes()
@@ -151,7 +152,10 @@ mod tests {
 
     #[test]
     fn sensor_lines_must_name_the_channel() {
-        assert_eq!(parse_sensor_line("temperature 21.5 C\n", "temperature"), Some(21.5));
+        assert_eq!(
+            parse_sensor_line("temperature 21.5 C\n", "temperature"),
+            Some(21.5)
+        );
         assert_eq!(parse_sensor_line("humidity 40 %\n", "temperature"), None);
         assert_eq!(parse_sensor_line("temperature warm C", "temperature"), None);
     }
@@ -164,7 +168,10 @@ mod tests {
         };
         let message = telemetry_message(&record);
         let value: serde_json::Value = serde_json::from_slice(&message).unwrap();
-        assert_eq!(value, serde_json::json!({ "topic": "telemetry", "payload": { "value": 1 } }));
+        assert_eq!(
+            value,
+            serde_json::json!({ "topic": "telemetry", "payload": { "value": 1 } })
+        );
         assert_eq!(parse_telemetry_message(&message), record);
     }
 }

@@ -175,7 +175,11 @@ impl Supervisor {
             }
             Err(error) => return SwapResult::Refused(error.to_string()),
         }
-        let Some(old) = self.running.as_ref().map(|running| Arc::clone(&running.app)) else {
+        let Some(old) = self
+            .running
+            .as_ref()
+            .map(|running| Arc::clone(&running.app))
+        else {
             return match self.launch(Arc::new(new)) {
                 Ok(()) => SwapResult::Swapped,
                 Err(error) => SwapResult::Refused(error.to_string()),
@@ -210,7 +214,9 @@ impl Supervisor {
     fn roll_back(&mut self, old: Arc<PreparedApp>, reason: String) -> SwapResult {
         match self.launch(old) {
             Ok(()) => SwapResult::RolledBack(reason),
-            Err(error) => SwapResult::RolledBack(format!("{reason}; restarting the old version failed: {error}")),
+            Err(error) => SwapResult::RolledBack(format!(
+                "{reason}; restarting the old version failed: {error}"
+            )),
         }
     }
 
@@ -242,12 +248,20 @@ impl Drop for Supervisor {
     }
 }
 
-fn run_with_policy(app: &PreparedApp, context: &RunContext, generation: u64, events: &Sender<AppEvent>) {
+fn run_with_policy(
+    app: &PreparedApp,
+    context: &RunContext,
+    generation: u64,
+    events: &Sender<AppEvent>,
+) {
     let mut failures = 0;
     loop {
         let started = Instant::now();
-        let outcome = app.run(context).unwrap_or_else(|error| Outcome::Trap(error.to_string()));
-        let restarting = !context.stop.is_raised() && should_restart(context.limits.restart, &outcome);
+        let outcome = app
+            .run(context)
+            .unwrap_or_else(|error| Outcome::Trap(error.to_string()));
+        let restarting =
+            !context.stop.is_raised() && should_restart(context.limits.restart, &outcome);
         if let Some(reason) = outcome.reason() {
             eprintln!("testudo-wasm-host: app {}: {reason}", app.name());
         }
@@ -262,7 +276,11 @@ fn run_with_policy(app: &PreparedApp, context: &RunContext, generation: u64, eve
         if !restarting {
             return;
         }
-        failures = if success || started.elapsed() > Duration::from_secs(10) { 1 } else { failures + 1 };
+        failures = if success || started.elapsed() > Duration::from_secs(10) {
+            1
+        } else {
+            failures + 1
+        };
         let pause = backoff(failures);
         let resume = Instant::now() + pause;
         while Instant::now() < resume {
@@ -283,7 +301,10 @@ mod tests {
         let trap = Outcome::Trap("unreachable".into());
         assert!(should_restart(RestartPolicy::Always, &Outcome::Exited(0)));
         assert!(should_restart(RestartPolicy::OnFailure, &trap));
-        assert!(!should_restart(RestartPolicy::OnFailure, &Outcome::Exited(0)));
+        assert!(!should_restart(
+            RestartPolicy::OnFailure,
+            &Outcome::Exited(0)
+        ));
         assert!(!should_restart(RestartPolicy::Never, &trap));
         assert!(!should_restart(
             RestartPolicy::Always,

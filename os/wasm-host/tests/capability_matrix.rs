@@ -14,7 +14,10 @@ use testudo_wasm_host::{AppLimits, DirGrant, Grants, LocalDevice, Outcome, Telem
 
 /// Both forms of the probe app.
 fn probes() -> Vec<PathBuf> {
-    vec![common::build("probe", &[]), common::build_component("probe")]
+    vec![
+        common::build("probe", &[]),
+        common::build_component("probe"),
+    ]
 }
 
 fn probe(app: &PathBuf, args: &[&str], grants: Grants, device: LocalDevice) -> common::Ran {
@@ -49,17 +52,44 @@ fn directories_only_as_granted_and_read_only_where_said() {
             }],
             ..Grants::default()
         };
-        let read = probe(&app, &["read", "/data/in.txt"], ro.clone(), LocalDevice::new());
+        let read = probe(
+            &app,
+            &["read", "/data/in.txt"],
+            ro.clone(),
+            LocalDevice::new(),
+        );
         assert!(works(&read), "{app:?}: {read:?}");
         assert_eq!(read.stdout, "inside");
-        let denied = probe(&app, &["read", "/data/in.txt"], Grants::default(), LocalDevice::new());
+        let denied = probe(
+            &app,
+            &["read", "/data/in.txt"],
+            Grants::default(),
+            LocalDevice::new(),
+        );
         assert_eq!(denied.outcome, Outcome::Exited(1), "{app:?}: {denied:?}");
-        let ro_write = probe(&app, &["write", "/data/new.txt", "x"], ro, LocalDevice::new());
-        assert_eq!(ro_write.outcome, Outcome::Exited(1), "{app:?}: {ro_write:?}");
+        let ro_write = probe(
+            &app,
+            &["write", "/data/new.txt", "x"],
+            ro,
+            LocalDevice::new(),
+        );
+        assert_eq!(
+            ro_write.outcome,
+            Outcome::Exited(1),
+            "{app:?}: {ro_write:?}"
+        );
         assert!(!host.path().join("new.txt").exists());
-        let rw_write = probe(&app, &["write", "/data/new.txt", "x"], rw, LocalDevice::new());
+        let rw_write = probe(
+            &app,
+            &["write", "/data/new.txt", "x"],
+            rw,
+            LocalDevice::new(),
+        );
         assert!(works(&rw_write), "{app:?}: {rw_write:?}");
-        assert_eq!(std::fs::read_to_string(host.path().join("new.txt")).unwrap(), "x");
+        assert_eq!(
+            std::fs::read_to_string(host.path().join("new.txt")).unwrap(),
+            "x"
+        );
         std::fs::remove_file(host.path().join("new.txt")).unwrap();
     }
 }
@@ -74,11 +104,21 @@ fn environment_and_arguments_come_only_from_the_grants() {
             env: vec![("GREETING".into(), "hi".into())],
             ..Grants::default()
         };
-        let got = probe(&app, &["env", "GREETING"], grants.clone(), LocalDevice::new());
+        let got = probe(
+            &app,
+            &["env", "GREETING"],
+            grants.clone(),
+            LocalDevice::new(),
+        );
         assert_eq!(got.stdout, "hi\n", "{app:?}: {got:?}");
         let path = probe(&app, &["env", "PATH"], grants, LocalDevice::new());
         assert_eq!(path.outcome, Outcome::Exited(1), "{app:?}: {path:?}");
-        let args = probe(&app, &["args", "x y"], Grants::default(), LocalDevice::new());
+        let args = probe(
+            &app,
+            &["args", "x y"],
+            Grants::default(),
+            LocalDevice::new(),
+        );
         assert!(args.stdout.ends_with("args\nx y\n"), "{app:?}: {args:?}");
     }
 }
@@ -86,7 +126,11 @@ fn environment_and_arguments_come_only_from_the_grants() {
 #[test]
 fn sensors_only_when_routed_and_only_allowed_channels() {
     for app in probes() {
-        let device = || LocalDevice::new().with_sensor("temperature", 21.5).with_sensor("humidity", 40.0);
+        let device = || {
+            LocalDevice::new()
+                .with_sensor("temperature", 21.5)
+                .with_sensor("humidity", 40.0)
+        };
         let grants = Grants {
             sensor: Some(SensorGrant {
                 route: "sensors".into(),
@@ -99,7 +143,12 @@ fn sensors_only_when_routed_and_only_allowed_channels() {
         let other = probe(&app, &["sensor", "humidity"], grants, device());
         assert_eq!(other.outcome, Outcome::Exited(1), "{app:?}: {other:?}");
         assert!(other.stderr.contains("not granted"), "{app:?}: {other:?}");
-        let none = probe(&app, &["sensor", "temperature"], Grants::default(), device());
+        let none = probe(
+            &app,
+            &["sensor", "temperature"],
+            Grants::default(),
+            device(),
+        );
         assert_eq!(none.outcome, Outcome::Exited(1), "{app:?}: {none:?}");
     }
 }
@@ -109,9 +158,9 @@ fn telemetry_publish_and_receive_need_their_rights() {
     for app in probes() {
         let publisher = Grants {
             telemetry: Some(TelemetryGrant {
-            publish: Some("up".into()),
-            receive: None,
-        }),
+                publish: Some("up".into()),
+                receive: None,
+            }),
             ..Grants::default()
         };
         let device = Arc::new(LocalDevice::new());
@@ -132,16 +181,25 @@ fn telemetry_publish_and_receive_need_their_rights() {
                 payload: b"{\"v\":1}".to_vec()
             }]
         );
-        let refused = probe(&app, &["publish", "t", "x"], Grants::default(), LocalDevice::new());
+        let refused = probe(
+            &app,
+            &["publish", "t", "x"],
+            Grants::default(),
+            LocalDevice::new(),
+        );
         assert_eq!(refused.outcome, Outcome::Exited(1), "{app:?}: {refused:?}");
         let no_receive = probe(&app, &["receive"], publisher, LocalDevice::new());
-        assert_eq!(no_receive.outcome, Outcome::Exited(1), "{app:?}: {no_receive:?}");
+        assert_eq!(
+            no_receive.outcome,
+            Outcome::Exited(1),
+            "{app:?}: {no_receive:?}"
+        );
 
         let receiver = Grants {
             telemetry: Some(TelemetryGrant {
-            publish: None,
-            receive: Some("down".into()),
-        }),
+                publish: None,
+                receive: Some("down".into()),
+            }),
             ..Grants::default()
         };
         let inbox = LocalDevice::new();
@@ -167,17 +225,35 @@ fn network_only_to_routed_destinations() {
             net: BTreeSet::from([routed.clone()]),
             ..Grants::default()
         };
-        let sent = probe(&app, &["send", &routed, "ping"], grants.clone(), LocalDevice::new());
+        let sent = probe(
+            &app,
+            &["send", &routed, "ping"],
+            grants.clone(),
+            LocalDevice::new(),
+        );
         assert!(works(&sent), "{app:?}: {sent:?}");
         let (mut stream, _) = listener.accept().unwrap();
         let mut got = String::new();
         std::io::Read::read_to_string(&mut stream, &mut got).unwrap();
         assert_eq!(got, "ping");
-        let refused = probe(&app, &["send", &unrouted, "ping"], grants, LocalDevice::new());
+        let refused = probe(
+            &app,
+            &["send", &unrouted, "ping"],
+            grants,
+            LocalDevice::new(),
+        );
         assert_eq!(refused.outcome, Outcome::Exited(1), "{app:?}: {refused:?}");
-        let none = probe(&app, &["send", &routed, "ping"], Grants::default(), LocalDevice::new());
+        let none = probe(
+            &app,
+            &["send", &routed, "ping"],
+            Grants::default(),
+            LocalDevice::new(),
+        );
         assert_eq!(none.outcome, Outcome::Exited(1), "{app:?}: {none:?}");
-        assert!(unrouted_listener.accept().is_err(), "the unrouted listener was reached");
+        assert!(
+            unrouted_listener.accept().is_err(),
+            "the unrouted listener was reached"
+        );
     }
 }
 

@@ -36,7 +36,12 @@ fn readings_flow_from_the_reader_through_the_forwarder() {
         }),
         ..Grants::default()
     };
-    let ran = common::run(&reader, reader_grants, AppLimits::default(), Arc::clone(&device) as _);
+    let ran = common::run(
+        &reader,
+        reader_grants,
+        AppLimits::default(),
+        Arc::clone(&device) as _,
+    );
     assert_eq!(ran.outcome, Outcome::Exited(0), "{}", ran.stderr);
     assert_eq!(device.published().len(), 10);
 
@@ -54,7 +59,12 @@ fn readings_flow_from_the_reader_through_the_forwarder() {
         ..Grants::default()
     };
     let started = Instant::now();
-    let ran = common::run(&forwarder, forwarder_grants, AppLimits::default(), Arc::clone(&device) as _);
+    let ran = common::run(
+        &forwarder,
+        forwarder_grants,
+        AppLimits::default(),
+        Arc::clone(&device) as _,
+    );
     assert_eq!(ran.outcome, Outcome::Exited(0), "{}", ran.stderr);
     assert!(started.elapsed() < Duration::from_secs(30));
     let aggregate = device

@@ -13,7 +13,7 @@ use testudo_config::plan::RestartPolicy;
 use testudo_wasm_host::grants::{SensorGrant, TelemetryGrant};
 use testudo_wasm_host::supervise::Supervisor;
 use testudo_wasm_host::{
-    AppLimits, DirGrant, Grants, HostError, LimitExceeded, LocalDevice, OutputSink, Outcome,
+    AppLimits, DirGrant, Grants, HostError, LimitExceeded, LocalDevice, Outcome, OutputSink,
     PreparedApp, RunContext, StopSignal,
 };
 
@@ -41,7 +41,12 @@ fn bystander(device: &Arc<LocalDevice>) -> Supervisor {
         }),
         ..Grants::default()
     };
-    let prepared = PreparedApp::prepare(common::engine().engine(), &common::compile(&app), Arc::new(grants)).unwrap();
+    let prepared = PreparedApp::prepare(
+        common::engine().engine(),
+        &common::compile(&app),
+        Arc::new(grants),
+    )
+    .unwrap();
     Supervisor::start(
         prepared,
         RunContext {
@@ -65,7 +70,10 @@ fn wait_for_more(device: &LocalDevice, than: usize) -> usize {
         if count > than {
             return count;
         }
-        assert!(Instant::now() < deadline, "the bystander app stopped publishing");
+        assert!(
+            Instant::now() < deadline,
+            "the bystander app stopped publishing"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -93,22 +101,40 @@ fn hostile_apps_end_with_their_reason_and_the_bystander_keeps_running() {
     };
 
     let cases: Vec<(&str, Grants, Vec<String>, Box<dyn Fn(&common::Ran) -> bool>)> = vec![
-        ("hostile/traversal", data_grant.clone(), vec![], Box::new(|ran| ran.outcome == Outcome::Exited(0))),
-        ("hostile/symlink", data_grant.clone(), vec![], Box::new(|ran| ran.outcome == Outcome::Exited(0))),
+        (
+            "hostile/traversal",
+            data_grant.clone(),
+            vec![],
+            Box::new(|ran| ran.outcome == Outcome::Exited(0)),
+        ),
+        (
+            "hostile/symlink",
+            data_grant.clone(),
+            vec![],
+            Box::new(|ran| ran.outcome == Outcome::Exited(0)),
+        ),
         (
             "hostile/connect",
             Grants {
                 net: BTreeSet::from(["127.0.0.1:9".to_owned()]),
                 ..Grants::default()
             },
-            vec!["127.0.0.1:22".into(), "10.0.0.1:80".into(), "localhost:9".into()],
-            Box::new(|ran| ran.outcome == Outcome::Exited(0) && ran.stdout.matches("not granted").count() == 3),
+            vec![
+                "127.0.0.1:22".into(),
+                "10.0.0.1:80".into(),
+                "localhost:9".into(),
+            ],
+            Box::new(|ran| {
+                ran.outcome == Outcome::Exited(0) && ran.stdout.matches("not granted").count() == 3
+            }),
         ),
         (
             "hostile/memory",
             Grants::default(),
             vec![],
-            Box::new(|ran| matches!(ran.outcome, Outcome::Limit(LimitExceeded::Memory { limit, .. }) if limit == 16 << 20)),
+            Box::new(
+                |ran| matches!(ran.outcome, Outcome::Limit(LimitExceeded::Memory { limit, .. }) if limit == 16 << 20),
+            ),
         ),
         (
             "hostile/spin",
@@ -120,13 +146,18 @@ fn hostile_apps_end_with_their_reason_and_the_bystander_keeps_running() {
             "hostile/recursion",
             Grants::default(),
             vec![],
-            Box::new(|ran| matches!(&ran.outcome, Outcome::Trap(reason) if reason.contains("stack"))),
+            Box::new(
+                |ran| matches!(&ran.outcome, Outcome::Trap(reason) if reason.contains("stack")),
+            ),
         ),
         (
             "hostile/output",
             Grants::default(),
             vec![],
-            Box::new(|ran| ran.outcome == Outcome::Limit(LimitExceeded::Output { limit: 1 << 20 }) && ran.stdout.len() <= 1 << 20),
+            Box::new(|ran| {
+                ran.outcome == Outcome::Limit(LimitExceeded::Output { limit: 1 << 20 })
+                    && ran.stdout.len() <= 1 << 20
+            }),
         ),
     ];
     for (source, grants, args, expected) in cases {
@@ -136,13 +167,21 @@ fn hostile_apps_end_with_their_reason_and_the_bystander_keeps_running() {
             limits(),
             Arc::clone(&device) as _,
         );
-        assert!(expected(&ran), "{source}: {:?} stderr {}", ran.outcome, ran.stderr);
+        assert!(
+            expected(&ran),
+            "{source}: {:?} stderr {}",
+            ran.outcome,
+            ran.stderr
+        );
         assert!(!ran.stdout.contains("escaped"), "{source}: {}", ran.stdout);
         assert!(ran.outcome.reason().is_some() || ran.outcome == Outcome::Exited(0));
         // The bystander still publishes after every hostile run.
         seen = wait_for_more(&device, seen);
     }
-    assert_eq!(std::fs::read_to_string(root.path().join("secret.txt")).unwrap(), "secret");
+    assert_eq!(
+        std::fs::read_to_string(root.path().join("secret.txt")).unwrap(),
+        "secret"
+    );
     assert!(!supervisor.is_finished());
     supervisor.stop();
 }
@@ -150,10 +189,14 @@ fn hostile_apps_end_with_their_reason_and_the_bystander_keeps_running() {
 #[test]
 fn an_import_no_route_grants_is_refused_before_the_app_starts() {
     let app = common::compile(&common::build("hostile/imports", &[]));
-    let error = PreparedApp::prepare(common::engine().engine(), &app, Arc::new(Grants::default())).unwrap_err();
+    let error = PreparedApp::prepare(common::engine().engine(), &app, Arc::new(Grants::default()))
+        .unwrap_err();
     match error {
         HostError::ImportNotGranted { module, name, .. } => {
-            assert_eq!((module.as_str(), name.as_str()), ("testudo:device/admin@0.1.0", "reboot"));
+            assert_eq!(
+                (module.as_str(), name.as_str()),
+                ("testudo:device/admin@0.1.0", "reboot")
+            );
         }
         other => panic!("expected ImportNotGranted, got {other}"),
     }

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use testudo_config::plan::RestartPolicy;
 use testudo_wasm_host::grants::{SensorGrant, TelemetryGrant};
-use testudo_wasm_host::supervise::{SwapResult, Supervisor};
-use testudo_wasm_host::{AppLimits, Grants, LocalDevice, OutputSink, PreparedApp, RunContext, StopSignal};
+use testudo_wasm_host::supervise::{Supervisor, SwapResult};
+use testudo_wasm_host::{
+    AppLimits, Grants, LocalDevice, OutputSink, PreparedApp, RunContext, StopSignal,
+};
 
 const GRACE: Duration = Duration::from_millis(500);
 
@@ -51,7 +53,11 @@ fn versions(device: &LocalDevice) -> Vec<u32> {
 fn wait_for_version(device: &LocalDevice, version: u32, after: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while !versions(device).iter().skip(after).any(|v| *v == version) {
-        assert!(Instant::now() < deadline, "version {version} never published: {:?}", versions(device));
+        assert!(
+            Instant::now() < deadline,
+            "version {version} never published: {:?}",
+            versions(device)
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -79,7 +85,10 @@ fn a_good_version_replaces_the_old_one_without_overlap() {
     let device = Arc::new(LocalDevice::new().with_sensor("temperature", 20.0));
     let mut supervisor = start(&device);
     wait_for_version(&device, 1, 0);
-    let v2 = prepare(&common::build("sensor-reader", &["SENSOR_READER_VERSION=2"]));
+    let v2 = prepare(&common::build(
+        "sensor-reader",
+        &["SENSOR_READER_VERSION=2"],
+    ));
     assert_eq!(supervisor.swap(v2, GRACE), SwapResult::Swapped);
     let at_swap = versions(&device).len();
     wait_for_version(&device, 2, at_swap);
@@ -87,7 +96,10 @@ fn a_good_version_replaces_the_old_one_without_overlap() {
     // Nothing half-switched: all version-1 records come before every version-2 record.
     let all = versions(&device);
     let first_v2 = all.iter().position(|v| *v == 2).unwrap();
-    assert!(all[first_v2..].iter().all(|v| *v == 2), "interleaved: {all:?}");
+    assert!(
+        all[first_v2..].iter().all(|v| *v == 2),
+        "interleaved: {all:?}"
+    );
 }
 
 #[test]
@@ -109,8 +121,14 @@ fn a_version_failing_its_health_check_is_refused_and_the_old_one_never_stops() {
         grants(),
     )
     .unwrap();
-    assert!(matches!(supervisor.swap(bad, GRACE), SwapResult::Refused(reason) if reason.contains("unreachable")));
-    assert_eq!(supervisor.generation(), generation, "the old version was restarted");
+    assert!(
+        matches!(supervisor.swap(bad, GRACE), SwapResult::Refused(reason) if reason.contains("unreachable"))
+    );
+    assert_eq!(
+        supervisor.generation(),
+        generation,
+        "the old version was restarted"
+    );
     let count = versions(&device).len();
     wait_for_version(&device, 1, count);
     supervisor.stop();

@@ -16,7 +16,12 @@ fn limits(restart: &str) -> serde_json::Value {
     json!({ "memory_bytes": 33554432, "cpu_percent": 20, "restart": restart, "max_tasks": 1, "cpu_time_ms": 100 })
 }
 
-fn component(module: &str, uses: serde_json::Value, provides: serde_json::Value, env: serde_json::Value) -> serde_json::Value {
+fn component(
+    module: &str,
+    uses: serde_json::Value,
+    provides: serde_json::Value,
+    env: serde_json::Value,
+) -> serde_json::Value {
     json!({
         "kind": "wasm",
         "run": { "type": "wasm", "module": module },
@@ -33,9 +38,7 @@ fn component(module: &str, uses: serde_json::Value, provides: serde_json::Value,
 /// A plan in the gateway example's shape: the sensor reader reads the `sensor` driver and
 /// publishes into the telemetry capability it provides.
 fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
-    let route = |component: &str, capability: &str, interface: &str, rights: &str| {
-        json!({ "component": component, "capability": capability, "interface": interface, "rights": rights, "allow": [] })
-    };
+    let route = |component: &str, capability: &str, interface: &str, rights: &str| json!({ "component": component, "capability": capability, "interface": interface, "rights": rights, "allow": [] });
     let plan = json!({
         "format": 1,
         "name": "gateway",
@@ -97,7 +100,12 @@ fn a_plan_component_runs_with_its_routes_and_starts_from_the_cache_next_time() {
         &common::build("hostile/imports", &[]),
     );
     let first = host(&plan, "sensor-reader", work.path());
-    assert_eq!(first.status.code(), Some(0), "{}", String::from_utf8_lossy(&first.stderr));
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let telemetry = std::fs::read_to_string(work.path().join("device/telemetry.jsonl")).unwrap();
     let lines: Vec<&str> = telemetry.lines().collect();
     assert_eq!(lines.len(), 3, "{telemetry}");
@@ -107,7 +115,11 @@ fn a_plan_component_runs_with_its_routes_and_starts_from_the_cache_next_time() {
     let modified = std::fs::metadata(&cached[0]).unwrap().modified().unwrap();
     let second = host(&plan, "sensor-reader", work.path());
     assert_eq!(second.status.code(), Some(0));
-    assert_eq!(std::fs::metadata(&cached[0]).unwrap().modified().unwrap(), modified, "recompiled");
+    assert_eq!(
+        std::fs::metadata(&cached[0]).unwrap().modified().unwrap(),
+        modified,
+        "recompiled"
+    );
 }
 
 #[test]
@@ -122,10 +134,15 @@ fn exit_codes_name_what_went_wrong() {
     assert_eq!(denied.status.code(), Some(74));
     let stderr = String::from_utf8_lossy(&denied.stderr);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("testudo:device/admin@0.1.0#reboot is not granted"), "{stderr}");
+    assert!(
+        stderr.contains("testudo:device/admin@0.1.0#reboot is not granted"),
+        "{stderr}"
+    );
     let unknown = host(&plan, "nobody", work.path());
     assert_eq!(unknown.status.code(), Some(76));
-    assert!(String::from_utf8_lossy(&unknown.stderr).contains("component nobody is not in the plan"));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("component nobody is not in the plan")
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

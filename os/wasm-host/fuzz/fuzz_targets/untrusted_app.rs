@@ -13,13 +13,15 @@ use testudo_wasm_host::{
 
 fuzz_target!(|bytes: &[u8]| {
     static ENGINE: OnceLock<Option<HostEngine>> = OnceLock::new();
-    let Some(engine) = ENGINE.get_or_init(|| HostEngine::new(&EngineOptions::default()).ok()) else {
+    let Some(engine) = ENGINE.get_or_init(|| HostEngine::new(&EngineOptions::default()).ok())
+    else {
         return;
     };
     let Ok(app) = compile_app(engine.engine(), None, "fuzz", bytes) else {
         return;
     };
-    let Ok(prepared) = PreparedApp::prepare(engine.engine(), &app, Arc::new(Grants::default())) else {
+    let Ok(prepared) = PreparedApp::prepare(engine.engine(), &app, Arc::new(Grants::default()))
+    else {
         return;
     };
     let _ = prepared.run(&RunContext {

@@ -8,8 +8,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use testudo_wasm_host::{
-    compile_app, AppLimits, CompiledApp, DeviceBackend, EngineOptions, Grants, HostEngine,
-    OutputSink, Outcome, PreparedApp, RunContext, StopSignal,
+    compile_app, AppLimits, CompiledApp, DeviceBackend, EngineOptions, Grants, HostEngine, Outcome,
+    OutputSink, PreparedApp, RunContext, StopSignal,
 };
 
 /// The repository's `wasm-apps/` directory.
@@ -85,7 +85,13 @@ pub fn engine() -> &'static HostEngine {
 /// Compiles the app at `path` (no cache).
 pub fn compile(path: &Path) -> CompiledApp {
     let name = path.file_stem().unwrap().to_string_lossy().into_owned();
-    compile_app(engine().engine(), None, &name, &std::fs::read(path).unwrap()).unwrap()
+    compile_app(
+        engine().engine(),
+        None,
+        &name,
+        &std::fs::read(path).unwrap(),
+    )
+    .unwrap()
 }
 
 /// What a run left behind.
@@ -97,9 +103,15 @@ pub struct Ran {
 }
 
 /// Runs `path` once with `grants` (stdio granted) and `limits`.
-pub fn run(path: &Path, mut grants: Grants, limits: AppLimits, backend: Arc<dyn DeviceBackend>) -> Ran {
+pub fn run(
+    path: &Path,
+    mut grants: Grants,
+    limits: AppLimits,
+    backend: Arc<dyn DeviceBackend>,
+) -> Ran {
     grants.stdio = true;
-    let prepared = PreparedApp::prepare(engine().engine(), &compile(path), Arc::new(grants)).unwrap();
+    let prepared =
+        PreparedApp::prepare(engine().engine(), &compile(path), Arc::new(grants)).unwrap();
     let stdout = Arc::new(Mutex::new(Vec::new()));
     let stderr = Arc::new(Mutex::new(Vec::new()));
     let outcome = prepared
@@ -111,7 +123,9 @@ pub fn run(path: &Path, mut grants: Grants, limits: AppLimits, backend: Arc<dyn 
             stop: StopSignal::new(),
         })
         .unwrap();
-    let text = |buffer: &Arc<Mutex<Vec<u8>>>| String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned();
+    let text = |buffer: &Arc<Mutex<Vec<u8>>>| {
+        String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
+    };
     Ran {
         outcome,
         stdout: text(&stdout),
