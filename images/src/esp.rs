@@ -93,24 +93,26 @@ pub fn grub_cfg(console: &str) -> String {
         cfg.push_str(&format!("set {0}_OK=0\nset {0}_TRY=0\n", slot.name));
     }
     cfg.push_str(&format!("load_env -f {GRUBENV_PATH}\n"));
-    cfg.push_str(
-        "regexp --set=1:disk '^(.*),gpt[0-9]+$' \"$root\"\nset slot=\"\"\nfor s in $ORDER; do\n",
-    );
+    cfg.push_str("regexp --set=1:disk '^(.*),gpt[0-9]+$' \"$root\"\nset slot=\"\"\n");
+    push_slot_selection(&mut cfg);
+    // Every good slot has used its try (e.g. power was cut before a booted slot marked itself
+    // good): like RAUC's fallback, give each slot marked OK one more try rather than leave the
+    // device with nothing to boot.
+    cfg.push_str("if [ -z \"$slot\" ]; then\n");
     for slot in SLOTS {
         cfg.push_str(&format!(
-            "  if [ \"$s\" = \"{n}\" ]; then\n    if [ \"${n}_OK\" = \"1\" -a \"${n}_TRY\" = \"0\" ]; then\n      set slot={n}\n      set {n}_TRY=1\n      set part={p}\n      set label={l}\n      break\n    fi\n  fi\n",
-            n = slot.name,
-            p = slot.grub_partition,
-            l = slot.label
+            "  if [ \"${n}_OK\" = \"1\" ]; then set {n}_TRY=0; fi\n",
+            n = slot.name
         ));
     }
+    cfg.push_str("fi\n");
+    push_slot_selection(&mut cfg);
     let saved: Vec<String> = SLOTS
         .iter()
         .flat_map(|s| [format!("{}_OK", s.name), format!("{}_TRY", s.name)])
         .collect();
     cfg.push_str(&format!(
-        "done\n\
-         if [ -z \"$slot\" ]; then\n  echo \"testudo: no bootable slot (ORDER=$ORDER)\"\n  sleep 10\n  reboot\nfi\n\
+        "if [ -z \"$slot\" ]; then\n  echo \"testudo: no bootable slot (ORDER=$ORDER)\"\n  sleep 10\n  reboot\nfi\n\
          save_env -f {GRUBENV_PATH} ORDER {saved}\n\
          echo \"testudo: booting slot $slot\"\n\
          set gfxpayload=text\n\
@@ -120,6 +122,22 @@ pub fn grub_cfg(console: &str) -> String {
         saved = saved.join(" ")
     ));
     cfg
+}
+
+/// Appends the loop that picks the first slot in `ORDER` with `<slot>_OK=1` and
+/// `<slot>_TRY=0`, marks it tried and sets `slot`, `part` and `label`. Leaves `slot` empty when
+/// none qualifies (or when an earlier selection already chose one).
+fn push_slot_selection(cfg: &mut String) {
+    cfg.push_str("for s in $ORDER; do\n  if [ -z \"$slot\" ]; then\n");
+    for slot in SLOTS {
+        cfg.push_str(&format!(
+            "    if [ \"$s\" = \"{n}\" -a \"${n}_OK\" = \"1\" -a \"${n}_TRY\" = \"0\" ]; then\n      set slot={n}\n      set {n}_TRY=1\n      set part={p}\n      set label={l}\n    fi\n",
+            n = slot.name,
+            p = slot.grub_partition,
+            l = slot.label
+        ));
+    }
+    cfg.push_str("  fi\ndone\n");
 }
 
 /// A GRUB environment block: the 1024-byte file `grub-editenv` reads and writes.
@@ -272,6 +290,38 @@ mod tests {
         assert!(cfg.contains("console=ttyS0"));
         assert!(cfg.contains("root=PARTLABEL=$label testudo.slot=$slot rauc.slot=$slot"));
         assert!(cfg.contains("save_env -f /EFI/testudo/grubenv ORDER A_OK A_TRY B_OK B_TRY"));
+    }
+
+    #[test]
+    fn script_gives_good_slots_another_try_when_none_is_left() {
+        let cfg = grub_cfg("ttyS0");
+        let fallback = cfg
+            .find("if [ \"$A_OK\" = \"1\" ]; then set A_TRY=0; fi")
+            .expect("fallback resets the try of a good slot");
+        let selections: Vec<usize> = cfg.match_indices("for s in $ORDER").map(|m| m.0).collect();
+        assert_eq!(
+            selections.len(),
+            2,
+            "selection runs again after the fallback"
+        );
+        assert!(selections[0] < fallback && fallback < selections[1]);
+        let give_up = cfg.find("no bootable slot").unwrap();
+        assert!(selections[1] < give_up);
+    }
+
+    #[test]
+    fn script_is_valid_grub_syntax() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grub.cfg");
+        fs::write(&path, grub_cfg("ttyS0")).unwrap();
+        let status = std::process::Command::new("grub-script-check")
+            .arg(&path)
+            .status()
+            .expect("grub-script-check is required: install Debian package grub-common");
+        assert!(
+            status.success(),
+            "grub-script-check rejected the boot script"
+        );
     }
 
     #[test]

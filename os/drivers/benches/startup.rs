@@ -145,6 +145,10 @@ fn main() {
         started_names.join(" ")
     );
     println!(
+        "startup/gateway_to_ready_first_run: {:.1} ms (library lists and seccomp programs not cached yet)",
+        first.as_secs_f64() * 1e3
+    );
+    println!(
         "startup/anchor_plain_spawn: median {:.1} ms (same binaries, no sandbox, no routing)",
         plain.as_secs_f64() * 1e3
     );

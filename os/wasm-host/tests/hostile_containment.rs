@@ -100,7 +100,8 @@ fn hostile_apps_end_with_their_reason_and_the_bystander_keeps_running() {
         ..Grants::default()
     };
 
-    let cases: Vec<(&str, Grants, Vec<String>, Box<dyn Fn(&common::Ran) -> bool>)> = vec![
+    type Expectation = Box<dyn Fn(&common::Ran) -> bool>;
+    let cases: Vec<(&str, Grants, Vec<String>, Expectation)> = vec![
         (
             "hostile/traversal",
             data_grant.clone(),
