@@ -11,26 +11,26 @@ use clap::{Parser, Subcommand};
 mod agent;
 #[cfg(feature = "config")]
 mod audit;
+#[cfg(feature = "images")]
+mod build;
+#[cfg(feature = "updater")]
+mod bundle;
 #[cfg(feature = "config")]
 mod check;
 #[cfg(feature = "config")]
 mod graph;
-#[cfg(feature = "config")]
-mod plan;
 #[cfg(feature = "hub")]
 mod hub;
-#[cfg(feature = "images")]
-mod build;
-#[cfg(feature = "images")]
-mod vm;
-#[cfg(feature = "updater")]
-mod bundle;
 #[cfg(feature = "updater")]
 mod keys;
-#[cfg(feature = "updater")]
-mod update;
+#[cfg(feature = "config")]
+mod plan;
 #[cfg(feature = "runtime")]
 mod run;
+#[cfg(feature = "updater")]
+mod update;
+#[cfg(feature = "images")]
+mod vm;
 
 #[cfg(feature = "wasm")]
 mod app;

@@ -201,10 +201,17 @@ pub fn spec_for(
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             chown_to(dir, ctx)?;
         }
-        for route in component.uses.values().filter(|route| route.interface == "storage") {
+        for route in component
+            .uses
+            .values()
+            .filter(|route| route.interface == "storage")
+        {
             binds.push(Bind {
                 source: own_data.clone(),
-                target: Path::new("/data").join(&route.component).join(&route.capability).join(name),
+                target: Path::new("/data")
+                    .join(&route.component)
+                    .join(&route.capability)
+                    .join(name),
                 writable: route.rights.can_write(),
                 executable: false,
             });

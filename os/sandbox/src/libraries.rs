@@ -8,6 +8,9 @@ use std::time::SystemTime;
 
 use crate::SandboxError;
 
+/// A binary's identity for the library cache: path, size, modification time.
+type CacheKey = (PathBuf, u64, Option<SystemTime>);
+
 /// Directories searched for `DT_NEEDED` libraries (Debian multiarch, then the classic ones).
 const LIBRARY_DIRS: [&str; 6] = [
     "/lib/x86_64-linux-gnu",
@@ -124,8 +127,7 @@ fn resolve_from_elf(binary: &Path) -> Option<Vec<PathBuf>> {
 /// Results are cached per (path, size, modification time) for the life of the process, so
 /// restarts and repeated starts do not re-read binaries.
 pub fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>, SandboxError> {
-    static CACHE: Mutex<BTreeMap<(PathBuf, u64, Option<SystemTime>), Vec<PathBuf>>> =
-        Mutex::new(BTreeMap::new());
+    static CACHE: Mutex<BTreeMap<CacheKey, Vec<PathBuf>>> = Mutex::new(BTreeMap::new());
     let key = std::fs::metadata(binary)
         .ok()
         .map(|meta| (binary.to_owned(), meta.len(), meta.modified().ok()));

@@ -226,8 +226,12 @@ fn idle_memory() {
     let before = rss_kib();
     let mut supervisors = Vec::new();
     for _ in 0..APPS {
-        let prepared =
-            PreparedApp::prepare(common::engine().engine(), &compiled, Arc::new(grants.clone())).unwrap();
+        let prepared = PreparedApp::prepare(
+            common::engine().engine(),
+            &compiled,
+            Arc::new(grants.clone()),
+        )
+        .unwrap();
         let mut ctx = context(Arc::clone(&device));
         ctx.limits.restart = RestartPolicy::Never;
         supervisors.push(Supervisor::start(prepared, ctx).unwrap());

@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use testudo_wasm_host::grants::{SensorGrant, TelemetryGrant};
@@ -20,7 +20,7 @@ fn probes() -> Vec<PathBuf> {
     ]
 }
 
-fn probe(app: &PathBuf, args: &[&str], grants: Grants, device: LocalDevice) -> common::Ran {
+fn probe(app: &Path, args: &[&str], grants: Grants, device: LocalDevice) -> common::Ran {
     let grants = Grants {
         args: args.iter().map(|arg| (*arg).to_owned()).collect(),
         ..grants
