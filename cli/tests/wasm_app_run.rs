@@ -29,11 +29,11 @@ fn build(source: &str) -> PathBuf {
 }
 
 fn testudo(args: &[&str], cache: &Path) -> Output {
+    // Options go before the app's own arguments: everything after `--` belongs to the app.
     Command::new(env!("CARGO_BIN_EXE_testudo"))
-        .args(["app", "run"])
-        .args(args)
-        .arg("--cache")
+        .args(["app", "run", "--cache"])
         .arg(cache)
+        .args(args)
         .output()
         .unwrap()
 }

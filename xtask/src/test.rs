@@ -13,6 +13,10 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The VM and `testudo run` tests put the workspace's daemons (testudo-init, drivers, agent,
+    // WASM host) into images and sandboxes: `cargo test` only builds the binaries of packages
+    // that have integration tests, so build every binary first.
+    util::run(util::cargo().args(["build", "--workspace", "--bins"]))?;
     util::run(util::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     Ok(())
 }

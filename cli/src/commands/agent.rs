@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use testudo_agent::options::RunOptions;
+use testudo_agent::options::{parse_handle, ImportKeyOptions, RunOptions};
 
 /// Arguments of `testudo agent`.
 #[derive(Debug, clap::Args)]
@@ -34,58 +34,9 @@ enum AgentCommand {
         cert_out: PathBuf,
     },
     /// Connect to the hub, report device info and echo desired properties until Ctrl-C.
-    Run(RunArgs),
+    Run(RunOptions),
     /// Import a base64 device key (from a file) into the TPM as a persistent HMAC key.
-    ImportKey {
-        /// TCTI, e.g. `swtpm:host=127.0.0.1,port=2321`.
-        #[arg(long)]
-        tpm: String,
-        /// Persistent handle (hex).
-        #[arg(long, default_value = "0x81000100", value_parser = parse_handle)]
-        key_handle: u32,
-        /// File holding the base64 key.
-        #[arg(long)]
-        key_file: PathBuf,
-    },
-}
-
-#[derive(Debug, clap::Args)]
-struct RunArgs {
-    /// Device connection string.
-    #[arg(long)]
-    connection_string: Option<String>,
-    /// Hub host name (with --device-id, when the key is in the TPM or X.509 is used).
-    #[arg(long)]
-    hub: Option<String>,
-    /// Device id.
-    #[arg(long)]
-    device_id: Option<String>,
-    /// PEM CA certificate of the hub.
-    #[arg(long)]
-    ca: PathBuf,
-    /// TPM TCTI: sign SAS tokens inside the TPM.
-    #[arg(long)]
-    tpm: Option<String>,
-    /// Persistent handle of the key in the TPM (hex).
-    #[arg(long, default_value = "0x81000100", value_parser = parse_handle)]
-    key_handle: u32,
-    /// PEM client certificate (X.509 authentication).
-    #[arg(long)]
-    client_cert: Option<PathBuf>,
-    /// PEM client private key (omit with --tpm: the key is the TPM's ECDSA key at --key-handle).
-    #[arg(long, requires = "client_cert")]
-    client_key: Option<PathBuf>,
-    /// MQTT port (default 8883).
-    #[arg(long)]
-    mqtt_port: Option<u16>,
-    /// SAS token lifetime in seconds (default 3600).
-    #[arg(long)]
-    token_ttl: Option<u64>,
-}
-
-fn parse_handle(text: &str) -> Result<u32, String> {
-    u32::from_str_radix(text.trim_start_matches("0x"), 16)
-        .map_err(|e| format!("not a hex handle: {e}"))
+    ImportKey(ImportKeyOptions),
 }
 
 /// Runs `testudo agent ...`.
@@ -109,11 +60,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", cert.sha256_thumbprint);
             Ok(ExitCode::SUCCESS)
         }
-        AgentCommand::ImportKey {
+        AgentCommand::ImportKey(ImportKeyOptions {
             tpm,
             key_handle,
             key_file,
-        } => {
+        }) => {
             let text = std::fs::read_to_string(&key_file)
                 .with_context(|| format!("reading {}", key_file.display()))?;
             testudo_agent::tpm::import_base64_hmac_key(&tpm, key_handle, &text)
@@ -121,20 +72,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("imported key into {tpm} at {key_handle:#010x}");
             Ok(ExitCode::SUCCESS)
         }
-        AgentCommand::Run(args) => {
-            let options = RunOptions {
-                connection_string: args.connection_string,
-                hub: args.hub,
-                device_id: args.device_id,
-                ca: args.ca,
-                tpm: args.tpm,
-                key_handle: args.key_handle,
-                client_cert: args.client_cert,
-                client_key: args.client_key,
-                mqtt_port: args.mqtt_port,
-                connect_host: None,
-                token_ttl_secs: args.token_ttl,
-            };
+        AgentCommand::Run(options) => {
             let config = options.into_config().context("configuring the agent")?;
             testudo_agent::echo::run_until_interrupted(config, |line| eprintln!("{line}"))
                 .context("running the agent")?;

@@ -16,16 +16,9 @@ pub struct Args {
 
 /// Prints the audit table (or JSON).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (plan, warnings) = match testudo_config::load_plan(&args.config) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            super::check::print_errors(&errors);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some((plan, _warnings)) = super::config_input::load_config(&args.config) else {
+        return Ok(ExitCode::FAILURE);
     };
-    for warning in &warnings {
-        eprintln!("warning: {warning}");
-    }
     let audit = testudo_config::audit::audit(&plan);
     if args.json {
         let json = serde_json::to_string_pretty(&audit).context("serialising the audit")?;

@@ -48,35 +48,8 @@ fn default_source_root(config: &Path) -> anyhow::Result<PathBuf> {
         .unwrap_or(start))
 }
 
-fn load(config: &Path) -> anyhow::Result<testudo_config::Plan> {
-    if config.extension().is_some_and(|e| e == "json") {
-        return testudo_config::Plan::read(config)
-            .with_context(|| format!("cannot read plan {}", config.display()));
-    }
-    match testudo_config::load_plan(config) {
-        Ok((plan, warnings)) => {
-            for warning in &warnings {
-                eprintln!("warning: {warning}");
-            }
-            Ok(plan)
-        }
-        Err(errors) => {
-            for error in errors.errors() {
-                let mut line = format!("error: {error}");
-                let mut source = std::error::Error::source(error);
-                while let Some(cause) = source {
-                    line.push_str(&format!(": {cause}"));
-                    source = cause.source();
-                }
-                eprintln!("{line}");
-            }
-            anyhow::bail!("{} is not a valid system config", config.display())
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let plan = load(&args.config)?;
+    let plan = super::config_input::load_config_or_plan(&args.config)?;
     let source_root = match args.source_root {
         Some(root) => root,
         None => default_source_root(&args.config)?,

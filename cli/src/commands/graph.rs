@@ -26,16 +26,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Some("dot" | "gv") => testudo_config::graph::to_dot,
         _ => anyhow::bail!("{}: output must end in .svg or .dot", args.output.display()),
     };
-    let (plan, warnings) = match testudo_config::load_plan(&args.config) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            super::check::print_errors(&errors);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some((plan, _warnings)) = super::config_input::load_config(&args.config) else {
+        return Ok(ExitCode::FAILURE);
     };
-    for warning in &warnings {
-        eprintln!("warning: {warning}");
-    }
     std::fs::write(&args.output, render(&plan))
         .with_context(|| format!("writing {}", args.output.display()))?;
     println!("{}", args.output.display());

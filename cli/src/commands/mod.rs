@@ -17,6 +17,8 @@ mod build;
 mod bundle;
 #[cfg(feature = "config")]
 mod check;
+#[cfg(any(feature = "config", feature = "images", feature = "runtime"))]
+mod config_input;
 #[cfg(feature = "config")]
 mod graph;
 #[cfg(feature = "hub")]

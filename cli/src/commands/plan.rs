@@ -16,16 +16,9 @@ pub struct Args {
 
 /// Writes the canonical plan (stdout or `-o`); prints its sha256 on stderr.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (plan, warnings) = match testudo_config::load_plan(&args.config) {
-        Ok(loaded) => loaded,
-        Err(errors) => {
-            super::check::print_errors(&errors);
-            return Ok(ExitCode::FAILURE);
-        }
+    let Some((plan, _warnings)) = super::config_input::load_config(&args.config) else {
+        return Ok(ExitCode::FAILURE);
     };
-    for warning in &warnings {
-        eprintln!("warning: {warning}");
-    }
     let json = plan.to_canonical_json().context("serialising the plan")?;
     let hash = plan.content_hash().context("hashing the plan")?;
     match &args.output {

@@ -37,19 +37,7 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let plan = if args.config.extension().is_some_and(|ext| ext == "json") {
-        testudo_init::read_plan(&args.config).context("reading the plan")?
-    } else {
-        match testudo_config::load_plan(&args.config) {
-            Ok((plan, _warnings)) => plan,
-            Err(errors) => {
-                for error in &errors.0 {
-                    eprintln!("error: {error}");
-                }
-                anyhow::bail!("{} is not a valid system config", args.config.display());
-            }
-        }
-    };
+    let plan = super::config_input::load_config_or_plan(&args.config)?;
     let bin_dir = match args.bin_dir {
         Some(dir) => dir,
         None => std::env::current_exe()

@@ -13,32 +13,68 @@ use crate::tls::{ClientIdentity, TlsSettings};
 use crate::tpm::TpmHmacSigner;
 use crate::tpm_x509::TpmEcdsaKey;
 
-/// How to run one device.
-#[derive(Debug, Clone, Default)]
+/// How to run one device. Also the command-line arguments of `testudo-agent run` and
+/// `testudo agent run`, so both front ends take exactly the same options.
+#[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunOptions {
     /// Device connection string (`HostName=..;DeviceId=..;SharedAccessKey=..` or `x509=true`).
+    #[arg(long)]
     pub connection_string: Option<String>,
-    /// Hub host name, when the key is in the TPM (no connection string needed).
+    /// Hub host name, when the key is in the TPM or X.509 is used (no connection string needed).
+    #[arg(long)]
     pub hub: Option<String>,
-    /// Device id, with `hub`.
+    /// Device id, with `--hub`.
+    #[arg(long)]
     pub device_id: Option<String>,
     /// PEM CA the hub's certificate chains to.
+    #[arg(long)]
     pub ca: PathBuf,
-    /// TPM TCTI: sign SAS tokens with the key persisted at `key_handle`.
+    /// TPM TCTI (e.g. `swtpm:host=127.0.0.1,port=2321`): sign SAS tokens inside the TPM with
+    /// the key persisted at `--key-handle`.
+    #[arg(long)]
     pub tpm: Option<String>,
-    /// Persistent handle of the SAS key in the TPM.
+    /// Persistent handle (hex) of the key in the TPM.
+    #[arg(long, default_value = SAS_KEY_HANDLE, value_parser = parse_handle)]
     pub key_handle: u32,
     /// PEM client certificate for X.509 authentication.
+    #[arg(long)]
     pub client_cert: Option<PathBuf>,
-    /// PEM private key of `client_cert`; without it (and with `tpm`) the key is the TPM's
-    /// ECDSA key at `key_handle`.
+    /// PEM private key of `--client-cert`; without it (and with `--tpm`) the key is the TPM's
+    /// ECDSA key at `--key-handle`.
+    #[arg(long, requires = "client_cert")]
     pub client_key: Option<PathBuf>,
     /// Port to dial (default 8883).
+    #[arg(long)]
     pub mqtt_port: Option<u16>,
-    /// Address to dial instead of the hub host name.
+    /// Address to dial instead of the hub host name (tests only; not a command-line option).
+    #[arg(skip)]
     pub connect_host: Option<String>,
     /// SAS token lifetime in seconds (default 3600).
+    #[arg(long = "token-ttl", value_name = "SECONDS")]
     pub token_ttl_secs: Option<u64>,
+}
+
+/// Arguments of `import-key`: put a base64 device key into the TPM as a persistent HMAC key.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ImportKeyOptions {
+    /// TCTI, e.g. `swtpm:host=127.0.0.1,port=2321` or `device:/dev/tpmrm0`.
+    #[arg(long)]
+    pub tpm: String,
+    /// Persistent handle (hex).
+    #[arg(long, default_value = SAS_KEY_HANDLE, value_parser = parse_handle)]
+    pub key_handle: u32,
+    /// File holding the base64 key.
+    #[arg(long)]
+    pub key_file: PathBuf,
+}
+
+/// Default persistent handle of the device's SAS key in the TPM.
+pub const SAS_KEY_HANDLE: &str = "0x81000100";
+
+/// Parses a TPM handle written in hex, with or without `0x`.
+pub fn parse_handle(text: &str) -> std::result::Result<u32, String> {
+    u32::from_str_radix(text.trim_start_matches("0x"), 16)
+        .map_err(|e| format!("not a hex handle: {e}"))
 }
 
 impl RunOptions {
