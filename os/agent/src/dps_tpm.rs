@@ -28,19 +28,15 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use tss_esapi::abstraction::ek;
 use tss_esapi::abstraction::AsymmetricAlgorithmSelection;
-use tss_esapi::attributes::ObjectAttributesBuilder;
-use tss_esapi::constants::{CapabilityType, SessionType};
-use tss_esapi::handles::{
-    AuthHandle, KeyHandle, ObjectHandle, PersistentTpmHandle, SessionHandle, TpmHandle,
-};
-use tss_esapi::interface_types::algorithm::{HashingAlgorithm, PublicAlgorithm};
-use tss_esapi::interface_types::dynamic_handles::Persistent;
+use tss_esapi::constants::SessionType;
+use tss_esapi::handles::{AuthHandle, KeyHandle, SessionHandle};
+use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::key_bits::RsaKeyBits;
-use tss_esapi::interface_types::resource_handles::{Hierarchy, Provision};
+use tss_esapi::interface_types::resource_handles::Provision;
 use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
 use tss_esapi::structures::{
-    CapabilityData, Data, EncryptedSecret, IdObject, Private, Public, PublicBuilder, PublicKeyRsa,
-    PublicRsaParametersBuilder, RsaExponent, SymmetricDefinition, SymmetricDefinitionObject,
+    Data, EncryptedSecret, IdObject, Private, Public, SymmetricDefinition,
+    SymmetricDefinitionObject,
 };
 use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::Context;
@@ -49,7 +45,7 @@ use crate::dps::Assignment;
 use crate::error::{AgentError, Result};
 use crate::sas::{build_token, unix_now};
 use crate::tls::TlsSettings;
-use crate::tpm::{self, TpmHmacSigner};
+use crate::tpm::{self, find_persistent, persist, tpm_err, TpmHmacSigner};
 
 /// Where the endorsement key is persisted (TCG convention, as `aziot-tpmd` expects).
 pub const EK_HANDLE: u32 = 0x8101_0001;
@@ -99,80 +95,6 @@ pub struct TpmPublicKeys {
     pub storage_root_key: Vec<u8>,
 }
 
-fn tpm_err<'a>(
-    operation: &'static str,
-    tcti: &'a str,
-) -> impl FnOnce(tss_esapi::Error) -> AgentError + 'a {
-    move |source| AgentError::Tpm {
-        operation,
-        tcti: tcti.to_string(),
-        source,
-    }
-}
-
-fn persistent(handle: u32, tcti: &str) -> Result<PersistentTpmHandle> {
-    PersistentTpmHandle::new(handle).map_err(tpm_err("make persistent handle", tcti))
-}
-
-/// The object persisted at `handle`, if any (asks first, so absence is not a TPM error).
-fn find_persistent(context: &mut Context, handle: u32, tcti: &str) -> Result<Option<ObjectHandle>> {
-    let tpm_handle = persistent(handle, tcti)?;
-    let (data, _) = context
-        .get_capability(CapabilityType::Handles, handle, 1)
-        .map_err(tpm_err("list persistent handles", tcti))?;
-    let present = matches!(data, CapabilityData::Handles(list)
-        if list.first().is_some_and(|h| u32::from(*h) == handle));
-    if !present {
-        return Ok(None);
-    }
-    context
-        .tr_from_tpm_public(TpmHandle::Persistent(tpm_handle))
-        .map(Some)
-        .map_err(tpm_err("open persistent object", tcti))
-}
-
-/// Persists the transient `object` at `handle` and flushes the transient copy.
-fn persist(context: &mut Context, object: KeyHandle, handle: u32, tcti: &str) -> Result<KeyHandle> {
-    let target = Persistent::Persistent(persistent(handle, tcti)?);
-    let stored = context
-        .execute_with_nullauth_session(|ctx| {
-            ctx.evict_control(Provision::Owner, object.into(), target)
-        })
-        .map_err(tpm_err("persist object", tcti));
-    let _ = context.flush_context(object.into());
-    Ok(stored?.into())
-}
-
-/// The RSA 2048 SRK template (TCG "Provisioning Guidance": restricted decryption key, AES-128
-/// CFB, SHA-256 names) — what Azure DPS requires.
-fn rsa_srk_template(tcti: &str) -> Result<Public> {
-    let attributes = ObjectAttributesBuilder::new()
-        .with_fixed_tpm(true)
-        .with_fixed_parent(true)
-        .with_sensitive_data_origin(true)
-        .with_user_with_auth(true)
-        .with_restricted(true)
-        .with_decrypt(true)
-        .with_no_da(true)
-        .build()
-        .map_err(tpm_err("build SRK attributes", tcti))?;
-    let parameters = PublicRsaParametersBuilder::new_restricted_decryption_key(
-        SymmetricDefinitionObject::AES_128_CFB,
-        RsaKeyBits::Rsa2048,
-        RsaExponent::default(),
-    )
-    .build()
-    .map_err(tpm_err("build SRK parameters", tcti))?;
-    PublicBuilder::new()
-        .with_public_algorithm(PublicAlgorithm::Rsa)
-        .with_name_hashing_algorithm(HashingAlgorithm::Sha256)
-        .with_object_attributes(attributes)
-        .with_rsa_parameters(parameters)
-        .with_rsa_unique_identifier(PublicKeyRsa::default())
-        .build()
-        .map_err(tpm_err("build SRK template", tcti))
-}
-
 /// Returns the EK at [`EK_HANDLE`], creating (TCG default RSA 2048 template) and persisting
 /// it if the TPM has none.
 fn ensure_ek(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
@@ -191,29 +113,20 @@ fn ensure_ek(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
     persist(context, created, EK_HANDLE, tcti)
 }
 
-/// Returns the SRK at [`tpm::SRK_HANDLE`], creating an RSA 2048 one if absent. An SRK of
-/// another type (e.g. ECC) is refused: DPS can only wrap keys to RSA SRKs.
+/// Returns the SRK at [`tpm::SRK_HANDLE`] (created as RSA 2048 by [`tpm::ensure_srk`] if
+/// absent). An SRK of another type (e.g. ECC) is refused: DPS can only wrap keys to RSA SRKs.
 fn ensure_rsa_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle> {
-    if let Some(object) = find_persistent(context, tpm::SRK_HANDLE, tcti)? {
-        let (public, _, _) = context
-            .read_public(object.into())
-            .map_err(tpm_err("read SRK", tcti))?;
-        if !matches!(public, Public::Rsa { .. }) {
-            return Err(AgentError::TpmKey {
-                handle: tpm::SRK_HANDLE,
-                reason: "the SRK is not an RSA key; DPS TPM attestation needs an RSA 2048 SRK"
-                    .into(),
-            });
-        }
-        return Ok(object.into());
+    let srk = tpm::ensure_srk(context, tcti)?;
+    let (public, _, _) = context
+        .read_public(srk)
+        .map_err(tpm_err("read SRK", tcti))?;
+    if !matches!(public, Public::Rsa { .. }) {
+        return Err(AgentError::TpmKey {
+            handle: tpm::SRK_HANDLE,
+            reason: "the SRK is not an RSA key; DPS TPM attestation needs an RSA 2048 SRK".into(),
+        });
     }
-    let template = rsa_srk_template(tcti)?;
-    let created = context
-        .execute_with_nullauth_session(|ctx| {
-            ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
-        })
-        .map_err(tpm_err("create SRK", tcti))?;
-    persist(context, created.key_handle, tpm::SRK_HANDLE, tcti)
+    Ok(srk)
 }
 
 fn tpm2b_public(context: &mut Context, key: KeyHandle, tcti: &str) -> Result<Vec<u8>> {
@@ -362,7 +275,7 @@ pub fn import_authentication_key(tcti: &str, key_handle: u32, blob: &[u8]) -> Re
         .execute_with_nullauth_session(|ctx| ctx.load(srk, private, public))
         .map_err(tpm_err("load imported key", tcti))?;
     if let Some(existing) = find_persistent(&mut context, key_handle, tcti)? {
-        let target = Persistent::Persistent(persistent(key_handle, tcti)?);
+        let target = tpm::persistent(key_handle, tcti)?;
         let removed = context
             .execute_with_nullauth_session(|ctx| {
                 ctx.evict_control(Provision::Owner, existing, target)

@@ -156,13 +156,23 @@ pub(crate) fn ensure_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle>
             ctx.create_primary(Hierarchy::Owner, template, None, None, None, None)
         })
         .map_err(tpm_err("create SRK", tcti))?;
-    let persistent = persistent(SRK_HANDLE, tcti)?;
+    persist(context, created.key_handle, SRK_HANDLE, tcti)
+}
+
+/// Persists the transient `object` at `handle` and flushes the transient copy.
+pub(crate) fn persist(
+    context: &mut Context,
+    object: KeyHandle,
+    handle: u32,
+    tcti: &str,
+) -> Result<KeyHandle> {
+    let target = persistent(handle, tcti)?;
     let stored = context
         .execute_with_nullauth_session(|ctx| {
-            ctx.evict_control(Provision::Owner, created.key_handle.into(), persistent)
+            ctx.evict_control(Provision::Owner, object.into(), target)
         })
-        .map_err(tpm_err("persist SRK", tcti));
-    let _ = context.flush_context(created.key_handle.into());
+        .map_err(tpm_err("persist object", tcti));
+    let _ = context.flush_context(object.into());
     Ok(stored?.into())
 }
 

@@ -740,6 +740,16 @@ impl Hub {
         }
     }
 
+    /// Changes the hub configuration (registry of enrollments) and queues it for persisting;
+    /// the snapshot is taken under the lock so persisted files follow mutation order.
+    fn update_config(&self, change: impl FnOnce(&mut HubConfig)) {
+        let mut inner = self.lock();
+        change(&mut inner.config);
+        let bytes = to_json(&inner.config);
+        drop(inner);
+        self.persist(PersistJob::Config(bytes));
+    }
+
     /// Adds a DPS individual enrollment (fresh key when `None`); returns its key.
     pub fn add_individual_enrollment(
         &self,
@@ -748,14 +758,11 @@ impl Hub {
     ) -> Result<String, HubError> {
         validate_device_id(registration_id)?;
         let key = key.unwrap_or_else(sas::random_key);
-        let mut inner = self.lock();
-        inner
-            .config
-            .individual_enrollments
-            .insert(registration_id.to_owned(), key.clone());
-        let bytes = to_json(&inner.config);
-        drop(inner);
-        self.persist(PersistJob::Config(bytes));
+        self.update_config(|config| {
+            config
+                .individual_enrollments
+                .insert(registration_id.to_owned(), key.clone());
+        });
         Ok(key)
     }
 
@@ -767,14 +774,11 @@ impl Hub {
     ) -> Result<String, HubError> {
         validate_device_id(group)?;
         let key = key.unwrap_or_else(sas::random_key);
-        let mut inner = self.lock();
-        inner
-            .config
-            .enrollment_groups
-            .insert(group.to_owned(), key.clone());
-        let bytes = to_json(&inner.config);
-        drop(inner);
-        self.persist(PersistJob::Config(bytes));
+        self.update_config(|config| {
+            config
+                .enrollment_groups
+                .insert(group.to_owned(), key.clone());
+        });
         Ok(key)
     }
 
@@ -785,14 +789,11 @@ impl Hub {
         thumbprint: &str,
     ) -> Result<(), HubError> {
         validate_device_id(registration_id)?;
-        let mut inner = self.lock();
-        inner
-            .config
-            .x509_enrollments
-            .insert(registration_id.to_owned(), thumbprint.to_owned());
-        let bytes = to_json(&inner.config);
-        drop(inner);
-        self.persist(PersistJob::Config(bytes));
+        self.update_config(|config| {
+            config
+                .x509_enrollments
+                .insert(registration_id.to_owned(), thumbprint.to_owned());
+        });
         Ok(())
     }
 
@@ -811,14 +812,12 @@ impl Hub {
                 reason,
             }
         })?;
-        let mut inner = self.lock();
-        inner.config.tpm_enrollments.insert(
-            registration_id.to_owned(),
-            base64::engine::general_purpose::STANDARD.encode(endorsement_key),
-        );
-        let bytes = to_json(&inner.config);
-        drop(inner);
-        self.persist(PersistJob::Config(bytes));
+        let endorsement_key = base64::engine::general_purpose::STANDARD.encode(endorsement_key);
+        self.update_config(|config| {
+            config
+                .tpm_enrollments
+                .insert(registration_id.to_owned(), endorsement_key);
+        });
         Ok(())
     }
 
