@@ -42,16 +42,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
     }
     if !args.iter().any(|arg| arg == "--no-component") {
+        util::build_workspace_binaries()?;
         util::run(
-            util::cargo()
-                .args([
-                    "run",
-                    "--quiet",
-                    "-p",
-                    "testudo-wasm-host",
-                    "--",
-                    "componentize",
-                ])
+            util::workspace_binary("testudo-wasm-host")
+                .arg("componentize")
                 .arg(apps.join("sensor-reader.wasm"))
                 .arg(apps.join("sensor-reader.component.wasm"))
                 .arg("--wit")

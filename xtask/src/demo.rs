@@ -2,27 +2,22 @@
 //! of `system-config/examples/gateway.ncl`, then the picture's path; then build its image and
 //! boot it in QEMU to the ready line.
 
-use std::path::PathBuf;
-
 use crate::{deps, util};
 
 const GATEWAY: &str = "system-config/examples/gateway.ncl";
 
 pub fn run(_args: &[String]) -> anyhow::Result<()> {
     deps::ensure()?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| util::workspace_root().join("target"));
-    let out_dir = target_dir.join("demo");
+    let out_dir = util::target_dir().join("demo");
     std::fs::create_dir_all(&out_dir)?;
     let svg = out_dir.join("gateway.svg");
 
-    let testudo = |args: &[&std::ffi::OsStr]| {
-        let mut cmd = util::cargo();
-        cmd.args(["run", "--quiet", "--package", "testudo", "--"]);
-        cmd.args(args);
-        util::run(&mut cmd)
-    };
+    // The image needs every daemon (testudo-init, drivers, agent, WASM host) and the WASM apps;
+    // build them once and run the built `testudo` directly.
+    util::build_workspace_binaries()?;
+    crate::apps::run(&[])?;
+    let testudo =
+        |args: &[&std::ffi::OsStr]| util::run(util::workspace_binary("testudo").args(args));
     testudo(&["check".as_ref(), GATEWAY.as_ref()])?;
     testudo(&[
         "graph".as_ref(),
@@ -33,10 +28,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     testudo(&["audit".as_ref(), GATEWAY.as_ref()])?;
     println!("capability graph of the gateway: {}", svg.display());
 
-    // Image (issue 7): the workspace's binaries and WASM apps, then build and boot the image
-    // under QEMU (TCG) until testudo-init prints its ready line.
-    util::run(util::cargo().args(["build", "--quiet", "--workspace", "--bins"]))?;
-    crate::apps::run(&[])?;
+    // Build the image and boot it under QEMU (TCG) until testudo-init prints its ready line.
     let image = out_dir.join("image");
     testudo(&[
         "build".as_ref(),

@@ -15,9 +15,8 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     ]))?;
     // The VM and `testudo run` tests put the workspace's daemons (testudo-init, drivers, agent,
     // WASM host) into images and sandboxes: `cargo test` only builds the binaries of packages
-    // that have integration tests, so build every binary first. `--tests` keeps the feature
-    // set identical to `cargo test`'s (dev-dependencies included), so nothing compiles twice.
-    util::run(util::cargo().args(["build", "--workspace", "--bins", "--tests"]))?;
+    // that have integration tests, so build every binary first.
+    util::build_workspace_binaries()?;
     util::run(util::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     Ok(())
 }

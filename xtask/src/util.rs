@@ -5,9 +5,13 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 
-/// The workspace root (the parent of `xtask/`).
+/// The workspace root (the parent of `xtask/`). Prefers the `CARGO_MANIFEST_DIR` that
+/// `cargo run` sets at run time over the one compiled in, so a binary reused from a shared
+/// target dir never points at another checkout.
 pub fn workspace_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
     manifest_dir
         .parent()
         .map(Path::to_path_buf)
@@ -25,6 +29,25 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("`{}` failed with {status}", describe(cmd));
     }
     Ok(())
+}
+
+/// The cargo target directory (`$CARGO_TARGET_DIR`, else `target/` in the workspace).
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds every binary of the workspace with the same feature set `cargo test --workspace`
+/// uses (dev-dependencies included), so tests, demo and apps share one set of artifacts
+/// instead of recompiling wasmtime and Nickel per package selection.
+pub fn build_workspace_binaries() -> anyhow::Result<()> {
+    run(cargo().args(["build", "--quiet", "--workspace", "--bins", "--tests"]))
+}
+
+/// A workspace binary built by [`build_workspace_binaries`].
+pub fn workspace_binary(name: &str) -> Command {
+    Command::new(target_dir().join("debug").join(name))
 }
 
 /// `cargo` as invoked by the current cargo (respects `$CARGO`).
