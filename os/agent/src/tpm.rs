@@ -159,6 +159,19 @@ pub(crate) fn ensure_srk(context: &mut Context, tcti: &str) -> Result<KeyHandle>
     persist(context, created.key_handle, SRK_HANDLE, tcti)
 }
 
+/// Evicts whatever is persisted at `handle`, if anything (before storing a new key there).
+pub(crate) fn remove_persistent(context: &mut Context, handle: u32, tcti: &str) -> Result<()> {
+    let target = persistent(handle, tcti)?;
+    if let Some(existing) = find_persistent(context, handle, tcti)? {
+        context
+            .execute_with_nullauth_session(|ctx| {
+                ctx.evict_control(Provision::Owner, existing, target)
+            })
+            .map_err(tpm_err("remove previous key", tcti))?;
+    }
+    Ok(())
+}
+
 /// Persists the transient `object` at `handle` and flushes the transient copy.
 pub(crate) fn persist(
     context: &mut Context,
@@ -185,16 +198,10 @@ pub fn import_hmac_key(tcti: &str, handle: u32, key: &[u8]) -> Result<()> {
             reason: format!("{} bytes (1..=128 allowed)", key.len()),
         });
     }
-    let target = persistent(handle, tcti)?;
+    persistent(handle, tcti)?;
     let mut context = open_context(tcti)?;
     let srk = ensure_srk(&mut context, tcti)?;
-    if let Some(existing) = find_persistent(&mut context, handle, tcti)? {
-        context
-            .execute_with_nullauth_session(|ctx| {
-                ctx.evict_control(Provision::Owner, existing, target)
-            })
-            .map_err(tpm_err("remove previous key", tcti))?;
-    }
+    remove_persistent(&mut context, handle, tcti)?;
     let template = hmac_key_template(tcti)?;
     let sensitive = SensitiveData::try_from(key.to_vec()).map_err(tpm_err("wrap key", tcti))?;
     let created = context
@@ -205,13 +212,7 @@ pub fn import_hmac_key(tcti: &str, handle: u32, key: &[u8]) -> Result<()> {
     let loaded = context
         .execute_with_nullauth_session(|ctx| ctx.load(srk, created.out_private, created.out_public))
         .map_err(tpm_err("load HMAC key", tcti))?;
-    let stored = context
-        .execute_with_nullauth_session(|ctx| {
-            ctx.evict_control(Provision::Owner, loaded.into(), target)
-        })
-        .map_err(tpm_err("persist HMAC key", tcti));
-    let _ = context.flush_context(loaded.into());
-    stored.map(|_| ())
+    persist(&mut context, loaded, handle, tcti).map(|_| ())
 }
 
 /// Computes HMAC-SHA256 with the key persisted at `handle` (one-shot helper).

@@ -11,7 +11,6 @@ use sha2::{Digest as _, Sha256};
 use tss_esapi::constants::tss::{TPM2_RH_NULL, TPM2_ST_HASHCHECK};
 use tss_esapi::interface_types::algorithm::HashingAlgorithm;
 use tss_esapi::interface_types::ecc::EccCurve;
-use tss_esapi::interface_types::resource_handles::Provision;
 use tss_esapi::structures::{
     Digest, EccScheme, HashScheme, HashcheckTicket, Signature, SignatureScheme as TpmScheme,
 };
@@ -19,21 +18,17 @@ use tss_esapi::tss2_esys::TPMT_TK_HASHCHECK;
 use tss_esapi::utils::{create_unrestricted_signing_ecc_public, PublicKey};
 
 use crate::error::{AgentError, Result};
-use crate::tpm::{ensure_srk, find_persistent, persistent, tpm_err, TpmWorker};
+use crate::tpm::{
+    ensure_srk, find_persistent, persist, persistent, remove_persistent, tpm_err, TpmWorker,
+};
 
 /// Creates an ECDSA P-256 signing key inside the TPM (under the SRK) and persists it at
 /// `handle`, replacing whatever was there.
 pub fn create_ecdsa_key(tcti: &str, handle: u32) -> Result<()> {
-    let target = persistent(handle, tcti)?;
+    persistent(handle, tcti)?;
     let mut context = crate::tpm::open_context(tcti)?;
     let srk = ensure_srk(&mut context, tcti)?;
-    if let Some(existing) = find_persistent(&mut context, handle, tcti)? {
-        context
-            .execute_with_nullauth_session(|ctx| {
-                ctx.evict_control(Provision::Owner, existing, target)
-            })
-            .map_err(tpm_err("remove previous key", tcti))?;
-    }
+    remove_persistent(&mut context, handle, tcti)?;
     let template = create_unrestricted_signing_ecc_public(
         EccScheme::EcDsa(HashScheme::new(HashingAlgorithm::Sha256)),
         EccCurve::NistP256,
@@ -45,13 +40,7 @@ pub fn create_ecdsa_key(tcti: &str, handle: u32) -> Result<()> {
     let loaded = context
         .execute_with_nullauth_session(|ctx| ctx.load(srk, created.out_private, created.out_public))
         .map_err(tpm_err("load ECDSA key", tcti))?;
-    let stored = context
-        .execute_with_nullauth_session(|ctx| {
-            ctx.evict_control(Provision::Owner, loaded.into(), target)
-        })
-        .map_err(tpm_err("persist ECDSA key", tcti));
-    let _ = context.flush_context(loaded.into());
-    stored.map(|_| ())
+    persist(&mut context, loaded, handle, tcti).map(|_| ())
 }
 
 /// A device certificate and the thumbprint the hub registry or DPS enrollment needs.
