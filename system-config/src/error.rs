@@ -9,6 +9,10 @@ use std::path::PathBuf;
 
 use crate::plan::ComponentKind;
 
+/// Deepest bracket nesting accepted in a config file. Real configs stay below 20; the limit
+/// stops pathological input before Nickel's recursive parser can overflow its stack.
+pub const MAX_NESTING: usize = 256;
+
 /// A position in a config file, 1-based, as editors show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Location {
@@ -48,8 +52,8 @@ pub enum ConfigError {
     #[error("{}: not a Nickel file: byte {offset} is not UTF-8 text", path.display())]
     NotText { path: PathBuf, offset: usize },
 
-    /// The config nests brackets deeper than [`crate::load::MAX_NESTING`].
-    #[error("{}:{line}: nesting deeper than {} levels ({depth}); refusing to evaluate", path.display(), crate::load::MAX_NESTING)]
+    /// The config nests brackets deeper than [`MAX_NESTING`].
+    #[error("{}:{line}: nesting deeper than {} levels ({depth}); refusing to evaluate", path.display(), MAX_NESTING)]
     TooDeep {
         path: PathBuf,
         line: usize,

@@ -9,11 +9,13 @@ pub mod audit;
 mod canonical;
 pub mod error;
 pub mod graph;
+#[cfg(feature = "nickel")]
 pub mod load;
 pub mod model;
 pub mod plan;
 pub mod validate;
 
+#[cfg(feature = "nickel")]
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, Location, Warning};
@@ -24,6 +26,7 @@ pub use plan::{
     PLAN_FORMAT_VERSION,
 };
 
+#[cfg(feature = "nickel")]
 /// Evaluates the Nickel config at `path`, validates its capability graph and builds the plan.
 /// Returns the plan with any warnings, or every error found.
 pub fn load_plan(path: &Path) -> Result<(Plan, Vec<Warning>), ConfigErrors> {
@@ -32,6 +35,7 @@ pub fn load_plan(path: &Path) -> Result<(Plan, Vec<Warning>), ConfigErrors> {
     Ok((config.to_plan(), warnings))
 }
 
+#[cfg(feature = "nickel")]
 /// Evaluates the Nickel config at `path` into the typed config, without graph validation.
 pub fn load_config(path: &Path) -> Result<SystemConfig, ConfigError> {
     let json = load::evaluate(path)?;

@@ -69,9 +69,7 @@ pub fn evaluate(path: &Path) -> Result<String, ConfigError> {
 /// Stack for the evaluation thread.
 const EVAL_STACK_BYTES: usize = 256 * 1024 * 1024;
 
-/// Deepest bracket nesting accepted in a config file. Real configs stay below 20; the limit
-/// stops pathological input before Nickel's recursive parser can overflow its stack.
-pub const MAX_NESTING: usize = 256;
+pub use crate::error::MAX_NESTING;
 
 /// The line where nesting of `{`, `[`, `(` first exceeds [`MAX_NESTING`], with the depth.
 /// Brackets inside strings and comments are counted too: harmless, since the limit is far
