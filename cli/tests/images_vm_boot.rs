@@ -1,6 +1,7 @@
 //! Promise: the gateway example builds, boots under TCG through GRUB into slot A and reaches
 //! testudo-init's ready line; after the update bundle is installed into slot B and the
-//! grubenv makes B primary (as RAUC's install does), the next boot runs slot B.
+//! grubenv makes B primary (as RAUC's install does), the next boot runs slot B. testudo-init
+//! mounts the data partition itself.
 //!
 //! Needs the workspace's binaries next to `testudo` (as `cargo test --workspace` builds them)
 //! or in the directories named by `TESTUDO_IMAGE_BIN_DIRS` (colon-separated).
@@ -142,6 +143,11 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
     let console = boot(disk_s, &data_home);
     assert!(console.contains("testudo: booting slot A"), "{console}");
     assert!(console.contains("slot A, rootfs rootfs-a"), "{console}");
+    // testudo-init (not the initramfs) mounted the data partition before the components.
+    assert!(
+        console.contains("testudo-init: data partition data on /dev/"),
+        "{console}"
+    );
     assert!(console.contains("testudo-init: ready:"), "{console}");
 
     // GRUB recorded the attempt (A_TRY=1) as RAUC's script does.

@@ -86,6 +86,7 @@ fn main() {
     let (mut full, mut incremental) = (Vec::new(), Vec::new());
     let (mut copy, mut copy_dense) = (Vec::new(), Vec::new());
     let mut out_bytes = 0u64;
+    let (mut full_steps, mut incremental_steps) = (Vec::new(), Vec::new());
     for run in 0..RUNS {
         let cache = tmp.path().join(format!("cache-{run}"));
         let req = request(run, &cache);
@@ -116,7 +117,7 @@ fn main() {
             samples.push(started.elapsed());
             std::fs::remove_dir_all(&copy_dir).unwrap();
         }
-        drop(report);
+        full_steps = report.steps;
 
         // Change one app (a custom section appended), rebuild with the same cache.
         let app = src.join("wasm-apps/forwarder.wasm");
@@ -125,8 +126,9 @@ fn main() {
         bytes.extend_from_slice(&[0, 5, 3, b'r', b'u', b'n', b'0' + run as u8]);
         std::fs::write(&app, bytes).unwrap();
         let started = Instant::now();
-        build(&req, &tools).unwrap_or_else(|e| panic!("incremental build: {e}"));
+        let report = build(&req, &tools).unwrap_or_else(|e| panic!("incremental build: {e}"));
         incremental.push(started.elapsed());
+        incremental_steps = report.steps;
     }
     let (full, incremental) = (median(full), median(incremental));
     let (copy, copy_dense) = (median(copy), median(copy_dense));
@@ -148,6 +150,20 @@ fn main() {
         incremental.as_secs_f64(),
         100.0 * incremental.as_secs_f64() / full.as_secs_f64()
     );
+    println!("  steps (last run)        full   incremental");
+    for (full_step, incremental_step) in full_steps.iter().zip(&incremental_steps) {
+        println!(
+            "    {:<20} {:>6.2} s {:>8.2} s {}",
+            full_step.name,
+            full_step.seconds,
+            incremental_step.seconds,
+            match incremental_step.reuse {
+                Some(testudo_images::Reuse::Hit) => "(cached)",
+                Some(testudo_images::Reuse::Built) => "(rebuilt)",
+                None => "",
+            }
+        );
+    }
     if no_boot {
         return;
     }

@@ -2,8 +2,11 @@
 //!
 //! Every step's output is content-addressed in the [`Cache`]: the key covers exactly what
 //! determines the output, so an unchanged step is a cache hit and a changed WASM app re-runs
-//! only the rootfs, the bundle and the disk assembly. Nothing in the outputs depends on the
-//! host path, user, umask, time zone or clock (see `reproducible`).
+//! only its `.cwasm` precompilation, the rootfs, the bundle and the disk assembly. Inputs are
+//! hashed through a stat-keyed [`DigestCache`], cache objects carry their own digests, and the
+//! disk image is described by a map of its data ranges, so unchanged bytes are not re-read.
+//! Nothing in the outputs depends on the host path, user, umask, time zone or clock (see
+//! `reproducible`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -16,8 +19,10 @@ use testudo_updater::{BundleFormat, BundleSpec};
 
 use crate::binaries;
 use crate::cache::{Cache, CacheKey, Reuse};
+use crate::cwasm;
 use crate::datafs;
-use crate::digest::{bytes_sha256, file_digest, FileDigest};
+use crate::digest::{bytes_sha256, FileDigest};
+use crate::digest_cache::{DigestCache, StatKey};
 use crate::disk::{self, DiskLayout, DATA_LABEL, ESP_LABEL, ROOTFS_A_LABEL};
 use crate::error::{ImageError, Result};
 use crate::esp::{self, EspContent, BOOT_EFI_PATH, GRUBENV_PATH, GRUB_CFG_PATH};
@@ -136,17 +141,33 @@ struct RootfsSpec {
 }
 
 impl RootfsSpec {
-    fn add_file(&mut self, image_path: &str, path: &Path, mode: u32) -> Result<FileDigest> {
-        let digest = file_digest(path)?;
+    fn add_file(
+        &mut self,
+        digests: &DigestCache,
+        image_path: &str,
+        path: &Path,
+        mode: u32,
+    ) -> Result<FileDigest> {
+        let digest = digests.file(path)?;
+        self.add_file_with_digest(image_path, path, mode, digest.clone());
+        Ok(digest)
+    }
+
+    fn add_file_with_digest(
+        &mut self,
+        image_path: &str,
+        path: &Path,
+        mode: u32,
+        digest: FileDigest,
+    ) {
         self.files.insert(
             image_path.trim_start_matches('/').to_owned(),
             Staged {
                 source: Source::File(path.to_path_buf()),
                 mode,
-                digest: digest.clone(),
+                digest,
             },
         );
-        Ok(digest)
     }
 
     fn add_bytes(&mut self, image_path: &str, bytes: Vec<u8>, mode: u32) {
@@ -229,6 +250,18 @@ fn tool_version(tools: &dyn ToolRunner, program: &str, flag: &str) -> String {
         .unwrap_or_default()
 }
 
+/// What the host's dynamic loader resolves libraries with (`/etc/ld.so.cache`), as a cache
+/// key part: `ldconfig` rewriting it invalidates the cached `ldd` results.
+fn loader_cache_state() -> String {
+    match StatKey::of(Path::new("/etc/ld.so.cache")) {
+        Ok(key) => format!(
+            "ld.so.cache {} {} {} {}",
+            key.dev, key.ino, key.size, key.mtime_ns
+        ),
+        Err(_) => "no ld.so.cache".to_owned(),
+    }
+}
+
 fn copy_out(from: &Path, to: &Path) -> Result<()> {
     if to.exists() {
         fs::remove_file(to).map_err(ImageError::write(to))?;
@@ -272,6 +305,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         tools,
     )?;
     let cache = Cache::open(&request.cache_dir)?;
+    let digests = DigestCache::open(&request.cache_dir.join("digests"))?;
     fs::create_dir_all(&request.out_dir).map_err(ImageError::write(&request.out_dir))?;
     let scratch = tempfile_in(&request.cache_dir.join("tmp"))?;
     let work = scratch.path();
@@ -305,7 +339,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     let (kernel, initramfs_modules) = steps.run("kernel and modules", || {
         let boards_dir = request.source_root.join("images/boards");
         let kernel = Kernel::locate(&plan.board.kernel, &boards_dir, &request.host.modules_root)?;
-        let digest = spec.add_file(KERNEL_PATH, &kernel.image, 0o644)?;
+        let digest = spec.add_file(&digests, KERNEL_PATH, &kernel.image, 0o644)?;
         inputs.push(entry(
             &format!("kernel:vmlinuz-{}", kernel.version),
             &digest,
@@ -315,7 +349,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         for module in &needed {
             let path = kernel.modules_dir.join(&module.relative);
             let image_path = format!("lib/modules/{}/{}", kernel.version, module.relative);
-            let digest = spec.add_file(&image_path, &path, 0o644)?;
+            let digest = spec.add_file(&digests, &image_path, &path, 0o644)?;
             inputs.push(entry(&format!("kernel-module:{}", module.name), &digest));
             load_order.push_str(&module.relative);
             load_order.push('\n');
@@ -331,7 +365,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
 
     // Initramfs.
     steps.run("initramfs", || {
-        let busybox_digest = file_digest(&request.host.busybox)?;
+        let busybox_digest = digests.file(&request.host.busybox)?;
         inputs.push(entry("busybox", &busybox_digest));
         let mut module_files = Vec::new();
         let mut parts = vec![busybox_digest.sha256.clone(), initramfs::init_script(&[])];
@@ -348,46 +382,87 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             let archive = initramfs::build(&busybox, &module_files);
             fs::write(out, archive).map_err(ImageError::write(out))
         })?;
-        spec.add_file(INITRAMFS_PATH, &object, 0o644)?;
+        let digest = cache.object_sha256(&key)?;
+        spec.add_file_with_digest(INITRAMFS_PATH, &object, 0o644, digest);
         Ok(((), Some(reuse)))
     })?;
 
     // Native binaries, stripped, with their shared libraries.
-    steps.run("binaries", || {
+    let wasm_host = steps.run("binaries", || {
         let mut any_built = false;
+        let mut wasm_host = None;
         let mut libraries = std::collections::BTreeSet::new();
+        let loader_cache = loader_cache_state();
         for (name, needed_by) in needed_binaries(plan) {
             let path = binaries::find_binary(&name, &request.bin_dirs, &needed_by)?;
-            let digest = file_digest(&path)?;
+            let digest = digests.file(&path)?;
             inputs.push(entry(&format!("binary:{name}"), &digest));
             let key = CacheKey::new("strip", [digest.sha256.as_str()]);
             let (stripped, reuse) =
                 cache.get_or_build(&key, |out| binaries::strip(tools, &path, out))?;
             any_built |= reuse == Reuse::Built;
-            spec.add_file(&format!("{BIN_DIR}/{name}"), &stripped, 0o755)?;
-            libraries.extend(binaries::shared_libraries(tools, &path)?);
+            let stripped_digest = cache.object_sha256(&key)?;
+            spec.add_file_with_digest(
+                &format!("{BIN_DIR}/{name}"),
+                &stripped,
+                0o755,
+                stripped_digest,
+            );
+            // The library closure depends on the binary and on the host's loader cache.
+            let key = CacheKey::new("ldd", [digest.sha256.as_str(), loader_cache.as_str()]);
+            let (list, _) = cache.get_or_build(&key, |out| {
+                let libs = binaries::shared_libraries(tools, &path)?;
+                let text: String = libs.iter().map(|l| format!("{}\n", l.display())).collect();
+                fs::write(out, text).map_err(ImageError::write(out))
+            })?;
+            let text = fs::read_to_string(&list).map_err(ImageError::read(&list))?;
+            libraries.extend(text.lines().map(PathBuf::from));
+            if name == WASM_HOST_BINARY {
+                wasm_host = Some((path, digest));
+            }
         }
         for library in libraries {
-            let digest = spec.add_file(&library.to_string_lossy(), &library, 0o755)?;
+            let digest = spec.add_file(&digests, &library.to_string_lossy(), &library, 0o755)?;
             inputs.push(entry(&format!("library:{}", library.display()), &digest));
+        }
+        Ok((
+            wasm_host,
+            Some(if any_built { Reuse::Built } else { Reuse::Hit }),
+        ))
+    })?;
+
+    // WASM apps.
+    // WASM apps, each with its precompiled `.cwasm` made by the image's own WASM host.
+    steps.run("wasm apps", || {
+        let mut any_built = false;
+        for (owner, module) in wasm_modules(plan) {
+            let path = request.source_root.join(&module);
+            check_wasm(&owner, &module, &path)?;
+            let image_path = format!("{APPS_ROOT}/{module}");
+            let digest = spec.add_file(&digests, &image_path, &path, 0o644)?;
+            inputs.push(entry(&format!("app:{module}"), &digest));
+            let Some((host, host_digest)) = &wasm_host else {
+                continue;
+            };
+            let key = CacheKey::new("cwasm", [digest.sha256.as_str(), &host_digest.sha256]);
+            let (compiled, reuse) = cache.get_or_build(&key, |out| {
+                cwasm::precompile(tools, host, &module, &path, out)
+            })?;
+            any_built |= reuse == Reuse::Built;
+            let compiled_digest = cache.object_sha256(&key)?;
+            spec.add_file_with_digest(
+                &cwasm::sidecar_path(&image_path),
+                &compiled,
+                0o644,
+                compiled_digest,
+            );
         }
         Ok(((), Some(if any_built { Reuse::Built } else { Reuse::Hit })))
     })?;
 
-    // WASM apps.
-    steps.run("wasm apps", || {
-        for (owner, module) in wasm_modules(plan) {
-            let path = request.source_root.join(&module);
-            check_wasm(&owner, &module, &path)?;
-            let digest = spec.add_file(&format!("{APPS_ROOT}/{module}"), &path, 0o644)?;
-            inputs.push(entry(&format!("app:{module}"), &digest));
-        }
-        Ok(((), None))
-    })?;
-
     // `ldd` for testudo-init's sandbox library discovery (glibc's own `ldd` is a bash script):
     // the dynamic loader's `--list`, run by the image's static busybox.
-    spec.add_file("usr/bin/busybox", &request.host.busybox, 0o755)?;
+    spec.add_file(&digests, "usr/bin/busybox", &request.host.busybox, 0o755)?;
     spec.add_bytes("usr/bin/ldd", LDD_SCRIPT.as_bytes().to_vec(), 0o755);
 
     // Updater configuration and public keys.
@@ -396,9 +471,15 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         system_conf::render(plan).into_bytes(),
         0o644,
     );
-    let ca = spec.add_file(system_conf::KEYRING_PATH, &request.keys.ca_cert, 0o644)?;
+    let ca = spec.add_file(
+        &digests,
+        system_conf::KEYRING_PATH,
+        &request.keys.ca_cert,
+        0o644,
+    )?;
     inputs.push(entry("key:ca.pem", &ca));
     let deploy_pub = spec.add_file(
+        &digests,
         &format!("{}/deploy.ed25519.pub", rootfs::KEYS_DIR),
         &request.keys.deploy_pub,
         0o644,
@@ -407,7 +488,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     spec.add_bytes("etc/os-release", os_release(plan).into_bytes(), 0o644);
 
     // Rootfs.
-    let rootfs_object = steps.run("rootfs", || {
+    let (rootfs_object, rootfs_digest) = steps.run("rootfs", || {
         let mut parts = spec.key_parts();
         parts.push(format!("epoch {epoch_text}"));
         parts.push(tool_version(tools, "mksquashfs", "-version"));
@@ -417,7 +498,8 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             tree.pack(tools, epoch, out)?;
             fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
         })?;
-        Ok((object, Some(reuse)))
+        let digest = cache.object_sha256(&key)?;
+        Ok(((object, digest), Some(reuse)))
     })?;
     let rootfs_out = request.out_dir.join(ROOTFS_IMG);
     copy_out(&rootfs_object, &rootfs_out)?;
@@ -425,7 +507,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     // ESP.
     let grub_cfg = esp::grub_cfg(&plan.board.console);
     let grubenv = esp::initial_grubenv();
-    let (esp_object, grub_efi) = steps.run("esp", || {
+    let (esp_object, esp_digest, grub_efi) = steps.run("esp", || {
         let grub_key = CacheKey::new(
             "grub-efi",
             [
@@ -437,7 +519,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         let (grub_efi, _) = cache.get_or_build(&grub_key, |out| {
             esp::build_grub_efi(tools, &work.join("grub"), out)
         })?;
-        let grub_digest = file_digest(&grub_efi)?;
+        let grub_digest = cache.object_sha256(&grub_key)?;
         let volume_id = bytes_sha256(seed.as_bytes())[..8].to_uppercase();
         let size = plan.board.partitions.esp_bytes;
         let key = CacheKey::new(
@@ -462,11 +544,12 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             };
             esp::build_esp(tools, &content, epoch, work, out)
         })?;
-        Ok(((object, grub_digest), Some(reuse)))
+        let digest = cache.object_sha256(&key)?;
+        Ok(((object, digest, grub_digest), Some(reuse)))
     })?;
 
     // Data partition.
-    let data_object = steps.run("data partition", || {
+    let (data_object, data_digest) = steps.run("data partition", || {
         let size = plan.board.partitions.data_bytes.max(disk::ALIGN);
         let size = size.div_ceil(disk::ALIGN) * disk::ALIGN;
         let key = CacheKey::new(
@@ -476,35 +559,35 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         let (object, reuse) = cache.get_or_build(&key, |out| {
             datafs::build_data_fs(tools, &seed, size, epoch, &work.join("data"), out)
         })?;
-        Ok((object, Some(reuse)))
+        let digest = cache.object_sha256(&key)?;
+        Ok(((object, digest), Some(reuse)))
     })?;
 
     // Disk image.
     let disk_out = request.out_dir.join(DISK_IMG);
-    let disk_digest = steps.run("disk image", || {
+    let disk_map = steps.run("disk image", || {
         let layout = DiskLayout::for_board(&seed, &plan.board.partitions);
-        let digest = disk::assemble(
+        let map = disk::assemble(
             &disk_out,
             &layout,
             &[
-                (ESP_LABEL, &esp_object),
-                (ROOTFS_A_LABEL, &rootfs_object),
-                (DATA_LABEL, &data_object),
+                (ESP_LABEL, &esp_object, &esp_digest),
+                (ROOTFS_A_LABEL, &rootfs_object, &rootfs_digest),
+                (DATA_LABEL, &data_object, &data_digest),
             ],
         )?;
-        Ok((digest, None))
+        Ok((map, None))
     })?;
 
     // Update bundle.
-    let rootfs_digest = file_digest(&rootfs_out)?;
     let bundle_out = request.out_dir.join(BUNDLE);
-    steps.run("update bundle", || {
+    let bundle_payload = steps.run("update bundle", || {
         let format = match plan.update.bundle_format.as_str() {
             "plain" => BundleFormat::Plain,
             _ => BundleFormat::Verity,
         };
-        let cert = file_digest(&request.keys.signing_cert)?;
-        let key_file = file_digest(&request.keys.signing_key)?;
+        let cert = digests.file(&request.keys.signing_cert)?;
+        let key_file = digests.file(&request.keys.signing_key)?;
         let key = CacheKey::new(
             "bundle",
             [
@@ -551,14 +634,21 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             fs::rename(&made, out).map_err(ImageError::write(out))
         })?;
         copy_out(&object, &bundle_out)?;
-        Ok(((), Some(reuse)))
+        let payload = cache.object_digest(&key, "payload-sha256", bundle_payload_digest)?;
+        Ok((payload, Some(reuse)))
     })?;
 
     // Manifest.
     let outputs = steps.run("manifest", || {
         let mut outputs = vec![
             entry(ROOTFS_IMG, &rootfs_digest),
-            entry(DISK_IMG, &disk_digest),
+            Entry {
+                note: Some(
+                    "sha256 of the disk map (`disk`): each data range's hash; the rest is zeros"
+                        .into(),
+                ),
+                ..entry(DISK_IMG, &disk_map.digest())
+            },
             entry(&format!("esp:{BOOT_EFI_PATH}"), &grub_efi),
             entry(
                 &format!("esp:{GRUB_CFG_PATH}"),
@@ -575,11 +665,10 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
                 },
             ),
         ];
-        let payload = bundle_payload_digest(&bundle_out)?;
         outputs.push(Entry {
             name: BUNDLE.to_owned(),
-            sha256: payload.sha256,
-            size: payload.size,
+            sha256: bundle_payload.sha256.clone(),
+            size: bundle_payload.size,
             note: Some(
                 "covers the payload (squashfs and hash tree), not the CMS signature after it"
                     .into(),
@@ -596,6 +685,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             },
             source_date_epoch: epoch.seconds,
             inputs: inputs.clone(),
+            disk: disk_map.clone(),
             outputs: outputs.clone(),
             rootfs: spec
                 .files

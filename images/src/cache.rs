@@ -12,10 +12,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::digest::{file_digest, FileDigest};
 use crate::error::{ImageError, Result};
 
 /// Bumped whenever a step's output for the same inputs changes.
-const CACHE_FORMAT: &str = "testudo-images-cache-1";
+const CACHE_FORMAT: &str = "testudo-images-cache-2";
 
 /// The key of one cached step output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,48 @@ impl Cache {
         self.dir.join("objects").join(key.as_str())
     }
 
+    /// A digest of the object stored under `key` (`kind` names what is hashed, e.g.
+    /// `sha256`), computed by `compute` once and kept next to the object: objects never
+    /// change, so their digests never go stale.
+    pub fn object_digest(
+        &self,
+        key: &CacheKey,
+        kind: &str,
+        compute: impl FnOnce(&Path) -> Result<FileDigest>,
+    ) -> Result<FileDigest> {
+        let object = self.object_path(key);
+        let memo = self
+            .dir
+            .join("objects")
+            .join(format!("{}.{kind}", key.as_str()));
+        if let Ok(text) = fs::read_to_string(&memo) {
+            if let Some((sha256, size)) = text.trim().split_once(' ') {
+                if let Ok(size) = size.parse() {
+                    if sha256.len() == 64 && sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return Ok(FileDigest {
+                            sha256: sha256.to_owned(),
+                            size,
+                        });
+                    }
+                }
+            }
+        }
+        let digest = compute(&object)?;
+        let tmp =
+            self.dir
+                .join("tmp")
+                .join(format!("{}.{kind}.{}", key.as_str(), std::process::id()));
+        fs::write(&tmp, format!("{} {}\n", digest.sha256, digest.size))
+            .map_err(ImageError::write(&tmp))?;
+        fs::rename(&tmp, &memo).map_err(ImageError::write(&memo))?;
+        Ok(digest)
+    }
+
+    /// The SHA-256 of the object stored under `key` (see [`Cache::object_digest`]).
+    pub fn object_sha256(&self, key: &CacheKey) -> Result<FileDigest> {
+        self.object_digest(key, "sha256", file_digest)
+    }
+
     /// Returns the cached output for `key`, running `build` to produce it on a miss. `build`
     /// receives a fresh temporary path to write its single output file to.
     pub fn get_or_build<F>(&self, key: &CacheKey, build: F) -> Result<(PathBuf, Reuse)>
@@ -150,7 +193,19 @@ mod tests {
         let (again, reuse) = cache
             .get_or_build(&key, |_| panic!("must not rebuild"))
             .unwrap();
-        assert_eq!((again, reuse), (path, Reuse::Hit));
+        assert_eq!((&again, reuse), (&path, Reuse::Hit));
+        let digest = cache.object_sha256(&key).unwrap();
+        assert_eq!(digest, file_digest(&path).unwrap());
+        // Kept next to the object and served from there.
+        let memo = dir
+            .path()
+            .join("objects")
+            .join(format!("{}.sha256", key.as_str()));
+        assert!(memo.is_file());
+        let served = cache
+            .object_digest(&key, "sha256", |_| panic!("must not rehash"))
+            .unwrap();
+        assert_eq!(served, digest);
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! The disk image: partition layout from the board, then the partition images copied in at
-//! their offsets (sparsely: all-zero blocks are skipped, the file reads back as zeros).
+//! their offsets (sparsely: only the images' data extents are written, the rest of the file
+//! is holes and reads back as zeros). The image is described by a [`DiskMap`].
 //!
 //! Layout (fixed order, GRUB's script relies on it): 1 `esp`, 2 `rootfs-a`, 3 `rootfs-b`,
 //! 4 `data`; every partition starts on a 1 MiB boundary.
 
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
@@ -95,11 +95,105 @@ impl DiskLayout {
     }
 }
 
-/// Writes the disk image `out`: the partition table, then each `(partition name, image)`.
-/// Partitions without an image stay zero. Returns the image's digest, computed while
-/// writing (holes are hashed from memory instead of being read back).
-pub fn assemble(out: &Path, layout: &DiskLayout, contents: &[(&str, &Path)]) -> Result<FileDigest> {
-    for (name, image) in contents {
+/// One range of a disk image that holds data; everything outside the ranges reads as zeros.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct MappedRange {
+    /// What the range holds: `gpt-primary`, `gpt-backup`, or a partition name.
+    pub name: String,
+    /// Byte offset in the image.
+    pub offset: u64,
+    /// Length in bytes.
+    pub size: u64,
+    /// Lowercase hex SHA-256 of the range's bytes.
+    pub sha256: String,
+}
+
+/// A disk image described by its size and its data ranges, like a bmap file (bmaptool,
+/// Yocto's wic): verifiable range by range without hashing gigabytes of zeros.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiskMap {
+    /// Total image size in bytes.
+    pub size: u64,
+    /// Data ranges in offset order, non-overlapping.
+    pub ranges: Vec<MappedRange>,
+}
+
+impl DiskMap {
+    /// SHA-256 over the map's canonical text (one `offset size sha256 name` line per range
+    /// after a `size` line): one hash that pins the whole image's content.
+    pub fn digest(&self) -> FileDigest {
+        let mut text = format!("testudo-disk-map-1 {}\n", self.size);
+        for range in &self.ranges {
+            text.push_str(&format!(
+                "{} {} {} {}\n",
+                range.offset, range.size, range.sha256, range.name
+            ));
+        }
+        FileDigest {
+            sha256: crate::digest::bytes_sha256(text.as_bytes()),
+            size: self.size,
+        }
+    }
+
+    /// Checks the image at `path` against the map: every range hashes as recorded and every
+    /// byte outside the ranges is zero. Returns the first mismatch as text.
+    pub fn check(&self, path: &Path) -> Result<std::result::Result<(), String>> {
+        let file = File::open(path).map_err(ImageError::read(path))?;
+        let len = file.metadata().map_err(ImageError::read(path))?.len();
+        if len != self.size {
+            return Ok(Err(format!("size {len}, map says {}", self.size)));
+        }
+        let mut position = 0;
+        let mut buf = vec![0u8; 1 << 20];
+        for range in &self.ranges {
+            if !zeros_between(&file, position, range.offset, &mut buf, path)? {
+                return Ok(Err(format!("non-zero bytes before {}", range.name)));
+            }
+            let mut hasher = Sha256::new();
+            let mut at = range.offset;
+            while at < range.offset + range.size {
+                let n = (range.offset + range.size - at).min(buf.len() as u64) as usize;
+                file.read_exact_at(&mut buf[..n], at)
+                    .map_err(ImageError::read(path))?;
+                hasher.update(&buf[..n]);
+                at += n as u64;
+            }
+            if hex::encode(hasher.finalize()) != range.sha256 {
+                return Ok(Err(format!("range {} differs", range.name)));
+            }
+            position = range.offset + range.size;
+        }
+        if !zeros_between(&file, position, self.size, &mut buf, path)? {
+            return Ok(Err("non-zero bytes after the last range".into()));
+        }
+        Ok(Ok(()))
+    }
+}
+
+fn zeros_between(file: &File, from: u64, to: u64, buf: &mut [u8], path: &Path) -> Result<bool> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], at)
+            .map_err(ImageError::read(path))?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
+}
+
+/// Writes the disk image `out`: the partition table, then each `(partition name, image,
+/// image digest)`. Partitions without an image stay zero. Only data is written (the file is
+/// sparse; holes in the partition images stay holes) and nothing is hashed but the GPT: the
+/// returned map takes each partition's digest from the caller, who has it cached.
+pub fn assemble(
+    out: &Path,
+    layout: &DiskLayout,
+    contents: &[(&str, &Path, &FileDigest)],
+) -> Result<DiskMap> {
+    for (name, image, _) in contents {
         let part = layout.partition(name).ok_or_else(|| ImageError::Board {
             board: String::new(),
             detail: format!("no partition named {name}"),
@@ -131,85 +225,85 @@ pub fn assemble(out: &Path, layout: &DiskLayout, contents: &[(&str, &Path)]) -> 
         .map_err(ImageError::write(out))?;
     file.write_all_at(&table.tail, table.tail_offset)
         .map_err(ImageError::write(out))?;
-    let mut hash = OrderedHash::default();
-    hash.bytes(&table.head);
+    let mut ranges = vec![MappedRange {
+        name: "gpt-primary".into(),
+        offset: 0,
+        size: table.head.len() as u64,
+        sha256: crate::digest::bytes_sha256(&table.head),
+    }];
     for part in &layout.partitions {
-        hash.zeros_to(part.offset);
-        if let Some((_, image)) = contents.iter().find(|(name, _)| *name == part.gpt.name) {
-            copy_sparse(image, &file, part.offset, out, &mut hash)?;
+        if let Some((_, image, digest)) = contents.iter().find(|(name, ..)| *name == part.gpt.name)
+        {
+            copy_data(image, &file, part.offset, out)?;
+            ranges.push(MappedRange {
+                name: part.gpt.name.clone(),
+                offset: part.offset,
+                size: digest.size,
+                sha256: digest.sha256.clone(),
+            });
         }
     }
-    hash.zeros_to(table.tail_offset);
-    hash.bytes(&table.tail);
-    file.sync_all().map_err(ImageError::write(out))?;
-    Ok(hash.finish())
+    ranges.push(MappedRange {
+        name: "gpt-backup".into(),
+        offset: table.tail_offset,
+        size: table.tail.len() as u64,
+        sha256: crate::digest::bytes_sha256(&table.tail),
+    });
+    Ok(DiskMap {
+        size: layout.total_bytes,
+        ranges,
+    })
 }
 
-/// SHA-256 over a disk image written in offset order, zeros filled in for skipped ranges.
-#[derive(Default)]
-struct OrderedHash {
-    hasher: Sha256,
-    position: u64,
-}
-
-impl OrderedHash {
-    fn bytes(&mut self, bytes: &[u8]) {
-        self.hasher.update(bytes);
-        self.position += bytes.len() as u64;
-    }
-
-    fn zeros_to(&mut self, offset: u64) {
-        static ZEROS: [u8; 1 << 16] = [0; 1 << 16];
-        while self.position < offset {
-            let n = (offset - self.position).min(ZEROS.len() as u64) as usize;
-            self.bytes(&ZEROS[..n]);
-        }
-    }
-
-    fn finish(self) -> FileDigest {
-        FileDigest {
-            sha256: hex::encode(self.hasher.finalize()),
-            size: self.position,
-        }
-    }
-}
-
-/// Copies `image` into `target` at `offset`, skipping all-zero blocks.
-fn copy_sparse(
-    image: &Path,
-    target: &File,
-    offset: u64,
-    target_path: &Path,
-    hash: &mut OrderedHash,
-) -> Result<()> {
-    const BLOCK: usize = 1 << 16;
-    let mut source = File::open(image).map_err(ImageError::read(image))?;
-    let mut buf = vec![0u8; BLOCK];
-    let mut position = offset;
-    loop {
-        let mut filled = 0;
-        while filled < BLOCK {
-            let n = source
-                .read(&mut buf[filled..])
-                .map_err(ImageError::read(image))?;
-            if n == 0 {
-                break;
+/// The data extents of `file` (`SEEK_DATA`/`SEEK_HOLE`): `(offset, length)` in order. A
+/// file system without hole support reports the whole file as one extent.
+fn data_extents(file: &File, path: &Path) -> Result<Vec<(u64, u64)>> {
+    use std::os::fd::AsRawFd;
+    let len = file.metadata().map_err(ImageError::read(path))?.len();
+    let mut extents = Vec::new();
+    let mut position: u64 = 0;
+    while position < len {
+        let offset = libc::off_t::try_from(position).unwrap_or(libc::off_t::MAX);
+        // SAFETY: lseek on a file descriptor we own for the duration of the call; it only
+        // moves the file offset (which nothing else here relies on: reads use pread).
+        let data = unsafe { libc::lseek(file.as_raw_fd(), offset, libc::SEEK_DATA) };
+        if data < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole remains
             }
-            filled += n;
+            return Err(ImageError::read(path)(err));
         }
-        if filled == 0 {
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(file.as_raw_fd(), data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(ImageError::read(path)(std::io::Error::last_os_error()));
+        }
+        let (data, hole) = (data as u64, (hole as u64).min(len));
+        if hole <= data {
             break;
         }
-        let chunk = &buf[..filled];
-        hash.bytes(chunk);
-        if chunk.iter().any(|b| *b != 0) {
+        extents.push((data, hole - data));
+        position = hole;
+    }
+    Ok(extents)
+}
+
+/// Copies the data extents of `image` into `target` at `offset`.
+fn copy_data(image: &Path, target: &File, offset: u64, target_path: &Path) -> Result<()> {
+    let source = File::open(image).map_err(ImageError::read(image))?;
+    let mut buf = vec![0u8; 1 << 20];
+    for (start, length) in data_extents(&source, image)? {
+        let mut at = start;
+        while at < start + length {
+            let n = (start + length - at).min(buf.len() as u64) as usize;
+            source
+                .read_exact_at(&mut buf[..n], at)
+                .map_err(ImageError::read(image))?;
             target
-                .write_all_at(chunk, position)
+                .write_all_at(&buf[..n], offset + at)
                 .map_err(ImageError::write(target_path))?;
-        }
-        position += filled as u64;
-        if filled < BLOCK {
-            break;
+            at += n as u64;
         }
     }
     Ok(())
@@ -255,7 +349,8 @@ mod tests {
         let big = dir.path().join("big");
         File::create(&big).unwrap().set_len(9 << 20).unwrap();
         let out = dir.path().join("disk.img");
-        let err = assemble(&out, &layout, &[(DATA_LABEL, &big)]).err();
+        let digest = crate::digest::file_digest(&big).unwrap();
+        let err = assemble(&out, &layout, &[(DATA_LABEL, &big, &digest)]).err();
         assert!(
             matches!(err, Some(ImageError::PartitionTooSmall { ref partition, .. }) if partition == DATA_LABEL)
         );
@@ -263,24 +358,42 @@ mod tests {
     }
 
     #[test]
-    fn content_lands_at_the_partition_offset() {
+    fn content_lands_at_the_partition_offset_and_the_map_checks() {
         let dir = tempfile::tempdir().unwrap();
         let layout = DiskLayout::for_board("seed", &sizes());
         let esp = dir.path().join("esp");
+        // A sparse image: data at 0 and at 4 MiB, a hole between.
         let mut content = vec![0u8; 200_000];
         content[0] = 0xAB;
         content[150_000] = 0xCD;
-        std::fs::write(&esp, &content).unwrap();
+        {
+            let file = File::create(&esp).unwrap();
+            file.write_all_at(&content, 0).unwrap();
+            file.write_all_at(b"tail", 4 << 20).unwrap();
+        }
+        let esp_digest = crate::digest::file_digest(&esp).unwrap();
         let out = dir.path().join("disk.img");
-        let digest = assemble(&out, &layout, &[(ESP_LABEL, &esp)]).unwrap();
+        let map = assemble(&out, &layout, &[(ESP_LABEL, &esp, &esp_digest)]).unwrap();
         let disk = std::fs::read(&out).unwrap();
-        assert_eq!(
-            digest,
-            crate::digest::file_digest(&out).unwrap(),
-            "digest computed while writing"
-        );
         assert_eq!(disk.len() as u64, layout.total_bytes);
         let off = layout.partition(ESP_LABEL).unwrap().offset as usize;
         assert_eq!(&disk[off..off + content.len()], &content[..]);
+        assert_eq!(&disk[off + (4 << 20)..off + (4 << 20) + 4], b"tail");
+        assert_eq!(map.check(&out).unwrap(), Ok(()));
+        let names: Vec<_> = map.ranges.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["gpt-primary", ESP_LABEL, "gpt-backup"]);
+        // Only data was written: the image is mostly holes.
+        use std::os::unix::fs::MetadataExt;
+        let allocated = std::fs::metadata(&out).unwrap().blocks() * 512;
+        assert!(allocated < 8 << 20, "{allocated} bytes allocated");
+        // A flipped byte inside a range, or outside all of them, is caught.
+        let file = OpenOptions::new().write(true).open(&out).unwrap();
+        file.write_all_at(&[1], (off + 10) as u64).unwrap();
+        assert!(map.check(&out).unwrap().is_err());
+        file.write_all_at(&[0], (off + 10) as u64).unwrap();
+        assert_eq!(map.check(&out).unwrap(), Ok(()));
+        file.write_all_at(&[1], layout.total_bytes - (1 << 20) - 4096)
+            .unwrap();
+        assert!(map.check(&out).unwrap().is_err());
     }
 }

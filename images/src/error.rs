@@ -60,6 +60,13 @@ pub enum ImageError {
         path: PathBuf,
         detail: String,
     },
+    /// The WASM host could not precompile an app.
+    #[error("precompiling WASM app `{module}` with {host}: {detail}")]
+    Precompile {
+        host: PathBuf,
+        module: String,
+        detail: String,
+    },
     /// The kernel named by the board could not be used.
     #[error("kernel {path}: {detail}")]
     Kernel { path: PathBuf, detail: String },

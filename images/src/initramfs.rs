@@ -1,9 +1,9 @@
 //! The initramfs: a busybox `/init` script that loads the modules needed to read the root
 //! filesystem, finds the partition the kernel command line names (`root=PARTLABEL=rootfs-a`,
-//! chosen by GRUB per slot), mounts it read-only and the data partition
-//! (`testudo.data=PARTLABEL=data`) read-write at `/data`, loads the kernel modules the plan needs
+//! chosen by GRUB per slot), mounts it read-only, loads the kernel modules the plan needs
 //! (listed by the builder in the rootfs' `lib/modules/<release>/testudo.load`) and
-//! `switch_root`s into `testudo-init`.
+//! `switch_root`s into `testudo-init`, which mounts the data partition
+//! (`testudo.data=PARTLABEL=data`) itself.
 //!
 //! Written as a cpio "newc" archive by this module directly: entries sorted by path, owner
 //! 0:0, mtime 0, inode numbers assigned in order, so the archive depends only on its content.
@@ -137,12 +137,10 @@ for m in {module_list}; do
 done
 root=""
 slot=""
-data=""
 for w in $($bb cat /proc/cmdline); do
   case "$w" in
     root=PARTLABEL=*) root="${{w#root=PARTLABEL=}}" ;;
     testudo.slot=*) slot="${{w#testudo.slot=}}" ;;
-    testudo.data=PARTLABEL=*) data="${{w#testudo.data=PARTLABEL=}}" ;;
   esac
 done
 [ -n "$root" ] || fail "no root=PARTLABEL=... on the kernel command line"
@@ -173,13 +171,7 @@ if [ -f "$load" ]; then
     $bb insmod "/newroot/lib/modules/$($bb uname -r)/$m" || echo "testudo-initramfs: cannot load $m"
   done
 fi
-if [ -n "$data" ]; then
-  if ddev="$(find_part "$data")" && $bb mount -t ext4 -o rw,nosuid,nodev "$ddev" /newroot/data; then
-    echo "testudo-initramfs: data $data on $ddev"
-  else
-    echo "testudo-initramfs: data partition $data not mounted"
-  fi
-fi
+# The data partition (testudo.data=PARTLABEL=...) is mounted by testudo-init itself.
 for d in dev proc sys; do $bb mount --move "/$d" "/newroot/$d"; done
 exec $bb switch_root /newroot {INIT_PATH}
 "#
@@ -286,6 +278,8 @@ mod tests {
         let script = init_script(&["squashfs".into()]);
         assert!(script.contains("for m in squashfs; do"));
         assert!(script.contains("switch_root /newroot /usr/lib/testudo/testudo-init"));
+        // The data partition is testudo-init's to mount, not the initramfs'.
+        assert!(!script.contains("/newroot/data"));
         assert!(script.starts_with("#!/bin/busybox sh\n"));
     }
 }

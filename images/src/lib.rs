@@ -7,8 +7,10 @@
 pub mod binaries;
 pub mod builder;
 pub mod cache;
+pub mod cwasm;
 pub mod datafs;
 pub mod digest;
+pub mod digest_cache;
 pub mod disk;
 pub mod error;
 pub mod esp;

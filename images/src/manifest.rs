@@ -4,7 +4,8 @@
 //! The file is `{"manifest": {...}, "signature": {"algorithm": "ed25519", "public_key": hex,
 //! "value": hex}}`. The signature covers the canonical form of `manifest`: compact JSON with
 //! object keys sorted (serde_json's `Value` keeps them sorted), so any JSON reader can
-//! re-derive the signed bytes. All numbers are integers; no timestamps except
+//! re-derive the signed bytes. `disk.img` is recorded as a map of its data ranges with their
+//! hashes (the rest reads as zeros), not one hash over its mostly empty bytes. All numbers are integers; no timestamps except
 //! `source_date_epoch`; no host paths.
 
 use std::path::Path;
@@ -12,10 +13,11 @@ use std::path::Path;
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
 
+use crate::disk::DiskMap;
 use crate::error::{ImageError, Result};
 
 /// Manifest format version.
-pub const MANIFEST_FORMAT: u32 = 1;
+pub const MANIFEST_FORMAT: u32 = 2;
 
 /// One hashed item.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,6 +57,8 @@ pub struct ImageManifest {
     pub inputs: Vec<Entry>,
     /// Output files, sorted by name.
     pub outputs: Vec<Entry>,
+    /// `disk.img` as its size and data ranges (its `outputs` entry hashes this map).
+    pub disk: DiskMap,
     /// Regular files inside the rootfs by absolute image path, sorted.
     pub rootfs: Vec<Entry>,
 }
@@ -188,6 +192,10 @@ mod tests {
                 },
             ],
             outputs: vec![],
+            disk: DiskMap {
+                size: 1 << 20,
+                ranges: vec![],
+            },
             rootfs: vec![],
         }
     }

@@ -43,3 +43,15 @@ fn a_missing_kernel_names_the_package() {
     let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
     assert!(err.to_string().contains("linux-image-cloud-amd64"), "{err}");
 }
+
+#[test]
+fn a_wasm_host_without_precompile_is_named() {
+    let fx = common::fixture();
+    let host = fx.request.bin_dirs[0].join("testudo-wasm-host");
+    std::fs::copy("/usr/bin/busybox", &host).unwrap();
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
+    assert!(matches!(err, ImageError::Precompile { .. }), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&host.display().to_string()), "{text}");
+    assert!(text.contains("no `precompile` subcommand"), "{text}");
+}

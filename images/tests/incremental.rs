@@ -1,6 +1,7 @@
 //! Promise: the build cache is content-addressed: an unchanged rebuild reuses every cached
 //! step and gives identical outputs; changing one WASM app rebuilds the rootfs and the bundle
-//! but reuses the initramfs, binaries, ESP and data partition.
+//! (and that app's `.cwasm`) but reuses the initramfs, binaries, ESP and data partition; and
+//! the incremental result is bit-identical to a full build of the same inputs.
 
 mod common;
 
@@ -23,6 +24,7 @@ fn changing_one_app_rebuilds_only_what_depends_on_it() {
     for step in [
         "initramfs",
         "binaries",
+        "wasm apps",
         "rootfs",
         "esp",
         "data partition",
@@ -38,11 +40,26 @@ fn changing_one_app_rebuilds_only_what_depends_on_it() {
     )
     .unwrap();
     let changed = testudo_images::build(&fx.request, &tools).expect("build after app change");
-    for step in ["rootfs", "update bundle"] {
+    for step in ["wasm apps", "rootfs", "update bundle"] {
         assert_eq!(reuse(&changed.steps, step), Some(Reuse::Built), "{step}");
     }
     for step in ["initramfs", "binaries", "esp", "data partition"] {
         assert_eq!(reuse(&changed.steps, step), Some(Reuse::Hit), "{step}");
     }
     assert!(std::fs::read(fx.request.out_dir.join("rootfs.img")).unwrap() != rootfs1);
+
+    // The incremental result is exactly what a full build of the same inputs gives.
+    let mut full = fx.request.clone();
+    full.cache_dir = fx.dir.path().join("fresh-cache");
+    full.out_dir = fx.dir.path().join("full-out");
+    let report = testudo_images::build(&full, &tools).expect("full build");
+    assert_eq!(reuse(&report.steps, "rootfs"), Some(Reuse::Built));
+    for name in ["rootfs.img", "disk.img", "update.raucb", "manifest.json"] {
+        let incremental = std::fs::read(fx.request.out_dir.join(name)).unwrap();
+        let fresh = std::fs::read(full.out_dir.join(name)).unwrap();
+        assert!(
+            incremental == fresh,
+            "{name}: incremental build differs from a full build"
+        );
+    }
 }

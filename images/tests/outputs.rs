@@ -1,5 +1,6 @@
 //! Promise: a build writes rootfs.img, disk.img, update.raucb and manifest.json, and the
-//! signed manifest lists every output with its true hash and size.
+//! signed manifest lists every output with its true hash and size (disk.img as a map of its
+//! data ranges that the image checks against).
 
 mod common;
 
@@ -24,15 +25,35 @@ fn manifest_is_signed_and_matches_every_output() {
         .expect("signature verifies");
     assert_eq!(m.system.name, "imgtest");
     assert_eq!(m.source_date_epoch, 1_700_000_000);
-    for name in [ROOTFS_IMG, DISK_IMG] {
-        let listed = m.outputs.iter().find(|e| e.name == name).expect("listed");
-        let actual = file_digest(&out.join(name)).unwrap();
-        assert_eq!(
-            (listed.sha256.as_str(), listed.size),
-            (actual.sha256.as_str(), actual.size),
-            "{name}"
-        );
-    }
+    let listed = m
+        .outputs
+        .iter()
+        .find(|e| e.name == ROOTFS_IMG)
+        .expect("listed");
+    let actual = file_digest(&out.join(ROOTFS_IMG)).unwrap();
+    assert_eq!(
+        (listed.sha256.as_str(), listed.size),
+        (actual.sha256.as_str(), actual.size)
+    );
+    // disk.img: its entry pins the disk map, and the image matches the map range by range
+    // (and is zero everywhere else).
+    let listed = m
+        .outputs
+        .iter()
+        .find(|e| e.name == DISK_IMG)
+        .expect("listed");
+    assert_eq!(
+        (listed.sha256.as_str(), listed.size),
+        (m.disk.digest().sha256.as_str(), m.disk.size)
+    );
+    assert_eq!(m.disk.check(&out.join(DISK_IMG)).unwrap(), Ok(()));
+    let rootfs_range = m
+        .disk
+        .ranges
+        .iter()
+        .find(|r| r.name == "rootfs-a")
+        .expect("slot A");
+    assert_eq!(rootfs_range.sha256, actual.sha256);
     let bundle = m
         .outputs
         .iter()

@@ -1,5 +1,5 @@
 //! Promise: rootfs.img is a squashfs holding the plan, the binaries with their libraries,
-//! the WASM apps, kernel + initramfs (which hands over to testudo-init), kernel modules,
+//! the WASM apps each with its precompiled `.cwasm`, kernel + initramfs (which hands over to testudo-init), kernel modules,
 //! system.conf and keyrings.
 
 mod common;
@@ -19,6 +19,7 @@ fn rootfs_holds_everything_the_device_needs() {
         "usr/lib/testudo/testudo-net",
         "usr/lib/testudo/testudo-wasm-host",
         "usr/share/testudo/apps/apps/app.wasm",
+        "usr/share/testudo/apps/apps/app.cwasm",
         "lib/x86_64-linux-gnu/libc.so.6",
         "lib64/ld-linux-x86-64.so.2",
         "boot/vmlinuz",
@@ -33,6 +34,17 @@ fn rootfs_holds_everything_the_device_needs() {
     }
     let plan = common::run("unsquashfs", &["-cat", r, "etc/testudo/plan.json"]);
     assert_eq!(plan, fx.request.plan.to_canonical_json().unwrap());
+    // The precompiled sidecar is the image's WASM host's output for that very module.
+    let cwasm = common::run(
+        "unsquashfs",
+        &["-cat", r, "usr/share/testudo/apps/apps/app.cwasm"],
+    );
+    let wasm = std::fs::read(fx.request.source_root.join("apps/app.wasm")).unwrap();
+    assert_eq!(
+        cwasm.as_bytes(),
+        [b"standin-cwasm\n".as_slice(), &wasm].concat(),
+        "app.cwasm is not the host's precompile output of app.wasm"
+    );
     let conf = common::run("unsquashfs", &["-cat", r, "etc/rauc/system.conf"]);
     assert!(conf.contains("compatible=testudo-imgtest-qemu-x86_64"));
     assert!(conf.contains("bootloader=grub"));

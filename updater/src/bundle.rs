@@ -85,7 +85,8 @@ pub(crate) fn sha256_reader(mut reader: impl Read, path: &Path) -> Result<([u8; 
 }
 
 /// Creates a signed bundle at `out` (written to a temporary file, then renamed). Returns the
-/// manifest that was signed. Reproducible up to the signature (ECDSA nonce, signing time).
+/// manifest that was signed. Reproducible, signature included, for RSA and ECDSA P-256
+/// signers (no signing time; RFC 6979 nonces, see [`crate::deterministic_ecdsa`]).
 pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest> {
     let loaded = signer.load()?;
     if spec.images.is_empty() {

@@ -69,6 +69,12 @@ pub enum UpdaterError {
     /// Creating the CMS signature failed.
     #[error("signing the bundle")]
     Sign(#[source] openssl::error::ErrorStack),
+    /// Making OpenSSL's ECDSA signature deterministic failed (unexpected CMS structure).
+    #[error("making the bundle signature deterministic: {detail}")]
+    DeterministicSignature {
+        /// What was not as expected.
+        detail: String,
+    },
     /// The CMS signature did not verify (bad signature, untrusted chain, expired signer...).
     #[error("verifying the bundle signature of {path}")]
     VerifySignature {

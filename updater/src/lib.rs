@@ -10,6 +10,7 @@
 
 pub mod bootloader;
 pub mod bundle;
+pub mod deterministic_ecdsa;
 pub mod error;
 pub mod ini;
 pub mod install;

@@ -14,6 +14,7 @@ use openssl::pkey::{PKey, Private};
 use openssl::stack::Stack;
 use openssl::x509::store::{X509Store, X509StoreBuilder};
 use openssl::x509::{X509PurposeId, X509StoreContext, X509};
+use sha2::Digest;
 
 use crate::error::{read_err, Result, UpdaterError};
 
@@ -75,8 +76,12 @@ impl Signer {
     }
 }
 
+/// RAUC's flags plus no signed attributes: OpenSSL 3.0 always adds a signing time to them
+/// (`CMS_NO_SIGNING_TIME` arrived in 3.2), and without them the signature covers the content
+/// itself, so the same content signed twice gives the same CMS (with the ECDSA nonce made
+/// deterministic, see [`crate::deterministic_ecdsa`]). RAUC verifies such signatures.
 fn sign_flags() -> CMSOptions {
-    CMSOptions::BINARY | CMSOptions::NOSMIMECAP
+    CMSOptions::BINARY | CMSOptions::NOSMIMECAP | CMSOptions::NOATTR
 }
 
 /// Signs `content` with the content embedded (verity bundles: the content is the manifest).
@@ -89,12 +94,19 @@ pub fn sign_inline(content: &[u8], signer: &LoadedSigner) -> Result<Vec<u8>> {
         sign_flags(),
     )
     .map_err(UpdaterError::Sign)?;
-    cms.to_der().map_err(UpdaterError::Sign)
+    let der = cms.to_der().map_err(UpdaterError::Sign)?;
+    let digest: [u8; 32] = sha2::Sha256::digest(content).into();
+    crate::deterministic_ecdsa::make_deterministic(der, &signer.key, &digest)
 }
 
 /// Signs the bytes read from `content` as a detached signature (plain bundles), streaming.
 pub fn sign_detached(content: impl Read + Send, signer: &LoadedSigner) -> Result<Vec<u8>> {
-    with_fd_bio(content, "payload", |bio| {
+    let hashing = std::sync::Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
+    let content = HashingReader {
+        inner: content,
+        hasher: std::sync::Arc::clone(&hashing),
+    };
+    let der = with_fd_bio(content, "payload", |bio| {
         // SAFETY: every pointer is valid for the call: the cert, key and stack are owned by
         // `signer`, `bio` is a live fd BIO; CMS_sign does not take ownership of any of them.
         let cms = unsafe {
@@ -112,7 +124,31 @@ pub fn sign_detached(content: impl Read + Send, signer: &LoadedSigner) -> Result
         // SAFETY: `cms` is a non-null, freshly allocated ContentInfo we now own.
         let cms = unsafe { CmsContentInfo::from_ptr(cms) };
         cms.to_der().map_err(UpdaterError::Sign)
-    })?
+    })??;
+    let digest: [u8; 32] = hashing
+        .lock()
+        .map(|hasher| hasher.clone().finalize().into())
+        .map_err(|_| UpdaterError::DeterministicSignature {
+            detail: "payload hasher poisoned".into(),
+        })?;
+    crate::deterministic_ecdsa::make_deterministic(der, &signer.key, &digest)
+}
+
+/// Passes bytes through while hashing them (the payload OpenSSL signs, hashed once more for
+/// the deterministic signature).
+struct HashingReader<R> {
+    inner: R,
+    hasher: std::sync::Arc<std::sync::Mutex<sha2::Sha256>>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Ok(mut hasher) = self.hasher.lock() {
+            hasher.update(&buf[..n]);
+        }
+        Ok(n)
+    }
 }
 
 /// Which certificate purpose the signer must have (RAUC's `[keyring] check-purpose=`).

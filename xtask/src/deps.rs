@@ -23,6 +23,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // Images: ESP (mkfs.vfat) and data partition (mkfs.ext4).
     ("dosfstools", "/usr/sbin/mkfs.vfat"),
     ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
+    // Images: compiling the WASM host stand-in of the builder tests with `cc` (Rust links
+    // with it too).
+    ("gcc", "/usr/bin/cc"),
     // Images: GPT checks with sgdisk (tests).
     ("gdisk", "/usr/sbin/sgdisk"),
     // Updater: grubenv interop with grub-editenv (tests).
@@ -59,8 +62,11 @@ const PACKAGES: &[(&str, &str)] = &[
     ("rauc", "/usr/bin/rauc"),
     // Updater: squashfs payloads (mksquashfs/unsquashfs), at run time too.
     ("squashfs-tools", "/usr/bin/mksquashfs"),
-    // Agent: software TPM 2.0 for the TPM identity and provisioning tests.
+    // Agent: software TPM 2.0 for the TPM identity and provisioning tests; runtime:
+    // `testudo run`'s default private TPM and the tpm driver tests.
     ("swtpm", "/usr/bin/swtpm"),
+    // Runtime: `setpriv` runs `testudo run` unprivileged (tests).
+    ("util-linux", "/usr/bin/setpriv"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
 ];
 

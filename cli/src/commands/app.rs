@@ -1,5 +1,7 @@
 //! `testudo app run`: run one WebAssembly app locally under exactly the grants given on the
 //! command line, with the same host and limits as on a device.
+//! `testudo app precompile IN.wasm OUT.cwasm`: compile an app ahead of time with the device
+//! host's engine settings (for images: OUT is IN's sidecar, `P.wasm` -> `P.cwasm`).
 //!
 //! Exit codes: the app's own code, or (with a one-line reason on stderr) 70 trap,
 //! 71 memory/table limit, 72 CPU-time limit, 73 output limit, 74 import not granted,
@@ -25,6 +27,18 @@ use testudo_wasm_host::{
 pub enum Command {
     /// Run one app (WASI preview 1 module or preview 2 component) with only these grants.
     Run(RunArgs),
+    /// Compile an app ahead of time with the device host's engine settings. A device host
+    /// loads `P.cwasm` next to `P.wasm` from a read-only filesystem instead of compiling.
+    Precompile(PrecompileArgs),
+}
+
+/// Arguments of `testudo app precompile`.
+#[derive(Debug, clap::Args)]
+pub struct PrecompileArgs {
+    /// The app (.wasm module or component).
+    input: PathBuf,
+    /// Where to write the compiled form (written atomically).
+    output: PathBuf,
 }
 
 /// Arguments of `testudo app run`.
@@ -71,6 +85,11 @@ pub struct RunArgs {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(args) => run_app(args),
+        Command::Precompile(args) => {
+            // The error names the file and the step; `main` prints its chain on one line.
+            testudo_wasm_host::precompile::precompile_file(&args.input, &args.output)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -102,8 +102,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .count();
     let seconds: f64 = report.steps.iter().map(|s| s.seconds).sum();
     for output in report.outputs.iter().filter(|o| !o.name.contains(':')) {
+        let note = output
+            .note
+            .as_deref()
+            .map(|n| format!("  ({n})"))
+            .unwrap_or_default();
         println!(
-            "{}  {:>12}  {}",
+            "{}  {:>12}  {}{note}",
             &output.sha256[..16],
             output.size,
             args.out.join(&output.name).display()

@@ -47,7 +47,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run WebAssembly apps locally under exactly the given grants (`testudo app run`).
+    /// WebAssembly apps: run one locally under exactly the given grants (`testudo app run`),
+    /// or compile one ahead of time for an image (`testudo app precompile`).
     #[cfg(feature = "wasm")]
     App {
         #[command(subcommand)]

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use testudo_init::{signals, EventKind, EventLog, InitOptions, Supervisor};
+use testudo_init::{signals, EventKind, EventLog, InitOptions, SoftwareTpm, Supervisor};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -30,9 +30,83 @@ pub struct Args {
     #[arg(long)]
     report: bool,
     /// Use a host path for a device node the plan names, e.g.
-    /// `--device /dev/tpm0=/tmp/swtpm.sock` (a swtpm unixio socket). Repeatable.
+    /// `--device /dev/tpm0=/tmp/swtpm.sock` (a swtpm unixio socket). Repeatable; takes
+    /// precedence over `--tpm`.
     #[arg(long = "device", value_name = "NODE=PATH")]
     devices: Vec<String>,
+    /// What stands in for the plan's TPM nodes (`/dev/tpm*`). `swtpm` (the default): a
+    /// private swtpm per node, its state in the state directory, discarded at exit; if
+    /// swtpm is not installed the tpm driver is reported not started (an explicit
+    /// `--tpm swtpm` makes that an error). `host`: this host's own TPM device, handed to the
+    /// tpm driver's uid while running. `none`: no TPM (the tpm driver is not started).
+    #[arg(long, value_enum)]
+    tpm: Option<TpmSource>,
+}
+
+/// Where the TPM comes from (`--tpm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum TpmSource {
+    /// A private swtpm per TPM node.
+    Swtpm,
+    /// The host's device node.
+    Host,
+    /// No TPM.
+    None,
+}
+
+/// Starts what `--tpm` asks for and maps the plan's TPM nodes onto it; returns the running
+/// swtpm instances (stopped when dropped). Every choice is reported on stderr.
+fn provide_tpms(
+    plan: &testudo_config::plan::Plan,
+    source: Option<TpmSource>,
+    state_dir: &std::path::Path,
+    options: &mut InitOptions,
+) -> anyhow::Result<Vec<SoftwareTpm>> {
+    let mut running = Vec::new();
+    for node in testudo_init::swtpm::tpm_nodes(plan) {
+        if let Some(path) = options.devices.get(&node) {
+            eprintln!("testudo run: {node} -> {} (--device)", path.display());
+            continue;
+        }
+        match source.unwrap_or(TpmSource::Swtpm) {
+            TpmSource::Swtpm => {
+                let file = node.rsplit('/').next().unwrap_or("tpm");
+                match SoftwareTpm::start(&state_dir.join("swtpm").join(file)) {
+                    Ok(tpm) => {
+                        eprintln!(
+                            "testudo run: {node} -> private swtpm (pid {}, fresh state in {}, removed at exit; --tpm host uses this host's TPM)",
+                            tpm.pid(),
+                            tpm.state_dir().display()
+                        );
+                        options
+                            .devices
+                            .insert(node.clone(), tpm.socket().to_owned());
+                        running.push(tpm);
+                    }
+                    Err(error) if source.is_none() => {
+                        let reason = format!("{:#}", anyhow::Error::from(error));
+                        eprintln!(
+                            "testudo run: {node} -> none: {reason} (pass --tpm host or --device {node}=PATH)"
+                        );
+                        options.withheld_devices.insert(node.clone(), reason);
+                    }
+                    Err(error) => {
+                        return Err(error).with_context(|| format!("--tpm swtpm for {node}"))
+                    }
+                }
+            }
+            TpmSource::Host => {
+                eprintln!("testudo run: {node} -> this host's {node} (--tpm host)");
+            }
+            TpmSource::None => {
+                eprintln!("testudo run: {node} -> none (--tpm none)");
+                options
+                    .withheld_devices
+                    .insert(node.clone(), "--tpm none".to_owned());
+            }
+        }
+    }
+    Ok(running)
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -72,6 +146,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("--device {mapping}: expected NODE=PATH"))?;
         options.devices.insert(node.to_owned(), PathBuf::from(path));
     }
+    let tpm_dir = options.state_dir.clone();
+    let software_tpms = provide_tpms(&plan, args.tpm, &tpm_dir, &mut options)?;
     let stop = signals::stop_on_signals().context("installing signal handlers")?;
     let events = EventLog::new(true);
     let mut supervisor =
@@ -103,6 +179,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     supervisor
         .run(stop.as_fd())
         .context("supervising the system")?;
+    drop(software_tpms);
     println!("stopped");
     drop(temp);
     Ok(ExitCode::SUCCESS)

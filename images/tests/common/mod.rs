@@ -2,7 +2,8 @@
 //! one WASM app, a binary directory and keys, all in a fresh temporary directory.
 //!
 //! The binaries are stand-ins (busybox copied under the names the plan asks for, plus a
-//! dynamically linked `/bin/true` to exercise the shared-library closure): these tests check
+//! dynamically linked `/bin/true` to exercise the shared-library closure, and a small C
+//! stand-in for the WASM host's `precompile`): these tests check
 //! what the builder produces, not what the binaries do. The VM tests in `cli/tests/` boot the
 //! real ones.
 
@@ -77,6 +78,22 @@ pub fn keys_dir() -> PathBuf {
     .clone()
 }
 
+/// The stand-in WASM host (`wasm_host_standin.c`), compiled once per test process with the
+/// C compiler Rust links with (`cc`).
+pub fn wasm_host_standin() -> PathBuf {
+    static HOST: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HOST.get_or_init(|| {
+        let dir =
+            std::env::temp_dir().join(format!("testudo-images-test-host-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/wasm_host_standin.c");
+        let out = dir.join("testudo-wasm-host");
+        run("cc", &["-O1", "-o", path_str(&out), path_str(&source)]);
+        out
+    })
+    .clone()
+}
+
 pub fn fixture() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let root = dir.path();
@@ -85,9 +102,10 @@ pub fn fixture() -> Fixture {
     std::fs::write(source.join("apps/app.wasm"), wasm_module("v1")).expect("write app");
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin).expect("mkdir bin");
-    for name in ["testudo-init", "testudo-log", "testudo-wasm-host"] {
+    for name in ["testudo-init", "testudo-log"] {
         std::fs::copy("/usr/bin/busybox", bin.join(name)).expect("busybox-static is installed");
     }
+    std::fs::copy(wasm_host_standin(), bin.join("testudo-wasm-host")).expect("copy stand-in");
     std::fs::copy("/bin/true", bin.join("testudo-net")).expect("copy true");
     let plan: Plan = serde_json::from_value(plan_json()).expect("plan fixture parses");
     let keys = testudo_images::keys::open_keys(&keys_dir()).expect("keys");

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 pub use crate::config::{AgentConfig, Authentication};
+use crate::dial::Bridge;
 use crate::error::{AgentError, Result};
 use crate::handle::Command;
 pub use crate::handle::{Acknowledgement, AgentEvent, AgentHandle, MethodCall};
@@ -45,6 +46,7 @@ pub fn spawn(config: AgentConfig) -> (AgentHandle, mpsc::UnboundedReceiver<Agent
         tracker: DesiredTracker::new(),
         next_rid: 1,
         connections: 0,
+        bridge: None,
     };
     tokio::spawn(worker.run());
     (handle, event_rx)
@@ -128,6 +130,8 @@ struct Worker {
     tracker: DesiredTracker,
     next_rid: u64,
     connections: u64,
+    /// The bridge of the current connection, when dialing through a [`crate::dial::Dialer`].
+    bridge: Option<Bridge>,
 }
 
 impl Worker {
@@ -195,10 +199,24 @@ impl Worker {
     }
 
     async fn connect(&mut self) -> Result<(AsyncClient, EventLoop)> {
+        self.bridge = None;
         let config = &self.config;
         let client_id = config.client_id();
-        let mut options =
-            MqttOptions::new(client_id.clone(), config.connect_host.clone(), config.port);
+        let tls = config.tls.client_config(&config.connect_host)?;
+        let (mut options, bridge) = match &config.dialer {
+            None => {
+                let mut options =
+                    MqttOptions::new(client_id.clone(), config.connect_host.clone(), config.port);
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+                (options, None)
+            }
+            Some(dialer) => {
+                let bridge = Bridge::start(dialer.clone(), &config.connect_host, config.port, tls)?;
+                let mut options = MqttOptions::new(client_id.clone(), bridge.address.clone(), 0);
+                options.set_transport(Transport::Unix);
+                (options, Some(bridge))
+            }
+        };
         options.set_keep_alive(config.keep_alive.max(Duration::from_secs(1)));
         options.set_clean_session(true);
         options.set_max_packet_size(1024 * 1024, 256 * 1024);
@@ -213,13 +231,12 @@ impl Worker {
             Authentication::X509 => String::new(),
         };
         options.set_credentials(username, password);
-        let tls = config.tls.client_config(&config.connect_host)?;
-        options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
         let capacity = config.max_in_flight * 2 + 8;
         let (client, mut eventloop) = AsyncClient::new(options, capacity);
         let mut network = rumqttc::NetworkOptions::new();
         network.set_connection_timeout(10);
         eventloop.set_network_options(network);
+        self.bridge = bridge;
         Ok((client, eventloop))
     }
 
@@ -365,10 +382,14 @@ impl Worker {
                 });
             }
             Err(source) => {
+                // Through a dialer, the MQTT client only sees the bridge close: report why.
+                if let Some(failure) = self.bridge.as_ref().and_then(Bridge::take_failure) {
+                    return Err(failure);
+                }
                 return Err(AgentError::Connect {
                     host,
                     source: Box::new(source),
-                })
+                });
             }
         };
         match event {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::backoff::Backoff;
 use crate::connection_string::{ConnectionString, Credential};
+use crate::dial::Dialer;
 use crate::error::Result;
 use crate::sas::{SasSigner, SoftwareKey};
 use crate::tls::TlsSettings;
@@ -67,6 +68,10 @@ pub struct AgentConfig {
     pub telemetry_capacity: usize,
     /// Most unacknowledged publishes at once.
     pub max_in_flight: usize,
+    /// How the TCP connection to `connect_host:port` is made. `None`: the MQTT client dials
+    /// and runs TLS itself. `Some`: the dialer makes the connection (e.g. through the `net`
+    /// route inside a sandbox without a network) and the agent runs TLS over it.
+    pub dialer: Option<Arc<dyn Dialer>>,
 }
 
 impl AgentConfig {
@@ -87,6 +92,7 @@ impl AgentConfig {
             reported_capacity: 256,
             telemetry_capacity: 1024,
             max_in_flight: 16,
+            dialer: None,
         }
     }
 

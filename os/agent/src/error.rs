@@ -162,6 +162,25 @@ pub enum AgentError {
         /// What is wrong.
         reason: String,
     },
+    /// A TPM command could not be exchanged through the `tpm` route.
+    #[error("TPM {operation} through the tpm route failed")]
+    TpmRoute {
+        /// The TPM command.
+        operation: &'static str,
+        /// The scheme error.
+        #[source]
+        source: testudo_scheme::SchemeError,
+    },
+    /// The TPM answered a command through the `tpm` route with an error or nonsense.
+    #[error("TPM {operation} with key {key_handle:#010x} through the tpm route returned {detail}")]
+    TpmRouteAnswer {
+        /// The TPM command.
+        operation: &'static str,
+        /// The key's persistent handle.
+        key_handle: u32,
+        /// What came back.
+        detail: String,
+    },
     /// DPS registration failed.
     #[error("DPS registration of {registration_id} failed: {reason}")]
     Provision {
@@ -178,6 +197,67 @@ pub enum AgentError {
         /// Transport error.
         #[source]
         source: Box<AgentError>,
+    },
+    /// Reaching the hub's address through the dialer (the `net` route) failed.
+    #[error("dialing {target} failed")]
+    Dial {
+        /// `HOST:PORT` dialed.
+        target: String,
+        /// Why the connection could not be made.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The TLS handshake with the hub over a dialed connection failed.
+    #[error("TLS handshake with {host} failed")]
+    TlsHandshake {
+        /// Host name the certificate was checked against.
+        host: String,
+        /// rustls / I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file in the agent's routed storage could not be read or written.
+    #[error("{step} of storage file {file} failed")]
+    Storage {
+        /// What was being done (`open`, `read`, `append`, `replace`).
+        step: &'static str,
+        /// The file name in the agent's storage directory.
+        file: String,
+        /// The scheme error.
+        #[source]
+        source: testudo_scheme::SchemeError,
+    },
+    /// The telemetry spool is full; the message was not accepted (nothing spooled is lost).
+    #[error("telemetry spool is full ({messages} messages, {bytes} bytes pending)")]
+    SpoolFull {
+        /// Pending messages.
+        messages: usize,
+        /// Pending body bytes.
+        bytes: usize,
+    },
+    /// The component could not start serving its schemes.
+    #[error("serving the agent's schemes failed at {step}")]
+    Serve {
+        /// The step (`control socket`, `server thread`, ...).
+        step: &'static str,
+        /// The scheme error.
+        #[source]
+        source: testudo_scheme::SchemeError,
+    },
+    /// A part of the component (a thread, the async runtime) could not be started.
+    #[error("starting the agent component's {step} failed")]
+    StartComponent {
+        /// What was being started.
+        step: &'static str,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The agent was started as a component but `testudo-init` gave it no control socket.
+    #[error("no provider control socket ({var} is not set): start the agent under testudo-init or use `testudo-agent run`")]
+    NotAComponent {
+        /// The environment variable that should describe it.
+        var: &'static str,
     },
 }
 

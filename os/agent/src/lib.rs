@@ -12,11 +12,20 @@
 //!   [`options`] turns command-line choices into a configuration; [`tls`] builds rustls configs.
 //! - [`dps`] registers a device with the Device Provisioning Service over MQTT.
 //! - [`topics`] holds IoT Hub's topic names and parses what the hub publishes.
+//! - [`component`] is the agent as a testudo component (what `testudo-init` starts): it serves
+//!   [`app_schemes`] (`telemetry`, `identity`) from the plan's [`cloud`] section, keeps
+//!   telemetry in a persistent [`spool`] in its storage route, and reaches the hub only through
+//!   its `net` route ([`dial`]); it logs through [`component_log`].
 
 pub mod agent;
+pub mod app_schemes;
 pub mod backoff;
+pub mod cloud;
+pub mod component;
+pub mod component_log;
 pub mod config;
 pub mod connection_string;
+pub mod dial;
 pub mod dps;
 pub mod dps_tpm;
 pub mod echo;
@@ -25,9 +34,11 @@ pub mod handle;
 pub mod options;
 pub mod queue;
 pub mod sas;
+pub mod spool;
 pub mod tls;
 pub mod topics;
 pub mod tpm;
+pub mod tpm_route;
 pub mod tpm_x509;
 pub mod twin;
 

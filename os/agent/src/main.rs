@@ -1,5 +1,10 @@
 //! `testudo-agent`: runs the cloud agent for one device with the echo example (reports device
 //! info, echoes desired properties), or imports the device key into the TPM.
+//!
+//! Started by `testudo-init` (no arguments, a provider control socket in `TESTUDO_SCHEME_FD`)
+//! or as `testudo-agent component`, it is the gateway's agent component: it serves
+//! `telemetry` and `identity` and talks to the hub through its routes
+//! (see [`testudo_agent::component`]).
 
 use std::process::ExitCode;
 
@@ -22,11 +27,29 @@ enum Command {
     Run(RunOptions),
     /// Import a base64 device key (read from a file) into the TPM as a persistent HMAC key.
     ImportKey(ImportKeyOptions),
+    /// Run as a testudo component (what testudo-init starts): serve `telemetry` and
+    /// `identity`, reach the hub through the `net` route.
+    Component,
+}
+
+fn run_component() -> ExitCode {
+    match testudo_agent::component::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {}", error_chain(&err));
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn main() -> ExitCode {
+    // testudo-init starts components with the plan's arguments (none for the agent).
+    if std::env::args_os().len() == 1 && std::env::var_os(testudo_scheme::CONTROL_ENV).is_some() {
+        return run_component();
+    }
     let cli = Cli::parse();
     match cli.command {
+        Command::Component => run_component(),
         Command::ImportKey(ImportKeyOptions {
             tpm: tcti,
             key_handle,

@@ -8,7 +8,9 @@
 //!    `/dev/tpm0` is served by a swtpm `unixio` socket.
 //! 2. Syscalls each gateway component's seccomp role allows, against the x86_64 table.
 //!
-//! Run: `cargo bench -p testudo-drivers --bench startup`.
+//! Run: `cargo bench -p testudo-drivers --bench startup`. The plan comes from the `testudo`
+//! CLI (`testudo plan`, found through `TESTUDO_BIN` or next to this bench's target
+//! directory: `cargo build -p testudo` first), so the bench itself never compiles Nickel.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,38 +25,54 @@ fn median(mut samples: Vec<Duration>) -> Duration {
     samples[samples.len() / 2]
 }
 
+/// The gateway example's plan, from `testudo plan`.
+fn gateway_plan(root: &Path) -> testudo_config::plan::Plan {
+    let exe = std::env::current_exe().expect("bench path");
+    // target/<profile>/deps/startup-HASH -> target/<profile>/testudo, then the other profile.
+    let target = exe.ancestors().nth(3).expect("target dir").to_owned();
+    let testudo = std::env::var_os("TESTUDO_BIN")
+        .map(PathBuf::from)
+        .or_else(|| {
+            ["release", "debug"]
+                .iter()
+                .map(|profile| target.join(profile).join("testudo"))
+                .find(|path| path.is_file())
+        })
+        .expect(
+            "the testudo CLI is needed for the plan: `cargo build -p testudo` (or set TESTUDO_BIN)",
+        );
+    let output = Command::new(&testudo)
+        .arg("plan")
+        .arg(root.join("system-config/examples/gateway.ncl"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("running testudo plan");
+    assert!(output.status.success(), "{} plan failed", testudo.display());
+    serde_json::from_slice(&output.stdout).expect("plan JSON")
+}
+
 fn main() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_testudo-log"))
         .parent()
         .expect("bin dir")
         .to_owned();
-    let (plan, _) = testudo_config::load_plan(&root.join("system-config/examples/gateway.ncl"))
-        .expect("gateway plan");
+    let plan = gateway_plan(&root);
     let work = tempfile::tempdir().expect("tempdir");
 
-    // swtpm standing in for /dev/tpm0.
-    let tpm_socket = work.path().join("tpm.sock");
-    let tpm_state = work.path().join("tpm-state");
-    std::fs::create_dir_all(&tpm_state).expect("tpm state");
-    let mut swtpm = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "startup-clear,not-need-init"])
-        .arg("--server")
-        .arg(format!("type=unixio,path={}", tpm_socket.display()))
-        .arg("--tpmstate")
-        .arg(format!("dir={}", tpm_state.display()))
-        .stdout(Stdio::null())
-        .spawn()
+    // A private swtpm standing in for /dev/tpm0 (as `testudo run` does by default).
+    let swtpm = testudo_init::SoftwareTpm::start(&work.path().join("swtpm"))
         .expect("swtpm (Debian package swtpm) must be installed");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !tpm_socket.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let tpm_socket = swtpm.socket().to_owned();
 
     let mut sandboxed = Vec::new();
+    let mut one_by_one = Vec::new();
     let mut started_names = Vec::new();
     let mut reports = Vec::new();
-    for run in 0..RUNS {
+    // Concurrent (the default) and one-after-another starts interleaved, so both see the
+    // same machine load.
+    for run in 0..RUNS * 2 {
+        let concurrent = run % 2 == 0;
         let mut options = InitOptions::new(
             bin_dir.clone(),
             work.path().join(format!("state-{run}")),
@@ -65,6 +83,7 @@ fn main() {
             .devices
             .insert("/dev/tpm0".into(), tpm_socket.clone());
         options.stop_grace = Duration::from_millis(500);
+        options.concurrent_start = concurrent;
         let begin = Instant::now();
         let system = RunningSystem::start(plan.clone(), options).expect("start");
         let ready = system
@@ -73,7 +92,11 @@ fn main() {
                 matches!(e.kind, EventKind::Ready { .. })
             })
             .expect("ready");
-        sandboxed.push(begin.elapsed());
+        if concurrent {
+            sandboxed.push(begin.elapsed());
+        } else {
+            one_by_one.push(begin.elapsed());
+        }
         if let EventKind::Ready { components } = ready.kind {
             started_names = components;
         }
@@ -132,17 +155,22 @@ fn main() {
             let _ = child.wait();
         }
     }
-    let _ = swtpm.kill();
-    let _ = swtpm.wait();
+    drop(swtpm);
 
     let first = sandboxed[0];
     let sandboxed = median(sandboxed);
+    let one_by_one = median(one_by_one);
     let plain = median(plain);
     println!(
         "startup/gateway_to_ready: median {:.1} ms over {RUNS} runs ({} components up: {})",
         sandboxed.as_secs_f64() * 1e3,
         started_names.len(),
         started_names.join(" ")
+    );
+    println!(
+        "startup/gateway_to_ready_one_by_one: median {:.1} ms (independent components not started concurrently; concurrent/one-by-one = {:.2})",
+        one_by_one.as_secs_f64() * 1e3,
+        sandboxed.as_secs_f64() / one_by_one.as_secs_f64()
     );
     println!(
         "startup/gateway_to_ready_first_run: {:.1} ms (library lists and seccomp programs not cached yet)",

@@ -28,6 +28,17 @@ pub enum InitError {
         /// Components in or behind the cycle.
         components: String,
     },
+    /// The data partition could not be found or mounted (PID 1 only).
+    #[error("data partition `{label}`: {step}")]
+    DataPartition {
+        /// What was being done.
+        step: &'static str,
+        /// Its GPT partition name.
+        label: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A state directory could not be prepared.
     #[error("preparing {path}")]
     StateDir {
@@ -52,5 +63,16 @@ pub enum InitError {
         /// The scheme error.
         #[source]
         source: testudo_scheme::SchemeError,
+    },
+    /// A private software TPM (swtpm) could not be started.
+    #[error("software TPM in {dir}: {problem}")]
+    SoftwareTpm {
+        /// Its directory (state and socket).
+        dir: PathBuf,
+        /// What went wrong.
+        problem: String,
+        /// The OS error, when there is one.
+        #[source]
+        source: Option<std::io::Error>,
     },
 }

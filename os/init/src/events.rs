@@ -63,6 +63,14 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// Which mechanism enforces components' memory/task/cpu limits (component = `init`),
+    /// reported once at start.
+    Limits {
+        /// `cgroup-v2` or `rlimits`.
+        mechanism: String,
+        /// The cgroup tree and its controllers, or why cgroup v2 is not used.
+        detail: String,
+    },
     /// Every startable component is up (component = `init`).
     Ready {
         /// Names of the running components.
@@ -87,12 +95,13 @@ impl Event {
         let c = &self.component;
         match &self.kind {
             EventKind::Started { pid, report } => format!(
-                "{c}: started (pid {pid}, seccomp {} {}/{} syscalls, handles [{}], limits {})",
+                "{c}: started (pid {pid}, seccomp {} {}/{} syscalls, handles [{}], limits {} [{}])",
                 report.role,
                 report.syscalls_allowed,
                 report.syscalls_total,
                 report.handles.join(", "),
-                report.limits
+                report.limits,
+                report.limit_settings.join(" ")
             ),
             EventKind::Output { line } => format!("{c}| {line}"),
             EventKind::Exited { code } => format!("{c}: exited with status {code}"),
@@ -109,6 +118,9 @@ impl Event {
             }
             EventKind::Failed { reason } => format!("{c}: failed: {reason}"),
             EventKind::NotStarted { reason } => format!("{c}: not started: {reason}"),
+            EventKind::Limits { mechanism, detail } => {
+                format!("{c}: resource limits: {mechanism}: {detail}")
+            }
             EventKind::Ready { components } => format!("ready: {}", components.join(" ")),
             EventKind::ShutdownComplete => "stopped: all components exited".to_owned(),
         }

@@ -9,11 +9,12 @@
 //!     --storage-root /data --cache /var/cache/testudo/wasm
 //! ```
 //!
-//! with the plan (read-only), the module (read-only, at `/app/<run.module>`), for each
-//! storage route its directory (`/data/PROVIDER/CAPABILITY/NAME`, decision 0043) and the
-//! compilation cache (read-write)
-//! visible, and its routed handles in `TESTUDO_HANDLES` like any component. Without that
-//! binary the component is reported as "not started: wasm host missing".
+//! with the plan (read-only), the module (read-only, at `/app/<run.module>`, with its
+//! precompiled sidecar `.cwasm` beside it when the image has one), for each storage route
+//! its directory (`/data/PROVIDER/CAPABILITY/NAME`, decision 0043) and its own compilation
+//! cache (`<state>/wasm-cache/NAME`, read-write) visible, and its routed handles in
+//! `TESTUDO_HANDLES` like any component. Without that binary the component is reported as
+//! "not started: wasm host missing".
 
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
@@ -36,6 +37,7 @@ pub fn role_for(component: &PlanComponent) -> &'static str {
         _ if component.devices.network => "net-driver",
         (_, Run::Binary { name }) if name == "testudo-storage" => "storage-driver",
         (_, Run::Binary { name }) if name == "testudo-tpm" => "tpm-driver",
+        (_, Run::Binary { name }) if name == "testudo-agent" => "agent",
         (ComponentKind::Driver, _) => "driver",
         (ComponentKind::Service, _) => "service",
     }
@@ -79,12 +81,15 @@ pub fn unavailable(component: &PlanComponent, options: &InitOptions) -> Option<S
     if let Err(reason) = binary_for(component, options) {
         return Some(reason);
     }
-    component
-        .devices
-        .nodes
-        .iter()
-        .find(|node| !device_source(node, options).exists())
-        .map(|node| format!("device {node} missing on this machine"))
+    component.devices.nodes.iter().find_map(|node| {
+        if let Some(reason) = options.withheld_devices.get(node) {
+            Some(format!("device {node} withheld: {reason}"))
+        } else if !device_source(node, options).exists() {
+            Some(format!("device {node} missing on this machine"))
+        } else {
+            None
+        }
+    })
 }
 
 /// TCP ports of every `allow` entry routed to `provider` (for its landlock connect rule).
@@ -128,8 +133,8 @@ pub struct LaunchContext<'a> {
     pub options: &'a InitOptions,
     /// The plan file (for the WASM host).
     pub plan_file: &'a Path,
-    /// cgroup v2 root, when usable.
-    pub cgroup_root: Option<&'a Path>,
+    /// The supervisor's cgroup v2 tree, when usable.
+    pub cgroup: Option<&'a testudo_sandbox::CgroupTree>,
 }
 
 /// Builds the sandbox spec for a component.
@@ -196,7 +201,9 @@ pub fn spec_for(
         // The host preopens `<storage-root>/<provider>/<capability>/<app>` per storage route
         // (decision 0043); it is the same directory the storage driver gives this consumer.
         let own_data = options.data_dir.join(name);
-        let cache = options.state_dir.join("wasm-cache");
+        // One cache per component: each host runs under its own uid, and a `.cwasm` is
+        // native code only its own host may have written (decision 0053).
+        let cache = options.state_dir.join("wasm-cache").join(name);
         for dir in [&own_data, &cache] {
             std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
             chown_to(dir, ctx)?;
@@ -222,6 +229,18 @@ pub fn spec_for(
             writable: false,
             executable: false,
         });
+        // A precompiled sidecar (`P.cwasm` next to `P.wasm`, from `testudo-wasm-host
+        // precompile`) is visible read-only beside the module; the host uses it only from a
+        // read-only mount.
+        let sidecar = source.with_extension("cwasm");
+        if sidecar.is_file() {
+            binds.push(Bind {
+                source: sidecar,
+                target: Path::new("/app").join(module_path.with_extension("cwasm")),
+                writable: false,
+                executable: false,
+            });
+        }
         binds.push(Bind {
             source,
             target: Path::new("/app").join(module_path),
@@ -262,6 +281,23 @@ pub fn spec_for(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     env.push(("TESTUDO_COMPONENT".to_owned(), name.to_owned()));
+    // The component serving `identity` (the cloud agent) gets the plan's cloud section.
+    if component
+        .provides
+        .values()
+        .any(|p| p.interface == "identity")
+    {
+        let cloud = &ctx.plan.cloud;
+        env.push(("TESTUDO_CLOUD_HUB".to_owned(), cloud.hub.clone()));
+        env.push((
+            "TESTUDO_CLOUD_DEVICE_ID".to_owned(),
+            cloud.device_id.clone(),
+        ));
+        env.push(("TESTUDO_CLOUD_IDENTITY".to_owned(), cloud.identity.clone()));
+        if let Some(scope) = &cloud.dps_scope {
+            env.push(("TESTUDO_CLOUD_DPS_SCOPE".to_owned(), scope.clone()));
+        }
+    }
     let extra_fds = fds
         .control
         .map(|control| vec![(testudo_scheme::CONTROL_ENV.to_owned(), control)])
@@ -290,10 +326,7 @@ pub fn spec_for(
         },
         ids: ids_for(ctx),
         root_dir,
-        cgroup: ctx.cgroup_root.map(|root| {
-            root.join(format!("testudo-{}", std::process::id()))
-                .join(name)
-        }),
+        cgroup: ctx.cgroup.map(|tree| tree.placement(name)),
     })
 }
 

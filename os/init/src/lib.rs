@@ -7,6 +7,7 @@
 //! (`testudo run`); the library is the same, only [`main`](../testudo_init/index.html)
 //! differs.
 
+pub mod data_partition;
 mod error;
 pub mod events;
 pub mod graph;
@@ -15,11 +16,13 @@ mod options;
 pub mod signals;
 pub mod status;
 mod supervisor;
+pub mod swtpm;
 
 pub use error::InitError;
 pub use events::{Event, EventKind, EventLog};
 pub use options::{Backoff, InitOptions};
 pub use supervisor::{RunningSystem, Supervisor};
+pub use swtpm::SoftwareTpm;
 
 /// Reads a plan JSON file.
 pub fn read_plan(path: &std::path::Path) -> Result<testudo_config::plan::Plan, InitError> {

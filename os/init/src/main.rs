@@ -2,8 +2,9 @@
 //! [--app-root DIR]`
 //!
 //! As PID 1 (in the image) the defaults are `/etc/testudo/plan.json`, `/usr/lib/testudo`,
-//! `/run/testudo`, `/data` and `/usr/share/testudo/apps`; it mounts `/proc`, `/sys`, `/dev`
-//! and `/run` first and powers off after a clean shutdown. Anywhere else it is an ordinary
+//! `/run/testudo`, `/data` and `/usr/share/testudo/apps`; it mounts `/proc`, `/sys`,
+//! cgroup2 on `/sys/fs/cgroup` (components' memory/pids/cpu limits), `/dev` and `/run` first
+//! and powers off after a clean shutdown. Anywhere else it is an ordinary
 //! supervisor (defaults: the binaries next to it, a state dir under the temp dir). It prints
 //! `ready: NAMES` on stdout once every component is up; SIGTERM or SIGINT stops everything.
 
@@ -17,6 +18,8 @@ fn mount_basics() {
     for (source, target, fstype) in [
         ("proc", "/proc", "proc"),
         ("sysfs", "/sys", "sysfs"),
+        // cgroup v2 for the components' memory/pids/cpu limits (on sysfs' own mount point).
+        ("cgroup2", "/sys/fs/cgroup", "cgroup2"),
         ("devtmpfs", "/dev", "devtmpfs"),
         ("tmpfs", "/run", "tmpfs"),
     ] {
@@ -70,6 +73,25 @@ fn main() -> ExitCode {
             _ => {
                 eprintln!("testudo-init: unknown argument {}", flag.to_string_lossy());
                 return ExitCode::from(2);
+            }
+        }
+    }
+    if pid1 {
+        // The persistent data partition, before any component starts; without it the
+        // system still comes up (and says so), as components that need /data fail visibly.
+        use testudo_init::data_partition::{mount_data, HostBlockDevices};
+        match mount_data(&HostBlockDevices, &data_dir) {
+            Ok(Some((label, device))) => println!(
+                "testudo-init: data partition {label} on {} mounted at {}",
+                device.display(),
+                data_dir.display()
+            ),
+            Ok(None) => println!("testudo-init: no data partition on the kernel command line"),
+            Err(error) => {
+                let cause = std::error::Error::source(&error)
+                    .map(|c| format!(": {c}"))
+                    .unwrap_or_default();
+                eprintln!("testudo-init: {error}{cause}");
             }
         }
     }

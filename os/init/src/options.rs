@@ -50,6 +50,12 @@ pub struct InitOptions {
     /// Host paths standing in for device nodes, e.g. `/dev/tpm0` -> a swtpm `unixio`
     /// socket on a developer's host. Inside the sandbox the node keeps its plan path.
     pub devices: std::collections::BTreeMap<String, PathBuf>,
+    /// Device nodes deliberately not provided on this run, with the reason (e.g.
+    /// `testudo run --tpm none`): a component owning one is reported not started.
+    pub withheld_devices: std::collections::BTreeMap<String, String>,
+    /// Set up the sandboxes of independent components concurrently (default). `false`
+    /// starts them one after another (the benchmark compares both).
+    pub concurrent_start: bool,
 }
 
 impl InitOptions {
@@ -70,6 +76,8 @@ impl InitOptions {
             uid_base: 110_000,
             echo: false,
             devices: std::collections::BTreeMap::new(),
+            withheld_devices: std::collections::BTreeMap::new(),
+            concurrent_start: true,
         }
     }
 }

@@ -129,7 +129,8 @@ pub struct Supervisor {
     status_control: OwnedFd,
     _status_thread: JoinHandle<()>,
     plan_file: PathBuf,
-    cgroup_root: Option<PathBuf>,
+    /// The cgroup v2 tree, or why limits are rlimits only.
+    cgroup: Result<testudo_sandbox::CgroupTree, String>,
     ready_announced: bool,
 }
 
@@ -175,6 +176,27 @@ impl Supervisor {
                 ))
             })
             .collect();
+        let cgroup = match testudo_sandbox::cgroup2_mount() {
+            Some(mount) => testudo_sandbox::CgroupTree::create(
+                &testudo_sandbox::RealCgroupFs,
+                &mount,
+                &cgroup_tree_name(),
+            ),
+            None => Err("no cgroup2 filesystem is mounted".to_owned()),
+        };
+        events.push(
+            INIT_COMPONENT,
+            match &cgroup {
+                Ok(tree) => EventKind::Limits {
+                    mechanism: "cgroup-v2".to_owned(),
+                    detail: tree.describe(),
+                },
+                Err(reason) => EventKind::Limits {
+                    mechanism: "rlimits".to_owned(),
+                    detail: reason.clone(),
+                },
+            },
+        );
         let status_table: StatusTable = Arc::new(Mutex::new(BTreeMap::new()));
         let (status_control, served) =
             handle_pair().map_err(|source| InitError::Status { source })?;
@@ -196,7 +218,7 @@ impl Supervisor {
             status_control,
             _status_thread: status_thread,
             plan_file,
-            cgroup_root: testudo_sandbox::cgroup_v2_available(),
+            cgroup,
             ready_announced: false,
         })
     }
@@ -322,8 +344,15 @@ impl Supervisor {
             .is_some_and(|unit| matches!(unit.state, State::Running { .. }))
     }
 
+    /// Starts, wave after wave, every component that is due and whose dependencies run.
     fn start_what_can_start(&mut self) {
+        while self.start_one_wave() {}
+    }
+
+    /// Starts one wave; false when nothing was due.
+    fn start_one_wave(&mut self) -> bool {
         let now = Instant::now();
+        let mut batch = Vec::new();
         for name in self.order.clone() {
             let Some(unit) = self.units.get(&name) else {
                 continue;
@@ -338,9 +367,50 @@ impl Supervisor {
                 .get(&name)
                 .is_some_and(|deps| deps.iter().all(|d| self.is_running(d)));
             if due && deps_up {
-                self.launch(&name);
+                batch.push(name);
             }
         }
+        // Everything in the batch has its dependencies running, so none depends on another:
+        // their sandboxes are set up concurrently (each `spawn` waits for its child's exec),
+        // then recorded in start order.
+        if batch.is_empty() {
+            return false;
+        }
+        let staged: Vec<(String, Staged)> = batch
+            .into_iter()
+            .filter_map(|name| self.stage_launch(&name).map(|staged| (name, staged)))
+            .collect();
+        let sequential = staged.len() == 1 || !self.options.concurrent_start;
+        let spawned: Vec<(String, Staged, Result<Spawned, String>)> = if sequential {
+            staged
+                .into_iter()
+                .map(|(name, mut staged)| {
+                    let result = spawn_staged(&mut staged);
+                    (name, staged, result)
+                })
+                .collect()
+        } else {
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = staged
+                    .into_iter()
+                    .map(|(name, mut staged)| {
+                        scope.spawn(move || {
+                            let result = spawn_staged(&mut staged);
+                            (name, staged, result)
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .filter_map(|worker| worker.join().ok())
+                    .collect()
+            })
+        };
+        let launched = spawned.iter().any(|(_, _, result)| result.is_ok());
+        for (name, staged, result) in spawned {
+            self.finish_launch(&name, staged, result);
+        }
+        launched
     }
 
     fn announce_ready(&mut self) {
@@ -408,7 +478,9 @@ impl Supervisor {
         Ok(handles)
     }
 
-    fn launch(&mut self, name: &str) {
+    /// The parent-side part of a launch that needs the supervisor: availability, routed
+    /// handles, the sandbox spec. `None` when it was found unable to start (reported).
+    fn stage_launch(&mut self, name: &str) -> Option<Staged> {
         let component = self.plan.components[name].clone();
         if let Some(unit) = self.units.get_mut(name) {
             unit.attempted = true;
@@ -421,10 +493,10 @@ impl Supervisor {
                 self.set_state(name, State::NotStarted);
                 self.emit(name, EventKind::NotStarted { reason });
                 self.fail_dependents(name);
-                return;
+                return None;
             }
         };
-        let result = (|| -> Result<(i32, OwnedFd, Option<OwnedFd>, OwnedFd, testudo_sandbox::RuntimeReport), String> {
+        let staged = (|| -> Result<Staged, String> {
             let handles = self.route_handles(name)?;
             let (control_init, control_child) = if component.provides.is_empty() {
                 (None, None)
@@ -434,15 +506,19 @@ impl Supervisor {
             };
             let (out_read, out_write) = std::io::pipe().map_err(|e| format!("output pipe: {e}"))?;
             let out_write = OwnedFd::from(out_write);
-            let stdin = OwnedFd::from(std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?);
-            let stderr = out_write.try_clone().map_err(|e| format!("output pipe: {e}"))?;
+            let stdin = OwnedFd::from(
+                std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?,
+            );
+            let stderr = out_write
+                .try_clone()
+                .map_err(|e| format!("output pipe: {e}"))?;
             let ctx = LaunchContext {
                 plan: &self.plan,
                 name,
                 index: self.units[name].index,
                 options: &self.options,
                 plan_file: &self.plan_file,
-                cgroup_root: self.cgroup_root.as_deref(),
+                cgroup: self.cgroup.as_ref().ok(),
             };
             let spec = launch::spec_for(
                 &ctx,
@@ -454,27 +530,33 @@ impl Supervisor {
                     stdio: [stdin, out_write, stderr],
                 },
             )?;
-            let prepared = testudo_sandbox::prepare(spec).map_err(|e| chain(&e))?;
-            let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|e| chain(&e))?;
-            let mut report = child.report;
-            report.enforcement = testudo_sandbox::proc_enforcement(child.pid).ok();
-            Ok((child.pid, child.pidfd, control_init, OwnedFd::from(out_read), report))
+            Ok(Staged {
+                spec: Some(spec),
+                control: control_init,
+                output: OwnedFd::from(out_read),
+            })
         })();
+        match staged {
+            Ok(staged) => Some(staged),
+            Err(error) => {
+                self.emit(name, EventKind::LaunchFailed { error });
+                self.after_ending(name, false);
+                None
+            }
+        }
+    }
+
+    /// Records the outcome of a launch.
+    fn finish_launch(&mut self, name: &str, staged: Staged, result: Result<Spawned, String>) {
         match result {
-            Ok((pid, pidfd, control, output, report)) => {
-                self.emit(
-                    name,
-                    EventKind::Started {
-                        pid,
-                        report: Box::new(report),
-                    },
-                );
+            Ok(Spawned { pid, pidfd, report }) => {
+                self.emit(name, EventKind::Started { pid, report });
                 self.set_state(
                     name,
                     State::Running {
                         pidfd,
-                        control,
-                        output: Some(output),
+                        control: staged.control,
+                        output: Some(staged.output),
                         partial: Vec::new(),
                     },
                 );
@@ -729,12 +811,63 @@ impl Supervisor {
             }
             unit.state = State::Exited;
         }
-        if let Some(root) = &self.cgroup_root {
-            let _ = std::fs::remove_dir_all(root.join(format!("testudo-{}", std::process::id())));
+        if let Ok(tree) = &self.cgroup {
+            let _ = tree.remove(
+                &testudo_sandbox::RealCgroupFs,
+                self.order.iter().map(String::as_str),
+            );
         }
         self.publish_status();
         self.emit(INIT_COMPONENT, EventKind::ShutdownComplete);
     }
+}
+
+/// The name of this supervisor's cgroup tree: `testudo-PID`, with a suffix for every
+/// further supervisor in the same process (tests run several at once).
+fn cgroup_tree_name() -> String {
+    static SUPERVISORS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = SUPERVISORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n == 0 {
+        format!("testudo-{}", std::process::id())
+    } else {
+        format!("testudo-{}-{n}", std::process::id())
+    }
+}
+
+/// A launch prepared by the supervisor, waiting for its sandbox.
+struct Staged {
+    /// Taken by [`spawn_staged`].
+    spec: Option<testudo_sandbox::SandboxSpec>,
+    /// init's end of the provider control socket.
+    control: Option<OwnedFd>,
+    /// Read end of the component's output pipe.
+    output: OwnedFd,
+}
+
+/// A component process running in its sandbox.
+struct Spawned {
+    pid: i32,
+    pidfd: OwnedFd,
+    report: Box<testudo_sandbox::RuntimeReport>,
+}
+
+/// Builds and starts the sandbox (needs no supervisor state, so launches of independent
+/// components run concurrently).
+fn spawn_staged(staged: &mut Staged) -> Result<Spawned, String> {
+    let spec = staged
+        .spec
+        .take()
+        .ok_or_else(|| "launch already spawned".to_owned())?;
+    let prepared = testudo_sandbox::prepare(spec).map_err(|e| chain(&e))?;
+    let child =
+        testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|e| chain(&e))?;
+    let mut report = child.report;
+    report.enforcement = testudo_sandbox::proc_enforcement(child.pid).ok();
+    Ok(Spawned {
+        pid: child.pid,
+        pidfd: child.pidfd,
+        report: Box::new(report),
+    })
 }
 
 /// An error and its sources on one line.

@@ -15,6 +15,9 @@ pub enum Step {
         /// Read end of the sync pipe.
         fd: RawFd,
     },
+    /// `setsid`: a session and process group of its own, so signals aimed at the
+    /// supervisor's terminal or process group (Ctrl-C) do not reach the component directly.
+    NewSession,
     /// `sethostname` in the new uts namespace.
     SetHostname {
         /// The name.
@@ -133,6 +136,7 @@ impl Step {
         let text = |c: &CString| c.to_string_lossy().into_owned();
         match self {
             Step::WaitForParent { .. } => "wait-for-parent".to_owned(),
+            Step::NewSession => "setsid".to_owned(),
             Step::SetHostname { name } => format!("sethostname {}", text(name)),
             Step::MakeMountsPrivate => "mount --make-rprivate /".to_owned(),
             Step::MountTmpfs { target } => format!("mount tmpfs {}", text(target)),

@@ -33,29 +33,45 @@ fn u64_at(data: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
 }
 
-/// The ELF interpreter and `DT_NEEDED` names of a little-endian ELF64 file; `None` if it is
-/// not one this parser understands.
-pub fn elf_dependencies(data: &[u8]) -> Option<(Option<String>, Vec<String>)> {
-    if data.get(..4)? != b"\x7fELF" || *data.get(4)? != 2 || *data.get(5)? != 1 {
+/// Largest dynamic section or string table read from a binary.
+const MAX_TABLE: usize = 16 << 20;
+
+/// The ELF interpreter and `DT_NEEDED` names of a little-endian ELF64 file in memory;
+/// `None` if it is not one this parser understands (the tests' reference for
+/// [`file_dependencies`]).
+#[cfg(test)]
+fn elf_dependencies(data: &[u8]) -> Option<(Option<String>, Vec<String>)> {
+    elf_dependencies_with(|at, len| data.get(at..at.checked_add(len)?).map(<[u8]>::to_vec))
+}
+
+/// [`elf_dependencies`] reading only the parts it needs (`read(offset, len)`): the header,
+/// the program headers, the interpreter, the dynamic section and the string table, so a
+/// large binary is not read whole.
+fn elf_dependencies_with(
+    read: impl Fn(usize, usize) -> Option<Vec<u8>>,
+) -> Option<(Option<String>, Vec<String>)> {
+    let header = read(0, 64)?;
+    if header.get(..4)? != b"\x7fELF" || *header.get(4)? != 2 || *header.get(5)? != 1 {
         return None;
     }
-    let phoff = usize::try_from(u64_at(data, 0x20)?).ok()?;
-    let phentsize = usize::from(u16_at(data, 0x36)?);
-    let phnum = usize::from(u16_at(data, 0x38)?);
+    let phoff = usize::try_from(u64_at(&header, 0x20)?).ok()?;
+    let phentsize = usize::from(u16_at(&header, 0x36)?);
+    let phnum = usize::from(u16_at(&header, 0x38)?);
+    let table = read(phoff, phentsize.checked_mul(phnum)?)?;
     let mut interp = None;
     let mut dynamic = None;
     let mut loads = Vec::new();
     for i in 0..phnum {
-        let at = phoff.checked_add(i.checked_mul(phentsize)?)?;
-        let kind = u32_at(data, at)?;
-        let offset = usize::try_from(u64_at(data, at + 8)?).ok()?;
-        let vaddr = u64_at(data, at + 16)?;
-        let filesz = usize::try_from(u64_at(data, at + 32)?).ok()?;
+        let at = i.checked_mul(phentsize)?;
+        let kind = u32_at(&table, at)?;
+        let offset = usize::try_from(u64_at(&table, at + 8)?).ok()?;
+        let vaddr = u64_at(&table, at + 16)?;
+        let filesz = usize::try_from(u64_at(&table, at + 32)?).ok()?;
         match kind {
             1 => loads.push((vaddr, offset, filesz)),
-            2 => dynamic = Some((offset, filesz)),
+            2 => dynamic = Some((offset, filesz.min(MAX_TABLE))),
             3 => {
-                let bytes = data.get(offset..offset.checked_add(filesz)?)?;
+                let bytes = read(offset, filesz.min(4096))?;
                 let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
                 interp = Some(String::from_utf8(bytes[..end].to_vec()).ok()?);
             }
@@ -65,34 +81,56 @@ pub fn elf_dependencies(data: &[u8]) -> Option<(Option<String>, Vec<String>)> {
     let Some((dyn_offset, dyn_size)) = dynamic else {
         return Some((interp, Vec::new()));
     };
+    let entries = read(dyn_offset, dyn_size)?;
     let mut needed = Vec::new();
     let mut strtab = None;
+    let mut strsz = None;
     for entry in 0..dyn_size / 16 {
-        let at = dyn_offset.checked_add(entry * 16)?;
-        let tag = u64_at(data, at)?;
-        let value = u64_at(data, at + 8)?;
+        let at = entry * 16;
+        let tag = u64_at(&entries, at)?;
+        let value = u64_at(&entries, at + 8)?;
         match tag {
             0 => break,
             1 => needed.push(value),
             5 => strtab = Some(value),
+            10 => strsz = usize::try_from(value).ok(),
             _ => {}
         }
     }
+    if needed.is_empty() {
+        return Some((interp, Vec::new()));
+    }
     let strtab = strtab?;
-    let (vaddr, offset, _) = loads
+    let (vaddr, offset, size) = loads
         .iter()
         .find(|(vaddr, _, size)| strtab >= *vaddr && strtab < vaddr + *size as u64)?;
-    let table = offset.checked_add(usize::try_from(strtab - vaddr).ok()?)?;
+    let within = usize::try_from(strtab - vaddr).ok()?;
+    let start = offset.checked_add(within)?;
+    let len = strsz
+        .unwrap_or(size - within)
+        .min(size - within)
+        .min(MAX_TABLE);
+    let strings = read(start, len)?;
     let names = needed
         .into_iter()
         .map(|index| {
-            let start = table.checked_add(usize::try_from(index).ok()?)?;
-            let rest = data.get(start..)?;
+            let rest = strings.get(usize::try_from(index).ok()?..)?;
             let end = rest.iter().position(|b| *b == 0)?;
             String::from_utf8(rest[..end].to_vec()).ok()
         })
         .collect::<Option<Vec<_>>>()?;
     Some((interp, names))
+}
+
+/// The dependencies of the ELF file at `path`, reading only what is needed.
+fn file_dependencies(path: &Path) -> Option<(Option<String>, Vec<String>)> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(path).ok()?;
+    elf_dependencies_with(|at, len| {
+        let mut buf = vec![0u8; len];
+        file.read_exact_at(&mut buf, u64::try_from(at).ok()?).ok()?;
+        Some(buf)
+    })
 }
 
 /// Resolves the shared objects of `binary` by reading ELF headers (interpreter, then every
@@ -102,8 +140,7 @@ fn resolve_from_elf(binary: &Path) -> Option<Vec<PathBuf>> {
     let mut found = BTreeSet::new();
     let mut queue = vec![binary.to_owned()];
     while let Some(file) = queue.pop() {
-        let data = std::fs::read(&file).ok()?;
-        let (interp, needed) = elf_dependencies(&data)?;
+        let (interp, needed) = file_dependencies(&file)?;
         if let Some(interp) = interp {
             if found.insert(PathBuf::from(&interp)) {
                 queue.push(PathBuf::from(interp));
@@ -205,6 +242,18 @@ mod tests {
                     "{binary}: {library:?} missing from {from_elf:?}"
                 );
             }
+        }
+        // Reading only the needed parts gives what parsing the whole file gives.
+        let me = std::env::current_exe().expect("test binary");
+        for binary in [me.as_path(), Path::new("/usr/bin/cat")] {
+            let whole = std::fs::read(binary).expect("read");
+            assert_eq!(
+                file_dependencies(binary),
+                elf_dependencies(&whole),
+                "{}",
+                binary.display()
+            );
+            assert!(file_dependencies(binary).is_some());
         }
         assert!(elf_dependencies(b"not an elf").is_none());
         assert!(elf_dependencies(b"\x7fELF\x02\x01").is_none());

@@ -1,7 +1,5 @@
-//! Which resource-limit mechanism applies: cgroup v2 when its memory and pids controllers are
-//! usable, rlimits otherwise.
-
-use std::path::{Path, PathBuf};
+//! Which resource-limit mechanism applies: cgroup v2 when a [`CgroupTree`](crate::CgroupTree)
+//! could be set up, rlimits otherwise (rlimits are always set as well).
 
 /// The mechanism that enforced a component's memory/task limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,19 +18,4 @@ impl LimitsApplied {
             LimitsApplied::Rlimits => "rlimits",
         }
     }
-}
-
-/// The cgroup v2 mount whose root offers the memory and pids controllers, if any.
-pub fn cgroup_v2_available() -> Option<PathBuf> {
-    ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
-        .into_iter()
-        .map(Path::new)
-        .find(|root| {
-            std::fs::read_to_string(root.join("cgroup.controllers")).is_ok_and(|text| {
-                let controllers: Vec<&str> = text.split_whitespace().collect();
-                controllers.contains(&"memory") && controllers.contains(&"pids")
-            }) && std::fs::metadata(root.join("cgroup.subtree_control"))
-                .is_ok_and(|meta| !meta.permissions().readonly())
-        })
-        .map(Path::to_owned)
 }

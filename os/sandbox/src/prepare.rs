@@ -42,6 +42,8 @@ pub struct Prepared {
     pub syscalls_allowed: usize,
     /// Which limit mechanism applies.
     pub limits_applied: LimitsApplied,
+    /// The limits as set: `memory.max=N`, ... (cgroup v2) or `RLIMIT_AS=N`, ... (rlimits).
+    pub limit_settings: Vec<String>,
     /// Whether the process keeps the host network namespace.
     pub network: bool,
     /// cgroup directory and the limit files to write there.
@@ -188,9 +190,12 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
     let error = pipe(&name, stage_min)?;
 
     let root = &spec.root_dir;
-    let mut steps = vec![Step::WaitForParent {
-        fd: sync.0.as_raw_fd(),
-    }];
+    let mut steps = vec![
+        Step::WaitForParent {
+            fd: sync.0.as_raw_fd(),
+        },
+        Step::NewSession,
+    ];
     // Become the mapped id first: files created during setup need a mapped owner. The
     // previous id is not this namespace's root, so the switch keeps the namespace
     // capabilities; they are dropped at `execve` because the id is not 0.
@@ -302,27 +307,44 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
             value: limits.memory_bytes,
         });
     }
-    let cgroup = spec.cgroup.as_ref().map(|dir| {
+    let cgroup = spec.cgroup.as_ref().map(|placement| {
+        let c = placement.controllers;
         let mut files = Vec::new();
-        if limits.memory_bytes > 0 {
+        if c.memory && limits.memory_bytes > 0 {
             files.push(("memory.max".to_owned(), limits.memory_bytes.to_string()));
-            files.push(("memory.swap.max".to_owned(), "0".to_owned()));
+            if c.swap {
+                files.push(("memory.swap.max".to_owned(), "0".to_owned()));
+            }
         }
-        if limits.max_tasks > 0 {
+        if c.pids && limits.max_tasks > 0 {
             files.push(("pids.max".to_owned(), limits.max_tasks.to_string()));
         }
-        if limits.cpu_percent > 0 {
+        if c.cpu && limits.cpu_percent > 0 {
             files.push((
                 "cpu.max".to_owned(),
                 format!("{} 100000", u64::from(limits.cpu_percent) * 1000),
             ));
         }
-        (dir.clone(), files)
+        (placement.dir.clone(), files)
     });
-    let limits_applied = if cgroup.is_some() {
-        LimitsApplied::CgroupV2
-    } else {
-        LimitsApplied::Rlimits
+    let (limits_applied, limit_settings) = match &cgroup {
+        Some((_, files)) => (
+            LimitsApplied::CgroupV2,
+            files
+                .iter()
+                .map(|(file, value)| format!("{file}={}", value.replace(' ', "/")))
+                .collect(),
+        ),
+        None => {
+            let mut settings = Vec::new();
+            if limits.memory_bytes > 0 {
+                settings.push(format!("RLIMIT_AS={}", limits.memory_bytes));
+            }
+            if limits.max_tasks > 0 {
+                settings.push(format!("RLIMIT_NPROC={}", limits.max_tasks));
+            }
+            (LimitsApplied::Rlimits, settings)
+        }
     };
 
     steps.push(Step::NoNewPrivs);
@@ -429,6 +451,7 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
         role: spec.role,
         syscalls_allowed,
         limits_applied,
+        limit_settings,
         network: spec.network,
         cgroup,
         keep,

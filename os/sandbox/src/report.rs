@@ -25,6 +25,9 @@ pub struct RuntimeReport {
     pub network: bool,
     /// `cgroup-v2` or `rlimits`.
     pub limits: String,
+    /// The limits as set, e.g. `memory.max=16777216`, `cpu.max=20000/100000` (cgroup v2) or
+    /// `RLIMIT_AS=16777216` (rlimits).
+    pub limit_settings: Vec<String>,
     /// What `/proc/PID` shows, when read.
     pub enforcement: Option<ProcEnforcement>,
 }

@@ -63,6 +63,7 @@ pub fn spawn<S: Sys>(sys: &S, prepared: Prepared) -> Result<SandboxedChild, Sand
         role,
         syscalls_allowed,
         limits_applied,
+        limit_settings,
         network,
         cgroup,
         keep,
@@ -158,6 +159,7 @@ pub fn spawn<S: Sys>(sys: &S, prepared: Prepared) -> Result<SandboxedChild, Sand
                 .collect(),
             network,
             limits: limits_applied.as_str().to_owned(),
+            limit_settings,
             enforcement: None,
         },
     })

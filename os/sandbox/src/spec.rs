@@ -82,6 +82,7 @@ pub struct SandboxSpec {
     /// An empty host directory the new root is assembled on (never written through: a tmpfs
     /// is mounted over it inside the sandbox's own mount namespace).
     pub root_dir: PathBuf,
-    /// cgroup v2 directory to create for this process, when cgroups are used.
-    pub cgroup: Option<PathBuf>,
+    /// The cgroup v2 to create for this process, when cgroups are used
+    /// ([`CgroupTree::placement`](crate::CgroupTree::placement)).
+    pub cgroup: Option<crate::CgroupPlacement>,
 }

@@ -82,6 +82,7 @@ impl Sys for RealSys {
                         }
                     }
                 }
+                Step::NewSession => check(libc::setsid() as libc::c_long),
                 Step::SetHostname { name } => {
                     check(libc::sethostname(name.as_ptr(), name.as_bytes().len()) as libc::c_long)
                 }

@@ -214,4 +214,78 @@ mod tests {
         assert!(decode_response("read", &[0u8; 3], 0).is_err());
         assert!(stat_from_bytes(&[0u8; 3]).is_none());
     }
+
+    #[test]
+    fn every_truncation_of_a_header_is_an_error() {
+        let mut buf = Vec::new();
+        encode_request(&mut buf, Opcode::Read, 1, [0, 0, 8, 0, 0, 0], b"");
+        for len in 0..SQE_LEN {
+            assert_eq!(
+                decode_request(&buf[..len]).err(),
+                Some(Errno::EINVAL),
+                "{len}"
+            );
+        }
+        encode_response(&mut buf, 1, Ok(0), None, b"");
+        for len in 0..CQE_LEN {
+            assert!(decode_response("read", &buf[..len], 1).is_err(), "{len}");
+        }
+    }
+
+    #[test]
+    fn every_opcode_and_flag_byte_decodes_or_is_refused() {
+        for byte in 0..=u8::MAX {
+            let mut sqe = vec![0u8; SQE_LEN + 3];
+            sqe[0] = byte;
+            match decode_request(&sqe) {
+                Ok(request) => {
+                    assert_eq!(request.opcode as u8, byte);
+                    assert_eq!(request.payload.len(), 3);
+                }
+                Err(errno) => assert_eq!(errno, Errno::ENOSYS),
+            }
+            let mut cqe = vec![0u8; CQE_LEN];
+            cqe[0] = byte;
+            let decoded = decode_response("read", &cqe, 0);
+            let known =
+                byte == CqeOpcode::RespondRegular as u8 || byte == CqeOpcode::RespondWithFd as u8;
+            assert_eq!(decoded.is_ok(), known, "flags {byte}");
+        }
+    }
+
+    #[test]
+    fn only_the_errno_range_is_an_error_result() {
+        let mut buf = Vec::new();
+        for (raw, expected) in [
+            ((-1i64) as u64, Err(Errno::EPERM)),
+            ((-4095i64) as u64, Err(Errno::from_raw(4095))),
+            ((-4096i64) as u64, Ok((-4096i64) as u64)),
+            (u64::MAX / 2, Ok(u64::MAX / 2)),
+        ] {
+            let cqe = Cqe {
+                flags: CqeOpcode::RespondRegular as u8,
+                extra_raw: [0; 3],
+                tag: 5,
+                result: raw,
+            };
+            buf.clear();
+            buf.extend_from_slice(&cqe);
+            let response = decode_response("read", &buf, 5).expect("decodes");
+            assert_eq!(response.result, expected);
+        }
+    }
+
+    #[test]
+    fn oversized_and_odd_payloads_pass_through_unchanged() {
+        let big = vec![0x5a; MAX_MESSAGE * 2];
+        let mut buf = Vec::new();
+        encode_request(&mut buf, Opcode::Write, 9, [0, 0, u64::MAX, 0, 0, 0], &big);
+        // The decoder does not trust args[2]: the payload is what arrived.
+        let request = decode_request(&buf).expect("decodes");
+        assert_eq!(request.payload.len(), big.len());
+        assert_eq!(request.args[2], u64::MAX);
+        for len in [0, 1, 63, 255, 4096] {
+            assert!(stat_from_bytes(&vec![0xff; len]).is_none(), "{len}");
+        }
+    }
 }

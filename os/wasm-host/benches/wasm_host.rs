@@ -2,12 +2,18 @@
 //! - `instantiate/*`: app instantiation from a cached `.cwasm` (WASI context, limits, device
 //!   interfaces, instance), on-demand and pooling allocators; anchor: wasmtime's published
 //!   5 us and the PyPI `wasmtime` package instantiating the same module.
-//! - `host_call/sensor.read`: wasm -> host -> wasm round trip through `testudo:device`;
+//! - `host_call/sensor.read`: wasm -> host -> wasm round trip through `testudo:device`
+//!   (local backend); `host_call/sensor.read-via-scheme` the same forwarded over a scheme
+//!   handle to a provider thread (the device path: one `SOCK_SEQPACKET` request/response);
 //!   anchor: the same module calling a Python host function under PyPI `wasmtime`.
 //! - `start/process`: a full `testudo-wasm-host` process running the hello app from a warm
-//!   cache (exec, plan, cache load, run, exit); `start/process-in-namespaces` the same inside
-//!   fresh user+mount+net namespaces (`unshare -Urmn`), the isolation the sandbox adds.
-//! - idle memory: RSS added per idle app (printed and written to target/bench/wasm-idle.json).
+//!   cache (exec, plan, cache load, run, exit); `start/sandboxed` the same started exactly as
+//!   `testudo-init` starts a `kind = wasm` component: `testudo_init::launch::spec_for`, then
+//!   the real `testudo_sandbox::{prepare, spawn}` (namespaces, binds, landlock, the
+//!   `wasm-host` seccomp role), until the process is reaped.
+//! - idle memory: per idle app in one host (RSS delta / apps), and a whole idle host process
+//!   (RSS and private memory), each beyond the app's linear memory (printed and written to
+//!   target/bench/wasm-idle.json).
 //!
 //! Run with `cargo bench -p testudo-wasm-host`; the anchor figures are printed first.
 #![allow(clippy::unwrap_used)]
@@ -45,7 +51,7 @@ fn cached_app(engine: &HostEngine, path: &Path, cache_dir: &Path, grants: Grants
     let bytes = std::fs::read(path).unwrap();
     compile_app(engine.engine(), Some(&cache), "app", &bytes).unwrap();
     let compiled = compile_app(engine.engine(), Some(&cache), "app", &bytes).unwrap();
-    assert!(compiled.from_cache);
+    assert_eq!(compiled.origin, testudo_wasm_host::CodeOrigin::Cache);
     PreparedApp::prepare(engine.engine(), &compiled, Arc::new(grants)).unwrap()
 }
 
@@ -122,18 +128,27 @@ fn benches(c: &mut Criterion) {
         &cache_dir.path().join("hostcall"),
         sensor_grants(),
     );
-    let ctx = context(Arc::clone(&device));
-    c.bench_function("host_call/sensor.read", |b| {
-        b.iter_custom(|iterations| {
-            let calls = i32::try_from(iterations).unwrap_or(i32::MAX);
-            let start = Instant::now();
-            assert_eq!(
-                app.call_export(&ctx, "run", calls).unwrap(),
-                Outcome::Exited(0)
-            );
-            start.elapsed()
-        })
-    });
+    let local = context(Arc::clone(&device));
+    let (scheme_device, provider) = scheme_sensor();
+    let via_scheme = context_with(scheme_device);
+    for (label, ctx) in [
+        ("host_call/sensor.read", &local),
+        ("host_call/sensor.read-via-scheme", &via_scheme),
+    ] {
+        c.bench_function(label, |b| {
+            b.iter_custom(|iterations| {
+                let calls = i32::try_from(iterations).unwrap_or(i32::MAX);
+                let start = Instant::now();
+                assert_eq!(
+                    app.call_export(ctx, "run", calls).unwrap(),
+                    Outcome::Exited(0)
+                );
+                start.elapsed()
+            })
+        });
+    }
+    drop((via_scheme, app));
+    provider.join().unwrap();
 
     let plan_dir = tempfile::tempdir().unwrap();
     let plan = write_hello_plan(plan_dir.path(), &hello);
@@ -159,23 +174,90 @@ fn benches(c: &mut Criterion) {
         assert!(status.success(), "{command:?}");
     };
     host(&[]); // warm the cache
+    let sandbox_dir = tempfile::tempdir().unwrap();
+    let mut sandboxed_hello = common::sandboxed::wasm_component("apps/hello.wasm");
+    sandboxed_hello.limits.restart = RestartPolicy::Never;
+    let sandboxed = common::sandboxed::Device::new(
+        sandbox_dir.path(),
+        common::sandboxed::plan(vec![("hello", sandboxed_hello)]),
+        &[("apps/hello.wasm", &hello)],
+    );
+    let start_sandboxed = || {
+        let (spec, _stdout, _stderr) = sandboxed.spec("hello");
+        let prepared = testudo_sandbox::prepare(spec).unwrap();
+        let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).unwrap();
+        assert_eq!(
+            common::sandboxed::wait(&child.pidfd),
+            common::sandboxed::Ended::Exited(0)
+        );
+    };
+    start_sandboxed(); // warm the cache
     let mut group = c.benchmark_group("start");
     group.sample_size(30);
     group.bench_function("process", |b| b.iter(|| host(&[])));
-    if Command::new("unshare")
-        .args(["-Urmn", "true"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        group.bench_function("process-in-namespaces", |b| {
-            b.iter(|| host(&["unshare", "-Urmn"]))
-        });
-    } else {
-        eprintln!("start/process-in-namespaces: unshare -Urmn not permitted here; skipped");
-    }
+    group.bench_function("sandboxed", |b| b.iter(start_sandboxed));
     group.finish();
 
     idle_memory();
+}
+
+fn context_with(backend: Arc<dyn testudo_wasm_host::DeviceBackend>) -> RunContext {
+    RunContext {
+        limits: AppLimits::default(),
+        backend,
+        stdout: OutputSink::Discard,
+        stderr: OutputSink::Discard,
+        stop: StopSignal::new(),
+    }
+}
+
+/// A sensor provider served on its own thread (as a driver process serves it) and the
+/// device backend reading it through a scheme handle, as the host does under init.
+fn scheme_sensor() -> (
+    Arc<dyn testudo_wasm_host::DeviceBackend>,
+    std::thread::JoinHandle<()>,
+) {
+    struct Fixed;
+    impl testudo_scheme::SchemeProvider for Fixed {
+        type Node = ();
+        fn root(&mut self, _: &testudo_scheme::Grant) -> Result<(), testudo_scheme::Errno> {
+            Ok(())
+        }
+        fn open(
+            &mut self,
+            _: &(),
+            _: &str,
+            _: testudo_scheme::Rights,
+        ) -> Result<testudo_scheme::Opened<()>, testudo_scheme::Errno> {
+            Err(testudo_scheme::Errno::ENOENT)
+        }
+        fn read(&mut self, _: &mut (), buf: &mut [u8]) -> Result<usize, testudo_scheme::Errno> {
+            let line = b"temperature 21.5 C\n";
+            buf[..line.len()].copy_from_slice(line);
+            Ok(line.len())
+        }
+        fn fstat(
+            &mut self,
+            _: &(),
+        ) -> Result<(testudo_scheme::NodeKind, u64), testudo_scheme::Errno> {
+            Ok((testudo_scheme::NodeKind::Stream, 0))
+        }
+    }
+    let mut server = testudo_scheme::Server::new(Fixed);
+    let handle = server
+        .grant(&testudo_scheme::Grant {
+            consumer: "bench".into(),
+            capability: "sensor".into(),
+            rights: testudo_scheme::Rights::Read,
+            allow: Vec::new(),
+        })
+        .unwrap();
+    let serving = std::thread::spawn(move || server.run().unwrap());
+    let device = testudo_wasm_host::scheme_device::SchemeDevice::new(
+        [("s".to_owned(), handle)].into(),
+        Vec::new(),
+    );
+    (Arc::new(device), serving)
 }
 
 /// A plan with one component, the hello app, as `testudo-init` would hand it over.
@@ -251,15 +333,99 @@ fn idle_memory() {
         "idle app: {per_app:.0} KiB RSS per app ({APPS} apps), linear memory {linear_kib} KiB, beyond linear memory {beyond:.0} KiB (goal < 2048 KiB)"
     );
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/bench");
-    if std::fs::create_dir_all(&out).is_ok() {
-        let _ = std::fs::write(
-            out.join("wasm-idle.json"),
-            serde_json::json!({ "apps": APPS, "rss_kib_per_app": per_app, "linear_kib": linear_kib, "beyond_linear_kib": beyond }).to_string(),
-        );
-    }
     for mut supervisor in supervisors {
         supervisor.stop();
     }
+    let process = idle_host_process(&reader, linear_kib);
+    if std::fs::create_dir_all(&out).is_ok() {
+        let _ = std::fs::write(
+            out.join("wasm-idle.json"),
+            serde_json::json!({
+                "apps": APPS, "rss_kib_per_app": per_app, "linear_kib": linear_kib,
+                "beyond_linear_kib": beyond, "host_process": process,
+            })
+            .to_string(),
+        );
+    }
+}
+
+/// One `testudo-wasm-host` process running one sensor reader that sleeps between readings
+/// (as on a device: one host process per app): its RSS and its private memory (pages no
+/// other process shares: heap, stacks, the app's memory, relocated data; not the shared
+/// text of the binary and libc), each beyond the app's linear memory.
+fn idle_host_process(reader: &Path, linear_kib: u64) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("device/sensors")).unwrap();
+    std::fs::write(dir.path().join("device/sensors/temperature"), "21.5\n").unwrap();
+    let plan = serde_json::json!({
+        "format": 1, "name": "bench", "version": "1.0.0", "compatible": "bench",
+        "board": { "name": "b", "arch": "x86_64", "memory_bytes": 1, "kernel": "k", "bootloader": "grub",
+                   "console": "ttyS0", "partitions": { "esp_bytes": 1, "rootfs_bytes": 1, "data_bytes": 1 } },
+        "components": { "reader": {
+            "kind": "wasm", "run": { "type": "wasm", "module": reader.display().to_string() },
+            "devices": { "nodes": [], "pci": [], "network": false },
+            "provides": { "readings": { "interface": "telemetry" } },
+            "uses": { "sensor": { "component": "sensor", "capability": "sensor", "interface": "sensor", "rights": "read", "allow": [] } },
+            "limits": { "memory_bytes": 16777216, "cpu_percent": 10, "restart": "never", "max_tasks": 4, "cpu_time_ms": 100 },
+            "after": [], "env": { "INTERVAL_MS": "600000" }, "args": [] } },
+        "app_slots": {},
+        "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
+        "cloud": { "hub": "h", "device_id": "d", "identity": "sas", "dps_scope": null }
+    });
+    std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
+    let start = |cache: &str| {
+        Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"))
+            .arg("--plan")
+            .arg(dir.path().join("plan.json"))
+            .args(["--component", "reader", "--app-root", "/"])
+            .arg("--cache")
+            .arg(dir.path().join(cache))
+            .arg("--storage-root")
+            .arg(dir.path().join("storage"))
+            .arg("--device-dir")
+            .arg(dir.path().join("device"))
+            .spawn()
+            .unwrap()
+    };
+    let telemetry = dir.path().join("device/telemetry.jsonl");
+    let mut figures = serde_json::Map::new();
+    for cache in ["cache-cold", "cache-warm", "cache-warm"] {
+        let _ = std::fs::remove_file(&telemetry);
+        let mut child = start(cache);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !telemetry.exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id())).unwrap();
+        let field = |name: &str| -> u64 {
+            rollup
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|kib| kib.parse().ok())
+                .unwrap_or(0)
+        };
+        let rss = field("Rss:");
+        let private = field("Private_Clean:") + field("Private_Dirty:");
+        let _ = child.kill();
+        let _ = child.wait();
+        let label = if cache == "cache-cold" {
+            "compiled"
+        } else {
+            "from-cache"
+        };
+        println!(
+            "idle host process ({label}): RSS {rss} KiB, private {private} KiB; beyond linear memory ({linear_kib} KiB): RSS {} KiB, private {} KiB (goal < 2048 KiB)",
+            rss.saturating_sub(linear_kib),
+            private.saturating_sub(linear_kib)
+        );
+        figures.insert(
+            label.to_owned(),
+            serde_json::json!({ "rss_kib": rss, "private_kib": private }),
+        );
+    }
+    serde_json::Value::Object(figures)
 }
 
 /// Initial linear memory of a module, in KiB (what instantiation commits at most).

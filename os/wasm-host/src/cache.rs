@@ -4,7 +4,9 @@
 //!
 //! Layout: `<cache dir>/<engine key>/<sha256 of the app>.cwasm`, where the engine key is the
 //! first 16 hex digits of sha256 over `Engine::precompile_compatibility_hash` (wasmtime
-//! version, target, CPU features, settings). The image builder can fill the same layout.
+//! version, target, CPU features, settings). The image builder can fill the same layout,
+//! or ship a precompiled sidecar `P.cwasm` next to `P.wasm` ([`crate::precompile`]), which
+//! [`load_app`] tries first — see the trust invariant there.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -65,8 +67,32 @@ pub struct CompiledApp {
     pub code: AppCode,
     /// sha256 of the app's bytes, hex.
     pub sha256: String,
-    /// Whether the code came from the `.cwasm` cache.
-    pub from_cache: bool,
+    /// Where the code came from.
+    pub origin: CodeOrigin,
+    /// Why a sidecar that was present was not used (one line), if so.
+    pub sidecar_rejected: Option<String>,
+    /// Why the freshly compiled code could not be written to the cache (one line), if so.
+    pub cache_write_failed: Option<String>,
+}
+
+/// Where an app's compiled code came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeOrigin {
+    /// The precompiled sidecar `P.cwasm` next to the app (read-only filesystem).
+    Sidecar,
+    /// The host's `.cwasm` cache.
+    Cache,
+    /// Compiled now (and written to the cache, when there is one).
+    Compiled,
+}
+
+/// Places compiled code may come from besides compiling.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CodeSources<'a> {
+    /// The host's `.cwasm` cache.
+    pub cache: Option<&'a ModuleCache>,
+    /// A precompiled sidecar to try first (used only on a read-only filesystem).
+    pub sidecar: Option<&'a Path>,
 }
 
 /// The `.cwasm` cache directory.
@@ -123,18 +149,57 @@ pub fn compile_app(
     name: &str,
     bytes: &[u8],
 ) -> Result<CompiledApp, HostError> {
+    load_app(
+        engine,
+        CodeSources {
+            cache,
+            sidecar: None,
+        },
+        name,
+        bytes,
+    )
+}
+
+/// Loads the app's compiled code from the first source that has a compatible copy — the
+/// sidecar (only on a read-only filesystem), then the cache — or compiles it, writing the
+/// cache on a miss. A sidecar that exists but is not used is reported in
+/// [`CompiledApp::sidecar_rejected`].
+pub fn load_app(
+    engine: &Engine,
+    sources: CodeSources<'_>,
+    name: &str,
+    bytes: &[u8],
+) -> Result<CompiledApp, HostError> {
     let kind = AppKind::detect(bytes).ok_or_else(|| HostError::NotWasm {
         app: name.to_owned(),
     })?;
     let sha256 = hex::encode(Sha256::digest(bytes));
-    let cached_path = cache.map(|cache| cache.path_for(engine, &sha256));
+    let mut sidecar_rejected = None;
+    if let Some(sidecar) = sources.sidecar.filter(|path| path.exists()) {
+        match load_sidecar(engine, kind, sidecar) {
+            Ok(code) => {
+                return Ok(CompiledApp {
+                    name: name.to_owned(),
+                    code,
+                    sha256,
+                    origin: CodeOrigin::Sidecar,
+                    sidecar_rejected: None,
+                    cache_write_failed: None,
+                })
+            }
+            Err(reason) => sidecar_rejected = Some(reason),
+        }
+    }
+    let cached_path = sources.cache.map(|cache| cache.path_for(engine, &sha256));
     if let Some(path) = cached_path.as_deref().filter(|path| path.is_file()) {
         if let Ok(code) = load_cached(engine, kind, path) {
             return Ok(CompiledApp {
                 name: name.to_owned(),
                 code,
                 sha256,
-                from_cache: true,
+                origin: CodeOrigin::Cache,
+                sidecar_rejected,
+                cache_write_failed: None,
             });
         }
         // A stale or damaged entry: recompile below and overwrite it.
@@ -155,14 +220,52 @@ pub fn compile_app(
             (AppCode::Component(component), serialized)
         }
     };
-    if let Some(path) = cached_path {
-        write_atomically(&path, &serialized)?;
-    }
+    // Only the host reads its cache. A cache that cannot be written costs the next start a
+    // compile, not this run: the reason is reported, the app runs.
+    let cache_write_failed = cached_path.and_then(|path| {
+        write_atomically(&path, &serialized, 0o600)
+            .err()
+            .map(|error| format!("{}: {error}", path.display()))
+    });
     Ok(CompiledApp {
         name: name.to_owned(),
         code,
         sha256,
-        from_cache: false,
+        origin: CodeOrigin::Compiled,
+        sidecar_rejected,
+        cache_write_failed,
+    })
+}
+
+/// Loads a precompiled sidecar, or says in one line why not: it must lie on a read-only
+/// filesystem (the trust invariant of [`crate::precompile`]) and be compatible with
+/// `engine` (wasmtime checks version, target, CPU features and settings).
+pub fn load_sidecar(engine: &Engine, kind: AppKind, path: &Path) -> Result<AppCode, String> {
+    let file = std::fs::File::open(path).map_err(|error| format!("cannot open it: {error}"))?;
+    let mount = rustix::fs::fstatvfs(&file)
+        .map_err(|error| format!("cannot check its filesystem: {error}"))?;
+    if !mount.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
+        return Err("it is on a writable filesystem".to_owned());
+    }
+    let loaded = match kind {
+        // SAFETY: the file lies on a read-only filesystem (the image's rootfs, next to its
+        // module), which is where the image builder's `precompile` output lives; wasmtime
+        // checks its engine header (version, target, CPU features, settings) before use.
+        AppKind::Module => {
+            unsafe { Module::deserialize_open_file(engine, file) }.map(AppCode::Module)
+        }
+        AppKind::Component => {
+            let bytes = std::io::Read::bytes(file)
+                .collect::<Result<Vec<u8>, _>>()
+                .map_err(|error| format!("cannot read it: {error}"))?;
+            // SAFETY: as above, for a serialized component read from the same file.
+            unsafe { Component::deserialize(engine, bytes) }.map(AppCode::Component)
+        }
+    };
+    loaded.map_err(|error| {
+        let text = format!("{error:#}");
+        let line = text.lines().next().unwrap_or_default().trim().to_owned();
+        format!("not loadable by this host: {line}")
     })
 }
 
@@ -186,18 +289,21 @@ pub fn load_cached(engine: &Engine, kind: AppKind, path: &Path) -> Result<AppCod
     }
 }
 
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), HostError> {
-    let cache_error = |source| HostError::Cache {
-        path: path.to_owned(),
-        source,
+/// Writes `bytes` to `path` with permission bits `mode` through a temporary file in the same
+/// directory and a rename, so readers see the old file or the whole new one.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
     };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(cache_error)?;
-    let mut temporary = tempfile::NamedTempFile::new_in(dir).map_err(cache_error)?;
-    std::io::Write::write_all(&mut temporary, bytes).map_err(cache_error)?;
+    std::fs::create_dir_all(dir)?;
+    let mut temporary = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut temporary, bytes)?;
     temporary
-        .persist(path)
-        .map_err(|error| cache_error(error.error))?;
+        .as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
+    temporary.as_file().sync_all()?;
+    temporary.persist(path).map_err(|error| error.error)?;
     Ok(())
 }
 
@@ -224,9 +330,9 @@ mod tests {
         let cache = ModuleCache::new(dir.path());
         let wat = b"(module (func (export \"f\")))";
         let first = compile_app(&engine, Some(&cache), "f", wat).unwrap();
-        assert!(!first.from_cache);
+        assert_eq!(first.origin, CodeOrigin::Compiled);
         let second = compile_app(&engine, Some(&cache), "f", wat).unwrap();
-        assert!(second.from_cache);
+        assert_eq!(second.origin, CodeOrigin::Cache);
         let path = cache.path_for(&engine, &second.sha256);
         // Loaded code maps the file: drop it, then damage the entry by replacing it (the
         // cache itself only ever replaces files by rename, never rewrites them in place).
@@ -235,12 +341,23 @@ mod tests {
         std::fs::write(&damaged, b"garbage").unwrap();
         std::fs::rename(&damaged, &path).unwrap();
         let third = compile_app(&engine, Some(&cache), "f", wat).unwrap();
-        assert!(!third.from_cache);
-        assert!(
-            compile_app(&engine, Some(&cache), "f", wat)
-                .unwrap()
-                .from_cache
+        assert_eq!(third.origin, CodeOrigin::Compiled);
+        assert_eq!(
+            compile_app(&engine, Some(&cache), "f", wat).unwrap().origin,
+            CodeOrigin::Cache
         );
+    }
+
+    #[test]
+    fn an_unwritable_cache_is_reported_and_the_app_still_loads() {
+        let engine = Engine::default();
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, b"").unwrap();
+        let cache = ModuleCache::new(&not_a_dir);
+        let compiled = compile_app(&engine, Some(&cache), "f", b"(module)").unwrap();
+        assert_eq!(compiled.origin, CodeOrigin::Compiled);
+        assert!(compiled.cache_write_failed.is_some());
     }
 
     #[test]

@@ -32,13 +32,6 @@ pub enum HostError {
         #[source]
         source: BoxedSource,
     },
-    /// The `.cwasm` cache directory could not be used.
-    #[error("using the compiled-module cache at {path}")]
-    Cache {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     /// A cached `.cwasm` could not be loaded (it is then recompiled; this surfaces only when
     /// recompiling fails too).
     #[error("loading cached module {path}")]

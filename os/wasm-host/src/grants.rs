@@ -97,6 +97,11 @@ pub struct PlannedApp {
     pub grants: Grants,
     /// Its limits, as the plan states them.
     pub limits: testudo_config::plan::Limits,
+    /// The `telemetry` capabilities it provides (served by the host, [`crate::provided`]).
+    pub provided_telemetry: Vec<String>,
+    /// The provided capability its `telemetry.publish` goes to (no write route says
+    /// otherwise), if any.
+    pub publishes_into_provided: Option<String>,
 }
 
 impl PlannedApp {
@@ -159,11 +164,15 @@ impl PlannedApp {
         }
         // An app that provides a telemetry capability publishes into it (its consumers
         // receive), unless a write route already says where publishing goes.
+        let mut provided_telemetry = Vec::new();
+        let mut publishes_into_provided = None;
         for (capability, provided) in &component.provides {
             if provided.interface == "telemetry" {
+                provided_telemetry.push(capability.clone());
                 let telemetry = grants.telemetry.get_or_insert_with(TelemetryGrant::default);
                 if telemetry.publish.is_none() {
                     telemetry.publish = Some(capability.clone());
+                    publishes_into_provided = Some(capability.clone());
                 }
             }
         }
@@ -172,6 +181,8 @@ impl PlannedApp {
             module,
             grants,
             limits: component.limits.clone(),
+            provided_telemetry,
+            publishes_into_provided,
         })
     }
 }

@@ -7,6 +7,8 @@
 //!   handles); [`device_p1`]/[`device_p2`] bind them for modules and components.
 //! - [`limits`], [`output`]: memory/table caps, CPU and wall budgets, output budget.
 //! - [`engine`], [`cache`]: the shared engine with its epoch ticker; the `.cwasm` cache.
+//! - [`provided`]: telemetry capabilities an app provides, served to consumers as a scheme.
+//! - [`precompile`]: `.cwasm` files for images, loaded as sidecars (and their trust rule).
 //! - [`run`]: one run of one app, ending in an [`Outcome`].
 //! - [`supervise`]: restart policy and hot swap with rollback.
 //! - [`componentize`]: turning a preview 1 module into a component.
@@ -16,6 +18,9 @@
 //! `testudo-init` runs one host process per `kind = wasm` component:
 //!
 //! ```text
+//! testudo-wasm-host precompile IN.wasm OUT.cwasm
+//!     compile ahead of time with the host's engine settings (for images: OUT = IN's
+//!     sidecar, `P.wasm` -> `P.cwasm`, loaded before the cache; see [`precompile`])
 //! testudo-wasm-host --plan PLAN.json --component NAME
 //!     [--app-root DIR]      directory the plan's `run.module` paths are relative to (default .)
 //!     [--storage-root DIR]  root of storage providers' per-consumer dirs (default /data)
@@ -26,6 +31,9 @@
 //!
 //! When `TESTUDO_HANDLES` is set (by `testudo-init`), device calls go to the routed scheme
 //! handles instead ([`scheme_device::SchemeDevice`]) and stdout/stderr to the `log` handle.
+//! When the app provides a `telemetry` capability and init passed the provider control
+//! socket (`TESTUDO_SCHEME_FD`), the host serves that capability to its consumers
+//! ([`provided`]) and the app's publishing goes there.
 //!
 //! It runs the app, applies the component's restart policy, and exits with the code below.
 //!
@@ -55,11 +63,15 @@ pub mod error;
 pub mod grants;
 pub mod limits;
 pub mod output;
+pub mod precompile;
+pub mod provided;
 pub mod run;
 pub mod scheme_device;
 pub mod supervise;
 
-pub use cache::{compile_app, AppKind, CompiledApp, ModuleCache};
+pub use cache::{
+    compile_app, load_app, AppKind, CodeOrigin, CodeSources, CompiledApp, ModuleCache,
+};
 pub use device::{DeviceBackend, LocalDevice, TelemetryRecord};
 pub use engine::{EngineOptions, HostEngine};
 pub use error::HostError;

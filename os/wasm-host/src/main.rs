@@ -1,17 +1,21 @@
 //! `testudo-wasm-host`: runs one WASM component of a plan (see the crate docs for arguments
-//! and exit codes), or turns a preview 1 module into a component (`componentize`).
+//! and exit codes), precompiles an app for an image (`precompile`), or turns a preview 1
+//! module into a component (`componentize`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use testudo_wasm_host::cache::{load_app, CodeSources};
 use testudo_wasm_host::componentize::componentize;
+use testudo_wasm_host::precompile::sidecar_path;
+use testudo_wasm_host::provided::{ProvidedTelemetry, ProvidingDevice};
 use testudo_wasm_host::scheme_device::{LogWriter, SchemeDevice};
 use testudo_wasm_host::DeviceBackend;
 use testudo_wasm_host::{
-    compile_app, AppLimits, EngineOptions, HostEngine, HostError, LocalDevice, ModuleCache,
-    OutputSink, PlanPaths, PlannedApp, PreparedApp, RunContext, StopSignal, EXIT_SETUP_FAILED,
+    AppLimits, EngineOptions, HostEngine, HostError, LocalDevice, ModuleCache, OutputSink,
+    PlanPaths, PlannedApp, PreparedApp, RunContext, StopSignal, EXIT_SETUP_FAILED,
 };
 
 #[derive(Debug, Parser)]
@@ -44,6 +48,14 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Tool {
+    /// Compile an app ahead of time with this host's engine settings; the host loads
+    /// `P.cwasm` next to `P.wasm` when it is on a read-only filesystem.
+    Precompile {
+        /// The module or component (.wasm).
+        input: PathBuf,
+        /// Where to write the compiled form (.cwasm), atomically.
+        output: PathBuf,
+    },
     /// Turn a WASI preview 1 module into a component with the testudo:device world.
     Componentize {
         /// The core module.
@@ -83,6 +95,10 @@ fn describe(error: &HostError) -> String {
 }
 
 fn run(args: Args) -> Result<u8, HostError> {
+    if let Some(Tool::Precompile { input, output }) = &args.tool {
+        testudo_wasm_host::precompile::precompile_file(input, output)?;
+        return Ok(0);
+    }
     if let Some(Tool::Componentize {
         input,
         output,
@@ -134,7 +150,25 @@ fn run(args: Args) -> Result<u8, HostError> {
         source,
     })?;
     let cache = ModuleCache::new(args.cache);
-    let compiled = compile_app(engine.engine(), Some(&cache), &component, &bytes)?;
+    let sidecar = sidecar_path(&planned.module);
+    let compiled = load_app(
+        engine.engine(),
+        CodeSources {
+            cache: Some(&cache),
+            sidecar: Some(&sidecar),
+        },
+        &component,
+        &bytes,
+    )?;
+    if let Some(reason) = &compiled.cache_write_failed {
+        eprintln!("testudo-wasm-host: app {component}: compiled module not cached ({reason})");
+    }
+    if let Some(reason) = &compiled.sidecar_rejected {
+        eprintln!(
+            "testudo-wasm-host: app {component}: precompiled {} not used ({reason}); using the cache",
+            sidecar.display()
+        );
+    }
     let prepared =
         match PreparedApp::prepare(engine.engine(), &compiled, Arc::new(planned.grants.clone())) {
             Ok(prepared) => prepared,
@@ -144,7 +178,17 @@ fn run(args: Args) -> Result<u8, HostError> {
             }
             Err(error) => return Err(error),
         };
-    let (backend, stdout, stderr) = device_backend(&plan, &component, args.device_dir)?;
+    let (mut backend, stdout, stderr) = device_backend(&plan, &component, args.device_dir)?;
+    if let Some(control) =
+        testudo_scheme::provider_control().map_err(|source| HostError::Handles { source })?
+    {
+        let provided =
+            ProvidedTelemetry::new(planned.provided_telemetry.iter().map(String::as_str));
+        provided.serve(&component, control)?;
+        if let Some(capability) = &planned.publishes_into_provided {
+            backend = Arc::new(ProvidingDevice::new(provided, capability.clone(), backend));
+        }
+    }
     let context = RunContext {
         limits: AppLimits::from_plan(&planned.limits),
         backend,

@@ -1,6 +1,7 @@
 //! Starts a private swtpm (TCP, free ports, its own state dir) for one test.
 
 #![allow(clippy::unwrap_used)] // test support code: a failed setup step is a failed test
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -12,7 +13,7 @@ pub struct Swtpm {
     child: Child,
     /// TCTI string for tss-esapi.
     pub tcti: String,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Swtpm {
@@ -56,7 +57,7 @@ pub fn start() -> Swtpm {
         let mut swtpm = Swtpm {
             child,
             tcti: format!("swtpm:host=127.0.0.1,port={server}"),
-            _dir: dir,
+            dir: Some(dir),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
@@ -71,6 +72,53 @@ pub fn start() -> Swtpm {
         let _ = swtpm.child.kill();
     }
     panic!("swtpm did not start listening");
+}
+
+impl Swtpm {
+    /// Stops swtpm and hands over its state directory (the TPM's NV state: persistent keys).
+    pub fn stop_keeping_state(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.dir.take().unwrap()
+    }
+}
+
+/// A swtpm serving the TPM 2.0 command stream on a `unixio` socket (what the `tpm` driver
+/// opens in place of /dev/tpm0); killed on drop.
+pub struct UnixSwtpm {
+    child: Child,
+    /// The socket.
+    pub socket: std::path::PathBuf,
+}
+
+impl Drop for UnixSwtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts swtpm on the state in `state` with a `unixio` socket at `socket`.
+pub fn start_unixio(state: &Path, socket: &Path) -> UnixSwtpm {
+    let child = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "startup-clear,not-need-init"])
+        .arg("--server")
+        .arg(format!("type=unixio,path={}", socket.display()))
+        .arg("--tpmstate")
+        .arg(format!("dir={}", state.display()))
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("swtpm must be installed (Debian package swtpm)");
+    let swtpm = UnixSwtpm {
+        child,
+        socket: socket.to_owned(),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "swtpm did not create its socket");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    swtpm
 }
 
 fn which(tool: &str) -> bool {

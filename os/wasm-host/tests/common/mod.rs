@@ -132,3 +132,5 @@ pub fn run(
         stderr: text(&stderr),
     }
 }
+
+pub mod sandboxed;
