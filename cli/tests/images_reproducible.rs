@@ -2,8 +2,9 @@
 //! time zone, locale, home directory and wall clock, give bit-identical rootfs.img, disk.img,
 //! update.raucb (signature included: no signing time, RFC 6979 ECDSA) and manifest.json.
 //!
-//! The native binaries are stand-ins (busybox under the plan's names, and a small C stand-in
-//! for the WASM host's `precompile`): this checks the builder, not the binaries.
+//! The WASM host is the workspace's real `testudo-wasm-host` (its `precompile` output goes
+//! into the image, so compiled apps are covered too); the other binaries are stand-ins
+//! (busybox under the plan's names): this checks the builder, not the binaries.
 #![cfg(feature = "images")]
 #![allow(clippy::unwrap_used)]
 
@@ -48,7 +49,8 @@ fn inputs(dir: &Path, wasm_host: &Path) {
         std::fs::copy("/usr/bin/busybox", dir.join("bin").join(name))
             .expect("busybox-static is installed");
     }
-    std::fs::copy(wasm_host, dir.join("bin/testudo-wasm-host")).unwrap();
+    // A link, not a copy: the debug host is large; the builder reads through it.
+    std::os::unix::fs::symlink(wasm_host, dir.join("bin/testudo-wasm-host")).unwrap();
     std::fs::write(
         dir.join("plan.json"),
         serde_json::to_vec_pretty(&plan()).unwrap(),
@@ -79,20 +81,18 @@ fn build(dir: &Path, umask: &str, tz: &str, data_home: &Path) {
     );
 }
 
-/// The WASM host stand-in (images/tests/common/wasm_host_standin.c), compiled with `cc`.
-fn wasm_host_standin(dir: &Path) -> std::path::PathBuf {
-    let source =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/tests/common/wasm_host_standin.c");
-    let out = dir.join("testudo-wasm-host");
-    let status = Command::new("cc")
-        .arg("-O1")
-        .arg("-o")
-        .arg(&out)
-        .arg(&source)
-        .status()
-        .expect("cc (the C compiler Rust links with) is needed");
-    assert!(status.success(), "compiling {}", source.display());
-    out
+/// The workspace's real WASM host, next to `testudo` (as `cargo test --workspace` builds it).
+fn wasm_host() -> std::path::PathBuf {
+    let host = Path::new(env!("CARGO_BIN_EXE_testudo"))
+        .parent()
+        .unwrap()
+        .join("testudo-wasm-host");
+    assert!(
+        host.is_file(),
+        "{} not found: build it first (cargo build -p testudo-wasm-host)",
+        host.display()
+    );
+    host
 }
 
 #[test]
@@ -101,7 +101,7 @@ fn two_builds_in_different_environments_are_bit_identical() {
     let data_home = tmp.path().join("keys-home");
     let one = tmp.path().join("one");
     let two = tmp.path().join("a-much/longer/second-directory");
-    let host = wasm_host_standin(tmp.path());
+    let host = wasm_host();
     inputs(&one, &host);
     inputs(&two, &host);
     build(&one, "022", "UTC", &data_home);

@@ -2,7 +2,8 @@
 //!
 //! Every step's output is content-addressed in the [`Cache`]: the key covers exactly what
 //! determines the output, so an unchanged step is a cache hit and a changed WASM app re-runs
-//! only its `.cwasm` precompilation, the rootfs, the bundle and the disk assembly. Inputs are
+//! only its `.cwasm` precompilation, the rootfs's app layer (appended to the cached system
+//! layer, see `rootfs`), the bundle and the disk assembly. Inputs are
 //! hashed through a stat-keyed [`DigestCache`], cache objects carry their own digests, and the
 //! disk image is described by a map of its data ranges, so unchanged bytes are not re-read.
 //! Nothing in the outputs depends on the host path, user, umask, time zone or clock (see
@@ -113,7 +114,7 @@ pub struct BuildReport {
     pub outputs: Vec<Entry>,
 }
 
-const STEPS: u64 = 10;
+const STEPS: u64 = 11;
 
 /// `/usr/bin/ldd` in the image: what glibc's ldd prints for one binary, without bash.
 pub const LDD_SCRIPT: &str = "#!/usr/bin/busybox sh\n\
@@ -185,11 +186,24 @@ impl RootfsSpec {
         );
     }
 
-    fn key_parts(&self) -> Vec<String> {
+    /// Key parts of the system layer: its fixed skeleton and its files.
+    fn system_key_parts(&self) -> Vec<String> {
         let mut parts: Vec<String> = rootfs::MOUNT_POINTS
             .iter()
+            .chain(rootfs::SKELETON_DIRS)
             .map(|m| format!("dir {m}"))
             .collect();
+        parts.push(format!(
+            "link {} {}",
+            rootfs::APPS_LINK,
+            rootfs::APPS_LINK_TARGET
+        ));
+        parts.extend(self.key_parts());
+        parts
+    }
+
+    fn key_parts(&self) -> Vec<String> {
+        let mut parts = Vec::new();
         for (path, staged) in &self.files {
             parts.push(format!(
                 "{path} {:o} {} {}",
@@ -199,9 +213,21 @@ impl RootfsSpec {
         parts
     }
 
-    fn stage(&self, root: &Path) -> Result<RootfsTree> {
-        let tree = RootfsTree::create(root)?;
-        fs::create_dir_all(tree.host_path("boot/efi")).map_err(ImageError::write(root))?;
+    /// Stages the system layer (skeleton and files) at `root`.
+    fn stage_system(&self, root: &Path) -> Result<RootfsTree> {
+        self.fill(RootfsTree::create(root)?)
+    }
+
+    /// Stages a layer to append (the files only) at `root`.
+    fn stage_layer(&self, root: &Path) -> Result<RootfsTree> {
+        self.fill(RootfsTree::create_layer(root)?)
+    }
+
+    fn top_level_names(&self) -> std::collections::BTreeSet<String> {
+        rootfs::top_level_names(self.files.keys().map(String::as_str))
+    }
+
+    fn fill(&self, tree: RootfsTree) -> Result<RootfsTree> {
         for (path, staged) in &self.files {
             match &staged.source {
                 Source::File(file) => tree.add_file(path, file, staged.mode)?,
@@ -316,7 +342,9 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         progress: Progress::new(STEPS, request.progress),
         reports: Vec::new(),
     };
+    // The rootfs in two layers (see `rootfs`): the system, and the apps appended to it.
     let mut spec = RootfsSpec::default();
+    let mut app_layer = RootfsSpec::default();
 
     // The plan, byte for byte as the device will read it.
     let plan_bytes = plan
@@ -439,7 +467,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             let path = request.source_root.join(&module);
             check_wasm(&owner, &module, &path)?;
             let image_path = format!("{APPS_ROOT}/{module}");
-            let digest = spec.add_file(&digests, &image_path, &path, 0o644)?;
+            let digest = app_layer.add_file(&digests, &image_path, &path, 0o644)?;
             inputs.push(entry(&format!("app:{module}"), &digest));
             let Some((host, host_digest)) = &wasm_host else {
                 continue;
@@ -450,7 +478,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             })?;
             any_built |= reuse == Reuse::Built;
             let compiled_digest = cache.object_sha256(&key)?;
-            spec.add_file_with_digest(
+            app_layer.add_file_with_digest(
                 &cwasm::sidecar_path(&image_path),
                 &compiled,
                 0o644,
@@ -487,15 +515,38 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     inputs.push(entry("key:deploy.ed25519.pub", &deploy_pub));
     spec.add_bytes("etc/os-release", os_release(plan).into_bytes(), 0o644);
 
-    // Rootfs.
-    let (rootfs_object, rootfs_digest) = steps.run("rootfs", || {
-        let mut parts = spec.key_parts();
+    // Rootfs, stage 1: the system layer, everything that does not depend on the apps. A full
+    // and an incremental build both go through it, so their outputs are identical.
+    let mksquashfs_version = tool_version(tools, "mksquashfs", "-version");
+    let (system_object, system_key) = steps.run("rootfs system layer", || {
+        let mut parts = spec.system_key_parts();
         parts.push(format!("epoch {epoch_text}"));
-        parts.push(tool_version(tools, "mksquashfs", "-version"));
+        parts.push(mksquashfs_version.clone());
+        let key = CacheKey::new("rootfs-system", &parts);
+        let (object, reuse) = cache.get_or_build(&key, |out| {
+            let tree = spec.stage_system(&work.join("rootfs"))?;
+            tree.pack(tools, epoch, out)?;
+            fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
+        })?;
+        Ok(((object, key), Some(reuse)))
+    })?;
+
+    // Rootfs, stage 2: a copy of the system layer with the app layer appended (only the apps
+    // are compressed).
+    let (rootfs_object, rootfs_digest) = steps.run("rootfs", || {
+        rootfs::check_layer_names(
+            &rootfs::system_top_level_names(spec.files.keys().map(String::as_str)),
+            &app_layer.top_level_names(),
+        )?;
+        let mut parts = vec![system_key.as_str().to_owned()];
+        parts.extend(app_layer.key_parts());
+        parts.push(format!("epoch {epoch_text}"));
+        parts.push(mksquashfs_version.clone());
         let key = CacheKey::new("rootfs", &parts);
         let (object, reuse) = cache.get_or_build(&key, |out| {
-            let tree = spec.stage(&work.join("rootfs"))?;
-            tree.pack(tools, epoch, out)?;
+            fs::copy(&system_object, out).map_err(ImageError::write(out))?;
+            let tree = app_layer.stage_layer(&work.join("app-layer"))?;
+            tree.append_to(tools, epoch, out)?;
             fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
         })?;
         let digest = cache.object_sha256(&key)?;
@@ -690,6 +741,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             rootfs: spec
                 .files
                 .iter()
+                .chain(&app_layer.files)
                 .map(|(path, staged)| entry(&format!("/{path}"), &staged.digest))
                 .collect(),
         };

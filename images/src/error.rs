@@ -67,6 +67,10 @@ pub enum ImageError {
         module: String,
         detail: String,
     },
+    /// A layer appended to the rootfs has top-level names the rootfs already has (mksquashfs
+    /// would append them renamed, where nothing looks for them).
+    #[error("rootfs {layer}: top-level names {names} are already in the system layer (mksquashfs would rename them)")]
+    LayerNameClash { layer: String, names: String },
     /// The kernel named by the board could not be used.
     #[error("kernel {path}: {detail}")]
     Kernel { path: PathBuf, detail: String },

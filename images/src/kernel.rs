@@ -177,14 +177,16 @@ pub fn initramfs_modules() -> Vec<String> {
     vec!["squashfs".to_owned()]
 }
 
-/// Modules the plan's components need at run time, derived from the devices they own:
-/// a component owning the network needs the board's NIC driver (`virtio_net` on QEMU), a
-/// TPM device node the TPM interface drivers. Built-ins are dropped by [`Kernel::resolve`].
+/// Modules the plan's components need at run time, from the board's module groups
+/// (`board.modules`): `always`, the NIC drivers when a component owns the network, the TPM
+/// interface drivers when one owns a `/dev/tpm*` node. Built-ins are dropped by
+/// [`Kernel::resolve`].
 pub fn plan_modules(plan: &Plan) -> Vec<String> {
-    let mut wanted = BTreeSet::new();
+    let groups = &plan.board.modules;
+    let mut wanted: BTreeSet<&str> = groups.always.iter().map(String::as_str).collect();
     for component in plan.components.values() {
         if component.devices.network {
-            wanted.insert("virtio_net");
+            wanted.extend(groups.network.iter().map(String::as_str));
         }
         if component
             .devices
@@ -192,8 +194,7 @@ pub fn plan_modules(plan: &Plan) -> Vec<String> {
             .iter()
             .any(|n| n.starts_with("/dev/tpm"))
         {
-            wanted.insert("tpm_tis");
-            wanted.insert("tpm_crb");
+            wanted.extend(groups.tpm.iter().map(String::as_str));
         }
     }
     wanted.into_iter().map(str::to_owned).collect()
@@ -208,6 +209,28 @@ kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/
 kernel/drivers/net/net_failover.ko: kernel/net/core/failover.ko\n\
 kernel/net/core/failover.ko:\n";
     const BUILTIN: &str = "kernel/drivers/char/tpm/tpm_tis.ko\n";
+
+    fn gateway_plan() -> Plan {
+        Plan::from_json(include_str!(
+            "../../system-config/tests/golden/gateway.plan.json"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn plan_modules_come_from_the_board_groups_the_plan_needs() {
+        let mut plan = gateway_plan();
+        assert_eq!(plan_modules(&plan), ["tpm_crb", "tpm_tis", "virtio_net"]);
+
+        plan.board.modules.always = vec!["squashfs".to_owned()];
+        for component in plan.components.values_mut() {
+            component.devices.network = false;
+        }
+        assert_eq!(plan_modules(&plan), ["squashfs", "tpm_crb", "tpm_tis"]);
+
+        plan.board.modules = Default::default();
+        assert!(plan_modules(&plan).is_empty());
+    }
 
     #[test]
     fn dependencies_come_first_and_builtins_are_skipped() {

@@ -1,12 +1,25 @@
 //! The read-only root filesystem: a staging tree with a fixed layout, packed into a squashfs
 //! with `mksquashfs -reproducible`, fixed times, root ownership and no extended attributes.
 //!
+//! One squashfs, built in two layers so that changing an app does not recompress the system
+//! (docs/decisions/0073):
+//! 1. the *system layer*: everything that does not depend on the WASM apps, packed with
+//!    [`squashfs_call`] (cached as its own object);
+//! 2. the *app layer*: a copy of the system layer with the top-level directory [`APPS_ROOT`]
+//!    appended by `mksquashfs` in append mode ([`append_call`]): only the apps are compressed.
+//!
+//! `mksquashfs` appends a layer's entries to the root directory and silently renames one whose
+//! name the image already has (`apps` -> `apps_1`), so [`check_layer_names`] refuses a layer
+//! whose top-level names collide with the system layer's before appending.
+//!
 //! Layout (paths other components rely on):
 //! - `/usr/lib/testudo/<name>`: native binaries (`testudo-init`, drivers, services, the WASM host);
 //!   their shared libraries at the paths the build host's `ldd` names (`/lib/...`, `/lib64/...`)
 //! - `/etc/testudo/plan.json`: the plan, byte for byte as given
-//! - `/usr/share/testudo/apps/<module path from the plan>`: WASM modules (`.wasm`), with the
-//!   precompiled `.cwasm` next to each when the WASM host can precompile
+//! - `/apps/<module path from the plan>` (app layer): WASM modules (`.wasm`), with the
+//!   precompiled `.cwasm` next to each when the WASM host can precompile;
+//!   `/usr/share/testudo/apps` (testudo-init's default `--app-root`) is a relative symlink to
+//!   it in the system layer
 //! - `/etc/rauc/system.conf`, `/etc/rauc/keyring.pem`: the updater's configuration and the
 //!   bundle verification keyring; `/etc/testudo/keys/`: public keys (deployment signatures)
 //! - `/lib/modules/<release>/...` and `/lib/modules/<release>/testudo.load`: kernel modules
@@ -14,6 +27,7 @@
 //! - `/boot/vmlinuz`, `/boot/initrd.img`: this slot's kernel and initramfs (read by GRUB)
 //! - `/etc/os-release`; empty mount points `/dev /proc /sys /run /tmp /data`
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -26,8 +40,14 @@ use crate::tool::{path_arg, ToolCall, ToolRunner};
 pub const BIN_DIR: &str = "usr/lib/testudo";
 /// The plan inside the image.
 pub const PLAN_PATH: &str = "etc/testudo/plan.json";
-/// Root under which WASM modules keep their plan paths.
-pub const APPS_ROOT: &str = "usr/share/testudo/apps";
+/// Root under which WASM modules keep their plan paths: the app layer's one top-level
+/// directory, which the system layer must not have.
+pub const APPS_ROOT: &str = "apps";
+/// Where testudo-init looks for apps by default (`--app-root`): a symlink in the system layer
+/// to [`APPS_ROOT`].
+pub const APPS_LINK: &str = "usr/share/testudo/apps";
+/// The target of [`APPS_LINK`], relative so it resolves inside any mount of the rootfs.
+pub const APPS_LINK_TARGET: &str = "../../../apps";
 /// The updater's configuration.
 pub const SYSTEM_CONF_PATH: &str = "etc/rauc/system.conf";
 /// Directory of public keys and keyrings.
@@ -38,6 +58,8 @@ pub const KERNEL_PATH: &str = "boot/vmlinuz";
 pub const INITRAMFS_PATH: &str = "boot/initrd.img";
 /// Empty directories every image has (mount points).
 pub const MOUNT_POINTS: &[&str] = &["dev", "proc", "sys", "run", "tmp", "data"];
+/// Directories the system layer always has besides the mount points.
+pub const SKELETON_DIRS: &[&str] = &[BIN_DIR, "etc/testudo", "boot", "boot/efi"];
 
 /// A rootfs being staged in a directory.
 #[derive(Debug)]
@@ -46,18 +68,26 @@ pub struct RootfsTree {
 }
 
 impl RootfsTree {
-    /// Starts a fresh staging tree at `root` (removing anything there).
+    /// Starts a fresh system-layer staging tree at `root` (removing anything there): mount
+    /// points, [`SKELETON_DIRS`] and the [`APPS_LINK`] symlink.
     pub fn create(root: &Path) -> Result<Self> {
-        if root.exists() {
-            fs::remove_dir_all(root).map_err(ImageError::write(root))?;
-        }
-        for dir in MOUNT_POINTS
-            .iter()
-            .chain([&BIN_DIR, &"etc/testudo", &"boot"])
-        {
+        let tree = Self::create_layer(root)?;
+        for dir in MOUNT_POINTS.iter().chain(SKELETON_DIRS) {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(ImageError::write(&path))?;
         }
+        let link = tree.prepare(APPS_LINK)?;
+        std::os::unix::fs::symlink(APPS_LINK_TARGET, &link).map_err(ImageError::write(&link))?;
+        Ok(tree)
+    }
+
+    /// Starts a fresh, empty staging tree at `root` (removing anything there), for a layer
+    /// to append to an image.
+    pub fn create_layer(root: &Path) -> Result<Self> {
+        if root.exists() {
+            fs::remove_dir_all(root).map_err(ImageError::write(root))?;
+        }
+        fs::create_dir_all(root).map_err(ImageError::write(root))?;
         Ok(RootfsTree {
             root: root.to_path_buf(),
         })
@@ -106,6 +136,57 @@ impl RootfsTree {
         tools.run(&squashfs_call(&self.root, out, epoch))?;
         Ok(())
     }
+
+    /// Appends the tree's entries to the root directory of the existing squashfs `image`
+    /// (compression and block size are the image's). The caller checks the names first
+    /// ([`check_layer_names`]).
+    pub fn append_to(
+        &self,
+        tools: &dyn ToolRunner,
+        epoch: SourceDateEpoch,
+        image: &Path,
+    ) -> Result<()> {
+        normalize_tree(&self.root, epoch)?;
+        tools.run(&append_call(&self.root, image, epoch))?;
+        Ok(())
+    }
+}
+
+/// The top-level names of image paths (`usr/lib/x` -> `usr`).
+pub fn top_level_names<'a>(paths: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    paths
+        .into_iter()
+        .filter_map(|p| p.trim_start_matches('/').split('/').next())
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The top-level names of a system layer holding `files` (with its mount points, skeleton
+/// and [`APPS_LINK`]).
+pub fn system_top_level_names<'a>(files: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    top_level_names(
+        MOUNT_POINTS
+            .iter()
+            .chain(SKELETON_DIRS)
+            .copied()
+            .chain([APPS_LINK])
+            .chain(files),
+    )
+}
+
+/// Refuses a layer whose top-level names (`layer`) the image (`system`) already has:
+/// `mksquashfs` would append it renamed (`apps_1`), where nothing looks for it.
+pub fn check_layer_names(system: &BTreeSet<String>, layer: &BTreeSet<String>) -> Result<()> {
+    let clashes: Vec<String> = layer.intersection(system).cloned().collect();
+    if clashes.is_empty() {
+        Ok(())
+    } else {
+        Err(ImageError::LayerNameClash {
+            layer: "app layer".to_owned(),
+            names: clashes.join(", "),
+        })
+    }
 }
 
 /// The `mksquashfs` invocation for a reproducible image. LZO (`lzo1x_1`) because GRUB 2.06's
@@ -127,6 +208,30 @@ pub fn squashfs_call(source: &Path, out: &Path, epoch: SourceDateEpoch) -> ToolC
             "lzo1x_1",
             "-b",
             "131072",
+        ])
+        .arg("-mkfs-time")
+        .arg(time.clone())
+        .arg("-all-time")
+        .arg(time)
+}
+
+/// The `mksquashfs` invocation appending `layer`'s entries to the root of the squashfs
+/// `image`. Compression, block size and the other filesystem options are the image's own
+/// (mksquashfs ignores them when appending); ownership, times and xattrs are pinned as in
+/// [`squashfs_call`], so the result is as reproducible as the image it extends. No recovery
+/// file: a failed append leaves a cache temporary that is thrown away.
+pub fn append_call(layer: &Path, image: &Path, epoch: SourceDateEpoch) -> ToolCall {
+    let time = epoch.seconds.to_string();
+    ToolCall::new("mksquashfs", "appending the app layer to the rootfs")
+        .arg(path_arg(layer))
+        .arg(path_arg(image))
+        .args([
+            "-reproducible",
+            "-no-progress",
+            "-quiet",
+            "-no-recovery",
+            "-all-root",
+            "-no-xattrs",
         ])
         .arg("-mkfs-time")
         .arg(time.clone())
@@ -168,5 +273,55 @@ mod tests {
         }
         let pos = args.iter().position(|a| a == "-all-time").unwrap();
         assert_eq!(args[pos + 1], "42");
+        let link = tree.host_path(APPS_LINK);
+        assert_eq!(
+            fs::read_link(&link).unwrap(),
+            Path::new(APPS_LINK_TARGET),
+            "the runtime's app root points at the app layer"
+        );
+        assert_eq!(
+            tree.host_path(APPS_LINK)
+                .parent()
+                .unwrap()
+                .join(APPS_LINK_TARGET),
+            tree.host_path("usr/share/testudo/../../../apps")
+        );
+    }
+
+    #[test]
+    fn an_app_layer_clashing_with_the_system_layer_is_refused() {
+        let system = system_top_level_names(["lib64/ld.so", "/etc/os-release"]);
+        for name in ["usr", "lib64", "etc", "boot", "data"] {
+            assert!(system.contains(name), "{name}");
+        }
+        assert!(!system.contains(APPS_ROOT));
+        let apps = top_level_names(["apps/a.wasm", "apps/b/c.cwasm"]);
+        assert_eq!(apps.iter().collect::<Vec<_>>(), ["apps"]);
+        check_layer_names(&system, &apps).unwrap();
+        let bad = top_level_names(["apps/a.wasm", "lib64/x"]);
+        let err = check_layer_names(&system, &bad).unwrap_err().to_string();
+        assert!(err.contains("lib64"), "{err}");
+    }
+
+    #[test]
+    fn appending_pins_times_ownership_and_never_recovers() {
+        let epoch = SourceDateEpoch {
+            seconds: 7,
+            source: EpochSource::Environment,
+        };
+        let call = append_call(Path::new("layer"), Path::new("img"), epoch);
+        let args: Vec<String> = call
+            .args
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        for flag in ["-all-root", "-no-xattrs", "-no-recovery", "-reproducible"] {
+            assert!(args.contains(&flag.to_owned()), "{flag}");
+        }
+        assert!(!args.contains(&"-noappend".to_owned()));
+        for flag in ["-all-time", "-mkfs-time"] {
+            let pos = args.iter().position(|a| a == flag).unwrap();
+            assert_eq!(args[pos + 1], "7");
+        }
     }
 }

@@ -48,6 +48,8 @@ fn a_missing_kernel_names_the_package() {
 fn a_wasm_host_without_precompile_is_named() {
     let fx = common::fixture();
     let host = fx.request.bin_dirs[0].join("testudo-wasm-host");
+    // Replace the link to the real host (never write through it).
+    std::fs::remove_file(&host).unwrap();
     std::fs::copy("/usr/bin/busybox", &host).unwrap();
     let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
     assert!(matches!(err, ImageError::Precompile { .. }), "{err}");

@@ -1,7 +1,8 @@
 //! Promise: the build cache is content-addressed: an unchanged rebuild reuses every cached
-//! step and gives identical outputs; changing one WASM app rebuilds the rootfs and the bundle
-//! (and that app's `.cwasm`) but reuses the initramfs, binaries, ESP and data partition; and
-//! the incremental result is bit-identical to a full build of the same inputs.
+//! step and gives identical outputs; changing one WASM app rebuilds the rootfs's app layer
+//! and the bundle (and that app's `.cwasm`) but reuses the rootfs's system layer, initramfs,
+//! binaries, ESP and data partition; and the incremental result is bit-identical to a full
+//! build of the same inputs.
 
 mod common;
 
@@ -25,6 +26,7 @@ fn changing_one_app_rebuilds_only_what_depends_on_it() {
         "initramfs",
         "binaries",
         "wasm apps",
+        "rootfs system layer",
         "rootfs",
         "esp",
         "data partition",
@@ -43,7 +45,13 @@ fn changing_one_app_rebuilds_only_what_depends_on_it() {
     for step in ["wasm apps", "rootfs", "update bundle"] {
         assert_eq!(reuse(&changed.steps, step), Some(Reuse::Built), "{step}");
     }
-    for step in ["initramfs", "binaries", "esp", "data partition"] {
+    for step in [
+        "initramfs",
+        "binaries",
+        "rootfs system layer",
+        "esp",
+        "data partition",
+    ] {
         assert_eq!(reuse(&changed.steps, step), Some(Reuse::Hit), "{step}");
     }
     assert!(std::fs::read(fx.request.out_dir.join("rootfs.img")).unwrap() != rootfs1);
@@ -54,6 +62,10 @@ fn changing_one_app_rebuilds_only_what_depends_on_it() {
     full.out_dir = fx.dir.path().join("full-out");
     let report = testudo_images::build(&full, &tools).expect("full build");
     assert_eq!(reuse(&report.steps, "rootfs"), Some(Reuse::Built));
+    assert_eq!(
+        reuse(&report.steps, "rootfs system layer"),
+        Some(Reuse::Built)
+    );
     for name in ["rootfs.img", "disk.img", "update.raucb", "manifest.json"] {
         let incremental = std::fs::read(fx.request.out_dir.join(name)).unwrap();
         let fresh = std::fs::read(full.out_dir.join(name)).unwrap();

@@ -78,10 +78,7 @@ fn manifest_is_signed_and_matches_every_output() {
         .iter()
         .any(|e| e.name.starts_with("library:") && e.name.contains("libc.so")));
     assert!(m.rootfs.iter().any(|e| e.name == "/etc/testudo/plan.json"));
-    assert!(m
-        .rootfs
-        .iter()
-        .any(|e| e.name == "/usr/share/testudo/apps/apps/app.wasm"));
+    assert!(m.rootfs.iter().any(|e| e.name == "/apps/apps/app.wasm"));
     // The report names the same outputs.
     assert!(report.outputs.iter().any(|e| e.name == MANIFEST));
     // A flipped byte in the manifest is caught.

@@ -18,8 +18,8 @@ fn rootfs_holds_everything_the_device_needs() {
         "usr/lib/testudo/testudo-log",
         "usr/lib/testudo/testudo-net",
         "usr/lib/testudo/testudo-wasm-host",
-        "usr/share/testudo/apps/apps/app.wasm",
-        "usr/share/testudo/apps/apps/app.cwasm",
+        "squashfs-root/apps/apps/app.wasm",
+        "squashfs-root/apps/apps/app.cwasm",
         "lib/x86_64-linux-gnu/libc.so.6",
         "lib64/ld-linux-x86-64.so.2",
         "boot/vmlinuz",
@@ -34,15 +34,36 @@ fn rootfs_holds_everything_the_device_needs() {
     }
     let plan = common::run("unsquashfs", &["-cat", r, "etc/testudo/plan.json"]);
     assert_eq!(plan, fx.request.plan.to_canonical_json().unwrap());
-    // The precompiled sidecar is the image's WASM host's output for that very module.
-    let cwasm = common::run(
-        "unsquashfs",
-        &["-cat", r, "usr/share/testudo/apps/apps/app.cwasm"],
+    // The app layer is appended under its own top-level name (not renamed by mksquashfs),
+    // and the runtime's default app root leads there.
+    assert!(!listing.contains("squashfs-root/apps_"), "{listing}");
+    let links = common::run("unsquashfs", &["-lls", r, "usr/share/testudo/apps"]);
+    assert!(
+        links.contains("squashfs-root/usr/share/testudo/apps -> ../../../apps"),
+        "{links}"
     );
-    let wasm = std::fs::read(fx.request.source_root.join("apps/app.wasm")).unwrap();
-    assert_eq!(
-        cwasm.as_bytes(),
-        [b"standin-cwasm\n".as_slice(), &wasm].concat(),
+    // The precompiled sidecar is the image's WASM host's output for that very module.
+    let cwasm = std::process::Command::new("unsquashfs")
+        .args(["-cat", r, "apps/apps/app.cwasm"])
+        .output()
+        .unwrap()
+        .stdout;
+    let expected = fx.dir.path().join("expected.cwasm");
+    let app = fx.request.source_root.join("apps/app.wasm");
+    common::run(
+        common::path_str(&common::wasm_host()),
+        &[
+            "precompile",
+            common::path_str(&app),
+            common::path_str(&expected),
+        ],
+    );
+    assert!(
+        cwasm.starts_with(b"\x7fELF"),
+        "app.cwasm is not a compiled module"
+    );
+    assert!(
+        cwasm == std::fs::read(&expected).unwrap(),
         "app.cwasm is not the host's precompile output of app.wasm"
     );
     let conf = common::run("unsquashfs", &["-cat", r, "etc/rauc/system.conf"]);

@@ -21,9 +21,9 @@ use std::path::Path;
 pub use error::{ConfigError, ConfigErrors, Location, Warning};
 pub use model::SystemConfig;
 pub use plan::{
-    AppSlot, Board, CloudConfig, ComponentKind, Devices, Interface, Limits, Partitions, Plan,
-    PlanComponent, Provided, RestartPolicy, Rights, Route, Run, SlotApp, UpdatePolicy,
-    PLAN_FORMAT_VERSION,
+    AppSlot, Board, BoardModules, CloudConfig, ComponentKind, Devices, Interface, Limits,
+    Partitions, Plan, PlanComponent, Provided, RestartPolicy, Rights, Route, Run, SlotApp,
+    UpdatePolicy, PLAN_FORMAT_VERSION,
 };
 
 #[cfg(feature = "nickel")]

@@ -63,6 +63,25 @@ pub struct Board {
     pub console: String,
     /// Partition sizes in bytes.
     pub partitions: Partitions,
+    /// Kernel modules of the board, by what needs them.
+    #[serde(default)]
+    pub modules: BoardModules,
+}
+
+/// Kernel modules of a board, grouped by what needs them; the image builder loads a group
+/// only when the plan needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardModules {
+    /// Always loaded.
+    #[serde(default)]
+    pub always: Vec<String>,
+    /// Network interface drivers, loaded when a component owns the network.
+    #[serde(default)]
+    pub network: Vec<String>,
+    /// TPM interface drivers, loaded when a component owns a `/dev/tpm*` node.
+    #[serde(default)]
+    pub tpm: Vec<String>,
 }
 
 /// Partition sizes of the disk image, in bytes.

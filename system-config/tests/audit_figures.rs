@@ -124,6 +124,7 @@ fn known_plan() -> Plan {
                 rootfs_bytes: 1,
                 data_bytes: 1,
             },
+            modules: Default::default(),
         },
         components,
         app_slots,

@@ -23,8 +23,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // Images: ESP (mkfs.vfat) and data partition (mkfs.ext4).
     ("dosfstools", "/usr/sbin/mkfs.vfat"),
     ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
-    // Images: compiling the WASM host stand-in of the builder tests with `cc` (Rust links
-    // with it too).
+    // The linker rustc calls (`cc`) and the C compiler build scripts use (openssl-sys,
+    // wasmtime, ...).
     ("gcc", "/usr/bin/cc"),
     // Images: GPT checks with sgdisk (tests).
     ("gdisk", "/usr/sbin/sgdisk"),

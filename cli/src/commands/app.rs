@@ -26,7 +26,7 @@ use testudo_wasm_host::{
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run one app (WASI preview 1 module or preview 2 component) with only these grants.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compile an app ahead of time with the device host's engine settings. A device host
     /// loads `P.cwasm` next to `P.wasm` from a read-only filesystem instead of compiling.
     Precompile(PrecompileArgs),
@@ -84,7 +84,7 @@ pub struct RunArgs {
 /// Runs `testudo app ...`.
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Run(args) => run_app(args),
+        Command::Run(args) => run_app(*args),
         Command::Precompile(args) => {
             // The error names the file and the step; `main` prints its chain on one line.
             testudo_wasm_host::precompile::precompile_file(&args.input, &args.output)?;

@@ -1,11 +1,11 @@
 //! Shared setup for the image builder's integration tests: a small plan, a source tree with
 //! one WASM app, a binary directory and keys, all in a fresh temporary directory.
 //!
-//! The binaries are stand-ins (busybox copied under the names the plan asks for, plus a
-//! dynamically linked `/bin/true` to exercise the shared-library closure, and a small C
-//! stand-in for the WASM host's `precompile`): these tests check
-//! what the builder produces, not what the binaries do. The VM tests in `cli/tests/` boot the
-//! real ones.
+//! The WASM host is the workspace's real `testudo-wasm-host` (it precompiles the app into the
+//! image's `.cwasm`); the other binaries are stand-ins (busybox copied under the names the
+//! plan asks for, plus a dynamically linked `/bin/true` to exercise the shared-library
+//! closure): these tests check what the builder produces, not what those binaries do. The VM
+//! tests in `cli/tests/` boot the real ones.
 
 #![allow(dead_code)]
 
@@ -39,7 +39,8 @@ pub fn plan_json() -> serde_json::Value {
         "board": {
             "name": "qemu-x86_64", "arch": "x86_64", "memory_bytes": 536870912,
             "kernel": "/vmlinuz", "bootloader": "grub", "console": "ttyS0",
-            "partitions": {"esp_bytes": 33554432, "rootfs_bytes": 134217728, "data_bytes": 33554432}
+            "partitions": {"esp_bytes": 33554432, "rootfs_bytes": 134217728, "data_bytes": 33554432},
+            "modules": {"always": [], "network": ["virtio_net"], "tpm": []}
         },
         "components": {
             "log": component("driver", serde_json::json!({"type": "binary", "name": "testudo-log"}), false),
@@ -78,20 +79,33 @@ pub fn keys_dir() -> PathBuf {
     .clone()
 }
 
-/// The stand-in WASM host (`wasm_host_standin.c`), compiled once per test process with the
-/// C compiler Rust links with (`cc`).
-pub fn wasm_host_standin() -> PathBuf {
-    static HOST: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    HOST.get_or_init(|| {
-        let dir =
-            std::env::temp_dir().join(format!("testudo-images-test-host-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("mkdir");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/common/wasm_host_standin.c");
-        let out = dir.join("testudo-wasm-host");
-        run("cc", &["-O1", "-o", path_str(&out), path_str(&source)]);
-        out
-    })
-    .clone()
+/// The workspace's real `testudo-wasm-host`: from `TESTUDO_IMAGE_BIN_DIRS` (colon-separated)
+/// if set, else from the cargo target directory this test runs from (`<target>/debug/deps/`
+/// holds the test, `<target>/debug/` the workspace binaries that `cargo test --workspace`
+/// and `cargo xtask test` build first).
+pub fn wasm_host() -> PathBuf {
+    const HOST: &str = "testudo-wasm-host";
+    let dirs: Vec<PathBuf> = match std::env::var("TESTUDO_IMAGE_BIN_DIRS") {
+        Ok(list) => list.split(':').map(PathBuf::from).collect(),
+        Err(_) => {
+            let exe = std::env::current_exe().expect("test executable path");
+            exe.parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .into_iter()
+                .collect()
+        }
+    };
+    dirs.iter()
+        .map(|dir| dir.join(HOST))
+        .find(|path| path.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "{HOST} not found in {dirs:?}: the image builder's tests precompile apps with \
+                 the real WASM host; build it first (cargo build -p testudo-wasm-host, with \
+                 the same CARGO_TARGET_DIR)"
+            )
+        })
 }
 
 pub fn fixture() -> Fixture {
@@ -105,7 +119,8 @@ pub fn fixture() -> Fixture {
     for name in ["testudo-init", "testudo-log"] {
         std::fs::copy("/usr/bin/busybox", bin.join(name)).expect("busybox-static is installed");
     }
-    std::fs::copy(wasm_host_standin(), bin.join("testudo-wasm-host")).expect("copy stand-in");
+    // A link, not a copy: the debug host is large; the builder reads through it.
+    std::os::unix::fs::symlink(wasm_host(), bin.join("testudo-wasm-host")).expect("link host");
     std::fs::copy("/bin/true", bin.join("testudo-net")).expect("copy true");
     let plan: Plan = serde_json::from_value(plan_json()).expect("plan fixture parses");
     let keys = testudo_images::keys::open_keys(&keys_dir()).expect("keys");

@@ -10,17 +10,18 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, MqttOptions, Outgoing,
-    Packet, Publish, QoS, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, Publish,
+    QoS, SubscribeReasonCode,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep_until, Instant};
 
 pub use crate::config::{AgentConfig, Authentication};
-use crate::dial::Bridge;
+use crate::dial::{self, DialFailure};
 use crate::error::{AgentError, Result};
 use crate::handle::Command;
 pub use crate::handle::{Acknowledgement, AgentEvent, AgentHandle, MethodCall};
+use crate::mqtt_loop::StreamEventLoop;
 use crate::queue::{Item, OfflineQueue, Payload};
 use crate::sas;
 use crate::topics::{self, Incoming};
@@ -46,11 +47,18 @@ pub fn spawn(config: AgentConfig) -> (AgentHandle, mpsc::UnboundedReceiver<Agent
         tracker: DesiredTracker::new(),
         next_rid: 1,
         connections: 0,
-        bridge: None,
+        dial_failure: DialFailure::default(),
     };
     tokio::spawn(worker.run());
     (handle, event_rx)
 }
+
+/// Longest time to connect (dial, TLS, CONNECT/CONNACK) and to write out any packet.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest packet accepted from the hub (twin documents and method calls are far smaller).
+const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+/// Largest packet sent.
+const MAX_OUTGOING_PACKET: usize = 256 * 1024;
 
 /// Why a connection ended.
 enum Ending {
@@ -130,8 +138,8 @@ struct Worker {
     tracker: DesiredTracker,
     next_rid: u64,
     connections: u64,
-    /// The bridge of the current connection, when dialing through a [`crate::dial::Dialer`].
-    bridge: Option<Bridge>,
+    /// Why the current connection could not be made, if it could not (dial or TLS).
+    dial_failure: DialFailure,
 }
 
 impl Worker {
@@ -198,31 +206,29 @@ impl Worker {
         let _ = self.events.send(event);
     }
 
-    async fn connect(&mut self) -> Result<(AsyncClient, EventLoop)> {
-        self.bridge = None;
+    async fn connect(&mut self) -> Result<(AsyncClient, StreamEventLoop)> {
+        dial::take_failure(&self.dial_failure);
         let config = &self.config;
         let client_id = config.client_id();
         let tls = config.tls.client_config(&config.connect_host)?;
-        let (mut options, bridge) = match &config.dialer {
-            None => {
-                let mut options =
-                    MqttOptions::new(client_id.clone(), config.connect_host.clone(), config.port);
-                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-                (options, None)
-            }
-            Some(dialer) => {
-                let bridge = Bridge::start(dialer.clone(), &config.connect_host, config.port, tls)?;
-                let mut options = MqttOptions::new(client_id.clone(), bridge.address.clone(), 0);
-                options.set_transport(Transport::Unix);
-                (options, Some(bridge))
-            }
-        };
+        let connector = dial::tls_connector(
+            config.dialer.clone(),
+            &config.connect_host,
+            config.port,
+            tls,
+            self.dial_failure.clone(),
+        );
+        let mut options =
+            MqttOptions::new(client_id.clone(), config.connect_host.clone(), config.port);
         options.set_keep_alive(config.keep_alive.max(Duration::from_secs(1)));
         options.set_clean_session(true);
-        options.set_max_packet_size(1024 * 1024, 256 * 1024);
         options.set_inflight(100);
         let username = topics::username(&config.host_name, &client_id);
         let password = match &config.auth {
+            Authentication::Sas { signer, token_ttl } if config.sign_inline => {
+                let expiry = sas::unix_now().saturating_add(token_ttl.as_secs().max(1));
+                sas::build_token(&config.resource_uri(), None, expiry, signer.as_ref())?.token
+            }
             Authentication::Sas { signer, token_ttl } => {
                 sas::build_token_now(config.resource_uri(), None, *token_ttl, signer.clone())
                     .await?
@@ -232,18 +238,20 @@ impl Worker {
         };
         options.set_credentials(username, password);
         let capacity = config.max_in_flight * 2 + 8;
-        let (client, mut eventloop) = AsyncClient::new(options, capacity);
-        let mut network = rumqttc::NetworkOptions::new();
-        network.set_connection_timeout(10);
-        eventloop.set_network_options(network);
-        self.bridge = bridge;
-        Ok((client, eventloop))
+        Ok(StreamEventLoop::new(
+            options,
+            connector,
+            capacity,
+            CONNECTION_TIMEOUT,
+            MAX_INCOMING_PACKET,
+            MAX_OUTGOING_PACKET,
+        ))
     }
 
     async fn serve(
         &mut self,
         client: AsyncClient,
-        mut eventloop: EventLoop,
+        mut eventloop: StreamEventLoop,
         attempt: &mut u32,
     ) -> Ending {
         let mut session = Session {
@@ -382,8 +390,8 @@ impl Worker {
                 });
             }
             Err(source) => {
-                // Through a dialer, the MQTT client only sees the bridge close: report why.
-                if let Some(failure) = self.bridge.as_ref().and_then(Bridge::take_failure) {
+                // The MQTT loop only sees that connecting failed: report why.
+                if let Some(failure) = dial::take_failure(&self.dial_failure) {
                     return Err(failure);
                 }
                 return Err(AgentError::Connect {
@@ -636,7 +644,7 @@ impl Worker {
 }
 
 /// Sends DISCONNECT and gives it a moment (at most 500 ms) to be written.
-async fn disconnect(client: &AsyncClient, eventloop: &mut EventLoop) {
+async fn disconnect(client: &AsyncClient, eventloop: &mut StreamEventLoop) {
     let _ = client.try_disconnect();
     let _ = tokio::time::timeout(Duration::from_millis(500), async {
         loop {

@@ -1,7 +1,8 @@
 //! The agent as a testudo component: what `testudo-agent` does when `testudo-init` starts it
 //! (it finds its provider control socket in `TESTUDO_SCHEME_FD`).
 //!
-//! - Serves `telemetry` and `identity` to apps ([`crate::app_schemes`]) on its own thread,
+//! - Serves `telemetry` and `identity` to apps ([`crate::app_schemes`]) on its own thread
+//!   (made with `pthread_create`: see `spawn_server_thread`),
 //!   from the first moment, whatever the state of the cloud connection.
 //! - Keeps accepted telemetry in a persistent [`Spool`] in its `storage` route and feeds it to
 //!   the hub connection, marking each message done only on the hub's PUBACK.
@@ -120,24 +121,23 @@ pub fn run() -> Result<()> {
         log.clone(),
     );
     let (stopped_tx, stopped) = oneshot::channel();
-    std::thread::Builder::new()
-        .name("schemes".into())
-        .spawn(move || {
-            let outcome = Server::new(provider).with_control(control).run();
-            let _ = stopped_tx.send(outcome);
-        })
-        .map_err(|source| AgentError::StartComponent {
-            step: "server thread",
-            source,
-        })?;
+    spawn_server_thread(Box::new(move || {
+        let outcome = Server::new(provider).with_control(control).run();
+        let _ = stopped_tx.send(outcome);
+    }))
+    .map_err(|source| AgentError::StartComponent {
+        step: "server thread",
+        source,
+    })?;
     log.line(&format!(
         "serving telemetry and identity for device {:?} (hub {:?}, identity {:?})",
         settings.device_id, settings.hub, settings.identity
     ));
-    // One thread for the schemes, one for the cloud, a few blocking ones (dialing, signing):
-    // well inside the plan's task limit.
+    // Two threads: the schemes' and this one, the cloud's. Nothing here uses tokio's blocking
+    // pool (dialing through `net` and TPM signing are short exchanges done inline), so tokio
+    // starts no thread; the seccomp role would stop one (no `gettid`, `sched_getaffinity`).
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .max_blocking_threads(4)
+        .max_blocking_threads(1)
         .enable_io()
         .enable_time()
         .build()
@@ -167,6 +167,57 @@ pub fn run() -> Result<()> {
             () = cloud.run() => Ok(()),
         }
     })
+}
+
+/// The thread serving the app schemes' stack size.
+const SERVER_STACK: usize = 2 * 1024 * 1024;
+
+type ThreadBody = Box<dyn FnOnce() + Send>;
+
+/// Runs `body` on a thread made with `pthread_create` itself rather than `std::thread`: a
+/// std thread's start-up (stack guard, alternate signal stack, name) costs the seccomp role
+/// `gettid`, `sched_getaffinity`, `sigaltstack` and `prctl`, and its end `exit` and `madvise`.
+/// The thread never ends: after `body` it waits forever, and the process ends with
+/// `exit_group` from the main thread. A panic in `body` is caught (it would abort the
+/// process across the C boundary) and also leaves the thread waiting; the main thread then
+/// sees the server gone.
+fn spawn_server_thread(body: ThreadBody) -> std::io::Result<()> {
+    extern "C" fn start(arg: *mut libc::c_void) -> *mut libc::c_void {
+        // SAFETY: `arg` is the `Box<ThreadBody>` leaked by `spawn_server_thread` for this
+        // thread alone; it is taken back exactly once, here.
+        let body = unsafe { Box::from_raw(arg.cast::<ThreadBody>()) };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(*body));
+        let parked = (Mutex::new(()), std::sync::Condvar::new());
+        let mut guard = parked.0.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            guard = parked.1.wait(guard).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+    let arg = Box::into_raw(Box::new(body)).cast::<libc::c_void>();
+    // SAFETY: `attr` is initialised before use and destroyed after; `thread` is written by
+    // pthread_create; `start` has the C signature pthread_create expects and owns `arg`.
+    let created = unsafe {
+        let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+        let mut code = libc::pthread_attr_init(&mut attr);
+        if code == 0 {
+            code = libc::pthread_attr_setstacksize(&mut attr, SERVER_STACK);
+        }
+        if code == 0 {
+            code = libc::pthread_attr_setdetachstate(&mut attr, libc::PTHREAD_CREATE_DETACHED);
+        }
+        if code == 0 {
+            let mut thread: libc::pthread_t = 0;
+            code = libc::pthread_create(&mut thread, &attr, start, arg);
+        }
+        libc::pthread_attr_destroy(&mut attr);
+        code
+    };
+    if created != 0 {
+        // SAFETY: the thread was not created, so `arg` is still ours alone.
+        drop(unsafe { Box::from_raw(arg.cast::<ThreadBody>()) });
+        return Err(std::io::Error::from_raw_os_error(created));
+    }
+    Ok(())
 }
 
 /// Opens the spool in storage (falling back to memory, loudly) and a second storage handle
@@ -320,6 +371,7 @@ impl Cloud {
         let mut config = AgentConfig::new(&settings.hub, &settings.device_id, tls, auth);
         config.port = settings.port;
         config.dialer = Some(dialer.clone());
+        config.sign_inline = true;
         Ok(config)
     }
 

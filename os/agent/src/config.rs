@@ -72,6 +72,10 @@ pub struct AgentConfig {
     /// and runs TLS itself. `Some`: the dialer makes the connection (e.g. through the `net`
     /// route inside a sandbox without a network) and the agent runs TLS over it.
     pub dialer: Option<Arc<dyn Dialer>>,
+    /// Sign SAS tokens on the runtime thread instead of a blocking thread (the agent
+    /// component: its seccomp role allows no further threads; its TPM signer is one short
+    /// exchange with the `tpm` driver). `false` by default.
+    pub sign_inline: bool,
 }
 
 impl AgentConfig {
@@ -93,6 +97,7 @@ impl AgentConfig {
             telemetry_capacity: 1024,
             max_in_flight: 16,
             dialer: None,
+            sign_inline: false,
         }
     }
 

@@ -1,13 +1,7 @@
-//! Dialing the hub through someone else's connection: a [`Dialer`] makes the TCP connection
-//! (inside a testudo sandbox: the `net` route, [`NetRouteDialer`]) and the agent runs TLS over
-//! it itself.
-//!
-//! The MQTT client (rumqttc 0.25) can only dial by itself, so [`Bridge`] gives it a
-//! one-connection Unix socket in the abstract namespace (private to the agent's network
-//! namespace; no file is created) and, for the connection it accepts, dials through the
-//! [`Dialer`], performs the TLS handshake against the hub's name and relays bytes. MQTT
-//! still runs end to end over TLS with the hub; only the plaintext hop between the client and
-//! the bridge stays inside the process.
+//! Making the hub connection: a [`Dialer`] makes the TCP connection (inside a testudo
+//! sandbox: the `net` route, [`NetRouteDialer`]) or the agent dials itself, and the agent runs
+//! TLS over it, checked against the hub's name. The MQTT loop ([`crate::mqtt_loop`]) runs
+//! over the resulting stream, so MQTT runs end to end over TLS with the hub.
 
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
@@ -18,11 +12,13 @@ use rumqttc::tokio_rustls::TlsConnector;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use testudo_scheme::{Handle, Rights};
-use tokio::net::UnixListener;
 
 use crate::error::{AgentError, Result};
+use crate::mqtt_loop::{Connector, Stream};
 
-/// Makes a TCP connection to `host:port`. Blocking; called on a blocking thread.
+/// Makes a TCP connection to `host:port`. Blocking: the agent calls it on its runtime thread
+/// (the agent component has no other thread for it; its apps are served on their own), so a
+/// dialer answers as soon as the connection is made or refused.
 pub trait Dialer: Send + Sync + std::fmt::Debug {
     /// Returns the connected stream.
     fn dial(
@@ -59,63 +55,6 @@ impl Dialer for NetRouteDialer {
     }
 }
 
-/// How long the bridge waits for the MQTT client to connect to it.
-const ACCEPT_TIMEOUT: Duration = Duration::from_secs(15);
-/// Longest TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A one-connection local endpoint for the MQTT client that reaches the hub through a
-/// [`Dialer`]. Why a dial failed is kept for the agent to report (the MQTT client only sees
-/// the bridge close).
-#[derive(Debug)]
-pub struct Bridge {
-    /// The abstract socket name (starts with a NUL byte), to give the MQTT client.
-    pub address: String,
-    failure: Arc<Mutex<Option<AgentError>>>,
-}
-
-impl Bridge {
-    /// Binds the endpoint and starts relaying the first connection to `host:port` (dialed by
-    /// `dialer`, TLS with `tls` checked against `host`). Must be called on a tokio runtime.
-    pub fn start(
-        dialer: Arc<dyn Dialer>,
-        host: &str,
-        port: u16,
-        tls: Arc<ClientConfig>,
-    ) -> Result<Self> {
-        let target = format!("{host}:{port}");
-        // Abstract names are private to the network namespace; 128 random bits keep two
-        // agents sharing one (outside a sandbox) apart.
-        let address = format!(
-            "\0testudo-agent-{:016x}{:016x}",
-            fastrand::u64(..),
-            fastrand::u64(..)
-        );
-        let listener = UnixListener::bind(&address).map_err(|source| AgentError::Dial {
-            target: target.clone(),
-            source: Box::new(source),
-        })?;
-        let failure = Arc::new(Mutex::new(None));
-        let relay = Relay {
-            dialer,
-            host: host.to_owned(),
-            port,
-            tls,
-            failure: failure.clone(),
-        };
-        tokio::spawn(relay.run(listener));
-        Ok(Self { address, failure })
-    }
-
-    /// Why the last dial or handshake failed, if it did (taken: reported once).
-    pub fn take_failure(&self) -> Option<AgentError> {
-        self.failure
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-}
-
 /// `O_NONBLOCK` with `fcntl` (std's `set_nonblocking` uses `ioctl(FIONBIO)`, which the
 /// agent's seccomp policy does not allow: `ioctl` is too broad).
 fn set_nonblocking(stream: &TcpStream) -> std::io::Result<()> {
@@ -131,64 +70,77 @@ fn set_nonblocking(stream: &TcpStream) -> std::io::Result<()> {
     Ok(())
 }
 
-struct Relay {
-    dialer: Arc<dyn Dialer>,
-    host: String,
-    port: u16,
-    tls: Arc<ClientConfig>,
-    failure: Arc<Mutex<Option<AgentError>>>,
+/// Longest TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the last connection attempt failed, kept for the agent to report (the MQTT loop only
+/// sees that connecting failed).
+pub type DialFailure = Arc<Mutex<Option<AgentError>>>;
+
+/// Takes the failure recorded in `failure`, if any (reported once).
+pub fn take_failure(failure: &DialFailure) -> Option<AgentError> {
+    failure
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take()
 }
 
-impl Relay {
-    async fn run(self, listener: UnixListener) {
-        let Ok(Ok((mut local, _))) = tokio::time::timeout(ACCEPT_TIMEOUT, listener.accept()).await
-        else {
-            return;
-        };
-        // One connection per bridge: nobody else can connect once it is accepted.
-        drop(listener);
-        let mut remote = match self.connect().await {
-            Ok(remote) => remote,
+/// The [`Connector`] for one connection to `host:port`: dialed by `dialer` (or by the agent
+/// when `None`), then TLS with `tls` checked against `host`. A failure is recorded in
+/// `failure`.
+pub fn tls_connector(
+    dialer: Option<Arc<dyn Dialer>>,
+    host: &str,
+    port: u16,
+    tls: Arc<ClientConfig>,
+    failure: DialFailure,
+) -> Connector {
+    let host = host.to_owned();
+    Box::pin(async move {
+        match connect_tls(dialer, &host, port, tls).await {
+            Ok(stream) => Ok(Box::new(stream) as Box<dyn Stream>),
             Err(error) => {
-                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
-                return; // dropping `local` ends the MQTT client's connection attempt
+                let summary = std::io::Error::other(error.to_string());
+                *failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+                Err(summary)
             }
-        };
-        // Either side closing ends the relay; errors mean the connection is gone, which the
-        // MQTT client notices and reports.
-        let _ = tokio::io::copy_bidirectional(&mut local, &mut remote).await;
-    }
-
-    async fn connect(
-        &self,
-    ) -> Result<rumqttc::tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-        let target = format!("{}:{}", self.host, self.port);
-        let dial_error = |source: Box<dyn std::error::Error + Send + Sync>| AgentError::Dial {
-            target: target.clone(),
-            source,
-        };
-        let (dialer, host, port) = (self.dialer.clone(), self.host.clone(), self.port);
-        let stream = tokio::task::spawn_blocking(move || dialer.dial(&host, port))
-            .await
-            .map_err(|join| dial_error(Box::new(join)))?
-            .map_err(dial_error)?;
-        set_nonblocking(&stream).map_err(|e| dial_error(Box::new(e)))?;
-        let stream =
-            tokio::net::TcpStream::from_std(stream).map_err(|e| dial_error(Box::new(e)))?;
-        let handshake_error = |source| AgentError::TlsHandshake {
-            host: self.host.clone(),
-            source,
-        };
-        let name = ServerName::try_from(self.host.clone()).map_err(|e| {
-            handshake_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
-        })?;
-        let connector = TlsConnector::from(self.tls.clone());
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream)).await {
-            Ok(Ok(tls)) => Ok(tls),
-            Ok(Err(e)) => Err(handshake_error(e)),
-            Err(_) => Err(handshake_error(std::io::Error::from(
-                std::io::ErrorKind::TimedOut,
-            ))),
         }
+    })
+}
+
+async fn connect_tls(
+    dialer: Option<Arc<dyn Dialer>>,
+    host: &str,
+    port: u16,
+    tls: Arc<ClientConfig>,
+) -> Result<rumqttc::tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let target = format!("{host}:{port}");
+    let dial_error = |source: Box<dyn std::error::Error + Send + Sync>| AgentError::Dial {
+        target: target.clone(),
+        source,
+    };
+    let stream = match dialer {
+        Some(dialer) => {
+            let stream = dialer.dial(host, port).map_err(dial_error)?;
+            set_nonblocking(&stream).map_err(|e| dial_error(Box::new(e)))?;
+            tokio::net::TcpStream::from_std(stream).map_err(|e| dial_error(Box::new(e)))?
+        }
+        None => tokio::net::TcpStream::connect((host, port))
+            .await
+            .map_err(|e| dial_error(Box::new(e)))?,
+    };
+    let handshake_error = |source| AgentError::TlsHandshake {
+        host: host.to_owned(),
+        source,
+    };
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|e| handshake_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    let connector = TlsConnector::from(tls);
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, stream)).await {
+        Ok(Ok(tls)) => Ok(tls),
+        Ok(Err(e)) => Err(handshake_error(e)),
+        Err(_) => Err(handshake_error(std::io::Error::from(
+            std::io::ErrorKind::TimedOut,
+        ))),
     }
 }

@@ -31,6 +31,7 @@ pub mod dps_tpm;
 pub mod echo;
 pub mod error;
 pub mod handle;
+pub mod mqtt_loop;
 pub mod options;
 pub mod queue;
 pub mod sas;

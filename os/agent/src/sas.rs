@@ -17,7 +17,8 @@ use sha2::Sha256;
 use crate::error::{AgentError, Result};
 
 /// Something that computes HMAC-SHA256 with the device's key. Blocking (a TPM call takes a few
-/// milliseconds); the agent calls it from a blocking thread.
+/// milliseconds); the agent calls it from a blocking thread, or inline when
+/// [`crate::AgentConfig::sign_inline`] is set (the agent component).
 pub trait SasSigner: Send + Sync {
     /// Returns HMAC-SHA256(key, message).
     fn hmac_sha256(&self, message: &[u8]) -> Result<[u8; 32]>;

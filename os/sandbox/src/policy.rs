@@ -7,8 +7,8 @@
 //!
 //! Roles: `driver` (single-threaded scheme daemons: log, sensor), `storage-driver` (adds
 //! mkdir, pwrite64), `tpm-driver` (adds a Unix socket to swtpm), `net-driver` (adds outbound
-//! TCP), `agent` (the cloud agent: tokio, rustls and a local socket bridging its MQTT client
-//! to the connection from the `net` route; owned by the agent, 48 syscalls),
+//! TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
+//! one server thread; owned by the agent, 37 syscalls),
 //! `service` (native services and test components), `wasm-host` (wasmtime: threads,
 //! JIT memory, signals for traps; owned by the WASM host, tune it there).
 //!
@@ -123,10 +123,9 @@ mod tests {
             ] {
                 assert!(!allowed.contains(forbidden), "{role} allows {forbidden}");
             }
-            // wasm-host: wasmtime; agent: tokio + rustls + the MQTT bridge (measured 48).
+            // wasm-host: wasmtime (owned by the WASM host).
             let limit = match *role {
                 "wasm-host" => usize::MAX,
-                "agent" => 50,
                 _ => 40,
             };
             assert!(

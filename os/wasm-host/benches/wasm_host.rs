@@ -349,14 +349,13 @@ fn idle_memory() {
     }
 }
 
-/// One `testudo-wasm-host` process running one sensor reader that sleeps between readings
-/// (as on a device: one host process per app): its RSS and its private memory (pages no
-/// other process shares: heap, stacks, the app's memory, relocated data; not the shared
-/// text of the binary and libc), each beyond the app's linear memory.
+/// `testudo-wasm-host` processes each running one sensor reader that sleeps between
+/// readings (as on a device: one host process per app), side by side: per process its RSS,
+/// PSS and private memory (pages no other process maps: heap, stacks, the app's memory,
+/// relocated data; not the binary's text and libc, which all host processes share).
 fn idle_host_process(reader: &Path, linear_kib: u64) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("device/sensors")).unwrap();
-    std::fs::write(dir.path().join("device/sensors/temperature"), "21.5\n").unwrap();
+    std::fs::create_dir_all(dir.path().join("device")).unwrap();
     let plan = serde_json::json!({
         "format": 1, "name": "bench", "version": "1.0.0", "compatible": "bench",
         "board": { "name": "b", "arch": "x86_64", "memory_bytes": 1, "kernel": "k", "bootloader": "grub",
@@ -373,8 +372,11 @@ fn idle_host_process(reader: &Path, linear_kib: u64) -> serde_json::Value {
         "cloud": { "hub": "h", "device_id": "d", "identity": "sas", "dps_scope": null }
     });
     std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
-    let start = |cache: &str| {
-        Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"))
+    let start = |cache: &str, telemetry: &Path| {
+        let device = telemetry.with_extension("dir");
+        std::fs::create_dir_all(device.join("sensors")).unwrap();
+        std::fs::write(device.join("sensors/temperature"), "21.5\n").unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"))
             .arg("--plan")
             .arg(dir.path().join("plan.json"))
             .args(["--component", "reader", "--app-root", "/"])
@@ -383,20 +385,38 @@ fn idle_host_process(reader: &Path, linear_kib: u64) -> serde_json::Value {
             .arg("--storage-root")
             .arg(dir.path().join("storage"))
             .arg("--device-dir")
-            .arg(dir.path().join("device"))
+            .arg(&device)
             .spawn()
-            .unwrap()
+            .unwrap();
+        // The local device writes telemetry to <device dir>/telemetry.jsonl.
+        let _ = std::fs::remove_file(telemetry);
+        let _ = std::os::unix::fs::symlink(device.join("telemetry.jsonl"), telemetry);
+        child
     };
-    let telemetry = dir.path().join("device/telemetry.jsonl");
-    let mut figures = serde_json::Map::new();
-    for cache in ["cache-cold", "cache-warm", "cache-warm"] {
-        let _ = std::fs::remove_file(&telemetry);
-        let mut child = start(cache);
+    // Warm the cache, then start HOSTS readers side by side (as on a device: one host per
+    // app), so pages the host processes share (the binary's text, libc) count as shared
+    // and "private" is what one more app costs.
+    const HOSTS: usize = 4;
+    let telemetry = |index: usize| dir.path().join(format!("device/telemetry-{index}.jsonl"));
+    let wait_published = |path: &Path| {
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !telemetry.exists() && Instant::now() < deadline {
+        while !path.exists() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
-        std::thread::sleep(Duration::from_millis(300));
+    };
+    let mut warm = start("cache", &telemetry(99));
+    wait_published(&telemetry(99));
+    let _ = warm.kill();
+    let _ = warm.wait();
+    let mut children: Vec<_> = (0..HOSTS)
+        .map(|index| start("cache", &telemetry(index)))
+        .collect();
+    for index in 0..HOSTS {
+        wait_published(&telemetry(index));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut totals = [0u64; 4];
+    for child in &children {
         let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", child.id())).unwrap();
         let field = |name: &str| -> u64 {
             rollup
@@ -406,25 +426,29 @@ fn idle_host_process(reader: &Path, linear_kib: u64) -> serde_json::Value {
                 .and_then(|kib| kib.parse().ok())
                 .unwrap_or(0)
         };
-        let rss = field("Rss:");
-        let private = field("Private_Clean:") + field("Private_Dirty:");
+        for (total, value) in totals.iter_mut().zip([
+            field("Rss:"),
+            field("Pss:"),
+            field("Private_Clean:") + field("Private_Dirty:"),
+            field("Anonymous:"),
+        ]) {
+            *total += value;
+        }
+    }
+    for child in &mut children {
         let _ = child.kill();
         let _ = child.wait();
-        let label = if cache == "cache-cold" {
-            "compiled"
-        } else {
-            "from-cache"
-        };
-        println!(
-            "idle host process ({label}): RSS {rss} KiB, private {private} KiB; beyond linear memory ({linear_kib} KiB): RSS {} KiB, private {} KiB (goal < 2048 KiB)",
-            rss.saturating_sub(linear_kib),
-            private.saturating_sub(linear_kib)
-        );
-        figures.insert(
-            label.to_owned(),
-            serde_json::json!({ "rss_kib": rss, "private_kib": private }),
-        );
     }
+    let [rss, pss, private, anonymous] = totals.map(|total| total / HOSTS as u64);
+    println!(
+        "idle host process ({HOSTS} side by side, from cache), per process: RSS {rss} KiB, PSS {pss} KiB, private {private} KiB, anonymous {anonymous} KiB; private beyond linear memory ({linear_kib} KiB): {} KiB (goal < 2048 KiB)",
+        private.saturating_sub(linear_kib)
+    );
+    let mut figures = serde_json::Map::new();
+    figures.insert(
+        "per_process".to_owned(),
+        serde_json::json!({ "hosts": HOSTS, "rss_kib": rss, "pss_kib": pss, "private_kib": private, "anonymous_kib": anonymous }),
+    );
     serde_json::Value::Object(figures)
 }
 

@@ -241,22 +241,22 @@ pub fn load_app(
 /// filesystem (the trust invariant of [`crate::precompile`]) and be compatible with
 /// `engine` (wasmtime checks version, target, CPU features and settings).
 pub fn load_sidecar(engine: &Engine, kind: AppKind, path: &Path) -> Result<AppCode, String> {
-    let file = std::fs::File::open(path).map_err(|error| format!("cannot open it: {error}"))?;
+    let mut file = std::fs::File::open(path).map_err(|error| format!("cannot open it: {error}"))?;
     let mount = rustix::fs::fstatvfs(&file)
         .map_err(|error| format!("cannot check its filesystem: {error}"))?;
     if !mount.f_flag.contains(rustix::fs::StatVfsMountFlags::RDONLY) {
         return Err("it is on a writable filesystem".to_owned());
     }
     let loaded = match kind {
-        // SAFETY: the file lies on a read-only filesystem (the image's rootfs, next to its
-        // module), which is where the image builder's `precompile` output lives; wasmtime
-        // checks its engine header (version, target, CPU features, settings) before use.
         AppKind::Module => {
+            // SAFETY: the file lies on a read-only filesystem (the image's rootfs, next to
+            // its module), where the image builder's `precompile` output lives; wasmtime
+            // checks its engine header (version, target, CPU features, settings) before use.
             unsafe { Module::deserialize_open_file(engine, file) }.map(AppCode::Module)
         }
         AppKind::Component => {
-            let bytes = std::io::Read::bytes(file)
-                .collect::<Result<Vec<u8>, _>>()
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut bytes)
                 .map_err(|error| format!("cannot read it: {error}"))?;
             // SAFETY: as above, for a serialized component read from the same file.
             unsafe { Component::deserialize(engine, bytes) }.map(AppCode::Component)

@@ -56,13 +56,14 @@ struct Work {
 
 impl Work {
     fn new() -> Self {
+        Self::with_app(&common::build("hello", &[]))
+    }
+
+    /// With `app` (a module or a component) as `apps/hello.wasm`.
+    fn with_app(app: &Path) -> Self {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("root/apps")).unwrap();
-        std::fs::copy(
-            common::build("hello", &[]),
-            dir.path().join("root/apps/hello.wasm"),
-        )
-        .unwrap();
+        std::fs::copy(app, dir.path().join("root/apps/hello.wasm")).unwrap();
         write_plan(dir.path());
         Self { dir }
     }
@@ -151,6 +152,17 @@ fn a_read_only_sidecar_is_used_instead_of_compiling() {
         0,
         "compiled although a sidecar was there"
     );
+}
+
+#[test]
+fn a_component_sidecar_is_used_too() {
+    let work = Work::with_app(&common::build_component("hello"));
+    assert!(precompile(&work.module(), &work.sidecar()).status.success());
+    let ran = work.run_host(true);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
+    assert_eq!(stderr(&ran), "", "the sidecar was not used");
+    assert_eq!(work.cache_entries(), 0);
 }
 
 #[test]

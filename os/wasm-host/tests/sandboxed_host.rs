@@ -2,7 +2,8 @@
 //! `testudo-init` builds for a `kind = wasm` component (its binds, the `wasm-host` seccomp
 //! role, landlock, namespaces, its own uid) — and the `wasm-host` syscall policy lets it
 //! compile (and write its cache), load from the cache and from a read-only precompiled
-//! sidecar, run modules and components with files and limits, and report traps and limits,
+//! sidecar, run modules and components with files and limits, contain hostile file access,
+//! and report traps and limits,
 //! without being killed (a syscall outside the policy ends the host with SIGSYS).
 //! Root is needed for the sandbox's id mapping, as in CI.
 #![allow(clippy::unwrap_used)]
@@ -46,6 +47,14 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     spin.limits.cpu_time_ms = 50;
     let mut hog = wasm_component("apps/memory.wasm");
     hog.limits.memory_bytes = 4 << 20;
+    let hostile = |module: &str| {
+        let mut app = wasm_component(module);
+        app.uses.insert(
+            "data".into(),
+            route("storage", "storage", "storage", Rights::ReadWrite),
+        );
+        app
+    };
     let mut precompiled = wasm_component("apps/precompiled.wasm");
     precompiled.uses.insert("log".into(), log());
     let plan = plan(vec![
@@ -55,6 +64,9 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
         ("spin", spin),
         ("hog", hog),
         ("precompiled", precompiled),
+        ("symlink", hostile("apps/symlink.wasm")),
+        ("traversal", hostile("apps/traversal.wasm")),
+        ("recursion", wasm_component("apps/recursion.wasm")),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let hello_wasm = common::build("hello", &[]);
@@ -71,6 +83,15 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
             ("apps/spin.wasm", &common::build("hostile/spin", &[])),
             ("apps/memory.wasm", &common::build("hostile/memory", &[])),
             ("apps/precompiled.wasm", &hello_wasm),
+            ("apps/symlink.wasm", &common::build("hostile/symlink", &[])),
+            (
+                "apps/traversal.wasm",
+                &common::build("hostile/traversal", &[]),
+            ),
+            (
+                "apps/recursion.wasm",
+                &common::build("hostile/recursion", &[]),
+            ),
         ],
     );
 
@@ -99,6 +120,17 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     assert!(run.stderr.contains("CPU"), "{}", run.stderr);
     let run = device.run("hog");
     assert_exit(&run, 71);
+    // A trap (stack exhausted: wasmtime's signal handler turns the fault into a trap).
+    let run = device.run("recursion");
+    assert_exit(&run, 70);
+
+    // Escapes out of the storage directory (symlinks it plants, `..` paths) are refused by
+    // WASI itself; the WASI file calls they make (symlinkat, readlinkat, openat2...) are in
+    // the policy, so the host reports the app's own exit 0 = contained.
+    for hostile in ["symlink", "traversal"] {
+        let run = device.run(hostile);
+        assert_exit(&run, 0);
+    }
 
     // A precompiled sidecar next to the module is bound read-only and used (no compile:
     // the cache gains no entry for it).

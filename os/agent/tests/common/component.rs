@@ -191,6 +191,7 @@ impl Rig {
                     rootfs_bytes: 0,
                     data_bytes: 0,
                 },
+                modules: Default::default(),
             },
             components: [("agent".to_owned(), agent)].into_iter().collect(),
             app_slots: BTreeMap::new(),

@@ -109,6 +109,7 @@ pub fn plan(components: Vec<(&str, PlanComponent)>) -> Plan {
                 rootfs_bytes: 0,
                 data_bytes: 0,
             },
+            modules: Default::default(),
         },
         components: components
             .into_iter()
