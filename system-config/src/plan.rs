@@ -375,7 +375,58 @@ pub struct CloudConfig {
     pub dps_scope: Option<String>,
 }
 
+impl Board {
+    /// The board of a system run directly on a development host (`testudo run` of a plan
+    /// written by hand, tests): nothing is built for it, so its kernel, bootloader and
+    /// partitions are placeholders.
+    pub fn development_host() -> Board {
+        Board {
+            name: "host".into(),
+            arch: std::env::consts::ARCH.into(),
+            memory_bytes: 1 << 30,
+            kernel: "none".into(),
+            bootloader: "grub".into(),
+            console: "ttyS0".into(),
+            partitions: Partitions {
+                esp_bytes: 0,
+                rootfs_bytes: 0,
+                data_bytes: 0,
+            },
+            modules: BoardModules::default(),
+        }
+    }
+}
+
 impl Plan {
+    /// A plan of `components` on [`Board::development_host`]: no app slots, the default
+    /// update policy (3 boot tries, no downgrade, verity bundles) and a cloud section naming
+    /// no reachable hub (`hub.invalid`, device `dev`, `sas`).
+    pub fn for_development_host(
+        name: &str,
+        components: impl IntoIterator<Item = (String, PlanComponent)>,
+    ) -> Plan {
+        Plan {
+            format: PLAN_FORMAT_VERSION,
+            name: name.into(),
+            version: "0.1.0".into(),
+            compatible: format!("testudo-{name}"),
+            board: Board::development_host(),
+            components: components.into_iter().collect(),
+            app_slots: BTreeMap::new(),
+            update: UpdatePolicy {
+                boot_tries: 3,
+                allow_downgrade: false,
+                bundle_format: "verity".into(),
+            },
+            cloud: CloudConfig {
+                hub: "hub.invalid".into(),
+                device_id: "dev".into(),
+                identity: "sas".into(),
+                dps_scope: None,
+            },
+        }
+    }
+
     /// Parses a plan from its JSON text (canonical or not). [`Plan::read`] also checks the
     /// format version.
     pub fn from_json(json: &str) -> Result<Plan, serde_json::Error> {

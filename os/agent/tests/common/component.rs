@@ -174,39 +174,14 @@ impl Rig {
             env,
             args: Vec::new(),
         };
-        Plan {
-            format: PLAN_FORMAT_VERSION,
-            name: "agent-test".into(),
-            version: "0.1.0".into(),
-            compatible: "testudo-test".into(),
-            board: Board {
-                name: "host".into(),
-                arch: "x86_64".into(),
-                memory_bytes: 1 << 30,
-                kernel: "none".into(),
-                bootloader: "grub".into(),
-                console: "ttyS0".into(),
-                partitions: Partitions {
-                    esp_bytes: 0,
-                    rootfs_bytes: 0,
-                    data_bytes: 0,
-                },
-                modules: Default::default(),
-            },
-            components: [("agent".to_owned(), agent)].into_iter().collect(),
-            app_slots: BTreeMap::new(),
-            update: UpdatePolicy {
-                boot_tries: 3,
-                allow_downgrade: false,
-                bundle_format: "verity".into(),
-            },
-            cloud: CloudConfig {
-                hub: self.hub.clone(),
-                device_id: self.device_id.clone(),
-                identity: self.identity.clone(),
-                dps_scope: None,
-            },
-        }
+        let mut plan = Plan::for_development_host("agent-test", [("agent".to_owned(), agent)]);
+        plan.cloud = CloudConfig {
+            hub: self.hub.clone(),
+            device_id: self.device_id.clone(),
+            identity: self.identity.clone(),
+            dps_scope: None,
+        };
+        plan
     }
 
     /// Starts the agent in its sandbox with fresh handles to fresh providers.

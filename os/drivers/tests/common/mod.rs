@@ -92,42 +92,10 @@ pub fn log_driver() -> PlanComponent {
 }
 
 pub fn plan(components: Vec<(&str, PlanComponent)>) -> Plan {
-    Plan {
-        format: PLAN_FORMAT_VERSION,
-        name: "test".into(),
-        version: "0.1.0".into(),
-        compatible: "testudo-test".into(),
-        board: Board {
-            name: "host".into(),
-            arch: "x86_64".into(),
-            memory_bytes: 1 << 30,
-            kernel: "none".into(),
-            bootloader: "grub".into(),
-            console: "ttyS0".into(),
-            partitions: Partitions {
-                esp_bytes: 0,
-                rootfs_bytes: 0,
-                data_bytes: 0,
-            },
-            modules: Default::default(),
-        },
-        components: components
-            .into_iter()
-            .map(|(n, c)| (n.to_owned(), c))
-            .collect(),
-        app_slots: BTreeMap::new(),
-        update: UpdatePolicy {
-            boot_tries: 3,
-            allow_downgrade: false,
-            bundle_format: "verity".into(),
-        },
-        cloud: CloudConfig {
-            hub: "hub.invalid".into(),
-            device_id: "dev".into(),
-            identity: "sas".into(),
-            dps_scope: None,
-        },
-    }
+    Plan::for_development_host(
+        "test",
+        components.into_iter().map(|(n, c)| (n.to_owned(), c)),
+    )
 }
 
 /// Starts `plan`; the returned tempdir holds the state and must outlive the system.

@@ -146,42 +146,12 @@ pub fn route(provider: &str, capability: &str, interface: &str, rights: Rights) 
 
 /// A plan of `components` (no board or cloud of interest).
 pub fn plan(components: Vec<(&str, PlanComponent)>) -> Plan {
-    Plan {
-        format: PLAN_FORMAT_VERSION,
-        name: "wasm-test".into(),
-        version: "0.1.0".into(),
-        compatible: "testudo-test".into(),
-        board: Board {
-            name: "host".into(),
-            arch: "x86_64".into(),
-            memory_bytes: 1 << 30,
-            kernel: "none".into(),
-            bootloader: "grub".into(),
-            console: "ttyS0".into(),
-            partitions: Partitions {
-                esp_bytes: 0,
-                rootfs_bytes: 0,
-                data_bytes: 0,
-            },
-            modules: Default::default(),
-        },
-        components: components
+    Plan::for_development_host(
+        "wasm-test",
+        components
             .into_iter()
-            .map(|(name, component)| (name.to_owned(), component))
-            .collect(),
-        app_slots: Default::default(),
-        update: UpdatePolicy {
-            boot_tries: 3,
-            allow_downgrade: false,
-            bundle_format: "verity".into(),
-        },
-        cloud: CloudConfig {
-            hub: "hub.invalid".into(),
-            device_id: "dev".into(),
-            identity: "sas".into(),
-            dps_scope: None,
-        },
-    }
+            .map(|(name, component)| (name.to_owned(), component)),
+    )
 }
 
 /// A device-like layout in `dir`: `app/` (the app root), `state/`, `data/`, `plan.json`.
