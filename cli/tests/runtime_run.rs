@@ -72,6 +72,12 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
         );
     }
     let root = repo_root();
+    for app in ["sensor-reader.wasm", "forwarder.wasm"] {
+        assert!(
+            root.join("wasm-apps").join(app).is_file(),
+            "wasm-apps/{app} is missing: build the example apps with `cargo xtask apps` (cargo xtask test does)"
+        );
+    }
     let mut child = StopOnDrop(
         Command::new(testudo)
             .args(["run", "system-config/examples/gateway.ncl", "--app-root"])

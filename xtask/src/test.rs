@@ -17,6 +17,9 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     // WASM host) into images and sandboxes: `cargo test` only builds the binaries of packages
     // that have integration tests, so build every binary first.
     util::build_workspace_binaries()?;
+    // `testudo run` of the gateway example runs its WASM apps from `wasm-apps/*.wasm`, which
+    // are build outputs (not in git): compile them from their C sources as the demo does.
+    crate::apps::run(&[])?;
     util::run(util::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
     Ok(())
 }
