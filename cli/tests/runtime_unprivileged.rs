@@ -13,6 +13,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+mod runtime_common;
+use runtime_common::{repo_root, StopOnDrop};
+
 const NOBODY: u32 = 65534;
 const BINARIES: [&str; 5] = [
     "testudo",
@@ -21,34 +24,6 @@ const BINARIES: [&str; 5] = [
     "testudo-sensor",
     "testudo-net",
 ];
-
-/// Stops `testudo run` (SIGTERM, then SIGKILL) if the test fails before stopping it.
-struct StopOnDrop(std::process::Child);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            // SAFETY: signals the child this test started and has not reaped yet.
-            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = self.0.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_owned()
-}
 
 /// Fails naming the sysctl that forbids unprivileged user namespaces, if one does.
 fn require_unprivileged_user_namespaces() {
