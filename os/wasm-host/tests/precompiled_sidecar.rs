@@ -181,6 +181,21 @@ fn a_sidecar_on_a_writable_filesystem_is_not_trusted() {
     assert_eq!(work.cache_entries(), 1);
 }
 
+/// Runs hello with a sidecar the host must refuse: the app still runs (compiled into the
+/// cache) and the host says in exactly one line why the sidecar was not used. Returns that.
+fn run_falling_back_to_the_cache(work: &Work) -> String {
+    let ran = work.run_host(true);
+    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
+    assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
+    let said = stderr(&ran);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.contains("hello.cwasm not used (not loadable by this host"),
+        "{said}"
+    );
+    said
+}
+
 #[test]
 fn an_incompatible_or_damaged_sidecar_falls_back_and_says_so() {
     // Built by an engine with other settings (no epoch interruption): wasmtime refuses it.
@@ -190,15 +205,7 @@ fn an_incompatible_or_damaged_sidecar_falls_back_and_says_so() {
         .precompile_module(&std::fs::read(work.module()).unwrap())
         .unwrap();
     std::fs::write(work.sidecar(), foreign).unwrap();
-    let ran = work.run_host(true);
-    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
-    assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
-    let said = stderr(&ran);
-    assert_eq!(said.lines().count(), 1, "{said}");
-    assert!(
-        said.contains("hello.cwasm not used (not loadable by this host"),
-        "{said}"
-    );
+    let said = run_falling_back_to_the_cache(&work);
     assert!(said.contains("epoch interruption"), "{said}");
     assert_eq!(work.cache_entries(), 1);
 
@@ -207,15 +214,7 @@ fn an_incompatible_or_damaged_sidecar_falls_back_and_says_so() {
     let mut damaged = b"\x7fELF\x02\x01\x01".to_vec();
     damaged.resize(4096, 0xa5);
     std::fs::write(work.sidecar(), damaged).unwrap();
-    let ran = work.run_host(true);
-    assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
-    assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
-    let said = stderr(&ran);
-    assert_eq!(said.lines().count(), 1, "{said}");
-    assert!(
-        said.contains("hello.cwasm not used (not loadable by this host"),
-        "{said}"
-    );
+    run_falling_back_to_the_cache(&work);
 }
 
 #[test]
