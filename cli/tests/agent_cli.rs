@@ -4,60 +4,10 @@
 //! configuration with one clear line, never a panic.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "../../os/agent/tests/common/swtpm.rs"]
+mod swtpm;
 
-struct Swtpm(Child, String, tempfile::TempDir);
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// swtpm on two consecutive free TCP ports (the TCTI dials control on port + 1).
-fn swtpm() -> Swtpm {
-    let installed = Command::new("swtpm")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(installed, "swtpm is not installed (Debian package `swtpm`)");
-    for _ in 0..5 {
-        let dir = tempfile::tempdir().unwrap();
-        let port = loop {
-            let a = TcpListener::bind("127.0.0.1:0").unwrap();
-            let port = a.local_addr().unwrap().port();
-            if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-                break port;
-            }
-        };
-        let mut child = Command::new("swtpm")
-            .args(["socket", "--tpm2", "--tpmstate"])
-            .arg(format!("dir={}", dir.path().display()))
-            .args(["--port", &port.to_string(), "--ctrl"])
-            .arg(format!("type=tcp,port={}", port + 1))
-            .args(["--flags", "not-need-init,startup-clear"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Swtpm(child, format!("swtpm:host=127.0.0.1,port={port}"), dir);
-            }
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    panic!("swtpm did not start");
-}
+use std::process::Command;
 
 fn testudo(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_testudo"))
@@ -68,14 +18,15 @@ fn testudo(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn import_key_puts_the_key_into_the_tpm() {
-    let tpm = swtpm();
-    let key = tpm.2.path().join("device.key");
+    let tpm = swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("device.key");
     std::fs::write(&key, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n").unwrap();
     let out = testudo(&[
         "agent",
         "import-key",
         "--tpm",
-        &tpm.1,
+        &tpm.tcti,
         "--key-file",
         key.to_str().unwrap(),
     ]);
@@ -96,7 +47,7 @@ fn import_key_puts_the_key_into_the_tpm() {
         "--device-id",
         "d",
         "--tpm",
-        &tpm.1,
+        &tpm.tcti,
         "--ca",
         "/nonexistent/ca.pem",
     ]);
@@ -107,13 +58,14 @@ fn import_key_puts_the_key_into_the_tpm() {
 
 #[test]
 fn create_x509_key_writes_a_certificate_signed_in_the_tpm() {
-    let tpm = swtpm();
-    let cert = tpm.2.path().join("device.pem");
+    let tpm = swtpm::start();
+    let dir = tempfile::tempdir().unwrap();
+    let cert = dir.path().join("device.pem");
     let out = testudo(&[
         "agent",
         "create-x509-key",
         "--tpm",
-        &tpm.1,
+        &tpm.tcti,
         "--device-id",
         "gw-x509",
         "--cert-out",

@@ -61,7 +61,11 @@ pub fn start() -> Swtpm {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", server)).is_ok() {
+            // Ask the kernel whether *this* child listens on both ports: a connect probe could
+            // reach another test's swtpm that took one of them first (parallel tests pick
+            // neighbouring ports), and the TCTI would then talk to the wrong TPM.
+            let pid = swtpm.child.id();
+            if listens_on(pid, server) && listens_on(pid, ctrl) {
                 return swtpm;
             }
             if let Ok(Some(_)) = swtpm.child.try_wait() {
@@ -119,6 +123,40 @@ pub fn start_unixio(state: &Path, socket: &Path) -> UnixSwtpm {
         std::thread::sleep(Duration::from_millis(10));
     }
     swtpm
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (from /proc: its socket
+/// inodes, matched against the kernel's TCP tables).
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::BTreeSet<String> = fds
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_str()?;
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let port_hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            return false;
+        };
+        text.lines().skip(1).any(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // fields: sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            fields.len() > 9
+                && fields[1].ends_with(&port_hex)
+                && fields[3] == "0A" // TCP_LISTEN
+                && inodes.contains(fields[9])
+        })
+    })
 }
 
 fn which(tool: &str) -> bool {
