@@ -288,13 +288,21 @@ fn loader_cache_state() -> String {
     }
 }
 
-fn copy_out(from: &Path, to: &Path) -> Result<()> {
-    if to.exists() {
+/// Puts the cache object `from` at the output path `to`: a hard link when both are on one
+/// filesystem (no bytes copied), else a copy. The cache notices an object written to
+/// through such a link and rebuilds it (see `cache`), so a changed output is never reused.
+fn link_out(from: &Path, to: &Path) -> Result<()> {
+    if to.symlink_metadata().is_ok() {
         fs::remove_file(to).map_err(ImageError::write(to))?;
     }
-    fs::copy(from, to).map_err(ImageError::write(to))?;
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to).map_err(ImageError::write(to))?;
+    }
     Ok(())
 }
+
+/// The cache memo of a bundle's payload digest.
+const PAYLOAD_DIGEST: &str = "payload-sha256";
 
 /// The native binaries the plan needs, by name, with who needs them.
 pub fn needed_binaries(plan: &Plan) -> BTreeMap<String, String> {
@@ -553,7 +561,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         Ok(((object, digest), Some(reuse)))
     })?;
     let rootfs_out = request.out_dir.join(ROOTFS_IMG);
-    copy_out(&rootfs_object, &rootfs_out)?;
+    link_out(&rootfs_object, &rootfs_out)?;
 
     // ESP.
     let grub_cfg = esp::grub_cfg(&plan.board.console);
@@ -650,6 +658,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
                 format.as_str().to_owned(),
             ],
         );
+        let mut payload = None;
         let (object, reuse) = cache.get_or_build(&key, |out| {
             let dir = work.join("bundle");
             fs::create_dir_all(&dir).map_err(ImageError::write(&dir))?;
@@ -660,8 +669,14 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             let mut bundle_spec = BundleSpec::new(
                 &plan.compatible,
                 &plan.version,
-                vec![("rootfs".to_owned(), image)],
+                vec![("rootfs".to_owned(), image.clone())],
             );
+            // The rootfs object's digest is already known: the bundle writer need not re-read it.
+            if let Some(sha256) = rootfs_digest.sha256_bytes() {
+                bundle_spec
+                    .known_digests
+                    .insert(image, (sha256, rootfs_digest.size));
+            }
             bundle_spec.format = format;
             bundle_spec.description = Some(format!("{} {}", plan.name, plan.version));
             // Uncompressed (the rootfs already is), and modes pinned so the payload does not
@@ -676,16 +691,23 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
                     .chain([image_mode, "-p".to_owned(), manifest_mode])
                     .collect();
             let made = dir.join(BUNDLE);
-            testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made).map_err(
-                |source| ImageError::Bundle {
-                    path: made.clone(),
-                    source: Box::new(source),
-                },
-            )?;
+            let created =
+                testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made)
+                    .map_err(|source| ImageError::Bundle {
+                        path: made.clone(),
+                        source: Box::new(source),
+                    })?;
+            payload = Some(FileDigest {
+                sha256: hex::encode(created.payload_sha256),
+                size: created.payload_size,
+            });
             fs::rename(&made, out).map_err(ImageError::write(out))
         })?;
-        copy_out(&object, &bundle_out)?;
-        let payload = cache.object_digest(&key, "payload-sha256", bundle_payload_digest)?;
+        if let Some(payload) = &payload {
+            cache.store_digest(&key, PAYLOAD_DIGEST, payload)?;
+        }
+        link_out(&object, &bundle_out)?;
+        let payload = cache.object_digest(&key, PAYLOAD_DIGEST, bundle_payload_digest)?;
         Ok((payload, Some(reuse)))
     })?;
 

@@ -4,8 +4,10 @@
 //! steps whose key includes that app's hash.
 //!
 //! Objects are written to a temporary name and renamed into place, so an interrupted build
-//! never leaves a truncated object behind. Stale objects are harmless; delete the directory
-//! to reclaim space.
+//! never leaves a truncated object behind. Each object's size and mtime are recorded when it
+//! is stored and checked on every hit: outputs may be hard links to objects (see
+//! `builder::link_out`), and an object written to through one since is rebuilt, never reused.
+//! Stale objects are harmless; delete the directory to reclaim space.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,7 +18,10 @@ use crate::digest::{file_digest, FileDigest};
 use crate::error::{ImageError, Result};
 
 /// Bumped whenever a step's output for the same inputs changes.
-const CACHE_FORMAT: &str = "testudo-images-cache-2";
+const CACHE_FORMAT: &str = "testudo-images-cache-3";
+
+/// The memo holding an object's size and mtime as stored.
+const STAT_MEMO: &str = "stat";
 
 /// The key of one cached step output.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,10 +110,7 @@ impl Cache {
         compute: impl FnOnce(&Path) -> Result<FileDigest>,
     ) -> Result<FileDigest> {
         let object = self.object_path(key);
-        let memo = self
-            .dir
-            .join("objects")
-            .join(format!("{}.{kind}", key.as_str()));
+        let memo = self.memo_path(key, kind);
         if let Ok(text) = fs::read_to_string(&memo) {
             if let Some((sha256, size)) = text.trim().split_once(' ') {
                 if let Ok(size) = size.parse() {
@@ -122,14 +124,68 @@ impl Cache {
             }
         }
         let digest = compute(&object)?;
+        self.store_digest(key, kind, &digest)?;
+        Ok(digest)
+    }
+
+    /// Records `digest` (of kind `kind`) for the object under `key`, for a step that computed
+    /// it while building the object; [`Cache::object_digest`] then serves it.
+    pub fn store_digest(&self, key: &CacheKey, kind: &str, digest: &FileDigest) -> Result<()> {
+        self.write_memo(key, kind, &format!("{} {}\n", digest.sha256, digest.size))
+    }
+
+    fn memo_path(&self, key: &CacheKey, kind: &str) -> PathBuf {
+        self.dir
+            .join("objects")
+            .join(format!("{}.{kind}", key.as_str()))
+    }
+
+    fn write_memo(&self, key: &CacheKey, kind: &str, text: &str) -> Result<()> {
+        let memo = self.memo_path(key, kind);
         let tmp =
             self.dir
                 .join("tmp")
                 .join(format!("{}.{kind}.{}", key.as_str(), std::process::id()));
-        fs::write(&tmp, format!("{} {}\n", digest.sha256, digest.size))
-            .map_err(ImageError::write(&tmp))?;
-        fs::rename(&tmp, &memo).map_err(ImageError::write(&memo))?;
-        Ok(digest)
+        fs::write(&tmp, text).map_err(ImageError::write(&tmp))?;
+        fs::rename(&tmp, &memo).map_err(ImageError::write(&memo))
+    }
+
+    /// `size mtime` of `path` as recorded in a stat memo.
+    fn stat_text(path: &Path) -> Result<String> {
+        let meta = fs::metadata(path).map_err(ImageError::read(path))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Ok(format!("{} {mtime}\n", meta.len()))
+    }
+
+    /// Whether the object under `key` exists and is unchanged since it was stored.
+    fn intact(&self, key: &CacheKey) -> bool {
+        let object = self.object_path(key);
+        match (
+            fs::read_to_string(self.memo_path(key, STAT_MEMO)),
+            Self::stat_text(&object),
+        ) {
+            (Ok(recorded), Ok(now)) => recorded == now,
+            _ => false,
+        }
+    }
+
+    /// Removes the object under `key` and everything recorded about it.
+    fn evict(&self, key: &CacheKey) -> Result<()> {
+        let prefix = format!("{}.", key.as_str());
+        let objects = self.dir.join("objects");
+        for entry in fs::read_dir(&objects).map_err(ImageError::read(&objects))? {
+            let entry = entry.map_err(ImageError::read(&objects))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == key.as_str() || name.starts_with(&prefix) {
+                fs::remove_file(entry.path()).map_err(ImageError::write(entry.path()))?;
+            }
+        }
+        Ok(())
     }
 
     /// The SHA-256 of the object stored under `key` (see [`Cache::object_digest`]).
@@ -144,8 +200,13 @@ impl Cache {
         F: FnOnce(&Path) -> Result<()>,
     {
         let object = self.object_path(key);
-        if object.is_file() {
+        if self.intact(key) {
             return Ok((object, Reuse::Hit));
+        }
+        if object.exists() {
+            // Changed since it was stored (written through a hard-linked output) or stored
+            // by an interrupted build before its stat was recorded: build it afresh.
+            self.evict(key)?;
         }
         let tmp = self
             .dir
@@ -160,6 +221,7 @@ impl Cache {
             return Err(err);
         }
         fs::rename(&tmp, &object).map_err(ImageError::write(&object))?;
+        self.write_memo(key, STAT_MEMO, &Self::stat_text(&object)?)?;
         Ok((object, Reuse::Built))
     }
 }
@@ -204,6 +266,52 @@ mod tests {
         assert!(memo.is_file());
         let served = cache
             .object_digest(&key, "sha256", |_| panic!("must not rehash"))
+            .unwrap();
+        assert_eq!(served, digest);
+    }
+
+    #[test]
+    fn object_changed_after_storing_is_rebuilt_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let key = CacheKey::new("step", ["input"]);
+        let build = |out: &Path| fs::write(out, "good").map_err(ImageError::write(out));
+        let (path, _) = cache.get_or_build(&key, build).unwrap();
+        let before = cache.object_sha256(&key).unwrap();
+        // An output hard-linked to the object is appended to.
+        let output = dir.path().join("rootfs.img");
+        fs::hard_link(&path, &output).unwrap();
+        let mut file = fs::OpenOptions::new().append(true).open(&output).unwrap();
+        std::io::Write::write_all(&mut file, b" and changed").unwrap();
+        drop(file);
+
+        let (again, reuse) = cache.get_or_build(&key, build).unwrap();
+        assert_eq!(reuse, Reuse::Built);
+        assert_eq!(fs::read_to_string(&again).unwrap(), "good");
+        // The digest memo went with the changed object; the user's file is left as it is.
+        assert_eq!(cache.object_sha256(&key).unwrap(), before);
+        assert_eq!(fs::read_to_string(&output).unwrap(), "good and changed");
+        let (_, reuse) = cache.get_or_build(&key, build).unwrap();
+        assert_eq!(reuse, Reuse::Hit);
+    }
+
+    #[test]
+    fn stored_digest_is_served_without_hashing() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::open(dir.path()).unwrap();
+        let key = CacheKey::new("step", ["input"]);
+        cache
+            .get_or_build(&key, |out| {
+                fs::write(out, "x").map_err(ImageError::write(out))
+            })
+            .unwrap();
+        let digest = FileDigest {
+            sha256: "ab".repeat(32),
+            size: 9,
+        };
+        cache.store_digest(&key, "payload-sha256", &digest).unwrap();
+        let served = cache
+            .object_digest(&key, "payload-sha256", |_| panic!("must not rehash"))
             .unwrap();
         assert_eq!(served, digest);
     }

@@ -17,6 +17,15 @@ pub struct FileDigest {
     pub size: u64,
 }
 
+impl FileDigest {
+    /// The SHA-256 as bytes (`None` if `sha256` is not 64 hex digits).
+    pub fn sha256_bytes(&self) -> Option<[u8; 32]> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(&self.sha256, &mut bytes).ok()?;
+        Some(bytes)
+    }
+}
+
 /// Hashes a file's content, streaming.
 pub fn file_digest(path: &Path) -> Result<FileDigest> {
     let mut file = File::open(path).map_err(ImageError::read(path))?;

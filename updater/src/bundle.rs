@@ -8,6 +8,7 @@
 //! (hash tree or detached signature), streaming with bounded memory, before anything else
 //! reads the payload. Images are then streamed out with their manifest sha256 re-checked.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -43,6 +44,10 @@ pub struct BundleSpec {
     pub images: Vec<(String, PathBuf)>,
     /// Extra mksquashfs arguments (e.g. `-comp`, `zstd`).
     pub mksquashfs_args: Vec<String>,
+    /// sha256 and size of image files the caller has already hashed (a build cache keeps
+    /// them), by the path given in `images`: used instead of reading the file again. The size
+    /// is checked against the file; a wrong sha256 yields a bundle every installer refuses.
+    pub known_digests: BTreeMap<PathBuf, ([u8; 32], u64)>,
 }
 
 impl BundleSpec {
@@ -56,6 +61,7 @@ impl BundleSpec {
             format: BundleFormat::Verity,
             images,
             mksquashfs_args: Vec::new(),
+            known_digests: BTreeMap::new(),
         }
     }
 }
@@ -84,10 +90,22 @@ pub(crate) fn sha256_reader(mut reader: impl Read, path: &Path) -> Result<([u8; 
     Ok((hasher.finalize().into(), size))
 }
 
-/// Creates a signed bundle at `out` (written to a temporary file, then renamed). Returns the
-/// manifest that was signed. Reproducible, signature included, for RSA and ECDSA P-256
-/// signers (no signing time; RFC 6979 nonces, see [`crate::deterministic_ecdsa`]).
-pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest> {
+/// What [`create`] made.
+#[derive(Debug, Clone)]
+pub struct CreatedBundle {
+    /// The manifest that was signed.
+    pub manifest: Manifest,
+    /// sha256 of the payload: everything before the CMS signature (squashfs, padding and,
+    /// for verity, the hash tree). It does not change when the bundle is re-signed.
+    pub payload_sha256: [u8; 32],
+    /// Size of the payload.
+    pub payload_size: u64,
+}
+
+/// Creates a signed bundle at `out` (written to a temporary file, then renamed). Reproducible,
+/// signature included, for RSA and ECDSA P-256 signers (no signing time; RFC 6979 nonces,
+/// see [`crate::deterministic_ecdsa`]).
+pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedBundle> {
     let loaded = signer.load()?;
     if spec.images.is_empty() {
         return Err(UpdaterError::Manifest {
@@ -113,7 +131,7 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
         format: spec.format,
         verity: None,
         hooks_filename: None,
-        images: stage_images(&spec.images, &content)?,
+        images: stage_images(spec, &content)?,
     };
     let inner_manifest = manifest.render();
     let manifest_path = content.join(MANIFEST_FILENAME);
@@ -137,25 +155,58 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<Manifest
         .map_err(write_err(&temp_out))?;
     file.set_len(padded).map_err(write_err(&temp_out))?;
     file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
-    let cms = match spec.format {
-        BundleFormat::Plain => signature::sign_detached((&file).take(padded), &loaded)?,
-        BundleFormat::Verity => {
-            let salt = verity_salt(&inner_manifest);
-            manifest.verity = Some(append_hash_tree(&mut file, &temp_out, padded, salt)?);
-            signature::sign_inline(manifest.render().as_bytes(), &loaded)?
-        }
-    };
+    // The payload's sha256 (for the caller's records) is computed on the second core while
+    // this thread hashes the tree or signs: both read the same bytes from the page cache.
+    let (cms, data_sha256) = std::thread::scope(|scope| {
+        let data_hash = scope.spawn(|| -> Result<Sha256> {
+            let reader = File::open(&temp_out).map_err(read_err(&temp_out))?;
+            let mut hasher = Sha256::new();
+            let copied = std::io::copy(&mut reader.take(padded), &mut hasher)
+                .map_err(read_err(&temp_out))?;
+            if copied != padded {
+                return Err(format_err(&temp_out, "payload shorter than written"));
+            }
+            Ok(hasher)
+        });
+        let cms = match spec.format {
+            BundleFormat::Plain => signature::sign_detached((&file).take(padded), &loaded),
+            BundleFormat::Verity => {
+                let salt = verity_salt(&inner_manifest);
+                append_hash_tree(&mut file, &temp_out, padded, salt).and_then(|params| {
+                    manifest.verity = Some(params);
+                    signature::sign_inline(manifest.render().as_bytes(), &loaded)
+                })
+            }
+        };
+        let data_hash = data_hash
+            .join()
+            .map_err(|_| format_err(&temp_out, "payload hashing thread panicked"))?;
+        Ok::<_, UpdaterError>((cms?, data_hash?))
+    })?;
+    let payload_size = file.seek(SeekFrom::End(0)).map_err(read_err(&temp_out))?;
+    let mut payload_hash = data_sha256;
+    if payload_size > padded {
+        // The hash tree, just appended after the data.
+        file.seek(SeekFrom::Start(padded))
+            .map_err(read_err(&temp_out))?;
+        std::io::copy(&mut (&file).take(payload_size - padded), &mut payload_hash)
+            .map_err(read_err(&temp_out))?;
+    }
     append_signature(&mut file, &temp_out, &cms)?;
     drop(file);
     std::fs::rename(&temp_out, out).map_err(write_err(out))?;
-    Ok(manifest)
+    Ok(CreatedBundle {
+        manifest,
+        payload_sha256: payload_hash.finalize().into(),
+        payload_size,
+    })
 }
 
 /// Hard-links (or copies) each `(slot class, file)` into `content` under its file name and
-/// returns the manifest entries (sha256 and size of each file).
-fn stage_images(images: &[(String, PathBuf)], content: &Path) -> Result<Vec<ImageEntry>> {
+/// returns the manifest entries (sha256 and size of each file; known ones are not re-read).
+fn stage_images(spec: &BundleSpec, content: &Path) -> Result<Vec<ImageEntry>> {
     let mut entries: Vec<ImageEntry> = Vec::new();
-    for (slot_class, path) in images {
+    for (slot_class, path) in &spec.images {
         let filename = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -174,7 +225,21 @@ fn stage_images(images: &[(String, PathBuf)], content: &Path) -> Result<Vec<Imag
                 ),
             });
         }
-        let (sha256, size) = sha256_file(path)?;
+        let (sha256, size) = match spec.known_digests.get(path) {
+            Some(&(sha256, size)) => {
+                let actual = std::fs::metadata(path).map_err(read_err(path))?.len();
+                if actual != size {
+                    return Err(UpdaterError::Manifest {
+                        message: format!(
+                            "image {} is {actual} bytes, but its known digest is for {size}",
+                            path.display()
+                        ),
+                    });
+                }
+                (sha256, size)
+            }
+            None => sha256_file(path)?,
+        };
         let staged = content.join(&filename);
         if std::fs::hard_link(path, &staged).is_err() {
             std::fs::copy(path, &staged).map_err(write_err(&staged))?;

@@ -25,7 +25,7 @@ pub mod system_conf;
 pub mod verity;
 pub mod version;
 
-pub use bundle::{BundleSpec, VerifiedBundle};
+pub use bundle::{BundleSpec, CreatedBundle, VerifiedBundle};
 pub use error::{Result, UpdaterError};
 pub use manifest::{BundleFormat, Manifest};
 pub use signature::{Keyring, Signer};

@@ -1,10 +1,12 @@
 //! Promise: creating a bundle twice from the same image (different file times, different
 //! output directories) gives byte-identical payloads (squashfs + hash tree) and manifests;
-//! only the CMS signature differs (ECDSA nonce, signing time).
+//! the payload digest `create` reports is that of those bytes, and a caller-supplied image
+//! digest is used as given (a wrong size is refused).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
 
+use sha2::Digest as _;
 use testudo_updater::{BundleFormat, BundleSpec};
 
 fn payload_of(path: &std::path::Path) -> Vec<u8> {
@@ -33,8 +35,16 @@ fn same_input_same_payload() {
             let mut spec = BundleSpec::new("gw", "1.0", vec![("rootfs".into(), image)]);
             spec.format = format;
             let out = run_dir.join("b.raucb");
-            manifests.push(common::create_bundle(&spec, &pki, &out));
-            payloads.push(payload_of(&out));
+            let created = common::create_bundle(&spec, &pki, &out);
+            let payload = payload_of(&out);
+            assert_eq!(created.payload_size, payload.len() as u64, "{format:?}");
+            assert_eq!(
+                created.payload_sha256,
+                <[u8; 32]>::from(sha2::Sha256::digest(&payload)),
+                "{format:?}: reported payload digest"
+            );
+            manifests.push(created.manifest);
+            payloads.push(payload);
         }
         assert_eq!(manifests[0], manifests[1], "{format:?}");
         assert!(
@@ -42,4 +52,30 @@ fn same_input_same_payload() {
             "{format:?}: payload bytes differ between runs"
         );
     }
+}
+
+#[test]
+fn known_image_digest_is_used_and_its_size_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::simple_pki(&dir.path().join("pki"));
+    let image = common::image(&dir.path().join("rootfs.img"), 150_000, 4);
+    let size = std::fs::metadata(&image).unwrap().len();
+    let mut spec = BundleSpec::new("gw", "1.0", vec![("rootfs".into(), image.clone())]);
+
+    // Taken as given: the manifest carries the caller's digest (a real caller passes the
+    // true one; a made-up one shows the file was not re-read).
+    spec.known_digests.insert(image.clone(), ([7; 32], size));
+    let created = common::create_bundle(&spec, &pki, &dir.path().join("known.raucb"));
+    assert_eq!(created.manifest.images[0].sha256, [7; 32]);
+
+    spec.known_digests
+        .insert(image.clone(), ([7; 32], size + 1));
+    let err = testudo_updater::bundle::create(&spec, &pki.signer, &dir.path().join("bad.raucb"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("rootfs.img") && err.contains(&size.to_string()),
+        "{err}"
+    );
+    assert!(!dir.path().join("bad.raucb").exists());
 }

@@ -129,7 +129,8 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         intermediates: args.intermediates,
     };
     let manifest = bundle::create(&spec, &signer, &args.output)
-        .with_context(|| format!("creating bundle {}", args.output.display()))?;
+        .with_context(|| format!("creating bundle {}", args.output.display()))?
+        .manifest;
     println!(
         "created {} ({} bundle, compatible {}, version {})",
         args.output.display(),

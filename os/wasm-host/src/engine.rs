@@ -99,6 +99,9 @@ pub fn engine_config(options: &EngineOptions) -> Config {
     config.epoch_interruption(true);
     config.wasm_component_model(true);
     config.cranelift_opt_level(wasmtime::OptLevel::Speed);
+    // A running host compiles on its own thread only (no thread pool next to the app, within
+    // its seccomp role); `precompile` turns it on. Not part of the compatibility hash.
+    config.parallel_compilation(false);
     // 512 KiB of wasm stack: deep recursion traps quickly instead of eating host stack.
     config.max_wasm_stack(512 << 10);
     if options.pooling {

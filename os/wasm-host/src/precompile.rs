@@ -28,13 +28,14 @@ pub fn sidecar_path(app: &Path) -> PathBuf {
     app.with_extension("cwasm")
 }
 
-/// The engine the runtime host uses, without its epoch ticker (compiling needs none). Its
-/// compatibility hash is the host's, so what it writes loads in the host.
+/// The engine the runtime host uses, without its epoch ticker (compiling needs none) and
+/// compiling functions on all cores. Its compatibility hash is the host's, so what it writes
+/// loads in the host.
 pub fn precompile_engine() -> Result<Engine, HostError> {
-    Engine::new(&engine_config(&EngineOptions::default())).map_err(|error| {
-        HostError::EngineConfig {
-            source: boxed(error),
-        }
+    let mut config = engine_config(&EngineOptions::default());
+    config.parallel_compilation(true);
+    Engine::new(&config).map_err(|error| HostError::EngineConfig {
+        source: boxed(error),
     })
 }
 

@@ -12,7 +12,7 @@ use testudo_updater::install::{self, InstallOptions, InstallReport};
 use testudo_updater::keys::{self, Issued, KeyKind, Validity};
 use testudo_updater::mark::{self, Mark, MarkTarget};
 use testudo_updater::signature::Signer;
-use testudo_updater::{BundleSpec, Manifest, UpdaterError};
+use testudo_updater::{BundleSpec, CreatedBundle, UpdaterError};
 
 /// The Debian package providing each external program the tests run (all listed in
 /// `xtask/src/deps.rs`, which `cargo xtask deps` installs).
@@ -318,7 +318,7 @@ pub fn keyring(path: &Path) -> testudo_updater::Keyring {
 }
 
 /// Creates the bundle `spec` signed by `pki`'s signer at `out` (needs `mksquashfs`).
-pub fn create_bundle(spec: &BundleSpec, pki: &Pki, out: &Path) -> Manifest {
+pub fn create_bundle(spec: &BundleSpec, pki: &Pki, out: &Path) -> CreatedBundle {
     require("mksquashfs");
     testudo_updater::bundle::create(spec, &pki.signer, out).unwrap()
 }
