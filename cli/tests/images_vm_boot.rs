@@ -1,7 +1,8 @@
 //! Promise: the gateway example builds, boots under TCG through GRUB into slot A and reaches
 //! testudo-init's ready line; after the update bundle is installed into slot B and the
 //! grubenv makes B primary (as RAUC's install does), the next boot runs slot B. testudo-init
-//! mounts the data partition itself.
+//! mounts the data partition itself, and the WASM hosts run the image's precompiled apps
+//! (compiled for the board's CPU features, which QEMU's default CPU model has).
 //!
 //! Needs the workspace's binaries next to `testudo` (as `cargo test --workspace` builds them)
 //! or in the directories named by `TESTUDO_IMAGE_BIN_DIRS` (colon-separated).
@@ -71,17 +72,9 @@ fn first_sector(disk: &str, partition: u32) -> u64 {
     line.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
-fn boot(disk: &str, data_home: &Path) -> String {
+fn boot(disk: &str, data_home: &Path, expect: &str) -> String {
     let out = testudo(
-        &[
-            "vm",
-            "run",
-            disk,
-            "--expect",
-            "testudo-init: ready:",
-            "--timeout",
-            "240",
-        ],
+        &["vm", "run", disk, "--expect", expect, "--timeout", "240"],
         data_home,
     );
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -140,7 +133,12 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
 
     let disk = out.join("disk.img");
     let disk_s = disk.to_str().unwrap();
-    let console = boot(disk_s, &data_home);
+    // Boot until a WASM host says where its app's code came from (after the ready line).
+    let console = boot(
+        disk_s,
+        &data_home,
+        "app (sensor-reader|forwarder): code (precompiled|from the cache|compiled now)",
+    );
     assert!(console.contains("testudo: booting slot A"), "{console}");
     assert!(console.contains("slot A, rootfs rootfs-a"), "{console}");
     // testudo-init (not the initramfs) mounted the data partition before the components.
@@ -149,6 +147,11 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
         "{console}"
     );
     assert!(console.contains("testudo-init: ready:"), "{console}");
+    assert!(
+        console.contains(": code precompiled /"),
+        "the image's .cwasm was not used on the board's CPU: {console}"
+    );
+    assert!(!console.contains("not used"), "{console}");
 
     // GRUB recorded the attempt (A_TRY=1) as RAUC's script does.
     let esp = format!("{disk_s}@@{}", first_sector(disk_s, 1) * 512);
@@ -207,7 +210,7 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
         ],
     );
 
-    let console = boot(disk_s, &data_home);
+    let console = boot(disk_s, &data_home, "testudo-init: ready:");
     assert!(console.contains("testudo: booting slot B"), "{console}");
     assert!(console.contains("slot B, rootfs rootfs-b"), "{console}");
     let env = run("mtype", &["-i", &esp, "::/EFI/testudo/grubenv"]);

@@ -193,11 +193,6 @@ impl RootfsSpec {
             .chain(rootfs::SKELETON_DIRS)
             .map(|m| format!("dir {m}"))
             .collect();
-        parts.push(format!(
-            "link {} {}",
-            rootfs::APPS_LINK,
-            rootfs::APPS_LINK_TARGET
-        ));
         parts.extend(self.key_parts());
         parts
     }
@@ -467,7 +462,6 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
         ))
     })?;
 
-    // WASM apps.
     // WASM apps, each with its precompiled `.cwasm` made by the image's own WASM host.
     steps.run("wasm apps", || {
         let mut any_built = false;
@@ -480,9 +474,17 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             let Some((host, host_digest)) = &wasm_host else {
                 continue;
             };
-            let key = CacheKey::new("cwasm", [digest.sha256.as_str(), &host_digest.sha256]);
+            let cpu_features = plan.board.cpu_features.join(",");
+            let key = CacheKey::new(
+                "cwasm",
+                [
+                    digest.sha256.as_str(),
+                    &host_digest.sha256,
+                    &format!("cpu-features {cpu_features}"),
+                ],
+            );
             let (compiled, reuse) = cache.get_or_build(&key, |out| {
-                cwasm::precompile(tools, host, &module, &path, out)
+                cwasm::precompile(tools, host, &module, &path, &cpu_features, out)
             })?;
             any_built |= reuse == Reuse::Built;
             let compiled_digest = cache.object_sha256(&key)?;

@@ -1,7 +1,9 @@
 //! Precompiled WASM apps: each `P.wasm` in the image gets a `P.cwasm` next to it, compiled by
-//! the image's own `testudo-wasm-host` (`testudo-wasm-host precompile IN.wasm OUT.cwasm`), so
-//! the compiled code matches the engine that loads it (wasmtime version and settings; it still
-//! checks the header on load and falls back to compiling when they differ).
+//! the image's own `testudo-wasm-host` (`testudo-wasm-host precompile --cpu-features F
+//! IN.wasm OUT.cwasm`), so the compiled code matches the engine that loads it (wasmtime
+//! version and settings) and assumes only the board's processor features (`board.cpu_features`),
+//! not the build host's. The device still checks the header on load and compiles the app
+//! itself when they differ.
 //!
 //! Compiling is the expensive per-app step of a build; it is cached under the app's hash and
 //! the host binary's hash, so changing one app recompiles only that app.
@@ -20,17 +22,20 @@ pub fn sidecar_path(image_path: &str) -> String {
     path.with_extension("cwasm").to_string_lossy().into_owned()
 }
 
-/// Compiles `wasm` with `host` (the WASM host binary that goes into the image) into `out`.
+/// Compiles `wasm` with `host` (the WASM host binary that goes into the image) into `out`,
+/// for a processor with `cpu_features` (comma separated) beyond its architecture's baseline.
 /// A host without the subcommand is named in the error.
 pub fn precompile(
     tools: &dyn ToolRunner,
     host: &Path,
     module: &str,
     wasm: &Path,
+    cpu_features: &str,
     out: &Path,
 ) -> Result<()> {
     let call = ToolCall::new(&host.to_string_lossy(), "precompiling a WASM app")
         .arg(PRECOMPILE_SUBCOMMAND)
+        .arg(format!("--cpu-features={cpu_features}"))
         .arg(path_arg(wasm))
         .arg(path_arg(out));
     let fail = |detail: String| ImageError::Precompile {
@@ -101,6 +106,7 @@ mod tests {
             &host,
             "apps/a.wasm",
             &dir.path().join("a.wasm"),
+            "sse3",
             &dir.path().join("a.cwasm"),
         )
         .err()
@@ -110,5 +116,6 @@ mod tests {
         assert!(err.contains("no `precompile` subcommand"), "{err}");
         let call = &tools.calls()[0];
         assert_eq!(call.args[0], "precompile");
+        assert_eq!(call.args[1], "--cpu-features=sse3");
     }
 }

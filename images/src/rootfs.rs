@@ -16,10 +16,9 @@
 //! - `/usr/lib/testudo/<name>`: native binaries (`testudo-init`, drivers, services, the WASM host);
 //!   their shared libraries at the paths the build host's `ldd` names (`/lib/...`, `/lib64/...`)
 //! - `/etc/testudo/plan.json`: the plan, byte for byte as given
-//! - `/apps/<module path from the plan>` (app layer): WASM modules (`.wasm`), with the
-//!   precompiled `.cwasm` next to each when the WASM host can precompile;
-//!   `/usr/share/testudo/apps` (testudo-init's default `--app-root`) is a relative symlink to
-//!   it in the system layer
+//! - `/apps/<module path from the plan>` (app layer; testudo-init's default `--app-root`):
+//!   WASM modules (`.wasm`), with the precompiled `.cwasm` next to each when the WASM host can
+//!   precompile
 //! - `/etc/rauc/system.conf`, `/etc/rauc/keyring.pem`: the updater's configuration and the
 //!   bundle verification keyring; `/etc/testudo/keys/`: public keys (deployment signatures)
 //! - `/lib/modules/<release>/...` and `/lib/modules/<release>/testudo.load`: kernel modules
@@ -41,13 +40,8 @@ pub const BIN_DIR: &str = "usr/lib/testudo";
 /// The plan inside the image.
 pub const PLAN_PATH: &str = "etc/testudo/plan.json";
 /// Root under which WASM modules keep their plan paths: the app layer's one top-level
-/// directory, which the system layer must not have.
+/// directory, which the system layer must not have, and testudo-init's default `--app-root`.
 pub const APPS_ROOT: &str = "apps";
-/// Where testudo-init looks for apps by default (`--app-root`): a symlink in the system layer
-/// to [`APPS_ROOT`].
-pub const APPS_LINK: &str = "usr/share/testudo/apps";
-/// The target of [`APPS_LINK`], relative so it resolves inside any mount of the rootfs.
-pub const APPS_LINK_TARGET: &str = "../../../apps";
 /// The updater's configuration.
 pub const SYSTEM_CONF_PATH: &str = "etc/rauc/system.conf";
 /// Directory of public keys and keyrings.
@@ -69,15 +63,13 @@ pub struct RootfsTree {
 
 impl RootfsTree {
     /// Starts a fresh system-layer staging tree at `root` (removing anything there): mount
-    /// points, [`SKELETON_DIRS`] and the [`APPS_LINK`] symlink.
+    /// points and [`SKELETON_DIRS`].
     pub fn create(root: &Path) -> Result<Self> {
         let tree = Self::create_layer(root)?;
         for dir in MOUNT_POINTS.iter().chain(SKELETON_DIRS) {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(ImageError::write(&path))?;
         }
-        let link = tree.prepare(APPS_LINK)?;
-        std::os::unix::fs::symlink(APPS_LINK_TARGET, &link).map_err(ImageError::write(&link))?;
         Ok(tree)
     }
 
@@ -162,15 +154,14 @@ pub fn top_level_names<'a>(paths: impl IntoIterator<Item = &'a str>) -> BTreeSet
         .collect()
 }
 
-/// The top-level names of a system layer holding `files` (with its mount points, skeleton
-/// and [`APPS_LINK`]).
+/// The top-level names of a system layer holding `files` (with its mount points and
+/// skeleton).
 pub fn system_top_level_names<'a>(files: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
     top_level_names(
         MOUNT_POINTS
             .iter()
             .chain(SKELETON_DIRS)
             .copied()
-            .chain([APPS_LINK])
             .chain(files),
     )
 }
@@ -273,19 +264,6 @@ mod tests {
         }
         let pos = args.iter().position(|a| a == "-all-time").unwrap();
         assert_eq!(args[pos + 1], "42");
-        let link = tree.host_path(APPS_LINK);
-        assert_eq!(
-            fs::read_link(&link).unwrap(),
-            Path::new(APPS_LINK_TARGET),
-            "the runtime's app root points at the app layer"
-        );
-        assert_eq!(
-            tree.host_path(APPS_LINK)
-                .parent()
-                .unwrap()
-                .join(APPS_LINK_TARGET),
-            tree.host_path("usr/share/testudo/../../../apps")
-        );
     }
 
     #[test]

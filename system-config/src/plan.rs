@@ -52,6 +52,10 @@ pub struct Board {
     pub name: String,
     /// Target architecture, e.g. `x86_64`.
     pub arch: String,
+    /// Processor features beyond the architecture's baseline that every CPU of the board has
+    /// (Cranelift names, e.g. `sse3`): what precompiled WASM code may assume.
+    #[serde(default)]
+    pub cpu_features: Vec<String>,
     /// Memory available to components, in bytes.
     pub memory_bytes: u64,
     /// Kernel image: a file path, relative to the board file's directory or absolute on the
@@ -383,6 +387,7 @@ impl Board {
         Board {
             name: "host".into(),
             arch: std::env::consts::ARCH.into(),
+            cpu_features: Vec::new(),
             memory_bytes: 1 << 30,
             kernel: "none".into(),
             bootloader: "grub".into(),

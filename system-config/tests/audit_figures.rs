@@ -115,6 +115,7 @@ fn known_plan() -> Plan {
         board: Board {
             name: "b".into(),
             arch: "x86_64".into(),
+            cpu_features: Vec::new(),
             memory_bytes: 1 << 30,
             kernel: "k".into(),
             bootloader: "grub".into(),

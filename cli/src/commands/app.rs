@@ -39,6 +39,11 @@ pub struct PrecompileArgs {
     input: PathBuf,
     /// Where to write the compiled form (written atomically).
     output: PathBuf,
+    /// The processor to compile for: `native` (this machine) or the features the device's
+    /// processor has beyond its architecture's baseline, comma separated (Cranelift names,
+    /// e.g. `sse3,sse41,popcnt`; empty for the bare baseline), as a board's `cpu_features`.
+    #[arg(long, default_value = "native")]
+    cpu_features: String,
 }
 
 /// Arguments of `testudo app run`.
@@ -87,7 +92,8 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run_app(*args),
         Command::Precompile(args) => {
             // The error names the file and the step; `main` prints its chain on one line.
-            testudo_wasm_host::precompile::precompile_file(&args.input, &args.output)?;
+            let cpu = testudo_wasm_host::precompile::CpuTarget::parse(&args.cpu_features);
+            testudo_wasm_host::precompile::precompile_file(&args.input, &args.output, &cpu)?;
             Ok(ExitCode::SUCCESS)
         }
     }

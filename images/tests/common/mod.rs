@@ -37,7 +37,8 @@ pub fn plan_json() -> serde_json::Value {
         "version": "1.0.0",
         "compatible": "testudo-imgtest-qemu-x86_64",
         "board": {
-            "name": "qemu-x86_64", "arch": "x86_64", "memory_bytes": 536870912,
+            "name": "qemu-x86_64", "arch": "x86_64", "cpu_features": ["sse3", "cmpxchg16b"],
+            "memory_bytes": 536870912,
             "kernel": "/vmlinuz", "bootloader": "grub", "console": "ttyS0",
             "partitions": {"esp_bytes": 33554432, "rootfs_bytes": 134217728, "data_bytes": 33554432},
             "modules": {"always": [], "network": ["virtio_net"], "tpm": []}

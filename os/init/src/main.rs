@@ -2,7 +2,7 @@
 //! [--app-root DIR]`
 //!
 //! As PID 1 (in the image) the defaults are `/etc/testudo/plan.json`, `/usr/lib/testudo`,
-//! `/run/testudo`, `/data` and `/usr/share/testudo/apps`; it mounts `/proc`, `/sys`,
+//! `/run/testudo`, `/data` and `/apps` (the image's app layer); it mounts `/proc`, `/sys`,
 //! cgroup2 on `/sys/fs/cgroup` (components' memory/pids/cpu limits), `/dev` and `/run` first
 //! and powers off after a clean shutdown. Anywhere else it is an ordinary
 //! supervisor (defaults: the binaries next to it, a state dir under the temp dir). It prints
@@ -52,7 +52,7 @@ fn main() -> ExitCode {
             PathBuf::from("/usr/lib/testudo"),
             PathBuf::from("/run/testudo"),
             PathBuf::from("/data"),
-            PathBuf::from("/usr/share/testudo/apps"),
+            PathBuf::from("/apps"),
         )
     } else {
         let state = std::env::temp_dir().join(format!("testudo-init-{}", std::process::id()));

@@ -15,6 +15,14 @@ pub enum HostError {
         #[source]
         source: BoxedSource,
     },
+    /// A CPU feature the compiled code should assume is not one Cranelift knows for this
+    /// architecture.
+    #[error("unknown CPU feature `{feature}` for {arch} (known: {known})")]
+    CpuFeature {
+        feature: String,
+        arch: &'static str,
+        known: String,
+    },
     /// The app file could not be read.
     #[error("reading app {path}")]
     ReadApp {

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use testudo_wasm_host::cache::{load_app, CodeSources};
+use testudo_wasm_host::cache::{load_app, CodeOrigin, CodeSources};
 use testudo_wasm_host::componentize::componentize;
 use testudo_wasm_host::precompile::sidecar_path;
 use testudo_wasm_host::provided::{ProvidedTelemetry, ProvidingDevice};
@@ -55,6 +55,11 @@ enum Tool {
         input: PathBuf,
         /// Where to write the compiled form (.cwasm), atomically.
         output: PathBuf,
+        /// The processor to compile for: `native` (this machine, every feature it has) or
+        /// the features the code may assume beyond the architecture's baseline, comma
+        /// separated (Cranelift names, e.g. `sse3,sse41,popcnt`; empty for the bare baseline).
+        #[arg(long, default_value = "native")]
+        cpu_features: String,
     },
     /// Turn a WASI preview 1 module into a component with the testudo:device world.
     Componentize {
@@ -95,8 +100,14 @@ fn describe(error: &HostError) -> String {
 }
 
 fn run(args: Args) -> Result<u8, HostError> {
-    if let Some(Tool::Precompile { input, output }) = &args.tool {
-        testudo_wasm_host::precompile::precompile_file(input, output)?;
+    if let Some(Tool::Precompile {
+        input,
+        output,
+        cpu_features,
+    }) = &args.tool
+    {
+        let cpu = testudo_wasm_host::precompile::CpuTarget::parse(cpu_features);
+        testudo_wasm_host::precompile::precompile_file(input, output, &cpu)?;
         return Ok(0);
     }
     if let Some(Tool::Componentize {
@@ -169,6 +180,15 @@ fn run(args: Args) -> Result<u8, HostError> {
             sidecar.display()
         );
     }
+    // Where the code came from, once per start: shows whether an image's sidecars are used.
+    eprintln!(
+        "testudo-wasm-host: app {component}: code {}",
+        match compiled.origin {
+            CodeOrigin::Sidecar => format!("precompiled {}", sidecar.display()),
+            CodeOrigin::Cache => "from the cache".to_owned(),
+            CodeOrigin::Compiled => "compiled now".to_owned(),
+        }
+    );
     let prepared =
         match PreparedApp::prepare(engine.engine(), &compiled, Arc::new(planned.grants.clone())) {
             Ok(prepared) => prepared,
