@@ -137,7 +137,8 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
     let console = boot(
         disk_s,
         &data_home,
-        "app (sensor-reader|forwarder): code (precompiled|from the cache|compiled now)",
+        // Whole lines only: the console is matched as it arrives, partial lines included.
+        r"app (sensor-reader|forwarder): code (precompiled /\S+\.cwasm|from the cache|compiled now)",
     );
     assert!(console.contains("testudo: booting slot A"), "{console}");
     assert!(console.contains("slot A, rootfs rootfs-a"), "{console}");

@@ -1,9 +1,12 @@
 //! Cost of accepting one telemetry message from an app: `write` on the agent's `telemetry`
-//! handle, which validates the JSON and appends it to the spool journal in the agent's
-//! `storage` route before answering. Anchor, same run, same message: the floor of any
-//! persisted write through testudo's schemes, one `write` on a `storage` file handle (one scheme
-//! round trip to the storage driver). Both providers are the real ones (the storage driver's
-//! provider on a temporary directory), each served on its own thread as in the running system.
+//! handle, which validates the JSON, appends it to the spool journal in the agent's `storage`
+//! route and syncs the journal (`fsync` through the storage handle, `fdatasync` in the driver)
+//! before answering. Anchors, same run, same message: one `write` on a `storage` file handle
+//! (one scheme round trip to the storage driver; the page cache only), and one `write` plus
+//! one `fsync` on that handle (the floor of any durable write through testudo's schemes).
+//! All providers are the real ones (the storage driver's provider on a temporary directory,
+//! created in the target dir so it is on the disk the build is on, not a tmpfs), each served
+//! on its own thread as in the running system.
 //!
 //! Run: `cargo bench -p testudo-agent --bench telemetry_accept`.
 
@@ -18,7 +21,10 @@ use testudo_scheme::{Grant, Handle, Rights, Server};
 use tokio::sync::Notify;
 
 const MESSAGE: &[u8] = br#"{"sensor":"temperature","value":21.5,"unit":"C","seq":123456}"#;
+/// Writes per round that only reach the page cache.
 const WRITES: usize = 20_000;
+/// Writes per round that each wait for the disk.
+const SYNCED_WRITES: usize = 500;
 const ROUNDS: usize = 5;
 
 fn grant(consumer: &str, capability: &str) -> Grant {
@@ -47,30 +53,52 @@ fn storage(dir: &std::path::Path, consumer: &str) -> Handle {
         .unwrap_or_else(|_| panic!("storage provider did not start"))
 }
 
-fn per_write(mut write: impl FnMut()) -> Duration {
+/// Median over [`ROUNDS`] rounds of the time per write, `writes` writes a round.
+fn per_write(writes: usize, mut write: impl FnMut()) -> Duration {
     let mut rounds: Vec<Duration> = (0..ROUNDS)
         .map(|_| {
             let start = Instant::now();
-            for _ in 0..WRITES {
+            for _ in 0..writes {
                 write();
             }
-            start.elapsed() / WRITES as u32
+            start.elapsed() / writes as u32
         })
         .collect();
     rounds.sort();
     rounds[ROUNDS / 2]
 }
 
-fn main() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+fn micros(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e6
+}
 
-    // Anchor: one write on a storage file handle.
+fn ratio(a: Duration, b: Duration) -> f64 {
+    a.as_secs_f64() / b.as_secs_f64().max(f64::MIN_POSITIVE)
+}
+
+fn main() {
+    let base = option_env!("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, Into::into);
+    std::fs::create_dir_all(&base).unwrap_or_else(|e| panic!("{}: {e}", base.display()));
+    let dir = tempfile::tempdir_in(&base).unwrap_or_else(|e| panic!("temp dir: {e}"));
+
+    // Anchor 1: one write on a storage file handle (page cache).
     let root = storage(dir.path(), "anchor");
     let file = root
         .open("plain.log", Rights::ReadWrite)
         .unwrap_or_else(|e| panic!("open: {e}"));
-    let plain = per_write(|| {
+    let plain = per_write(WRITES, || {
         file.write(MESSAGE).unwrap_or_else(|e| panic!("write: {e}"));
+    });
+
+    // Anchor 2: one write and one fsync on a storage file handle (on disk).
+    let synced_file = root
+        .open("synced.log", Rights::ReadWrite)
+        .unwrap_or_else(|e| panic!("open: {e}"));
+    let synced = per_write(SYNCED_WRITES, || {
+        synced_file
+            .write(MESSAGE)
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        synced_file.fsync().unwrap_or_else(|e| panic!("fsync: {e}"));
     });
 
     // The agent's telemetry scheme over a spool in storage.
@@ -99,26 +127,33 @@ fn main() {
     let telemetry = rx
         .recv()
         .unwrap_or_else(|_| panic!("telemetry provider did not start"));
-    let accepted = per_write(|| {
+    let accepted = per_write(SYNCED_WRITES, || {
         telemetry
             .write(MESSAGE)
             .unwrap_or_else(|e| panic!("telemetry write: {e}"));
     });
 
     println!(
-        "{}-byte message, median of {ROUNDS} rounds of {WRITES} writes",
+        "{}-byte message, median of {ROUNDS} rounds ({WRITES} writes a round without fsync, \
+         {SYNCED_WRITES} with)",
         MESSAGE.len()
     );
     println!(
-        "storage file write (anchor): {:>7.2} us",
-        plain.as_secs_f64() * 1e6
+        "storage file write (anchor):          {:>9.2} us",
+        micros(plain)
     );
     println!(
-        "telemetry write (spooled):   {:>7.2} us",
-        accepted.as_secs_f64() * 1e6
+        "storage file write + fsync (anchor):  {:>9.2} us",
+        micros(synced)
     );
     println!(
-        "ratio: {:.2}",
-        accepted.as_secs_f64() / plain.as_secs_f64().max(f64::MIN_POSITIVE)
+        "telemetry write (spooled, fsynced):   {:>9.2} us",
+        micros(accepted)
+    );
+    println!(
+        "ratio telemetry / write+fsync: {:.2}; telemetry / write: {:.1}; write+fsync / write: {:.1}",
+        ratio(accepted, synced),
+        ratio(accepted, plain),
+        ratio(synced, plain)
     );
 }

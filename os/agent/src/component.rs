@@ -75,6 +75,9 @@ impl<T: SpoolFiles + ?Sized> SpoolFiles for Box<T> {
     fn replace(&mut self, name: &str, data: &[u8]) -> Result<()> {
         (**self).replace(name, data)
     }
+    fn sync(&mut self, name: &str) -> Result<()> {
+        (**self).sync(name)
+    }
 }
 
 type SharedSpool = Arc<Mutex<Spool<Box<dyn SpoolFiles>>>>;

@@ -17,8 +17,17 @@
 //! statements are true on their own. Unparsable lines (a write torn by a crash, which was
 //! never acknowledged to the app) are skipped and counted.
 //!
-//! The storage interface has no `fsync`: a message is as durable as the storage driver's
-//! `write` (in the page cache of the data partition at acknowledgement time).
+//! # Durability (decision 0064)
+//! Every step the spool's promises rest on is followed by [`SpoolFiles::sync`] (an `fsync`
+//! through the storage handle, `fdatasync` in the storage driver) before it counts:
+//! - a message's `M` line is appended and synced before [`Spool::push`] returns `Ok`, so an
+//!   app's `write` is acknowledged only once its message is on disk; if the sync fails the
+//!   push fails (the app's write is refused) and the message is not pending;
+//! - a compaction syncs the new journal before switching the pointer (and syncs the
+//!   pointer), so the next compaction never truncates the only durable copy.
+//!
+//! `A` lines are not synced on their own: losing one in a power cut means a message is sent
+//! again (at-least-once), never lost; they reach the disk with the next message's sync.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +55,9 @@ pub trait SpoolFiles: Send {
     fn append(&mut self, name: &str, data: &[u8]) -> Result<()>;
     /// Replaces the file's content.
     fn replace(&mut self, name: &str, data: &[u8]) -> Result<()>;
+    /// Makes what was appended to or replaced in the file durable (`fsync`); when this
+    /// returns `Ok` it survives a power cut.
+    fn sync(&mut self, name: &str) -> Result<()>;
 }
 
 /// [`SpoolFiles`] in the agent's directory of the `storage` scheme.
@@ -134,6 +146,23 @@ impl SpoolFiles for StorageFiles {
         self.appenders.insert(name.to_owned(), file);
         Ok(())
     }
+
+    fn sync(&mut self, name: &str) -> Result<()> {
+        let wrap = |step, source| AgentError::Storage {
+            step,
+            file: name.to_owned(),
+            source,
+        };
+        if let Some(file) = self.appenders.get(name) {
+            return file.fsync().map_err(|e| wrap("sync", e));
+        }
+        // Not written through this spool since it started: any handle to the file may sync.
+        self.root
+            .open(name, Rights::Read)
+            .map_err(|e| wrap("open", e))?
+            .fsync()
+            .map_err(|e| wrap("sync", e))
+    }
 }
 
 /// [`SpoolFiles`] in memory (no persistence; for tests and a component without storage).
@@ -158,6 +187,11 @@ impl SpoolFiles for MemoryFiles {
 
     fn replace(&mut self, name: &str, data: &[u8]) -> Result<()> {
         self.files.insert(name.to_owned(), data.to_vec());
+        Ok(())
+    }
+
+    /// Nothing to make durable: memory is lost on restart anyway.
+    fn sync(&mut self, _name: &str) -> Result<()> {
         Ok(())
     }
 }
@@ -351,14 +385,18 @@ impl<F: SpoolFiles> Spool<F> {
             text.extend_from_slice(&message_line(message));
         }
         self.files.replace(JOURNALS[target].1, &text)?;
+        // Durable before the pointer moves: the next compaction truncates the other journal.
+        self.files.sync(JOURNALS[target].1)?;
         self.files
             .replace(CURRENT_FILE, JOURNALS[target].0.as_bytes())?;
+        self.files.sync(CURRENT_FILE)?;
         self.active = target;
         self.journal_bytes = text.len();
         Ok(())
     }
 
-    /// Accepts a message: it is in the journal when this returns `Ok` (its sequence number).
+    /// Accepts a message: it is in the journal and synced to disk when this returns `Ok`
+    /// (its sequence number). On `Err` the message is not pending.
     pub fn push(&mut self, source: &str, body: &[u8]) -> Result<u64> {
         if self.pending.len() >= self.limits.max_messages
             || self.pending_bytes + body.len() > self.limits.max_bytes
@@ -374,9 +412,13 @@ impl<F: SpoolFiles> Spool<F> {
             body: body.to_vec(),
         };
         let line = message_line(&message);
-        self.files.append(JOURNALS[self.active].1, &line)?;
+        let journal = JOURNALS[self.active].1;
+        self.files.append(journal, &line)?;
+        // The line may be in the file even if the sync fails (and would then be loaded
+        // after a restart): never reuse its sequence number.
         self.next_seq += 1;
         self.journal_bytes += line.len();
+        self.files.sync(journal)?;
         self.pending_bytes += message.body.len();
         let seq = message.seq;
         self.pending.insert(seq, message);
@@ -442,10 +484,144 @@ impl<F: SpoolFiles> Spool<F> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
     use super::*;
 
     fn open(files: MemoryFiles) -> (Spool<MemoryFiles>, LoadReport) {
         Spool::open(files, SpoolLimits::default()).expect("opens")
+    }
+
+    /// [`SpoolFiles`] in memory that records every write and sync, in order, in a log shared
+    /// with the test; `sync` fails while `fail_sync` is set.
+    #[derive(Debug, Clone, Default)]
+    struct Recording {
+        memory: MemoryFiles,
+        log: Arc<Mutex<Vec<String>>>,
+        fail_sync: Arc<AtomicBool>,
+    }
+
+    impl Recording {
+        fn note(&self, entry: String) {
+            self.log.lock().expect("log").push(entry);
+        }
+        fn take_log(&self) -> Vec<String> {
+            std::mem::take(&mut *self.log.lock().expect("log"))
+        }
+    }
+
+    impl SpoolFiles for Recording {
+        fn read(&mut self, name: &str) -> Result<Vec<u8>> {
+            self.memory.read(name)
+        }
+        fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
+            self.note(format!("append {name}"));
+            self.memory.append(name, data)
+        }
+        fn replace(&mut self, name: &str, data: &[u8]) -> Result<()> {
+            self.note(format!("replace {name}"));
+            self.memory.replace(name, data)
+        }
+        fn sync(&mut self, name: &str) -> Result<()> {
+            self.note(format!("sync {name}"));
+            if self.fail_sync.load(Ordering::SeqCst) {
+                return Err(AgentError::Storage {
+                    step: "sync",
+                    file: name.to_owned(),
+                    source: SchemeError::Refused {
+                        op: "fsync",
+                        errno: Errno::EIO,
+                    },
+                });
+            }
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn compaction_syncs_the_new_journal_before_moving_the_pointer() {
+        let files = Recording::default();
+        let (_spool, _) = Spool::open(files.clone(), SpoolLimits::default()).expect("opens");
+        assert_eq!(
+            files.take_log(),
+            [
+                "replace telemetry-a.journal",
+                "sync telemetry-a.journal",
+                "replace telemetry.current",
+                "sync telemetry.current",
+            ]
+        );
+        // A failed sync of the new journal stops the compaction before the pointer moves.
+        files.fail_sync.store(true, Ordering::SeqCst);
+        let opened = Spool::open(files.clone(), SpoolLimits::default());
+        assert!(matches!(
+            opened,
+            Err(AgentError::Storage { step: "sync", .. })
+        ));
+        assert_eq!(
+            files.take_log(),
+            ["replace telemetry-b.journal", "sync telemetry-b.journal"]
+        );
+    }
+
+    #[test]
+    fn an_app_write_is_acknowledged_only_after_append_then_sync() {
+        use crate::app_schemes::{AppSchemes, TELEMETRY};
+        use crate::component_log::ComponentLog;
+
+        let files = Recording::default();
+        let (spool, _) = Spool::open(files.clone(), SpoolLimits::default()).expect("opens");
+        files.take_log();
+        let spool = Arc::new(Mutex::new(spool));
+        let mut server = testudo_scheme::Server::new(AppSchemes::new(
+            spool.clone(),
+            b"{}\n".to_vec(),
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(ComponentLog::default()),
+        ));
+        let telemetry = server
+            .grant(&testudo_scheme::Grant {
+                consumer: "app".into(),
+                capability: TELEMETRY.into(),
+                rights: Rights::Write,
+                allow: Vec::new(),
+            })
+            .expect("telemetry");
+        let worker = std::thread::spawn(move || server.run());
+
+        // Accepted: the reply comes after the append and the sync, in that order.
+        assert_eq!(telemetry.write(b"{\"n\":1}").expect("accepted"), 7);
+        files.note("acknowledged".to_owned());
+        assert_eq!(
+            files.take_log(),
+            [
+                "append telemetry-a.journal",
+                "sync telemetry-a.journal",
+                "acknowledged"
+            ]
+        );
+
+        // The sync fails: the app's write fails and nothing is pending for the hub.
+        files.fail_sync.store(true, Ordering::SeqCst);
+        let refused = telemetry.write(b"{\"n\":2}").expect_err("refused");
+        assert_eq!(refused.refused_errno(), Some(Errno::EIO));
+        assert_eq!(
+            files.take_log(),
+            ["append telemetry-a.journal", "sync telemetry-a.journal"]
+        );
+        assert_eq!(telemetry.fstat().expect("fstat").size, 1, "1 pending");
+
+        // Storage recovers: the next message gets a fresh sequence number (the failed one's
+        // line may be in the journal).
+        files.fail_sync.store(false, Ordering::SeqCst);
+        telemetry.write(b"{\"n\":3}").expect("accepted again");
+        drop(telemetry);
+        worker.join().expect("server thread").expect("server ends");
+        let pending = spool.lock().expect("spool").take_unsent(10);
+        let bodies: Vec<&[u8]> = pending.iter().map(|m| m.body.as_slice()).collect();
+        assert_eq!(bodies, [&b"{\"n\":1}"[..], b"{\"n\":3}"]);
+        assert_eq!(pending[1].seq, pending[0].seq + 2);
     }
 
     fn bodies(messages: &[Spooled]) -> Vec<&[u8]> {

@@ -1,8 +1,14 @@
 //! The `storage` driver: each consumer's root handle is its own directory under the data
 //! directory; files inside are opened by single-component names.
+//!
+//! Durability (decision 0064): `fsync` on a file handle is `fdatasync(2)` on the file; on a
+//! directory handle `fsync(2)` on the directory. When the driver *creates* a file (or a
+//! consumer's directory), it syncs the parent directory once before answering, so a file
+//! whose data a consumer synced cannot vanish with its directory entry in a power cut.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::io::ErrorKind;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -41,6 +47,37 @@ pub fn valid_name(name: &str) -> bool {
         && !name.contains(['/', '\0', '?'])
 }
 
+/// Makes `dir`'s entries durable: `fsync(2)` on the directory.
+fn sync_dir(dir: &Path) -> Result<(), Errno> {
+    let handle = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)
+        .map_err(|e| errno(&e))?;
+    handle.sync_all().map_err(|e| errno(&e))
+}
+
+/// Opens `path` with `options`; with `create`, creates it when missing and then syncs `dir`
+/// (the new entry's directory) before returning.
+fn open_file(options: &OpenOptions, dir: &Path, path: &Path, create: bool) -> Result<File, Errno> {
+    match options.open(path) {
+        Ok(file) => return Ok(file),
+        Err(error) if create && error.kind() == ErrorKind::NotFound => {}
+        Err(error) => return Err(errno(&error)),
+    }
+    match options.clone().create_new(true).open(path) {
+        Ok(file) => {
+            sync_dir(dir)?;
+            Ok(file)
+        }
+        // Created by someone else in between: it is theirs to make durable.
+        Err(error) if error.kind() == ErrorKind::AlreadyExists => {
+            options.open(path).map_err(|e| errno(&e))
+        }
+        Err(error) => Err(errno(&error)),
+    }
+}
+
 impl StorageProvider {
     /// A provider over `data_dir` (which must exist).
     pub fn new(data_dir: &Path) -> StorageProvider {
@@ -58,7 +95,10 @@ impl SchemeProvider for StorageProvider {
             return Err(Errno::EINVAL);
         }
         let dir = self.data_dir.join(&grant.consumer);
-        std::fs::create_dir_all(&dir).map_err(|e| errno(&e))?;
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).map_err(|e| errno(&e))?;
+            sync_dir(&self.data_dir)?;
+        }
         Ok(StorageNode::Dir(dir))
     }
 
@@ -81,13 +121,12 @@ impl SchemeProvider for StorageProvider {
         if truncate && !rights.can_write() {
             return Err(Errno::EACCES);
         }
-        let file = OpenOptions::new()
+        let mut options = OpenOptions::new();
+        options
             .read(rights.can_read())
             .write(rights.can_write())
-            .create(rights.can_write())
-            .truncate(truncate)
-            .open(dir.join(name))
-            .map_err(|e| errno(&e))?;
+            .truncate(truncate);
+        let file = open_file(&options, dir, &dir.join(name), rights.can_write())?;
         Ok(Opened::Node(StorageNode::File {
             file: Rc::new(file),
             offset: 0,
@@ -112,6 +151,13 @@ impl SchemeProvider for StorageProvider {
         Ok(n)
     }
 
+    fn fsync(&mut self, node: &mut StorageNode) -> Result<(), Errno> {
+        match node {
+            StorageNode::Dir(dir) => sync_dir(dir),
+            StorageNode::File { file, .. } => file.sync_data().map_err(|e| errno(&e)),
+        }
+    }
+
     fn fstat(&mut self, node: &StorageNode) -> Result<(NodeKind, u64), Errno> {
         match node {
             StorageNode::Dir(_) => Ok((NodeKind::Directory, 0)),
@@ -126,6 +172,52 @@ impl SchemeProvider for StorageProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn grant(consumer: &str) -> Grant {
+        Grant {
+            consumer: consumer.into(),
+            capability: "files".into(),
+            rights: Rights::ReadWrite,
+            allow: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn fsync_syncs_files_and_directories_and_only_writers_create() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut provider = StorageProvider::new(data.path());
+        let mut root = provider.root(&grant("app")).expect("root");
+        assert!(data.path().join("app").is_dir());
+        assert_eq!(
+            provider
+                .open(&root, "missing", Rights::Read)
+                .expect_err("read-only does not create"),
+            Errno::ENOENT
+        );
+        assert!(!data.path().join("app/missing").exists());
+        let Opened::Node(mut file) = provider
+            .open(&root, "journal", Rights::ReadWrite)
+            .expect("created")
+        else {
+            panic!("a storage file is a node");
+        };
+        assert_eq!(provider.write(&mut file, b"line\n").expect("write"), 5);
+        provider.fsync(&mut file).expect("fdatasync the file");
+        provider.fsync(&mut root).expect("fsync the directory");
+        assert_eq!(
+            std::fs::read(data.path().join("app/journal")).expect("on disk"),
+            b"line\n"
+        );
+        // Opening the existing file again (and truncating it) works the same way.
+        let Opened::Node(mut again) = provider
+            .open(&root, "journal?truncate", Rights::Write)
+            .expect("reopened")
+        else {
+            panic!("a storage file is a node");
+        };
+        provider.fsync(&mut again).expect("fdatasync");
+        assert_eq!(provider.fstat(&again).expect("fstat"), (NodeKind::File, 0));
+    }
 
     #[test]
     fn names_are_single_components() {

@@ -17,7 +17,7 @@ pub enum SchemeError {
     /// The provider answered the request with an error code.
     #[error("{op} refused by the provider ({errno})")]
     Refused {
-        /// The scheme operation (`open`, `read`, `write`, `dup`, `fstat`).
+        /// The scheme operation (`open`, `read`, `write`, `dup`, `fstat`, `fsync`).
         op: &'static str,
         /// The error the provider returned.
         errno: Errno,

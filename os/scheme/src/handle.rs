@@ -155,6 +155,23 @@ impl Handle {
         }
     }
 
+    /// Makes the node's data durable, like `fsync(2)`: when this returns `Ok`, what was
+    /// written through any handle to the node has reached stable storage. Allowed whatever
+    /// the handle's rights; a provider whose nodes cannot be synchronised refuses with
+    /// `EINVAL` (as Linux does for a pipe or socket).
+    pub fn fsync(&self) -> Result<(), SchemeError> {
+        self.call("fsync", Opcode::Fsync, [0; 6], &[], |value, payload| {
+            if value != 0 || !payload.is_empty() {
+                return Err(format!(
+                    "fsync reply carries value {value} and {} payload bytes",
+                    payload.len()
+                ));
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
     /// The node's kind, size and this handle's rights.
     pub fn fstat(&self) -> Result<Stat, SchemeError> {
         let (_, stat) = self.call("fstat", Opcode::Fstat, [0; 6], &[], |_, payload| {

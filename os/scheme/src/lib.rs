@@ -24,6 +24,8 @@
 //! let mut buf = [0u8; 64];
 //! let n = ro.read(&mut buf)?;
 //! let size = ro.fstat()?.size;
+//! file.write(b"{}")?;
+//! file.fsync()?;                                   // durable once this returns
 //! # let _ = (n, size);
 //! # Ok::<(), testudo_scheme::SchemeError>(())
 //! ```
@@ -68,7 +70,9 @@ pub use syscall;
 /// - `storage`: the root handle is the consumer's own directory. `open("name", rights)` opens
 ///   (write rights: creates) a file; names are a single path component, no `/`, `.` or `..`.
 ///   `read`/`write` move sequentially from offset 0; `open("name?truncate", Write|ReadWrite)`
-///   truncates first. `fstat` gives the size.
+///   truncates first. `fstat` gives the size. `fsync` on a file makes its data durable
+///   (`fdatasync`), on the root handle the directory's entries (`fsync` of the directory);
+///   a file the driver creates has its directory entry made durable before `open` returns.
 /// - `sensor`: `read` on the root handle returns one reading as a UTF-8 line
 ///   `<name> <value> <unit>\n` (e.g. `temperature 21.5 C`).
 /// - `telemetry`: `write` one message (a JSON document) per call.

@@ -22,7 +22,8 @@ pub enum Opened<N> {
 
 /// A scheme: per-handle state is a `Node`. Rights are checked by the [`Server`] before any
 /// of these is called (reads need read rights, writes write rights, opens and dups at most
-/// the parent's rights), so a provider only decides what a path means.
+/// the parent's rights; `fsync` and `fstat` need none), so a provider only decides what a
+/// path means.
 pub trait SchemeProvider {
     /// Per-handle state.
     type Node: Clone;
@@ -48,6 +49,14 @@ pub trait SchemeProvider {
     fn write(&mut self, node: &mut Self::Node, data: &[u8]) -> Result<usize, Errno> {
         let _ = (node, data);
         Err(Errno::EBADF)
+    }
+
+    /// Makes the node's data durable (`fsync(2)`). Any handle may ask, whatever its rights
+    /// (POSIX allows `fsync` on a read-only descriptor). The default answers `EINVAL`, as
+    /// Linux does for an object that cannot be synchronised (a pipe, a socket).
+    fn fsync(&mut self, node: &mut Self::Node) -> Result<(), Errno> {
+        let _ = node;
+        Err(Errno::EINVAL)
     }
 
     /// Kind and size of a node.
@@ -292,6 +301,11 @@ impl<P: SchemeProvider> Server<P> {
                     Err(errno) => Outcome::Fail(errno),
                 }
             }
+            // No rights check: POSIX lets any open descriptor be synchronised.
+            Opcode::Fsync => match self.provider.fsync(&mut self.connections[index].node) {
+                Ok(()) => Outcome::Value(0, 0),
+                Err(errno) => Outcome::Fail(errno),
+            },
             Opcode::Fstat => match self.provider.fstat(&self.connections[index].node) {
                 Ok((kind, size)) => {
                     let stat = Stat { kind, size, rights }.to_redox();

@@ -8,6 +8,7 @@
 //! - `Write`: payload = the bytes; `args[2]` = their length.
 //! - `Dup`: `args[3]` = `O_*` access mode of the new handle (must be within the old one).
 //! - `Fstat`: response payload = Redox `Stat`.
+//! - `Fsync`: no arguments, no payload; result 0 once the node's data is durable.
 //! - `Sendfd` (init -> provider, control socket only): payload = [`Grant`](crate::Grant) text,
 //!   the new root handle's fd attached.
 //!

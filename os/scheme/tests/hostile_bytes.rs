@@ -74,6 +74,7 @@ fn hostile_request(gen: &mut Bytes) -> Vec<u8> {
         Opcode::Write as u8,
         Opcode::Dup as u8,
         Opcode::Fstat as u8,
+        Opcode::Fsync as u8,
         Opcode::Sendfd as u8,
         Opcode::Close as u8,
     ];
@@ -255,11 +256,12 @@ fn a_hostile_provider_cannot_panic_the_consumer() {
         let mut buf = [0u8; 16];
         let outcome: Result<(), SchemeError> = std::thread::scope(|scope| {
             scope.spawn(answer);
-            match call % 5 {
+            match call % 6 {
                 0 => handle.read(&mut buf).map(|n| assert!(n <= buf.len())),
                 1 => handle.write(b"hello").map(|n| assert!(n <= 5)),
                 2 => handle.fstat().map(|_| ()),
                 3 => handle.open("x", Rights::Read).map(|_| ()),
+                4 => handle.fsync(),
                 _ => handle.dup(Rights::Read).map(|_| ()),
             }
         });

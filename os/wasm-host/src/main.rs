@@ -180,15 +180,6 @@ fn run(args: Args) -> Result<u8, HostError> {
             sidecar.display()
         );
     }
-    // Where the code came from, once per start: shows whether an image's sidecars are used.
-    eprintln!(
-        "testudo-wasm-host: app {component}: code {}",
-        match compiled.origin {
-            CodeOrigin::Sidecar => format!("precompiled {}", sidecar.display()),
-            CodeOrigin::Cache => "from the cache".to_owned(),
-            CodeOrigin::Compiled => "compiled now".to_owned(),
-        }
-    );
     let prepared =
         match PreparedApp::prepare(engine.engine(), &compiled, Arc::new(planned.grants.clone())) {
             Ok(prepared) => prepared,
@@ -198,6 +189,16 @@ fn run(args: Args) -> Result<u8, HostError> {
             }
             Err(error) => return Err(error),
         };
+    // Where the code of the app about to run came from, once per start: shows whether an
+    // image's precompiled sidecars are used on the device.
+    eprintln!(
+        "testudo-wasm-host: app {component}: code {}",
+        match compiled.origin {
+            CodeOrigin::Sidecar => format!("precompiled {}", sidecar.display()),
+            CodeOrigin::Cache => "from the cache".to_owned(),
+            CodeOrigin::Compiled => "compiled now".to_owned(),
+        }
+    );
     let (mut backend, stdout, stderr) = device_backend(&plan, &component, args.device_dir)?;
     if let Some(control) =
         testudo_scheme::provider_control().map_err(|source| HostError::Handles { source })?

@@ -146,7 +146,14 @@ fn a_read_only_sidecar_is_used_instead_of_compiling() {
     let ran = work.run_host(true);
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
     assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
-    assert_eq!(stderr(&ran), "", "the sidecar was not used");
+    assert_eq!(
+        stderr(&ran),
+        format!(
+            "testudo-wasm-host: app hello: code precompiled {}\n",
+            work.sidecar().display()
+        ),
+        "the sidecar was not used"
+    );
     assert_eq!(
         work.cache_entries(),
         0,
@@ -161,7 +168,14 @@ fn a_component_sidecar_is_used_too() {
     let ran = work.run_host(true);
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
     assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
-    assert_eq!(stderr(&ran), "", "the sidecar was not used");
+    assert_eq!(
+        stderr(&ran),
+        format!(
+            "testudo-wasm-host: app hello: code precompiled {}\n",
+            work.sidecar().display()
+        ),
+        "the sidecar was not used"
+    );
     assert_eq!(work.cache_entries(), 0);
 }
 
@@ -173,27 +187,32 @@ fn a_sidecar_on_a_writable_filesystem_is_not_trusted() {
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
     assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
     let said = stderr(&ran);
-    assert_eq!(said.lines().count(), 1, "{said}");
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 2, "{said}");
     assert!(
-        said.contains("hello.cwasm not used (it is on a writable filesystem)"),
+        lines[0].contains("hello.cwasm not used (it is on a writable filesystem)"),
         "{said}"
     );
+    assert!(lines[1].ends_with("app hello: code compiled now"), "{said}");
     assert_eq!(work.cache_entries(), 1);
 }
 
 /// Runs hello with a sidecar the host must refuse: the app still runs (compiled into the
-/// cache) and the host says in exactly one line why the sidecar was not used. Returns that.
+/// cache) and the host says in exactly one line why the sidecar was not used (then, in a
+/// second, that it compiled the app). Returns the first.
 fn run_falling_back_to_the_cache(work: &Work) -> String {
     let ran = work.run_host(true);
     assert_eq!(ran.status.code(), Some(0), "{}", stderr(&ran));
     assert_eq!(stdout(&ran), "precompiled hello from testudo\n");
     let said = stderr(&ran);
-    assert_eq!(said.lines().count(), 1, "{said}");
+    let lines: Vec<&str> = said.lines().collect();
+    assert_eq!(lines.len(), 2, "{said}");
     assert!(
-        said.contains("hello.cwasm not used (not loadable by this host"),
+        lines[0].contains("hello.cwasm not used (not loadable by this host"),
         "{said}"
     );
-    said
+    assert!(lines[1].ends_with("app hello: code compiled now"), "{said}");
+    lines[0].to_owned()
 }
 
 #[test]

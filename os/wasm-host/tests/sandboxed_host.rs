@@ -144,7 +144,11 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     assert!(made.status.success());
     let run = device.run("precompiled");
     assert_exit(&run, 0);
-    assert_eq!(run.stderr, "", "sidecar not used");
+    assert_eq!(
+        run.stderr,
+        "testudo-wasm-host: app precompiled: code precompiled /app/apps/precompiled.cwasm\n",
+        "sidecar not used"
+    );
     assert_eq!(
         count_files(&caches.join("precompiled")),
         0,

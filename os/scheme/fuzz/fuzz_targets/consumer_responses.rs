@@ -1,6 +1,6 @@
 //! A hostile provider: arbitrary bytes as the response to each call a consumer makes
-//! (read, write, fstat, open, dup). The `Handle` must return an error or a value consistent
-//! with what it asked for, never panic.
+//! (read, write, fstat, open, fsync, dup). The `Handle` must return an error or a value
+//! consistent with what it asked for, never panic.
 #![no_main]
 
 use std::os::unix::net::UnixDatagram;
@@ -30,7 +30,7 @@ fuzz_target!(|data: &[u8]| {
     let handle = Handle::from_fd(ours);
     let mut buf = [0u8; 32];
     for call in 0..count {
-        match call % 5 {
+        match call % 6 {
             0 => {
                 if let Ok(n) = handle.read(&mut buf) {
                     assert!(n <= buf.len());
@@ -46,6 +46,9 @@ fuzz_target!(|data: &[u8]| {
             }
             3 => {
                 let _ = handle.open("x", Rights::Read);
+            }
+            4 => {
+                let _ = handle.fsync();
             }
             _ => {
                 let _ = handle.dup(Rights::Read);
