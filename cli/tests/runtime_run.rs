@@ -4,14 +4,12 @@
 //! `ready`, keeps them running, and on SIGTERM stops everything within a few seconds, exits
 //! 0 and leaves no process behind (no component, no swtpm).
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 mod runtime_common;
-use runtime_common::{repo_root, StopOnDrop};
+use runtime_common::{repo_root, RunningTestudo};
 
 /// Every component of `system-config/examples/gateway.ncl`.
 const GATEWAY: [&str; 8] = [
@@ -53,41 +51,13 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
             "wasm-apps/{app} is missing: build the example apps with `cargo xtask apps` (cargo xtask test does)"
         );
     }
-    let mut child = StopOnDrop(
-        Command::new(testudo)
-            .args(["run", "system-config/examples/gateway.ncl", "--app-root"])
-            .arg(&root)
-            .current_dir(&root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("testudo run starts"),
-    );
-    let (lines_tx, lines) = mpsc::channel::<String>();
-    let stdout = child.0.stdout.take().expect("stdout");
-    let stderr = child.0.stderr.take().expect("stderr");
-    let tx = lines_tx.clone();
-    let out_thread = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(format!("out: {line}"));
-        }
-    });
-    let err_thread = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(format!("err: {line}"));
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let ready = loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no ready line; output:\n{}", seen.join("\n")));
-        seen.push(line.clone());
-        if line.starts_with("out: ready:") {
-            break line;
-        }
-    };
+    let mut command = Command::new(testudo);
+    command
+        .args(["run", "system-config/examples/gateway.ncl", "--app-root"])
+        .arg(&root)
+        .current_dir(&root);
+    let mut run = RunningTestudo::spawn(command, "testudo run must start");
+    let ready = run.wait_for("out: ready:", Duration::from_secs(120));
     let expected_up: Vec<&str> = GATEWAY
         .iter()
         .copied()
@@ -97,14 +67,12 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
         assert!(
             ready.split_whitespace().any(|w| w == *component),
             "{component} not up: {ready}\n{}",
-            seen.join("\n")
+            run.seen.join("\n")
         );
     }
     // Up means staying up: a second later none of them has exited or been restarted.
-    let settle = Instant::now() + Duration::from_secs(1);
-    while let Ok(line) = lines.recv_timeout(settle.saturating_duration_since(Instant::now())) {
-        seen.push(line);
-    }
+    run.collect_for(Duration::from_secs(1));
+    let seen = &run.seen;
     for component in &expected_up {
         let prefix = format!("err: testudo-init: {component}: ");
         if let Some(line) = seen.iter().find(|l| {
@@ -130,22 +98,8 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
         .and_then(|rest| rest.split(',').next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no private swtpm reported:\n{}", seen.join("\n")));
-    // SAFETY: sends SIGTERM to the child this test started.
-    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    let stop_deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < stop_deadline,
-            "testudo run did not stop within 5 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let _ = out_thread.join();
-    let _ = err_thread.join();
-    seen.extend(lines.try_iter());
+    let status = run.stop();
+    let seen = &run.seen;
     assert!(
         status.success(),
         "exit status {status:?}\n{}",

@@ -6,15 +6,13 @@
 //! as the caller's uid; SIGTERM stops it with status 0 and leaves no process behind. If the
 //! kernel forbids unprivileged user namespaces the test fails naming the sysctl.
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 mod runtime_common;
-use runtime_common::{repo_root, StopOnDrop};
+use runtime_common::{repo_root, RunningTestudo};
 
 const NOBODY: u32 = 65534;
 const BINARIES: [&str; 5] = [
@@ -156,7 +154,8 @@ fn a_small_system_runs_sandboxed_as_an_unprivileged_user() {
     std::fs::write(&plan_file, serde_json::to_vec(&plan).expect("json")).expect("plan");
     std::fs::set_permissions(&plan_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
 
-    let setpriv = Command::new("setpriv")
+    let mut setpriv = Command::new("setpriv");
+    setpriv
         .arg(format!("--reuid={NOBODY}"))
         .arg(format!("--regid={NOBODY}"))
         .args(["--clear-groups", "--inh-caps=-all", "--"])
@@ -165,54 +164,25 @@ fn a_small_system_runs_sandboxed_as_an_unprivileged_user() {
         .arg(&plan_file)
         .arg("--report")
         .current_dir(work.path())
-        .env("TMPDIR", "/tmp")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let mut child =
-        StopOnDrop(setpriv.expect("setpriv (Debian package util-linux) must be installed"));
-    let (tx, lines) = mpsc::channel::<String>();
-    let stdout = child.0.stdout.take().expect("stdout");
-    let stderr = child.0.stderr.take().expect("stderr");
-    let tx2 = tx.clone();
-    let readers = [
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx2.send(format!("out: {line}"));
-            }
-        }),
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(format!("err: {line}"));
-            }
-        }),
-    ];
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let ready = loop {
-        let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        else {
-            panic!("no ready line; output:\n{}", seen.join("\n"));
-        };
-        seen.push(line.clone());
-        if line.starts_with("out: ready:") {
-            break line;
-        }
-    };
+        .env("TMPDIR", "/tmp");
+    let mut run = RunningTestudo::spawn(
+        setpriv,
+        "setpriv (Debian package util-linux) must be installed",
+    );
+    let ready = run.wait_for("out: ready:", Duration::from_secs(60));
     for component in ["log", "storage", "sensor", "net"] {
         assert!(
             ready.split_whitespace().any(|w| w == component),
             "{component} not up: {ready}\n{}",
-            seen.join("\n")
+            run.seen.join("\n")
         );
     }
     // The --report lines follow the ready line: one JSON object per component.
     let mut pids = Vec::new();
     while pids.len() < 4 {
-        let line = lines
-            .recv_timeout(Duration::from_secs(10))
-            .unwrap_or_else(|_| panic!("missing report lines:\n{}", seen.join("\n")));
-        seen.push(line.clone());
+        let line = run
+            .next_line(Duration::from_secs(10))
+            .unwrap_or_else(|| panic!("missing report lines:\n{}", run.seen.join("\n")));
         let Some(json) = line.strip_prefix("out: {") else {
             continue;
         };
@@ -248,20 +218,9 @@ fn a_small_system_runs_sandboxed_as_an_unprivileged_user() {
             assert_ne!(ns(pid, "net"), ns(me, "net"), "{name}: network namespace");
         }
     }
-    // SAFETY: sends SIGTERM to the process this test started (setpriv exec'd testudo).
-    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
-    let stop_deadline = Instant::now() + Duration::from_secs(5);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(Instant::now() < stop_deadline, "did not stop within 5 s");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    for reader in readers {
-        let _ = reader.join();
-    }
-    seen.extend(lines.try_iter());
+    // setpriv exec'd testudo: the signal reaches testudo itself.
+    let status = run.stop();
+    let seen = &run.seen;
     assert!(
         status.success(),
         "exit status {status:?}\n{}",

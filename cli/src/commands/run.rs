@@ -38,7 +38,8 @@ pub struct Args {
     /// private swtpm per node, its state in the state directory, discarded at exit; if
     /// swtpm is not installed the tpm driver is reported not started (an explicit
     /// `--tpm swtpm` makes that an error). `host`: this host's own TPM device, handed to the
-    /// tpm driver's uid while running. `none`: no TPM (the tpm driver is not started).
+    /// tpm driver's uid while running and given back to its owner at exit. `none`: no TPM
+    /// (the tpm driver is not started).
     #[arg(long, value_enum)]
     tpm: Option<TpmSource>,
 }
@@ -109,6 +110,54 @@ fn provide_tpms(
     Ok(running)
 }
 
+/// Owners of the host paths standing in for the plan's device nodes, as found before the
+/// run. As root, init hands each to its driver's uid; `testudo run` gives them back when it
+/// ends, so a developer's `/dev/tpm0` (usually `tss`-owned) is not left to a sandbox uid.
+struct DeviceOwners(Vec<(PathBuf, u32, u32)>);
+
+impl DeviceOwners {
+    fn record(plan: &testudo_config::plan::Plan, options: &InitOptions) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let mut owners: Vec<(PathBuf, u32, u32)> = plan
+            .components
+            .values()
+            .flat_map(|component| &component.devices.nodes)
+            .map(|node| testudo_init::launch::device_source(node, options))
+            .filter_map(|path| {
+                let meta = std::fs::metadata(&path).ok()?;
+                Some((path, meta.uid(), meta.gid()))
+            })
+            .collect();
+        owners.sort();
+        owners.dedup();
+        DeviceOwners(owners)
+    }
+}
+
+impl Drop for DeviceOwners {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        for (path, uid, gid) in &self.0 {
+            let Ok(meta) = std::fs::metadata(path) else {
+                continue; // gone, like a private swtpm's socket
+            };
+            if (meta.uid(), meta.gid()) == (*uid, *gid) {
+                continue;
+            }
+            match std::os::unix::fs::chown(path, Some(*uid), Some(*gid)) {
+                Ok(()) => eprintln!(
+                    "testudo run: {} given back to uid {uid}, gid {gid}",
+                    path.display()
+                ),
+                Err(error) => eprintln!(
+                    "testudo run: could not give {} back to uid {uid}, gid {gid}: {error}",
+                    path.display()
+                ),
+            }
+        }
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let plan = super::config_input::load_config_or_plan(&args.config)?;
@@ -148,6 +197,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let tpm_dir = options.state_dir.clone();
     let software_tpms = provide_tpms(&plan, args.tpm, &tpm_dir, &mut options)?;
+    let device_owners = DeviceOwners::record(&plan, &options);
     let stop = signals::stop_on_signals().context("installing signal handlers")?;
     let events = EventLog::new(true);
     let mut supervisor =
@@ -176,9 +226,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             }
         }
     });
-    supervisor
+    let supervised = supervisor
         .run(stop.as_fd())
-        .context("supervising the system")?;
+        .context("supervising the system");
+    // Given back whether or not supervision ended well (the guard would on `?` too).
+    drop(device_owners);
+    supervised?;
     drop(software_tpms);
     println!("stopped");
     drop(temp);

@@ -1,5 +1,6 @@
 //! Shared by the `testudo run` tests: stopping a run left behind by a failing test, and
 //! finding the repository.
+#![allow(dead_code)] // each test binary uses its own part of this
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -31,4 +32,110 @@ pub fn repo_root() -> PathBuf {
         .parent()
         .expect("repo root")
         .to_owned()
+}
+
+/// A `testudo run` started by a test: its stdout and stderr lines (prefixed `out: ` and
+/// `err: `) arrive on one channel in the order read; stopped when dropped.
+pub struct RunningTestudo {
+    pub child: StopOnDrop,
+    lines: std::sync::mpsc::Receiver<String>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+    /// Every line received so far.
+    pub seen: Vec<String>,
+}
+
+impl RunningTestudo {
+    /// Spawns `command` (stdout and stderr piped) and starts reading both; `needs` says
+    /// what must be installed if it cannot start.
+    pub fn spawn(mut command: std::process::Command, needs: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = command
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{needs}: {e}"));
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let out_tx = tx.clone();
+        let readers = vec![
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    let _ = out_tx.send(format!("out: {line}"));
+                }
+            }),
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let _ = tx.send(format!("err: {line}"));
+                }
+            }),
+        ];
+        RunningTestudo {
+            child: StopOnDrop(child),
+            lines,
+            readers,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits up to `timeout` for a line starting with `prefix` (e.g. `out: ready:`); panics
+    /// with everything seen if none comes.
+    pub fn wait_for(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| {
+                    panic!("no `{prefix}` line; output:\n{}", self.seen.join("\n"))
+                });
+            self.seen.push(line.clone());
+            if line.starts_with(prefix) {
+                return line;
+            }
+        }
+    }
+
+    /// The next line, if one comes within `timeout` (also kept in `seen`).
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        let line = self.lines.recv_timeout(timeout).ok()?;
+        self.seen.push(line.clone());
+        Some(line)
+    }
+
+    /// Collects the lines that arrive within `period`.
+    pub fn collect_for(&mut self, period: Duration) {
+        let until = Instant::now() + period;
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            self.seen.push(line);
+        }
+    }
+
+    /// SIGTERM, then waits up to 5 s for the exit (panics otherwise) and reads the rest of
+    /// the output.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.0.id() as i32;
+        // SAFETY: sends SIGTERM to the child this test started and has not reaped yet.
+        let sent = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(sent, 0, "SIGTERM to testudo run");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let status = loop {
+            if let Some(status) = self.child.0.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "testudo run did not stop within 5 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+        self.seen.extend(self.lines.try_iter());
+        status
+    }
 }
