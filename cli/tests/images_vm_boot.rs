@@ -153,6 +153,16 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
         "the image's .cwasm was not used on the board's CPU: {console}"
     );
     assert!(!console.contains("not used"), "{console}");
+    // Every component, the WASM hosts included, runs under a cgroup v2 memory limit.
+    for component in ["storage", "sensor-reader", "forwarder"] {
+        let started = format!("testudo-init: {component}: started");
+        assert!(
+            console
+                .lines()
+                .any(|l| l.contains(&started) && l.contains("memory.max=")),
+            "{component} without memory.max: {console}"
+        );
+    }
 
     // GRUB recorded the attempt (A_TRY=1) as RAUC's script does.
     let esp = format!("{disk_s}@@{}", first_sector(disk_s, 1) * 512);

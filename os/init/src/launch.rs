@@ -137,6 +137,13 @@ pub struct LaunchContext<'a> {
     pub cgroup: Option<&'a testudo_sandbox::CgroupTree>,
 }
 
+/// Memory a WASM host process may use beyond its app's linear memory limit: the engine,
+/// WASI state and output buffers (an idle app's host takes about 1 MiB; see
+/// docs/benchmarks.md) and Cranelift compiling an app the cache does not hold (about 20 MiB
+/// for the example apps). Enforced as cgroup `memory.max` where cgroup v2 applies. A cap, not
+/// a reservation: `testudo check`'s board budget sums the plan's limits only.
+pub const WASM_HOST_MEMORY_ALLOWANCE: u64 = 64 << 20;
+
 /// Builds the sandbox spec for a component.
 pub fn spec_for(
     ctx: &LaunchContext<'_>,
@@ -180,10 +187,15 @@ pub fn spec_for(
         }
     }
     let mut memory_bytes = component.limits.memory_bytes;
+    let mut address_space_limit = true;
     if let Run::Wasm { module } = &component.run {
-        // wasmtime reserves large virtual ranges: RLIMIT_AS would break it. The host enforces
-        // the plan's memory limit on the app's linear memory itself.
-        memory_bytes = 0;
+        // The host caps the app's linear memory at the plan's limit itself; the process as a
+        // whole gets that plus the host's own allowance, as cgroup `memory.max` only: wasmtime
+        // reserves large virtual ranges, so RLIMIT_AS would break it.
+        if memory_bytes > 0 {
+            memory_bytes = memory_bytes.saturating_add(WASM_HOST_MEMORY_ALLOWANCE);
+        }
+        address_space_limit = false;
         let module_path = Path::new(module);
         if module_path.is_absolute()
             || module_path
@@ -320,6 +332,7 @@ pub fn spec_for(
         binds,
         limits: ResourceLimits {
             memory_bytes,
+            address_space_limit,
             max_tasks: component.limits.max_tasks,
             cpu_percent: component.limits.cpu_percent,
             max_fds: 256,

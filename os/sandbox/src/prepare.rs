@@ -301,7 +301,7 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
             value: u64::from(limits.max_tasks),
         });
     }
-    if limits.memory_bytes > 0 {
+    if limits.memory_bytes > 0 && limits.address_space_limit {
         steps.push(Step::SetRlimit {
             resource: libc::RLIMIT_AS,
             value: limits.memory_bytes,
@@ -337,7 +337,7 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
         ),
         None => {
             let mut settings = Vec::new();
-            if limits.memory_bytes > 0 {
+            if limits.memory_bytes > 0 && limits.address_space_limit {
                 settings.push(format!("RLIMIT_AS={}", limits.memory_bytes));
             }
             if limits.max_tasks > 0 {

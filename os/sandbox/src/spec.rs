@@ -19,8 +19,13 @@ pub struct Bind {
 /// Resource limits of one sandboxed process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceLimits {
-    /// Address-space / memory limit in bytes (0 = none; `RLIMIT_AS` or cgroup `memory.max`).
+    /// Memory limit in bytes (0 = none): cgroup `memory.max`, and `RLIMIT_AS` as well when
+    /// `address_space_limit` says so (and as the only limit when there is no cgroup).
     pub memory_bytes: u64,
+    /// Whether `memory_bytes` may also bound the address space (`RLIMIT_AS`). Not for
+    /// wasmtime, which reserves large virtual ranges it never touches: its memory is bounded
+    /// by the cgroup only (and its apps' linear memory by the host itself).
+    pub address_space_limit: bool,
     /// Maximum processes/threads (`RLIMIT_NPROC` or cgroup `pids.max`).
     pub max_tasks: u32,
     /// CPU share in percent of one core (cgroup `cpu.max` only; 0 = none).

@@ -36,6 +36,7 @@ fn spec(root: &Path, program: &str, args: &[&str], stdout: OwnedFd) -> SandboxSp
         binds: vec![],
         limits: ResourceLimits {
             memory_bytes: 256 << 20,
+            address_space_limit: true,
             max_tasks: 4,
             cpu_percent: 0,
             max_fds: 64,
