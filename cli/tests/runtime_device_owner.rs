@@ -58,8 +58,7 @@ fn a_device_node_goes_back_to_its_owner_when_the_run_stops() {
         run.seen.join("\n")
     );
 
-    let status = run.stop();
-    assert!(status.success(), "{status:?}\n{}", run.seen.join("\n"));
+    run.stop_cleanly();
     assert_eq!(
         owner(&tpm.socket),
         OWNER,

@@ -98,19 +98,8 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
         .and_then(|rest| rest.split(',').next())
         .and_then(|pid| pid.parse().ok())
         .unwrap_or_else(|| panic!("no private swtpm reported:\n{}", seen.join("\n")));
-    let status = run.stop();
+    run.stop_cleanly();
     let seen = &run.seen;
-    assert!(
-        status.success(),
-        "exit status {status:?}\n{}",
-        seen.join("\n")
-    );
-    assert!(
-        seen.iter()
-            .any(|l| l.contains("stopped: all components exited")),
-        "{}",
-        seen.join("\n")
-    );
     let pids: Vec<i32> = seen
         .iter()
         .filter_map(|line| line.split("started (pid ").nth(1))

@@ -219,19 +219,8 @@ fn a_small_system_runs_sandboxed_as_an_unprivileged_user() {
         }
     }
     // setpriv exec'd testudo: the signal reaches testudo itself.
-    let status = run.stop();
+    run.stop_cleanly();
     let seen = &run.seen;
-    assert!(
-        status.success(),
-        "exit status {status:?}\n{}",
-        seen.join("\n")
-    );
-    assert!(
-        seen.iter()
-            .any(|l| l.contains("stopped: all components exited")),
-        "{}",
-        seen.join("\n")
-    );
     eprintln!("{}", seen.join("\n"));
     for (name, pid) in &pids {
         assert!(

@@ -138,4 +138,16 @@ impl RunningTestudo {
         self.seen.extend(self.lines.try_iter());
         status
     }
+
+    /// [`RunningTestudo::stop`], asserting a clean stop: status 0 and init's
+    /// `stopped: all components exited`.
+    pub fn stop_cleanly(&mut self) {
+        let status = self.stop();
+        let seen = self.seen.join("\n");
+        assert!(status.success(), "exit status {status:?}\n{seen}");
+        assert!(
+            seen.contains("stopped: all components exited"),
+            "not stopped cleanly:\n{seen}"
+        );
+    }
 }
