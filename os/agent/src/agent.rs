@@ -679,13 +679,4 @@ fn describe_refusal(code: ConnectReturnCode) -> String {
 }
 
 /// An error and its sources, joined with ": " (for one-line event reasons).
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use testudo_error_chain::error_chain;

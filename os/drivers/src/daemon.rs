@@ -37,14 +37,7 @@ pub fn main<P: SchemeProvider>(driver: &'static str, provider: Result<P, DriverE
     match provider.and_then(|provider| serve(driver, provider)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            eprintln!("{text}");
+            eprintln!("{}", testudo_error_chain::error_chain(&error));
             ExitCode::FAILURE
         }
     }

@@ -117,14 +117,7 @@ fn main() -> ExitCode {
     let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut text = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                text.push_str(": ");
-                text.push_str(&cause.to_string());
-                source = cause.source();
-            }
-            eprintln!("testudo-init: {text}");
+            eprintln!("testudo-init: {}", testudo_error_chain::error_chain(&error));
             ExitCode::FAILURE
         }
     };

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use testudo_config::plan::{Plan, RestartPolicy, Rights as PlanRights};
+use testudo_error_chain::error_chain;
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
 
 use crate::events::{EventKind, EventLog};
@@ -858,9 +859,9 @@ fn spawn_staged(staged: &mut Staged) -> Result<Spawned, String> {
         .spec
         .take()
         .ok_or_else(|| "launch already spawned".to_owned())?;
-    let prepared = testudo_sandbox::prepare(spec).map_err(|e| chain(&e))?;
+    let prepared = testudo_sandbox::prepare(spec).map_err(|e| error_chain(&e))?;
     let child =
-        testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|e| chain(&e))?;
+        testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|e| error_chain(&e))?;
     let mut report = child.report;
     report.enforcement = testudo_sandbox::proc_enforcement(child.pid).ok();
     Ok(Spawned {
@@ -868,18 +869,6 @@ fn spawn_staged(staged: &mut Staged) -> Result<Spawned, String> {
         pidfd: child.pidfd,
         report: Box::new(report),
     })
-}
-
-/// An error and its sources on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// A supervisor running on its own thread.

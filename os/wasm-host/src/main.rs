@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use testudo_error_chain::error_chain;
 use testudo_wasm_host::cache::{load_app, CodeOrigin, CodeSources};
 use testudo_wasm_host::componentize::componentize;
 use testudo_wasm_host::precompile::sidecar_path;
@@ -81,22 +82,10 @@ fn main() -> ExitCode {
     match run(args) {
         Ok(code) => ExitCode::from(code),
         Err(error) => {
-            eprintln!("testudo-wasm-host: {}", describe(&error));
+            eprintln!("testudo-wasm-host: {}", error_chain(&error));
             ExitCode::from(EXIT_SETUP_FAILED)
         }
     }
-}
-
-/// The error and its causes on one line.
-fn describe(error: &HostError) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn run(args: Args) -> Result<u8, HostError> {
@@ -184,7 +173,7 @@ fn run(args: Args) -> Result<u8, HostError> {
         match PreparedApp::prepare(engine.engine(), &compiled, Arc::new(planned.grants.clone())) {
             Ok(prepared) => prepared,
             Err(error @ HostError::ImportNotGranted { .. }) => {
-                eprintln!("testudo-wasm-host: {}", describe(&error));
+                eprintln!("testudo-wasm-host: {}", error_chain(&error));
                 return Ok(74);
             }
             Err(error) => return Err(error),

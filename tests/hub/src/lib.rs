@@ -49,13 +49,4 @@ pub use faults::Faults;
 pub use hub::{Hub, MethodResponse, TelemetryMessage};
 
 /// Formats an error with its chain of causes, `a: b: c`.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use testudo_error_chain::error_chain;
