@@ -1,10 +1,10 @@
 //! The schemes the agent component serves to apps:
 //!
 //! - `telemetry`: `write` one message (a JSON document, at most one scheme payload) per call.
-//!   When the write returns, the message is in the persistent [`Spool`]; it is sent to the hub
-//!   when connected (with the topic property `testudo-app=<writer>`). Refusals: `EINVAL` (empty
-//!   or not JSON), `EAGAIN` (spool full: retry later; nothing spooled is lost), `EIO` (storage
-//!   failed). `fstat` size = messages pending for the hub.
+//!   When the write returns, the message is in the persistent [`Spool`] and synced to disk; it
+//!   is sent to the hub when connected (with the topic property `testudo-app=<writer>`).
+//!   Refusals: `EINVAL` (empty or not JSON), `EAGAIN` (spool full: retry later; nothing spooled
+//!   is lost), `EIO` (storage failed, including its sync: the message is not spooled). `fstat` size = messages pending for the hub.
 //!   A message that is the WASM host's envelope `{"topic": T, "payload": P}` is sent as `P`
 //!   (its text when a string, else its JSON) with the topic property `testudo-topic=T`
 //!   ([`hub_message`]).

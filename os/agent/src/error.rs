@@ -219,7 +219,7 @@ pub enum AgentError {
     /// A file in the agent's routed storage could not be read or written.
     #[error("{step} of storage file {file} failed")]
     Storage {
-        /// What was being done (`open`, `read`, `append`, `replace`).
+        /// What was being done (`open`, `read`, `append`, `replace`, `sync`).
         step: &'static str,
         /// The file name in the agent's storage directory.
         file: String,

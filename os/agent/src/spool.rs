@@ -494,7 +494,8 @@ mod tests {
     }
 
     /// [`SpoolFiles`] in memory that records every write and sync, in order, in a log shared
-    /// with the test; `sync` fails while `fail_sync` is set.
+    /// with the test (clones share the log and `fail_sync`, not the files); `sync` fails
+    /// while `fail_sync` is set.
     #[derive(Debug, Clone, Default)]
     struct Recording {
         memory: MemoryFiles,
@@ -542,7 +543,7 @@ mod tests {
     #[test]
     fn compaction_syncs_the_new_journal_before_moving_the_pointer() {
         let files = Recording::default();
-        let (_spool, _) = Spool::open(files.clone(), SpoolLimits::default()).expect("opens");
+        let (spool, _) = Spool::open(files.clone(), SpoolLimits::default()).expect("opens");
         assert_eq!(
             files.take_log(),
             [
@@ -554,7 +555,7 @@ mod tests {
         );
         // A failed sync of the new journal stops the compaction before the pointer moves.
         files.fail_sync.store(true, Ordering::SeqCst);
-        let opened = Spool::open(files.clone(), SpoolLimits::default());
+        let opened = Spool::open(spool.into_files(), SpoolLimits::default());
         assert!(matches!(
             opened,
             Err(AgentError::Storage { step: "sync", .. })

@@ -93,7 +93,12 @@ fn exit_state(pidfd: &OwnedFd) -> String {
         libc::poll(&mut pfd, 1, 5_000);
         let mut info: libc::siginfo_t = std::mem::zeroed();
         let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-        if libc::waitid(libc::P_PIDFD, pidfd.as_raw_fd() as libc::id_t, &mut info, flags) != 0
+        if libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            flags,
+        ) != 0
             || info.si_pid() == 0
         {
             return "still running".to_owned();

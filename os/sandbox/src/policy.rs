@@ -6,8 +6,8 @@
 //! right before `execve`, so `execve` is in every list.
 //!
 //! Roles: `driver` (single-threaded scheme daemons: log, sensor), `storage-driver` (adds
-//! mkdir, pwrite64), `tpm-driver` (adds a Unix socket to swtpm), `net-driver` (adds outbound
-//! TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
+//! mkdir, pwrite64, fdatasync, fsync), `tpm-driver` (adds a Unix socket to swtpm),
+//! `net-driver` (adds outbound TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
 //! one server thread; owned by the agent, 37 syscalls),
 //! `service` (native services and test components), `wasm-host` (wasmtime: threads,
 //! JIT memory, signals for traps; owned by the WASM host, tune it there).
