@@ -245,6 +245,10 @@ pub struct Spool<F: SpoolFiles> {
     pending_bytes: usize,
     in_flight: BTreeSet<u64>,
     next_seq: u64,
+    /// A failed append may have left part of a line in the active journal: the next append
+    /// starts with a newline, so that fragment stays a damaged line of its own instead of
+    /// swallowing the next statement.
+    tail_torn: bool,
 }
 
 #[derive(Default)]
@@ -323,6 +327,7 @@ impl<F: SpoolFiles> Spool<F> {
             pending_bytes: 0,
             in_flight: BTreeSet::new(),
             next_seq: 0,
+            tail_torn: false,
         }
     }
 
@@ -368,6 +373,7 @@ impl<F: SpoolFiles> Spool<F> {
             pending_bytes,
             in_flight: BTreeSet::new(),
             next_seq,
+            tail_torn: false,
         };
         spool.compact()?;
         let report = LoadReport {
@@ -392,7 +398,32 @@ impl<F: SpoolFiles> Spool<F> {
         self.files.sync(CURRENT_FILE)?;
         self.active = target;
         self.journal_bytes = text.len();
+        self.tail_torn = false;
         Ok(())
+    }
+
+    /// Appends one statement (a whole line) to the active journal (see `tail_torn`).
+    fn append_line(&mut self, line: &[u8]) -> Result<()> {
+        let journal = JOURNALS[self.active].1;
+        let appended = if self.tail_torn {
+            let mut fenced = Vec::with_capacity(line.len() + 1);
+            fenced.push(b'\n');
+            fenced.extend_from_slice(line);
+            self.files.append(journal, &fenced).map(|()| fenced.len())
+        } else {
+            self.files.append(journal, line).map(|()| line.len())
+        };
+        match appended {
+            Ok(len) => {
+                self.tail_torn = false;
+                self.journal_bytes += len;
+                Ok(())
+            }
+            Err(error) => {
+                self.tail_torn = true;
+                Err(error)
+            }
+        }
     }
 
     /// Accepts a message: it is in the journal and synced to disk when this returns `Ok`
@@ -412,13 +443,11 @@ impl<F: SpoolFiles> Spool<F> {
             body: body.to_vec(),
         };
         let line = message_line(&message);
-        let journal = JOURNALS[self.active].1;
-        self.files.append(journal, &line)?;
+        self.append_line(&line)?;
         // The line may be in the file even if the sync fails (and would then be loaded
         // after a restart): never reuse its sequence number.
         self.next_seq += 1;
-        self.journal_bytes += line.len();
-        self.files.sync(journal)?;
+        self.files.sync(JOURNALS[self.active].1)?;
         self.pending_bytes += message.body.len();
         let seq = message.seq;
         self.pending.insert(seq, message);
@@ -446,10 +475,7 @@ impl<F: SpoolFiles> Spool<F> {
             return Ok(());
         };
         self.pending_bytes -= message.body.len();
-        let line = format!("A {seq}\n");
-        self.files
-            .append(JOURNALS[self.active].1, line.as_bytes())?;
-        self.journal_bytes += line.len();
+        self.append_line(format!("A {seq}\n").as_bytes())?;
         if self.journal_bytes >= COMPACT_AT.max(self.pending_bytes * 3) {
             self.compact()?;
         }
@@ -501,6 +527,8 @@ mod tests {
         memory: MemoryFiles,
         log: Arc<Mutex<Vec<String>>>,
         fail_sync: Arc<AtomicBool>,
+        /// The next append writes only half its bytes, then fails (a full disk mid-write).
+        tear_next_append: Arc<AtomicBool>,
     }
 
     impl Recording {
@@ -518,6 +546,17 @@ mod tests {
         }
         fn append(&mut self, name: &str, data: &[u8]) -> Result<()> {
             self.note(format!("append {name}"));
+            if self.tear_next_append.swap(false, Ordering::SeqCst) {
+                self.memory.append(name, &data[..data.len() / 2])?;
+                return Err(AgentError::Storage {
+                    step: "append",
+                    file: name.to_owned(),
+                    source: SchemeError::Refused {
+                        op: "write",
+                        errno: Errno::ENOSPC,
+                    },
+                });
+            }
             self.memory.append(name, data)
         }
         fn replace(&mut self, name: &str, data: &[u8]) -> Result<()> {
@@ -538,6 +577,20 @@ mod tests {
             }
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_torn_append_does_not_swallow_the_next_message() {
+        let files = Recording::default();
+        let (mut spool, _) = Spool::open(files.clone(), SpoolLimits::default()).expect("opens");
+        spool.push("a", b"first").expect("accepted");
+        files.tear_next_append.store(true, Ordering::SeqCst);
+        assert!(spool.push("a", b"torn").is_err());
+        spool.push("a", b"after").expect("accepted");
+        let (mut reloaded, report) =
+            Spool::open(spool.into_files(), SpoolLimits::default()).expect("reopens");
+        assert_eq!(report.damaged_lines, 1, "the fragment, alone");
+        assert_eq!(bodies(&reloaded.take_unsent(10)), [&b"first"[..], b"after"]);
     }
 
     #[test]

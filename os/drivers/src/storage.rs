@@ -66,10 +66,15 @@ fn open_file(options: &OpenOptions, dir: &Path, path: &Path, create: bool) -> Re
         Err(error) => return Err(errno(&error)),
     }
     match options.clone().create_new(true).open(path) {
-        Ok(file) => {
-            sync_dir(dir)?;
-            Ok(file)
-        }
+        Ok(file) => match sync_dir(dir) {
+            Ok(()) => Ok(file),
+            Err(errno) => {
+                // Not made durable: take it back, so a retry creates (and syncs) it again.
+                drop(file);
+                let _ = std::fs::remove_file(path);
+                Err(errno)
+            }
+        },
         // Created by someone else in between: it is theirs to make durable.
         Err(error) if error.kind() == ErrorKind::AlreadyExists => {
             options.open(path).map_err(|e| errno(&e))
