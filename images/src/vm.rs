@@ -184,6 +184,29 @@ pub fn qemu_args(options: &VmOptions, vars: &Path, tpm_socket: Option<&Path>) ->
     args
 }
 
+/// The rest of a console line whose beginning already arrived: bytes up to the next newline,
+/// waiting at most [`LINE_COMPLETION`] (echoed like the rest of the console).
+fn finish_line(rx: &mpsc::Receiver<Vec<u8>>, echo: bool, console: &mut impl Write) -> Vec<u8> {
+    let until = Instant::now() + LINE_COMPLETION;
+    let mut rest = Vec::new();
+    while let Ok(chunk) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+        let end = chunk.iter().position(|b| *b == b'\n');
+        let take = end.unwrap_or(chunk.len());
+        if echo {
+            let _ = console.write_all(&chunk[..take]);
+            let _ = console.flush();
+        }
+        rest.extend_from_slice(&chunk[..take]);
+        if end.is_some() {
+            break;
+        }
+    }
+    rest
+}
+
+/// How long a matched partial console line may take to be completed for the report.
+const LINE_COMPLETION: Duration = Duration::from_millis(200);
+
 fn spawn(
     program: &str,
     args: &[String],
@@ -353,7 +376,15 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
                 if matched.is_none() {
                     let partial = clean_console_line(&String::from_utf8_lossy(&line));
                     if pattern.as_ref().is_some_and(|p| p.is_match(&partial)) {
-                        matched = Some(partial);
+                        // Matched mid-line: the time counts from now, but the reported line
+                        // is completed from what arrives next (briefly), not cut off.
+                        let elapsed = started.elapsed();
+                        let rest = finish_line(&rx, options.echo, &mut console);
+                        line.extend_from_slice(&rest);
+                        break Ok(VmOutcome::Matched {
+                            line: clean_console_line(&String::from_utf8_lossy(&line)),
+                            elapsed,
+                        });
                     }
                 }
                 if let Some(text) = matched {
@@ -403,6 +434,24 @@ fn timeout_error(options: &VmOptions) -> ImageError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_matched_midway_is_completed_up_to_its_newline_or_briefly() {
+        let (tx, rx) = mpsc::channel::<Vec<u8>>();
+        tx.send(b"ent forwarder log".to_vec()).unwrap();
+        tx.send(b" net\nnext line".to_vec()).unwrap();
+        let mut echoed = Vec::new();
+        assert_eq!(
+            finish_line(&rx, true, &mut echoed),
+            b"ent forwarder log net"
+        );
+        assert_eq!(echoed, b"ent forwarder log net");
+        // No newline comes: what there is once LINE_COMPLETION has passed.
+        tx.send(b"tail".to_vec()).unwrap();
+        assert_eq!(finish_line(&rx, false, &mut Vec::new()), b"tail");
+        drop(tx);
+        assert!(finish_line(&rx, false, &mut Vec::new()).is_empty());
+    }
 
     #[test]
     fn console_lines_lose_escapes_and_carriage_returns() {
