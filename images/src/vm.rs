@@ -212,13 +212,14 @@ fn spawn(
     args: &[String],
     stdout: Stdio,
     stdin: Stdio,
+    stderr: Stdio,
     disk: &Path,
 ) -> Result<Child> {
     Command::new(program)
         .args(args)
         .stdin(stdin)
         .stdout(stdout)
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .map_err(|source| {
             if source.kind() == std::io::ErrorKind::NotFound {
@@ -287,11 +288,17 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
             format!("type=unixio,path={}", tpm_socket.display()),
             "--terminate".to_owned(),
         ];
+        // Its chatter ("Data client disconnected") would land in the middle of console
+        // lines: it goes to a log, shown only if swtpm fails.
+        let swtpm_log = runtime.path().join("swtpm.log");
+        let log_file = std::fs::File::create(&swtpm_log)
+            .map_err(|e| vm_err(format!("cannot create {}: {e}", swtpm_log.display())))?;
         swtpm.0 = Some(spawn(
             "swtpm",
             &args,
             Stdio::null(),
             Stdio::null(),
+            Stdio::from(log_file),
             &options.disk,
         )?);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -302,7 +309,11 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
                 ));
             }
             if let Some(Ok(Some(status))) = swtpm.0.as_mut().map(|c| c.try_wait()) {
-                return Err(vm_err(format!("swtpm exited early ({status})")));
+                let said = std::fs::read_to_string(&swtpm_log).unwrap_or_default();
+                return Err(vm_err(format!(
+                    "swtpm exited early ({status}): {}",
+                    said.trim()
+                )));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -320,6 +331,7 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
         &args,
         Stdio::piped(),
         stdin,
+        Stdio::inherit(),
         &options.disk,
     )?));
     let stdout = qemu
