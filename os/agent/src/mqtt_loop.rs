@@ -334,6 +334,12 @@ mod tests {
         bytes
     }
 
+    /// The broker answers the client's CONNECT with `code`.
+    async fn send_connack(broker: &mut DuplexStream, code: ConnectReturnCode) {
+        let connack = Packet::ConnAck(ConnAck::new(code, false));
+        broker.write_all(&bytes_of(&connack)).await.expect("write");
+    }
+
     #[tokio::test]
     async fn connects_publishes_and_reads_an_ack_split_across_reads() {
         let (client, mut eventloop, mut broker) = connected(60);
@@ -344,8 +350,7 @@ mod tests {
             };
             assert_eq!(connect.client_id, "dev");
             assert_eq!(connect.keep_alive, 60);
-            let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-            broker.write_all(&bytes_of(&connack)).await.expect("write");
+            send_connack(&mut broker, ConnectReturnCode::Success).await;
             let Packet::Publish(publish) = next_packet(&mut broker, &mut buf).await else {
                 panic!("PUBLISH expected");
             };
@@ -398,8 +403,7 @@ mod tests {
         let hub = tokio::spawn(async move {
             let mut buf = BytesMut::new();
             next_packet(&mut broker, &mut buf).await;
-            let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-            broker.write_all(&bytes_of(&connack)).await.expect("write");
+            send_connack(&mut broker, ConnectReturnCode::Success).await;
             broker
         });
         // What the agent's `select!` does when a command arrives while connecting.
@@ -421,8 +425,7 @@ mod tests {
         let hub = tokio::spawn(async move {
             let mut buf = BytesMut::new();
             next_packet(&mut broker, &mut buf).await;
-            let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::NotAuthorized, false));
-            broker.write_all(&bytes_of(&connack)).await.expect("write");
+            send_connack(&mut broker, ConnectReturnCode::NotAuthorized).await;
             broker
         });
         assert!(matches!(
@@ -460,8 +463,7 @@ mod tests {
         let hub = tokio::spawn(async move {
             let mut buf = BytesMut::new();
             next_packet(&mut broker, &mut buf).await;
-            let connack = Packet::ConnAck(ConnAck::new(ConnectReturnCode::Success, false));
-            broker.write_all(&bytes_of(&connack)).await.expect("write");
+            send_connack(&mut broker, ConnectReturnCode::Success).await;
             assert!(matches!(
                 next_packet(&mut broker, &mut buf).await,
                 Packet::PingReq
