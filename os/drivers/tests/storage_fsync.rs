@@ -16,6 +16,7 @@ use common::*;
 use testudo_config::plan::{ComponentKind, RestartPolicy};
 use testudo_init::launch::{spec_for, LaunchContext, LaunchFds};
 use testudo_init::InitOptions;
+use testudo_sandbox::pidfd::{self, WaitMode};
 use testudo_scheme::{handle_pair, send_grant, Grant, Handle, NodeKind, Rights};
 
 /// Bytes written before the sync: several pages, in more than one scheme write.
@@ -64,49 +65,22 @@ fn resident_pages_after_drop(path: &Path) -> usize {
     }
 }
 
-/// Waits for the driver to exit and returns (`si_code`, `si_status`).
-fn reap(pidfd: &OwnedFd) -> (i32, i32) {
-    // SAFETY: reaps our own child through its valid pidfd; `info` is written by the kernel.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let waited = libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED,
-        );
-        assert_eq!(waited, 0, "waitid");
-        (info.si_code, info.si_status())
-    }
-}
-
 /// How the driver ended, if it did within a few seconds (without reaping it): a seccomp
 /// kill shows as SIGSYS. Only called once something failed.
 fn exit_state(pidfd: &OwnedFd) -> String {
-    // SAFETY: poll and a non-reaping wait on our own child's valid pidfd.
-    unsafe {
-        let mut pfd = libc::pollfd {
-            fd: pidfd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        libc::poll(&mut pfd, 1, 5_000);
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
-        if libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            flags,
-        ) != 0
-            || info.si_pid() == 0
-        {
-            return "still running".to_owned();
-        }
-        match info.si_code {
-            libc::CLD_EXITED => format!("exited with status {}", info.si_status()),
-            _ => format!("killed by signal {} (SIGSYS = seccomp)", info.si_status()),
-        }
+    let mut pfd = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: polls one valid pidfd for at most 5 s.
+    unsafe { libc::poll(&mut pfd, 1, 5_000) };
+    match pidfd::wait(pidfd.as_fd(), WaitMode::Peek) {
+        Ok(Some(exit)) => match exit.exited() {
+            Some(status) => format!("exited with status {status}"),
+            None => format!("killed by signal {} (SIGSYS = seccomp)", exit.status),
+        },
+        _ => "still running".to_owned(),
     }
 }
 
@@ -229,9 +203,11 @@ fn synced_storage_writes_are_on_disk_and_the_sandbox_allows_fsync() {
     // Init closes the control socket: the driver ends normally (a seccomp kill would show
     // as CLD_KILLED/CLD_DUMPED with SIGSYS).
     drop((file, root, control));
-    let (code, status) = reap(&child.pidfd);
+    let exit = pidfd::wait(child.pidfd.as_fd(), WaitMode::Block)
+        .expect("waitid")
+        .expect("ended");
     assert_eq!(
-        (code, status),
+        (exit.code, exit.status),
         (libc::CLD_EXITED, 0),
         "the storage driver did not exit cleanly; output:\n{}",
         std::fs::read_to_string(&output).unwrap_or_default()

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use testudo_config::plan::{Plan, RestartPolicy, Rights as PlanRights};
 use testudo_error_chain::error_chain;
+use testudo_sandbox::pidfd;
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
 
 use crate::events::{EventKind, EventLog};
@@ -77,10 +78,9 @@ fn kernel(step: &'static str) -> impl FnOnce(std::io::Error) -> InitError {
     move |source| InitError::Kernel { step, source }
 }
 
-/// Sends `signal` through a pidfd.
+/// Sends `signal` through a pidfd (an already reaped child is not an error here).
 fn signal(pidfd: BorrowedFd<'_>, signal: i32) {
-    // SAFETY: pidfd_send_signal on our own child's valid pidfd.
-    unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, 0, 0) };
+    let _ = pidfd::send_signal(pidfd, signal);
 }
 
 /// How a reaped child ended.
@@ -91,30 +91,19 @@ enum Ending {
 
 /// Reaps the child behind `pidfd` (blocking if `block`); `None` if it is still running.
 fn reap(pidfd: BorrowedFd<'_>, block: bool) -> Option<Ending> {
-    let flags = libc::WEXITED | if block { 0 } else { libc::WNOHANG };
-    // SAFETY: waitid fills a zeroed siginfo for our own child's pidfd.
-    let info = unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        if libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            flags,
-        ) != 0
-        {
-            return Some(Ending::Code(-1));
-        }
-        info
+    let mode = if block {
+        pidfd::WaitMode::Block
+    } else {
+        pidfd::WaitMode::Poll
     };
-    // SAFETY: si_pid/si_status are valid for a SIGCHLD-style siginfo from waitid.
-    let (pid, status) = unsafe { (info.si_pid(), info.si_status()) };
-    if pid == 0 {
-        return None;
+    match pidfd::wait(pidfd, mode) {
+        Err(_) => Some(Ending::Code(-1)),
+        Ok(None) => None,
+        Ok(Some(exit)) => Some(match exit.exited() {
+            Some(code) => Ending::Code(code),
+            None => Ending::Signal(exit.status),
+        }),
     }
-    Some(match info.si_code {
-        libc::CLD_EXITED => Ending::Code(status),
-        _ => Ending::Signal(status),
-    })
 }
 
 /// The running supervisor (call [`Supervisor::run`] on its own thread or the main thread).

@@ -17,6 +17,7 @@ mod error;
 mod landlock_rules;
 mod libraries;
 mod limits;
+pub mod pidfd;
 pub mod policy;
 mod prepare;
 mod report;

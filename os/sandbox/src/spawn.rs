@@ -2,11 +2,11 @@
 //! until it has either exec'd (success) or reported which setup step failed.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 
 use crate::child::run_steps;
-use crate::{Prepared, RuntimeReport, SandboxError, Sys};
+use crate::{pidfd, Prepared, RuntimeReport, SandboxError, Sys};
 
 /// A running sandboxed process.
 #[derive(Debug)]
@@ -28,25 +28,10 @@ fn kernel(step: &'static str, component: &str) -> impl FnOnce(std::io::Error) ->
     }
 }
 
-/// Kills and reaps a child whose setup failed.
+/// Kills and reaps a child whose setup failed (best effort: the setup error is what counts).
 fn abandon(pidfd: &OwnedFd) {
-    // SAFETY: signals and reaps our own child through its valid pidfd.
-    unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            libc::SIGKILL,
-            0,
-            0,
-        );
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        libc::waitid(
-            libc::P_PIDFD,
-            pidfd.as_raw_fd() as libc::id_t,
-            &mut info,
-            libc::WEXITED,
-        );
-    }
+    let _ = pidfd::send_signal(pidfd.as_fd(), libc::SIGKILL);
+    let _ = pidfd::wait(pidfd.as_fd(), pidfd::WaitMode::Block);
 }
 
 /// Starts the sandbox described by `prepared`.

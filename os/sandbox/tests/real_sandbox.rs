@@ -3,7 +3,7 @@
 //! the step. Uses Debian's /usr/bin/cat and /usr/bin/true as the sandboxed programs.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use testudo_sandbox::{
@@ -58,20 +58,11 @@ fn run(program: &str, args: &[&str]) -> (i32, String) {
     let mut bytes = Vec::new();
     out_read.read_to_end(&mut bytes).expect("read stdout");
     let output = String::from_utf8_lossy(&bytes).into_owned();
-    // SAFETY: reaps our own child through its pidfd.
-    let code = unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        assert_eq!(
-            libc::waitid(
-                libc::P_PIDFD,
-                child.pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED
-            ),
-            0
-        );
-        info.si_status()
-    };
+    let code =
+        testudo_sandbox::pidfd::wait(child.pidfd.as_fd(), testudo_sandbox::pidfd::WaitMode::Block)
+            .expect("waitid")
+            .expect("ended")
+            .status;
     if let Ok(enforcement) = enforcement {
         // Read while it may still run: if it already exited the fields are gone, which is fine.
         assert!(enforcement.own_mount_ns && enforcement.own_net_ns && enforcement.own_pid_ns);

@@ -328,24 +328,12 @@ impl RunningAgent {
 
     /// Sends `signal` and reaps the process; returns its wait status (`si_status`, `si_code`).
     pub fn stop_with(self, signal: i32) -> (i32, i32) {
-        // SAFETY: signals and reaps our own child through its valid pidfd.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.pidfd.as_raw_fd(),
-                signal,
-                0,
-                0,
-            );
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PIDFD,
-                self.pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED,
-            );
-            (info.si_status(), info.si_code)
-        }
+        use testudo_sandbox::pidfd::{self, WaitMode};
+        pidfd::send_signal(self.pidfd.as_fd(), signal).unwrap();
+        let exit = pidfd::wait(self.pidfd.as_fd(), WaitMode::Block)
+            .unwrap()
+            .unwrap();
+        (exit.status, exit.code)
     }
 }
 

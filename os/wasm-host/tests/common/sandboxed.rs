@@ -4,7 +4,7 @@
 //! landlock, seccomp — and waits for it to end.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use testudo_config::plan::*;
@@ -253,22 +253,12 @@ impl Device {
 
 /// Reaps the child behind `pidfd`.
 pub fn wait(pidfd: &OwnedFd) -> Ended {
-    // SAFETY: reaps our own child through its valid pidfd into a zeroed siginfo.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        assert_eq!(
-            libc::waitid(
-                libc::P_PIDFD,
-                pidfd.as_raw_fd() as libc::id_t,
-                &mut info,
-                libc::WEXITED
-            ),
-            0
-        );
-        if info.si_code == libc::CLD_EXITED {
-            Ended::Exited(info.si_status())
-        } else {
-            Ended::Killed(info.si_status())
-        }
+    use testudo_sandbox::pidfd::{self, WaitMode};
+    let exit = pidfd::wait(pidfd.as_fd(), WaitMode::Block)
+        .expect("waitid")
+        .expect("ended");
+    match exit.exited() {
+        Some(status) => Ended::Exited(status),
+        None => Ended::Killed(exit.status),
     }
 }
