@@ -157,6 +157,7 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
     file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
     // The payload's sha256 (for the caller's records) is computed on the second core while
     // this thread hashes the tree or signs: both read the same bytes from the page cache.
+    let mut tree = Vec::new();
     let (cms, data_sha256) = std::thread::scope(|scope| {
         let data_hash = scope.spawn(|| -> Result<Sha256> {
             let reader = File::open(&temp_out).map_err(read_err(&temp_out))?;
@@ -172,8 +173,9 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
             BundleFormat::Plain => signature::sign_detached((&file).take(padded), &loaded),
             BundleFormat::Verity => {
                 let salt = verity_salt(&inner_manifest);
-                append_hash_tree(&mut file, &temp_out, padded, salt).and_then(|params| {
+                append_hash_tree(&mut file, &temp_out, padded, salt).and_then(|(params, bytes)| {
                     manifest.verity = Some(params);
+                    tree = bytes;
                     signature::sign_inline(manifest.render().as_bytes(), &loaded)
                 })
             }
@@ -183,15 +185,10 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
             .map_err(|_| format_err(&temp_out, "payload hashing thread panicked"))?;
         Ok::<_, UpdaterError>((cms?, data_hash?))
     })?;
-    let payload_size = file.seek(SeekFrom::End(0)).map_err(read_err(&temp_out))?;
+    // The payload is the data and, for verity, the tree just appended after it.
     let mut payload_hash = data_sha256;
-    if payload_size > padded {
-        // The hash tree, just appended after the data.
-        file.seek(SeekFrom::Start(padded))
-            .map_err(read_err(&temp_out))?;
-        std::io::copy(&mut (&file).take(payload_size - padded), &mut payload_hash)
-            .map_err(read_err(&temp_out))?;
-    }
+    payload_hash.update(&tree);
+    let payload_size = padded + tree.len() as u64;
     append_signature(&mut file, &temp_out, &cms)?;
     drop(file);
     std::fs::rename(&temp_out, out).map_err(write_err(out))?;
@@ -267,23 +264,24 @@ fn verity_salt(inner_manifest: &str) -> [u8; 32] {
 
 /// Computes the dm-verity tree over the first `padded` bytes of `file` (at `path`, read
 /// from its current position, the start) and appends it there; returns the manifest's
-/// verity parameters.
+/// verity parameters and the tree's bytes.
 fn append_hash_tree(
     file: &mut File,
     path: &Path,
     padded: u64,
     salt: [u8; 32],
-) -> Result<VerityParams> {
+) -> Result<(VerityParams, Vec<u8>)> {
     let tree = verity::compute(std::io::BufReader::new(&*file).take(padded), padded, &salt)
         .map_err(read_err(path))?;
     file.seek(SeekFrom::Start(padded))
         .map_err(write_err(path))?;
     file.write_all(&tree.bytes).map_err(write_err(path))?;
-    Ok(VerityParams {
+    let params = VerityParams {
         root_hash: tree.root_hash,
         salt,
         hash_tree_size: tree.bytes.len() as u64,
-    })
+    };
+    Ok((params, tree.bytes))
 }
 
 /// Appends the CMS signature `cms` and its u64 big-endian length to `file` (at `path`), and
