@@ -465,6 +465,7 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     // WASM apps, each with its precompiled `.cwasm` made by the image's own WASM host.
     steps.run("wasm apps", || {
         let mut any_built = false;
+        let cpu_features = plan.board.cpu_features.join(",");
         for (owner, module) in wasm_modules(plan) {
             let path = request.source_root.join(&module);
             check_wasm(&owner, &module, &path)?;
@@ -474,7 +475,6 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             let Some((host, host_digest)) = &wasm_host else {
                 continue;
             };
-            let cpu_features = plan.board.cpu_features.join(",");
             let key = CacheKey::new(
                 "cwasm",
                 [
@@ -705,11 +705,15 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
             });
             fs::rename(&made, out).map_err(ImageError::write(out))
         })?;
-        if let Some(payload) = &payload {
-            cache.store_digest(&key, PAYLOAD_DIGEST, payload)?;
-        }
+        let payload = match payload {
+            // Just built: the writer reported it; kept for the next build's hit.
+            Some(payload) => {
+                cache.store_digest(&key, PAYLOAD_DIGEST, &payload)?;
+                payload
+            }
+            None => cache.object_digest(&key, PAYLOAD_DIGEST, bundle_payload_digest)?,
+        };
         link_out(&object, &bundle_out)?;
-        let payload = cache.object_digest(&key, PAYLOAD_DIGEST, bundle_payload_digest)?;
         Ok((payload, Some(reuse)))
     })?;
 
