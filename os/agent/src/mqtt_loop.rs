@@ -301,16 +301,20 @@ mod tests {
 
     const MAX: usize = 1 << 20;
 
+    /// A client and loop for device `dev` whose connection `connector` makes.
+    fn event_loop(connector: Connector, keep_alive: u64) -> (AsyncClient, StreamEventLoop) {
+        let mut options = MqttOptions::new("dev", "hub.example", 8883);
+        options.set_keep_alive(Duration::from_secs(keep_alive));
+        StreamEventLoop::new(options, connector, 8, Duration::from_secs(5), MAX, MAX)
+    }
+
     /// A client and loop whose connection is one end of an in-memory pipe; the other end
     /// plays the broker.
     fn connected(keep_alive: u64) -> (AsyncClient, StreamEventLoop, DuplexStream) {
         let (client_end, broker) = duplex(64 * 1024);
         let connector: Connector =
             Box::pin(async move { Ok(Box::new(client_end) as Box<dyn Stream>) });
-        let mut options = MqttOptions::new("dev", "hub.example", 8883);
-        options.set_keep_alive(Duration::from_secs(keep_alive));
-        let (client, eventloop) =
-            StreamEventLoop::new(options, connector, 8, Duration::from_secs(5), MAX, MAX);
+        let (client, eventloop) = event_loop(connector, keep_alive);
         (client, eventloop, broker)
     }
 
@@ -392,14 +396,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(100)).await;
             Ok(Box::new(client_end) as Box<dyn Stream>)
         });
-        let (_client, mut eventloop) = StreamEventLoop::new(
-            MqttOptions::new("dev", "hub.example", 8883),
-            connector,
-            8,
-            Duration::from_secs(5),
-            MAX,
-            MAX,
-        );
+        let (_client, mut eventloop) = event_loop(connector, 60);
         let hub = tokio::spawn(async move {
             let mut buf = BytesMut::new();
             next_packet(&mut broker, &mut buf).await;
@@ -443,14 +440,7 @@ mod tests {
 
         let connector: Connector =
             Box::pin(async { Err(std::io::Error::other("net route refused")) });
-        let (_client, mut eventloop) = StreamEventLoop::new(
-            MqttOptions::new("dev", "hub.example", 8883),
-            connector,
-            8,
-            Duration::from_secs(5),
-            MAX,
-            MAX,
-        );
+        let (_client, mut eventloop) = event_loop(connector, 60);
         assert!(matches!(
             eventloop.poll().await,
             Err(ConnectionError::Io(_))
