@@ -1,6 +1,6 @@
 #![cfg(feature = "config")]
-//! Promise: `testudo audit` prints per-component granted vs. total, trusted base and the
-//! reduction, as a table or as JSON.
+//! Promise: `testudo audit` prints per-component granted vs. total, trusted base, the
+//! reduction and the sandbox role the plan assigns, as a table or as JSON.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,6 +34,33 @@ fn json_has_figures_for_every_component_and_slot() {
     assert_eq!(
         agent["trusted_base"],
         serde_json::json!(["log", "net", "storage", "tpm"])
+    );
+    let roles: Vec<(String, String)> = subjects
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["role"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("agent", "agent"),
+        ("forwarder", "wasm_host"),
+        ("log", "service"),
+        ("net", "net_driver"),
+        ("sensor", "driver"),
+        ("sensor-reader", "wasm_host"),
+        ("slot:cloud-app", "wasm_host"),
+        ("storage", "storage_driver"),
+        ("tpm", "tpm_driver"),
+    ];
+    assert_eq!(
+        roles,
+        expected
+            .iter()
+            .map(|(n, r)| (n.to_string(), r.to_string()))
+            .collect::<Vec<_>>()
     );
 }
 

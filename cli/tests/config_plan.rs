@@ -46,7 +46,7 @@ fn plan_is_byte_identical_across_runs_and_directories_and_matches_golden() {
         std::fs::read(repo().join("system-config/tests/golden/gateway.plan.json")).unwrap();
     assert_eq!(a, golden);
 
-    let plan = testudo_config::Plan::from_json(std::str::from_utf8(&a).unwrap()).unwrap();
+    let plan = testudo_config::Plan::from_bytes(&a).unwrap();
     let hash = plan.content_hash().unwrap();
     assert!(stderr.contains(&format!("sha256 {hash}")), "{stderr}");
 }

@@ -16,15 +16,20 @@ fn plan() -> serde_json::Value {
         "memory_bytes": 33554432, "cpu_percent": 50, "restart": "always", "max_tasks": 8, "cpu_time_ms": 0
     });
     let component = |kind: &str, run: serde_json::Value| {
+        let role = if kind == "wasm" {
+            "wasm_host"
+        } else {
+            "net_driver"
+        };
         serde_json::json!({
-            "kind": kind, "run": run,
+            "kind": kind, "role": role, "run": run,
             "devices": {"nodes": [], "pci": [], "network": true},
             "provides": {}, "uses": {}, "limits": limits.clone(),
             "after": [], "env": {}, "args": []
         })
     };
     serde_json::json!({
-        "format": 1, "name": "repro", "version": "1.2.3", "compatible": "testudo-repro",
+        "format": testudo_plan::PLAN_FORMAT_VERSION, "name": "repro", "version": "1.2.3", "compatible": "testudo-repro",
         "board": {
             "name": "qemu-x86_64", "arch": "x86_64", "memory_bytes": 536870912,
             "kernel": "/vmlinuz", "bootloader": "grub", "console": "ttyS0",

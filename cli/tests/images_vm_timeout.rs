@@ -10,7 +10,7 @@ fn plan() -> serde_json::Value {
         "memory_bytes": 33554432, "cpu_percent": 50, "restart": "always", "max_tasks": 8, "cpu_time_ms": 0
     });
     serde_json::json!({
-        "format": 1, "name": "timeout", "version": "1.0.0", "compatible": "testudo-timeout",
+        "format": testudo_plan::PLAN_FORMAT_VERSION, "name": "timeout", "version": "1.0.0", "compatible": "testudo-timeout",
         "board": {
             "name": "qemu-x86_64", "arch": "x86_64", "memory_bytes": 268435456,
             "kernel": "/vmlinuz", "bootloader": "grub", "console": "ttyS0",
@@ -18,7 +18,7 @@ fn plan() -> serde_json::Value {
         },
         "components": {
             "log": {
-                "kind": "driver", "run": {"type": "binary", "name": "testudo-log"},
+                "kind": "driver", "role": "driver", "run": {"type": "binary", "name": "testudo-log"},
                 "devices": {"nodes": [], "pci": [], "network": false},
                 "provides": {}, "uses": {}, "limits": limits,
                 "after": [], "env": {}, "args": []

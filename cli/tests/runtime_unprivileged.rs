@@ -72,6 +72,7 @@ let log_route = {{ from = "log.log", interface = "log", rights = 'write }} in
     }},
     storage = {{
       kind = 'service,
+      role = 'storage_driver,
       run = {{ binary = "testudo-storage" }},
       provides.storage = {{ interface = "storage" }},
       uses.log = log_route,

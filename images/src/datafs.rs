@@ -12,7 +12,7 @@ use crate::reproducible::SourceDateEpoch;
 use crate::tool::{path_arg, ToolCall, ToolRunner};
 
 /// Filesystem label of the data partition.
-pub const DATA_FS_LABEL: &str = "data";
+pub const DATA_FS_LABEL: &str = testudo_plan::layout::partitions::DATA;
 
 /// The feature set, pinned here so the host's `/etc/mke2fs.conf` does not leak in.
 const MKE2FS_CONF: &str = "[defaults]

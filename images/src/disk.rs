@@ -9,7 +9,7 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use testudo_config::plan::Partitions;
+use testudo_plan::Partitions;
 
 use sha2::{Digest, Sha256};
 
@@ -20,13 +20,13 @@ use crate::gpt::{self, GptPartition, Guid, SECTOR};
 /// Partition alignment and size granularity.
 pub const ALIGN: u64 = 1 << 20;
 /// GPT name of the EFI system partition.
-pub const ESP_LABEL: &str = "esp";
+pub const ESP_LABEL: &str = testudo_plan::layout::partitions::ESP;
 /// GPT name of rootfs slot A.
-pub const ROOTFS_A_LABEL: &str = "rootfs-a";
+pub const ROOTFS_A_LABEL: &str = testudo_plan::layout::partitions::ROOTFS_A;
 /// GPT name of rootfs slot B.
-pub const ROOTFS_B_LABEL: &str = "rootfs-b";
+pub const ROOTFS_B_LABEL: &str = testudo_plan::layout::partitions::ROOTFS_B;
 /// GPT name of the data partition.
-pub const DATA_LABEL: &str = "data";
+pub const DATA_LABEL: &str = testudo_plan::layout::partitions::DATA;
 
 /// One partition placed on the disk.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,17 +14,19 @@
 use std::fs;
 use std::path::Path;
 
+use testudo_plan::layout::{cmdline, partitions, rootfs};
+
 use crate::disk::{ROOTFS_A_LABEL, ROOTFS_B_LABEL};
 use crate::error::{ImageError, Result};
 use crate::reproducible::{normalize_tree, SourceDateEpoch};
 use crate::tool::{path_arg, ToolCall, ToolRunner};
 
 /// Path of the GRUB environment block on the ESP (what RAUC's `grubenv-path` names).
-pub const GRUBENV_PATH: &str = "/EFI/testudo/grubenv";
+pub const GRUBENV_PATH: &str = testudo_plan::layout::esp::GRUBENV;
 /// Path of the boot-selection script on the ESP.
-pub const GRUB_CFG_PATH: &str = "/EFI/testudo/grub.cfg";
+pub const GRUB_CFG_PATH: &str = testudo_plan::layout::esp::GRUB_CFG;
 /// Path of the removable-media boot loader on the ESP.
-pub const BOOT_EFI_PATH: &str = "/EFI/BOOT/BOOTX64.EFI";
+pub const BOOT_EFI_PATH: &str = testudo_plan::layout::esp::BOOT_EFI;
 /// GRUB modules linked into the EFI binary.
 pub const GRUB_MODULES: &[&str] = &[
     "part_gpt",
@@ -116,10 +118,16 @@ pub fn grub_cfg(console: &str) -> String {
          save_env -f {GRUBENV_PATH} ORDER {saved}\n\
          echo \"testudo: booting slot $slot\"\n\
          set gfxpayload=text\n\
-         linux ($disk,$part)/boot/vmlinuz console={console} quiet panic=10 ro rootfstype=squashfs root=PARTLABEL=$label testudo.slot=$slot rauc.slot=$slot testudo.data=PARTLABEL=data\n\
-         initrd ($disk,$part)/boot/initrd.img\n\
+         linux ($disk,$part){kernel} console={console} quiet panic=10 ro rootfstype=squashfs root=PARTLABEL=$label {slot_word}$slot {rauc_slot_word}$slot {data_word}{data_label}\n\
+         initrd ($disk,$part){initramfs}\n\
          boot\n",
-        saved = saved.join(" ")
+        saved = saved.join(" "),
+        kernel = rootfs::KERNEL,
+        initramfs = rootfs::INITRAMFS,
+        slot_word = cmdline::SLOT,
+        rauc_slot_word = cmdline::RAUC_SLOT,
+        data_word = cmdline::DATA_PARTITION,
+        data_label = partitions::DATA,
     ));
     cfg
 }

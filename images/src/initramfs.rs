@@ -11,8 +11,10 @@
 
 use std::collections::BTreeMap;
 
+use testudo_plan::layout::{cmdline, rootfs};
+
 /// The program the initramfs hands over to, inside the mounted rootfs.
-pub const INIT_PATH: &str = "/usr/lib/testudo/testudo-init";
+pub const INIT_PATH: &str = rootfs::INIT;
 
 /// One entry of a cpio archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +125,10 @@ fn pad4(out: &mut Vec<u8>) {
 /// The `/init` script. `modules` are loaded in order from `/lib/modules/<name>.ko`.
 pub fn init_script(modules: &[String]) -> String {
     let module_list = modules.join(" ");
+    let slot_word = cmdline::SLOT;
+    let modules_dir = rootfs::MODULES;
+    let load_list = rootfs::MODULE_LOAD_LIST;
+    let data_word = cmdline::DATA_PARTITION;
     format!(
         r#"#!/bin/busybox sh
 # testudo initramfs: mount the rootfs of the slot GRUB chose (root=PARTLABEL=...) read-only
@@ -140,7 +146,7 @@ slot=""
 for w in $($bb cat /proc/cmdline); do
   case "$w" in
     root=PARTLABEL=*) root="${{w#root=PARTLABEL=}}" ;;
-    testudo.slot=*) slot="${{w#testudo.slot=}}" ;;
+    {slot_word}*) slot="${{w#{slot_word}}}" ;;
   esac
 done
 [ -n "$root" ] || fail "no root=PARTLABEL=... on the kernel command line"
@@ -165,13 +171,13 @@ $bb mount -t squashfs -o ro "$dev" /newroot || fail "cannot mount $dev ($root)"
 echo "testudo-initramfs: slot $slot, rootfs $root on $dev"
 # Kernel modules the plan needs, listed by the image builder in load order; loaded here so
 # no component ever needs the right to load modules.
-load="/newroot/lib/modules/$($bb uname -r)/testudo.load"
+load="/newroot{modules_dir}/$($bb uname -r)/{load_list}"
 if [ -f "$load" ]; then
   for m in $($bb cat "$load"); do
-    $bb insmod "/newroot/lib/modules/$($bb uname -r)/$m" || echo "testudo-initramfs: cannot load $m"
+    $bb insmod "/newroot{modules_dir}/$($bb uname -r)/$m" || echo "testudo-initramfs: cannot load $m"
   done
 fi
-# The data partition (testudo.data=PARTLABEL=...) is mounted by testudo-init itself.
+# The data partition ({data_word}...) is mounted by testudo-init itself.
 for d in dev proc sys; do $bb mount --move "/$d" "/newroot/$d"; done
 exec $bb switch_root /newroot {INIT_PATH}
 "#

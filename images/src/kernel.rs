@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use testudo_config::Plan;
+use testudo_plan::Plan;
 
 use crate::error::{ImageError, Result};
 
@@ -211,7 +211,7 @@ kernel/net/core/failover.ko:\n";
     const BUILTIN: &str = "kernel/drivers/char/tpm/tpm_tis.ko\n";
 
     fn gateway_plan() -> Plan {
-        Plan::from_json(include_str!(
+        Plan::from_bytes(include_bytes!(
             "../../system-config/tests/golden/gateway.plan.json"
         ))
         .unwrap()

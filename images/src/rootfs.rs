@@ -31,29 +31,47 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use testudo_plan::layout::{in_image, rootfs};
+
 use crate::error::{ImageError, Result};
 use crate::reproducible::{normalize_tree, SourceDateEpoch};
 use crate::tool::{path_arg, ToolCall, ToolRunner};
 
+// Paths inside the staged tree: the device paths of `testudo_plan::layout::rootfs`, relative.
+
 /// Directory of native binaries in the image.
-pub const BIN_DIR: &str = "usr/lib/testudo";
+pub const BIN_DIR: &str = in_image(rootfs::BIN_DIR);
 /// The plan inside the image.
-pub const PLAN_PATH: &str = "etc/testudo/plan.json";
+pub const PLAN_PATH: &str = in_image(rootfs::PLAN);
 /// Root under which WASM modules keep their plan paths: the app layer's one top-level
 /// directory, which the system layer must not have, and testudo-init's default `--app-root`.
-pub const APPS_ROOT: &str = "apps";
+pub const APPS_ROOT: &str = in_image(rootfs::APPS);
 /// The updater's configuration.
-pub const SYSTEM_CONF_PATH: &str = "etc/rauc/system.conf";
+pub const SYSTEM_CONF_PATH: &str = in_image(rootfs::RAUC_SYSTEM_CONF);
 /// Directory of public keys and keyrings.
-pub const KEYS_DIR: &str = "etc/testudo/keys";
+pub const KEYS_DIR: &str = in_image(rootfs::KEYS_DIR);
 /// Kernel image inside the rootfs.
-pub const KERNEL_PATH: &str = "boot/vmlinuz";
+pub const KERNEL_PATH: &str = in_image(rootfs::KERNEL);
 /// Initramfs inside the rootfs.
-pub const INITRAMFS_PATH: &str = "boot/initrd.img";
+pub const INITRAMFS_PATH: &str = in_image(rootfs::INITRAMFS);
 /// Empty directories every image has (mount points).
-pub const MOUNT_POINTS: &[&str] = &["dev", "proc", "sys", "run", "tmp", "data"];
-/// Directories the system layer always has besides the mount points.
-pub const SKELETON_DIRS: &[&str] = &[BIN_DIR, "etc/testudo", "boot", "boot/efi"];
+pub const MOUNT_POINTS: [&str; rootfs::MOUNT_POINTS.len()] = {
+    let mut relative = rootfs::MOUNT_POINTS;
+    let mut i = 0;
+    while i < relative.len() {
+        relative[i] = in_image(relative[i]);
+        i += 1;
+    }
+    relative
+};
+/// Directories the system layer always has besides the mount points: the binaries, the
+/// configuration, the kernel's directory and the ESP's mount point.
+pub const SKELETON_DIRS: &[&str] = &[
+    BIN_DIR,
+    in_image(rootfs::CONFIG_DIR),
+    "boot",
+    in_image(rootfs::ESP_MOUNT),
+];
 
 /// A rootfs being staged in a directory.
 #[derive(Debug)]

@@ -1,16 +1,16 @@
 //! The updater's `/etc/rauc/system.conf` for an image: RAUC's format, read unchanged by
 //! testudo-updater and by RAUC itself. Slots name their partitions by GPT label.
 
-use testudo_config::Plan;
+use testudo_plan::Plan;
+
+use testudo_plan::layout::{self, esp, rootfs};
 
 use crate::disk::{ROOTFS_A_LABEL, ROOTFS_B_LABEL};
-use crate::esp::GRUBENV_PATH;
-use crate::rootfs::KEYS_DIR;
 
-/// Where `testudo-init` mounts the ESP (the grubenv lives on it).
-pub const ESP_MOUNT: &str = "/boot/efi";
+/// Where the ESP is mounted on the device (the grubenv lives on it).
+pub const ESP_MOUNT: &str = rootfs::ESP_MOUNT;
 /// The bundle keyring inside the image.
-pub const KEYRING_PATH: &str = "/etc/rauc/keyring.pem";
+pub const KEYRING_PATH: &str = rootfs::RAUC_KEYRING;
 
 /// Renders system.conf for `plan`.
 pub fn render(plan: &Plan) -> String {
@@ -19,8 +19,8 @@ pub fn render(plan: &Plan) -> String {
     out.push_str("[system]\n");
     out.push_str(&format!("compatible={}\n", plan.compatible));
     out.push_str(&format!("bootloader={}\n", plan.board.bootloader));
-    out.push_str(&format!("grubenv={ESP_MOUNT}{GRUBENV_PATH}\n"));
-    out.push_str("data-directory=/data/rauc\n");
+    out.push_str(&format!("grubenv={ESP_MOUNT}{}\n", esp::GRUBENV));
+    out.push_str(&format!("data-directory={}\n", layout::RAUC_DATA));
     if !plan.update.allow_downgrade {
         out.push_str(&format!("min-bundle-version={}\n", plan.version));
     }
@@ -34,7 +34,8 @@ pub fn render(plan: &Plan) -> String {
         ));
     }
     out.push_str(&format!(
-        "\n# Public keys for deployment signatures: /{KEYS_DIR}/\n"
+        "\n# Public keys for deployment signatures: {}/\n",
+        rootfs::KEYS_DIR
     ));
     out
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::plan::{Devices, Plan, Route};
+use crate::plan::{Devices, Plan, Route, SandboxRole};
 
 /// The audit of a whole plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -41,6 +41,8 @@ pub struct SubjectAudit {
     pub name: String,
     /// `driver`, `service`, `wasm` or `slot`.
     pub kind: String,
+    /// The sandbox role it runs under (an app in a slot runs in a WASM host).
+    pub role: SandboxRole,
     /// Authorities granted, sorted.
     pub granted: Vec<String>,
     /// `granted.len()`.
@@ -119,6 +121,7 @@ pub fn audit(plan: &Plan) -> Audit {
         subjects.push(SubjectAudit {
             name: name.clone(),
             kind: kind_name(component.kind).to_owned(),
+            role: component.role,
             granted_count: granted.len(),
             reduction: reduction(granted.len()),
             granted: granted.into_iter().collect(),
@@ -135,6 +138,7 @@ pub fn audit(plan: &Plan) -> Audit {
         subjects.push(SubjectAudit {
             name: format!("slot:{name}"),
             kind: "slot".to_owned(),
+            role: SandboxRole::WasmHost,
             granted_count: granted.len(),
             reduction: reduction(granted.len()),
             granted: granted.into_iter().collect(),
@@ -178,14 +182,15 @@ impl Audit {
             .unwrap_or(4)
             .max(9);
         let mut out = format!(
-            "{:<width$}  {:<7}  {:>7}  {:>9}  trusted base\n",
-            "component", "kind", "granted", "reduction"
+            "{:<width$}  {:<7}  {:<14}  {:>7}  {:>9}  trusted base\n",
+            "component", "kind", "sandbox role", "granted", "reduction"
         );
         for s in &self.subjects {
             out.push_str(&format!(
-                "{:<width$}  {:<7}  {:>3}/{:<3}  {:>8.1}%  {}\n",
+                "{:<width$}  {:<7}  {:<14}  {:>3}/{:<3}  {:>8.1}%  {}\n",
                 s.name,
                 s.kind,
+                s.role.as_str(),
                 s.granted_count,
                 self.total,
                 s.reduction * 100.0,

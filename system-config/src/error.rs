@@ -144,6 +144,14 @@ pub enum ConfigError {
         expected: &'static str,
     },
 
+    /// The component's sandbox role does not fit its kind (only WASM apps run as `wasm_host`).
+    #[error("components.{component}.role: a {} component cannot run as `{role}`", crate::audit::kind_name(*kind))]
+    RoleMismatch {
+        component: String,
+        kind: ComponentKind,
+        role: crate::plan::SandboxRole,
+    },
+
     /// A `net` route's `allow` entry is not `host:port`, or a non-`net` route has entries.
     #[error("{at}: allow entry `{entry}`: {reason}")]
     BadAllow {
@@ -167,31 +175,7 @@ pub enum ConfigError {
     SlotBeyondMax {
         slot: String,
         local_name: String,
-        reason: String,
-    },
-
-    /// A plan file could not be read.
-    #[error("{}: cannot read the plan", path.display())]
-    ReadPlan {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-
-    /// A plan's JSON could not be parsed into a [`crate::Plan`].
-    #[error("{}: not a valid testudo plan", path.display())]
-    ParsePlan {
-        path: PathBuf,
-        #[source]
-        source: serde_json::Error,
-    },
-
-    /// A plan has a format version this build does not understand.
-    #[error("{}: plan format {found}, this build reads format {expected}", path.display())]
-    PlanFormat {
-        path: PathBuf,
-        found: u32,
-        expected: u32,
+        reason: crate::plan::RouteBeyondSlot,
     },
 }
 

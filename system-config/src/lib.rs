@@ -6,24 +6,26 @@
 //! `graph` draws the capability graph (SVG, DOT); `audit` measures what each component holds.
 
 pub mod audit;
-mod canonical;
 pub mod error;
 pub mod graph;
 #[cfg(feature = "nickel")]
 pub mod load;
 pub mod model;
-pub mod plan;
 pub mod validate;
+
+/// The plan types live in `testudo-plan` (the contract crate every device binary links);
+/// re-exported here for the config side.
+pub use testudo_plan::plan;
 
 #[cfg(feature = "nickel")]
 use std::path::Path;
 
 pub use error::{ConfigError, ConfigErrors, Location, Warning};
 pub use model::SystemConfig;
-pub use plan::{
+pub use testudo_plan::{
     AppSlot, Board, BoardModules, CloudConfig, ComponentKind, Devices, Interface, Limits,
-    Partitions, Plan, PlanComponent, Provided, RestartPolicy, Rights, Route, Run, SlotApp,
-    UpdatePolicy, PLAN_FORMAT_VERSION,
+    Partitions, Plan, PlanComponent, PlanError, Provided, RestartPolicy, Rights, Route, Run,
+    SandboxRole, SlotApp, UpdatePolicy, PLAN_FORMAT_VERSION,
 };
 
 #[cfg(feature = "nickel")]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::plan::{
     AppSlot, Board, CloudConfig, ComponentKind, Devices, Limits, Plan, PlanComponent, Provided,
-    Rights, Route, Run, SlotApp, UpdatePolicy, PLAN_FORMAT_VERSION,
+    Rights, Route, Run, SandboxRole, SlotApp, UpdatePolicy, PLAN_FORMAT_VERSION,
 };
 
 /// A whole system config after Nickel evaluation.
@@ -33,6 +33,9 @@ pub struct SystemConfig {
 #[serde(deny_unknown_fields)]
 pub struct ComponentConfig {
     pub kind: ComponentKind,
+    /// The sandbox role; when absent, [`SandboxRole::default_for`] the kind.
+    #[serde(default)]
+    pub role: Option<SandboxRole>,
     pub run: RunConfig,
     #[serde(default)]
     pub devices: Devices,
@@ -168,6 +171,12 @@ impl SystemConfig {
 }
 
 impl ComponentConfig {
+    /// The sandbox role: the config's, else the default for the kind.
+    pub fn role(&self) -> SandboxRole {
+        self.role
+            .unwrap_or_else(|| SandboxRole::default_for(self.kind, self.devices.network))
+    }
+
     fn to_plan(&self, system: &SystemConfig) -> PlanComponent {
         let mut devices = self.devices.clone();
         devices.nodes.sort();
@@ -176,6 +185,7 @@ impl ComponentConfig {
         devices.pci.dedup();
         PlanComponent {
             kind: self.kind,
+            role: self.role(),
             run: match &self.run {
                 RunConfig::Binary(name) => Run::Binary { name: name.clone() },
                 RunConfig::Wasm(module) => Run::Wasm {

@@ -54,6 +54,13 @@ fn check_components(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
                 expected,
             });
         }
+        if !component.role().fits(component.kind) {
+            errors.push(ConfigError::RoleMismatch {
+                component: name.clone(),
+                kind: component.kind,
+                role: component.role(),
+            });
+        }
         let devices = &component.devices;
         let owns_devices = !devices.nodes.is_empty() || !devices.pci.is_empty() || devices.network;
         if component.kind != ComponentKind::Driver && owns_devices {
@@ -132,7 +139,7 @@ fn check_routes(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
                 provided: provided.interface.clone(),
             });
         }
-        if route.interface == "net" {
+        if route.interface == testudo_plan::interfaces::NET {
             for entry in &route.allow {
                 if let Err(reason) = check_host_port(entry) {
                     errors.push(ConfigError::BadAllow {

@@ -39,6 +39,7 @@ fn component(
 ) -> PlanComponent {
     PlanComponent {
         kind,
+        role: testudo_config::SandboxRole::default_for(kind, devices.network),
         run: Run::Binary { name: "x".into() },
         devices,
         provides: provides

@@ -131,6 +131,19 @@ fn wasm_component_running_a_binary_is_refused() {
 }
 
 #[test]
+fn role_mismatch_names_component_role_and_kind() {
+    let err = only_error("role-mismatch.ncl");
+    assert!(
+        matches!(&err, ConfigError::RoleMismatch { component, .. } if component == "daemon"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "components.daemon.role: a service component cannot run as `wasm_host`"
+    );
+}
+
+#[test]
 fn service_owning_devices_is_refused() {
     let err = only_error("devices-on-service.ncl");
     assert!(
@@ -240,6 +253,7 @@ fn every_invalid_example_is_covered_by_a_test() {
         "nickel-unknown-field.ncl",
         "nickel-wrong-type.ncl",
         "not-a-system.ncl",
+        "role-mismatch.ncl",
         "run-mismatch.ncl",
         "slot-beyond-max.ncl",
         "start-cycle.ncl",

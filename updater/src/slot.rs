@@ -9,7 +9,7 @@ use crate::system_conf::{SlotConf, SystemConf};
 pub fn booted_from_cmdline<'c>(conf: &'c SystemConf, cmdline: &str) -> Option<&'c SlotConf> {
     let mut by_root = None;
     for token in cmdline.split_whitespace() {
-        if let Some(name) = token.strip_prefix("rauc.slot=") {
+        if let Some(name) = token.strip_prefix(testudo_plan::layout::cmdline::RAUC_SLOT) {
             return conf.slot_by_bootname(name).or_else(|| conf.slot(name));
         }
         if let Some(device) = token.strip_prefix("root=") {

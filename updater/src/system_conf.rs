@@ -8,8 +8,8 @@ use crate::error::{read_err, Result, UpdaterError};
 use crate::ini::{Group, KeyFile};
 use crate::signature::CheckPurpose;
 
-/// Default location of the file, as RAUC.
-pub const DEFAULT_PATH: &str = "/etc/rauc/system.conf";
+/// Default location of the file, as RAUC (and every testudo image) has it.
+pub const DEFAULT_PATH: &str = testudo_plan::layout::rootfs::RAUC_SYSTEM_CONF;
 
 /// Which boot-selection backend the system uses.
 #[derive(Debug, Clone, PartialEq, Eq)]

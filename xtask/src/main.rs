@@ -2,13 +2,16 @@
 //!
 //! - `cargo xtask demo`  — installs what is missing, then runs the main job on the embedded
 //!   example (see `demo.rs`).
-//! - `cargo xtask test`  — installs what is missing, then fmt, clippy -D warnings, all tests.
+//! - `cargo xtask test`  — installs what is missing, then fmt, the device-contract check
+//!   (see `contract.rs`), clippy -D warnings, all tests.
 //! - `cargo xtask bench` — benchmarks, figures into `target/bench/` (see `docs/benchmarks.md`).
 //! - `cargo xtask deps`  — only install the system packages the project needs.
+//! - `cargo xtask contract` — only the device-contract check (see `contract.rs`).
 //! - `cargo xtask apps`  — build the WebAssembly apps in `wasm-apps/` (see `apps.rs`).
 
 mod apps;
 mod bench;
+mod contract;
 mod demo;
 mod deps;
 mod test;
@@ -27,9 +30,10 @@ fn main() -> ExitCode {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
         "deps" => deps::ensure(),
+        "contract" => contract::check(),
         "apps" => apps::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench|deps|apps> [args]");
+            eprintln!("usage: cargo xtask <demo|test|bench|deps|apps|contract> [args]");
             return if task == "help" {
                 ExitCode::SUCCESS
             } else {

@@ -5,6 +5,7 @@ use crate::{deps, util};
 pub fn run(_args: &[String]) -> anyhow::Result<()> {
     deps::ensure()?;
     util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
+    crate::contract::check()?;
     util::run(util::cargo().args([
         "clippy",
         "--workspace",

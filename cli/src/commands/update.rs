@@ -65,10 +65,13 @@ fn booted<'c>(conf: &'c SystemConf, override_slot: Option<&str>) -> anyhow::Resu
         return Ok(slot::by_name(conf, name)?);
     }
     let cmdline = std::fs::read_to_string("/proc/cmdline").context("reading /proc/cmdline")?;
-    slot::booted_from_cmdline(conf, &cmdline).context(
-        "cannot tell the booted slot: no rauc.slot= or matching root= on the kernel command line \
-         (use --override-boot-slot)",
-    )
+    slot::booted_from_cmdline(conf, &cmdline).with_context(|| {
+        format!(
+            "cannot tell the booted slot: no {} or matching root= on the kernel command line \
+             (use --override-boot-slot)",
+            testudo_plan::layout::cmdline::RAUC_SLOT
+        )
+    })
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {

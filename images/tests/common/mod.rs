@@ -24,15 +24,20 @@ pub fn plan_json() -> serde_json::Value {
         "memory_bytes": 33554432, "cpu_percent": 50, "restart": "always", "max_tasks": 8, "cpu_time_ms": 0
     });
     let component = |kind: &str, run: serde_json::Value, network: bool| {
+        let role = match (kind, network) {
+            ("wasm", _) => "wasm_host",
+            (_, true) => "net_driver",
+            (other, false) => other,
+        };
         serde_json::json!({
-            "kind": kind, "run": run,
+            "kind": kind, "role": role, "run": run,
             "devices": {"nodes": [], "pci": [], "network": network},
             "provides": {}, "uses": {}, "limits": limits.clone(),
             "after": [], "env": {}, "args": []
         })
     };
     serde_json::json!({
-        "format": 1,
+        "format": testudo_plan::PLAN_FORMAT_VERSION,
         "name": "imgtest",
         "version": "1.0.0",
         "compatible": "testudo-imgtest-qemu-x86_64",

@@ -1,20 +1,12 @@
 //! The plan's `cloud` section as the agent component receives it: `testudo-init` passes it in
-//! the environment of the component that provides `identity` (`TESTUDO_CLOUD_HUB`,
-//! `TESTUDO_CLOUD_DEVICE_ID`, `TESTUDO_CLOUD_IDENTITY`, `TESTUDO_CLOUD_DPS_SCOPE`).
+//! the environment of the component that provides `identity` (the `CLOUD_*` variables of
+//! `testudo_plan::env`).
 
 use serde_json::json;
-
-/// Environment variable: IoT Hub host name.
-pub const HUB_ENV: &str = "TESTUDO_CLOUD_HUB";
-/// Environment variable: device id.
-pub const DEVICE_ID_ENV: &str = "TESTUDO_CLOUD_DEVICE_ID";
-/// Environment variable: identity kind (`tpm_sas`, `sas`, `x509`).
-pub const IDENTITY_ENV: &str = "TESTUDO_CLOUD_IDENTITY";
-/// Environment variable: DPS id scope (absent without DPS).
-pub const DPS_SCOPE_ENV: &str = "TESTUDO_CLOUD_DPS_SCOPE";
-/// Environment variable: MQTT port to dial (default 8883; for test setups whose hub listens
-/// elsewhere; the `net` route's `allow` list must name the same `HOST:PORT`).
-pub const PORT_ENV: &str = "TESTUDO_CLOUD_PORT";
+use testudo_plan::env::{
+    CLOUD_DEVICE_ID as DEVICE_ID_ENV, CLOUD_DPS_SCOPE as DPS_SCOPE_ENV, CLOUD_HUB as HUB_ENV,
+    CLOUD_IDENTITY as IDENTITY_ENV, CLOUD_PORT as PORT_ENV,
+};
 
 /// Who this device is in the cloud and how it proves it.
 #[derive(Debug, Clone, PartialEq, Eq)]

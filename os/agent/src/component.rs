@@ -26,6 +26,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::json;
+use testudo_plan::interfaces;
+use testudo_plan::layout::agent_storage::{
+    CERT as CERT_FILE, CERT_KEY as CERT_KEY_FILE, HUB_CA as CA_FILE, SAS_KEY as SAS_KEY_FILE,
+};
 use testudo_scheme::{granted_handles, provider_control, Handle, Rights, Server, CONTROL_ENV};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -44,14 +48,6 @@ use crate::tls::{ClientIdentity, TlsSettings};
 use crate::tpm::DEFAULT_KEY_HANDLE;
 use crate::tpm_route::TpmRouteSigner;
 
-/// Storage file: the hub's CA certificate (PEM).
-pub const CA_FILE: &str = "hub-ca.pem";
-/// Storage file: the device's base64 SAS key.
-pub const SAS_KEY_FILE: &str = "device-key";
-/// Storage file: the device's X.509 client certificate (PEM).
-pub const CERT_FILE: &str = "device-cert.pem";
-/// Storage file: the private key of [`CERT_FILE`] (PEM).
-pub const CERT_KEY_FILE: &str = "device-key.pem";
 /// Topic property naming the app that wrote a telemetry message.
 pub const APP_PROPERTY: &str = "testudo-app";
 /// Topic property carrying the app's topic (from the WASM host's envelope).
@@ -106,10 +102,10 @@ pub fn run() -> Result<()> {
         step: "routed handles",
         source,
     })?;
-    let log = Arc::new(ComponentLog::new(handles.take("log").ok()));
-    let storage = handles.take("storage").ok();
-    let net = handles.take("net").ok();
-    let tpm = handles.take("tpm").ok();
+    let log = Arc::new(ComponentLog::new(handles.take(interfaces::LOG).ok()));
+    let storage = handles.take(interfaces::STORAGE).ok();
+    let net = handles.take(interfaces::NET).ok();
+    let tpm = handles.take(interfaces::TPM).ok();
 
     let settings = CloudSettings::from_env().unwrap_or_else(|reason| {
         log.line(&format!("cloud settings ignored: {reason}"));

@@ -48,9 +48,10 @@ impl Dialer for NetRouteDialer {
         host: &str,
         port: u16,
     ) -> std::result::Result<TcpStream, Box<dyn std::error::Error + Send + Sync>> {
-        let fd: OwnedFd = self
-            .net
-            .open_raw(&format!("tcp/{host}:{port}"), Rights::ReadWrite)?;
+        let fd: OwnedFd = self.net.open_raw(
+            &testudo_plan::interfaces::net_tcp_path(&format!("{host}:{port}")),
+            Rights::ReadWrite,
+        )?;
         Ok(TcpStream::from(fd))
     }
 }

@@ -26,7 +26,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 }
 
 /// The gateway example's plan, from `testudo plan`.
-fn gateway_plan(root: &Path) -> testudo_config::plan::Plan {
+fn gateway_plan(root: &Path) -> testudo_plan::plan::Plan {
     let exe = std::env::current_exe().expect("bench path");
     // target/<profile>/deps/startup-HASH -> target/<profile>/testudo, then the other profile.
     let target = exe.ancestors().nth(3).expect("target dir").to_owned();
@@ -131,7 +131,7 @@ fn main() {
     let binaries: Vec<PathBuf> = started_names
         .iter()
         .filter_map(|name| match &plan.components[name].run {
-            testudo_config::plan::Run::Binary { name } => Some(bin_dir.join(name)),
+            testudo_plan::plan::Run::Binary { name } => Some(bin_dir.join(name)),
             _ => None,
         })
         .collect();

@@ -14,8 +14,11 @@ pub enum DriverError {
         #[source]
         source: testudo_scheme::SchemeError,
     },
-    /// The process was started without `TESTUDO_SCHEME_FD`.
-    #[error("{driver}: no control socket (TESTUDO_SCHEME_FD); start it from testudo-init")]
+    /// The process was started without its control socket variable.
+    #[error(
+        "{driver}: no control socket ({}); start it from testudo-init",
+        testudo_plan::env::SCHEME_FD
+    )]
     NoControl {
         /// Driver name.
         driver: &'static str,

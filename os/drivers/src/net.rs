@@ -49,7 +49,7 @@ impl SchemeProvider for NetProvider {
         path: &str,
         _rights: Rights,
     ) -> Result<Opened<Egress>, Errno> {
-        let Some(target) = path.strip_prefix("tcp/") else {
+        let Some(target) = path.strip_prefix(testudo_plan::interfaces::NET_TCP_PREFIX) else {
             println!(
                 "denied: {} asked for {path:?} (only tcp/HOST:PORT exists)",
                 parent.consumer

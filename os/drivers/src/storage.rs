@@ -99,7 +99,7 @@ impl SchemeProvider for StorageProvider {
         if !valid_name(&grant.consumer) {
             return Err(Errno::EINVAL);
         }
-        let dir = self.data_dir.join(&grant.consumer);
+        let dir = testudo_plan::layout::storage_dir(&self.data_dir, &grant.consumer);
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).map_err(|e| errno(&e))?;
             sync_dir(&self.data_dir)?;

@@ -44,7 +44,7 @@ impl TpmProvider {
     /// Opens the TPM at `path` (device node or swtpm socket).
     pub fn open(path: &Path) -> Result<TpmProvider, DriverError> {
         let wrap = |source| DriverError::Resource {
-            driver: "tpm",
+            driver: testudo_plan::interfaces::TPM,
             path: path.to_owned(),
             source,
         };

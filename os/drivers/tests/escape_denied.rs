@@ -7,8 +7,8 @@ mod common;
 use std::net::TcpListener;
 
 use common::*;
-use testudo_config::plan::ComponentKind;
 use testudo_init::EventKind;
+use testudo_plan::plan::ComponentKind;
 
 /// (component name, probe args, how the denial shows: `Some(text)` = the probe logs
 /// `denied` with this text via the log driver, `None` = init logs a seccomp kill).
@@ -83,14 +83,14 @@ fn every_escape_is_denied_logged_and_harmless() {
             component(ComponentKind::Driver, "testudo-net")
                 .provides("egress", "net")
                 .network()
-                .restart(testudo_config::plan::RestartPolicy::Always)
+                .restart(testudo_plan::plan::RestartPolicy::Always)
                 .0,
         ),
         (
             "sensor",
             component(ComponentKind::Driver, "testudo-sensor")
                 .provides("temperature", "sensor")
-                .restart(testudo_config::plan::RestartPolicy::Always)
+                .restart(testudo_plan::plan::RestartPolicy::Always)
                 .0,
         ),
     ];

@@ -6,8 +6,9 @@
 mod common;
 
 use common::*;
-use testudo_config::plan::{ComponentKind, RestartPolicy};
 use testudo_init::EventKind;
+use testudo_plan::plan::{ComponentKind, RestartPolicy};
+use testudo_plan::SandboxRole;
 use testudo_sandbox::proc_enforcement;
 
 #[test]
@@ -25,6 +26,7 @@ fn enforcement_is_visible_in_proc() {
         (
             "storage",
             component(ComponentKind::Driver, "testudo-storage")
+                .role(SandboxRole::StorageDriver)
                 .provides("files", "storage")
                 .restart(RestartPolicy::Always)
                 .0,

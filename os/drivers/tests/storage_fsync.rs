@@ -13,9 +13,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::Path;
 
 use common::*;
-use testudo_config::plan::{ComponentKind, RestartPolicy};
 use testudo_init::launch::{spec_for, LaunchContext, LaunchFds};
 use testudo_init::InitOptions;
+use testudo_plan::plan::{ComponentKind, RestartPolicy};
+use testudo_plan::SandboxRole;
 use testudo_sandbox::pidfd::{self, WaitMode};
 use testudo_scheme::{handle_pair, send_grant, Grant, Handle, NodeKind, Rights};
 
@@ -102,6 +103,7 @@ fn synced_storage_writes_are_on_disk_and_the_sandbox_allows_fsync() {
         dir.path().to_owned(),
     );
     let storage = component(ComponentKind::Driver, "testudo-storage")
+        .role(SandboxRole::StorageDriver)
         .provides("files", "storage")
         .restart(RestartPolicy::Never)
         .0;
@@ -134,7 +136,7 @@ fn synced_storage_writes_are_on_disk_and_the_sandbox_allows_fsync() {
         },
     )
     .expect("spec");
-    assert_eq!(spec.role, "storage-driver");
+    assert_eq!(spec.role, SandboxRole::StorageDriver);
     let prepared = testudo_sandbox::prepare(spec).expect("prepare");
     let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).expect("spawn");
     assert!(

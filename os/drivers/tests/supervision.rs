@@ -7,8 +7,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use testudo_config::plan::{ComponentKind, RestartPolicy};
 use testudo_init::{Backoff, EventKind};
+use testudo_plan::plan::{ComponentKind, RestartPolicy};
 
 #[test]
 fn crash_restarts_with_backoff_then_crash_loop_fails() {

@@ -7,8 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use testudo_config::plan::{ComponentKind, RestartPolicy};
 use testudo_init::{InitOptions, RunningSystem};
+use testudo_plan::plan::{ComponentKind, RestartPolicy};
+use testudo_plan::SandboxRole;
 
 #[test]
 fn get_random_reaches_swtpm_and_comes_back() {
@@ -29,6 +30,7 @@ fn get_random_reaches_swtpm_and_comes_back() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let mut tpm = component(ComponentKind::Driver, "testudo-tpm")
+        .role(SandboxRole::TpmDriver)
         .provides("tpm", "tpm")
         .restart(RestartPolicy::Always);
     tpm.0.devices.nodes = vec!["/dev/tpm0".into()];

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::error::InitError;
 
 /// The kernel command line word that names the data partition.
-pub const CMDLINE_KEY: &str = "testudo.data=PARTLABEL=";
+pub const CMDLINE_KEY: &str = testudo_plan::layout::cmdline::DATA_PARTITION;
 
 /// How long to wait for the partition to appear, and how often to look.
 pub const WAIT: Duration = Duration::from_secs(10);

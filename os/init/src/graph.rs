@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use testudo_config::plan::Plan;
+use testudo_plan::plan::Plan;
 
 use crate::InitError;
 

@@ -5,42 +5,32 @@
 //! bin dir), sandboxed with the `wasm-host` role, invoked as
 //!
 //! ```text
-//! testudo-wasm-host --plan /etc/testudo/plan.json --component NAME --app-root /app
-//!     --storage-root /data --cache /var/cache/testudo/wasm
+//! testudo-wasm-host --plan PLAN --component NAME --app-root APPS --storage-root DATA
+//!     --cache CACHE
 //! ```
 //!
-//! with the plan (read-only), the module (read-only, at `/app/<run.module>`, with its
-//! precompiled sidecar `.cwasm` beside it when the image has one), for each storage route
-//! its directory (`/data/PROVIDER/CAPABILITY/NAME`, decision 0043) and its own compilation
-//! cache (`<state>/wasm-cache/NAME`, read-write) visible, and its routed handles in
-//! `TESTUDO_HANDLES` like any component. Without that binary the component is reported as
-//! "not started: wasm host missing".
+//! (the paths of `testudo_plan::layout::wasm_sandbox`) with the plan (read-only), the module
+//! (read-only, at `APPS/<run.module>`, with its precompiled sidecar `.cwasm` beside it when
+//! the image has one), for each storage route its directory
+//! (`DATA/PROVIDER/CAPABILITY/NAME`, decision 0043) and its own compilation cache
+//! (`<state>/wasm-cache/NAME`, read-write at `CACHE`) visible, and its routed handles like
+//! any component. Without that binary the component is reported as "not started: wasm host
+//! missing".
 
 use std::collections::BTreeSet;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use testudo_config::plan::{ComponentKind, Plan, PlanComponent, Run};
+use testudo_plan::layout::{self, rootfs::WASM_HOST_BINARY, wasm_sandbox};
+use testudo_plan::plan::{Plan, PlanComponent, Run};
+use testudo_plan::{env, interfaces, SandboxRole};
 use testudo_sandbox::{Bind, IdMapping, ResourceLimits, SandboxSpec};
 
 use crate::InitOptions;
 
-/// Binary name of the WASM host.
-pub const WASM_HOST_BINARY: &str = "testudo-wasm-host";
-/// Where the plan is visible inside a WASM host's sandbox.
-pub const SANDBOX_PLAN_PATH: &str = "/etc/testudo/plan.json";
-
-/// The seccomp role of a component (policy file `os/sandbox/policies/<role>.json`).
+/// The seccomp role of a component: plan data (`components.<name>.role`).
 pub fn role_for(component: &PlanComponent) -> &'static str {
-    match (&component.kind, &component.run) {
-        (ComponentKind::Wasm, _) | (_, Run::Wasm { .. }) => "wasm-host",
-        _ if component.devices.network => "net-driver",
-        (_, Run::Binary { name }) if name == "testudo-storage" => "storage-driver",
-        (_, Run::Binary { name }) if name == "testudo-tpm" => "tpm-driver",
-        (_, Run::Binary { name }) if name == "testudo-agent" => "agent",
-        (ComponentKind::Driver, _) => "driver",
-        (ComponentKind::Service, _) => "service",
-    }
+    component.role.as_str()
 }
 
 /// The binary a component runs, or why it cannot run.
@@ -172,19 +162,18 @@ pub fn spec_for(
     let provides_storage = component
         .provides
         .values()
-        .any(|p| p.interface == "storage");
+        .any(|p| p.interface == interfaces::STORAGE);
     if provides_storage {
         binds.push(Bind {
             source: options.data_dir.clone(),
-            target: PathBuf::from("/data"),
+            target: PathBuf::from(layout::DATA),
             writable: true,
             executable: false,
         });
     }
-    if let (Run::Binary { name: binary }, true) = (&component.run, args.is_empty()) {
-        if binary == "testudo-tpm" {
-            args.extend(component.devices.nodes.first().cloned());
-        }
+    if component.role == SandboxRole::TpmDriver && args.is_empty() {
+        // The TPM driver serves the device node it owns.
+        args.extend(component.devices.nodes.first().cloned());
     }
     let mut memory_bytes = component.limits.memory_bytes;
     let mut address_space_limit = true;
@@ -212,7 +201,7 @@ pub fn spec_for(
         }
         // The host preopens `<storage-root>/<provider>/<capability>/<app>` per storage route
         // (decision 0043); it is the same directory the storage driver gives this consumer.
-        let own_data = options.data_dir.join(name);
+        let own_data = layout::storage_dir(&options.data_dir, name);
         // One cache per component: each host runs under its own uid, and a `.cwasm` is
         // native code only its own host may have written (decision 0053).
         let cache = options.state_dir.join("wasm-cache").join(name);
@@ -223,21 +212,23 @@ pub fn spec_for(
         for route in component
             .uses
             .values()
-            .filter(|route| route.interface == "storage")
+            .filter(|route| route.interface == interfaces::STORAGE)
         {
             binds.push(Bind {
                 source: own_data.clone(),
-                target: Path::new("/data")
-                    .join(&route.component)
-                    .join(&route.capability)
-                    .join(name),
+                target: layout::storage_route_dir(
+                    Path::new(wasm_sandbox::DATA),
+                    &route.component,
+                    &route.capability,
+                    name,
+                ),
                 writable: route.rights.can_write(),
                 executable: false,
             });
         }
         binds.push(Bind {
             source: ctx.plan_file.to_owned(),
-            target: PathBuf::from(SANDBOX_PLAN_PATH),
+            target: PathBuf::from(wasm_sandbox::PLAN),
             writable: false,
             executable: false,
         });
@@ -248,34 +239,34 @@ pub fn spec_for(
         if sidecar.is_file() {
             binds.push(Bind {
                 source: sidecar,
-                target: Path::new("/app").join(module_path.with_extension("cwasm")),
+                target: Path::new(wasm_sandbox::APPS).join(module_path.with_extension("cwasm")),
                 writable: false,
                 executable: false,
             });
         }
         binds.push(Bind {
             source,
-            target: Path::new("/app").join(module_path),
+            target: Path::new(wasm_sandbox::APPS).join(module_path),
             writable: false,
             executable: false,
         });
         binds.push(Bind {
             source: cache,
-            target: PathBuf::from("/var/cache/testudo/wasm"),
+            target: PathBuf::from(wasm_sandbox::CACHE),
             writable: true,
             executable: false,
         });
         args = [
             "--plan",
-            SANDBOX_PLAN_PATH,
+            wasm_sandbox::PLAN,
             "--component",
             name,
             "--app-root",
-            "/app",
+            wasm_sandbox::APPS,
             "--storage-root",
-            "/data",
+            wasm_sandbox::DATA,
             "--cache",
-            "/var/cache/testudo/wasm",
+            wasm_sandbox::CACHE,
         ]
         .iter()
         .map(|s| s.to_string())
@@ -292,22 +283,19 @@ pub fn spec_for(
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    env.push(("TESTUDO_COMPONENT".to_owned(), name.to_owned()));
+    env.push((env::COMPONENT.to_owned(), name.to_owned()));
     // The component serving `identity` (the cloud agent) gets the plan's cloud section.
     if component
         .provides
         .values()
-        .any(|p| p.interface == "identity")
+        .any(|p| p.interface == interfaces::IDENTITY)
     {
         let cloud = &ctx.plan.cloud;
-        env.push(("TESTUDO_CLOUD_HUB".to_owned(), cloud.hub.clone()));
-        env.push((
-            "TESTUDO_CLOUD_DEVICE_ID".to_owned(),
-            cloud.device_id.clone(),
-        ));
-        env.push(("TESTUDO_CLOUD_IDENTITY".to_owned(), cloud.identity.clone()));
+        env.push((env::CLOUD_HUB.to_owned(), cloud.hub.clone()));
+        env.push((env::CLOUD_DEVICE_ID.to_owned(), cloud.device_id.clone()));
+        env.push((env::CLOUD_IDENTITY.to_owned(), cloud.identity.clone()));
         if let Some(scope) = &cloud.dps_scope {
-            env.push(("TESTUDO_CLOUD_DPS_SCOPE".to_owned(), scope.clone()));
+            env.push((env::CLOUD_DPS_SCOPE.to_owned(), scope.clone()));
         }
     }
     let extra_fds = fds
@@ -322,7 +310,7 @@ pub fn spec_for(
         handles: fds.handles,
         extra_fds,
         stdio: fds.stdio,
-        role: role_for(component).to_owned(),
+        role: component.role,
         network: component.devices.network,
         connect_ports: if component.devices.network {
             routed_ports(ctx.plan, name)

@@ -24,13 +24,14 @@ pub use options::{Backoff, InitOptions};
 pub use supervisor::{RunningSystem, Supervisor};
 pub use swtpm::SoftwareTpm;
 
-/// Reads a plan JSON file.
-pub fn read_plan(path: &std::path::Path) -> Result<testudo_config::plan::Plan, InitError> {
+/// Reads a plan JSON file, refusing a plan of another format version
+/// ([`testudo_plan::Plan::from_bytes`]).
+pub fn read_plan(path: &std::path::Path) -> Result<testudo_plan::Plan, InitError> {
     let bytes = std::fs::read(path).map_err(|source| InitError::ReadPlan {
         path: path.to_owned(),
         source: Box::new(source),
     })?;
-    serde_json::from_slice(&bytes).map_err(|source| InitError::ReadPlan {
+    testudo_plan::Plan::from_bytes(&bytes).map_err(|source| InitError::ReadPlan {
         path: path.to_owned(),
         source: Box::new(source),
     })

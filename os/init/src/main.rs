@@ -1,8 +1,8 @@
 //! `testudo-init [--plan PLAN.json] [--bin-dir DIR] [--state-dir DIR] [--data-dir DIR]
 //! [--app-root DIR]`
 //!
-//! As PID 1 (in the image) the defaults are `/etc/testudo/plan.json`, `/usr/lib/testudo`,
-//! `/run/testudo`, `/data` and `/apps` (the image's app layer); it mounts `/proc`, `/sys`,
+//! As PID 1 (in the image) the defaults are the device's paths (`testudo_plan::layout`: the
+//! plan, the binary directory, `/run/testudo`, `/data` and the app layer); it mounts `/proc`, `/sys`,
 //! cgroup2 on `/sys/fs/cgroup` (components' memory/pids/cpu limits), `/dev` and `/run` first
 //! and powers off after a clean shutdown. Anywhere else it is an ordinary
 //! supervisor (defaults: the binaries next to it, a state dir under the temp dir). It prints
@@ -46,13 +46,14 @@ fn main() -> ExitCode {
         .ok()
         .and_then(|exe| exe.parent().map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."));
-    let mut plan = PathBuf::from("/etc/testudo/plan.json");
+    let mut plan = PathBuf::from(testudo_plan::layout::rootfs::PLAN);
     let (mut bin_dir, mut state_dir, mut data_dir, mut app_root) = if pid1 {
+        let device = InitOptions::device();
         (
-            PathBuf::from("/usr/lib/testudo"),
-            PathBuf::from("/run/testudo"),
-            PathBuf::from("/data"),
-            PathBuf::from("/apps"),
+            device.bin_dir,
+            device.state_dir,
+            device.data_dir,
+            device.app_root,
         )
     } else {
         let state = std::env::temp_dir().join(format!("testudo-init-{}", std::process::id()));

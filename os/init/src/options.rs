@@ -60,6 +60,19 @@ pub struct InitOptions {
 
 impl InitOptions {
     /// Options with defaults for everything but the directories.
+    /// The options of init as PID 1 on a device: the image's binaries, app layer and data
+    /// partition, runtime state on `/run` (paths from [`testudo_plan::layout`]).
+    pub fn device() -> InitOptions {
+        use testudo_plan::layout;
+        InitOptions::new(
+            PathBuf::from(layout::rootfs::BIN_DIR),
+            PathBuf::from(layout::STATE),
+            PathBuf::from(layout::DATA),
+            PathBuf::from(layout::rootfs::APPS),
+        )
+    }
+
+    /// Options with the given directories and default supervision settings.
     pub fn new(
         bin_dir: PathBuf,
         state_dir: PathBuf,

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
-use testudo_config::plan::{Plan, RestartPolicy, Rights as PlanRights};
 use testudo_error_chain::error_chain;
+use testudo_plan::plan::{Plan, RestartPolicy, Rights as PlanRights};
 use testudo_sandbox::pidfd;
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use testudo_config::plan::Plan;
+use testudo_plan::plan::Plan;
 
 use crate::InitError;
 

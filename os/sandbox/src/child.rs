@@ -111,7 +111,7 @@ pub enum Step {
     /// Install the role's seccomp filter.
     Seccomp {
         /// Role name (for reports).
-        role: String,
+        role: testudo_plan::SandboxRole,
         /// The compiled BPF program.
         program: Vec<seccompiler::sock_filter>,
     },

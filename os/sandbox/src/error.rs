@@ -6,28 +6,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// A seccomp policy file is not valid seccompiler JSON.
-    #[error("seccomp policy for role {role:?} does not compile")]
+    #[error("seccomp policy for role {role} does not compile")]
     PolicyCompile {
         /// The role.
-        role: String,
+        role: testudo_plan::SandboxRole,
         /// What seccompiler said.
         #[source]
         source: seccompiler::Error,
     },
     /// A seccomp policy file is not JSON.
-    #[error("seccomp policy for role {role:?} is not valid JSON")]
+    #[error("seccomp policy for role {role} is not valid JSON")]
     PolicyParse {
         /// The role.
-        role: String,
+        role: testudo_plan::SandboxRole,
         /// The JSON error.
         #[source]
         source: serde_json::Error,
     },
-    /// No policy exists for the role.
-    #[error("no seccomp policy for role {role:?} (see os/sandbox/policies)")]
-    UnknownRole {
+    /// A role's policy has no `main` filter.
+    #[error("seccomp policy for role {role} has no `main` filter (see os/sandbox/policies)")]
+    PolicyWithoutMainFilter {
         /// The role.
-        role: String,
+        role: testudo_plan::SandboxRole,
     },
     /// A path handed to the sandbox is unusable.
     #[error("sandbox path {path}: {problem}")]

@@ -5,12 +5,13 @@
 //! the process (`SIGSYS`; the supervisor logs it as a seccomp denial). The filter is installed
 //! right before `execve`, so `execve` is in every list.
 //!
-//! Roles: `driver` (single-threaded scheme daemons: log, sensor), `storage-driver` (adds
-//! mkdir, pwrite64, fdatasync, fsync), `tpm-driver` (adds a Unix socket to swtpm),
-//! `net-driver` (adds outbound TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
-//! one server thread; owned by the agent, 37 syscalls),
-//! `service` (native services and test components), `wasm-host` (wasmtime: threads,
-//! JIT memory, signals for traps; owned by the WASM host, tune it there).
+//! Roles are [`SandboxRole`]s, plan data (`components.<name>.role`): `driver`
+//! (single-threaded scheme daemons: log, sensor), `storage_driver` (adds mkdir, pwrite64,
+//! fdatasync, fsync), `tpm_driver` (adds a Unix socket to swtpm), `net_driver` (adds outbound
+//! TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
+//! one server thread; owned by the agent, 37 syscalls), `service` (native services and test
+//! components), `wasm_host` (wasmtime: threads, JIT memory, signals for traps; owned by the
+//! WASM host, tune it there).
 //!
 //! The native lists were measured with `strace -f` on each daemon serving every operation.
 
@@ -19,43 +20,31 @@ use std::sync::{Mutex, PoisonError};
 
 use seccompiler::{sock_filter, TargetArch};
 
+use testudo_plan::SandboxRole;
+
 use crate::SandboxError;
 
 /// Named syscalls in the x86_64 table (seccompiler's kernel 6.12 table).
 pub const X86_64_SYSCALLS: usize = 373;
 
-/// Every role and its policy JSON.
-pub const ROLES: &[(&str, &str)] = &[
-    ("agent", include_str!("../policies/agent.json")),
-    ("driver", include_str!("../policies/driver.json")),
-    ("net-driver", include_str!("../policies/net-driver.json")),
-    ("service", include_str!("../policies/service.json")),
-    (
-        "storage-driver",
-        include_str!("../policies/storage-driver.json"),
-    ),
-    ("tpm-driver", include_str!("../policies/tpm-driver.json")),
-    ("wasm-host", include_str!("../policies/wasm-host.json")),
-];
-
-fn policy_json(role: &str) -> Result<&'static str, SandboxError> {
-    ROLES
-        .iter()
-        .find(|(name, _)| *name == role)
-        .map(|(_, json)| *json)
-        .ok_or_else(|| SandboxError::UnknownRole {
-            role: role.to_owned(),
-        })
+/// A role's policy JSON.
+pub fn policy_json(role: SandboxRole) -> &'static str {
+    match role {
+        SandboxRole::Agent => include_str!("../policies/agent.json"),
+        SandboxRole::Driver => include_str!("../policies/driver.json"),
+        SandboxRole::NetDriver => include_str!("../policies/net_driver.json"),
+        SandboxRole::Service => include_str!("../policies/service.json"),
+        SandboxRole::StorageDriver => include_str!("../policies/storage_driver.json"),
+        SandboxRole::TpmDriver => include_str!("../policies/tpm_driver.json"),
+        SandboxRole::WasmHost => include_str!("../policies/wasm_host.json"),
+    }
 }
 
 /// The syscalls `role` allows, sorted.
-pub fn allowed_syscalls(role: &str) -> Result<BTreeSet<String>, SandboxError> {
-    let json = policy_json(role)?;
+pub fn allowed_syscalls(role: SandboxRole) -> Result<BTreeSet<String>, SandboxError> {
+    let json = policy_json(role);
     let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|source| SandboxError::PolicyParse {
-            role: role.to_owned(),
-            source,
-        })?;
+        serde_json::from_str(json).map_err(|source| SandboxError::PolicyParse { role, source })?;
     Ok(value["main"]["filter"]
         .as_array()
         .into_iter()
@@ -66,12 +55,12 @@ pub fn allowed_syscalls(role: &str) -> Result<BTreeSet<String>, SandboxError> {
 
 /// Compiles `role`'s policy to a BPF program for x86_64.
 /// Compiled programs are cached per role for the life of the process.
-pub fn compile(role: &str) -> Result<Vec<sock_filter>, SandboxError> {
-    static CACHE: Mutex<BTreeMap<String, Vec<sock_filter>>> = Mutex::new(BTreeMap::new());
+pub fn compile(role: SandboxRole) -> Result<Vec<sock_filter>, SandboxError> {
+    static CACHE: Mutex<BTreeMap<SandboxRole, Vec<sock_filter>>> = Mutex::new(BTreeMap::new());
     if let Some(program) = CACHE
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .get(role)
+        .get(&role)
     {
         return Ok(program.clone());
     }
@@ -79,21 +68,17 @@ pub fn compile(role: &str) -> Result<Vec<sock_filter>, SandboxError> {
     CACHE
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(role.to_owned(), program.clone());
+        .insert(role, program.clone());
     Ok(program)
 }
 
-fn compile_uncached(role: &str) -> Result<Vec<sock_filter>, SandboxError> {
-    let json = policy_json(role)?;
-    let wrap = |source| SandboxError::PolicyCompile {
-        role: role.to_owned(),
-        source,
-    };
+fn compile_uncached(role: SandboxRole) -> Result<Vec<sock_filter>, SandboxError> {
+    let json = policy_json(role);
+    let wrap = |source| SandboxError::PolicyCompile { role, source };
     let mut map =
         seccompiler::compile_from_json(json.as_bytes(), TargetArch::x86_64).map_err(wrap)?;
-    map.remove("main").ok_or_else(|| SandboxError::UnknownRole {
-        role: role.to_owned(),
-    })
+    map.remove("main")
+        .ok_or(SandboxError::PolicyWithoutMainFilter { role })
 }
 
 #[cfg(test)]
@@ -102,7 +87,7 @@ mod tests {
 
     #[test]
     fn every_policy_compiles_and_native_roles_stay_under_40() {
-        for (role, _) in ROLES {
+        for role in SandboxRole::ALL {
             let program = compile(role).expect("compiles");
             assert!(!program.is_empty());
             let allowed = allowed_syscalls(role).expect("parses");
@@ -124,8 +109,8 @@ mod tests {
                 assert!(!allowed.contains(forbidden), "{role} allows {forbidden}");
             }
             // wasm-host: wasmtime (owned by the WASM host).
-            let limit = match *role {
-                "wasm-host" => usize::MAX,
+            let limit = match role {
+                SandboxRole::WasmHost => usize::MAX,
                 _ => 40,
             };
             assert!(
@@ -134,9 +119,5 @@ mod tests {
                 allowed.len()
             );
         }
-        assert!(matches!(
-            compile("nope"),
-            Err(SandboxError::UnknownRole { .. })
-        ));
     }
 }

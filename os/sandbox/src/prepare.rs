@@ -37,7 +37,7 @@ pub struct Prepared {
     /// Handle names at fd 3, 4, ...
     pub handle_names: Vec<String>,
     /// Seccomp role and its number of allowed syscalls.
-    pub role: String,
+    pub role: testudo_plan::SandboxRole,
     /// Number of syscalls the role allows.
     pub syscalls_allowed: usize,
     /// Which limit mechanism applies.
@@ -136,8 +136,8 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
             problem: "is not a file",
         });
     }
-    let seccomp = policy::compile(&spec.role)?;
-    let syscalls_allowed = policy::allowed_syscalls(&spec.role)?.len();
+    let seccomp = policy::compile(spec.role)?;
+    let syscalls_allowed = policy::allowed_syscalls(spec.role)?.len();
 
     // Everything visible inside: program, its libraries, basic devices, granted binds.
     let mut binds = vec![Bind {
@@ -390,7 +390,7 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
         handle_env.push(format!("{local}={next}"));
         next += 1;
     }
-    env.push(("TESTUDO_HANDLES".to_owned(), handle_env.join(",")));
+    env.push((testudo_plan::env::HANDLES.to_owned(), handle_env.join(",")));
     for (var, fd) in &spec.extra_fds {
         let staged = stage(fd, stage_min, &name)?;
         steps.push(Step::PlaceFd {
@@ -403,7 +403,7 @@ pub fn prepare(spec: SandboxSpec) -> Result<Prepared, SandboxError> {
     }
     steps.push(Step::CloseOtherFds { first: first_free });
     steps.push(Step::Seccomp {
-        role: spec.role.clone(),
+        role: spec.role,
         program: seccomp,
     });
 

@@ -12,7 +12,7 @@ pub struct RuntimeReport {
     /// Host pid.
     pub pid: i32,
     /// Seccomp role.
-    pub role: String,
+    pub role: testudo_plan::SandboxRole,
     /// Syscalls its seccomp filter allows.
     pub syscalls_allowed: usize,
     /// Syscalls that exist on this architecture (the kernel 6.12 x86_64 table).

@@ -73,7 +73,7 @@ pub struct SandboxSpec {
     /// stdin, stdout, stderr.
     pub stdio: [OwnedFd; 3],
     /// Seccomp policy role (see [`policy`](crate::policy)).
-    pub role: String,
+    pub role: testudo_plan::SandboxRole,
     /// Keep the host network namespace (only the network-owning driver).
     pub network: bool,
     /// TCP ports the process may connect to (landlock; only meaningful with `network`).

@@ -23,7 +23,7 @@ fn spec(root: &Path, address_space_limit: bool, cgroup: bool) -> SandboxSpec {
         handles: vec![],
         extra_fds: vec![],
         stdio: [null(), null(), null()],
-        role: "service".into(),
+        role: testudo_plan::SandboxRole::Service,
         network: false,
         connect_ports: vec![],
         binds: vec![],

@@ -30,7 +30,7 @@ fn spec(root: &Path, program: &str, args: &[&str], stdout: OwnedFd) -> SandboxSp
         handles: vec![],
         extra_fds: vec![],
         stdio: [null(), stdout, null()],
-        role: "service".into(),
+        role: testudo_plan::SandboxRole::Service,
         network: false,
         connect_ports: vec![],
         binds: vec![],

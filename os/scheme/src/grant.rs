@@ -10,9 +10,9 @@ use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 use crate::{Handle, Rights, SchemeError};
 
 /// `TESTUDO_HANDLES=name=fd,...`: the routed handles of this process, by local route name.
-pub const HANDLES_ENV: &str = "TESTUDO_HANDLES";
+pub const HANDLES_ENV: &str = testudo_plan::env::HANDLES;
 /// `TESTUDO_SCHEME_FD=N`: a provider's control socket (init sends root handles on it).
-pub const CONTROL_ENV: &str = "TESTUDO_SCHEME_FD";
+pub const CONTROL_ENV: &str = testudo_plan::env::SCHEME_FD;
 
 static HANDLES_TAKEN: AtomicBool = AtomicBool::new(false);
 static CONTROL_TAKEN: AtomicBool = AtomicBool::new(false);

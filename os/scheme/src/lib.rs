@@ -62,23 +62,6 @@ pub use wire::{MAX_MESSAGE, MAX_PAYLOAD};
 /// The Redox crate whose scheme v2 entries are the wire format.
 pub use syscall;
 
-/// Conventions of the interfaces served by the drivers in this repository (what a path or
-/// a read/write means on each). Stable; the WASM host maps its host functions onto these.
-///
-/// - `log`: `write` one or more UTF-8 lines; the provider prefixes them with the consumer's
-///   name. `read` is refused.
-/// - `storage`: the root handle is the consumer's own directory. `open("name", rights)` opens
-///   (write rights: creates) a file; names are a single path component, no `/`, `.` or `..`.
-///   `read`/`write` move sequentially from offset 0; `open("name?truncate", Write|ReadWrite)`
-///   truncates first. `fstat` gives the size. `fsync` on a file makes its data durable
-///   (`fdatasync`), on the root handle the directory's entries (`fsync` of the directory);
-///   a file the driver creates has its directory entry made durable before `open` returns.
-/// - `sensor`: `read` on the root handle returns one reading as a UTF-8 line
-///   `<name> <value> <unit>\n` (e.g. `temperature 21.5 C`).
-/// - `telemetry`: `write` one message (a JSON document) per call.
-/// - `tpm`: `write` one TPM 2.0 command, then `read` its response.
-/// - `net`: `open_raw("tcp/HOST:PORT", ReadWrite)` returns a connected TCP socket if
-///   `HOST:PORT` is in the route's `allow` list; anything else is refused with `EACCES`.
-/// - `status` (served by init): `read` on the root handle returns one line per component,
-///   `name state restarts`.
-pub mod interfaces {}
+/// The interfaces served by the drivers in this repository and what a path or a read/write
+/// means on each are part of the device contract: [`testudo_plan::interfaces`].
+pub use testudo_plan::interfaces;

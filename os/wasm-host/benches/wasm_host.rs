@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use testudo_config::plan::RestartPolicy;
+use testudo_plan::plan::RestartPolicy;
 use testudo_wasm_host::grants::{SensorGrant, TelemetryGrant};
 use testudo_wasm_host::supervise::Supervisor;
 use testudo_wasm_host::{
@@ -263,11 +263,11 @@ fn scheme_sensor() -> (
 /// A plan with one component, the hello app, as `testudo-init` would hand it over.
 fn write_hello_plan(dir: &Path, hello: &Path) -> PathBuf {
     let plan = serde_json::json!({
-        "format": 1, "name": "bench", "version": "1.0.0", "compatible": "bench",
+        "format": testudo_plan::PLAN_FORMAT_VERSION, "name": "bench", "version": "1.0.0", "compatible": "bench",
         "board": { "name": "b", "arch": "x86_64", "memory_bytes": 1, "kernel": "k", "bootloader": "grub",
                    "console": "ttyS0", "partitions": { "esp_bytes": 1, "rootfs_bytes": 1, "data_bytes": 1 } },
         "components": { "hello": {
-            "kind": "wasm", "run": { "type": "wasm", "module": hello.display().to_string() },
+            "kind": "wasm", "role": "wasm_host", "run": { "type": "wasm", "module": hello.display().to_string() },
             "devices": { "nodes": [], "pci": [], "network": false }, "provides": {}, "uses": {},
             "limits": { "memory_bytes": 16777216, "cpu_percent": 10, "restart": "never", "max_tasks": 1, "cpu_time_ms": 100 },
             "after": [], "env": {}, "args": [] } },
@@ -357,11 +357,11 @@ fn idle_host_process(reader: &Path, linear_kib: u64) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("device")).unwrap();
     let plan = serde_json::json!({
-        "format": 1, "name": "bench", "version": "1.0.0", "compatible": "bench",
+        "format": testudo_plan::PLAN_FORMAT_VERSION, "name": "bench", "version": "1.0.0", "compatible": "bench",
         "board": { "name": "b", "arch": "x86_64", "memory_bytes": 1, "kernel": "k", "bootloader": "grub",
                    "console": "ttyS0", "partitions": { "esp_bytes": 1, "rootfs_bytes": 1, "data_bytes": 1 } },
         "components": { "reader": {
-            "kind": "wasm", "run": { "type": "wasm", "module": reader.display().to_string() },
+            "kind": "wasm", "role": "wasm_host", "run": { "type": "wasm", "module": reader.display().to_string() },
             "devices": { "nodes": [], "pci": [], "network": false },
             "provides": { "readings": { "interface": "telemetry" } },
             "uses": { "sensor": { "component": "sensor", "capability": "sensor", "interface": "sensor", "rights": "read", "allow": [] } },

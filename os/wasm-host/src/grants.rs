@@ -15,9 +15,10 @@
 //! Any other interface grants nothing to a WASM app.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use testudo_config::plan::{ComponentKind, Plan, Rights, Run};
+use testudo_plan::interfaces;
+use testudo_plan::plan::{ComponentKind, Plan, Rights, Run};
 
 use crate::error::HostError;
 
@@ -96,7 +97,7 @@ pub struct PlannedApp {
     /// What it may use.
     pub grants: Grants,
     /// Its limits, as the plan states them.
-    pub limits: testudo_config::plan::Limits,
+    pub limits: testudo_plan::plan::Limits,
     /// The `telemetry` capabilities it provides (served by the host, [`crate::provided`]).
     pub provided_telemetry: Vec<String>,
     /// The provided capability its `telemetry.publish` goes to (no write route says
@@ -132,8 +133,8 @@ impl PlannedApp {
         };
         for (local, route) in &component.uses {
             match route.interface.as_str() {
-                "storage" => grants.dirs.push(DirGrant {
-                    host: storage_dir(
+                interfaces::STORAGE => grants.dirs.push(DirGrant {
+                    host: testudo_plan::layout::storage_route_dir(
                         &paths.storage_root,
                         &route.component,
                         &route.capability,
@@ -142,14 +143,14 @@ impl PlannedApp {
                     guest: format!("/{local}"),
                     read_only: !route.rights.can_write(),
                 }),
-                "net" => grants.net.extend(route.allow.iter().cloned()),
-                "sensor" => {
+                interfaces::NET => grants.net.extend(route.allow.iter().cloned()),
+                interfaces::SENSOR => {
                     grants.sensor = Some(SensorGrant {
                         route: local.clone(),
                         channels: route.allow.iter().cloned().collect(),
                     })
                 }
-                "telemetry" => {
+                interfaces::TELEMETRY => {
                     let telemetry = grants.telemetry.get_or_insert_with(TelemetryGrant::default);
                     if route.rights.can_write() && telemetry.publish.is_none() {
                         telemetry.publish = Some(local.clone());
@@ -158,7 +159,7 @@ impl PlannedApp {
                         telemetry.receive = Some(local.clone());
                     }
                 }
-                "log" => grants.stdio = route.rights != Rights::Read,
+                interfaces::LOG => grants.stdio = route.rights != Rights::Read,
                 _ => {}
             }
         }
@@ -167,7 +168,7 @@ impl PlannedApp {
         let mut provided_telemetry = Vec::new();
         let mut publishes_into_provided = None;
         for (capability, provided) in &component.provides {
-            if provided.interface == "telemetry" {
+            if provided.interface == interfaces::TELEMETRY {
                 provided_telemetry.push(capability.clone());
                 let telemetry = grants.telemetry.get_or_insert_with(TelemetryGrant::default);
                 if telemetry.publish.is_none() {
@@ -185,11 +186,6 @@ impl PlannedApp {
             publishes_into_provided,
         })
     }
-}
-
-/// The per-consumer directory a storage provider gives `consumer` for `capability`.
-pub fn storage_dir(root: &Path, provider: &str, capability: &str, consumer: &str) -> PathBuf {
-    root.join(provider).join(capability).join(consumer)
 }
 
 /// Parses a `--dir HOST:GUEST[:ro]` grant.

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use testudo_config::plan::{Limits, RestartPolicy};
+use testudo_plan::plan::{Limits, RestartPolicy};
 
 /// Limits applied to one app.
 #[derive(Debug, Clone, PartialEq, Eq)]

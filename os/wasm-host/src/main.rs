@@ -21,7 +21,7 @@ use testudo_wasm_host::{
 
 #[derive(Debug, Parser)]
 #[command(
-    name = "testudo-wasm-host",
+    name = testudo_plan::layout::rootfs::WASM_HOST_BINARY,
     about = "Runs one WASM app of a testudo plan"
 )]
 struct Args {
@@ -37,10 +37,10 @@ struct Args {
     #[arg(long, default_value = ".")]
     app_root: PathBuf,
     /// Root of storage providers' per-consumer directories.
-    #[arg(long, default_value = "/data")]
+    #[arg(long, default_value = testudo_plan::layout::wasm_sandbox::DATA)]
     storage_root: PathBuf,
     /// The .cwasm cache directory.
-    #[arg(long, default_value = "/var/cache/testudo/wasm")]
+    #[arg(long, default_value = testudo_plan::layout::wasm_sandbox::CACHE)]
     cache: PathBuf,
     /// Local device backend directory (sensors/<channel>, telemetry.jsonl).
     #[arg(long)]
@@ -125,8 +125,8 @@ fn run(args: Args) -> Result<u8, HostError> {
         path: plan_path.clone(),
         source: source.into(),
     })?;
-    let plan: testudo_config::plan::Plan =
-        serde_json::from_slice(&plan_bytes).map_err(|source| HostError::ReadPlan {
+    let plan =
+        testudo_plan::Plan::from_bytes(&plan_bytes).map_err(|source| HostError::ReadPlan {
             path: plan_path.clone(),
             source: source.into(),
         })?;
@@ -213,7 +213,7 @@ fn run(args: Args) -> Result<u8, HostError> {
 /// Scheme handles when `testudo-init` passed them (`TESTUDO_HANDLES`), otherwise the local
 /// backend (`--device-dir`, or nothing at all).
 fn device_backend(
-    plan: &testudo_config::plan::Plan,
+    plan: &testudo_plan::plan::Plan,
     component: &str,
     device_dir: Option<PathBuf>,
 ) -> Result<(Arc<dyn DeviceBackend>, OutputSink, OutputSink), HostError> {
@@ -225,13 +225,13 @@ fn device_backend(
         let net_routes = uses
             .into_iter()
             .flatten()
-            .filter(|(_, route)| route.interface == "net")
+            .filter(|(_, route)| route.interface == testudo_plan::interfaces::NET)
             .map(|(name, _)| name.clone())
             .collect();
         let log_route = uses
             .into_iter()
             .flatten()
-            .find(|(_, route)| route.interface == "log")
+            .find(|(_, route)| route.interface == testudo_plan::interfaces::LOG)
             .map(|(name, _)| name.clone());
         let (stdout, stderr) = match log_route.and_then(|name| handles.remove(&name)) {
             Some(log) => {

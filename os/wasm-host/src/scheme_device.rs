@@ -113,7 +113,10 @@ impl DeviceBackend for SchemeDevice {
             let Some(handle) = handles.get(route) else {
                 continue;
             };
-            if let Ok(fd) = handle.open_raw(&format!("tcp/{destination}"), Rights::ReadWrite) {
+            if let Ok(fd) = handle.open_raw(
+                &testudo_plan::interfaces::net_tcp_path(destination),
+                Rights::ReadWrite,
+            ) {
                 let mut stream = TcpStream::from(fd);
                 return stream
                     .write_all(data)

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use testudo_config::plan::RestartPolicy;
+use testudo_plan::plan::RestartPolicy;
 
 use crate::error::HostError;
 use crate::limits::LimitExceeded;

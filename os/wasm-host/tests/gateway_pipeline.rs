@@ -90,8 +90,9 @@ fn readings_flow_from_the_reader_through_the_forwarder() {
 #[test]
 fn under_init_the_forwarder_receives_what_the_reader_provides() {
     use common::sandboxed::{bin_dir, plan, route, wasm_component};
-    use testudo_config::plan::{ComponentKind, Provided, RestartPolicy, Rights, Run};
     use testudo_init::{EventKind, InitOptions, RunningSystem};
+    use testudo_plan::plan::{ComponentKind, Provided, RestartPolicy, Rights, Run};
+    use testudo_plan::SandboxRole;
 
     for binary in ["testudo-sensor", "testudo-storage"] {
         assert!(
@@ -102,10 +103,10 @@ fn under_init_the_forwarder_receives_what_the_reader_provides() {
     }
     let driver = |binary: &str, capability: &str| {
         let mut component = wasm_component("unused");
-        component.kind = if capability == "storage" {
-            ComponentKind::Service
+        (component.kind, component.role) = if capability == "storage" {
+            (ComponentKind::Service, SandboxRole::StorageDriver)
         } else {
-            ComponentKind::Driver
+            (ComponentKind::Driver, SandboxRole::Driver)
         };
         component.run = Run::Binary {
             name: binary.into(),

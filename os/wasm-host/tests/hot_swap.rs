@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use testudo_config::plan::RestartPolicy;
+use testudo_plan::plan::RestartPolicy;
 use testudo_wasm_host::grants::{SensorGrant, TelemetryGrant};
 use testudo_wasm_host::supervise::{Supervisor, SwapResult};
 use testudo_wasm_host::{

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
-use testudo_config::plan::Plan;
+use testudo_plan::plan::Plan;
 
 fn limits(restart: &str) -> serde_json::Value {
     json!({ "memory_bytes": 33554432, "cpu_percent": 20, "restart": restart, "max_tasks": 1, "cpu_time_ms": 100 })
@@ -24,6 +24,7 @@ fn component(
 ) -> serde_json::Value {
     json!({
         "kind": "wasm",
+        "role": "wasm_host",
         "run": { "type": "wasm", "module": module },
         "devices": { "nodes": [], "pci": [], "network": false },
         "provides": provides,
@@ -40,7 +41,7 @@ fn component(
 fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
     let route = |component: &str, capability: &str, interface: &str, rights: &str| json!({ "component": component, "capability": capability, "interface": interface, "rights": rights, "allow": [] });
     let plan = json!({
-        "format": 1,
+        "format": testudo_plan::PLAN_FORMAT_VERSION,
         "name": "gateway",
         "version": "1.0.0",
         "compatible": "testudo-test",
@@ -65,8 +66,8 @@ fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
         "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
         "cloud": { "hub": "hub.invalid", "device_id": "d", "identity": "sas", "dps_scope": null }
     });
-    // The plan must be a valid plan for the config crate too.
-    let _: Plan = serde_json::from_value(plan.clone()).unwrap();
+    // The plan must be a valid plan of this format.
+    Plan::from_bytes(&serde_json::to_vec(&plan).unwrap()).unwrap();
     let path = dir.join("plan.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();
     path
@@ -156,4 +157,24 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn a_plan_of_another_format_is_refused_before_anything_runs() {
+    let work = tempfile::tempdir().unwrap();
+    let plan = work.path().join("plan.json");
+    std::fs::write(&plan, br#"{"format": 1, "name": "old", "components": {}}"#).unwrap();
+    let output = host(&plan, "sensor-reader", work.path());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        output.status.code(),
+        Some(i32::from(testudo_wasm_host::EXIT_SETUP_FAILED)),
+        "{stderr}"
+    );
+    let expected = format!(
+        "plan format 1, this build reads format {}",
+        testudo_plan::PLAN_FORMAT_VERSION
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(!work.path().join("cache").exists(), "nothing was prepared");
 }

@@ -23,7 +23,7 @@ fn host_binary() -> &'static str {
 /// stdout reaches the host's (a `log` route).
 fn write_plan(dir: &Path) -> PathBuf {
     let plan = json!({
-        "format": 1, "name": "sidecar", "version": "1.0.0", "compatible": "testudo-test",
+        "format": testudo_plan::PLAN_FORMAT_VERSION, "name": "sidecar", "version": "1.0.0", "compatible": "testudo-test",
         "board": {
             "name": "qemu-x86_64", "arch": "x86_64", "memory_bytes": 536870912, "kernel": "k",
             "bootloader": "grub", "console": "ttyS0",
@@ -32,6 +32,7 @@ fn write_plan(dir: &Path) -> PathBuf {
         "components": {
             "hello": {
                 "kind": "wasm",
+                "role": "wasm_host",
                 "run": { "type": "wasm", "module": "apps/hello.wasm" },
                 "devices": { "nodes": [], "pci": [], "network": false },
                 "provides": {},

@@ -11,7 +11,7 @@
 mod common;
 
 use common::sandboxed::{plan, route, wasm_component, Device, Ended, SandboxedRun};
-use testudo_config::plan::Rights;
+use testudo_plan::plan::Rights;
 
 fn assert_exit(run: &SandboxedRun, code: i32) {
     assert_eq!(
@@ -146,7 +146,10 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     assert_exit(&run, 0);
     assert_eq!(
         run.stderr,
-        "testudo-wasm-host: app precompiled: code precompiled /app/apps/precompiled.cwasm\n",
+        format!(
+            "testudo-wasm-host: app precompiled: code precompiled {}/apps/precompiled.cwasm\n",
+            testudo_plan::layout::wasm_sandbox::APPS
+        ),
         "sidecar not used"
     );
     assert_eq!(

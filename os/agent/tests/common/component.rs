@@ -14,12 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use testudo_config::plan::*;
 use testudo_drivers::net::NetProvider;
 use testudo_drivers::storage::StorageProvider;
 use testudo_drivers::tpm::TpmProvider;
 use testudo_init::launch::{spec_for, LaunchContext, LaunchFds};
 use testudo_init::InitOptions;
+use testudo_plan::plan::*;
 use testudo_scheme::{
     handle_pair, send_grant, Errno, Grant, Handle, NodeKind, Opened, SchemeProvider, Server,
 };
@@ -135,9 +135,13 @@ impl Rig {
 
     fn plan(&self) -> Plan {
         let mut env = BTreeMap::new();
-        env.insert("TESTUDO_CLOUD_PORT".to_owned(), self.port.to_string());
+        env.insert(
+            testudo_plan::env::CLOUD_PORT.to_owned(),
+            self.port.to_string(),
+        );
         let agent = PlanComponent {
             kind: ComponentKind::Service,
+            role: testudo_plan::SandboxRole::Agent,
             run: Run::Binary {
                 name: "testudo-agent".into(),
             },
@@ -244,7 +248,7 @@ impl Rig {
             },
         )
         .unwrap();
-        assert_eq!(spec.role, "agent");
+        assert_eq!(spec.role, testudo_plan::SandboxRole::Agent);
         assert!(!spec.network, "the agent must not own the network");
         let prepared = testudo_sandbox::prepare(spec).unwrap();
         let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).unwrap();

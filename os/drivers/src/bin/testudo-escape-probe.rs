@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     let arg = args.get(1).cloned().unwrap_or_default();
     let mut handles = granted_handles().unwrap_or_default();
     let reporter = Reporter {
-        log: handles.take("log").ok(),
+        log: handles.take(testudo_plan::interfaces::LOG).ok(),
     };
     let report = |denied: bool, detail: String| {
         let verdict = if denied { "denied" } else { "ESCAPED" };
@@ -74,8 +74,11 @@ fn main() -> ExitCode {
             Ok(_) => report(false, format!("opened {arg}")),
             Err(error) => report(true, format!("open {arg}: {error}")),
         },
-        "connect-via-net" => match handles.take("net") {
-            Ok(net) => match net.open_raw(&format!("tcp/{arg}"), Rights::ReadWrite) {
+        "connect-via-net" => match handles.take(testudo_plan::interfaces::NET) {
+            Ok(net) => match net.open_raw(
+                &testudo_plan::interfaces::net_tcp_path(&arg),
+                Rights::ReadWrite,
+            ) {
                 Ok(_) => report(false, format!("connected to {arg}")),
                 Err(error) => report(true, format!("net refused {arg}: {error}")),
             },
@@ -124,7 +127,7 @@ fn main() -> ExitCode {
         "tpm-getrandom" => {
             // TPM2_GetRandom(8): tag NO_SESSIONS, size 12, code 0x17b, bytesRequested 8.
             let command = [0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x7b, 0, 8];
-            let outcome = handles.take("tpm").and_then(|tpm| {
+            let outcome = handles.take(testudo_plan::interfaces::TPM).and_then(|tpm| {
                 tpm.write(&command)?;
                 let mut response = [0u8; 64];
                 let n = tpm.read(&mut response)?;

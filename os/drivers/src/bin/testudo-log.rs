@@ -1,4 +1,7 @@
 //! `testudo-log`: the `log` scheme daemon (see [`testudo_drivers::log`]).
 fn main() -> std::process::ExitCode {
-    testudo_drivers::daemon::main("log", Ok(testudo_drivers::log::LogProvider))
+    testudo_drivers::daemon::main(
+        testudo_plan::interfaces::LOG,
+        Ok(testudo_drivers::log::LogProvider),
+    )
 }

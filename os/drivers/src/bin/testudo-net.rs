@@ -1,4 +1,7 @@
 //! `testudo-net`: the `net` egress-policy daemon (see [`testudo_drivers::net`]).
 fn main() -> std::process::ExitCode {
-    testudo_drivers::daemon::main("net", Ok(testudo_drivers::net::NetProvider))
+    testudo_drivers::daemon::main(
+        testudo_plan::interfaces::NET,
+        Ok(testudo_drivers::net::NetProvider),
+    )
 }

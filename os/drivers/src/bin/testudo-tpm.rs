@@ -5,5 +5,5 @@ fn main() -> std::process::ExitCode {
         .nth(1)
         .unwrap_or_else(|| "/dev/tpm0".into());
     let provider = testudo_drivers::tpm::TpmProvider::open(std::path::Path::new(&device));
-    testudo_drivers::daemon::main("tpm", provider)
+    testudo_drivers::daemon::main(testudo_plan::interfaces::TPM, provider)
 }

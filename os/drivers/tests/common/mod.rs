@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use testudo_config::plan::*;
 use testudo_init::{Backoff, Event, EventKind, InitOptions, RunningSystem};
+use testudo_plan::plan::*;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 
@@ -33,6 +33,7 @@ pub struct ComponentBuilder(pub PlanComponent);
 pub fn component(kind: ComponentKind, binary: &str) -> ComponentBuilder {
     ComponentBuilder(PlanComponent {
         kind,
+        role: SandboxRole::default_for(kind, false),
         run: Run::Binary {
             name: binary.into(),
         },
@@ -76,6 +77,11 @@ impl ComponentBuilder {
     }
     pub fn network(mut self) -> Self {
         self.0.devices.network = true;
+        self.0.role = SandboxRole::NetDriver;
+        self
+    }
+    pub fn role(mut self, role: SandboxRole) -> Self {
+        self.0.role = role;
         self
     }
     pub fn memory(mut self, bytes: u64) -> Self {

@@ -7,9 +7,9 @@ use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use testudo_config::plan::*;
 use testudo_init::launch::{binary_for, spec_for, LaunchContext, LaunchFds};
 use testudo_init::InitOptions;
+use testudo_plan::plan::*;
 
 /// How the sandboxed host ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +114,7 @@ pub fn bin_dir() -> PathBuf {
 pub fn wasm_component(module: &str) -> PlanComponent {
     PlanComponent {
         kind: ComponentKind::Wasm,
+        role: testudo_plan::SandboxRole::WasmHost,
         run: Run::Wasm {
             module: module.into(),
         },

@@ -6,7 +6,8 @@
 //! and never re-evaluate Nickel.
 //!
 //! Bytes and identity: [`Plan::to_canonical_json`] gives the canonical text `testudo plan`
-//! writes; [`Plan::content_hash`] is its sha256; [`Plan::read`] reads a plan file back.
+//! writes; [`Plan::content_hash`] is its sha256; [`Plan::from_bytes`] and [`Plan::read`]
+//! read a plan back, refusing another format version before anything else.
 //! [`AppSlot::admits`] is the one check of a deployment against a slot's maximum.
 
 use std::collections::BTreeMap;
@@ -15,10 +16,14 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::error::ConfigError;
+use crate::error::PlanError;
+pub use crate::roles::SandboxRole;
 
 /// Version of the plan format. Bump on any incompatible change.
-pub const PLAN_FORMAT_VERSION: u32 = 1;
+///
+/// - 1: the first format.
+/// - 2: `components.<name>.role` (the component's sandbox role) is required.
+pub const PLAN_FORMAT_VERSION: u32 = 2;
 
 /// A validated system, ready to be built and run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +123,8 @@ pub enum ComponentKind {
 pub struct PlanComponent {
     /// Driver, service or WASM app.
     pub kind: ComponentKind,
+    /// The sandbox role: which seccomp allowlist the component runs under.
+    pub role: SandboxRole,
     /// What the component runs.
     pub run: Run,
     /// Device resources owned by this component (drivers only; empty otherwise).
@@ -294,10 +301,13 @@ impl AppSlot {
     /// Checks that `uses` (what a deployment asks for) stays within this slot's `max_uses`:
     /// every local name exists in the maximum with the same target and interface, rights
     /// within the maximum's rights and `allow` entries among the maximum's entries.
-    /// Returns every violation as (local name, reason). The cloud agent calls this before
-    /// deploying an app; `testudo check` calls it on the slot's initial app.
-    pub fn admits(&self, uses: &BTreeMap<String, Route>) -> Result<(), Vec<(String, String)>> {
-        let violations: Vec<(String, String)> = uses
+    /// Returns every violation with its local name. The component that deploys apps calls
+    /// this before running one; `testudo check` calls it on the slot's initial app.
+    pub fn admits(
+        &self,
+        uses: &BTreeMap<String, Route>,
+    ) -> Result<(), Vec<(String, RouteBeyondSlot)>> {
+        let violations: Vec<(String, RouteBeyondSlot)> = uses
             .iter()
             .filter_map(|(local, route)| {
                 route_within(local, route, &self.max_uses)
@@ -313,42 +323,85 @@ impl AppSlot {
     }
 }
 
+/// Why a route is beyond an app slot's maximum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteBeyondSlot {
+    /// The local name is not in the slot's `max_uses`.
+    #[error("`{local}` is not among the slot's max_uses ({})", allowed.join(", "))]
+    UnknownName {
+        /// The local name asked for.
+        local: String,
+        /// The local names the slot allows.
+        allowed: Vec<String>,
+    },
+    /// The route targets another provider capability than the maximum's.
+    #[error("routes to `{target}` but the slot allows only `{allowed}`")]
+    Target {
+        /// `component.capability` asked for.
+        target: String,
+        /// `component.capability` the slot allows.
+        allowed: String,
+    },
+    /// The route's interface differs from the maximum's.
+    #[error("interface `{found}` but the slot allows `{allowed}`")]
+    Interface {
+        /// The interface asked for.
+        found: String,
+        /// The interface the slot allows.
+        allowed: String,
+    },
+    /// The route's rights exceed the maximum's.
+    #[error("rights {found} exceed the slot's maximum {max}")]
+    Rights {
+        /// The rights asked for.
+        found: Rights,
+        /// The most the slot allows.
+        max: Rights,
+    },
+    /// An `allow` entry is not among the maximum's.
+    #[error("allow entry `{entry}` is not in the slot's maximum")]
+    Allow {
+        /// The entry asked for.
+        entry: String,
+    },
+}
+
 /// Checks one route against a slot maximum; `Err` says why it is beyond it.
 pub fn route_within(
     local: &str,
     route: &Route,
     max_uses: &BTreeMap<String, Route>,
-) -> Result<(), String> {
+) -> Result<(), RouteBeyondSlot> {
     let Some(max) = max_uses.get(local) else {
-        return Err(format!(
-            "`{local}` is not among the slot's max_uses ({})",
-            max_uses.keys().cloned().collect::<Vec<_>>().join(", ")
-        ));
+        return Err(RouteBeyondSlot::UnknownName {
+            local: local.to_owned(),
+            allowed: max_uses.keys().cloned().collect(),
+        });
     };
     if (route.component.as_str(), route.capability.as_str())
         != (max.component.as_str(), max.capability.as_str())
     {
-        return Err(format!(
-            "routes to `{}.{}` but the slot allows only `{}.{}`",
-            route.component, route.capability, max.component, max.capability
-        ));
+        return Err(RouteBeyondSlot::Target {
+            target: format!("{}.{}", route.component, route.capability),
+            allowed: format!("{}.{}", max.component, max.capability),
+        });
     }
     if route.interface != max.interface {
-        return Err(format!(
-            "interface `{}` but the slot allows `{}`",
-            route.interface, max.interface
-        ));
+        return Err(RouteBeyondSlot::Interface {
+            found: route.interface.clone(),
+            allowed: max.interface.clone(),
+        });
     }
     if !route.rights.within(max.rights) {
-        return Err(format!(
-            "rights {} exceed the slot's maximum {}",
-            route.rights, max.rights
-        ));
+        return Err(RouteBeyondSlot::Rights {
+            found: route.rights,
+            max: max.rights,
+        });
     }
     if let Some(extra) = route.allow.iter().find(|a| !max.allow.contains(a)) {
-        return Err(format!(
-            "allow entry `{extra}` is not in the slot's maximum"
-        ));
+        return Err(RouteBeyondSlot::Allow {
+            entry: extra.clone(),
+        });
     }
     Ok(())
 }
@@ -432,30 +485,40 @@ impl Plan {
         }
     }
 
-    /// Parses a plan from its JSON text (canonical or not). [`Plan::read`] also checks the
-    /// format version.
-    pub fn from_json(json: &str) -> Result<Plan, serde_json::Error> {
-        serde_json::from_str(json)
-    }
-
-    /// Reads a plan file written by `testudo plan`, refusing an unknown format version.
-    pub fn read(path: &Path) -> Result<Plan, ConfigError> {
-        let json = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadPlan {
-            path: path.to_owned(),
-            source,
-        })?;
-        let plan = Plan::from_json(&json).map_err(|source| ConfigError::ParsePlan {
-            path: path.to_owned(),
-            source,
-        })?;
-        if plan.format != PLAN_FORMAT_VERSION {
-            return Err(ConfigError::PlanFormat {
-                path: path.to_owned(),
-                found: plan.format,
+    /// Parses a plan from its JSON bytes (canonical or not). The format version is checked
+    /// first, so a plan of another format is refused as such ([`PlanError::Format`]) rather
+    /// than as a mismatch of some field.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Plan, PlanError> {
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|source| PlanError::NotAPlan {
+                source: Some(source),
+            })?;
+        let found = value
+            .get("format")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or(PlanError::NotAPlan { source: None })?;
+        if found != u64::from(PLAN_FORMAT_VERSION) {
+            return Err(PlanError::Format {
+                found,
                 expected: PLAN_FORMAT_VERSION,
             });
         }
-        Ok(plan)
+        serde_json::from_value(value).map_err(|source| PlanError::Shape {
+            format: PLAN_FORMAT_VERSION,
+            source,
+        })
+    }
+
+    /// Reads a plan file written by `testudo plan` ([`Plan::from_bytes`] of its contents).
+    pub fn read(path: &Path) -> Result<Plan, PlanError> {
+        let bytes = std::fs::read(path).map_err(|source| PlanError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Plan::from_bytes(&bytes).map_err(|source| PlanError::File {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
     }
 
     /// The canonical JSON text of the plan: object keys sorted, two-space indentation, no

@@ -1,0 +1,56 @@
+//! The interface names of the capabilities testudo's own components provide, and what a
+//! handle of each means. A route's `interface` must equal its provider's (checked by
+//! `testudo check`); components and the WASM host match routes by these names. Each name is
+//! written here once; no other crate spells one as a literal (`cargo xtask test` checks it).
+//!
+//! Conventions (stable; the WASM host maps its host functions onto them):
+//!
+//! - [`LOG`]: `write` one or more UTF-8 lines; the provider prefixes them with the consumer's
+//!   name. `read` is refused.
+//! - [`STORAGE`]: the root handle is the consumer's own directory. `open("name", rights)`
+//!   opens (write rights: creates) a file; names are a single path component, no `/`, `.`
+//!   or `..`. `read`/`write` move sequentially from offset 0; `open("name?truncate",
+//!   Write|ReadWrite)` truncates first. `fstat` gives the size. `fsync` on a file makes its
+//!   data durable (`fdatasync`), on the root handle the directory's entries (`fsync` of the
+//!   directory); a file the driver creates has its directory entry made durable before
+//!   `open` returns.
+//! - [`SENSOR`]: `read` on the root handle returns one reading as a UTF-8 line
+//!   `<name> <value> <unit>\n` (e.g. `temperature 21.5 C`).
+//! - [`TELEMETRY`]: `write` one message (a JSON document) per call.
+//! - [`IDENTITY`]: `read` returns the device's cloud identity, one JSON object and a newline.
+//! - [`TPM`]: `write` one TPM 2.0 command, then `read` its response.
+//! - [`NET`]: `open_raw("tcp/HOST:PORT", ReadWrite)` returns a connected TCP socket if
+//!   `HOST:PORT` is in the route's `allow` list; anything else is refused with `EACCES`.
+//! - [`STATUS`] (served by init): `read` on the root handle returns one line per component,
+//!   `name state restarts`.
+//!
+//! Components that expect a route of one of these interfaces look it up under the
+//! interface's name as the local name (the agent's `uses.tpm`, `uses.net`, ...).
+
+/// Log lines.
+pub const LOG: &str = "log";
+/// A private directory of files on the data partition.
+pub const STORAGE: &str = "storage";
+/// TPM 2.0 commands.
+pub const TPM: &str = "tpm";
+/// Outbound TCP connections to allowed destinations.
+pub const NET: &str = "net";
+/// Sensor readings.
+pub const SENSOR: &str = "sensor";
+/// Messages for the cloud (or for another app that consumes them).
+pub const TELEMETRY: &str = "telemetry";
+/// The device's cloud identity.
+pub const IDENTITY: &str = "identity";
+/// Init's view of every component's state.
+pub const STATUS: &str = "status";
+
+/// The path a `net` handle opens for a TCP connection to `destination` (`HOST:PORT`).
+pub fn net_tcp_path(destination: &str) -> String {
+    format!("{NET_TCP_PREFIX}{destination}")
+}
+
+/// The prefix of [`net_tcp_path`]; the `net` provider strips it.
+pub const NET_TCP_PREFIX: &str = "tcp/";
+
+/// Every interface of this contract.
+pub const ALL: &[&str] = &[LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS];
