@@ -4,7 +4,7 @@
 //! Run: `cargo bench -p testudo-config --bench check`. Figures: `docs/benchmarks.md`.
 //! `TESTUDO_BENCH_KEEP_CONFIG=/tmp/generated.ncl` also keeps the generated config (it imports
 //! the schema by absolute path, so it works from anywhere on this machine).
-//! Goals from issue 2 (the anchor): gateway < 0.3 s, generated < 3 s.
+//! Goals (the anchor): gateway < 0.3 s, generated < 3 s.
 
 use std::fmt::Write as _;
 use std::hint::black_box;

@@ -3,7 +3,7 @@
 //! each agent echoes it into its reported properties. Measured: time from the first desired
 //! update until the hub has acknowledged all 1,000 echoes, connection ramp-up time, and memory
 //! per connection on both sides (RSS delta / connections). Anchors in the same run: the
-//! issue's 10 s goal, and a single device's desired->reported round trip.
+//! 10 s goal, and a single device's desired->reported round trip.
 //!
 //! Run: `cargo bench -p testudo-agent --bench fleet` (`FLEET_DEVICES=n` to change the size).
 //! Needs about 2 x n file descriptors.

@@ -1,4 +1,4 @@
-//! Issue 4 benchmarks that need the real binaries, in one run:
+//! OS runtime benchmarks that need the real binaries, in one run:
 //!
 //! 1. Time from starting the supervisor on the gateway example's plan to the `ready` event
 //!    (every native component up in its sandbox), median of 20 runs, next to the anchor:

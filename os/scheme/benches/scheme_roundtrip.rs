@@ -1,4 +1,4 @@
-//! Scheme round trip vs a plain Unix-socket exchange, in one run (issue 4 benchmark).
+//! Scheme round trip vs a plain Unix-socket exchange, in one run (OS runtime benchmark).
 //!
 //! Each side has a server thread on a `SOCK_SEQPACKET` socketpair (the scheme's transport).
 //! Anchors (no scheme header, no dispatch, no rights check):

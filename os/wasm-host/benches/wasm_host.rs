@@ -1,4 +1,4 @@
-//! Benchmarks for issue 5, in one run with their anchors:
+//! WASM host benchmarks, in one run with their anchors:
 //! - `instantiate/*`: app instantiation from a cached `.cwasm` (WASI context, limits, device
 //!   interfaces, instance), on-demand and pooling allocators; anchor: wasmtime's published
 //!   5 us and the PyPI `wasmtime` package instantiating the same module.
