@@ -45,10 +45,10 @@ pub const DISK_IMG: &str = "disk.img";
 pub const BUNDLE: &str = "update.raucb";
 /// The signed manifest.
 pub const MANIFEST: &str = "manifest.json";
-/// The init every image starts.
-pub const INIT_BINARY: &str = "testudo-init";
+/// The init every image starts (named by the device contract).
+pub const INIT_BINARY: &str = testudo_plan::layout::rootfs::INIT_BINARY;
 /// The WASM host binary, included when the plan has WASM components or app slots.
-pub const WASM_HOST_BINARY: &str = "testudo-wasm-host";
+pub const WASM_HOST_BINARY: &str = testudo_plan::layout::rootfs::WASM_HOST_BINARY;
 
 /// Build-host files the builder reads besides the plan's own inputs.
 #[derive(Debug, Clone)]

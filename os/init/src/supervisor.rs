@@ -879,7 +879,7 @@ impl RunningSystem {
         let (stop_read, stop_write) = std::io::pipe().map_err(kernel("creating the stop pipe"))?;
         let stop_read = OwnedFd::from(stop_read);
         let thread = std::thread::Builder::new()
-            .name("testudo-init".into())
+            .name("supervisor".into())
             .spawn(move || supervisor.run(stop_read.as_fd()))
             .map_err(kernel("starting the supervisor thread"))?;
         Ok(RunningSystem {
