@@ -58,6 +58,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("qemu-system-x86", "/usr/bin/qemu-system-x86_64"),
     // Images: checking that no QEMU is left behind (tests).
     ("procps", "/usr/bin/pgrep"),
+    // Python test peers: a project-local virtual environment (Debian's python3 refuses
+    // `pip install` outside one, PEP 668).
+    ("python3-venv", "/usr/share/doc/python3-venv"),
     // Updater: interop peer in both directions (tests) and benchmark anchor.
     ("rauc", "/usr/bin/rauc"),
     // Updater: squashfs payloads (mksquashfs/unsquashfs), at run time too.
@@ -70,18 +73,23 @@ const PACKAGES: &[(&str, &str)] = &[
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
 ];
 
-/// (PyPI requirement, the module it provides) for Python-based test peers.
+/// (PyPI requirement, the module it provides) for Python-based test peers, installed into the
+/// project's virtual environment ([`util::python_venv`]).
 const PIP_PACKAGES: &[(&str, &str)] = &[
     // Microsoft's official IoT Hub SDKs: fidelity peers of the hub emulator (tests/hub).
-    ("azure-iot-device", "azure.iot.device"),
-    ("azure-iot-hub", "azure.iot.hub"),
-    ("wasmtime", "wasmtime"),
+    // Pinned to the versions the emulator's fidelity tests were checked against.
+    ("azure-iot-device==2.14.0", "azure.iot.device"),
+    ("azure-iot-hub==2.7.0", "azure.iot.hub"),
+    // azure-iot-hub imports `six` without declaring it.
+    ("six==1.17.0", "six"),
+    // Benchmark anchor of the WASM host.
+    ("wasmtime==50.0.1", "wasmtime"),
 ];
 
 /// Installs every missing system and Python package the project needs.
 pub fn ensure() -> anyhow::Result<()> {
     ensure_apt()?;
-    ensure_pip()
+    ensure_python_venv()
 }
 
 /// Installs every missing package in [`PACKAGES`].
@@ -111,16 +119,25 @@ fn ensure_apt() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Installs every missing Python package in [`PIP_PACKAGES`] for the `python3` on PATH.
-fn ensure_pip() -> anyhow::Result<()> {
+/// Creates the project's Python virtual environment (with the `python3` on PATH) unless a
+/// working one exists, and installs every missing package of [`PIP_PACKAGES`] into it. Tests
+/// and benchmarks run the environment's interpreter (`TESTUDO_PYTHON`, set by
+/// [`util::cargo`]), never the system's, so a stock Debian `python3` works.
+fn ensure_python_venv() -> anyhow::Result<()> {
+    let venv = util::python_venv();
+    let python = util::venv_python();
+    if !runs(Command::new(&python).args(["-c", "import sys"])) {
+        eprintln!("creating the Python test environment in {}", venv.display());
+        util::run(
+            Command::new("python3")
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        )?;
+    }
     let missing: Vec<&str> = PIP_PACKAGES
         .iter()
         .filter(|(_, module)| {
-            !Command::new("python3")
-                .args(["-c", &format!("import {module}")])
-                .status()
-                .map(|status| status.success())
-                .unwrap_or(false)
+            !runs(Command::new(&python).args(["-c", &format!("import {module}")]))
         })
         .map(|(requirement, _)| *requirement)
         .collect();
@@ -129,7 +146,7 @@ fn ensure_pip() -> anyhow::Result<()> {
     }
     eprintln!("installing Python packages: {}", missing.join(" "));
     util::run(
-        Command::new("python3")
+        Command::new(&python)
             .args([
                 "-m",
                 "pip",
@@ -139,6 +156,15 @@ fn ensure_pip() -> anyhow::Result<()> {
             ])
             .args(&missing),
     )
+}
+
+/// Whether `cmd` starts and exits successfully (its output discarded).
+fn runs(cmd: &mut Command) -> bool {
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map(|status| status.success())
+        .unwrap_or(false)
 }
 
 fn is_root() -> bool {

@@ -50,9 +50,23 @@ pub fn workspace_binary(name: &str) -> Command {
     Command::new(target_dir().join("debug").join(name))
 }
 
-/// `cargo` as invoked by the current cargo (respects `$CARGO`).
+/// The project's Python virtual environment for test peers and benchmark anchors: beside the
+/// build outputs, so a clean clone with a kept target dir reuses it.
+pub fn python_venv() -> PathBuf {
+    target_dir().join("python-venv")
+}
+
+/// The interpreter of [`python_venv`].
+pub fn venv_python() -> PathBuf {
+    python_venv().join("bin").join("python3")
+}
+
+/// `cargo` as invoked by the current cargo (respects `$CARGO`), with `TESTUDO_PYTHON` naming
+/// the project's Python environment for the tests and benchmarks it runs.
 pub fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()))
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cargo.env(testudo_testkit::python::PYTHON_ENV, venv_python());
+    cargo
 }
 
 fn describe(cmd: &Command) -> String {

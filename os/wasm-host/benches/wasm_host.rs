@@ -67,7 +67,7 @@ fn sensor_grants() -> Grants {
 
 fn python_anchor(hello: &Path) -> Option<serde_json::Value> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches");
-    let output = Command::new("python3")
+    let output = testudo_testkit::python::command()
         .arg(dir.join("pywasmtime_anchor.py"))
         .arg(hello)
         .arg(dir.join("hostcall.wat"))
@@ -76,7 +76,7 @@ fn python_anchor(hello: &Path) -> Option<serde_json::Value> {
         .ok()?;
     if !output.status.success() {
         eprintln!(
-            "PyPI wasmtime anchor failed (pip install wasmtime; cargo xtask deps): {}",
+            "PyPI wasmtime anchor failed (`cargo xtask deps` installs it into the project's Python environment): {}",
             String::from_utf8_lossy(&output.stderr)
         );
         return None;

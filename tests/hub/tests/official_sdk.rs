@@ -10,7 +10,6 @@ mod common;
 
 use std::fs::File;
 use std::path::Path;
-use std::process::Command;
 
 use testudo_hub::{Emulator, EmulatorConfig, RunningHub};
 
@@ -26,17 +25,11 @@ fn lock_8883() -> PortLock {
 }
 
 fn require_sdk() {
-    let probe = Command::new("python3")
-        .args(["-c", "import azure.iot.device, azure.iot.hub"])
-        .output();
-    match probe {
-        Err(error) => panic!("python3 is required for the official-SDK fidelity tests: {error}"),
-        Ok(output) if !output.status.success() => panic!(
-            "the official Azure IoT SDKs are missing: install PyPI azure-iot-device and azure-iot-hub \
-             (`cargo xtask deps` does): {}",
-            String::from_utf8_lossy(&output.stderr)
-        ),
-        Ok(_) => {}
+    if let Err(missing) = testudo_testkit::python::require_modules(
+        &["azure.iot.device", "azure.iot.hub"],
+        "azure-iot-device azure-iot-hub (Microsoft's official IoT Hub SDKs)",
+    ) {
+        panic!("{missing}");
     }
 }
 
@@ -52,11 +45,11 @@ fn run_script(script: &str, env: &[(&str, String)]) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fidelity")
         .join(script);
-    let output = Command::new("python3")
+    let output = testudo_testkit::python::command()
         .arg(&path)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
-        .expect("python3 runs");
+        .expect("the project's Python interpreter runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success() && stdout.contains(" passed, 0 failed"),
