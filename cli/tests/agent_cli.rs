@@ -4,10 +4,8 @@
 //! configuration with one clear line, never a panic.
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup step is a failed test
 
-#[path = "../../os/agent/tests/common/swtpm.rs"]
-mod swtpm;
-
 use std::process::Command;
+use testudo_testkit::swtpm;
 
 fn testudo(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_testudo"))

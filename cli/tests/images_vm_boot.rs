@@ -95,15 +95,11 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
     let apps = root.join("src/wasm-apps");
     std::fs::create_dir_all(&apps).unwrap();
     for app in ["sensor-reader", "forwarder"] {
-        let status = Command::new("clang-14")
-            .args(["--target=wasm32-wasi", "--sysroot=/usr", "-Os", "-Wl,--stack-first", "-Wl,--strip-all", "-I"])
-            .arg(repo.join("wasm-apps/include"))
-            .arg("-o")
-            .arg(apps.join(format!("{app}.wasm")))
-            .arg(repo.join(format!("wasm-apps/{app}.c")))
-            .status()
-            .unwrap_or_else(|e| panic!("clang-14 is needed (Debian clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32): {e}"));
-        assert!(status.success());
+        let source = repo.join(format!("wasm-apps/{app}.c"));
+        let output = apps.join(format!("{app}.wasm"));
+        if let Err(error) = testudo_testkit::wasm::compile_c_app(&source, &output, &[]) {
+            panic!("{error}");
+        }
     }
     let out = root.join("out");
     let data_home = root.join("data-home");

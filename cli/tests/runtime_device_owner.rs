@@ -7,12 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+use testudo_testkit::swtpm;
 
 mod runtime_common;
 use runtime_common::{repo_root, RunningTestudo};
-
-#[path = "../../os/agent/tests/common/swtpm.rs"]
-mod swtpm;
 
 const OWNER: (u32, u32) = (4242, 4343);
 

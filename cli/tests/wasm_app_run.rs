@@ -6,26 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Builds `wasm-apps/<source>.c` with clang-14 as `cargo xtask apps` does.
+/// Builds `wasm-apps/<source>.c` as `cargo xtask apps` does.
 fn build(source: &str) -> PathBuf {
-    let apps = Path::new(env!("CARGO_MANIFEST_DIR")).join("../wasm-apps");
     let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
         .join("wasm-app-run")
         .join(std::process::id().to_string());
-    std::fs::create_dir_all(&out).unwrap();
-    let output = out.join(format!("{}.wasm", source.replace('/', "_")));
-    if !output.exists() {
-        let status = Command::new("clang-14")
-            .args(["--target=wasm32-wasi", "--sysroot=/usr", "-Os", "-Wl,--stack-first", "-Wl,--strip-all", "-I"])
-            .arg(apps.join("include"))
-            .arg("-o")
-            .arg(&output)
-            .arg(apps.join(format!("{source}.c")))
-            .status()
-            .unwrap_or_else(|error| panic!("clang-14 is needed (Debian clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32): {error}"));
-        assert!(status.success());
-    }
-    output
+    testudo_testkit::wasm::build_app(source, &out, &[])
 }
 
 fn testudo(args: &[&str], cache: &Path) -> Output {

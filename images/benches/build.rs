@@ -39,22 +39,11 @@ fn compile_apps(repo: &Path, src: &Path) {
     let apps = src.join("wasm-apps");
     std::fs::create_dir_all(&apps).unwrap();
     for app in ["sensor-reader", "forwarder"] {
-        let status = Command::new("clang-14")
-            .args([
-                "--target=wasm32-wasi",
-                "--sysroot=/usr",
-                "-Os",
-                "-Wl,--stack-first",
-                "-Wl,--strip-all",
-                "-I",
-            ])
-            .arg(repo.join("wasm-apps/include"))
-            .arg("-o")
-            .arg(apps.join(format!("{app}.wasm")))
-            .arg(repo.join(format!("wasm-apps/{app}.c")))
-            .status()
-            .expect("clang-14 (Debian clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32)");
-        assert!(status.success());
+        let source = repo.join(format!("wasm-apps/{app}.c"));
+        let output = apps.join(format!("{app}.wasm"));
+        if let Err(error) = testudo_testkit::wasm::compile_c_app(&source, &output, &[]) {
+            panic!("{error}");
+        }
     }
 }
 

@@ -2,15 +2,18 @@
 //!
 //! - `cargo xtask demo`  — installs what is missing, then runs the main job on the embedded
 //!   example (see `demo.rs`).
-//! - `cargo xtask test`  — installs what is missing, then fmt, the device-contract check
-//!   (see `contract.rs`), clippy -D warnings, all tests.
+//! - `cargo xtask test`  — installs what is missing, then fmt, the device-contract and
+//!   codemap checks (see `contract.rs`, `codemap.rs`), clippy -D warnings, all tests.
 //! - `cargo xtask bench` — benchmarks, figures into `target/bench/` (see `docs/benchmarks.md`).
 //! - `cargo xtask deps`  — only install the system packages the project needs.
 //! - `cargo xtask contract` — only the device-contract check (see `contract.rs`).
+//! - `cargo xtask codemap` — only the check that ARCHITECTURE.md names every module file
+//!   (see `codemap.rs`).
 //! - `cargo xtask apps`  — build the WebAssembly apps in `wasm-apps/` (see `apps.rs`).
 
 mod apps;
 mod bench;
+mod codemap;
 mod contract;
 mod demo;
 mod deps;
@@ -31,9 +34,10 @@ fn main() -> ExitCode {
         "bench" => bench::run(rest),
         "deps" => deps::ensure(),
         "contract" => contract::check(),
+        "codemap" => codemap::check(),
         "apps" => apps::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench|deps|apps|contract> [args]");
+            eprintln!("usage: cargo xtask <demo|test|bench|deps|apps|contract|codemap> [args]");
             return if task == "help" {
                 ExitCode::SUCCESS
             } else {

@@ -6,6 +6,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     deps::ensure()?;
     util::run(util::cargo().args(["fmt", "--all", "--", "--check"]))?;
     crate::contract::check()?;
+    crate::codemap::check()?;
     util::run(util::cargo().args([
         "clippy",
         "--workspace",

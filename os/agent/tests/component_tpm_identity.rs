@@ -7,10 +7,9 @@
 mod component;
 #[path = "common/hub.rs"]
 mod hub;
-#[path = "common/swtpm.rs"]
-mod swtpm;
 
 use std::time::{Duration, Instant};
+use testudo_testkit::swtpm;
 
 use component::*;
 use testudo_agent::tpm::{import_base64_hmac_key, DEFAULT_KEY_HANDLE};

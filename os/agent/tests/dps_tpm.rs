@@ -6,10 +6,9 @@
 
 #[path = "common/hub.rs"]
 mod hub;
-#[path = "common/swtpm.rs"]
-mod swtpm;
 
 use std::time::Duration;
+use testudo_testkit::swtpm;
 
 use serde_json::json;
 use testudo_agent::dps_tpm::{self, TpmDpsConfig};

@@ -4,11 +4,10 @@
 
 #[path = "common/hub.rs"]
 mod hub;
-#[path = "common/swtpm.rs"]
-mod swtpm;
 
 use std::sync::Arc;
 use std::time::Duration;
+use testudo_testkit::swtpm;
 
 use serde_json::json;
 use testudo_agent::dps::{self, DpsConfig};

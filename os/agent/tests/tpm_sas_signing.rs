@@ -1,12 +1,10 @@
 //! Promise: a device key imported into the TPM signs SAS tokens exactly like the software key,
 //! survives a new TPM session (persistent), and cannot be read back out.
 
-#[path = "common/swtpm.rs"]
-mod swtpm;
-
 use base64::Engine as _;
 use testudo_agent::sas::{build_token, SoftwareKey};
 use testudo_agent::tpm::{self, TpmHmacSigner, DEFAULT_KEY_HANDLE};
+use testudo_testkit::swtpm;
 use tss_esapi::handles::{PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::session_handles::AuthSession;
 

@@ -4,10 +4,9 @@
 
 #[path = "common/hub.rs"]
 mod hub;
-#[path = "common/swtpm.rs"]
-mod swtpm;
 
 use std::sync::Arc;
+use testudo_testkit::swtpm;
 
 use serde_json::json;
 use sha2::{Digest, Sha256};

@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use testudo_init::{InitOptions, RunningSystem};
@@ -15,20 +14,7 @@ use testudo_plan::SandboxRole;
 fn get_random_reaches_swtpm_and_comes_back() {
     let work = tempfile::tempdir().expect("tempdir");
     let socket = work.path().join("tpm.sock");
-    let mut swtpm = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "startup-clear,not-need-init"])
-        .arg("--server")
-        .arg(format!("type=unixio,path={}", socket.display()))
-        .arg("--tpmstate")
-        .arg(format!("dir={}", work.path().display()))
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("swtpm must be installed (Debian package swtpm)");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "swtpm did not create its socket");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let swtpm = testudo_testkit::swtpm::start_unixio(work.path(), &socket);
     let mut tpm = component(ComponentKind::Driver, "testudo-tpm")
         .role(SandboxRole::TpmDriver)
         .provides("tpm", "tpm")
@@ -55,8 +41,7 @@ fn get_random_reaches_swtpm_and_comes_back() {
     let system = RunningSystem::start(plan, options).expect("start");
     let line = output_line(&system, "log", "[client] escape-probe tpm-getrandom");
     system.stop().expect("stop");
-    let _ = swtpm.kill();
-    let _ = swtpm.wait();
+    drop(swtpm);
     let hex = line.rsplit(' ').next().expect("hex");
     // TPM_ST_NO_SESSIONS, size 20 (header 10 + TPM2B 2 + 8 bytes), TPM_RC_SUCCESS.
     assert!(hex.starts_with("80010000001400000000"), "{line}");

@@ -2,5 +2,9 @@
 //!
 //! - [`python`]: the interpreter of the project's Python environment, where the official Azure
 //!   IoT SDKs and other Python peers are installed.
+//! - [`swtpm`]: private software TPMs for one test each.
+//! - [`wasm`]: the C apps of `wasm-apps/`, compiled with the flags `cargo xtask apps` uses.
 
 pub mod python;
+pub mod swtpm;
+pub mod wasm;

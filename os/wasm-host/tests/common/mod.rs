@@ -1,10 +1,9 @@
-//! Test support: builds the C apps in `wasm-apps/` with clang-14 (as `cargo xtask apps`
-//! does) and runs them on a shared engine.
+//! Test support: builds the C apps in `wasm-apps/` (through the test kit, as `cargo xtask
+//! apps` does) and runs them on a shared engine.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use testudo_wasm_host::{
@@ -14,7 +13,7 @@ use testudo_wasm_host::{
 
 /// The repository's `wasm-apps/` directory.
 pub fn apps_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../wasm-apps")
+    testudo_testkit::wasm::apps_dir()
 }
 
 /// Builds `wasm-apps/<source>.c` (e.g. `hello`, `hostile/spin`) with `defines`, once per
@@ -32,28 +31,10 @@ pub fn build(source: &str, defines: &[&str]) -> PathBuf {
     std::fs::create_dir_all(&out_dir).unwrap();
     let file = key.replace(['/', '='], "_");
     let output = out_dir.join(format!("{file}.wasm"));
-    let status = Command::new("clang-14")
-        .args([
-            "--target=wasm32-wasi",
-            "--sysroot=/usr",
-            "-Os",
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-Wl,--stack-first",
-            "-Wl,--strip-all",
-        ])
-        .args(defines.iter().map(|define| format!("-D{define}")))
-        .arg("-I")
-        .arg(apps_dir().join("include"))
-        .arg("-o")
-        .arg(&output)
-        .arg(apps_dir().join(format!("{source}.c")))
-        .status()
-        .unwrap_or_else(|error| {
-            panic!("clang-14 is needed to build the test apps (Debian clang-14 lld-14 wasi-libc libclang-rt-14-dev-wasm32; `cargo xtask deps`): {error}")
-        });
-    assert!(status.success(), "building {source} failed");
+    let source_file = apps_dir().join(format!("{source}.c"));
+    if let Err(error) = testudo_testkit::wasm::compile_c_app(&source_file, &output, defines) {
+        panic!("{error}");
+    }
     built.insert(key, output.clone());
     output
 }

@@ -1,7 +1,9 @@
-//! Starts a private swtpm (TCP, free ports, its own state dir) for one test.
+//! Private software TPMs (swtpm) for tests: over TCP on free ports with their own state
+//! directory (what tss-esapi's swtpm TCTI dials), or on a `unixio` socket (what the `tpm`
+//! driver opens in place of /dev/tpm0). Every set-up failure panics naming what failed: these
+//! are test fixtures, and a failed set-up is a failed test.
 
-#![allow(clippy::unwrap_used)] // test support code: a failed setup step is a failed test
-#![allow(dead_code)]
+#![allow(clippy::unwrap_used)] // test fixture: a failed set-up step is a failed test
 
 use std::net::TcpListener;
 use std::path::Path;
