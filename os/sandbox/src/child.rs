@@ -210,19 +210,25 @@ mod tests {
         }
     }
 
-    /// The index of the first recorded call starting with `prefix`.
+    /// Whether `call` is the operation `op` (alone or followed by its arguments).
+    fn is(call: &str, op: &str) -> bool {
+        call.strip_prefix(op)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    }
+
+    /// The index of the first recorded `op`.
     fn first(calls: &[String], prefix: &str) -> usize {
         calls
             .iter()
-            .position(|c| c.starts_with(prefix))
+            .position(|c| is(c, prefix))
             .unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
     }
 
-    /// The index of the last recorded call starting with `prefix`.
+    /// The index of the last recorded `op`.
     fn last(calls: &[String], prefix: &str) -> usize {
         calls
             .iter()
-            .rposition(|c| c.starts_with(prefix))
+            .rposition(|c| is(c, prefix))
             .unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
     }
 
@@ -243,10 +249,7 @@ mod tests {
         assert!(first(&calls, "remount-ro /") < first(&calls, "setrlimit"));
         // Privileges go before the fds are arranged, the fds before seccomp.
         assert!(last(&calls, "setrlimit") < first(&calls, "no_new_privs"));
-        if calls
-            .iter()
-            .any(|c| c.starts_with("landlock_restrict_self"))
-        {
+        if calls.iter().any(|c| is(c, "landlock_restrict_self")) {
             // Landlock only where the kernel has it.
             assert!(first(&calls, "no_new_privs") < first(&calls, "landlock_restrict_self"));
             assert!(first(&calls, "landlock_restrict_self") < first(&calls, "dup2"));
