@@ -159,7 +159,7 @@ pub enum LaunchError {
         local: String,
         /// The scheme error.
         #[source]
-        source: testudo_scheme::SchemeError,
+        source: Box<testudo_scheme::SchemeError>,
     },
     /// The provider of a route is not serving.
     #[error("component {component}: provider {provider} of {local} is not serving")]
@@ -182,7 +182,7 @@ pub enum LaunchError {
         provider: String,
         /// The scheme error.
         #[source]
-        source: testudo_scheme::SchemeError,
+        source: Box<testudo_scheme::SchemeError>,
     },
     /// The provider control socket could not be created.
     #[error("component {component}: control socket")]
@@ -191,7 +191,7 @@ pub enum LaunchError {
         component: String,
         /// The scheme error.
         #[source]
-        source: testudo_scheme::SchemeError,
+        source: Box<testudo_scheme::SchemeError>,
     },
     /// The output pipe could not be created.
     #[error("component {component}: output pipe")]
@@ -226,7 +226,7 @@ pub enum LaunchError {
         component: String,
         /// The sandbox error.
         #[source]
-        source: testudo_sandbox::SandboxError,
+        source: Box<testudo_sandbox::SandboxError>,
     },
     /// The sandboxed process could not be started.
     #[error("component {component}: spawning the sandbox")]
@@ -235,6 +235,6 @@ pub enum LaunchError {
         component: String,
         /// The sandbox error.
         #[source]
-        source: testudo_sandbox::SandboxError,
+        source: Box<testudo_sandbox::SandboxError>,
     },
 }

@@ -39,7 +39,7 @@ pub fn routed_handles<'a>(
         let (kept, given) = handle_pair().map_err(|source| LaunchError::Handle {
             component: name.to_owned(),
             local: local.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let control = if route.component == INIT_COMPONENT {
             status_control
@@ -54,7 +54,7 @@ pub fn routed_handles<'a>(
             component: name.to_owned(),
             local: local.clone(),
             provider: route.component.clone(),
-            source,
+            source: Box::new(source),
         })?;
         handles.push((local.clone(), given));
     }

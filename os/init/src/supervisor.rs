@@ -468,7 +468,7 @@ impl Supervisor {
             } else {
                 let (a, b) = handle_pair().map_err(|source| LaunchError::ControlSocket {
                     component: name.to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?;
                 (Some(a), Some(b))
             };
@@ -824,12 +824,12 @@ fn spawn_staged(name: &str, staged: &mut Staged) -> Result<Spawned, LaunchError>
         })?;
     let prepared = testudo_sandbox::prepare(spec).map_err(|source| LaunchError::Prepare {
         component: name.to_owned(),
-        source,
+        source: Box::new(source),
     })?;
     let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|source| {
         LaunchError::Spawn {
             component: name.to_owned(),
-            source,
+            source: Box::new(source),
         }
     })?;
     let mut report = child.report;

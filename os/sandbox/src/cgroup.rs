@@ -122,7 +122,7 @@ impl CgroupTree {
         let available = words(&available);
         if let Some(missing) = REQUIRED.iter().find(|c| !available.contains(c)) {
             return Err(CgroupError::ControllerMissing {
-                controller: *missing,
+                controller: missing,
                 mount: mount.to_owned(),
             });
         }
