@@ -1,6 +1,7 @@
-//! The supervisor: starts components in dependency order with exactly their routed handles,
-//! restarts them by policy with backoff, detects crash loops, restarts dependents after the
-//! dependency they lost, serves `status`, and shuts everything down.
+//! The supervisor: the state machine and poll loop. It starts components in dependency order
+//! with exactly their routed handles ([`crate::routing`]), restarts them as
+//! [`crate::restart`] decides, turns their output into events ([`crate::output`]), restarts
+//! dependents after the dependency they lost, serves `status`, and shuts everything down.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
@@ -10,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use testudo_error_chain::error_chain;
-use testudo_plan::plan::Plan;
+use testudo_plan::plan::{Plan, PlanComponent};
 use testudo_sandbox::pidfd;
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
 
@@ -461,57 +462,7 @@ impl Supervisor {
                 return None;
             }
         };
-        let staged = (|| -> Result<Staged, LaunchError> {
-            let handles = self.route_handles(name)?;
-            let (control_init, control_child) = if component.provides.is_empty() {
-                (None, None)
-            } else {
-                let (a, b) = handle_pair().map_err(|source| LaunchError::ControlSocket {
-                    component: name.to_owned(),
-                    source: Box::new(source),
-                })?;
-                (Some(a), Some(b))
-            };
-            let output_pipe = |source| LaunchError::OutputPipe {
-                component: name.to_owned(),
-                source,
-            };
-            let (out_read, out_write) = std::io::pipe().map_err(output_pipe)?;
-            let out_write = OwnedFd::from(out_write);
-            let null = Path::new("/dev/null");
-            let stdin =
-                OwnedFd::from(
-                    std::fs::File::open(null).map_err(|source| LaunchError::Stdin {
-                        component: name.to_owned(),
-                        path: null.to_owned(),
-                        source,
-                    })?,
-                );
-            let stderr = out_write.try_clone().map_err(output_pipe)?;
-            let ctx = LaunchContext {
-                plan: &self.plan,
-                name,
-                index: self.units[name].index,
-                options: &self.options,
-                plan_file: &self.plan_file,
-                cgroup: self.cgroup.as_ref().ok(),
-            };
-            let spec = launch::spec_for(
-                &ctx,
-                &component,
-                program,
-                LaunchFds {
-                    handles,
-                    control: control_child,
-                    stdio: [stdin, out_write, stderr],
-                },
-            )?;
-            Ok(Staged {
-                spec: Some(spec),
-                control: control_init,
-                output: OwnedFd::from(out_read),
-            })
-        })();
+        let staged = self.prepare_launch(name, &component, program);
         match staged {
             Ok(staged) => Some(staged),
             Err(error) => {
@@ -525,6 +476,64 @@ impl Supervisor {
                 None
             }
         }
+    }
+
+    /// The launch of `name`: its routed handles, control socket, output pipe and sandbox spec.
+    fn prepare_launch(
+        &self,
+        name: &str,
+        component: &PlanComponent,
+        program: PathBuf,
+    ) -> Result<Staged, LaunchError> {
+        let handles = self.route_handles(name)?;
+        let (control_init, control_child) = if component.provides.is_empty() {
+            (None, None)
+        } else {
+            let (a, b) = handle_pair().map_err(|source| LaunchError::ControlSocket {
+                component: name.to_owned(),
+                source: Box::new(source),
+            })?;
+            (Some(a), Some(b))
+        };
+        let output_pipe = |source| LaunchError::OutputPipe {
+            component: name.to_owned(),
+            source,
+        };
+        let (out_read, out_write) = std::io::pipe().map_err(output_pipe)?;
+        let out_write = OwnedFd::from(out_write);
+        let null = Path::new("/dev/null");
+        let stdin =
+            OwnedFd::from(
+                std::fs::File::open(null).map_err(|source| LaunchError::Stdin {
+                    component: name.to_owned(),
+                    path: null.to_owned(),
+                    source,
+                })?,
+            );
+        let stderr = out_write.try_clone().map_err(output_pipe)?;
+        let ctx = LaunchContext {
+            plan: &self.plan,
+            name,
+            index: self.units[name].index,
+            options: &self.options,
+            plan_file: &self.plan_file,
+            cgroup: self.cgroup.as_ref().ok(),
+        };
+        let spec = launch::spec_for(
+            &ctx,
+            component,
+            program,
+            LaunchFds {
+                handles,
+                control: control_child,
+                stdio: [stdin, out_write, stderr],
+            },
+        )?;
+        Ok(Staged {
+            spec: Some(spec),
+            control: control_init,
+            output: OwnedFd::from(out_read),
+        })
     }
 
     /// Records the outcome of a launch.
