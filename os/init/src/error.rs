@@ -75,4 +75,166 @@ pub enum InitError {
         #[source]
         source: Option<std::io::Error>,
     },
+    /// The supervisor thread panicked instead of returning.
+    #[error("the supervisor thread panicked: {message}")]
+    SupervisorPanicked {
+        /// The panic payload, when it was a string.
+        message: String,
+    },
+}
+
+/// Why one component could not be launched (reported as an event; the supervisor goes on).
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The plan's binary name is not a plain file name.
+    #[error("binary name {binary:?} is not a plain file name")]
+    BinaryName {
+        /// The name from the plan.
+        binary: String,
+    },
+    /// The WASM host binary is not installed.
+    #[error("wasm host missing")]
+    WasmHostMissing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// The component's binary is not installed.
+    #[error("binary {} missing", path.display())]
+    BinaryMissing {
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A device node the component needs does not exist.
+    #[error("component {component}: device {} does not exist", path.display())]
+    DeviceMissing {
+        /// The component.
+        component: String,
+        /// The host path standing in for the device node.
+        path: PathBuf,
+    },
+    /// The WASM module path is absolute or climbs out of the app root.
+    #[error("component {component}: module path {module} must be relative without `..`")]
+    ModulePath {
+        /// The component.
+        component: String,
+        /// The module path from the plan.
+        module: String,
+    },
+    /// The WASM module does not exist.
+    #[error("component {component}: module {} does not exist", path.display())]
+    ModuleMissing {
+        /// The component.
+        component: String,
+        /// Where it was looked for.
+        path: PathBuf,
+    },
+    /// A directory the component needs could not be created.
+    #[error("component {component}: creating {}", path.display())]
+    CreateDir {
+        /// The component.
+        component: String,
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A directory or device could not be handed to the component's host uid.
+    #[error("component {component}: chown {}", path.display())]
+    Chown {
+        /// The component.
+        component: String,
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A routed handle could not be created.
+    #[error("component {component}: creating handle {local}")]
+    Handle {
+        /// The consumer.
+        component: String,
+        /// The route's local name.
+        local: String,
+        /// The scheme error.
+        #[source]
+        source: Box<testudo_scheme::SchemeError>,
+    },
+    /// The provider of a route is not serving.
+    #[error("component {component}: provider {provider} of {local} is not serving")]
+    ProviderNotServing {
+        /// The consumer.
+        component: String,
+        /// The route's local name.
+        local: String,
+        /// The provider.
+        provider: String,
+    },
+    /// A routed handle could not be handed to its provider.
+    #[error("component {component}: routing {local} to {provider}")]
+    Route {
+        /// The consumer.
+        component: String,
+        /// The route's local name.
+        local: String,
+        /// The provider.
+        provider: String,
+        /// The scheme error.
+        #[source]
+        source: Box<testudo_scheme::SchemeError>,
+    },
+    /// The provider control socket could not be created.
+    #[error("component {component}: control socket")]
+    ControlSocket {
+        /// The component.
+        component: String,
+        /// The scheme error.
+        #[source]
+        source: Box<testudo_scheme::SchemeError>,
+    },
+    /// The output pipe could not be created.
+    #[error("component {component}: output pipe")]
+    OutputPipe {
+        /// The component.
+        component: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Standard input could not be opened.
+    #[error("component {component}: opening {}", path.display())]
+    Stdin {
+        /// The component.
+        component: String,
+        /// The path opened.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The launch was already spawned.
+    #[error("component {component}: launch already spawned")]
+    AlreadySpawned {
+        /// The component.
+        component: String,
+    },
+    /// The sandbox could not be prepared.
+    #[error("component {component}: preparing the sandbox")]
+    Prepare {
+        /// The component.
+        component: String,
+        /// The sandbox error.
+        #[source]
+        source: Box<testudo_sandbox::SandboxError>,
+    },
+    /// The sandboxed process could not be started.
+    #[error("component {component}: spawning the sandbox")]
+    Spawn {
+        /// The component.
+        component: String,
+        /// The sandbox error.
+        #[source]
+        source: Box<testudo_sandbox::SandboxError>,
+    },
 }

@@ -26,7 +26,7 @@ use testudo_plan::plan::{Plan, PlanComponent, Run};
 use testudo_plan::{env, interfaces, SandboxRole};
 use testudo_sandbox::{Bind, IdMapping, ResourceLimits, SandboxSpec};
 
-use crate::InitOptions;
+use crate::{InitOptions, LaunchError};
 
 /// The seccomp role of a component: plan data (`components.<name>.role`).
 pub fn role_for(component: &PlanComponent) -> &'static str {
@@ -34,24 +34,26 @@ pub fn role_for(component: &PlanComponent) -> &'static str {
 }
 
 /// The binary a component runs, or why it cannot run.
-pub fn binary_for(component: &PlanComponent, options: &InitOptions) -> Result<PathBuf, String> {
+pub fn binary_for(
+    component: &PlanComponent,
+    options: &InitOptions,
+) -> Result<PathBuf, LaunchError> {
     let name = match &component.run {
         Run::Binary { name } => name.as_str(),
         Run::Wasm { .. } => WASM_HOST_BINARY,
     };
     if name.contains('/') || name.is_empty() {
-        return Err(format!("binary name {name:?} is not a plain file name"));
+        return Err(LaunchError::BinaryName {
+            binary: name.to_owned(),
+        });
     }
     let path = options.bin_dir.join(name);
     if path.is_file() {
         Ok(path)
     } else if matches!(component.run, Run::Wasm { .. }) {
-        Err("wasm host missing".to_owned())
+        Err(LaunchError::WasmHostMissing { path })
     } else {
-        Err(format!(
-            "binary {name} missing from {}",
-            options.bin_dir.display()
-        ))
+        Err(LaunchError::BinaryMissing { path })
     }
 }
 
@@ -69,7 +71,7 @@ pub fn device_source(node: &str, options: &InitOptions) -> PathBuf {
 /// not restarted.
 pub fn unavailable(component: &PlanComponent, options: &InitOptions) -> Option<String> {
     if let Err(reason) = binary_for(component, options) {
-        return Some(reason);
+        return Some(reason.to_string());
     }
     component.devices.nodes.iter().find_map(|node| {
         if let Some(reason) = options.withheld_devices.get(node) {
@@ -140,7 +142,7 @@ pub fn spec_for(
     component: &PlanComponent,
     program: PathBuf,
     fds: LaunchFds,
-) -> Result<SandboxSpec, String> {
+) -> Result<SandboxSpec, LaunchError> {
     let name = ctx.name;
     let options = ctx.options;
     let mut binds = Vec::new();
@@ -148,7 +150,10 @@ pub fn spec_for(
     for node in &component.devices.nodes {
         let source = device_source(node, options);
         if !source.exists() {
-            return Err(format!("device {node} does not exist"));
+            return Err(LaunchError::DeviceMissing {
+                component: name.to_owned(),
+                path: source,
+            });
         }
         // The driver owns its devices exclusively: as root, hand them to its host uid.
         chown_to(&source, ctx)?;
@@ -191,13 +196,17 @@ pub fn spec_for(
                 .components()
                 .any(|c| matches!(c, std::path::Component::ParentDir))
         {
-            return Err(format!(
-                "module path {module} must be relative without `..`"
-            ));
+            return Err(LaunchError::ModulePath {
+                component: name.to_owned(),
+                module: module.clone(),
+            });
         }
         let source = options.app_root.join(module_path);
         if !source.is_file() {
-            return Err(format!("module {} does not exist", source.display()));
+            return Err(LaunchError::ModuleMissing {
+                component: name.to_owned(),
+                path: source,
+            });
         }
         // The host preopens `<storage-root>/<provider>/<capability>/<app>` per storage route
         // (decision 0043); it is the same directory the storage driver gives this consumer.
@@ -206,7 +215,11 @@ pub fn spec_for(
         // native code only its own host may have written (decision 0053).
         let cache = options.state_dir.join("wasm-cache").join(name);
         for dir in [&own_data, &cache] {
-            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|source| LaunchError::CreateDir {
+                component: name.to_owned(),
+                path: dir.clone(),
+                source,
+            })?;
             chown_to(dir, ctx)?;
         }
         for route in component
@@ -276,8 +289,11 @@ pub fn spec_for(
         chown_to(&options.data_dir, ctx)?;
     }
     let root_dir = options.state_dir.join("roots").join(name);
-    std::fs::create_dir_all(&root_dir)
-        .map_err(|e| format!("creating {}: {e}", root_dir.display()))?;
+    std::fs::create_dir_all(&root_dir).map_err(|source| LaunchError::CreateDir {
+        component: name.to_owned(),
+        path: root_dir.clone(),
+        source,
+    })?;
     let mut env: Vec<(String, String)> = component
         .env
         .iter()
@@ -344,10 +360,15 @@ fn ids_for(ctx: &LaunchContext<'_>) -> IdMapping {
 }
 
 /// As root, hands a directory the component writes to over to its host uid.
-fn chown_to(dir: &Path, ctx: &LaunchContext<'_>) -> Result<(), String> {
+fn chown_to(dir: &Path, ctx: &LaunchContext<'_>) -> Result<(), LaunchError> {
     if let IdMapping::Root { host_id } = ids_for(ctx) {
-        std::os::unix::fs::chown(dir, Some(host_id), Some(host_id))
-            .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+        std::os::unix::fs::chown(dir, Some(host_id), Some(host_id)).map_err(|source| {
+            LaunchError::Chown {
+                component: ctx.name.to_owned(),
+                path: dir.to_owned(),
+                source,
+            }
+        })?;
     }
     Ok(())
 }

@@ -13,12 +13,15 @@ pub mod events;
 pub mod graph;
 pub mod launch;
 mod options;
+pub mod output;
+pub mod restart;
+pub mod routing;
 pub mod signals;
 pub mod status;
 mod supervisor;
 pub mod swtpm;
 
-pub use error::InitError;
+pub use error::{InitError, LaunchError};
 pub use events::{Event, EventKind, EventLog};
 pub use options::{Backoff, InitOptions};
 pub use supervisor::{RunningSystem, Supervisor};

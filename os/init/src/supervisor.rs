@@ -1,24 +1,28 @@
-//! The supervisor: starts components in dependency order with exactly their routed handles,
-//! restarts them by policy with backoff, detects crash loops, restarts dependents after the
-//! dependency they lost, serves `status`, and shuts everything down.
+//! The supervisor: the state machine and poll loop. It starts components in dependency order
+//! with exactly their routed handles ([`crate::routing`]), restarts them as
+//! [`crate::restart`] decides, turns their output into events ([`crate::output`]), restarts
+//! dependents after the dependency they lost, serves `status`, and shuts everything down.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use testudo_error_chain::error_chain;
-use testudo_plan::plan::{Plan, RestartPolicy, Rights as PlanRights};
+use testudo_plan::plan::{Plan, PlanComponent};
 use testudo_sandbox::pidfd;
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
 
 use crate::events::{EventKind, EventLog};
 use crate::graph::{self, INIT_COMPONENT};
 use crate::launch::{self, LaunchContext, LaunchFds};
+use crate::output::LineBuffer;
+use crate::restart::{self, Decision};
+use crate::routing;
 use crate::status::{StatusProvider, StatusTable};
-use crate::{InitError, InitOptions};
+use crate::{InitError, InitOptions, LaunchError};
 
 /// Lifecycle of one component.
 #[derive(Debug)]
@@ -30,7 +34,7 @@ enum State {
         pidfd: OwnedFd,
         control: Option<OwnedFd>,
         output: Option<OwnedFd>,
-        partial: Vec<u8>,
+        partial: LineBuffer,
     },
     /// Waiting to be restarted.
     Backoff { until: Instant },
@@ -64,14 +68,6 @@ struct Unit {
     role: &'static str,
     /// Launched (or found unable to run) at least once.
     attempted: bool,
-}
-
-fn rights(rights: PlanRights) -> Rights {
-    match rights {
-        PlanRights::Read => Rights::Read,
-        PlanRights::Write => Rights::Write,
-        PlanRights::ReadWrite => Rights::ReadWrite,
-    }
 }
 
 fn kernel(step: &'static str) -> impl FnOnce(std::io::Error) -> InitError {
@@ -120,7 +116,7 @@ pub struct Supervisor {
     _status_thread: JoinHandle<()>,
     plan_file: PathBuf,
     /// The cgroup v2 tree, or why limits are rlimits only.
-    cgroup: Result<testudo_sandbox::CgroupTree, String>,
+    cgroup: Result<testudo_sandbox::CgroupTree, testudo_sandbox::CgroupError>,
     ready_announced: bool,
 }
 
@@ -172,7 +168,7 @@ impl Supervisor {
                 &mount,
                 &cgroup_tree_name(),
             ),
-            None => Err("no cgroup2 filesystem is mounted".to_owned()),
+            None => Err(testudo_sandbox::CgroupError::NoMount),
         };
         events.push(
             INIT_COMPONENT,
@@ -183,7 +179,7 @@ impl Supervisor {
                 },
                 Err(reason) => EventKind::Limits {
                     mechanism: "rlimits".to_owned(),
-                    detail: reason.clone(),
+                    detail: error_chain(reason),
                 },
             },
         );
@@ -371,11 +367,11 @@ impl Supervisor {
             .filter_map(|name| self.stage_launch(&name).map(|staged| (name, staged)))
             .collect();
         let sequential = staged.len() == 1 || !self.options.concurrent_start;
-        let spawned: Vec<(String, Staged, Result<Spawned, String>)> = if sequential {
+        let spawned: Vec<(String, Staged, Result<Spawned, LaunchError>)> = if sequential {
             staged
                 .into_iter()
                 .map(|(name, mut staged)| {
-                    let result = spawn_staged(&mut staged);
+                    let result = spawn_staged(&name, &mut staged);
                     (name, staged, result)
                 })
                 .collect()
@@ -385,7 +381,7 @@ impl Supervisor {
                     .into_iter()
                     .map(|(name, mut staged)| {
                         scope.spawn(move || {
-                            let result = spawn_staged(&mut staged);
+                            let result = spawn_staged(&name, &mut staged);
                             (name, staged, result)
                         })
                     })
@@ -431,41 +427,20 @@ impl Supervisor {
         }
     }
 
-    /// Creates the handles for `name`'s routes: one new connection per route, the provider's
-    /// end sent over the provider's control socket with the route's grant.
-    fn route_handles(&self, name: &str) -> Result<Vec<(String, OwnedFd)>, String> {
-        let component = &self.plan.components[name];
-        let mut handles = Vec::new();
-        for (local, route) in &component.uses {
-            let grant = Grant {
-                consumer: name.to_owned(),
-                capability: route.capability.clone(),
-                rights: rights(route.rights),
-                allow: route.allow.clone(),
-            };
-            let (kept, given) =
-                handle_pair().map_err(|e| format!("creating handle {local}: {e}"))?;
-            let control = if route.component == INIT_COMPONENT {
-                self.status_control.as_fd()
-            } else {
-                match self.units.get(&route.component).map(|u| &u.state) {
-                    Some(State::Running {
-                        control: Some(control),
-                        ..
-                    }) => control.as_fd(),
-                    _ => {
-                        return Err(format!(
-                            "provider {} of {local} is not serving",
-                            route.component
-                        ))
-                    }
-                }
-            };
-            send_grant(control, &grant, kept.as_fd())
-                .map_err(|e| format!("routing {local} to {}: {e}", route.component))?;
-            handles.push((local.clone(), given));
-        }
-        Ok(handles)
+    /// Makes `name`'s routed handles ([`routing::routed_handles`]).
+    fn route_handles(&self, name: &str) -> Result<Vec<(String, OwnedFd)>, LaunchError> {
+        routing::routed_handles(
+            name,
+            &self.plan.components[name],
+            self.status_control.as_fd(),
+            |provider| match self.units.get(provider).map(|u| &u.state) {
+                Some(State::Running {
+                    control: Some(control),
+                    ..
+                }) => Some(control.as_fd()),
+                _ => None,
+            },
+        )
     }
 
     /// The parent-side part of a launch that needs the supervisor: availability, routed
@@ -475,9 +450,10 @@ impl Supervisor {
         if let Some(unit) = self.units.get_mut(name) {
             unit.attempted = true;
         }
-        let program = match launch::unavailable(&component, &self.options)
-            .map_or_else(|| launch::binary_for(&component, &self.options), Err)
-        {
+        let program = match launch::unavailable(&component, &self.options).map_or_else(
+            || launch::binary_for(&component, &self.options).map_err(|e| error_chain(&e)),
+            Err,
+        ) {
             Ok(program) => program,
             Err(reason) => {
                 self.set_state(name, State::NotStarted);
@@ -486,58 +462,82 @@ impl Supervisor {
                 return None;
             }
         };
-        let staged = (|| -> Result<Staged, String> {
-            let handles = self.route_handles(name)?;
-            let (control_init, control_child) = if component.provides.is_empty() {
-                (None, None)
-            } else {
-                let (a, b) = handle_pair().map_err(|e| format!("control socket: {e}"))?;
-                (Some(a), Some(b))
-            };
-            let (out_read, out_write) = std::io::pipe().map_err(|e| format!("output pipe: {e}"))?;
-            let out_write = OwnedFd::from(out_write);
-            let stdin = OwnedFd::from(
-                std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?,
-            );
-            let stderr = out_write
-                .try_clone()
-                .map_err(|e| format!("output pipe: {e}"))?;
-            let ctx = LaunchContext {
-                plan: &self.plan,
-                name,
-                index: self.units[name].index,
-                options: &self.options,
-                plan_file: &self.plan_file,
-                cgroup: self.cgroup.as_ref().ok(),
-            };
-            let spec = launch::spec_for(
-                &ctx,
-                &component,
-                program,
-                LaunchFds {
-                    handles,
-                    control: control_child,
-                    stdio: [stdin, out_write, stderr],
-                },
-            )?;
-            Ok(Staged {
-                spec: Some(spec),
-                control: control_init,
-                output: OwnedFd::from(out_read),
-            })
-        })();
+        let staged = self.prepare_launch(name, &component, program);
         match staged {
             Ok(staged) => Some(staged),
             Err(error) => {
-                self.emit(name, EventKind::LaunchFailed { error });
+                self.emit(
+                    name,
+                    EventKind::LaunchFailed {
+                        error: error_chain(&error),
+                    },
+                );
                 self.after_ending(name, false);
                 None
             }
         }
     }
 
+    /// The launch of `name`: its routed handles, control socket, output pipe and sandbox spec.
+    fn prepare_launch(
+        &self,
+        name: &str,
+        component: &PlanComponent,
+        program: PathBuf,
+    ) -> Result<Staged, LaunchError> {
+        let handles = self.route_handles(name)?;
+        let (control_init, control_child) = if component.provides.is_empty() {
+            (None, None)
+        } else {
+            let (a, b) = handle_pair().map_err(|source| LaunchError::ControlSocket {
+                component: name.to_owned(),
+                source: Box::new(source),
+            })?;
+            (Some(a), Some(b))
+        };
+        let output_pipe = |source| LaunchError::OutputPipe {
+            component: name.to_owned(),
+            source,
+        };
+        let (out_read, out_write) = std::io::pipe().map_err(output_pipe)?;
+        let out_write = OwnedFd::from(out_write);
+        let null = Path::new("/dev/null");
+        let stdin =
+            OwnedFd::from(
+                std::fs::File::open(null).map_err(|source| LaunchError::Stdin {
+                    component: name.to_owned(),
+                    path: null.to_owned(),
+                    source,
+                })?,
+            );
+        let stderr = out_write.try_clone().map_err(output_pipe)?;
+        let ctx = LaunchContext {
+            plan: &self.plan,
+            name,
+            index: self.units[name].index,
+            options: &self.options,
+            plan_file: &self.plan_file,
+            cgroup: self.cgroup.as_ref().ok(),
+        };
+        let spec = launch::spec_for(
+            &ctx,
+            component,
+            program,
+            LaunchFds {
+                handles,
+                control: control_child,
+                stdio: [stdin, out_write, stderr],
+            },
+        )?;
+        Ok(Staged {
+            spec: Some(spec),
+            control: control_init,
+            output: OwnedFd::from(out_read),
+        })
+    }
+
     /// Records the outcome of a launch.
-    fn finish_launch(&mut self, name: &str, staged: Staged, result: Result<Spawned, String>) {
+    fn finish_launch(&mut self, name: &str, staged: Staged, result: Result<Spawned, LaunchError>) {
         match result {
             Ok(Spawned { pid, pidfd, report }) => {
                 self.emit(name, EventKind::Started { pid, report });
@@ -547,12 +547,17 @@ impl Supervisor {
                         pidfd,
                         control: staged.control,
                         output: Some(staged.output),
-                        partial: Vec::new(),
+                        partial: LineBuffer::default(),
                     },
                 );
             }
             Err(error) => {
-                self.emit(name, EventKind::LaunchFailed { error });
+                self.emit(
+                    name,
+                    EventKind::LaunchFailed {
+                        error: error_chain(&error),
+                    },
+                );
                 self.after_ending(name, false);
             }
         }
@@ -578,14 +583,9 @@ impl Supervisor {
                     0
                 }
             };
-            partial.extend_from_slice(&buf[..n]);
-            while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = partial.drain(..=pos).collect();
-                lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-            }
-            if output.is_none() && !partial.is_empty() {
-                lines.push(String::from_utf8_lossy(partial).into_owned());
-                partial.clear();
+            lines = partial.push(&buf[..n]);
+            if output.is_none() {
+                lines.extend(partial.finish());
             }
         }
         for line in lines {
@@ -642,72 +642,53 @@ impl Supervisor {
     fn after_ending(&mut self, name: &str, success: bool) {
         self.stop_dependents(name);
         let policy = self.plan.components[name].limits.restart;
-        let restart = match policy {
-            RestartPolicy::Always => true,
-            RestartPolicy::OnFailure => !success,
-            RestartPolicy::Never => false,
-        };
-        if !restart {
-            self.set_state(
-                name,
-                if success {
-                    State::Exited
-                } else {
-                    State::Failed
-                },
-            );
-            if !success {
-                self.emit(
-                    name,
-                    EventKind::Failed {
-                        reason: "exited and its restart policy is never".to_owned(),
-                    },
-                );
-            }
-            self.fail_dependents(name);
-            return;
-        }
         let backoff = self.options.backoff;
         let now = Instant::now();
         let Some(unit) = self.units.get_mut(name) else {
             return;
         };
-        while unit
-            .restarts
-            .front()
-            .is_some_and(|t| now.duration_since(*t) > backoff.window)
-        {
-            unit.restarts.pop_front();
+        match restart::decide(policy, success, &mut unit.restarts, now, &backoff) {
+            Decision::Stay => {
+                unit.state = if success {
+                    State::Exited
+                } else {
+                    State::Failed
+                };
+                if !success {
+                    self.emit(
+                        name,
+                        EventKind::Failed {
+                            reason: "exited and its restart policy is never".to_owned(),
+                        },
+                    );
+                }
+                self.fail_dependents(name);
+            }
+            Decision::GiveUp { attempt } => {
+                unit.state = State::Failed;
+                self.emit(
+                    name,
+                    EventKind::Failed {
+                        reason: format!(
+                            "crash loop: {attempt} restarts within {} s",
+                            backoff.window.as_secs_f64()
+                        ),
+                    },
+                );
+                self.fail_dependents(name);
+            }
+            Decision::Restart { delay, attempt } => {
+                unit.total_restarts += 1;
+                unit.state = State::Backoff { until: now + delay };
+                self.emit(
+                    name,
+                    EventKind::Restarting {
+                        delay_ms: delay.as_millis() as u64,
+                        attempt,
+                    },
+                );
+            }
         }
-        unit.restarts.push_back(now);
-        let attempt = unit.restarts.len() as u32;
-        if attempt > backoff.max_restarts {
-            unit.state = State::Failed;
-            self.emit(
-                name,
-                EventKind::Failed {
-                    reason: format!(
-                        "crash loop: {attempt} restarts within {} s",
-                        backoff.window.as_secs_f64()
-                    ),
-                },
-            );
-            self.fail_dependents(name);
-            return;
-        }
-        unit.total_restarts += 1;
-        let delay = backoff
-            .initial
-            .saturating_mul(1u32 << (attempt - 1).min(16))
-            .min(backoff.max);
-        unit.state = State::Backoff { until: now + delay };
-        self.emit(
-            name,
-            EventKind::Restarting {
-                delay_ms: delay.as_millis() as u64,
-                attempt,
-            },
-        );
     }
 
     /// Stops every running dependent of `name` (their handles to it are dead); they start
@@ -843,14 +824,23 @@ struct Spawned {
 
 /// Builds and starts the sandbox (needs no supervisor state, so launches of independent
 /// components run concurrently).
-fn spawn_staged(staged: &mut Staged) -> Result<Spawned, String> {
+fn spawn_staged(name: &str, staged: &mut Staged) -> Result<Spawned, LaunchError> {
     let spec = staged
         .spec
         .take()
-        .ok_or_else(|| "launch already spawned".to_owned())?;
-    let prepared = testudo_sandbox::prepare(spec).map_err(|e| error_chain(&e))?;
-    let child =
-        testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|e| error_chain(&e))?;
+        .ok_or_else(|| LaunchError::AlreadySpawned {
+            component: name.to_owned(),
+        })?;
+    let prepared = testudo_sandbox::prepare(spec).map_err(|source| LaunchError::Prepare {
+        component: name.to_owned(),
+        source: Box::new(source),
+    })?;
+    let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).map_err(|source| {
+        LaunchError::Spawn {
+            component: name.to_owned(),
+            source: Box::new(source),
+        }
+    })?;
     let mut report = child.report;
     report.enforcement = testudo_sandbox::proc_enforcement(child.pid).ok();
     Ok(Spawned {
@@ -915,14 +905,51 @@ impl RunningSystem {
             let _ = std::io::Write::write_all(&mut file, &[1]);
         }
         match self.thread.take() {
-            Some(thread) => thread.join().unwrap_or(Ok(())),
+            Some(thread) => joined(thread.join()),
             None => Ok(()),
         }
     }
 }
 
+/// Maps the supervisor thread's join result: a panic becomes
+/// [`InitError::SupervisorPanicked`].
+fn joined(result: std::thread::Result<Result<(), InitError>>) -> Result<(), InitError> {
+    result.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string payload".to_owned());
+        Err(InitError::SupervisorPanicked { message })
+    })
+}
+
 impl Drop for RunningSystem {
     fn drop(&mut self) {
         let _ = self.stop_inner();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicked_supervisor_thread_is_an_error() {
+        let thread = std::thread::spawn(|| -> Result<(), InitError> { panic!("boom") });
+        let result = joined(thread.join());
+        assert!(
+            matches!(&result, Err(InitError::SupervisorPanicked { message }) if message == "boom"),
+            "{result:?}"
+        );
+    }
+
+    #[test]
+    fn a_returning_supervisor_thread_keeps_its_result() {
+        assert!(joined(Ok(Ok(()))).is_ok());
+        let failed = joined(Ok(Err(InitError::DependencyCycle {
+            components: "a".to_owned(),
+        })));
+        assert!(matches!(failed, Err(InitError::DependencyCycle { .. })));
     }
 }

@@ -15,6 +15,8 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::CgroupError;
+
 /// Controllers the tree must have; without them, rlimits only.
 const REQUIRED: [&str; 2] = ["memory", "pids"];
 
@@ -110,21 +112,27 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 impl CgroupTree {
     /// Creates `<mount>/<name>` with memory, pids and (if available) cpu enabled for its
     /// children. The error is the reason components get rlimits only.
-    pub fn create(fs: &dyn CgroupFs, mount: &Path, name: &str) -> Result<CgroupTree, String> {
+    pub fn create(fs: &dyn CgroupFs, mount: &Path, name: &str) -> Result<CgroupTree, CgroupError> {
         let available = fs
             .read(&mount.join("cgroup.controllers"))
-            .map_err(|e| format!("no cgroup v2 controllers at {}: {e}", mount.display()))?;
+            .map_err(|source| CgroupError::ReadControllers {
+                mount: mount.to_owned(),
+                source,
+            })?;
         let available = words(&available);
         if let Some(missing) = REQUIRED.iter().find(|c| !available.contains(c)) {
-            return Err(format!(
-                "the {missing} controller is not available in cgroup v2 at {}",
-                mount.display()
-            ));
+            return Err(CgroupError::ControllerMissing {
+                controller: missing,
+                mount: mount.to_owned(),
+            });
         }
         let parent_control = mount.join("cgroup.subtree_control");
-        let enabled = fs
-            .read(&parent_control)
-            .map_err(|e| format!("reading {}: {e}", parent_control.display()))?;
+        let enabled =
+            fs.read(&parent_control)
+                .map_err(|source| CgroupError::ReadSubtreeControl {
+                    path: parent_control.clone(),
+                    source,
+                })?;
         let enabled = words(&enabled);
         let mut wanted: Vec<&str> = REQUIRED.to_vec();
         if available.contains(&"cpu") {
@@ -138,18 +146,21 @@ impl CgroupTree {
             }
             match fs.write(&parent_control, &format!("+{controller}")) {
                 Ok(()) => parent_has.push(controller),
-                Err(e) if REQUIRED.contains(&controller) => {
-                    return Err(format!(
-                        "enabling {controller} in {}: {e}",
-                        parent_control.display()
-                    ))
+                Err(source) if REQUIRED.contains(&controller) => {
+                    return Err(CgroupError::EnableController {
+                        controller,
+                        path: parent_control,
+                        source,
+                    })
                 }
                 Err(_) => {}
             }
         }
         let dir = mount.join(name);
-        fs.mkdir(&dir)
-            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        fs.mkdir(&dir).map_err(|source| CgroupError::CreateTree {
+            path: dir.clone(),
+            source,
+        })?;
         let control = dir.join("cgroup.subtree_control");
         let mut controllers = Controllers::default();
         for controller in parent_has {
@@ -159,12 +170,13 @@ impl CgroupTree {
                     "pids" => controllers.pids = true,
                     _ => controllers.cpu = true,
                 },
-                Err(e) if REQUIRED.contains(&controller) => {
+                Err(source) if REQUIRED.contains(&controller) => {
                     let _ = fs.rmdir(&dir);
-                    return Err(format!(
-                        "enabling {controller} in {}: {e}",
-                        control.display()
-                    ));
+                    return Err(CgroupError::EnableController {
+                        controller,
+                        path: control,
+                        source,
+                    });
                 }
                 Err(_) => {}
             }
@@ -289,6 +301,17 @@ mod tests {
         }
     }
 
+    /// The error and its sources, as the supervisor reports them.
+    fn chain(error: &dyn std::error::Error) -> String {
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(&format!(": {cause}"));
+            source = cause.source();
+        }
+        text
+    }
+
     fn err(code: i32) -> io::Error {
         io::Error::from_raw_os_error(code)
     }
@@ -398,6 +421,7 @@ mod tests {
 
         let fs = ModelFs::new(&["cpu", "pids"], &[]);
         let reason = CgroupTree::create(&fs, &fs.root, "t").expect_err("no memory");
+        let reason = chain(&reason);
         assert!(
             reason.contains("memory controller is not available"),
             "{reason}"
@@ -418,6 +442,7 @@ mod tests {
         }
         fs.populated.insert(container_root.clone());
         let reason = CgroupTree::create(&fs, &container_root, "t").expect_err("EBUSY");
+        let reason = chain(&reason);
         assert!(
             reason.contains("enabling memory in /sys/fs/cgroup/ctr/cgroup.subtree_control"),
             "{reason}"
@@ -429,6 +454,7 @@ mod tests {
         let mut fs = ModelFs::new(&["memory", "pids"], &["memory", "pids"]);
         fs.read_only = true;
         let reason = CgroupTree::create(&fs, &fs.root, "t").expect_err("read-only");
+        let reason = chain(&reason);
         assert!(reason.starts_with("creating /sys/fs/cgroup/t"), "{reason}");
     }
 
@@ -436,6 +462,7 @@ mod tests {
     fn no_cgroup2_mount_is_reported() {
         let fs = ModelFs::new(&[], &[]);
         let reason = CgroupTree::create(&fs, Path::new("/nowhere"), "t").expect_err("no mount");
+        let reason = chain(&reason);
         assert!(
             reason.starts_with("no cgroup v2 controllers at /nowhere"),
             "{reason}"

@@ -171,3 +171,97 @@ pub(crate) fn run_steps<S: Sys + ?Sized>(sys: &S, steps: &[Step]) -> Result<(), 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::OwnedFd;
+    use std::path::PathBuf;
+
+    use super::run_steps;
+    use crate::{prepare, IdMapping, RecordingSys, ResourceLimits, SandboxSpec};
+
+    fn spec(root: &std::path::Path) -> SandboxSpec {
+        let null = || OwnedFd::from(std::fs::File::open("/dev/null").expect("/dev/null"));
+        SandboxSpec {
+            name: "order".into(),
+            program: PathBuf::from("/usr/bin/true"),
+            args: vec![],
+            env: vec![],
+            handles: vec![("log".into(), null())],
+            extra_fds: vec![],
+            stdio: [null(), null(), null()],
+            role: testudo_plan::SandboxRole::Service,
+            network: false,
+            connect_ports: vec![],
+            binds: vec![],
+            limits: ResourceLimits {
+                memory_bytes: 64 << 20,
+                address_space_limit: true,
+                max_tasks: 4,
+                cpu_percent: 0,
+                max_fds: 64,
+            },
+            ids: IdMapping::Unprivileged {
+                uid: 1000,
+                gid: 1000,
+            },
+            root_dir: root.to_owned(),
+            cgroup: None,
+        }
+    }
+
+    /// Whether `call` is the operation `op` (alone or followed by its arguments).
+    fn is(call: &str, op: &str) -> bool {
+        call.strip_prefix(op)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(' '))
+    }
+
+    /// The index of the first recorded `op`.
+    fn first(calls: &[String], prefix: &str) -> usize {
+        calls
+            .iter()
+            .position(|c| is(c, prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
+    }
+
+    /// The index of the last recorded `op`.
+    fn last(calls: &[String], prefix: &str) -> usize {
+        calls
+            .iter()
+            .rposition(|c| is(c, prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {calls:#?}"))
+    }
+
+    #[test]
+    fn setup_steps_run_in_the_sandbox_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let prepared = prepare(spec(dir.path())).expect("prepare");
+        let sys = RecordingSys::default();
+        run_steps(&sys, &prepared.steps).expect("recorded");
+        let calls = sys.calls();
+        // The parent's go-ahead comes first, exec last.
+        assert_eq!(first(&calls, "wait-for-parent"), 0, "{calls:#?}");
+        assert_eq!(last(&calls, "execve"), calls.len() - 1, "{calls:#?}");
+        // The new root is built and made read-only before anything is dropped.
+        assert!(last(&calls, "bind") < first(&calls, "pivot_root"));
+        assert!(first(&calls, "pivot_root") < first(&calls, "umount-old-root"));
+        assert!(first(&calls, "umount-old-root") < first(&calls, "remount-ro /"));
+        assert!(first(&calls, "remount-ro /") < first(&calls, "setrlimit"));
+        // Privileges go before the fds are arranged, the fds before seccomp.
+        assert!(last(&calls, "setrlimit") < first(&calls, "no_new_privs"));
+        if calls.iter().any(|c| is(c, "landlock_restrict_self")) {
+            // Landlock only where the kernel has it.
+            assert!(first(&calls, "no_new_privs") < first(&calls, "landlock_restrict_self"));
+            assert!(first(&calls, "landlock_restrict_self") < first(&calls, "dup2"));
+        }
+        assert!(first(&calls, "no_new_privs") < first(&calls, "dup2"));
+        assert!(last(&calls, "dup2") < first(&calls, "close_range"));
+        // Seccomp is the last step before exec; only exec follows it.
+        assert_eq!(
+            first(&calls, "seccomp") + 1,
+            last(&calls, "execve"),
+            "{calls:#?}"
+        );
+        assert_eq!(first(&calls, "close_range") + 1, first(&calls, "seccomp"));
+    }
+}

@@ -77,3 +77,57 @@ pub enum SandboxError {
         errno: i32,
     },
 }
+
+/// Why a cgroup v2 tree could not be set up (components then get rlimits only).
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    /// No cgroup2 filesystem is mounted.
+    #[error("no cgroup2 filesystem is mounted")]
+    NoMount,
+    /// The mount's `cgroup.controllers` could not be read.
+    #[error("no cgroup v2 controllers at {}", mount.display())]
+    ReadControllers {
+        /// The cgroup2 mount.
+        mount: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required controller is not offered.
+    #[error("the {controller} controller is not available in cgroup v2 at {}", mount.display())]
+    ControllerMissing {
+        /// The controller.
+        controller: &'static str,
+        /// The cgroup2 mount.
+        mount: PathBuf,
+    },
+    /// A `cgroup.subtree_control` could not be read.
+    #[error("reading {}", path.display())]
+    ReadSubtreeControl {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A required controller could not be enabled.
+    #[error("enabling {controller} in {}", path.display())]
+    EnableController {
+        /// The controller.
+        controller: &'static str,
+        /// The `cgroup.subtree_control` written.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tree's directory could not be created.
+    #[error("creating {}", path.display())]
+    CreateTree {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -30,7 +30,7 @@ pub use cgroup::{
     RealCgroupFs,
 };
 pub use child::Step;
-pub use error::SandboxError;
+pub use error::{CgroupError, SandboxError};
 pub use limits::LimitsApplied;
 pub use prepare::{prepare, Prepared};
 pub use report::{proc_enforcement, ProcEnforcement, RuntimeReport};
