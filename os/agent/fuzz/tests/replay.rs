@@ -10,14 +10,14 @@ fn replay(target: &str, fuzz: fn(&[u8])) {
         .join(target);
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|error| panic!("corpus {}: {error}", dir.display()))
-        .map(|entry| entry.unwrap().path())
+        .map(|entry| entry.expect("corpus entry").path())
         .filter(|path| path.is_file())
         .collect();
     files.sort();
     assert!(!files.is_empty(), "corpus {} is empty", dir.display());
     for file in files {
         eprintln!("replaying {}", file.display());
-        fuzz(&std::fs::read(&file).unwrap());
+        fuzz(&std::fs::read(&file).expect("corpus file"));
     }
 }
 
