@@ -60,16 +60,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", cert.sha256_thumbprint);
             Ok(ExitCode::SUCCESS)
         }
-        AgentCommand::ImportKey(ImportKeyOptions {
-            tpm,
-            key_handle,
-            key_file,
-        }) => {
-            let text = std::fs::read_to_string(&key_file)
-                .with_context(|| format!("reading {}", key_file.display()))?;
-            testudo_agent::tpm::import_base64_hmac_key(&tpm, key_handle, &text)
+        AgentCommand::ImportKey(options) => {
+            options
+                .import()
                 .context("importing the device key into the TPM")?;
-            println!("imported key into {tpm} at {key_handle:#010x}");
+            println!("{}", options.imported_message());
             Ok(ExitCode::SUCCESS)
         }
         AgentCommand::Run(options) => {

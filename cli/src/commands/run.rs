@@ -8,7 +8,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use testudo_init::{signals, EventKind, EventLog, InitOptions, SoftwareTpm, Supervisor};
+use testudo_init::device_owners::DeviceOwner;
+use testudo_init::{
+    signals, DeviceOwners, EventKind, EventLog, InitOptions, SoftwareTpm, Supervisor,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -110,54 +113,6 @@ fn provide_tpms(
     Ok(running)
 }
 
-/// Owners of the host paths standing in for the plan's device nodes, as found before the
-/// run. As root, init hands each to its driver's uid; `testudo run` gives them back when it
-/// ends, so a developer's `/dev/tpm0` (usually `tss`-owned) is not left to a sandbox uid.
-struct DeviceOwners(Vec<(PathBuf, u32, u32)>);
-
-impl DeviceOwners {
-    fn record(plan: &testudo_config::plan::Plan, options: &InitOptions) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        let mut owners: Vec<(PathBuf, u32, u32)> = plan
-            .components
-            .values()
-            .flat_map(|component| &component.devices.nodes)
-            .map(|node| testudo_init::launch::device_source(node, options))
-            .filter_map(|path| {
-                let meta = std::fs::metadata(&path).ok()?;
-                Some((path, meta.uid(), meta.gid()))
-            })
-            .collect();
-        owners.sort();
-        owners.dedup();
-        DeviceOwners(owners)
-    }
-}
-
-impl Drop for DeviceOwners {
-    fn drop(&mut self) {
-        use std::os::unix::fs::MetadataExt;
-        for (path, uid, gid) in &self.0 {
-            let Ok(meta) = std::fs::metadata(path) else {
-                continue; // gone, like a private swtpm's socket
-            };
-            if (meta.uid(), meta.gid()) == (*uid, *gid) {
-                continue;
-            }
-            match std::os::unix::fs::chown(path, Some(*uid), Some(*gid)) {
-                Ok(()) => eprintln!(
-                    "testudo run: {} given back to uid {uid}, gid {gid}",
-                    path.display()
-                ),
-                Err(error) => eprintln!(
-                    "testudo run: could not give {} back to uid {uid}, gid {gid}: {error}",
-                    path.display()
-                ),
-            }
-        }
-    }
-}
-
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let plan = super::config_input::load_config_or_plan(&args.config)?;
@@ -197,7 +152,21 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let tpm_dir = options.state_dir.clone();
     let software_tpms = provide_tpms(&plan, args.tpm, &tpm_dir, &mut options)?;
-    let device_owners = DeviceOwners::record(&plan, &options);
+    // As root, init hands each device path to its driver's uid; given back when the run ends
+    // (whether or not supervision ended well: the guard also does on `?`).
+    let mut device_owners = DeviceOwners::for_plan(&plan, &options).with_report(|given| {
+        let DeviceOwner { path, uid, gid } = given.owner;
+        match given.result {
+            Ok(()) => eprintln!(
+                "testudo run: {} given back to uid {uid}, gid {gid}",
+                path.display()
+            ),
+            Err(error) => eprintln!(
+                "testudo run: could not give {} back to uid {uid}, gid {gid}: {error}",
+                path.display()
+            ),
+        }
+    });
     let stop = signals::stop_on_signals().context("installing signal handlers")?;
     let events = EventLog::new(true);
     let mut supervisor =
@@ -229,8 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let supervised = supervisor
         .run(stop.as_fd())
         .context("supervising the system");
-    // Given back whether or not supervision ended well (the guard would on `?` too).
-    drop(device_owners);
+    device_owners.give_back();
     supervised?;
     drop(software_tpms);
     println!("stopped");

@@ -11,7 +11,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use testudo_agent::agent::error_chain;
 use testudo_agent::options::{ImportKeyOptions, RunOptions};
-use testudo_agent::tpm;
 
 /// testudo cloud agent.
 #[derive(Debug, Parser)]
@@ -50,28 +49,16 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Component => run_component(),
-        Command::ImportKey(ImportKeyOptions {
-            tpm: tcti,
-            key_handle,
-            key_file,
-        }) => {
-            let result = std::fs::read_to_string(&key_file)
-                .map_err(|e| format!("reading {}: {e}", key_file.display()))
-                .and_then(|text| {
-                    tpm::import_base64_hmac_key(&tcti, key_handle, &text)
-                        .map_err(|e| error_chain(&e))
-                });
-            match result {
-                Ok(()) => {
-                    println!("imported key into {tcti} at {key_handle:#010x}");
-                    ExitCode::SUCCESS
-                }
-                Err(message) => {
-                    eprintln!("error: {message}");
-                    ExitCode::FAILURE
-                }
+        Command::ImportKey(options) => match options.import() {
+            Ok(()) => {
+                println!("{}", options.imported_message());
+                ExitCode::SUCCESS
             }
-        }
+            Err(err) => {
+                eprintln!("error: {}", error_chain(&err));
+                ExitCode::FAILURE
+            }
+        },
         Command::Run(options) => {
             let config = match options.into_config() {
                 Ok(config) => config,

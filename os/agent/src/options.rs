@@ -68,6 +68,27 @@ pub struct ImportKeyOptions {
     pub key_file: PathBuf,
 }
 
+impl ImportKeyOptions {
+    /// Reads the base64 key from [`Self::key_file`] and imports it into the TPM at
+    /// [`Self::key_handle`] (what `testudo-agent import-key` and `testudo agent import-key` do).
+    pub fn import(&self) -> Result<()> {
+        let text =
+            std::fs::read_to_string(&self.key_file).map_err(|source| AgentError::ReadFile {
+                path: self.key_file.clone(),
+                source,
+            })?;
+        crate::tpm::import_base64_hmac_key(&self.tpm, self.key_handle, &text)
+    }
+
+    /// The line both front ends print after a successful [`Self::import`].
+    pub fn imported_message(&self) -> String {
+        format!(
+            "imported key into {} at {:#010x}",
+            self.tpm, self.key_handle
+        )
+    }
+}
+
 /// Default persistent handle of the device's SAS key in the TPM.
 pub const SAS_KEY_HANDLE: &str = "0x81000100";
 
@@ -148,4 +169,38 @@ fn tpm_auth(tcti: &str, handle: u32, ttl: Duration) -> Result<Authentication> {
         signer: Arc::new(TpmHmacSigner::open(tcti, handle)?),
         token_ttl: ttl,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(key_file: PathBuf) -> ImportKeyOptions {
+        ImportKeyOptions {
+            // Never reached: both cases fail before the TPM is opened.
+            tpm: "swtpm:host=127.0.0.1,port=1".to_owned(),
+            key_handle: 0x8100_0100,
+            key_file,
+        }
+    }
+
+    #[test]
+    fn import_key_reports_an_unreadable_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = options(dir.path().join("missing")).import().unwrap_err();
+        assert!(matches!(error, AgentError::ReadFile { .. }), "{error:?}");
+    }
+
+    #[test]
+    fn import_key_rejects_a_key_that_is_not_base64_before_opening_the_tpm() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("key");
+        std::fs::write(&key_file, "not base64!\n").unwrap();
+        let error = options(key_file).import().unwrap_err();
+        assert!(matches!(error, AgentError::DecodeKey { .. }), "{error:?}");
+        assert_eq!(
+            options(PathBuf::from("k")).imported_message(),
+            "imported key into swtpm:host=127.0.0.1,port=1 at 0x81000100"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! differs.
 
 pub mod data_partition;
+pub mod device_owners;
 mod error;
 pub mod events;
 pub mod graph;
@@ -21,6 +22,7 @@ pub mod status;
 mod supervisor;
 pub mod swtpm;
 
+pub use device_owners::DeviceOwners;
 pub use error::{InitError, LaunchError};
 pub use events::{Event, EventKind, EventLog};
 pub use options::{Backoff, InitOptions};

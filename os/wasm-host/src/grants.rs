@@ -103,6 +103,12 @@ pub struct PlannedApp {
     /// The provided capability its `telemetry.publish` goes to (no write route says
     /// otherwise), if any.
     pub publishes_into_provided: Option<String>,
+    /// Local names of its `net` routes, in plan order: the scheme handles outbound
+    /// connections go through when `testudo-init` passed handles.
+    pub net_routes: Vec<String>,
+    /// Local name of its first `log` route: the scheme handle stdout/stderr go to when
+    /// `testudo-init` passed handles.
+    pub log_route: Option<String>,
 }
 
 impl PlannedApp {
@@ -131,6 +137,8 @@ impl PlannedApp {
             args: component.args.clone(),
             ..Grants::default()
         };
+        let mut net_routes = Vec::new();
+        let mut log_route = None;
         for (local, route) in &component.uses {
             match route.interface.as_str() {
                 interfaces::STORAGE => grants.dirs.push(DirGrant {
@@ -143,7 +151,10 @@ impl PlannedApp {
                     guest: format!("/{local}"),
                     read_only: !route.rights.can_write(),
                 }),
-                interfaces::NET => grants.net.extend(route.allow.iter().cloned()),
+                interfaces::NET => {
+                    grants.net.extend(route.allow.iter().cloned());
+                    net_routes.push(local.clone());
+                }
                 interfaces::SENSOR => {
                     grants.sensor = Some(SensorGrant {
                         route: local.clone(),
@@ -159,7 +170,12 @@ impl PlannedApp {
                         telemetry.receive = Some(local.clone());
                     }
                 }
-                interfaces::LOG => grants.stdio = route.rights != Rights::Read,
+                interfaces::LOG => {
+                    grants.stdio = route.rights != Rights::Read;
+                    if log_route.is_none() {
+                        log_route = Some(local.clone());
+                    }
+                }
                 _ => {}
             }
         }
@@ -184,6 +200,8 @@ impl PlannedApp {
             limits: component.limits.clone(),
             provided_telemetry,
             publishes_into_provided,
+            net_routes,
+            log_route,
         })
     }
 }

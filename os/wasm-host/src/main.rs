@@ -188,7 +188,7 @@ fn run(args: Args) -> Result<u8, HostError> {
             CodeOrigin::Compiled => "compiled now".to_owned(),
         }
     );
-    let (mut backend, stdout, stderr) = device_backend(&plan, &component, args.device_dir)?;
+    let (mut backend, stdout, stderr) = device_backend(&planned, args.device_dir)?;
     if let Some(control) =
         testudo_scheme::provider_control().map_err(|source| HostError::Handles { source })?
     {
@@ -213,27 +213,18 @@ fn run(args: Args) -> Result<u8, HostError> {
 /// Scheme handles when `testudo-init` passed them (`TESTUDO_HANDLES`), otherwise the local
 /// backend (`--device-dir`, or nothing at all).
 fn device_backend(
-    plan: &testudo_plan::plan::Plan,
-    component: &str,
+    planned: &PlannedApp,
     device_dir: Option<PathBuf>,
 ) -> Result<(Arc<dyn DeviceBackend>, OutputSink, OutputSink), HostError> {
     if std::env::var_os(testudo_scheme::HANDLES_ENV).is_some() {
         let mut handles = testudo_scheme::granted_handles()
             .map_err(|source| HostError::Handles { source })?
             .into_map();
-        let uses = plan.components.get(component).map(|c| &c.uses);
-        let net_routes = uses
-            .into_iter()
-            .flatten()
-            .filter(|(_, route)| route.interface == testudo_plan::interfaces::NET)
-            .map(|(name, _)| name.clone())
-            .collect();
-        let log_route = uses
-            .into_iter()
-            .flatten()
-            .find(|(_, route)| route.interface == testudo_plan::interfaces::LOG)
-            .map(|(name, _)| name.clone());
-        let (stdout, stderr) = match log_route.and_then(|name| handles.remove(&name)) {
+        let (stdout, stderr) = match planned
+            .log_route
+            .as_ref()
+            .and_then(|name| handles.remove(name))
+        {
             Some(log) => {
                 let writer: Arc<std::sync::Mutex<dyn std::io::Write + Send>> =
                     Arc::new(std::sync::Mutex::new(LogWriter(log)));
@@ -245,7 +236,7 @@ fn device_backend(
             None => (OutputSink::Discard, OutputSink::Discard),
         };
         return Ok((
-            Arc::new(SchemeDevice::new(handles, net_routes)),
+            Arc::new(SchemeDevice::new(handles, planned.net_routes.clone())),
             stdout,
             stderr,
         ));

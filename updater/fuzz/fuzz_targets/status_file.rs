@@ -1,13 +1,4 @@
-//! The key-file dialect of the slot status file (and of manifests and system.conf).
+//! `cargo fuzz` entry point of [`testudo_updater_fuzz::status_file`].
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use testudo_updater::ini::KeyFile;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        if let Ok(file) = KeyFile::parse(text, "fuzz") {
-            assert_eq!(KeyFile::parse(&file.render(), "fuzz").ok(), Some(file));
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| testudo_updater_fuzz::status_file::fuzz(data));

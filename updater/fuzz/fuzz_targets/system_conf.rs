@@ -1,10 +1,4 @@
-//! system.conf text.
+//! `cargo fuzz` entry point of [`testudo_updater_fuzz::system_conf`].
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(text) = std::str::from_utf8(data) {
-        let _ = testudo_updater::SystemConf::parse(text, None);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| testudo_updater_fuzz::system_conf::fuzz(data));

@@ -1,11 +1,4 @@
-//! Topics published by the hub are attacker-controlled strings: parsing must never panic.
+//! `cargo fuzz` entry point of [`testudo_agent_fuzz::hub_topics`].
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    if let Ok(topic) = std::str::from_utf8(data) {
-        let _ = testudo_agent::topics::parse(topic);
-        let _ = testudo_agent::dps::parse_response_topic(topic);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| testudo_agent_fuzz::hub_topics::fuzz(data));
