@@ -33,7 +33,6 @@ pub fn fuzz(data: &[u8]) {
     let Some(fixture) = fixture() else {
         return;
     };
-    let _ = fixture.engine.engine().detect_precompiled(data);
     let sidecar = sidecar_path(&fixture.dir.path().join("app.wasm"));
     if std::fs::write(&sidecar, data).is_err() {
         return;
