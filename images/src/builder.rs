@@ -1157,6 +1157,7 @@ fn tempfile_in(dir: &Path) -> Result<tempfile::TempDir> {
         .map_err(ImageError::write(dir))
 }
 
+/// Checks that the module `module` of `component`, at `path`, is a WebAssembly binary.
 fn check_wasm(component: &str, module: &str, path: &Path) -> Result<()> {
     let fail = |detail: String| ImageError::WasmModule {
         component: component.to_owned(),
@@ -1165,10 +1166,11 @@ fn check_wasm(component: &str, module: &str, path: &Path) -> Result<()> {
         detail,
     };
     let mut head = [0u8; 4];
-    let mut file = fs::File::open(path).map_err(|e| {
-        fail(format!(
-            "cannot open ({e}); build apps with `cargo xtask apps`"
-        ))
+    let mut file = fs::File::open(path).map_err(|source| ImageError::WasmModuleOpen {
+        component: component.to_owned(),
+        module: module.to_owned(),
+        path: path.to_path_buf(),
+        source,
     })?;
     std::io::Read::read_exact(&mut file, &mut head)
         .map_err(|_| fail("shorter than a WASM header".into()))?;

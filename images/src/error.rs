@@ -73,6 +73,15 @@ pub enum ImageError {
         path: PathBuf,
         detail: String,
     },
+    /// A WebAssembly module named by the plan could not be opened.
+    #[error("WASM module `{module}` of component `{component}` at {path} could not be opened; build apps with `cargo xtask apps`")]
+    WasmModuleOpen {
+        component: String,
+        module: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The WASM host could not precompile an app.
     #[error("precompiling WASM app `{module}` with {host}: {detail}")]
     Precompile {
