@@ -65,9 +65,15 @@ fn unmatched_expectation_times_out_and_stops_the_vm() {
         String::from_utf8_lossy(&built.stderr)
     );
     let disk = dir.join("out/disk.img");
+    // A state directory of the test's own: QEMU's command line names it (the firmware
+    // variables) and so does swtpm's (`--tpmstate dir=<state>/tpm`), so a search for it
+    // finds either one left behind.
+    let state = dir.join("vm-state");
     let run = Command::new(exe)
         .args(["vm", "run"])
         .arg(&disk)
+        .arg("--state")
+        .arg(&state)
         .args([
             "--expect",
             "this line never appears",
@@ -83,13 +89,24 @@ fn unmatched_expectation_times_out_and_stops_the_vm() {
         stderr.contains("did not match") && stderr.contains("within 6 s"),
         "{stderr}"
     );
-    let left = Command::new("pgrep")
-        .args(["-f", disk.to_str().unwrap()])
-        .output()
-        .unwrap();
     assert!(
-        left.stdout.is_empty(),
-        "QEMU still running: {}",
-        String::from_utf8_lossy(&left.stdout)
+        state.join("tpm").is_dir(),
+        "swtpm was given {} for its state",
+        state.join("tpm").display()
     );
+    for (what, pattern) in [
+        ("QEMU", disk.to_str().unwrap().to_owned()),
+        ("swtpm", format!("dir={}", state.join("tpm").display())),
+        ("QEMU or swtpm", state.to_str().unwrap().to_owned()),
+    ] {
+        let left = Command::new("pgrep")
+            .args(["-f", "--", &pattern])
+            .output()
+            .unwrap();
+        assert!(
+            left.stdout.is_empty(),
+            "{what} still running ({pattern}): {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
+    }
 }

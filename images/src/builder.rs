@@ -24,11 +24,11 @@ use crate::cwasm;
 use crate::datafs;
 use crate::digest::{bytes_sha256, FileDigest};
 use crate::digest_cache::{DigestCache, StatKey};
-use crate::disk::{self, DiskLayout, DATA_LABEL, ESP_LABEL, ROOTFS_A_LABEL};
+use crate::disk::{self, DiskLayout, DiskMap, DATA_LABEL, ESP_LABEL, ROOTFS_A_LABEL};
 use crate::error::{ImageError, Result};
 use crate::esp::{self, EspContent, BOOT_EFI_PATH, GRUBENV_PATH, GRUB_CFG_PATH};
 use crate::initramfs;
-use crate::kernel::{self, Kernel};
+use crate::kernel::{self, Kernel, KernelModule};
 use crate::keys;
 use crate::manifest::{Entry, ImageManifest, SystemInfo, MANIFEST_FORMAT};
 use crate::progress::{Progress, ProgressMode};
@@ -113,8 +113,6 @@ pub struct BuildReport {
     /// The output files with their digests.
     pub outputs: Vec<Entry>,
 }
-
-const STEPS: u64 = 11;
 
 /// `/usr/bin/ldd` in the image: what glibc's ldd prints for one binary, without bash.
 pub const LDD_SCRIPT: &str = "#!/usr/bin/busybox sh\n\
@@ -233,31 +231,6 @@ impl RootfsSpec {
     }
 }
 
-struct Steps {
-    progress: Progress,
-    reports: Vec<StepReport>,
-}
-
-impl Steps {
-    fn run<T>(
-        &mut self,
-        name: &str,
-        step: impl FnOnce() -> Result<(T, Option<Reuse>)>,
-    ) -> Result<T> {
-        self.progress.start(name);
-        let started = Instant::now();
-        let (value, reuse) = step()?;
-        let elapsed = started.elapsed();
-        self.progress.finish(name, reuse, elapsed);
-        self.reports.push(StepReport {
-            name: name.to_owned(),
-            reuse,
-            seconds: elapsed.as_secs_f64(),
-        });
-        Ok(value)
-    }
-}
-
 fn tool_version(tools: &dyn ToolRunner, program: &str, flag: &str) -> String {
     tools
         .run(&ToolCall::new(program, "reading the tool version").arg(flag))
@@ -325,426 +298,813 @@ pub fn needed_binaries(plan: &Plan) -> BTreeMap<String, String> {
     names
 }
 
-/// Builds the image described by `request`.
-pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildReport> {
-    let plan = &request.plan;
-    let epoch = SourceDateEpoch::determine(
-        request.source_date_epoch.as_deref(),
-        &request.source_root,
-        tools,
-    )?;
-    let cache = Cache::open(&request.cache_dir)?;
-    let digests = DigestCache::open(&request.cache_dir.join("digests"))?;
-    fs::create_dir_all(&request.out_dir).map_err(ImageError::write(&request.out_dir))?;
-    let scratch = tempfile_in(&request.cache_dir.join("tmp"))?;
-    let work = scratch.path();
-    let epoch_text = epoch.seconds.to_string();
-    let seed = plan.compatible.clone();
-    let mut inputs: Vec<Entry> = Vec::new();
-    let mut steps = Steps {
-        progress: Progress::new(STEPS, request.progress),
-        reports: Vec::new(),
-    };
-    // The rootfs in two layers (see `rootfs`): the system, and the apps appended to it.
-    let mut spec = RootfsSpec::default();
-    let mut app_layer = RootfsSpec::default();
+/// A step of a build. [`STEPS`] lists them in the order they run; a failing step's error
+/// names it ([`ImageError::Step`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BuildStep {
+    /// Fixing the build clock, opening the cache, creating the output and scratch directories.
+    Prepare,
+    /// Staging the plan, byte for byte as the device reads it.
+    Plan,
+    /// Locating the kernel and staging it with the modules the plan needs.
+    KernelAndModules,
+    /// Building the initramfs (busybox and the early modules).
+    Initramfs,
+    /// Stripping the native binaries and staging them with their shared libraries.
+    Binaries,
+    /// Staging the WASM apps with their precompiled `.cwasm` files.
+    WasmApps,
+    /// Staging busybox, `ldd`, the updater configuration, public keys and `os-release`.
+    SystemFiles,
+    /// Packing the rootfs's system layer.
+    RootfsSystemLayer,
+    /// Appending the app layer to the system layer: `rootfs.img`.
+    Rootfs,
+    /// Building GRUB and the EFI system partition.
+    Esp,
+    /// Formatting the data partition.
+    DataPartition,
+    /// Assembling `disk.img`.
+    DiskImage,
+    /// Creating and signing `update.raucb`.
+    UpdateBundle,
+    /// Writing the signed `manifest.json`.
+    Manifest,
+}
 
-    // The plan, byte for byte as the device will read it.
-    let plan_bytes = plan
+impl BuildStep {
+    /// The step's name in progress output, reports and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildStep::Prepare => "prepare",
+            BuildStep::Plan => "plan",
+            BuildStep::KernelAndModules => "kernel and modules",
+            BuildStep::Initramfs => "initramfs",
+            BuildStep::Binaries => "binaries",
+            BuildStep::WasmApps => "wasm apps",
+            BuildStep::SystemFiles => "system files",
+            BuildStep::RootfsSystemLayer => "rootfs system layer",
+            BuildStep::Rootfs => "rootfs",
+            BuildStep::Esp => "esp",
+            BuildStep::DataPartition => "data partition",
+            BuildStep::DiskImage => "disk image",
+            BuildStep::UpdateBundle => "update bundle",
+            BuildStep::Manifest => "manifest",
+        }
+    }
+}
+
+impl std::fmt::Display for BuildStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A step's work: reads the context, adds its results to it, and says whether its output
+/// came from the cache (`None`: not a cached step).
+type StepFn = fn(&mut BuildContext<'_>) -> Result<Option<Reuse>>;
+
+/// One entry of the step table.
+pub struct StepDef {
+    /// Which step.
+    pub step: BuildStep,
+    /// Whether it is shown in the progress output and listed in the [`BuildReport`] (the
+    /// quick staging steps are not).
+    pub shown: bool,
+    run: StepFn,
+}
+
+impl std::fmt::Debug for StepDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StepDef")
+            .field("step", &self.step)
+            .field("shown", &self.shown)
+            .finish()
+    }
+}
+
+/// The steps of a build, in order (after [`BuildStep::Prepare`], which makes the context).
+pub const STEPS: &[StepDef] = &[
+    StepDef {
+        step: BuildStep::Plan,
+        shown: false,
+        run: stage_plan,
+    },
+    StepDef {
+        step: BuildStep::KernelAndModules,
+        shown: true,
+        run: stage_kernel_and_modules,
+    },
+    StepDef {
+        step: BuildStep::Initramfs,
+        shown: true,
+        run: build_initramfs,
+    },
+    StepDef {
+        step: BuildStep::Binaries,
+        shown: true,
+        run: stage_binaries,
+    },
+    StepDef {
+        step: BuildStep::WasmApps,
+        shown: true,
+        run: stage_wasm_apps,
+    },
+    StepDef {
+        step: BuildStep::SystemFiles,
+        shown: false,
+        run: stage_system_files,
+    },
+    StepDef {
+        step: BuildStep::RootfsSystemLayer,
+        shown: true,
+        run: pack_rootfs_system_layer,
+    },
+    StepDef {
+        step: BuildStep::Rootfs,
+        shown: true,
+        run: append_rootfs_app_layer,
+    },
+    StepDef {
+        step: BuildStep::Esp,
+        shown: true,
+        run: build_esp,
+    },
+    StepDef {
+        step: BuildStep::DataPartition,
+        shown: true,
+        run: build_data_partition,
+    },
+    StepDef {
+        step: BuildStep::DiskImage,
+        shown: true,
+        run: assemble_disk_image,
+    },
+    StepDef {
+        step: BuildStep::UpdateBundle,
+        shown: true,
+        run: create_update_bundle,
+    },
+    StepDef {
+        step: BuildStep::Manifest,
+        shown: true,
+        run: write_signed_manifest,
+    },
+];
+
+/// What the steps made so far, for the steps after them.
+#[derive(Debug, Default)]
+struct Made {
+    /// The kernel (kernel and modules).
+    kernel: Option<Kernel>,
+    /// The modules the initramfs loads (kernel and modules).
+    initramfs_modules: Vec<KernelModule>,
+    /// The WASM host binary and its digest, if the image has one (binaries).
+    wasm_host: Option<(PathBuf, FileDigest)>,
+    /// `mksquashfs -version`, part of both rootfs cache keys (rootfs system layer).
+    mksquashfs_version: String,
+    /// The system layer's cache object and key (rootfs system layer).
+    system_layer: Option<(PathBuf, CacheKey)>,
+    /// `rootfs.img`'s cache object and digest (rootfs).
+    rootfs: Option<(PathBuf, FileDigest)>,
+    /// The EFI system partition (esp).
+    esp: Option<EspMade>,
+    /// The data partition's cache object and digest (data partition).
+    data: Option<(PathBuf, FileDigest)>,
+    /// `disk.img`'s map of data ranges (disk image).
+    disk_map: Option<DiskMap>,
+    /// The digest of the bundle's payload (update bundle).
+    bundle_payload: Option<FileDigest>,
+    /// The output files with their digests (manifest).
+    outputs: Vec<Entry>,
+}
+
+/// What the ESP step made.
+#[derive(Debug)]
+struct EspMade {
+    /// The partition's cache object.
+    object: PathBuf,
+    /// Its digest.
+    digest: FileDigest,
+    /// The digest of the GRUB EFI binary on it.
+    grub_efi: FileDigest,
+    /// Its `grub.cfg`.
+    grub_cfg: String,
+    /// Its initial `grubenv`.
+    grubenv: Vec<u8>,
+}
+
+/// One build in progress: what it reads, where it works, and what its steps made so far.
+struct BuildContext<'a> {
+    request: &'a BuildRequest,
+    plan: &'a Plan,
+    tools: &'a dyn ToolRunner,
+    epoch: SourceDateEpoch,
+    cache: Cache,
+    digests: DigestCache,
+    /// Scratch space for staging, removed when the build ends.
+    scratch: tempfile::TempDir,
+    /// The build's inputs with their digests, for the manifest.
+    inputs: Vec<Entry>,
+    /// The rootfs's system layer (see `rootfs`).
+    system: RootfsSpec,
+    /// The rootfs's app layer, appended to the system layer.
+    apps: RootfsSpec,
+    made: Made,
+}
+
+impl<'a> BuildContext<'a> {
+    /// The [`BuildStep::Prepare`] step: the build clock, cache and directories.
+    fn prepare(request: &'a BuildRequest, tools: &'a dyn ToolRunner) -> Result<Self> {
+        let epoch = SourceDateEpoch::determine(
+            request.source_date_epoch.as_deref(),
+            &request.source_root,
+            tools,
+        )?;
+        let cache = Cache::open(&request.cache_dir)?;
+        let digests = DigestCache::open(&request.cache_dir.join("digests"))?;
+        fs::create_dir_all(&request.out_dir).map_err(ImageError::write(&request.out_dir))?;
+        let scratch = tempfile_in(&request.cache_dir.join("tmp"))?;
+        Ok(BuildContext {
+            request,
+            plan: &request.plan,
+            tools,
+            epoch,
+            cache,
+            digests,
+            scratch,
+            inputs: Vec::new(),
+            system: RootfsSpec::default(),
+            apps: RootfsSpec::default(),
+            made: Made::default(),
+        })
+    }
+
+    /// The scratch directory.
+    fn work(&self) -> &Path {
+        self.scratch.path()
+    }
+
+    /// The build clock as a cache key part.
+    fn epoch_text(&self) -> String {
+        self.epoch.seconds.to_string()
+    }
+
+    /// What disk and partition identities derive from: the plan's `compatible`.
+    fn seed(&self) -> &str {
+        &self.plan.compatible
+    }
+}
+
+/// A result an earlier step should have made; its absence means the step table is out of
+/// order.
+fn made<'v, T>(value: &'v Option<T>, what: &'static str) -> Result<&'v T> {
+    value.as_ref().ok_or(ImageError::StepOrder { what })
+}
+
+/// Builds the image described by `request`: [`BuildStep::Prepare`], then each of [`STEPS`].
+pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildReport> {
+    let mut ctx = BuildContext::prepare(request, tools).map_err(in_step(BuildStep::Prepare))?;
+    let shown = STEPS.iter().filter(|def| def.shown).count() as u64;
+    let mut progress = Progress::new(shown, request.progress);
+    let mut reports = Vec::new();
+    for def in STEPS {
+        let name = def.step.name();
+        if def.shown {
+            progress.start(name);
+        }
+        let started = Instant::now();
+        let reuse = (def.run)(&mut ctx).map_err(in_step(def.step))?;
+        if def.shown {
+            let elapsed = started.elapsed();
+            progress.finish(name, reuse, elapsed);
+            reports.push(StepReport {
+                name: name.to_owned(),
+                reuse,
+                seconds: elapsed.as_secs_f64(),
+            });
+        }
+    }
+    progress.close();
+    Ok(BuildReport {
+        epoch: ctx.epoch,
+        steps: reports,
+        outputs: std::mem::take(&mut ctx.made.outputs),
+    })
+}
+
+/// Wraps a step's error so that it names the step.
+fn in_step(step: BuildStep) -> impl FnOnce(ImageError) -> ImageError {
+    move |source| ImageError::Step {
+        step,
+        source: Box::new(source),
+    }
+}
+
+/// Whether a step that ran several cached parts built any of them.
+fn reuse_of(any_built: bool) -> Option<Reuse> {
+    Some(if any_built { Reuse::Built } else { Reuse::Hit })
+}
+
+/// [`BuildStep::Plan`].
+fn stage_plan(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let plan_bytes = ctx
+        .plan
         .to_canonical_json()
         .map_err(|source| ImageError::Serialize {
             what: "plan".into(),
             source,
         })?
         .into_bytes();
-    inputs.push(entry(
-        "plan",
-        &FileDigest {
-            sha256: bytes_sha256(&plan_bytes),
-            size: plan_bytes.len() as u64,
-        },
+    ctx.inputs.push(entry("plan", &bytes_digest(&plan_bytes)));
+    ctx.system.add_bytes(PLAN_PATH, plan_bytes, 0o644);
+    Ok(None)
+}
+
+/// [`BuildStep::KernelAndModules`].
+fn stage_kernel_and_modules(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let boards_dir = ctx.request.source_root.join("images/boards");
+    let kernel = Kernel::locate(
+        &ctx.plan.board.kernel,
+        &boards_dir,
+        &ctx.request.host.modules_root,
+    )?;
+    let digest = ctx
+        .system
+        .add_file(&ctx.digests, KERNEL_PATH, &kernel.image, 0o644)?;
+    ctx.inputs.push(entry(
+        &format!("kernel:vmlinuz-{}", kernel.version),
+        &digest,
     ));
-    spec.add_bytes(PLAN_PATH, plan_bytes, 0o644);
-
-    // Kernel and modules.
-    let (kernel, initramfs_modules) = steps.run("kernel and modules", || {
-        let boards_dir = request.source_root.join("images/boards");
-        let kernel = Kernel::locate(&plan.board.kernel, &boards_dir, &request.host.modules_root)?;
-        let digest = spec.add_file(&digests, KERNEL_PATH, &kernel.image, 0o644)?;
-        inputs.push(entry(
-            &format!("kernel:vmlinuz-{}", kernel.version),
-            &digest,
-        ));
-        let needed = kernel.resolve(&kernel::plan_modules(plan))?;
-        let mut load_order = String::new();
-        for module in &needed {
-            let path = kernel.modules_dir.join(&module.relative);
-            let image_path = format!("lib/modules/{}/{}", kernel.version, module.relative);
-            let digest = spec.add_file(&digests, &image_path, &path, 0o644)?;
-            inputs.push(entry(&format!("kernel-module:{}", module.name), &digest));
-            load_order.push_str(&module.relative);
-            load_order.push('\n');
-        }
-        spec.add_bytes(
-            &format!("lib/modules/{}/testudo.load", kernel.version),
-            load_order.into_bytes(),
-            0o644,
-        );
-        let initramfs_modules = kernel.resolve(&kernel::initramfs_modules())?;
-        Ok(((kernel, initramfs_modules), None))
-    })?;
-
-    // Initramfs.
-    steps.run("initramfs", || {
-        let busybox_digest = digests.file(&request.host.busybox)?;
-        inputs.push(entry("busybox", &busybox_digest));
-        let mut module_files = Vec::new();
-        let mut parts = vec![busybox_digest.sha256.clone(), initramfs::init_script(&[])];
-        for module in &initramfs_modules {
-            let path = kernel.modules_dir.join(&module.relative);
-            let bytes = fs::read(&path).map_err(ImageError::read(&path))?;
-            parts.push(format!("{} {}", module.name, bytes_sha256(&bytes)));
-            module_files.push((module.name.clone(), bytes));
-        }
-        let key = CacheKey::new("initramfs", &parts);
-        let (object, reuse) = cache.get_or_build(&key, |out| {
-            let busybox =
-                fs::read(&request.host.busybox).map_err(ImageError::read(&request.host.busybox))?;
-            let archive = initramfs::build(&busybox, &module_files);
-            fs::write(out, archive).map_err(ImageError::write(out))
-        })?;
-        let digest = cache.object_sha256(&key)?;
-        spec.add_file_with_digest(INITRAMFS_PATH, &object, 0o644, digest);
-        Ok(((), Some(reuse)))
-    })?;
-
-    // Native binaries, stripped, with their shared libraries.
-    let wasm_host = steps.run("binaries", || {
-        let mut any_built = false;
-        let mut wasm_host = None;
-        let mut libraries = std::collections::BTreeSet::new();
-        let loader_cache = loader_cache_state();
-        for (name, needed_by) in needed_binaries(plan) {
-            let path = binaries::find_binary(&name, &request.bin_dirs, &needed_by)?;
-            let digest = digests.file(&path)?;
-            inputs.push(entry(&format!("binary:{name}"), &digest));
-            let key = CacheKey::new("strip", [digest.sha256.as_str()]);
-            let (stripped, reuse) =
-                cache.get_or_build(&key, |out| binaries::strip(tools, &path, out))?;
-            any_built |= reuse == Reuse::Built;
-            let stripped_digest = cache.object_sha256(&key)?;
-            spec.add_file_with_digest(
-                &format!("{BIN_DIR}/{name}"),
-                &stripped,
-                0o755,
-                stripped_digest,
-            );
-            // The library closure depends on the binary and on the host's loader cache.
-            let key = CacheKey::new("ldd", [digest.sha256.as_str(), loader_cache.as_str()]);
-            let (list, _) = cache.get_or_build(&key, |out| {
-                let libs = binaries::shared_libraries(tools, &path)?;
-                let text: String = libs.iter().map(|l| format!("{}\n", l.display())).collect();
-                fs::write(out, text).map_err(ImageError::write(out))
-            })?;
-            let text = fs::read_to_string(&list).map_err(ImageError::read(&list))?;
-            libraries.extend(text.lines().map(PathBuf::from));
-            if name == WASM_HOST_BINARY {
-                wasm_host = Some((path, digest));
-            }
-        }
-        for library in libraries {
-            let digest = spec.add_file(&digests, &library.to_string_lossy(), &library, 0o755)?;
-            inputs.push(entry(&format!("library:{}", library.display()), &digest));
-        }
-        Ok((
-            wasm_host,
-            Some(if any_built { Reuse::Built } else { Reuse::Hit }),
-        ))
-    })?;
-
-    // WASM apps, each with its precompiled `.cwasm` made by the image's own WASM host.
-    steps.run("wasm apps", || {
-        let mut any_built = false;
-        let cpu_features = plan.board.cpu_features.join(",");
-        for (owner, module) in wasm_modules(plan) {
-            let path = request.source_root.join(&module);
-            check_wasm(&owner, &module, &path)?;
-            let image_path = format!("{APPS_ROOT}/{module}");
-            let digest = app_layer.add_file(&digests, &image_path, &path, 0o644)?;
-            inputs.push(entry(&format!("app:{module}"), &digest));
-            let Some((host, host_digest)) = &wasm_host else {
-                continue;
-            };
-            let key = CacheKey::new(
-                "cwasm",
-                [
-                    digest.sha256.as_str(),
-                    &host_digest.sha256,
-                    &format!("cpu-features {cpu_features}"),
-                ],
-            );
-            let (compiled, reuse) = cache.get_or_build(&key, |out| {
-                cwasm::precompile(tools, host, &module, &path, &cpu_features, out)
-            })?;
-            any_built |= reuse == Reuse::Built;
-            let compiled_digest = cache.object_sha256(&key)?;
-            app_layer.add_file_with_digest(
-                &cwasm::sidecar_path(&image_path),
-                &compiled,
-                0o644,
-                compiled_digest,
-            );
-        }
-        Ok(((), Some(if any_built { Reuse::Built } else { Reuse::Hit })))
-    })?;
-
-    // `ldd` for testudo-init's sandbox library discovery (glibc's own `ldd` is a bash script):
-    // the dynamic loader's `--list`, run by the image's static busybox.
-    spec.add_file(&digests, "usr/bin/busybox", &request.host.busybox, 0o755)?;
-    spec.add_bytes("usr/bin/ldd", LDD_SCRIPT.as_bytes().to_vec(), 0o755);
-
-    // Updater configuration and public keys.
-    spec.add_bytes(
-        rootfs::SYSTEM_CONF_PATH,
-        system_conf::render(plan).into_bytes(),
+    let needed = kernel.resolve(&kernel::plan_modules(ctx.plan))?;
+    let mut load_order = String::new();
+    for module in &needed {
+        let path = kernel.modules_dir.join(&module.relative);
+        let image_path = format!("lib/modules/{}/{}", kernel.version, module.relative);
+        let digest = ctx
+            .system
+            .add_file(&ctx.digests, &image_path, &path, 0o644)?;
+        ctx.inputs
+            .push(entry(&format!("kernel-module:{}", module.name), &digest));
+        load_order.push_str(&module.relative);
+        load_order.push('\n');
+    }
+    ctx.system.add_bytes(
+        &format!("lib/modules/{}/testudo.load", kernel.version),
+        load_order.into_bytes(),
         0o644,
     );
-    let ca = spec.add_file(
-        &digests,
+    ctx.made.initramfs_modules = kernel.resolve(&kernel::initramfs_modules())?;
+    ctx.made.kernel = Some(kernel);
+    Ok(None)
+}
+
+/// [`BuildStep::Initramfs`].
+fn build_initramfs(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let kernel = made(&ctx.made.kernel, "the kernel")?;
+    let busybox = &ctx.request.host.busybox;
+    let busybox_digest = ctx.digests.file(busybox)?;
+    ctx.inputs.push(entry("busybox", &busybox_digest));
+    let mut module_files = Vec::new();
+    let mut parts = vec![busybox_digest.sha256.clone(), initramfs::init_script(&[])];
+    for module in &ctx.made.initramfs_modules {
+        let path = kernel.modules_dir.join(&module.relative);
+        let bytes = fs::read(&path).map_err(ImageError::read(&path))?;
+        parts.push(format!("{} {}", module.name, bytes_sha256(&bytes)));
+        module_files.push((module.name.clone(), bytes));
+    }
+    let key = CacheKey::new("initramfs", &parts);
+    let (object, reuse) = ctx.cache.get_or_build(&key, |out| {
+        let busybox = fs::read(busybox).map_err(ImageError::read(busybox))?;
+        let archive = initramfs::build(&busybox, &module_files);
+        fs::write(out, archive).map_err(ImageError::write(out))
+    })?;
+    let digest = ctx.cache.object_sha256(&key)?;
+    ctx.system
+        .add_file_with_digest(INITRAMFS_PATH, &object, 0o644, digest);
+    Ok(Some(reuse))
+}
+
+/// [`BuildStep::Binaries`]: each native binary the plan needs, stripped, and the shared
+/// libraries they load.
+fn stage_binaries(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let mut any_built = false;
+    let mut libraries = std::collections::BTreeSet::new();
+    let loader_cache = loader_cache_state();
+    for (name, needed_by) in needed_binaries(ctx.plan) {
+        let path = binaries::find_binary(&name, &ctx.request.bin_dirs, &needed_by)?;
+        let digest = ctx.digests.file(&path)?;
+        ctx.inputs.push(entry(&format!("binary:{name}"), &digest));
+        any_built |= stage_stripped_binary(ctx, &name, &path, &digest)? == Reuse::Built;
+        libraries.extend(shared_libraries(ctx, &path, &digest, &loader_cache)?);
+        if name == WASM_HOST_BINARY {
+            ctx.made.wasm_host = Some((path, digest));
+        }
+    }
+    for library in libraries {
+        let digest =
+            ctx.system
+                .add_file(&ctx.digests, &library.to_string_lossy(), &library, 0o755)?;
+        ctx.inputs
+            .push(entry(&format!("library:{}", library.display()), &digest));
+    }
+    Ok(reuse_of(any_built))
+}
+
+/// Stages the stripped copy of the binary `name` (at `path`, with `digest`) in the image's
+/// binary directory.
+fn stage_stripped_binary(
+    ctx: &mut BuildContext<'_>,
+    name: &str,
+    path: &Path,
+    digest: &FileDigest,
+) -> Result<Reuse> {
+    let tools = ctx.tools;
+    let key = CacheKey::new("strip", [digest.sha256.as_str()]);
+    let (stripped, reuse) = ctx
+        .cache
+        .get_or_build(&key, |out| binaries::strip(tools, path, out))?;
+    let stripped_digest = ctx.cache.object_sha256(&key)?;
+    ctx.system.add_file_with_digest(
+        &format!("{BIN_DIR}/{name}"),
+        &stripped,
+        0o755,
+        stripped_digest,
+    );
+    Ok(reuse)
+}
+
+/// The shared libraries the binary at `path` (with `digest`) loads. The result depends on
+/// the binary and on the host's loader cache (`loader_cache`).
+fn shared_libraries(
+    ctx: &BuildContext<'_>,
+    path: &Path,
+    digest: &FileDigest,
+    loader_cache: &str,
+) -> Result<Vec<PathBuf>> {
+    let key = CacheKey::new("ldd", [digest.sha256.as_str(), loader_cache]);
+    let (list, _) = ctx.cache.get_or_build(&key, |out| {
+        let libs = binaries::shared_libraries(ctx.tools, path)?;
+        let text: String = libs.iter().map(|l| format!("{}\n", l.display())).collect();
+        fs::write(out, text).map_err(ImageError::write(out))
+    })?;
+    let text = fs::read_to_string(&list).map_err(ImageError::read(&list))?;
+    Ok(text.lines().map(PathBuf::from).collect())
+}
+
+/// [`BuildStep::WasmApps`]: each WASM app in the app layer, with its `.cwasm` precompiled by
+/// the image's own WASM host.
+fn stage_wasm_apps(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let mut any_built = false;
+    let cpu_features = ctx.plan.board.cpu_features.join(",");
+    for (owner, module) in wasm_modules(ctx.plan) {
+        let path = ctx.request.source_root.join(&module);
+        check_wasm(&owner, &module, &path)?;
+        let image_path = format!("{APPS_ROOT}/{module}");
+        let digest = ctx.apps.add_file(&ctx.digests, &image_path, &path, 0o644)?;
+        ctx.inputs.push(entry(&format!("app:{module}"), &digest));
+        let Some((host, host_digest)) = &ctx.made.wasm_host else {
+            continue;
+        };
+        let key = CacheKey::new(
+            "cwasm",
+            [
+                digest.sha256.as_str(),
+                &host_digest.sha256,
+                &format!("cpu-features {cpu_features}"),
+            ],
+        );
+        let tools = ctx.tools;
+        let (compiled, reuse) = ctx.cache.get_or_build(&key, |out| {
+            cwasm::precompile(tools, host, &module, &path, &cpu_features, out)
+        })?;
+        any_built |= reuse == Reuse::Built;
+        let compiled_digest = ctx.cache.object_sha256(&key)?;
+        ctx.apps.add_file_with_digest(
+            &cwasm::sidecar_path(&image_path),
+            &compiled,
+            0o644,
+            compiled_digest,
+        );
+    }
+    Ok(reuse_of(any_built))
+}
+
+/// [`BuildStep::SystemFiles`].
+fn stage_system_files(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    // `ldd` for testudo-init's sandbox library discovery (glibc's own `ldd` is a bash script):
+    // the dynamic loader's `--list`, run by the image's static busybox.
+    ctx.system.add_file(
+        &ctx.digests,
+        "usr/bin/busybox",
+        &ctx.request.host.busybox,
+        0o755,
+    )?;
+    ctx.system
+        .add_bytes("usr/bin/ldd", LDD_SCRIPT.as_bytes().to_vec(), 0o755);
+    // Updater configuration and public keys.
+    ctx.system.add_bytes(
+        rootfs::SYSTEM_CONF_PATH,
+        system_conf::render(ctx.plan).into_bytes(),
+        0o644,
+    );
+    let keys = &ctx.request.keys;
+    let ca = ctx.system.add_file(
+        &ctx.digests,
         system_conf::KEYRING_PATH,
-        &request.keys.ca_cert,
+        &keys.ca_cert,
         0o644,
     )?;
-    inputs.push(entry("key:ca.pem", &ca));
-    let deploy_pub = spec.add_file(
-        &digests,
+    ctx.inputs.push(entry("key:ca.pem", &ca));
+    let deploy_pub = ctx.system.add_file(
+        &ctx.digests,
         &format!("{}/deploy.ed25519.pub", rootfs::KEYS_DIR),
-        &request.keys.deploy_pub,
+        &keys.deploy_pub,
         0o644,
     )?;
-    inputs.push(entry("key:deploy.ed25519.pub", &deploy_pub));
-    spec.add_bytes("etc/os-release", os_release(plan).into_bytes(), 0o644);
+    ctx.inputs
+        .push(entry("key:deploy.ed25519.pub", &deploy_pub));
+    ctx.system
+        .add_bytes("etc/os-release", os_release(ctx.plan).into_bytes(), 0o644);
+    Ok(None)
+}
 
-    // Rootfs, stage 1: the system layer, everything that does not depend on the apps. A full
-    // and an incremental build both go through it, so their outputs are identical.
-    let mksquashfs_version = tool_version(tools, "mksquashfs", "-version");
-    let (system_object, system_key) = steps.run("rootfs system layer", || {
-        let mut parts = spec.system_key_parts();
-        parts.push(format!("epoch {epoch_text}"));
-        parts.push(mksquashfs_version.clone());
-        let key = CacheKey::new("rootfs-system", &parts);
-        let (object, reuse) = cache.get_or_build(&key, |out| {
-            let tree = spec.stage_system(&work.join("rootfs"))?;
-            tree.pack(tools, epoch, out)?;
-            fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
-        })?;
-        Ok(((object, key), Some(reuse)))
+/// [`BuildStep::RootfsSystemLayer`]: everything that does not depend on the apps. A full and
+/// an incremental build both go through it, so their outputs are identical.
+fn pack_rootfs_system_layer(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let tools = ctx.tools;
+    let epoch = ctx.epoch;
+    ctx.made.mksquashfs_version = tool_version(tools, "mksquashfs", "-version");
+    let mut parts = ctx.system.system_key_parts();
+    parts.push(format!("epoch {}", ctx.epoch_text()));
+    parts.push(ctx.made.mksquashfs_version.clone());
+    let key = CacheKey::new("rootfs-system", &parts);
+    let root = ctx.work().join("rootfs");
+    let (object, reuse) = ctx.cache.get_or_build(&key, |out| {
+        let tree = ctx.system.stage_system(&root)?;
+        tree.pack(tools, epoch, out)?;
+        fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
     })?;
+    ctx.made.system_layer = Some((object, key));
+    Ok(Some(reuse))
+}
 
-    // Rootfs, stage 2: a copy of the system layer with the app layer appended (only the apps
-    // are compressed).
-    let (rootfs_object, rootfs_digest) = steps.run("rootfs", || {
-        rootfs::check_layer_names(
-            &rootfs::system_top_level_names(spec.files.keys().map(String::as_str)),
-            &app_layer.top_level_names(),
-        )?;
-        let mut parts = vec![system_key.as_str().to_owned()];
-        parts.extend(app_layer.key_parts());
-        parts.push(format!("epoch {epoch_text}"));
-        parts.push(mksquashfs_version.clone());
-        let key = CacheKey::new("rootfs", &parts);
-        let (object, reuse) = cache.get_or_build(&key, |out| {
-            fs::copy(&system_object, out).map_err(ImageError::write(out))?;
-            let tree = app_layer.stage_layer(&work.join("app-layer"))?;
-            tree.append_to(tools, epoch, out)?;
-            fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
-        })?;
-        let digest = cache.object_sha256(&key)?;
-        Ok(((object, digest), Some(reuse)))
+/// [`BuildStep::Rootfs`]: a copy of the system layer with the app layer appended (only the
+/// apps are compressed), linked out as `rootfs.img`.
+fn append_rootfs_app_layer(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let (system_object, system_key) = made(&ctx.made.system_layer, "the rootfs system layer")?;
+    rootfs::check_layer_names(
+        &rootfs::system_top_level_names(ctx.system.files.keys().map(String::as_str)),
+        &ctx.apps.top_level_names(),
+    )?;
+    let mut parts = vec![system_key.as_str().to_owned()];
+    parts.extend(ctx.apps.key_parts());
+    parts.push(format!("epoch {}", ctx.epoch_text()));
+    parts.push(ctx.made.mksquashfs_version.clone());
+    let key = CacheKey::new("rootfs", &parts);
+    let root = ctx.work().join("app-layer");
+    let (tools, epoch) = (ctx.tools, ctx.epoch);
+    let (object, reuse) = ctx.cache.get_or_build(&key, |out| {
+        fs::copy(system_object, out).map_err(ImageError::write(out))?;
+        let tree = ctx.apps.stage_layer(&root)?;
+        tree.append_to(tools, epoch, out)?;
+        fs::remove_dir_all(tree.root()).map_err(ImageError::write(tree.root()))
     })?;
-    let rootfs_out = request.out_dir.join(ROOTFS_IMG);
-    link_out(&rootfs_object, &rootfs_out)?;
+    let digest = ctx.cache.object_sha256(&key)?;
+    link_out(&object, &ctx.request.out_dir.join(ROOTFS_IMG))?;
+    ctx.made.rootfs = Some((object, digest));
+    Ok(Some(reuse))
+}
 
-    // ESP.
-    let grub_cfg = esp::grub_cfg(&plan.board.console);
+/// [`BuildStep::Esp`]: GRUB's EFI binary, its configuration and environment on a FAT volume.
+fn build_esp(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let tools = ctx.tools;
+    let grub_cfg = esp::grub_cfg(&ctx.plan.board.console);
     let grubenv = esp::initial_grubenv();
-    let (esp_object, esp_digest, grub_efi) = steps.run("esp", || {
-        let grub_key = CacheKey::new(
-            "grub-efi",
-            [
-                esp::early_cfg(),
-                esp::GRUB_MODULES.join(" "),
-                tool_version(tools, "grub-mkimage", "--version"),
-            ],
-        );
-        let (grub_efi, _) = cache.get_or_build(&grub_key, |out| {
-            esp::build_grub_efi(tools, &work.join("grub"), out)
-        })?;
-        let grub_digest = cache.object_sha256(&grub_key)?;
-        let volume_id = bytes_sha256(seed.as_bytes())[..8].to_uppercase();
-        let size = plan.board.partitions.esp_bytes;
-        let key = CacheKey::new(
-            "esp",
-            [
-                grub_digest.sha256.clone(),
-                grub_cfg.clone(),
-                bytes_sha256(&grubenv),
-                size.to_string(),
-                volume_id.clone(),
-                epoch_text.clone(),
-                tool_version(tools, "mkfs.vfat", "--help"),
-            ],
-        );
-        let (object, reuse) = cache.get_or_build(&key, |out| {
-            let content = EspContent {
-                grub_efi: &grub_efi,
-                grub_cfg: &grub_cfg,
-                grubenv: &grubenv,
-                size,
-                volume_id: &volume_id,
-            };
-            esp::build_esp(tools, &content, epoch, work, out)
-        })?;
-        let digest = cache.object_sha256(&key)?;
-        Ok(((object, digest, grub_digest), Some(reuse)))
-    })?;
-
-    // Data partition.
-    let (data_object, data_digest) = steps.run("data partition", || {
-        let size = plan.board.partitions.data_bytes.max(disk::ALIGN);
-        let size = size.div_ceil(disk::ALIGN) * disk::ALIGN;
-        let key = CacheKey::new(
-            "data-fs",
-            [seed.clone(), size.to_string(), epoch_text.clone()],
-        );
-        let (object, reuse) = cache.get_or_build(&key, |out| {
-            datafs::build_data_fs(tools, &seed, size, epoch, &work.join("data"), out)
-        })?;
-        let digest = cache.object_sha256(&key)?;
-        Ok(((object, digest), Some(reuse)))
-    })?;
-
-    // Disk image.
-    let disk_out = request.out_dir.join(DISK_IMG);
-    let disk_map = steps.run("disk image", || {
-        let layout = DiskLayout::for_board(&seed, &plan.board.partitions);
-        let map = disk::assemble(
-            &disk_out,
-            &layout,
-            &[
-                (ESP_LABEL, &esp_object, &esp_digest),
-                (ROOTFS_A_LABEL, &rootfs_object, &rootfs_digest),
-                (DATA_LABEL, &data_object, &data_digest),
-            ],
-        )?;
-        Ok((map, None))
-    })?;
-
-    // Update bundle.
-    let bundle_out = request.out_dir.join(BUNDLE);
-    let bundle_payload = steps.run("update bundle", || {
-        let format = match plan.update.bundle_format.as_str() {
-            "plain" => BundleFormat::Plain,
-            _ => BundleFormat::Verity,
+    let grub_key = CacheKey::new(
+        "grub-efi",
+        [
+            esp::early_cfg(),
+            esp::GRUB_MODULES.join(" "),
+            tool_version(tools, "grub-mkimage", "--version"),
+        ],
+    );
+    let grub_dir = ctx.work().join("grub");
+    let (grub_efi, _) = ctx
+        .cache
+        .get_or_build(&grub_key, |out| esp::build_grub_efi(tools, &grub_dir, out))?;
+    let grub_digest = ctx.cache.object_sha256(&grub_key)?;
+    let volume_id = bytes_sha256(ctx.seed().as_bytes())[..8].to_uppercase();
+    let size = ctx.plan.board.partitions.esp_bytes;
+    let key = CacheKey::new(
+        "esp",
+        [
+            grub_digest.sha256.clone(),
+            grub_cfg.clone(),
+            bytes_sha256(&grubenv),
+            size.to_string(),
+            volume_id.clone(),
+            ctx.epoch_text(),
+            tool_version(tools, "mkfs.vfat", "--help"),
+        ],
+    );
+    let (object, reuse) = ctx.cache.get_or_build(&key, |out| {
+        let content = EspContent {
+            grub_efi: &grub_efi,
+            grub_cfg: &grub_cfg,
+            grubenv: &grubenv,
+            size,
+            volume_id: &volume_id,
         };
-        let cert = digests.file(&request.keys.signing_cert)?;
-        let key_file = digests.file(&request.keys.signing_key)?;
-        let key = CacheKey::new(
-            "bundle",
-            [
-                rootfs_digest.sha256.clone(),
-                cert.sha256,
-                key_file.sha256,
-                plan.compatible.clone(),
-                plan.version.clone(),
-                format.as_str().to_owned(),
-            ],
-        );
-        let mut payload = None;
-        let (object, reuse) = cache.get_or_build(&key, |out| {
-            let dir = work.join("bundle");
-            fs::create_dir_all(&dir).map_err(ImageError::write(&dir))?;
-            let image = dir.join(ROOTFS_IMG);
-            if fs::hard_link(&rootfs_object, &image).is_err() {
-                fs::copy(&rootfs_object, &image).map_err(ImageError::write(&image))?;
-            }
-            let mut bundle_spec = BundleSpec::new(
-                &plan.compatible,
-                &plan.version,
-                vec![("rootfs".to_owned(), image.clone())],
-            );
-            // The rootfs object's digest is already known: the bundle writer need not re-read it.
-            if let Some(sha256) = rootfs_digest.sha256_bytes() {
-                bundle_spec
-                    .known_digests
-                    .insert(image, (sha256, rootfs_digest.size));
-            }
-            bundle_spec.format = format;
-            bundle_spec.description = Some(format!("{} {}", plan.name, plan.version));
-            // Uncompressed (the rootfs already is), and modes pinned so the payload does not
-            // depend on the umask the bundle writer's files were created under.
-            let manifest_mode =
-                format!("{} m 644 0 0", testudo_updater::manifest::MANIFEST_FILENAME);
-            let image_mode = format!("{ROOTFS_IMG} m 644 0 0");
-            bundle_spec.mksquashfs_args =
-                ["-noI", "-noD", "-noF", "-noX", "-root-mode", "755", "-p"]
-                    .into_iter()
-                    .map(str::to_owned)
-                    .chain([image_mode, "-p".to_owned(), manifest_mode])
-                    .collect();
-            let made = dir.join(BUNDLE);
-            let created =
-                testudo_updater::bundle::create(&bundle_spec, &request.keys.signer(), &made)
-                    .map_err(|source| ImageError::Bundle {
-                        path: made.clone(),
-                        source: Box::new(source),
-                    })?;
-            payload = Some(FileDigest {
-                sha256: hex::encode(created.payload_sha256),
-                size: created.payload_size,
-            });
-            fs::rename(&made, out).map_err(ImageError::write(out))
-        })?;
-        let payload = match payload {
-            // Just built: the writer reported it; kept for the next build's hit.
-            Some(payload) => {
-                cache.store_digest(&key, PAYLOAD_DIGEST, &payload)?;
-                payload
-            }
-            None => cache.object_digest(&key, PAYLOAD_DIGEST, bundle_payload_digest)?,
-        };
-        link_out(&object, &bundle_out)?;
-        Ok((payload, Some(reuse)))
+        esp::build_esp(tools, &content, ctx.epoch, ctx.work(), out)
     })?;
+    let digest = ctx.cache.object_sha256(&key)?;
+    ctx.made.esp = Some(EspMade {
+        object,
+        digest,
+        grub_efi: grub_digest,
+        grub_cfg,
+        grubenv,
+    });
+    Ok(Some(reuse))
+}
 
-    // Manifest.
-    let outputs = steps.run("manifest", || {
-        let mut outputs = vec![
-            entry(ROOTFS_IMG, &rootfs_digest),
-            Entry {
-                note: Some(
-                    "sha256 of the disk map (`disk`): each data range's hash; the rest is zeros"
-                        .into(),
-                ),
-                ..entry(DISK_IMG, &disk_map.digest())
-            },
-            entry(&format!("esp:{BOOT_EFI_PATH}"), &grub_efi),
-            entry(
-                &format!("esp:{GRUB_CFG_PATH}"),
-                &FileDigest {
-                    sha256: bytes_sha256(grub_cfg.as_bytes()),
-                    size: grub_cfg.len() as u64,
-                },
+/// [`BuildStep::DataPartition`]: an empty data filesystem of the board's size, aligned.
+fn build_data_partition(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let size = ctx.plan.board.partitions.data_bytes.max(disk::ALIGN);
+    let size = size.div_ceil(disk::ALIGN) * disk::ALIGN;
+    let seed = ctx.seed();
+    let key = CacheKey::new(
+        "data-fs",
+        [seed.to_owned(), size.to_string(), ctx.epoch_text()],
+    );
+    let dir = ctx.work().join("data");
+    let (object, reuse) = ctx.cache.get_or_build(&key, |out| {
+        datafs::build_data_fs(ctx.tools, seed, size, ctx.epoch, &dir, out)
+    })?;
+    let digest = ctx.cache.object_sha256(&key)?;
+    ctx.made.data = Some((object, digest));
+    Ok(Some(reuse))
+}
+
+/// [`BuildStep::DiskImage`]: the partitions placed in `disk.img`.
+fn assemble_disk_image(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let (rootfs_object, rootfs_digest) = made(&ctx.made.rootfs, "the rootfs")?;
+    let esp = made(&ctx.made.esp, "the ESP")?;
+    let (data_object, data_digest) = made(&ctx.made.data, "the data partition")?;
+    let layout = DiskLayout::for_board(ctx.seed(), &ctx.plan.board.partitions);
+    let map = disk::assemble(
+        &ctx.request.out_dir.join(DISK_IMG),
+        &layout,
+        &[
+            (ESP_LABEL, &esp.object, &esp.digest),
+            (ROOTFS_A_LABEL, rootfs_object, rootfs_digest),
+            (DATA_LABEL, data_object, data_digest),
+        ],
+    )?;
+    ctx.made.disk_map = Some(map);
+    Ok(None)
+}
+
+/// [`BuildStep::UpdateBundle`]: `update.raucb` with the rootfs as its one image, and the
+/// digest of its payload (reported by the writer when built, read back on a cache hit).
+fn create_update_bundle(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let (_, rootfs_digest) = made(&ctx.made.rootfs, "the rootfs")?;
+    let plan = ctx.plan;
+    let format = match plan.update.bundle_format.as_str() {
+        "plain" => BundleFormat::Plain,
+        _ => BundleFormat::Verity,
+    };
+    let cert = ctx.digests.file(&ctx.request.keys.signing_cert)?;
+    let key_file = ctx.digests.file(&ctx.request.keys.signing_key)?;
+    let key = CacheKey::new(
+        "bundle",
+        [
+            rootfs_digest.sha256.clone(),
+            cert.sha256,
+            key_file.sha256,
+            plan.compatible.clone(),
+            plan.version.clone(),
+            format.as_str().to_owned(),
+        ],
+    );
+    let mut payload = None;
+    let (object, reuse) = ctx.cache.get_or_build(&key, |out| {
+        payload = Some(write_bundle(ctx, format, out)?);
+        Ok(())
+    })?;
+    let payload = match payload {
+        // Just built: the writer reported it; kept for the next build's hit.
+        Some(payload) => {
+            ctx.cache.store_digest(&key, PAYLOAD_DIGEST, &payload)?;
+            payload
+        }
+        None => ctx
+            .cache
+            .object_digest(&key, PAYLOAD_DIGEST, bundle_payload_digest)?,
+    };
+    link_out(&object, &ctx.request.out_dir.join(BUNDLE))?;
+    ctx.made.bundle_payload = Some(payload);
+    Ok(Some(reuse))
+}
+
+/// Writes the bundle of the rootfs in `format` to `out` (uncompressed: the rootfs already
+/// is; file modes pinned by the updater) and returns its payload digest.
+fn write_bundle(ctx: &BuildContext<'_>, format: BundleFormat, out: &Path) -> Result<FileDigest> {
+    let (rootfs_object, rootfs_digest) = made(&ctx.made.rootfs, "the rootfs")?;
+    let plan = ctx.plan;
+    let dir = ctx.work().join("bundle");
+    fs::create_dir_all(&dir).map_err(ImageError::write(&dir))?;
+    let image = dir.join(ROOTFS_IMG);
+    if fs::hard_link(rootfs_object, &image).is_err() {
+        fs::copy(rootfs_object, &image).map_err(ImageError::write(&image))?;
+    }
+    let mut spec = BundleSpec::new(
+        &plan.compatible,
+        &plan.version,
+        vec![("rootfs".to_owned(), image.clone())],
+    );
+    // The rootfs object's digest is already known: the bundle writer need not re-read it.
+    if let Some(sha256) = rootfs_digest.sha256_bytes() {
+        spec.known_digests
+            .insert(image, (sha256, rootfs_digest.size));
+    }
+    spec.format = format;
+    spec.description = Some(format!("{} {}", plan.name, plan.version));
+    spec.mksquashfs_args = ["-noI", "-noD", "-noF", "-noX"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let made = dir.join(BUNDLE);
+    let created = testudo_updater::bundle::create(&spec, &ctx.request.keys.signer(), &made)
+        .map_err(|source| ImageError::Bundle {
+            path: made.clone(),
+            source: Box::new(source),
+        })?;
+    fs::rename(&made, out).map_err(ImageError::write(out))?;
+    Ok(FileDigest {
+        sha256: hex::encode(created.payload_sha256),
+        size: created.payload_size,
+    })
+}
+
+/// [`BuildStep::Manifest`]: every input, output and rootfs file with its digest, signed
+/// with the deploy key, as `manifest.json`.
+fn write_signed_manifest(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let mut outputs = output_entries(ctx)?;
+    let plan = ctx.plan;
+    let mut manifest = ImageManifest {
+        format: MANIFEST_FORMAT,
+        builder: format!("testudo-images {}", env!("CARGO_PKG_VERSION")),
+        system: SystemInfo {
+            name: plan.name.clone(),
+            version: plan.version.clone(),
+            compatible: plan.compatible.clone(),
+            board: plan.board.name.clone(),
+        },
+        source_date_epoch: ctx.epoch.seconds,
+        inputs: ctx.inputs.clone(),
+        disk: made(&ctx.made.disk_map, "the disk map")?.clone(),
+        outputs: outputs.clone(),
+        rootfs: ctx
+            .system
+            .files
+            .iter()
+            .chain(&ctx.apps.files)
+            .map(|(path, staged)| entry(&format!("/{path}"), &staged.digest))
+            .collect(),
+    };
+    manifest.sort();
+    let key = keys::load_deploy_key(&ctx.request.keys)?;
+    let bytes = manifest.sign(&key)?;
+    let path = ctx.request.out_dir.join(MANIFEST);
+    fs::write(&path, &bytes).map_err(ImageError::write(&path))?;
+    outputs.push(entry(MANIFEST, &bytes_digest(&bytes)));
+    ctx.made.outputs = outputs;
+    Ok(None)
+}
+
+/// The outputs the manifest lists (all but itself).
+fn output_entries(ctx: &BuildContext<'_>) -> Result<Vec<Entry>> {
+    let (_, rootfs_digest) = made(&ctx.made.rootfs, "the rootfs")?;
+    let esp = made(&ctx.made.esp, "the ESP")?;
+    let disk_map = made(&ctx.made.disk_map, "the disk map")?;
+    let bundle_payload = made(&ctx.made.bundle_payload, "the bundle")?;
+    Ok(vec![
+        entry(ROOTFS_IMG, rootfs_digest),
+        Entry {
+            note: Some(
+                "sha256 of the disk map (`disk`): each data range's hash; the rest is zeros".into(),
             ),
-            entry(
-                &format!("esp:{GRUBENV_PATH}"),
-                &FileDigest {
-                    sha256: bytes_sha256(&grubenv),
-                    size: grubenv.len() as u64,
-                },
-            ),
-        ];
-        outputs.push(Entry {
+            ..entry(DISK_IMG, &disk_map.digest())
+        },
+        entry(&format!("esp:{BOOT_EFI_PATH}"), &esp.grub_efi),
+        entry(
+            &format!("esp:{GRUB_CFG_PATH}"),
+            &bytes_digest(esp.grub_cfg.as_bytes()),
+        ),
+        entry(&format!("esp:{GRUBENV_PATH}"), &bytes_digest(&esp.grubenv)),
+        Entry {
             name: BUNDLE.to_owned(),
             sha256: bundle_payload.sha256.clone(),
             size: bundle_payload.size,
@@ -752,47 +1112,8 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
                 "covers the payload (squashfs and hash tree), not the CMS signature after it"
                     .into(),
             ),
-        });
-        let mut manifest = ImageManifest {
-            format: MANIFEST_FORMAT,
-            builder: format!("testudo-images {}", env!("CARGO_PKG_VERSION")),
-            system: SystemInfo {
-                name: plan.name.clone(),
-                version: plan.version.clone(),
-                compatible: plan.compatible.clone(),
-                board: plan.board.name.clone(),
-            },
-            source_date_epoch: epoch.seconds,
-            inputs: inputs.clone(),
-            disk: disk_map.clone(),
-            outputs: outputs.clone(),
-            rootfs: spec
-                .files
-                .iter()
-                .chain(&app_layer.files)
-                .map(|(path, staged)| entry(&format!("/{path}"), &staged.digest))
-                .collect(),
-        };
-        manifest.sort();
-        let key = keys::load_deploy_key(&request.keys)?;
-        let bytes = manifest.sign(&key)?;
-        let path = request.out_dir.join(MANIFEST);
-        fs::write(&path, &bytes).map_err(ImageError::write(&path))?;
-        outputs.push(entry(
-            MANIFEST,
-            &FileDigest {
-                sha256: bytes_sha256(&bytes),
-                size: bytes.len() as u64,
-            },
-        ));
-        Ok((outputs, None))
-    })?;
-    steps.progress.close();
-    Ok(BuildReport {
-        epoch,
-        steps: steps.reports,
-        outputs,
-    })
+        },
+    ])
 }
 
 /// Every WASM module the image carries: (who runs it, module path), sorted and deduplicated.
@@ -836,6 +1157,7 @@ fn tempfile_in(dir: &Path) -> Result<tempfile::TempDir> {
         .map_err(ImageError::write(dir))
 }
 
+/// Checks that the module `module` of `component`, at `path`, is a WebAssembly binary.
 fn check_wasm(component: &str, module: &str, path: &Path) -> Result<()> {
     let fail = |detail: String| ImageError::WasmModule {
         component: component.to_owned(),
@@ -844,10 +1166,11 @@ fn check_wasm(component: &str, module: &str, path: &Path) -> Result<()> {
         detail,
     };
     let mut head = [0u8; 4];
-    let mut file = fs::File::open(path).map_err(|e| {
-        fail(format!(
-            "cannot open ({e}); build apps with `cargo xtask apps`"
-        ))
+    let mut file = fs::File::open(path).map_err(|source| ImageError::WasmModuleOpen {
+        component: component.to_owned(),
+        module: module.to_owned(),
+        path: path.to_path_buf(),
+        source,
     })?;
     std::io::Read::read_exact(&mut file, &mut head)
         .map_err(|_| fail("shorter than a WASM header".into()))?;
@@ -864,45 +1187,75 @@ fn os_release(plan: &Plan) -> String {
     )
 }
 
-/// SHA-256 of a bundle's payload: everything before the CMS signature, whose length is the
-/// file's last 8 bytes (big-endian).
+/// The SHA-256 and size of a bundle's payload (everything before the CMS signature), read
+/// by the updater's [`testudo_updater::bundle::payload_sha256`].
 pub fn bundle_payload_digest(path: &Path) -> Result<FileDigest> {
-    use std::io::{Read, Seek, SeekFrom};
-    let mut file = fs::File::open(path).map_err(ImageError::read(path))?;
-    let total = file.metadata().map_err(ImageError::read(path))?.len();
-    let bad = || ImageError::ReadInput {
-        path: path.to_path_buf(),
-        source: std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "not a bundle: bad signature length",
-        ),
-    };
-    if total < 8 {
-        return Err(bad());
-    }
-    file.seek(SeekFrom::Start(total - 8))
-        .map_err(ImageError::read(path))?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(ImageError::read(path))?;
-    let cms = u64::from_be_bytes(len);
-    let payload = total
-        .checked_sub(8)
-        .and_then(|t| t.checked_sub(cms))
-        .ok_or_else(bad)?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(ImageError::read(path))?;
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut remaining = payload;
-    let mut buf = vec![0u8; 1 << 20];
-    while remaining > 0 {
-        let want = remaining.min(buf.len() as u64) as usize;
-        file.read_exact(&mut buf[..want])
-            .map_err(ImageError::read(path))?;
-        sha2::Digest::update(&mut hasher, &buf[..want]);
-        remaining -= want as u64;
-    }
+    let (sha256, size) =
+        testudo_updater::bundle::payload_sha256(path).map_err(|source| ImageError::BundleRead {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
     Ok(FileDigest {
-        sha256: hex::encode(sha2::Digest::finalize(hasher)),
-        size: payload,
+        sha256: hex::encode(sha256),
+        size,
     })
+}
+
+/// The digest of bytes in memory.
+fn bytes_digest(bytes: &[u8]) -> FileDigest {
+    FileDigest {
+        sha256: bytes_sha256(bytes),
+        size: bytes.len() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_step_table_runs_each_step_once_and_shows_the_timed_ones() {
+        let steps: Vec<BuildStep> = STEPS.iter().map(|def| def.step).collect();
+        let unique: std::collections::HashSet<_> = steps.iter().collect();
+        assert_eq!(unique.len(), steps.len(), "{steps:?}");
+        assert!(
+            !steps.contains(&BuildStep::Prepare),
+            "prepare makes the context"
+        );
+        let shown: Vec<&str> = STEPS
+            .iter()
+            .filter(|def| def.shown)
+            .map(|def| def.step.name())
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "kernel and modules",
+                "initramfs",
+                "binaries",
+                "wasm apps",
+                "rootfs system layer",
+                "rootfs",
+                "esp",
+                "data partition",
+                "disk image",
+                "update bundle",
+                "manifest",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_step_error_names_the_step_and_keeps_the_cause_as_source() {
+        let cause = ImageError::StepOrder { what: "the rootfs" };
+        let err = in_step(BuildStep::UpdateBundle)(cause);
+        assert_eq!(err.to_string(), "build step `update bundle` failed");
+        assert_eq!(err.step(), Some(BuildStep::UpdateBundle));
+        assert!(matches!(err.cause(), ImageError::StepOrder { .. }));
+        let source = std::error::Error::source(&err).map(ToString::to_string);
+        assert_eq!(
+            source.as_deref(),
+            Some("the rootfs was not made by an earlier build step")
+        );
+    }
 }

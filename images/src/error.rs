@@ -4,9 +4,22 @@
 
 use std::path::PathBuf;
 
+use crate::builder::BuildStep;
+
 /// Everything that can go wrong while building or booting an image.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
+    /// A build step failed; `source` says how.
+    #[error("build step `{step}` failed")]
+    Step {
+        step: BuildStep,
+        #[source]
+        source: Box<ImageError>,
+    },
+    /// A build step ran before the step that makes what it needs (the step table is out of
+    /// order).
+    #[error("{what} was not made by an earlier build step")]
+    StepOrder { what: &'static str },
     /// An external tool is not installed.
     #[error("tool `{tool}` is not installed (Debian package `{package}`)")]
     ToolMissing { tool: String, package: &'static str },
@@ -60,6 +73,15 @@ pub enum ImageError {
         path: PathBuf,
         detail: String,
     },
+    /// A WebAssembly module named by the plan could not be opened.
+    #[error("WASM module `{module}` of component `{component}` at {path} could not be opened; build apps with `cargo xtask apps`")]
+    WasmModuleOpen {
+        component: String,
+        module: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The WASM host could not precompile an app.
     #[error("precompiling WASM app `{module}` with {host}: {detail}")]
     Precompile {
@@ -105,9 +127,43 @@ pub enum ImageError {
         #[source]
         source: serde_json::Error,
     },
-    /// A signed manifest is malformed or its signature does not verify.
-    #[error("manifest {path}: {detail}")]
-    ManifestVerify { path: PathBuf, detail: String },
+    /// Verifying a manifest: the file is not a signed manifest.
+    #[error("manifest {path} is not a signed manifest")]
+    ManifestParse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Verifying a manifest: it is signed with an algorithm other than Ed25519.
+    #[error("manifest {path} is signed with the unsupported algorithm `{algorithm}`")]
+    ManifestAlgorithm { path: PathBuf, algorithm: String },
+    /// Verifying a manifest: its public key is not an Ed25519 key.
+    #[error("manifest {path}: `public_key` is not an Ed25519 public key (32 hex bytes)")]
+    ManifestPublicKey {
+        path: PathBuf,
+        #[source]
+        source: Option<ed25519_dalek::SignatureError>,
+    },
+    /// Verifying a manifest: it is signed by a key other than the trusted one.
+    #[error("manifest {path} is signed by an untrusted key")]
+    ManifestUntrustedKey { path: PathBuf },
+    /// Verifying a manifest: its signature value is not 64 hex bytes.
+    #[error("manifest {path}: the signature value is not 64 hex bytes")]
+    ManifestSignatureValue { path: PathBuf },
+    /// Verifying a manifest: the signature does not verify.
+    #[error("manifest {path}: the signature does not verify")]
+    ManifestSignature {
+        path: PathBuf,
+        #[source]
+        source: ed25519_dalek::SignatureError,
+    },
+    /// Verifying a manifest: the signed content is not a manifest of this format.
+    #[error("manifest {path}: the signed content is not a valid manifest")]
+    ManifestContent {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
     /// The update bundle could not be created.
     #[error("creating the update bundle {path}")]
     Bundle {
@@ -115,9 +171,49 @@ pub enum ImageError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The VM could not be started or driven.
-    #[error("VM {disk}: {detail}")]
-    Vm { disk: PathBuf, detail: String },
+    /// A built update bundle could not be read back.
+    #[error("reading the update bundle {path}")]
+    BundleRead {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Starting a VM: the disk image does not exist.
+    #[error("VM disk image {disk} does not exist")]
+    VmDiskMissing { disk: PathBuf },
+    /// Starting a VM: its runtime directory (sockets, logs) could not be created.
+    #[error("VM {disk}: could not create a runtime directory")]
+    VmRuntimeDir {
+        disk: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Starting a VM: a program it needs (QEMU, swtpm) could not be started.
+    #[error("VM {disk}: could not start `{program}`")]
+    VmStart {
+        disk: PathBuf,
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Starting a VM: swtpm did not create its control socket in time.
+    #[error("VM {disk}: swtpm did not create its control socket {socket} within {seconds} s")]
+    SwtpmSocketTimeout {
+        disk: PathBuf,
+        socket: PathBuf,
+        seconds: u64,
+    },
+    /// Starting a VM: swtpm exited before creating its control socket.
+    #[error("VM {disk}: swtpm exited early ({status}); its log {log} says: {said}")]
+    SwtpmExited {
+        disk: PathBuf,
+        status: String,
+        log: PathBuf,
+        said: String,
+    },
+    /// Running a VM: QEMU's console (its stdout) could not be captured.
+    #[error("VM {disk}: QEMU has no stdout pipe for the console")]
+    VmConsole { disk: PathBuf },
     /// The VM console did not match the expected pattern in time.
     #[error("VM {disk}: serial console did not match `{pattern}` within {seconds} s")]
     VmTimeout {
@@ -145,6 +241,22 @@ pub enum ImageError {
 pub type Result<T, E = ImageError> = std::result::Result<T, E>;
 
 impl ImageError {
+    /// The build step that failed, if this error came out of one.
+    pub fn step(&self) -> Option<BuildStep> {
+        match self {
+            ImageError::Step { step, .. } => Some(*step),
+            _ => None,
+        }
+    }
+
+    /// The error itself, without the build step it happened in.
+    pub fn cause(&self) -> &ImageError {
+        match self {
+            ImageError::Step { source, .. } => source.cause(),
+            other => other,
+        }
+    }
+
     /// Wraps an I/O error from reading `path`.
     pub(crate) fn read(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();

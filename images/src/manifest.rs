@@ -127,39 +127,49 @@ impl ImageManifest {
 /// Checks a signed manifest read from `path`; with `trusted`, the signer must be that key.
 /// Returns the manifest.
 pub fn verify(bytes: &[u8], path: &Path, trusted: Option<&VerifyingKey>) -> Result<ImageManifest> {
-    let fail = |detail: String| ImageError::ManifestVerify {
-        path: path.to_path_buf(),
-        detail,
-    };
+    let path = path.to_path_buf();
     let file: SignedFile =
-        serde_json::from_slice(bytes).map_err(|e| fail(format!("not a signed manifest: {e}")))?;
+        serde_json::from_slice(bytes).map_err(|source| ImageError::ManifestParse {
+            path: path.clone(),
+            source,
+        })?;
     if file.signature.algorithm != "ed25519" {
-        return Err(fail(format!(
-            "unsupported algorithm {}",
-            file.signature.algorithm
-        )));
+        return Err(ImageError::ManifestAlgorithm {
+            path,
+            algorithm: file.signature.algorithm,
+        });
     }
     let key_bytes: [u8; 32] = hex::decode(&file.signature.public_key)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| fail("public_key is not 32 hex bytes".into()))?;
+        .ok_or_else(|| ImageError::ManifestPublicKey {
+            path: path.clone(),
+            source: None,
+        })?;
     let key =
-        VerifyingKey::from_bytes(&key_bytes).map_err(|e| fail(format!("bad public key: {e}")))?;
+        VerifyingKey::from_bytes(&key_bytes).map_err(|source| ImageError::ManifestPublicKey {
+            path: path.clone(),
+            source: Some(source),
+        })?;
     if let Some(trusted) = trusted {
         if trusted != &key {
-            return Err(fail("signed by an untrusted key".into()));
+            return Err(ImageError::ManifestUntrustedKey { path });
         }
     }
     let sig_bytes: [u8; 64] = hex::decode(&file.signature.value)
         .ok()
         .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| fail("signature is not 64 hex bytes".into()))?;
+        .ok_or_else(|| ImageError::ManifestSignatureValue { path: path.clone() })?;
     key.verify(
         &canonical(&file.manifest)?,
         &Signature::from_bytes(&sig_bytes),
     )
-    .map_err(|_| fail("signature does not verify".into()))?;
-    serde_json::from_value(file.manifest).map_err(|e| fail(format!("malformed manifest: {e}")))
+    .map_err(|source| ImageError::ManifestSignature {
+        path: path.clone(),
+        source,
+    })?;
+    serde_json::from_value(file.manifest)
+        .map_err(|source| ImageError::ManifestContent { path, source })
 }
 
 #[cfg(test)]
@@ -212,10 +222,19 @@ mod tests {
         let tampered = String::from_utf8(bytes.clone())
             .unwrap()
             .replace("\"size\": 2", "\"size\": 3");
-        assert!(verify(tampered.as_bytes(), Path::new("m"), None).is_err());
+        assert!(matches!(
+            verify(tampered.as_bytes(), Path::new("m"), None),
+            Err(ImageError::ManifestSignature { .. })
+        ));
         let other = SigningKey::from_bytes(&[8u8; 32]);
-        assert!(verify(&bytes, Path::new("m"), Some(&other.verifying_key())).is_err());
-        assert!(verify(b"{not json", Path::new("m"), None).is_err());
+        assert!(matches!(
+            verify(&bytes, Path::new("m"), Some(&other.verifying_key())),
+            Err(ImageError::ManifestUntrustedKey { .. })
+        ));
+        assert!(matches!(
+            verify(b"{not json", Path::new("m"), None),
+            Err(ImageError::ManifestParse { .. })
+        ));
     }
 
     #[test]

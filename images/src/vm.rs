@@ -184,6 +184,20 @@ pub fn qemu_args(options: &VmOptions, vars: &Path, tpm_socket: Option<&Path>) ->
     args
 }
 
+/// The swtpm command line: a TPM 2.0 keeping its state in `state`'s `tpm` directory,
+/// controlled through the socket `tpm_socket`, ending when QEMU disconnects.
+pub fn swtpm_args(state: &Path, tpm_socket: &Path) -> Vec<String> {
+    vec![
+        "socket".to_owned(),
+        "--tpm2".to_owned(),
+        "--tpmstate".to_owned(),
+        format!("dir={}", state.join("tpm").display()),
+        "--ctrl".to_owned(),
+        format!("type=unixio,path={}", tpm_socket.display()),
+        "--terminate".to_owned(),
+    ]
+}
+
 /// The rest of a console line whose beginning already arrived: bytes up to the next newline,
 /// waiting at most [`LINE_COMPLETION`] (echoed like the rest of the console).
 fn finish_line(rx: &mpsc::Receiver<Vec<u8>>, echo: bool, console: &mut impl Write) -> Vec<u8> {
@@ -203,6 +217,9 @@ fn finish_line(rx: &mpsc::Receiver<Vec<u8>>, echo: bool, console: &mut impl Writ
     }
     rest
 }
+
+/// How long swtpm may take to create its control socket.
+const SWTPM_SOCKET_WAIT: Duration = Duration::from_secs(10);
 
 /// How long a matched partial console line may take to be completed for the report.
 const LINE_COMPLETION: Duration = Duration::from_millis(200);
@@ -228,9 +245,10 @@ fn spawn(
                     package: package_of(program),
                 }
             } else {
-                ImageError::Vm {
+                ImageError::VmStart {
                     disk: disk.to_path_buf(),
-                    detail: format!("cannot start {program}: {source}"),
+                    program: program.to_owned(),
+                    source,
                 }
             }
         })
@@ -238,13 +256,9 @@ fn spawn(
 
 /// Boots `options.disk` and runs until the expectation matches, QEMU exits or time runs out.
 pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
-    let disk = options.disk.clone();
-    let vm_err = |detail: String| ImageError::Vm {
-        disk: disk.clone(),
-        detail,
-    };
-    if !options.disk.is_file() {
-        return Err(vm_err("no such disk image".into()));
+    let disk = &options.disk;
+    if !disk.is_file() {
+        return Err(ImageError::VmDiskMissing { disk: disk.clone() });
     }
     for file in [&options.firmware.code, &options.firmware.vars_template] {
         if !file.is_file() {
@@ -265,7 +279,10 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
     let runtime = tempfile::Builder::new()
         .prefix("testudo-vm-")
         .tempdir()
-        .map_err(|e| vm_err(format!("cannot create a runtime directory: {e}")))?;
+        .map_err(|source| ImageError::VmRuntimeDir {
+            disk: disk.clone(),
+            source,
+        })?;
     let state = options
         .state_dir
         .clone()
@@ -279,20 +296,11 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
     let mut swtpm = Reaped(None);
     let tpm_socket = runtime.path().join("tpm.sock");
     if options.tpm {
-        let args = vec![
-            "socket".to_owned(),
-            "--tpm2".to_owned(),
-            "--tpmstate".to_owned(),
-            format!("dir={}", state.join("tpm").display()),
-            "--ctrl".to_owned(),
-            format!("type=unixio,path={}", tpm_socket.display()),
-            "--terminate".to_owned(),
-        ];
+        let args = swtpm_args(&state, &tpm_socket);
         // Its chatter ("Data client disconnected") would land in the middle of console
         // lines: it goes to a log, shown only if swtpm fails.
         let swtpm_log = runtime.path().join("swtpm.log");
-        let log_file = std::fs::File::create(&swtpm_log)
-            .map_err(|e| vm_err(format!("cannot create {}: {e}", swtpm_log.display())))?;
+        let log_file = std::fs::File::create(&swtpm_log).map_err(ImageError::write(&swtpm_log))?;
         swtpm.0 = Some(spawn(
             "swtpm",
             &args,
@@ -301,19 +309,24 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
             Stdio::from(log_file),
             &options.disk,
         )?);
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + SWTPM_SOCKET_WAIT;
         while !tpm_socket.exists() {
             if Instant::now() > deadline {
-                return Err(vm_err(
-                    "swtpm did not create its control socket within 10 s".into(),
-                ));
+                return Err(ImageError::SwtpmSocketTimeout {
+                    disk: disk.clone(),
+                    socket: tpm_socket,
+                    seconds: SWTPM_SOCKET_WAIT.as_secs(),
+                });
             }
             if let Some(Ok(Some(status))) = swtpm.0.as_mut().map(|c| c.try_wait()) {
+                // What swtpm said is the report itself; an unreadable log says nothing.
                 let said = std::fs::read_to_string(&swtpm_log).unwrap_or_default();
-                return Err(vm_err(format!(
-                    "swtpm exited early ({status}): {}",
-                    said.trim()
-                )));
+                return Err(ImageError::SwtpmExited {
+                    disk: disk.clone(),
+                    status: status.to_string(),
+                    log: swtpm_log,
+                    said: said.trim().to_owned(),
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -338,7 +351,7 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
         .0
         .as_mut()
         .and_then(|c| c.stdout.take())
-        .ok_or_else(|| vm_err("QEMU has no stdout pipe".into()))?;
+        .ok_or_else(|| ImageError::VmConsole { disk: disk.clone() })?;
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let reader = std::thread::spawn(move || {
         let mut stdout = stdout;
@@ -496,9 +509,19 @@ mod tests {
     }
 
     #[test]
+    fn swtpm_is_given_the_state_dir_and_the_control_socket() {
+        let args = swtpm_args(Path::new("/s"), Path::new("/r/tpm.sock")).join(" ");
+        assert!(args.contains("--tpmstate dir=/s/tpm"), "{args}");
+        assert!(
+            args.contains("--ctrl type=unixio,path=/r/tpm.sock"),
+            "{args}"
+        );
+    }
+
+    #[test]
     fn missing_disk_and_bad_pattern_are_clear_errors() {
         let err = run_vm(&VmOptions::new(Path::new("/nonexistent/disk.img"))).err();
-        assert!(matches!(err, Some(ImageError::Vm { .. })));
+        assert!(matches!(err, Some(ImageError::VmDiskMissing { .. })));
         let dir = tempfile::tempdir().unwrap();
         let disk = dir.path().join("disk.img");
         std::fs::write(&disk, "x").unwrap();

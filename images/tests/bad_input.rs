@@ -2,6 +2,7 @@
 
 mod common;
 
+use testudo_images::builder::BuildStep;
 use testudo_images::ImageError;
 
 #[test]
@@ -10,10 +11,24 @@ fn missing_binary_is_named_with_who_needs_it() {
     std::fs::remove_file(fx.request.bin_dirs[0].join("testudo-log")).unwrap();
     let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
     assert!(
-        matches!(err, ImageError::BinaryMissing { ref name, .. } if name == "testudo-log"),
+        matches!(err.cause(), ImageError::BinaryMissing { name, .. } if name == "testudo-log"),
         "{err}"
     );
-    assert!(err.to_string().contains("component `log`"), "{err}");
+    assert!(err.cause().to_string().contains("component `log`"), "{err}");
+}
+
+#[test]
+fn a_failing_step_is_named_in_the_error() {
+    let mut fx = common::fixture();
+    fx.request.host.busybox = fx.request.source_root.join("no-such-busybox");
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
+    assert_eq!(err.step(), Some(BuildStep::Initramfs), "{err}");
+    assert_eq!(err.to_string(), "build step `initramfs` failed");
+    let cause = std::error::Error::source(&err).expect("the cause is the source");
+    assert!(
+        cause.to_string().contains("no-such-busybox"),
+        "the cause names the missing file: {cause}"
+    );
 }
 
 #[test]
@@ -21,8 +36,12 @@ fn a_module_that_is_not_wasm_is_refused() {
     let fx = common::fixture();
     std::fs::write(fx.request.source_root.join("apps/app.wasm"), "#!/bin/sh\n").unwrap();
     let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
-    assert!(matches!(err, ImageError::WasmModule { .. }), "{err}");
-    assert!(err.to_string().contains("apps/app.wasm"), "{err}");
+    assert_eq!(err.step(), Some(BuildStep::WasmApps), "{err}");
+    assert!(
+        matches!(err.cause(), ImageError::WasmModule { .. }),
+        "{err}"
+    );
+    assert!(err.cause().to_string().contains("apps/app.wasm"), "{err}");
 }
 
 #[test]
@@ -31,7 +50,7 @@ fn a_rootfs_partition_too_small_is_reported_with_sizes() {
     fx.request.plan.board.partitions.rootfs_bytes = 1 << 20;
     let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
     assert!(
-        matches!(err, ImageError::PartitionTooSmall { ref partition, .. } if partition == "rootfs-a"),
+        matches!(err.cause(), ImageError::PartitionTooSmall { partition, .. } if partition == "rootfs-a"),
         "{err}"
     );
 }
@@ -41,7 +60,11 @@ fn a_missing_kernel_names_the_package() {
     let mut fx = common::fixture();
     fx.request.plan.board.kernel = "/nonexistent/vmlinuz-1.0".into();
     let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
-    assert!(err.to_string().contains("linux-image-cloud-amd64"), "{err}");
+    assert_eq!(err.step(), Some(BuildStep::KernelAndModules), "{err}");
+    assert!(
+        err.cause().to_string().contains("linux-image-cloud-amd64"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -52,8 +75,11 @@ fn a_wasm_host_without_precompile_is_named() {
     std::fs::remove_file(&host).unwrap();
     std::fs::copy("/usr/bin/busybox", &host).unwrap();
     let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
-    assert!(matches!(err, ImageError::Precompile { .. }), "{err}");
-    let text = err.to_string();
+    assert!(
+        matches!(err.cause(), ImageError::Precompile { .. }),
+        "{err}"
+    );
+    let text = err.cause().to_string();
     assert!(text.contains(&host.display().to_string()), "{text}");
     assert!(text.contains("no `precompile` subcommand"), "{text}");
 }

@@ -42,7 +42,8 @@ pub struct BundleSpec {
     pub format: BundleFormat,
     /// (slot class, image file): the file is stored under its own file name.
     pub images: Vec<(String, PathBuf)>,
-    /// Extra mksquashfs arguments (e.g. `-comp`, `zstd`).
+    /// Extra mksquashfs arguments (e.g. `-comp`, `zstd`), after the mode pinning of
+    /// [`pinned_mode_args`].
     pub mksquashfs_args: Vec<String>,
     /// sha256 and size of image files the caller has already hashed (a build cache keeps
     /// them), by the path given in `images`: used instead of reading the file again. The size
@@ -138,7 +139,14 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
     std::fs::write(&manifest_path, &inner_manifest).map_err(write_err(&manifest_path))?;
 
     let temp_out = staging.path().join("bundle.raucb");
-    payload::create(&content, &temp_out, &spec.mksquashfs_args)?;
+    let filenames: Vec<&str> = manifest
+        .images
+        .iter()
+        .map(|i| i.filename.as_str())
+        .collect();
+    let mut mksquashfs_args = pinned_mode_args(&filenames);
+    mksquashfs_args.extend(spec.mksquashfs_args.iter().cloned());
+    payload::create(&content, &temp_out, &mksquashfs_args)?;
     let squashfs_size = std::fs::metadata(&temp_out)
         .map_err(read_err(&temp_out))?
         .len();
@@ -197,6 +205,19 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
         payload_sha256: payload_hash.finalize().into(),
         payload_size,
     })
+}
+
+/// mksquashfs arguments that pin the mode and owner of everything in the payload: the root
+/// directory `0755`, the manifest and each image file (`image_filenames`) `0644`, owned by
+/// root. Without them the payload would carry the modes the staged files happen to have
+/// (the umask of whoever created them), so the same input could give different bundles.
+pub fn pinned_mode_args(image_filenames: &[&str]) -> Vec<String> {
+    let mut args = vec!["-root-mode".to_owned(), "755".to_owned()];
+    for name in std::iter::once(MANIFEST_FILENAME).chain(image_filenames.iter().copied()) {
+        args.push("-p".to_owned());
+        args.push(format!("{name} m 644 0 0"));
+    }
+    args
 }
 
 /// Hard-links (or copies) each `(slot class, file)` into `content` under its file name and
@@ -354,15 +375,32 @@ fn payload_mismatch(path: &Path, mismatch: verity::Mismatch) -> UpdaterError {
 }
 
 /// The outer framing of a bundle: `payload || CMS || u64 BE CMS length`.
-struct Frame {
-    payload_size: u64,
-    signature_size: u64,
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Size of the payload: everything before the CMS signature.
+    pub payload_size: u64,
+    /// Size of the CMS signature.
+    pub signature_size: u64,
     /// The CMS signature (DER), at most [`MAX_SIGNATURE_SIZE`] bytes.
-    der: Vec<u8>,
+    pub der: Vec<u8>,
+}
+
+/// sha256 and size of the payload of the bundle at `path` (everything before the CMS
+/// signature), streamed; the framing is checked, the signature is not. The same digest
+/// [`create`] reports as [`CreatedBundle::payload_sha256`]: it does not change when the
+/// bundle is re-signed.
+pub fn payload_sha256(path: &Path) -> Result<([u8; 32], u64)> {
+    let file = File::open(path).map_err(read_err(path))?;
+    let frame = read_frame(&file, path)?;
+    let (sha256, size) = sha256_reader((&file).take(frame.payload_size), path)?;
+    if size != frame.payload_size {
+        return Err(format_err(path, "payload shorter than its framing says"));
+    }
+    Ok((sha256, size))
 }
 
 /// Reads and checks the framing of the open bundle `file` (from `path`).
-fn read_frame(file: &File, path: &Path) -> Result<Frame> {
+pub fn read_frame(file: &File, path: &Path) -> Result<Frame> {
     use std::os::unix::fs::FileExt;
     let len = file.metadata().map_err(read_err(path))?.len();
     if len < 8 {

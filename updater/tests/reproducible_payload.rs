@@ -1,7 +1,8 @@
-//! Promise: creating a bundle twice from the same image (different file times, different
-//! output directories) gives byte-identical payloads (squashfs + hash tree) and manifests;
-//! the payload digest `create` reports is that of those bytes, and a caller-supplied image
-//! digest is used as given (a wrong size is refused).
+//! Promise: creating a bundle twice from the same image (different file times, file modes
+//! and output directories) gives byte-identical payloads (squashfs + hash tree) and
+//! manifests; the payload digest `create` reports is that of those bytes, and
+//! `bundle::payload_sha256` reads the same digest back from the bundle file; a
+//! caller-supplied image digest is used as given (a wrong size is refused).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
@@ -32,6 +33,11 @@ fn same_input_same_payload() {
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000 * (run + 1)),
             )
             .unwrap();
+            // The payload pins modes: the image's own mode does not reach it.
+            let mode = if run == 0 { 0o600 } else { 0o664 };
+            let permissions: std::fs::Permissions =
+                std::os::unix::fs::PermissionsExt::from_mode(mode);
+            std::fs::set_permissions(&image, permissions).unwrap();
             let mut spec = BundleSpec::new("gw", "1.0", vec![("rootfs".into(), image)]);
             spec.format = format;
             let out = run_dir.join("b.raucb");
@@ -42,6 +48,11 @@ fn same_input_same_payload() {
                 created.payload_sha256,
                 <[u8; 32]>::from(sha2::Sha256::digest(&payload)),
                 "{format:?}: reported payload digest"
+            );
+            assert_eq!(
+                testudo_updater::bundle::payload_sha256(&out).unwrap(),
+                (created.payload_sha256, created.payload_size),
+                "{format:?}: payload digest read back"
             );
             manifests.push(created.manifest);
             payloads.push(payload);
