@@ -22,7 +22,7 @@ use crate::binaries;
 use crate::cache::{Cache, CacheKey, Reuse};
 use crate::cwasm;
 use crate::datafs;
-use crate::digest::{bytes_sha256, FileDigest};
+use crate::digest::{bytes_digest, bytes_sha256, FileDigest};
 use crate::digest_cache::{DigestCache, StatKey};
 use crate::disk::{self, DiskLayout, DiskMap, DATA_LABEL, ESP_LABEL, ROOTFS_A_LABEL};
 use crate::error::{ImageError, Result};
@@ -170,10 +170,7 @@ impl RootfsSpec {
     }
 
     fn add_bytes(&mut self, image_path: &str, bytes: Vec<u8>, mode: u32) {
-        let digest = FileDigest {
-            sha256: bytes_sha256(&bytes),
-            size: bytes.len() as u64,
-        };
+        let digest = bytes_digest(&bytes);
         self.files.insert(
             image_path.trim_start_matches('/').to_owned(),
             Staged {
@@ -1199,14 +1196,6 @@ pub fn bundle_payload_digest(path: &Path) -> Result<FileDigest> {
         sha256: hex::encode(sha256),
         size,
     })
-}
-
-/// The digest of bytes in memory.
-fn bytes_digest(bytes: &[u8]) -> FileDigest {
-    FileDigest {
-        sha256: bytes_sha256(bytes),
-        size: bytes.len() as u64,
-    }
 }
 
 #[cfg(test)]

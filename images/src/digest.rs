@@ -51,6 +51,14 @@ pub fn bytes_sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The digest and size of bytes in memory.
+pub fn bytes_digest(bytes: &[u8]) -> FileDigest {
+    FileDigest {
+        sha256: bytes_sha256(bytes),
+        size: bytes.len() as u64,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

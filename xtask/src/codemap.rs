@@ -7,11 +7,8 @@
 //! crate's directory (`` `updater/` ``) or a bullet that does — contains, in backticks, its
 //! path relative to `src/` (`` `bootloader/grub.rs` ``) or its file name (`` `grub.rs` ``).
 
-use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
-
 use anyhow::{bail, Context};
+use std::collections::BTreeSet;
 
 use crate::util;
 
@@ -20,9 +17,8 @@ const DOCUMENT: &str = "ARCHITECTURE.md";
 
 /// Runs the check on the tracked files of the workspace; fails listing every unnamed file.
 pub fn check() -> anyhow::Result<()> {
-    let root = util::workspace_root();
-    let files = tracked(&root, &["*.rs", "*Cargo.toml"])?;
-    let document = std::fs::read_to_string(root.join(DOCUMENT))
+    let files = util::tracked_files(&["*.rs", "*Cargo.toml"])?;
+    let document = std::fs::read_to_string(util::workspace_root().join(DOCUMENT))
         .with_context(|| format!("reading {DOCUMENT}"))?;
     let missing = unnamed_module_files(&document, &files);
     for file in &missing {
@@ -33,28 +29,6 @@ pub fn check() -> anyhow::Result<()> {
     }
     eprintln!("codemap: {DOCUMENT} names every module file");
     Ok(())
-}
-
-/// Tracked files matching `patterns`, relative to `root`.
-fn tracked(root: &Path, patterns: &[&str]) -> anyhow::Result<Vec<String>> {
-    let listing = Command::new("git")
-        .args(["ls-files", "-z", "--"])
-        .args(patterns)
-        .current_dir(root)
-        .output()
-        .context("listing tracked files with git")?;
-    if !listing.status.success() {
-        bail!(
-            "git ls-files failed: {}",
-            String::from_utf8_lossy(&listing.stderr)
-        );
-    }
-    Ok(listing
-        .stdout
-        .split(|b| *b == 0)
-        .filter(|f| !f.is_empty())
-        .map(|f| String::from_utf8_lossy(f).into_owned())
-        .collect())
 }
 
 /// The module files among `files` that `document` does not name, sorted.

@@ -19,7 +19,6 @@
 //!   unrelated places (JSON keys, subcommands).
 
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context};
 
@@ -41,21 +40,9 @@ pub struct Finding {
 /// Runs the check on the tracked files of the workspace; fails listing every finding.
 pub fn check() -> anyhow::Result<()> {
     let root = util::workspace_root();
-    let listing = Command::new("git")
-        .args(["ls-files", "-z", "--", "*.rs"])
-        .current_dir(&root)
-        .output()
-        .context("listing tracked files with git")?;
-    if !listing.status.success() {
-        bail!(
-            "git ls-files failed: {}",
-            String::from_utf8_lossy(&listing.stderr)
-        );
-    }
     let rules = Rules::from_contract();
     let mut findings = Vec::new();
-    for file in listing.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
-        let file = String::from_utf8_lossy(file).into_owned();
+    for file in util::tracked_files(&["*.rs"])? {
         if !is_production_source(&file) {
             continue;
         }

@@ -31,6 +31,29 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The files git tracks in the workspace that match `patterns` (git pathspecs), relative to
+/// the workspace root.
+pub fn tracked_files(patterns: &[&str]) -> anyhow::Result<Vec<String>> {
+    let listing = Command::new("git")
+        .args(["ls-files", "-z", "--"])
+        .args(patterns)
+        .current_dir(workspace_root())
+        .output()
+        .context("listing tracked files with git")?;
+    if !listing.status.success() {
+        bail!(
+            "git ls-files failed: {}",
+            String::from_utf8_lossy(&listing.stderr)
+        );
+    }
+    Ok(listing
+        .stdout
+        .split(|b| *b == 0)
+        .filter(|f| !f.is_empty())
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect())
+}
+
 /// The cargo target directory (`$CARGO_TARGET_DIR`, else `target/` in the workspace).
 pub fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")

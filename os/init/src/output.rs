@@ -11,12 +11,15 @@ impl LineBuffer {
     /// Adds `bytes` and returns every line they complete (without the newline).
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         self.partial.extend_from_slice(bytes);
-        let mut lines = Vec::new();
-        while let Some(pos) = self.partial.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = self.partial.drain(..=pos).collect();
-            lines.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-        }
-        lines
+        let Some(last_newline) = self.partial.iter().rposition(|b| *b == b'\n') else {
+            return Vec::new();
+        };
+        // One drain for every line the bytes complete, not one shift of the rest per line.
+        let complete: Vec<u8> = self.partial.drain(..=last_newline).collect();
+        complete[..last_newline]
+            .split(|b| *b == b'\n')
+            .map(|line| String::from_utf8_lossy(line).into_owned())
+            .collect()
     }
 
     /// The unfinished line, if any, once no more bytes will come.

@@ -36,11 +36,6 @@ pub fn routed_handles<'a>(
             rights: rights(route.rights),
             allow: route.allow.clone(),
         };
-        let (kept, given) = handle_pair().map_err(|source| LaunchError::Handle {
-            component: name.to_owned(),
-            local: local.clone(),
-            source: Box::new(source),
-        })?;
         let control = if route.component == INIT_COMPONENT {
             status_control
         } else {
@@ -50,6 +45,11 @@ pub fn routed_handles<'a>(
                 provider: route.component.clone(),
             })?
         };
+        let (kept, given) = handle_pair().map_err(|source| LaunchError::Handle {
+            component: name.to_owned(),
+            local: local.clone(),
+            source: Box::new(source),
+        })?;
         send_grant(control, &grant, kept.as_fd()).map_err(|source| LaunchError::Route {
             component: name.to_owned(),
             local: local.clone(),

@@ -40,7 +40,12 @@ pub fn require_modules(modules: &[&str], packages: &str) -> Result<(), MissingPy
 }
 
 /// The project's Python environment lacks a module a test needs.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{} cannot import what this test needs: install PyPI {packages} into it (`cargo xtask deps` \
+     creates the project's environment and sets {PYTHON_ENV}): {detail}",
+    interpreter.to_string_lossy()
+)]
 pub struct MissingPython {
     /// The interpreter that was asked.
     pub interpreter: OsString,
@@ -49,21 +54,6 @@ pub struct MissingPython {
     /// The PyPI packages to install.
     pub packages: String,
 }
-
-impl std::fmt::Display for MissingPython {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} cannot import what this test needs: install PyPI {} into it (`cargo xtask deps` \
-             creates the project's environment and sets {PYTHON_ENV}): {}",
-            self.interpreter.to_string_lossy(),
-            self.packages,
-            self.detail
-        )
-    }
-}
-
-impl std::error::Error for MissingPython {}
 
 #[cfg(test)]
 mod tests {
