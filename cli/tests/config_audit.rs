@@ -24,16 +24,22 @@ fn json_has_figures_for_every_component_and_slot() {
     );
     let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let total = audit["total"].as_u64().unwrap();
-    assert_eq!(total, 11);
+    assert_eq!(
+        total, 13,
+        "11 configured authorities + init.status and init.power"
+    );
     let subjects = audit["subjects"].as_array().unwrap();
     assert_eq!(subjects.len(), 9);
     let agent = subjects.iter().find(|s| s["name"] == "agent").unwrap();
-    assert_eq!(agent["granted_count"], 4);
+    assert_eq!(
+        agent["granted_count"], 5,
+        "log, net, storage, tpm and init's power"
+    );
     let reduction = agent["reduction"].as_f64().unwrap();
-    assert!((reduction - (1.0 - 4.0 / 11.0)).abs() < 1e-9);
+    assert!((reduction - (1.0 - 5.0 / 13.0)).abs() < 1e-9);
     assert_eq!(
         agent["trusted_base"],
-        serde_json::json!(["log", "net", "storage", "tpm"])
+        serde_json::json!(["init", "log", "net", "storage", "tpm"])
     );
     let roles: Vec<(String, String)> = subjects
         .iter()
@@ -91,7 +97,7 @@ fn table_lists_every_component() {
         );
     }
     assert!(
-        table.contains("11 authorities in system gateway"),
+        table.contains("13 authorities in system gateway"),
         "{table}"
     );
 }

@@ -41,7 +41,7 @@ fn plan() -> serde_json::Value {
         },
         "app_slots": {},
         "update": {"boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity"},
-        "cloud": {"hub": "hub.example", "device_id": "d", "identity": "sas", "dps_scope": null}
+        "cloud": {"hub": "hub.example", "device_id": "d", "identity": "sas"}
     })
 }
 

@@ -9,68 +9,12 @@
 #![cfg(feature = "images")]
 #![allow(clippy::unwrap_used)]
 
+mod vm_common;
+
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-const BINARIES: &[&str] = &[
-    "testudo-init",
-    "testudo-log",
-    "testudo-storage",
-    "testudo-tpm",
-    "testudo-net",
-    "testudo-sensor",
-    "testudo-agent",
-    "testudo-wasm-host",
-];
-
-fn bin_dirs() -> Vec<PathBuf> {
-    let dirs: Vec<PathBuf> = match std::env::var("TESTUDO_IMAGE_BIN_DIRS") {
-        Ok(list) => list.split(':').map(PathBuf::from).collect(),
-        Err(_) => vec![Path::new(env!("CARGO_BIN_EXE_testudo"))
-            .parent()
-            .unwrap()
-            .to_path_buf()],
-    };
-    for name in BINARIES {
-        assert!(
-            dirs.iter().any(|d| d.join(name).is_file()),
-            "{name} not found in {dirs:?}: build the workspace first (cargo build --workspace)"
-        );
-    }
-    dirs
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program} is needed: {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn testudo(args: &[&str], data_home: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_testudo"))
-        .args(args)
-        .env("XDG_DATA_HOME", data_home)
-        .env("SOURCE_DATE_EPOCH", "1700000000")
-        .output()
-        .unwrap()
-}
-
-fn first_sector(disk: &str, partition: u32) -> u64 {
-    let info = run("sgdisk", &["-i", &partition.to_string(), disk]);
-    let line = info
-        .lines()
-        .find(|l| l.starts_with("First sector:"))
-        .unwrap();
-    line.split_whitespace().nth(2).unwrap().parse().unwrap()
-}
+use vm_common::*;
 
 fn boot(disk: &str, data_home: &Path, expect: &str) -> String {
     let out = testudo(
@@ -90,41 +34,12 @@ fn boot(disk: &str, data_home: &Path, expect: &str) -> String {
 fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-    // The gateway's WASM apps, compiled as `cargo xtask apps` does, into a source root of our own.
-    let apps = root.join("src/wasm-apps");
-    std::fs::create_dir_all(&apps).unwrap();
-    for app in ["sensor-reader", "forwarder"] {
-        let source = repo.join(format!("wasm-apps/{app}.c"));
-        let output = apps.join(format!("{app}.wasm"));
-        if let Err(error) = testudo_testkit::wasm::compile_c_app(&source, &output, &[]) {
-            panic!("{error}");
-        }
-    }
-    let out = root.join("out");
     let data_home = root.join("data-home");
-    let config = repo.join("system-config/examples/gateway.ncl");
-    let mut args: Vec<String> = vec![
-        "build".into(),
-        config.display().to_string(),
-        "-o".into(),
-        out.display().to_string(),
-        "--cache".into(),
-        root.join("cache").display().to_string(),
-        "--source-root".into(),
-        root.join("src").display().to_string(),
-        "--plain".into(),
-    ];
-    for dir in bin_dirs() {
-        args.push("--bin-dir".into());
-        args.push(dir.display().to_string());
-    }
-    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let built = testudo(&arg_refs, &data_home);
-    assert!(
-        built.status.success(),
-        "build failed: {}",
-        String::from_utf8_lossy(&built.stderr)
+    let out = build_image(
+        root,
+        "system-config/examples/gateway.ncl",
+        &["system-config/trust/azure-iot-roots.pem"],
+        &data_home,
     );
 
     let disk = out.join("disk.img");

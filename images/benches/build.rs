@@ -58,6 +58,12 @@ fn main() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("src");
     compile_apps(&repo, &src);
+    // The trust anchors the config names, where the source root has them.
+    if let Some(anchors) = &plan.cloud.trust_anchors {
+        let target = src.join(anchors);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(repo.join(anchors), &target).unwrap();
+    }
     let keys = testudo_images::keys::ensure_dev_keys(&tmp.path().join("keys")).unwrap();
     let tools = HostTools::new();
     let request = |run: usize, cache: &Path| BuildRequest {

@@ -821,6 +821,18 @@ fn stage_system_files(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
     )?;
     ctx.inputs
         .push(entry("key:deploy.ed25519.pub", &deploy_pub));
+    // The CAs the cloud agent trusts for the hub and DPS, named by the config.
+    if let Some(anchors) = &ctx.plan.cloud.trust_anchors {
+        let path = ctx.request.source_root.join(anchors);
+        let text = fs::read_to_string(&path).map_err(ImageError::read(&path))?;
+        if !text.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(ImageError::TrustAnchors { path });
+        }
+        let digest = ctx
+            .system
+            .add_file(&ctx.digests, rootfs::TRUST_ANCHORS_PATH, &path, 0o644)?;
+        ctx.inputs.push(entry("trust-anchors.pem", &digest));
+    }
     ctx.system
         .add_bytes("etc/os-release", os_release(ctx.plan).into_bytes(), 0o644);
     Ok(None)

@@ -113,6 +113,9 @@ pub enum ImageError {
     /// The board describes something this builder cannot produce.
     #[error("board `{board}`: {detail}")]
     Board { board: String, detail: String },
+    /// The config's `cloud.trust_anchors` holds no PEM certificate.
+    #[error("trust anchors {path}: no PEM certificate in the file")]
+    TrustAnchors { path: PathBuf },
     /// A signing key could not be read or created.
     #[error("signing key {path}")]
     Key {

@@ -13,7 +13,9 @@
 //!   Write|ReadWrite)` truncates first. `fstat` gives the size. `fsync` on a file makes its
 //!   data durable (`fdatasync`), on the root handle the directory's entries (`fsync` of the
 //!   directory); a file the driver creates has its directory entry made durable before
-//!   `open` returns.
+//!   `open` returns. `open("name?replace", Write)` starts an atomic replacement: writes go to
+//!   a new hidden file, and its `fsync` puts it in place of `name` (rename, directory synced);
+//!   closed without `fsync`, it is discarded. After a power cut `name` is old or new, whole.
 //! - [`SENSOR`]: `read` on the root handle returns one reading as a UTF-8 line
 //!   `<name> <value> <unit>\n` (e.g. `temperature 21.5 C`).
 //! - [`TELEMETRY`]: `write` one message (a JSON document) per call.
@@ -23,6 +25,9 @@
 //!   `HOST:PORT` is in the route's `allow` list; anything else is refused with `EACCES`.
 //! - [`STATUS`] (served by init): `read` on the root handle returns one line per component,
 //!   `name state restarts`.
+//! - [`POWER`] (served by init): `write` `reboot` or `poweroff` (one word, optionally with a
+//!   newline) on the root handle; init acknowledges the write, then stops every component in
+//!   reverse start order, syncs and unmounts the data partition and reboots or powers off.
 //!
 //! Components that expect a route of one of these interfaces look it up under the
 //! interface's name as the local name (the agent's `uses.tpm`, `uses.net`, ...).
@@ -43,6 +48,8 @@ pub const TELEMETRY: &str = "telemetry";
 pub const IDENTITY: &str = "identity";
 /// Init's view of every component's state.
 pub const STATUS: &str = "status";
+/// Power control, served by init: reboot or power off the device.
+pub const POWER: &str = "power";
 
 /// The path a `net` handle opens for a TCP connection to `destination` (`HOST:PORT`).
 pub fn net_tcp_path(destination: &str) -> String {
@@ -53,4 +60,6 @@ pub fn net_tcp_path(destination: &str) -> String {
 pub const NET_TCP_PREFIX: &str = "tcp/";
 
 /// Every interface of this contract.
-pub const ALL: &[&str] = &[LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS];
+pub const ALL: &[&str] = &[
+    LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS, POWER,
+];

@@ -37,6 +37,9 @@ pub mod rootfs {
     /// The Ed25519 public key (PEM) of the image's deploy key: it verifies the image manifest
     /// and signed app deployments.
     pub const DEPLOY_PUBLIC_KEY: &str = "/etc/testudo/keys/deploy.ed25519.pub";
+    /// The CA certificates (PEM) the cloud agent trusts for the hub and DPS, from the config's
+    /// `cloud.trust_anchors`; init shows it read-only in the agent's sandbox at this path.
+    pub const TRUST_ANCHORS: &str = "/etc/testudo/trust-anchors.pem";
     /// RAUC's system configuration: the slots, the bootloader, the keyring.
     pub const RAUC_SYSTEM_CONF: &str = "/etc/rauc/system.conf";
     /// The CA certificates update bundles must chain to (PEM).
@@ -139,6 +142,9 @@ pub mod agent_storage {
     pub const CERT: &str = "device-cert.pem";
     /// The private key of [`CERT`] (PEM).
     pub const CERT_KEY: &str = "device-key.pem";
+    /// Where DPS assigned the device (hub and device id), written atomically after a
+    /// registration and reused at the next boot.
+    pub const PROVISIONING: &str = "provisioning.json";
 }
 
 /// Every path of this contract with its name, for tools that check where paths are spelled.
@@ -156,6 +162,7 @@ pub fn all() -> Vec<(&'static str, &'static str)> {
             "layout::rootfs::DEPLOY_PUBLIC_KEY",
             rootfs::DEPLOY_PUBLIC_KEY,
         ),
+        ("layout::rootfs::TRUST_ANCHORS", rootfs::TRUST_ANCHORS),
         ("layout::rootfs::RAUC_SYSTEM_CONF", rootfs::RAUC_SYSTEM_CONF),
         ("layout::rootfs::RAUC_KEYRING", rootfs::RAUC_KEYRING),
         ("layout::rootfs::KERNEL", rootfs::KERNEL),
@@ -194,6 +201,10 @@ pub fn all_names() -> Vec<(&'static str, &'static str)> {
         ("layout::agent_storage::SAS_KEY", agent_storage::SAS_KEY),
         ("layout::agent_storage::CERT", agent_storage::CERT),
         ("layout::agent_storage::CERT_KEY", agent_storage::CERT_KEY),
+        (
+            "layout::agent_storage::PROVISIONING",
+            agent_storage::PROVISIONING,
+        ),
     ]
 }
 
@@ -222,7 +233,7 @@ mod tests {
 
     #[test]
     fn the_configuration_directory_holds_the_plan_and_the_keys() {
-        for path in [rootfs::PLAN, rootfs::KEYS_DIR] {
+        for path in [rootfs::PLAN, rootfs::KEYS_DIR, rootfs::TRUST_ANCHORS] {
             assert_eq!(
                 std::path::Path::new(path).parent(),
                 Some(std::path::Path::new(rootfs::CONFIG_DIR))

@@ -6,11 +6,13 @@
 //!   WASM host and the agent read them.
 //! - The device contract, as code: [`layout`] (every path on the device), [`env`] (every
 //!   variable init passes to a component), [`interfaces`] (every interface name and what its
-//!   handles mean) and [`roles`] (the sandbox roles the plan assigns).
+//!   handles mean), [`roles`] (the sandbox roles the plan assigns) and [`builtin`] (what
+//!   init itself provides to routes).
 //!
 //! This crate depends on nothing heavy (serde, sha2): every device binary links it.
 //! `docs/plan-format.md` documents all of it.
 
+pub mod builtin;
 mod canonical;
 pub mod env;
 mod error;
@@ -21,8 +23,8 @@ pub mod roles;
 
 pub use error::PlanError;
 pub use plan::{
-    route_within, AppSlot, Board, BoardModules, CloudConfig, ComponentKind, Devices, Interface,
-    Limits, Partitions, Plan, PlanComponent, Provided, RestartPolicy, Rights, Route,
-    RouteBeyondSlot, Run, SlotApp, UpdatePolicy, PLAN_FORMAT_VERSION,
+    route_within, AppSlot, Board, BoardModules, BoardNetwork, CloudConfig, ComponentKind, Devices,
+    DpsAttestation, DpsConfig, Interface, Limits, Partitions, Plan, PlanComponent, Provided,
+    RestartPolicy, Rights, Route, RouteBeyondSlot, Run, SlotApp, UpdatePolicy, PLAN_FORMAT_VERSION,
 };
 pub use roles::SandboxRole;

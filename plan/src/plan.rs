@@ -23,7 +23,9 @@ pub use crate::roles::SandboxRole;
 ///
 /// - 1: the first format.
 /// - 2: `components.<name>.role` (the component's sandbox role) is required.
-pub const PLAN_FORMAT_VERSION: u32 = 2;
+/// - 3: `board.network`, `hosts`; `cloud.dps` (endpoint, scope, attestation) replaces
+///   `cloud.dps_scope`; `cloud.model_id`, `cloud.trust_anchors`, `cloud.mqtt_port`.
+pub const PLAN_FORMAT_VERSION: u32 = 3;
 
 /// A validated system, ready to be built and run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +49,11 @@ pub struct Plan {
     pub update: UpdatePolicy,
     /// Cloud identity and hub connection.
     pub cloud: CloudConfig,
+    /// Host names the device resolves without DNS, to IP addresses (like `/etc/hosts`):
+    /// names a board's resolver cannot answer, e.g. a local hub reached through QEMU's
+    /// gateway. Consulted before DNS.
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// Hardware/boot description of the target board.
@@ -75,6 +82,28 @@ pub struct Board {
     /// Kernel modules of the board, by what needs them.
     #[serde(default)]
     pub modules: BoardModules,
+    /// The board's network interface and how it is configured; absent on boards whose
+    /// network is configured by the host (development hosts).
+    #[serde(default)]
+    pub network: Option<BoardNetwork>,
+}
+
+/// How a board's network interface is configured at boot by the component that owns the
+/// network. Static addressing only: boards with a fixed network (QEMU's user network) need
+/// no DHCP client on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BoardNetwork {
+    /// The interface's kernel name, e.g. `eth0`.
+    pub interface: String,
+    /// Its IPv4 address with prefix length, e.g. `10.0.2.15/24`.
+    pub address: String,
+    /// The default gateway, e.g. `10.0.2.2` (absent: no default route).
+    #[serde(default)]
+    pub gateway: Option<String>,
+    /// DNS servers to ask, in order, e.g. `["10.0.2.3"]`.
+    #[serde(default)]
+    pub dns: Vec<String>,
 }
 
 /// Kernel modules of a board, grouped by what needs them; the image builder loads a group
@@ -422,14 +451,67 @@ pub struct UpdatePolicy {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CloudConfig {
-    /// IoT Hub host name, e.g. `myhub.azure-devices.net`.
+    /// IoT Hub host name, e.g. `myhub.azure-devices.net`: the hub the device connects to, or
+    /// with DPS the hub it expects to be assigned (the agent's `net` route must allow the
+    /// hub DPS assigns, so DPS can only move a device between hubs the config allows).
     pub hub: String,
     /// Device id (registration id for DPS).
     pub device_id: String,
-    /// How the device proves its identity: `tpm_sas`, `sas`, `x509`.
+    /// How the device proves its identity to the hub: `tpm_sas`, `sas`, `x509`.
     pub identity: String,
-    /// DPS id scope, when the device is provisioned through DPS.
-    pub dps_scope: Option<String>,
+    /// Zero-touch provisioning through the Device Provisioning Service, if used.
+    #[serde(default)]
+    pub dps: Option<DpsConfig>,
+    /// IoT Plug and Play model id announced at connect (MQTT username `model-id=`).
+    #[serde(default)]
+    pub model_id: Option<String>,
+    /// The CA certificates (PEM) the device trusts for the hub and DPS: a build-host path,
+    /// relative to the repository root or absolute, as written in the config. The image
+    /// carries them at [`crate::layout::rootfs::TRUST_ANCHORS`].
+    #[serde(default)]
+    pub trust_anchors: Option<String>,
+    /// The hub's MQTT/TLS port.
+    #[serde(default = "default_mqtt_port")]
+    pub mqtt_port: u16,
+}
+
+fn default_mqtt_port() -> u16 {
+    8883
+}
+
+fn default_https_port() -> u16 {
+    443
+}
+
+/// The Device Provisioning Service a device registers with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpsConfig {
+    /// The DPS host, e.g. `global.azure-devices-provisioning.net`.
+    pub endpoint: String,
+    /// The DPS id scope, e.g. `0ne00000000`.
+    pub scope: String,
+    /// How the device attests its identity to DPS.
+    pub attestation: DpsAttestation,
+    /// DPS's HTTPS port (TPM attestation registers over HTTPS).
+    #[serde(default = "default_https_port")]
+    pub https_port: u16,
+    /// DPS's MQTT/TLS port (symmetric key and X.509 register over MQTT).
+    #[serde(default = "default_mqtt_port")]
+    pub mqtt_port: u16,
+}
+
+/// How a device attests its identity to DPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpsAttestation {
+    /// TPM attestation: the TPM's endorsement key; DPS answers with a key only that TPM can
+    /// import (HTTPS).
+    Tpm,
+    /// A symmetric key: individual, or derived from an enrollment group's key (MQTT).
+    SymmetricKey,
+    /// An X.509 certificate whose key the TPM holds (MQTT).
+    X509,
 }
 
 impl Board {
@@ -451,6 +533,7 @@ impl Board {
                 data_bytes: 0,
             },
             modules: BoardModules::default(),
+            network: None,
         }
     }
 }
@@ -480,8 +563,12 @@ impl Plan {
                 hub: "hub.invalid".into(),
                 device_id: "dev".into(),
                 identity: "sas".into(),
-                dps_scope: None,
+                dps: None,
+                model_id: None,
+                trust_anchors: None,
+                mqtt_port: default_mqtt_port(),
             },
+            hosts: BTreeMap::new(),
         }
     }
 

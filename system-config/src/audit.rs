@@ -68,7 +68,11 @@ fn route_authority(route: &Route) -> String {
 
 /// Audits `plan`.
 pub fn audit(plan: &Plan) -> Audit {
-    let mut authorities: BTreeSet<String> = BTreeSet::new();
+    // Init's own capabilities exist on every device.
+    let mut authorities: BTreeSet<String> = testudo_plan::builtin::INIT_CAPABILITIES
+        .iter()
+        .map(|(capability, _)| format!("{}.{capability}", testudo_plan::builtin::INIT))
+        .collect();
     for (name, component) in &plan.components {
         authorities.extend(component.provides.keys().map(|c| format!("{name}.{c}")));
         authorities.extend(device_authorities(&component.devices));
@@ -159,6 +163,15 @@ pub fn audit(plan: &Plan) -> Audit {
         subjects,
         min_reduction,
         mean_reduction,
+    }
+}
+
+/// The config's word for a DPS attestation.
+pub fn attestation_name(attestation: crate::plan::DpsAttestation) -> &'static str {
+    match attestation {
+        crate::plan::DpsAttestation::Tpm => "tpm",
+        crate::plan::DpsAttestation::SymmetricKey => "symmetric_key",
+        crate::plan::DpsAttestation::X509 => "x509",
     }
 }
 

@@ -152,6 +152,22 @@ pub enum ConfigError {
         role: crate::plan::SandboxRole,
     },
 
+    /// A configured component takes a name reserved for a built-in provider.
+    #[error("components.{name}: the name `{name}` is reserved for testudo-init's own capabilities (`init.status`, `init.power`)")]
+    ReservedName { name: String },
+
+    /// The DPS attestation and the hub identity do not go together.
+    #[error("cloud.identity: `{identity}` cannot follow DPS attestation `{}`: use {expected}", crate::audit::attestation_name(*attestation))]
+    AttestationMismatch {
+        attestation: crate::plan::DpsAttestation,
+        identity: String,
+        expected: String,
+    },
+
+    /// A `hosts` entry's name is not a host name.
+    #[error("hosts.{name}: not a host name (letters, digits and `-` in dot-separated labels)")]
+    BadHostName { name: String },
+
     /// A `net` route's `allow` entry is not `host:port`, or a non-`net` route has entries.
     #[error("{at}: allow entry `{entry}`: {reason}")]
     BadAllow {

@@ -33,6 +33,7 @@ enum NodeStyle {
     Service,
     Wasm,
     Slot,
+    Init,
 }
 
 impl NodeStyle {
@@ -42,6 +43,7 @@ impl NodeStyle {
             NodeStyle::Service => "#cfe3f7",
             NodeStyle::Wasm => "#d3f0d0",
             NodeStyle::Slot => "#f2f2f2",
+            NodeStyle::Init => "#e8e0f4",
         }
     }
     fn label(self) -> &'static str {
@@ -50,6 +52,7 @@ impl NodeStyle {
             NodeStyle::Service => "service",
             NodeStyle::Wasm => "wasm app",
             NodeStyle::Slot => "app slot (maximum)",
+            NodeStyle::Init => "init (built in)",
         }
     }
 }
@@ -145,6 +148,16 @@ fn nodes_and_edges(plan: &Plan) -> (Vec<Node>, Vec<Edge>) {
                 dashed: true,
             });
         }
+    }
+    // Init is in every system; it is drawn when a route names one of its capabilities.
+    let init = testudo_plan::builtin::INIT;
+    if edges.iter().any(|edge| edge.to == init) {
+        nodes.push(Node {
+            id: init.to_owned(),
+            title: init.to_owned(),
+            subtitle: "built in".to_owned(),
+            style: NodeStyle::Init,
+        });
     }
     (nodes, edges)
 }
@@ -426,6 +439,7 @@ pub fn to_svg(plan: &Plan) -> String {
                 NodeStyle::Service => "service",
                 NodeStyle::Wasm => "wasm",
                 NodeStyle::Slot => "slot",
+                NodeStyle::Init => "init",
             },
             xml_escape(&n.id.replace(':', "-")),
             n.style.fill(),

@@ -25,7 +25,9 @@ pub struct SystemConfig {
     #[serde(default)]
     pub app_slots: BTreeMap<String, AppSlotConfig>,
     pub update: UpdatePolicy,
-    pub cloud: CloudSettings,
+    pub cloud: CloudConfig,
+    #[serde(default)]
+    pub hosts: BTreeMap<String, String>,
 }
 
 /// One component as written in the config.
@@ -103,17 +105,6 @@ pub struct SlotAppConfig {
     pub uses: BTreeMap<String, UseConfig>,
 }
 
-/// Cloud settings as written (same shape as the plan's).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CloudSettings {
-    pub hub: String,
-    pub device_id: String,
-    pub identity: String,
-    #[serde(default)]
-    pub dps_scope: Option<String>,
-}
-
 impl SystemConfig {
     /// Parses the JSON Nickel exported.
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
@@ -160,12 +151,8 @@ impl SystemConfig {
             components,
             app_slots,
             update: self.update.clone(),
-            cloud: CloudConfig {
-                hub: self.cloud.hub.clone(),
-                device_id: self.cloud.device_id.clone(),
-                identity: self.cloud.identity.clone(),
-                dps_scope: self.cloud.dps_scope.clone(),
-            },
+            cloud: self.cloud.clone(),
+            hosts: self.hosts.clone(),
         }
     }
 }
@@ -218,8 +205,22 @@ fn plan_routes(
                 .and_then(|c| c.provides.get(capability))
             {
                 route.interface = provided.interface.clone();
+            } else if let Some(interface) = builtin_capability(system, component, capability) {
+                route.interface = interface.to_owned();
             }
             (local.clone(), route)
         })
         .collect()
+}
+
+/// The interface of a capability init provides itself (`init.status`, `init.power`), when
+/// `component` names init (no configured component may take that name).
+pub fn builtin_capability(
+    system: &SystemConfig,
+    component: &str,
+    capability: &str,
+) -> Option<&'static str> {
+    (component == testudo_plan::builtin::INIT && !system.components.contains_key(component))
+        .then(|| testudo_plan::builtin::init_capability(capability))
+        .flatten()
 }

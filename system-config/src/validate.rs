@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{ConfigError, Warning};
 use crate::model::{ComponentConfig, RunConfig, SystemConfig, UseConfig};
-use crate::plan::{ComponentKind, Route};
+use crate::plan::{ComponentKind, DpsAttestation, Route};
+use testudo_plan::builtin;
 
 /// Runs every rule. `Ok` carries the warnings; `Err` every error (never empty).
 pub fn validate(config: &SystemConfig) -> Result<Vec<Warning>, Vec<ConfigError>> {
@@ -29,6 +30,8 @@ pub fn validate(config: &SystemConfig) -> Result<Vec<Warning>, Vec<ConfigError>>
     check_start_order(config, &mut errors);
     check_memory(config, &mut errors);
     check_slot_initial_apps(config, &mut errors);
+    check_cloud(config, &mut errors);
+    check_hosts(config, &mut errors);
     if errors.is_empty() {
         Ok(unused_capabilities(config))
     } else {
@@ -38,6 +41,9 @@ pub fn validate(config: &SystemConfig) -> Result<Vec<Warning>, Vec<ConfigError>>
 
 fn check_components(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
     for (name, component) in &config.components {
+        if name == builtin::INIT {
+            errors.push(ConfigError::ReservedName { name: name.clone() });
+        }
         let expected = match (component.kind, &component.run) {
             (ComponentKind::Wasm, RunConfig::Binary(_)) => {
                 Some("a WASM module: run = { wasm = \"...\" }")
@@ -114,29 +120,47 @@ fn all_routes(config: &SystemConfig) -> Vec<(String, &UseConfig)> {
 fn check_routes(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
     for (at, route) in all_routes(config) {
         let (component, capability) = route.target();
-        let Some(provider) = config.components.get(component) else {
-            errors.push(ConfigError::UnknownComponent {
-                at,
-                component: component.to_owned(),
-            });
-            continue;
+        let provided_interface = if component == builtin::INIT {
+            // Init's own capabilities (`init.status`, `init.power`).
+            let Some(interface) = builtin::init_capability(capability) else {
+                errors.push(ConfigError::UnknownCapability {
+                    at,
+                    component: component.to_owned(),
+                    capability: capability.to_owned(),
+                    provided: builtin::INIT_CAPABILITIES
+                        .iter()
+                        .map(|(name, _)| (*name).to_owned())
+                        .collect(),
+                });
+                continue;
+            };
+            interface
+        } else {
+            let Some(provider) = config.components.get(component) else {
+                errors.push(ConfigError::UnknownComponent {
+                    at,
+                    component: component.to_owned(),
+                });
+                continue;
+            };
+            let Some(provided) = provider.provides.get(capability) else {
+                errors.push(ConfigError::UnknownCapability {
+                    at,
+                    component: component.to_owned(),
+                    capability: capability.to_owned(),
+                    provided: provider.provides.keys().cloned().collect(),
+                });
+                continue;
+            };
+            provided.interface.as_str()
         };
-        let Some(provided) = provider.provides.get(capability) else {
-            errors.push(ConfigError::UnknownCapability {
-                at,
-                component: component.to_owned(),
-                capability: capability.to_owned(),
-                provided: provider.provides.keys().cloned().collect(),
-            });
-            continue;
-        };
-        if provided.interface != route.interface {
+        if provided_interface != route.interface {
             errors.push(ConfigError::InterfaceMismatch {
                 at: at.clone(),
                 component: component.to_owned(),
                 capability: capability.to_owned(),
                 expected: route.interface.clone(),
-                provided: provided.interface.clone(),
+                provided: provided_interface.to_owned(),
             });
         }
         if route.interface == testudo_plan::interfaces::NET {
@@ -173,6 +197,39 @@ fn check_routes(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
                 at,
                 component: target.clone(),
             });
+        }
+    }
+}
+
+/// The hub identity a DPS attestation leaves the device with: TPM attestation and
+/// symmetric keys give a key held in the TPM (`tpm_sas`; a symmetric key may also be a
+/// software key, `sas`), X.509 gives a certificate (`x509`).
+fn identities_for(attestation: DpsAttestation) -> &'static [&'static str] {
+    match attestation {
+        DpsAttestation::Tpm => &["tpm_sas"],
+        DpsAttestation::SymmetricKey => &["tpm_sas", "sas"],
+        DpsAttestation::X509 => &["x509"],
+    }
+}
+
+fn check_cloud(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
+    let cloud = &config.cloud;
+    if let Some(dps) = &cloud.dps {
+        let allowed = identities_for(dps.attestation);
+        if !allowed.contains(&cloud.identity.as_str()) {
+            errors.push(ConfigError::AttestationMismatch {
+                attestation: dps.attestation,
+                identity: cloud.identity.clone(),
+                expected: allowed.join(" or "),
+            });
+        }
+    }
+}
+
+fn check_hosts(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
+    for name in config.hosts.keys() {
+        if check_host_port(&format!("{name}:1")).is_err() || name.starts_with('[') {
+            errors.push(ConfigError::BadHostName { name: name.clone() });
         }
     }
 }
@@ -235,13 +292,20 @@ fn check_device_claims(config: &SystemConfig, errors: &mut Vec<ConfigError>) {
 }
 
 /// The components `component` must wait for: its `after` list plus the providers of its
-/// routes, sorted and deduplicated. Unknown names are kept (reported elsewhere).
+/// routes (init, which runs before everything, excepted), sorted and deduplicated. Unknown
+/// names are kept (reported elsewhere).
 pub fn start_dependencies(component: &ComponentConfig) -> Vec<String> {
     let deps: BTreeSet<String> = component
         .after
         .iter()
         .cloned()
-        .chain(component.uses.values().map(|r| r.target().0.to_owned()))
+        .chain(
+            component
+                .uses
+                .values()
+                .map(|r| r.target().0.to_owned())
+                .filter(|provider| provider != builtin::INIT),
+        )
         .collect();
     deps.into_iter().collect()
 }

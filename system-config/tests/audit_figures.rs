@@ -127,6 +127,7 @@ fn known_plan() -> Plan {
                 data_bytes: 1,
             },
             modules: Default::default(),
+            network: None,
         },
         components,
         app_slots,
@@ -139,16 +140,24 @@ fn known_plan() -> Plan {
             hub: "h".into(),
             device_id: "d".into(),
             identity: "sas".into(),
-            dps_scope: None,
+            dps: None,
+            model_id: None,
+            trust_anchors: None,
+            mqtt_port: 8883,
         },
+        hosts: BTreeMap::new(),
     }
 }
 
 #[test]
 fn figures_on_a_known_graph() {
     let audit = audit(&known_plan());
-    assert_eq!(audit.authorities, ["a.x", "b.y", "node /dev/x"]);
-    assert_eq!(audit.total, 3);
+    // Init's capabilities exist on every device.
+    assert_eq!(
+        audit.authorities,
+        ["a.x", "b.y", "init.power", "init.status", "node /dev/x"]
+    );
+    assert_eq!(audit.total, 5);
     let by_name: BTreeMap<&str, _> = audit
         .subjects
         .iter()
@@ -168,27 +177,33 @@ fn figures_on_a_known_graph() {
     assert_eq!(by_name["slot:s"].granted, ["b.y"]);
     assert_eq!(by_name["slot:s"].trusted_base, ["a", "b"]);
 
-    let third = 1.0 / 3.0;
-    assert!((by_name["a"].reduction - 2.0 * third).abs() < 1e-12);
-    assert!((by_name["c"].reduction - third).abs() < 1e-12);
-    assert!((audit.min_reduction - third).abs() < 1e-12);
-    let mean = (2.0 * third + 2.0 * third + third + 2.0 * third) / 4.0;
+    let fifth = 1.0 / 5.0;
+    assert!((by_name["a"].reduction - 4.0 * fifth).abs() < 1e-12);
+    assert!((by_name["c"].reduction - 3.0 * fifth).abs() < 1e-12);
+    assert!((audit.min_reduction - 3.0 * fifth).abs() < 1e-12);
+    let mean = (4.0 * fifth + 4.0 * fifth + 3.0 * fifth + 4.0 * fifth) / 4.0;
     assert!((audit.mean_reduction - mean).abs() < 1e-12);
 }
 
 #[test]
-fn gateway_agent_holds_four_of_the_system_authorities() {
+fn gateway_agent_holds_five_of_the_system_authorities() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.ncl");
     let (plan, _) = testudo_config::load_plan(&path).unwrap();
     let audit = audit(&plan);
-    // 8 provided capabilities + /dev/tpm0 + PCI 1af4:1000 + network.
-    assert_eq!(audit.total, 11, "{:?}", audit.authorities);
+    // 8 provided capabilities + init's 2 + /dev/tpm0 + PCI 1af4:1000 + network.
+    assert_eq!(audit.total, 13, "{:?}", audit.authorities);
     let agent = audit.subjects.iter().find(|s| s.name == "agent").unwrap();
     assert_eq!(
         agent.granted,
-        ["log.log", "net.net", "storage.storage", "tpm.tpm"]
+        [
+            "init.power",
+            "log.log",
+            "net.net",
+            "storage.storage",
+            "tpm.tpm"
+        ]
     );
-    assert_eq!(agent.trusted_base, ["log", "net", "storage", "tpm"]);
+    assert_eq!(agent.trusted_base, ["init", "log", "net", "storage", "tpm"]);
     let forwarder = audit
         .subjects
         .iter()
@@ -196,7 +211,8 @@ fn gateway_agent_holds_four_of_the_system_authorities() {
         .unwrap();
     assert_eq!(
         forwarder.trusted_base.len(),
-        8 - 1,
+        // Every other configured component, and init.
+        8 - 1 + 1,
         "{:?}",
         forwarder.trusted_base
     );

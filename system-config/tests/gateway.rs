@@ -63,7 +63,19 @@ fn only_the_agent_reaches_the_tpm_and_the_network() {
         .collect();
     assert_eq!(tpm_users, ["agent.net", "agent.tpm"]);
     let net = &plan.components["agent"].uses["net"];
-    assert_eq!(net.allow, [format!("{}:8883", plan.cloud.hub)]);
+    // DPS over HTTPS (TPM attestation), then the hub it assigns over MQTT.
+    let dps = plan
+        .cloud
+        .dps
+        .as_ref()
+        .expect("the gateway registers through DPS");
+    assert_eq!(
+        net.allow,
+        [
+            format!("{}:{}", dps.endpoint, dps.https_port),
+            format!("{}:{}", plan.cloud.hub, plan.cloud.mqtt_port)
+        ]
+    );
     assert_eq!(net.rights, Rights::ReadWrite);
 }
 

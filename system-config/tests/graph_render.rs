@@ -42,7 +42,7 @@ fn svg_is_well_formed_and_has_every_component_and_route() {
     assert_eq!(edges, plan.routes().len());
     // Rights appear on edge labels; the agent's net route shows its allow-list.
     assert!(
-        svg.contains("net (rw) [testudo-demo.azure-devices.net:8883]"),
+        svg.contains("net (rw) [global.azure-devices-provisioning.net:443, testudo-demo.azure-devices.net:8883]"),
         "{svg}"
     );
     assert_eq!(svg, to_svg(&plan));

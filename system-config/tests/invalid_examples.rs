@@ -144,6 +144,47 @@ fn role_mismatch_names_component_role_and_kind() {
 }
 
 #[test]
+fn init_is_a_reserved_component_name() {
+    let err = only_error("reserved-name.ncl");
+    assert!(
+        matches!(&err, ConfigError::ReservedName { name } if name == "init"),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("init.power"), "{err}");
+}
+
+#[test]
+fn an_identity_that_cannot_follow_the_attestation_is_refused() {
+    let err = only_error("attestation-mismatch.ncl");
+    assert!(
+        matches!(&err, ConfigError::AttestationMismatch { identity, .. } if identity == "x509"),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "cloud.identity: `x509` cannot follow DPS attestation `tpm`: use tpm_sas"
+    );
+}
+
+#[test]
+fn a_hosts_entry_that_is_not_a_host_name_is_refused() {
+    let err = only_error("bad-host-name.ncl");
+    assert!(
+        matches!(&err, ConfigError::BadHostName { name } if name == "hub_under_score!"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn a_board_address_without_prefix_length_is_refused_at_its_line() {
+    assert_nickel_error(
+        "nickel-bad-address.ncl",
+        10,
+        "expected an IPv4 address with a prefix length",
+    );
+}
+
+#[test]
 fn service_owning_devices_is_refused() {
     let err = only_error("devices-on-service.ncl");
     assert!(
@@ -240,12 +281,15 @@ fn config_without_the_schema_is_refused_by_shape() {
 #[test]
 fn every_invalid_example_is_covered_by_a_test() {
     let covered = [
+        "attestation-mismatch.ncl",
+        "bad-host-name.ncl",
         "bad-net-allow.ncl",
         "device-conflict.ncl",
         "devices-on-service.ncl",
         "duplicate-provider.ncl",
         "interface-mismatch.ncl",
         "memory-over-board.ncl",
+        "nickel-bad-address.ncl",
         "nickel-bad-route.ncl",
         "nickel-bad-semver.ncl",
         "nickel-missing-field.ncl",
@@ -253,6 +297,7 @@ fn every_invalid_example_is_covered_by_a_test() {
         "nickel-unknown-field.ncl",
         "nickel-wrong-type.ncl",
         "not-a-system.ncl",
+        "reserved-name.ncl",
         "role-mismatch.ncl",
         "run-mismatch.ncl",
         "slot-beyond-max.ncl",

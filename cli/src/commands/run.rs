@@ -144,6 +144,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| state_dir.join("data"));
     let mut options = InitOptions::new(bin_dir, state_dir, data_dir, args.app_root.clone());
     options.echo = true;
+    // The CAs the config names for the cloud agent, as the image would carry them.
+    options.trust_anchors = plan
+        .cloud
+        .trust_anchors
+        .as_ref()
+        .map(PathBuf::from)
+        .filter(|path| path.is_file());
     for mapping in &args.devices {
         let (node, path) = mapping
             .split_once('=')
@@ -171,6 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let events = EventLog::new(true);
     let mut supervisor =
         Supervisor::new(plan, options, events.clone()).context("preparing the system")?;
+    let power = supervisor.power_requests();
     let supervisor_started = Instant::now();
     let watcher = events.clone();
     let report = args.report;
@@ -201,6 +209,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     device_owners.give_back();
     supervised?;
     drop(software_tpms);
+    if let Some((action, by)) = power.pending() {
+        println!(
+            "{} asked by {by}: a device would {} now",
+            action.word(),
+            action.word()
+        );
+    }
     println!("stopped");
     drop(temp);
     Ok(ExitCode::SUCCESS)

@@ -55,7 +55,7 @@ pub fn plan_json() -> serde_json::Value {
         },
         "app_slots": {},
         "update": {"boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity"},
-        "cloud": {"hub": "hub.example", "device_id": "dev1", "identity": "sas", "dps_scope": null}
+        "cloud": {"hub": "hub.example", "device_id": "dev1", "identity": "sas"}
     })
 }
 

@@ -164,6 +164,13 @@ impl Worker {
                     attempt = attempt.saturating_add(1);
                     self.emit(AgentEvent::Disconnected {
                         reason: error_chain(&err),
+                        identity_refused: matches!(
+                            err,
+                            AgentError::ConnectRefused {
+                                identity_refused: true,
+                                ..
+                            }
+                        ),
                     });
                     if let Some(done) = self.wait_or_shutdown(delay).await {
                         self.fail_queue();
@@ -223,7 +230,7 @@ impl Worker {
         options.set_keep_alive(config.keep_alive.max(Duration::from_secs(1)));
         options.set_clean_session(true);
         options.set_inflight(100);
-        let username = topics::username(&config.host_name, &client_id);
+        let username = topics::username(&config.host_name, &client_id, config.model_id.as_deref());
         let password = match &config.auth {
             Authentication::Sas { signer, token_ttl } if config.sign_inline => {
                 let expiry = sas::unix_now().saturating_add(token_ttl.as_secs().max(1));
@@ -387,6 +394,12 @@ impl Worker {
                 return Err(AgentError::ConnectRefused {
                     host,
                     code: describe_refusal(code),
+                    identity_refused: matches!(
+                        code,
+                        ConnectReturnCode::BadUserNamePassword
+                            | ConnectReturnCode::NotAuthorized
+                            | ConnectReturnCode::BadClientId
+                    ),
                 });
             }
             Err(source) => {
@@ -426,6 +439,7 @@ impl Worker {
                     return Err(AgentError::ConnectRefused {
                         host,
                         code: "subscription refused".into(),
+                        identity_refused: false,
                     });
                 }
                 self.connections += 1;

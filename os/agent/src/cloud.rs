@@ -1,12 +1,20 @@
-//! The plan's `cloud` section as the agent component receives it: `testudo-init` passes it in
-//! the environment of the component that provides `identity` (the `CLOUD_*` variables of
-//! `testudo_plan::env`).
+//! The plan's `cloud` section as the agent component receives it: `testudo-init` passes it as
+//! JSON ([`testudo_plan::CloudConfig`]) in [`testudo_plan::env::CLOUD`] to the component that
+//! provides `identity`.
 
 use serde_json::json;
-use testudo_plan::env::{
-    CLOUD_DEVICE_ID as DEVICE_ID_ENV, CLOUD_DPS_SCOPE as DPS_SCOPE_ENV, CLOUD_HUB as HUB_ENV,
-    CLOUD_IDENTITY as IDENTITY_ENV, CLOUD_PORT as PORT_ENV,
-};
+use testudo_plan::{CloudConfig, DpsConfig};
+
+/// Why the cloud section in the environment cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable} is not a cloud section")]
+pub struct CloudSettingsError {
+    /// The variable read.
+    pub variable: &'static str,
+    /// What is wrong with its JSON.
+    #[source]
+    pub source: serde_json::Error,
+}
 
 /// Who this device is in the cloud and how it proves it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,30 +25,37 @@ pub struct CloudSettings {
     pub device_id: String,
     /// `tpm_sas`, `sas` or `x509`.
     pub identity: String,
-    /// DPS id scope.
-    pub dps_scope: Option<String>,
-    /// MQTT/TLS port.
+    /// Zero-touch provisioning through DPS, when the plan asks for it.
+    pub dps: Option<DpsConfig>,
+    /// The Plug and Play model id announced at connect.
+    pub model_id: Option<String>,
+    /// The hub's MQTT/TLS port.
     pub port: u16,
 }
 
 impl CloudSettings {
-    /// Reads the settings through `var` (the process environment in production).
-    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let text = |name: &str| var(name).map(|v| v.trim().to_owned()).unwrap_or_default();
-        let port = match var(PORT_ENV) {
-            None => 8883,
-            Some(port) => port
-                .trim()
-                .parse()
-                .map_err(|_| format!("{PORT_ENV}={port:?} is not a port number"))?,
+    /// Reads the settings through `var` (the process environment in production); no variable
+    /// means no cloud configuration.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, CloudSettingsError> {
+        let variable = testudo_plan::env::CLOUD;
+        let Some(text) = var(variable) else {
+            return Ok(Self::unconfigured());
         };
-        Ok(Self {
-            hub: text(HUB_ENV),
-            device_id: text(DEVICE_ID_ENV),
-            identity: text(IDENTITY_ENV),
-            dps_scope: var(DPS_SCOPE_ENV).filter(|scope| !scope.trim().is_empty()),
-            port,
-        })
+        let config: CloudConfig = testudo_plan::env::from_value(&text)
+            .map_err(|source| CloudSettingsError { variable, source })?;
+        Ok(Self::from_config(config))
+    }
+
+    /// The settings of a plan's cloud section.
+    pub fn from_config(config: CloudConfig) -> Self {
+        Self {
+            hub: config.hub,
+            device_id: config.device_id,
+            identity: config.identity,
+            dps: config.dps,
+            model_id: config.model_id,
+            port: config.mqtt_port,
+        }
     }
 
     /// No cloud configuration at all (the agent serves its schemes and stays offline).
@@ -49,13 +64,14 @@ impl CloudSettings {
             hub: String::new(),
             device_id: String::new(),
             identity: String::new(),
-            dps_scope: None,
+            dps: None,
+            model_id: None,
             port: 8883,
         }
     }
 
     /// Reads the settings from the process environment.
-    pub fn from_env() -> Result<Self, String> {
+    pub fn from_env() -> Result<Self, CloudSettingsError> {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
@@ -76,7 +92,7 @@ impl CloudSettings {
             "device_id": self.device_id,
             "hub": self.hub,
             "identity": self.identity,
-            "dps_scope": self.dps_scope,
+            "dps_scope": self.dps.as_ref().map(|dps| dps.scope.as_str()),
         })
         .to_string();
         text.push('\n');
@@ -88,22 +104,15 @@ impl CloudSettings {
 mod tests {
     use super::*;
 
-    fn vars<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
-        move |name| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        }
+    fn vars(value: &str) -> impl Fn(&str) -> Option<String> + '_ {
+        move |name| (name == testudo_plan::env::CLOUD).then(|| value.to_owned())
     }
 
     #[test]
     fn reads_the_cloud_section_and_defaults_the_port() {
-        let settings = CloudSettings::from_vars(vars(&[
-            (HUB_ENV, "hub.example"),
-            (DEVICE_ID_ENV, "gw-1"),
-            (IDENTITY_ENV, "sas"),
-        ]))
+        let settings = CloudSettings::from_vars(vars(
+            r#"{"hub":"hub.example","device_id":"gw-1","identity":"sas"}"#,
+        ))
         .expect("valid");
         assert_eq!(settings.port, 8883);
         assert_eq!(settings.missing(), None);
@@ -115,12 +124,14 @@ mod tests {
     }
 
     #[test]
-    fn missing_values_are_named_and_bad_ports_refused() {
-        let settings = CloudSettings::from_vars(vars(&[])).expect("empty is valid");
+    fn missing_values_are_named_and_bad_sections_refused() {
+        let settings = CloudSettings::from_vars(|_| None).expect("absent is valid");
         assert_eq!(
             settings.missing(),
             Some("the plan names no hub (cloud.hub)")
         );
-        assert!(CloudSettings::from_vars(vars(&[(PORT_ENV, "x")])).is_err());
+        let error = CloudSettings::from_vars(vars(r#"{"hub":"h","mqtt_port":"x"}"#))
+            .expect_err("a port must be a number");
+        assert_eq!(error.to_string(), "TESTUDO_CLOUD is not a cloud section");
     }
 }

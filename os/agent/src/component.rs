@@ -12,7 +12,11 @@
 //!   its `log` route and retries with backoff. It exits (0) when init closes the control
 //!   socket or sends SIGTERM.
 //!
-//! Routes it looks for, by local name: `log`, `storage`, `net`, `tpm`. How it proves its
+//! - Reports the device ([`crate::device_management`]: version, plan hash, booted slot) at
+//!   every connection and answers the direct methods `reboot` (through init's `power`
+//!   capability, its `power` route) and `diagnostic`; any other method gets 404.
+//!
+//! Routes it looks for, by local name: `log`, `storage`, `net`, `tpm`, `power`. How it proves its
 //! identity follows the plan's `cloud.identity`:
 //! - `tpm_sas`: SAS tokens signed in the TPM through the `tpm` route
 //!   ([`TpmRouteSigner`]) with the key persisted at `0x81000100` (`testudo-agent
@@ -20,16 +24,18 @@
 //! - `sas`: the base64 key in the storage file `device-key`;
 //! - `x509`: `device-cert.pem` and `device-key.pem` in storage.
 //!
-//! The hub's CA certificate is the storage file `hub-ca.pem`.
+//! The CAs it trusts for the hub are the image's trust anchors
+//! (`/etc/testudo/trust-anchors.pem`, from the config's `cloud.trust_anchors`, shown
+//! read-only by init); without them, the storage file `hub-ca.pem` (development hosts).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use serde_json::json;
-use testudo_plan::interfaces;
 use testudo_plan::layout::agent_storage::{
     CERT as CERT_FILE, CERT_KEY as CERT_KEY_FILE, HUB_CA as CA_FILE, SAS_KEY as SAS_KEY_FILE,
 };
+use testudo_plan::layout::rootfs::TRUST_ANCHORS;
+use testudo_plan::{interfaces, DpsAttestation};
 use testudo_scheme::{granted_handles, provider_control, Handle, Rights, Server, CONTROL_ENV};
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
@@ -39,8 +45,10 @@ use crate::app_schemes::{hub_message, AppSchemes};
 use crate::backoff::Backoff;
 use crate::cloud::CloudSettings;
 use crate::component_log::ComponentLog;
+use crate::device_management::{self, Diagnostics};
 use crate::dial::{Dialer, NetRouteDialer};
 use crate::error::{AgentError, Result};
+use crate::provisioning;
 use crate::sas::SasSigner;
 use crate::sas::SoftwareKey;
 use crate::spool::{MemoryFiles, Spool, SpoolFiles, SpoolLimits, StorageFiles};
@@ -106,11 +114,13 @@ pub fn run() -> Result<()> {
     let storage = handles.take(interfaces::STORAGE).ok();
     let net = handles.take(interfaces::NET).ok();
     let tpm = handles.take(interfaces::TPM).ok();
+    let power = handles.take(interfaces::POWER).ok();
 
     let settings = CloudSettings::from_env().unwrap_or_else(|reason| {
-        log.line(&format!("cloud settings ignored: {reason}"));
+        log.line(&format!("cloud settings ignored: {}", error_chain(&reason)));
         CloudSettings::unconfigured()
     });
+    let system = system_info(&log);
     let (spool, credentials) = open_spool(storage, &log);
     let wake = Arc::new(Notify::new());
     let provider = AppSchemes::new(
@@ -152,6 +162,10 @@ pub fn run() -> Result<()> {
         spool,
         wake,
         log: log.clone(),
+        system,
+        power,
+        started: std::time::Instant::now(),
+        connections: std::sync::atomic::AtomicU64::new(0),
     };
     runtime.block_on(async move {
         tokio::select! {
@@ -165,6 +179,18 @@ pub fn run() -> Result<()> {
             },
             () = cloud.run() => Ok(()),
         }
+    })
+}
+
+/// What the running system is, from init ([`testudo_plan::env::SYSTEM`]); empty fields when
+/// it says nothing (a development run without init).
+fn system_info(log: &ComponentLog) -> testudo_plan::env::SystemInfo {
+    let Ok(text) = std::env::var(testudo_plan::env::SYSTEM) else {
+        return testudo_plan::env::SystemInfo::default();
+    };
+    testudo_plan::env::from_value(&text).unwrap_or_else(|error| {
+        log.line(&format!("{} ignored: {error}", testudo_plan::env::SYSTEM));
+        testudo_plan::env::SystemInfo::default()
     })
 }
 
@@ -264,7 +290,28 @@ struct Cloud {
     spool: SharedSpool,
     wake: Arc<Notify>,
     log: Arc<ComponentLog>,
+    system: testudo_plan::env::SystemInfo,
+    power: Option<Handle>,
+    started: std::time::Instant,
+    connections: std::sync::atomic::AtomicU64,
 }
+
+/// The largest trust-anchor bundle read (Microsoft's roots are about 5 KiB).
+const MAX_TRUST_ANCHORS: u64 = 1024 * 1024;
+
+/// The image's trust anchors. Read through `Take`: `std::fs::read` first asks the file's size
+/// with `statx`, which the agent's sandbox does not allow.
+fn read_trust_anchors() -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(TRUST_ANCHORS)?;
+    let mut anchors = Vec::new();
+    (&file).take(MAX_TRUST_ANCHORS).read_to_end(&mut anchors)?;
+    Ok(anchors)
+}
+
+/// How long after answering `reboot` the agent asks init to reboot, so the answer reaches the
+/// hub before init stops the agent.
+const REBOOT_DELAY: Duration = Duration::from_secs(1);
 
 impl Cloud {
     /// Never returns: the component stops when init closes the control socket.
@@ -272,16 +319,17 @@ impl Cloud {
         let mut attempt = 0u32;
         let mut last_reason = String::new();
         loop {
-            match self.config() {
+            match self.config().await {
                 Ok(config) => {
                     self.log.line(&format!(
                         "cloud: connecting to {}:{} as {} through the net route",
                         config.connect_host, config.port, config.device_id
                     ));
                     self.serve(config).await;
-                    // Only reached if the agent task ended (it does not on its own): start over.
+                    // Reached when the hub refused a DPS-assigned identity, or if the agent
+                    // task ended (it does not on its own): start over.
                     self.log
-                        .line("cloud: the hub connection task ended; starting it again");
+                        .line("cloud: the hub connection ended; starting it again");
                     last_reason.clear();
                     tokio::time::sleep(CREDENTIAL_BACKOFF.random_delay(attempt)).await;
                     attempt = attempt.saturating_add(1);
@@ -314,7 +362,7 @@ impl Cloud {
     }
 
     /// The connection configuration, or why there is none yet.
-    fn config(&self) -> std::result::Result<AgentConfig, String> {
+    async fn config(&self) -> std::result::Result<AgentConfig, String> {
         let settings = &self.settings;
         if let Some(missing) = settings.missing() {
             return Err(missing.to_owned());
@@ -325,14 +373,78 @@ impl Cloud {
         if self.credentials.is_none() {
             return Err("no `storage` route: no CA or credentials to connect with".to_owned());
         }
-        let ca = self
-            .read_credential(CA_FILE)?
-            .ok_or_else(|| format!("no hub CA certificate ({CA_FILE} in the agent's storage)"))?;
+        let ca = match read_trust_anchors() {
+            Ok(anchors) => anchors,
+            Err(_) => self.read_credential(CA_FILE)?.ok_or_else(|| {
+                format!("no trust anchors ({TRUST_ANCHORS}) and no hub CA certificate ({CA_FILE} in the agent's storage)")
+            })?,
+        };
         let mut tls = TlsSettings {
             ca_pem: ca,
             client_identity: None,
         };
-        let auth = match settings.identity.as_str() {
+        // TPM attestation puts the device key into the TPM: register before using it.
+        let attested_by_tpm = settings
+            .dps
+            .as_ref()
+            .is_some_and(|dps| dps.attestation == DpsAttestation::Tpm);
+        let (hub, device_id, auth) = if attested_by_tpm {
+            let (hub, device_id) = self.hub_identity(dialer, &tls, None).await?;
+            (hub, device_id, self.authentication(&mut tls)?)
+        } else {
+            let auth = self.authentication(&mut tls)?;
+            let signer = match &auth {
+                Authentication::Sas { signer, .. } => Some(signer.clone()),
+                Authentication::X509 => None,
+            };
+            let (hub, device_id) = self.hub_identity(dialer, &tls, signer).await?;
+            (hub, device_id, auth)
+        };
+        // Check the TLS material now so a bad file is reported as such, not as a dial error.
+        tls.client_config(&hub).map_err(|e| error_chain(&e))?;
+        let mut config = AgentConfig::new(&hub, &device_id, tls, auth);
+        config.port = settings.port;
+        config.model_id = settings.model_id.clone();
+        config.dialer = Some(dialer.clone());
+        config.sign_inline = true;
+        Ok(config)
+    }
+
+    /// The hub and device id to connect as: the plan's, or with DPS the stored assignment or
+    /// a new registration.
+    async fn hub_identity(
+        &self,
+        dialer: &Arc<dyn Dialer>,
+        tls: &TlsSettings,
+        signer: Option<Arc<dyn SasSigner>>,
+    ) -> std::result::Result<(String, String), String> {
+        let settings = &self.settings;
+        let (Some(dps), Some(files)) = (&settings.dps, &self.credentials) else {
+            return Ok((settings.hub.clone(), settings.device_id.clone()));
+        };
+        let registration = provisioning::Registration {
+            dps,
+            registration_id: &settings.device_id,
+            dialer: dialer.clone(),
+            tls: tls.clone(),
+            signer,
+        };
+        let (stored, registered) = provisioning::assignment(files, registration)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        self.log.line(&format!(
+            "cloud: {} DPS assignment: hub {}, device {}",
+            if registered { "new" } else { "stored" },
+            stored.assigned_hub,
+            stored.device_id
+        ));
+        Ok((stored.assigned_hub, stored.device_id))
+    }
+
+    /// How the device proves its identity to the hub, from the plan's `cloud.identity`.
+    fn authentication(&self, tls: &mut TlsSettings) -> std::result::Result<Authentication, String> {
+        let settings = &self.settings;
+        Ok(match settings.identity.as_str() {
             "tpm_sas" => Authentication::Sas {
                 signer: self.tpm_signer()?,
                 token_ttl: Duration::from_secs(3600),
@@ -363,15 +475,7 @@ impl Cloud {
                 Authentication::X509
             }
             other => return Err(format!("unknown identity kind {other:?} in the plan")),
-        };
-        // Check the TLS material now so a bad file is reported as such, not as a dial error.
-        tls.client_config(&settings.hub)
-            .map_err(|e| error_chain(&e))?;
-        let mut config = AgentConfig::new(&settings.hub, &settings.device_id, tls, auth);
-        config.port = settings.port;
-        config.dialer = Some(dialer.clone());
-        config.sign_inline = true;
-        Ok(config)
+        })
     }
 
     /// The TPM signer, after one trial signature (so a missing key is reported as such).
@@ -392,11 +496,6 @@ impl Cloud {
 
     /// Keeps the hub connection (the agent reconnects by itself) and feeds it the spool.
     async fn serve(&self, config: AgentConfig) {
-        if self.settings.dps_scope.is_some() {
-            self.log.line(
-                "cloud: DPS provisioning is not done in component mode yet; connecting to the plan's hub directly",
-            );
-        }
         let hub = format!("{}:{}", config.connect_host, config.port);
         let (agent, mut events) = crate::agent::spawn(config);
         let (acks_tx, mut acks) = mpsc::unbounded_channel::<(u64, bool)>();
@@ -429,6 +528,13 @@ impl Cloud {
             };
             tokio::select! {
                 event = events.recv() => match event {
+                    Some(AgentEvent::Disconnected { reason, identity_refused: true })
+                        if self.settings.dps.is_some() =>
+                    {
+                        self.forget_assignment(&reason);
+                        agent.shutdown().await;
+                        return;
+                    }
                     Some(event) => self.on_event(&agent, &hub, event),
                     None => return,
                 },
@@ -450,16 +556,85 @@ impl Cloud {
         }
     }
 
+    /// The hub refused the identity DPS assigned (the device was deleted, disabled or moved):
+    /// the stored assignment is forgotten, so the next attempt registers again.
+    fn forget_assignment(&self, reason: &str) {
+        self.log.line(&format!(
+            "cloud: the hub refused the device's identity ({reason}); forgetting the DPS assignment and registering again"
+        ));
+        if let Some(files) = &self.credentials {
+            if let Err(error) = provisioning::store(files, None) {
+                self.log.line(&format!(
+                    "cloud: the DPS assignment could not be forgotten: {}",
+                    error_chain(&error)
+                ));
+            }
+        }
+    }
+
+    /// Answers a direct method; after `reboot`'s answer, asks init to reboot.
+    fn on_method(&self, agent: &crate::AgentHandle, call: &crate::MethodCall) {
+        let diagnostics = Diagnostics {
+            spooled: self.lock_spool().pending(),
+            connections: self.connections.load(std::sync::atomic::Ordering::Relaxed),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            can_reboot: self.power.is_some(),
+        };
+        let answer = device_management::answer_method(&call.name, &self.system, &diagnostics);
+        self.log.line(&format!(
+            "cloud: direct method {:?}: {}",
+            call.name, answer.status
+        ));
+        agent.respond_method(call, answer.status, &answer.body);
+        let Some(power) = self.power.as_ref().filter(|_| answer.reboot_after) else {
+            return;
+        };
+        let Ok(power) = power.dup(Rights::Write) else {
+            self.log
+                .line("cloud: reboot: the power route cannot be used");
+            return;
+        };
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REBOOT_DELAY).await;
+            log.line("cloud: asking init to reboot");
+            if let Err(error) = power.write(b"reboot\n") {
+                log.line(&format!("cloud: reboot refused: {}", error_chain(&error)));
+            }
+        });
+    }
+
     fn on_event(&self, agent: &crate::AgentHandle, hub: &str, event: AgentEvent) {
         match event {
             AgentEvent::Connected { connection } => {
+                self.connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let reported = device_management::reported_properties(&self.system);
+                match agent.queue_report(&reported) {
+                    Ok(acknowledgement) => {
+                        let log = self.log.clone();
+                        tokio::spawn(async move {
+                            match acknowledgement.await {
+                                Ok(_) => log.line("cloud: device properties reported"),
+                                Err(error) => log.line(&format!(
+                                    "cloud: device properties not reported: {}",
+                                    error_chain(&error)
+                                )),
+                            }
+                        });
+                    }
+                    Err(error) => self.log.line(&format!(
+                        "cloud: device properties not reported: {}",
+                        error_chain(&error)
+                    )),
+                }
                 let pending = self.lock_spool().pending();
                 self.log.line(&format!(
                     "cloud: connected to {hub} as {} (connection {connection}); {pending} telemetry messages to send",
                     self.settings.device_id
                 ));
             }
-            AgentEvent::Disconnected { reason } => {
+            AgentEvent::Disconnected { reason, .. } => {
                 let pending = self.lock_spool().pending();
                 self.log.line(&format!(
                     "cloud: offline: {reason}; telemetry is spooled ({pending} pending); reconnecting with backoff"
@@ -472,17 +647,7 @@ impl Cloud {
             AgentEvent::Error(error) => {
                 self.log.line(&format!("cloud: {}", error_chain(&error)));
             }
-            AgentEvent::MethodCall(call) => {
-                self.log.line(&format!(
-                    "cloud: direct method {:?} has no handler",
-                    call.name
-                ));
-                agent.respond_method(
-                    &call,
-                    501,
-                    &json!({ "error": format!("method {} is not implemented", call.name) }),
-                );
-            }
+            AgentEvent::MethodCall(call) => self.on_method(agent, &call),
             AgentEvent::Desired(change) => self.log.line(&format!(
                 "cloud: desired properties at $version {}",
                 change.version

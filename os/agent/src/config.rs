@@ -46,6 +46,8 @@ pub struct AgentConfig {
     pub device_id: String,
     /// Module id, for module identities.
     pub module_id: Option<String>,
+    /// IoT Plug and Play model id announced in the MQTT username.
+    pub model_id: Option<String>,
     /// Address to dial (the hub host name unless a gateway or test setup says otherwise).
     pub connect_host: String,
     /// MQTT over TLS port (8883).
@@ -85,6 +87,7 @@ impl AgentConfig {
             host_name: host_name.to_string(),
             device_id: device_id.to_string(),
             module_id: None,
+            model_id: None,
             connect_host: host_name.to_string(),
             port: 8883,
             tls,

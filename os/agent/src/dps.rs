@@ -11,13 +11,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use crate::dial::{self, Dialer};
 use crate::error::{AgentError, Result};
+use crate::mqtt_loop::StreamEventLoop;
 use crate::sas::{self, SasSigner};
 use crate::tls::TlsSettings;
 
@@ -41,6 +41,8 @@ pub struct DpsConfig {
     pub signer: Option<Arc<dyn SasSigner>>,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Makes the TCP connection (inside a sandbox: the `net` route); `None`: dial directly.
+    pub dialer: Option<Arc<dyn Dialer>>,
 }
 
 impl std::fmt::Debug for DpsConfig {
@@ -151,15 +153,9 @@ pub async fn register(config: &DpsConfig) -> Result<Assignment> {
         Some(signer) => {
             let resource = format!("{}/registrations/{}", config.id_scope, id);
             let expiry = sas::unix_now() + 3600;
-            let signer = signer.clone();
-            tokio::task::spawn_blocking(move || {
-                sas::build_token(&resource, Some("registration"), expiry, signer.as_ref())
-            })
-            .await
-            .map_err(|_| AgentError::SignerThread {
-                resource: id.clone(),
-            })??
-            .token
+            // Signed inline: a software HMAC or a short TPM exchange, and the agent
+            // component's sandbox allows no extra (blocking-pool) thread.
+            sas::build_token(&resource, Some("registration"), expiry, signer.as_ref())?.token
         }
         None => String::new(),
     };
@@ -168,8 +164,22 @@ pub async fn register(config: &DpsConfig) -> Result<Assignment> {
         .tls
         .client_config(&config.host)
         .map_err(connect_err)?;
-    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    let dial_failure = dial::DialFailure::default();
+    let connector = dial::tls_connector(
+        config.dialer.clone(),
+        &config.host,
+        config.port,
+        tls,
+        dial_failure.clone(),
+    );
+    let (client, mut eventloop) = StreamEventLoop::new(
+        options,
+        connector,
+        16,
+        config.timeout.min(Duration::from_secs(30)),
+        64 * 1024,
+        64 * 1024,
+    );
     let deadline = Instant::now() + config.timeout;
     let mut rid: u64 = 0;
     // The request to (re)send when `due` passes: register first, then poll the operation.
@@ -191,13 +201,20 @@ pub async fn register(config: &DpsConfig) -> Result<Assignment> {
                 return Err(connect_err(AgentError::ConnectRefused {
                     host: config.host.clone(),
                     code: format!("{code:?}"),
+                    identity_refused: matches!(
+                        code,
+                        rumqttc::ConnectReturnCode::BadUserNamePassword
+                            | rumqttc::ConnectReturnCode::NotAuthorized
+                    ),
                 }));
             }
             Err(source) => {
-                return Err(connect_err(AgentError::Connect {
+                // The loop only sees that connecting failed: report why, if the dial said.
+                let error = dial::take_failure(&dial_failure).unwrap_or(AgentError::Connect {
                     host: config.host.clone(),
                     source: Box::new(source),
-                }))
+                });
+                return Err(connect_err(error));
             }
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 client

@@ -71,7 +71,7 @@ pub async fn run(
             AgentEvent::Connected { connection } => {
                 log(format!("connected (connection {connection})"))
             }
-            AgentEvent::Disconnected { reason } => log(format!("disconnected: {reason}")),
+            AgentEvent::Disconnected { reason, .. } => log(format!("disconnected: {reason}")),
             AgentEvent::FullTwin { reported_version } => log(format!(
                 "full twin received (reported $version {reported_version})"
             )),

@@ -79,6 +79,9 @@ pub enum AgentError {
         host: String,
         /// CONNACK return code, as text.
         code: String,
+        /// The hub refused who the device is (bad credentials, not authorized, unknown
+        /// client id), not the moment (unavailable).
+        identity_refused: bool,
     },
     /// The hub did not answer a request in time; the connection is presumed dead.
     #[error("{host} did not acknowledge a request within {seconds} s")]

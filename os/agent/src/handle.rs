@@ -23,6 +23,9 @@ pub enum AgentEvent {
     Disconnected {
         /// Why, as text.
         reason: String,
+        /// The hub refused the device's identity (CONNACK bad credentials / not authorized):
+        /// retrying with the same identity will not help.
+        identity_refused: bool,
     },
     /// The desired state changed (strictly increasing `$version`).
     Desired(DesiredChange),

@@ -15,7 +15,8 @@
 //! - [`component`] is the agent as a testudo component (what `testudo-init` starts): it serves
 //!   [`app_schemes`] (`telemetry`, `identity`) from the plan's [`cloud`] section, keeps
 //!   telemetry in a persistent [`spool`] in its storage route, and reaches the hub only through
-//!   its `net` route ([`dial`]); it logs through [`component_log`].
+//!   its `net` route ([`dial`]); it logs through [`component_log`] and reports the device and
+//!   answers its direct methods through [`device_management`].
 
 pub mod agent;
 pub mod app_schemes;
@@ -25,6 +26,7 @@ pub mod component;
 pub mod component_log;
 pub mod config;
 pub mod connection_string;
+pub mod device_management;
 pub mod dial;
 pub mod dps;
 pub mod dps_tpm;
@@ -33,6 +35,7 @@ pub mod error;
 pub mod handle;
 pub mod mqtt_loop;
 pub mod options;
+pub mod provisioning;
 pub mod queue;
 pub mod sas;
 pub mod spool;

@@ -90,6 +90,23 @@ impl StorageFiles {
         };
         read_to_end(&file).map(Some).map_err(|e| wrap("read", e))
     }
+
+    /// Replaces a file of the storage directory atomically (the storage scheme's
+    /// `NAME?replace`): after a crash or power cut at any point it holds the old content or
+    /// `data`, whole.
+    pub fn replace_atomically(&self, name: &str, data: &[u8]) -> Result<()> {
+        let wrap = |step, source| AgentError::Storage {
+            step,
+            file: name.to_owned(),
+            source,
+        };
+        let file = self
+            .root
+            .open(&format!("{name}?replace"), Rights::Write)
+            .map_err(|e| wrap("open", e))?;
+        file.write_all(data).map_err(|e| wrap("write", e))?;
+        file.fsync().map_err(|e| wrap("commit", e))
+    }
 }
 
 fn read_to_end(file: &Handle) -> std::result::Result<Vec<u8>, SchemeError> {

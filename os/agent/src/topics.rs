@@ -7,9 +7,17 @@ pub const DESIRED_PATCHES: &str = "$iothub/twin/PATCH/properties/desired/#";
 /// Direct-method requests.
 pub const METHOD_REQUESTS: &str = "$iothub/methods/POST/#";
 
-/// MQTT username: `{host}/{clientId}/?api-version=2021-04-12`.
-pub fn username(host_name: &str, client_id: &str) -> String {
-    format!("{host_name}/{client_id}/?api-version=2021-04-12")
+/// MQTT username: `{host}/{clientId}/?api-version=2021-04-12`, with
+/// `&model-id={percent-encoded model id}` for an IoT Plug and Play device (as Azure's device
+/// SDKs announce it).
+pub fn username(host_name: &str, client_id: &str, model_id: Option<&str>) -> String {
+    match model_id {
+        Some(model_id) => format!(
+            "{host_name}/{client_id}/?api-version=2021-04-12&model-id={}",
+            crate::sas::percent_encode(model_id)
+        ),
+        None => format!("{host_name}/{client_id}/?api-version=2021-04-12"),
+    }
 }
 
 /// Topic of a full twin GET with request id `rid`.
@@ -115,8 +123,12 @@ mod tests {
     #[test]
     fn names_match_the_iot_hub_spec() {
         assert_eq!(
-            username("h.azure-devices.net", "dev1"),
+            username("h.azure-devices.net", "dev1", None),
             "h.azure-devices.net/dev1/?api-version=2021-04-12"
+        );
+        assert_eq!(
+            username("h.azure-devices.net", "dev1", Some("dtmi:testudo:gateway;1")),
+            "h.azure-devices.net/dev1/?api-version=2021-04-12&model-id=dtmi%3Atestudo%3Agateway%3B1"
         );
         assert_eq!(twin_get(7), "$iothub/twin/GET/?$rid=7");
         assert_eq!(

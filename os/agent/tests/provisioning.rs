@@ -23,6 +23,7 @@ fn dps_config(hub: &hub::TestHub, registration_id: &str, signer: Arc<dyn SasSign
         tls: hub.tls(),
         signer: Some(signer),
         timeout: Duration::from_secs(30),
+        dialer: None,
     }
 }
 

@@ -67,7 +67,7 @@ async fn refused_connects_back_off_and_recover() {
     let config = hub.device("throttle-02");
     let (agent, mut events) = testudo_agent::spawn(config);
     let reason = hub::next_event(&mut events, Duration::from_secs(10), |e| match e {
-        AgentEvent::Disconnected { reason } => Some(reason),
+        AgentEvent::Disconnected { reason, .. } => Some(reason),
         _ => None,
     })
     .await;

@@ -45,7 +45,7 @@ async fn tokens_are_renewed_without_losing_messages() {
                 AgentEvent::Error(err) => panic!("unexpected error: {err}"),
                 // Renewal is a clean reconnect; a lost connection would mean the hub cut an
                 // expired token.
-                AgentEvent::Disconnected { reason } => panic!("connection lost: {reason}"),
+                AgentEvent::Disconnected { reason, .. } => panic!("connection lost: {reason}"),
                 _ => {}
             },
             sent = &mut traffic => break sent.unwrap(),

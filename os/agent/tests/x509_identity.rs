@@ -57,7 +57,7 @@ async fn an_unknown_certificate_is_refused() {
     let (cert, key, _) = client_identity("cert-02"); // a different key pair
     let (agent, mut events) = testudo_agent::spawn(x509_config(&hub, "cert-02", &cert, &key));
     let reason = hub::next_event(&mut events, Duration::from_secs(10), |e| match e {
-        AgentEvent::Disconnected { reason } => Some(reason),
+        AgentEvent::Disconnected { reason, .. } => Some(reason),
         _ => None,
     })
     .await;
@@ -92,6 +92,7 @@ async fn x509_device_provisions_through_dps_then_connects() {
         tls,
         signer: None,
         timeout: Duration::from_secs(30),
+        dialer: None,
     })
     .await
     .unwrap();

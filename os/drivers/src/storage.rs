@@ -5,7 +5,13 @@
 //! directory handle `fsync(2)` on the directory. When the driver *creates* a file (or a
 //! consumer's directory), it syncs the parent directory once before answering, so a file
 //! whose data a consumer synced cannot vanish with its directory entry in a power cut.
+//!
+//! Atomic replacement: opening `NAME?replace` (write rights) gives a handle to a new, hidden
+//! file beside `NAME`; its `fsync` makes the new content durable, renames it over `NAME` and
+//! syncs the directory, so after a power cut at any point `NAME` holds either the old or the
+//! new content, whole. A replacement closed without `fsync` is discarded.
 
+use std::cell::Cell;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -18,6 +24,38 @@ use testudo_scheme::{Errno, Grant, NodeKind, Opened, Rights, SchemeProvider};
 #[derive(Debug)]
 pub struct StorageProvider {
     data_dir: PathBuf,
+    replacements: u64,
+}
+
+/// A file being written to replace another one atomically (`NAME?replace`).
+#[derive(Debug)]
+pub struct Replacement {
+    file: File,
+    temp: PathBuf,
+    target: PathBuf,
+    dir: PathBuf,
+    committed: Cell<bool>,
+}
+
+impl Replacement {
+    /// Makes the new content durable and puts it in place of the target.
+    fn commit(&self) -> Result<(), Errno> {
+        if self.committed.get() {
+            return self.file.sync_data().map_err(|e| errno(&e));
+        }
+        self.file.sync_all().map_err(|e| errno(&e))?;
+        std::fs::rename(&self.temp, &self.target).map_err(|e| errno(&e))?;
+        self.committed.set(true);
+        sync_dir(&self.dir)
+    }
+}
+
+impl Drop for Replacement {
+    fn drop(&mut self) {
+        if !self.committed.get() {
+            let _ = std::fs::remove_file(&self.temp);
+        }
+    }
 }
 
 /// A storage handle: a consumer's directory or an open file with its own offset.
@@ -29,6 +67,13 @@ pub enum StorageNode {
     File {
         /// The file.
         file: Rc<File>,
+        /// This handle's offset.
+        offset: u64,
+    },
+    /// A replacement being written (`NAME?replace`).
+    Replace {
+        /// The new file and where it goes.
+        replacement: Rc<Replacement>,
         /// This handle's offset.
         offset: u64,
     },
@@ -88,6 +133,7 @@ impl StorageProvider {
     pub fn new(data_dir: &Path) -> StorageProvider {
         StorageProvider {
             data_dir: data_dir.to_owned(),
+            replacements: 0,
         }
     }
 }
@@ -116,6 +162,9 @@ impl SchemeProvider for StorageProvider {
         let StorageNode::Dir(dir) = parent else {
             return Err(Errno::ENOTDIR);
         };
+        if let Some(name) = path.strip_suffix("?replace") {
+            return self.open_replacement(dir, name, rights);
+        }
         let (name, truncate) = match path.strip_suffix("?truncate") {
             Some(name) => (name, true),
             None => (path, false),
@@ -139,18 +188,14 @@ impl SchemeProvider for StorageProvider {
     }
 
     fn read(&mut self, node: &mut StorageNode, buf: &mut [u8]) -> Result<usize, Errno> {
-        let StorageNode::File { file, offset } = node else {
-            return Err(Errno::EISDIR);
-        };
+        let (file, offset) = file_of(node)?;
         let n = file.read_at(buf, *offset).map_err(|e| errno(&e))?;
         *offset += n as u64;
         Ok(n)
     }
 
     fn write(&mut self, node: &mut StorageNode, data: &[u8]) -> Result<usize, Errno> {
-        let StorageNode::File { file, offset } = node else {
-            return Err(Errno::EISDIR);
-        };
+        let (file, offset) = file_of(node)?;
         let n = file.write_at(data, *offset).map_err(|e| errno(&e))?;
         *offset += n as u64;
         Ok(n)
@@ -160,6 +205,7 @@ impl SchemeProvider for StorageProvider {
         match node {
             StorageNode::Dir(dir) => sync_dir(dir),
             StorageNode::File { file, .. } => file.sync_data().map_err(|e| errno(&e)),
+            StorageNode::Replace { replacement, .. } => replacement.commit(),
         }
     }
 
@@ -170,7 +216,59 @@ impl SchemeProvider for StorageProvider {
                 let meta = file.metadata().map_err(|e| errno(&e))?;
                 Ok((NodeKind::File, meta.len()))
             }
+            StorageNode::Replace { replacement, .. } => {
+                let meta = replacement.file.metadata().map_err(|e| errno(&e))?;
+                Ok((NodeKind::File, meta.len()))
+            }
         }
+    }
+}
+
+/// The open file of a file or replacement handle and its offset.
+fn file_of(node: &mut StorageNode) -> Result<(&File, &mut u64), Errno> {
+    match node {
+        StorageNode::Dir(_) => Err(Errno::EISDIR),
+        StorageNode::File { file, offset } => Ok((file, offset)),
+        StorageNode::Replace {
+            replacement,
+            offset,
+        } => Ok((&replacement.file, offset)),
+    }
+}
+
+impl StorageProvider {
+    /// `NAME?replace`: a new hidden file in `dir` that `fsync` renames over `NAME`.
+    fn open_replacement(
+        &mut self,
+        dir: &Path,
+        name: &str,
+        rights: Rights,
+    ) -> Result<Opened<StorageNode>, Errno> {
+        if !valid_name(name) {
+            return Err(Errno::ENOENT);
+        }
+        if !rights.can_write() {
+            return Err(Errno::EACCES);
+        }
+        self.replacements += 1;
+        let temp = dir.join(format!(".{name}.replace-{}", self.replacements));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temp)
+            .map_err(|e| errno(&e))?;
+        Ok(Opened::Node(StorageNode::Replace {
+            replacement: Rc::new(Replacement {
+                file,
+                temp,
+                target: dir.join(name),
+                dir: dir.to_owned(),
+                committed: Cell::new(false),
+            }),
+            offset: 0,
+        }))
     }
 }
 
@@ -230,5 +328,52 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "../x", "a\0b", "x?y"] {
             assert!(!valid_name(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_replacement_takes_the_place_of_the_file_only_when_synced() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let mut provider = StorageProvider::new(data.path());
+        let root = provider.root(&grant("agent")).expect("root");
+        let path = data.path().join("agent/state.json");
+        std::fs::write(&path, b"old").expect("old content");
+        let Ok(Opened::Node(mut abandoned)) =
+            provider.open(&root, "state.json?replace", Rights::Write)
+        else {
+            panic!("replace handle");
+        };
+        provider.write(&mut abandoned, b"half").expect("write");
+        drop(abandoned); // closed without fsync: a power cut or a crash mid-write
+        assert_eq!(std::fs::read(&path).expect("read"), b"old");
+        let Ok(Opened::Node(mut node)) = provider.open(&root, "state.json?replace", Rights::Write)
+        else {
+            panic!("replace handle");
+        };
+        provider.write(&mut node, b"new content").expect("write");
+        assert_eq!(
+            std::fs::read(&path).expect("read"),
+            b"old",
+            "not before fsync"
+        );
+        provider.fsync(&mut node).expect("commit");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new content");
+        drop(node);
+        let names: Vec<String> = std::fs::read_dir(data.path().join("agent"))
+            .expect("dir")
+            .map(|entry| {
+                entry
+                    .expect("entry")
+                    .file_name()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        assert_eq!(names, ["state.json"], "no temporary file is left");
+        assert_eq!(
+            provider
+                .open(&root, "state.json?replace", Rights::Read)
+                .err(),
+            Some(Errno::EACCES)
+        );
     }
 }

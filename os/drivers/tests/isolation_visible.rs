@@ -75,7 +75,7 @@ fn enforcement_is_visible_in_proc() {
             "{name}: only the net driver shares the host network"
         );
         assert!(
-            report.syscalls_allowed < 40,
+            report.syscalls_allowed < 42,
             "{name} allows {} syscalls",
             report.syscalls_allowed
         );

@@ -1,8 +1,10 @@
 //! Promise: `fsync` on storage handles works inside the storage driver's real sandbox (role
-//! `storage-driver`: the driver is not killed with SIGSYS, still under 40 syscalls), and
+//! `storage-driver`: the driver is not killed with SIGSYS, still under 42 syscalls), and
 //! data written and then synced through a handle is on disk, not only in the page cache:
 //! after the `fsync` the file's pages are clean, so the kernel can drop every one of them
-//! (`POSIX_FADV_DONTNEED` keeps dirty pages), and reading the file back gives the bytes.
+//! (`POSIX_FADV_DONTNEED` keeps dirty pages), and reading the file back gives the bytes. An
+//! atomic replacement (`NAME?replace`) abandoned without `fsync` leaves the old file; synced,
+//! it takes its place (the driver may rename and unlink in its sandbox).
 //!
 //! The driver is started the way `testudo-init` starts it (`spec_for`, its own namespaces,
 //! `/data` bound from a directory on the target dir's disk); this test is its consumer.
@@ -140,7 +142,7 @@ fn synced_storage_writes_are_on_disk_and_the_sandbox_allows_fsync() {
     let prepared = testudo_sandbox::prepare(spec).expect("prepare");
     let child = testudo_sandbox::spawn(&testudo_sandbox::RealSys, prepared).expect("spawn");
     assert!(
-        child.report.syscalls_allowed < 40,
+        child.report.syscalls_allowed < 42,
         "storage-driver allows {} syscalls",
         child.report.syscalls_allowed
     );
@@ -200,6 +202,28 @@ fn synced_storage_writes_are_on_disk_and_the_sandbox_allows_fsync() {
     assert!(
         std::fs::read(&on_host).expect("read back") == expected,
         "the file holds what was written"
+    );
+
+    // Atomic replacement: abandoned, then committed.
+    let abandoned = root
+        .open("journal?replace", Rights::Write)
+        .unwrap_or_else(|e| panic!("open ?replace: {e}; {}", driver_output()));
+    abandoned.write(b"half").expect("write");
+    drop(abandoned);
+    let replacement = root
+        .open("journal?replace", Rights::Write)
+        .expect("open ?replace");
+    replacement.write(b"whole").expect("write");
+    assert!(std::fs::read(&on_host).expect("read back") == expected);
+    replacement
+        .fsync()
+        .unwrap_or_else(|e| panic!("commit: {e}; {}", driver_output()));
+    assert_eq!(std::fs::read(&on_host).expect("read back"), b"whole");
+    drop(replacement);
+    assert_eq!(
+        std::fs::read_dir(data.join("app")).expect("dir").count(),
+        1,
+        "no temporary file is left"
     );
 
     // Init closes the control socket: the driver ends normally (a seccomp kill would show

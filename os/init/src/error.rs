@@ -86,6 +86,17 @@ pub enum InitError {
 /// Why one component could not be launched (reported as an event; the supervisor goes on).
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    /// A plan section passed in the environment cannot be written as JSON.
+    #[error("component {component}: {variable} cannot be written")]
+    EnvironmentValue {
+        /// The component.
+        component: String,
+        /// The variable.
+        variable: &'static str,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
     /// The plan's binary name is not a plain file name.
     #[error("binary name {binary:?} is not a plain file name")]
     BinaryName {

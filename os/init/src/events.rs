@@ -76,8 +76,23 @@ pub enum EventKind {
         /// Names of the running components.
         components: Vec<String>,
     },
+    /// It was stopped by the shutdown (SIGTERM, or SIGKILL after the grace period).
+    Stopped {
+        /// Whether it had to be killed.
+        killed: bool,
+    },
     /// Shutdown finished; no component process is left (component = `init`).
     ShutdownComplete,
+    /// The component asked init's `power` capability to reboot or power off.
+    PowerRequested {
+        /// `reboot` or `poweroff`.
+        action: String,
+    },
+    /// The component wrote something to `power` that is not a request.
+    PowerRefused {
+        /// What it wrote (at most 64 bytes, lossy UTF-8).
+        request: String,
+    },
 }
 
 /// An event with the component it concerns.
@@ -122,7 +137,15 @@ impl Event {
                 format!("{c}: resource limits: {mechanism}: {detail}")
             }
             EventKind::Ready { components } => format!("ready: {}", components.join(" ")),
+            EventKind::Stopped { killed: false } => format!("{c}: stopped"),
+            EventKind::Stopped { killed: true } => {
+                format!("{c}: stopped (killed after the grace period)")
+            }
             EventKind::ShutdownComplete => "stopped: all components exited".to_owned(),
+            EventKind::PowerRequested { action } => format!("{c}: power: {action} requested"),
+            EventKind::PowerRefused { request } => {
+                format!("{c}: power: refused {request:?} (only reboot or poweroff)")
+            }
         }
     }
 }

@@ -7,7 +7,7 @@ use testudo_plan::plan::Plan;
 use crate::InitError;
 
 /// Name of init itself as a route provider (its `status` capability).
-pub const INIT_COMPONENT: &str = "init";
+pub const INIT_COMPONENT: &str = testudo_plan::builtin::INIT;
 
 /// Direct dependencies of every component: its `after` list plus the providers of its routes.
 pub fn dependencies(plan: &Plan) -> Result<BTreeMap<String, BTreeSet<String>>, InitError> {

@@ -306,13 +306,38 @@ pub fn spec_for(
         .values()
         .any(|p| p.interface == interfaces::IDENTITY)
     {
-        let cloud = &ctx.plan.cloud;
-        env.push((env::CLOUD_HUB.to_owned(), cloud.hub.clone()));
-        env.push((env::CLOUD_DEVICE_ID.to_owned(), cloud.device_id.clone()));
-        env.push((env::CLOUD_IDENTITY.to_owned(), cloud.identity.clone()));
-        if let Some(scope) = &cloud.dps_scope {
-            env.push((env::CLOUD_DPS_SCOPE.to_owned(), scope.clone()));
+        env.push((
+            env::CLOUD.to_owned(),
+            json_value(name, env::CLOUD, &ctx.plan.cloud)?,
+        ));
+        let system =
+            env::SystemInfo::of(ctx.plan, options.booted_slot.clone()).map_err(|source| {
+                LaunchError::EnvironmentValue {
+                    component: name.to_owned(),
+                    variable: env::SYSTEM,
+                    source,
+                }
+            })?;
+        env.push((
+            env::SYSTEM.to_owned(),
+            json_value(name, env::SYSTEM, &system)?,
+        ));
+        if let Some(anchors) = options.trust_anchors.as_ref().filter(|path| path.is_file()) {
+            binds.push(Bind {
+                source: anchors.clone(),
+                target: PathBuf::from(layout::rootfs::TRUST_ANCHORS),
+                writable: false,
+                executable: false,
+            });
         }
+    }
+    // The component owning the network gets the board's interface and the plan's hosts.
+    if component.devices.network {
+        let settings = env::NetworkSettings::of(ctx.plan);
+        env.push((
+            env::NETWORK.to_owned(),
+            json_value(name, env::NETWORK, &settings)?,
+        ));
     }
     let extra_fds = fds
         .control
@@ -371,4 +396,17 @@ fn chown_to(dir: &Path, ctx: &LaunchContext<'_>) -> Result<(), LaunchError> {
         })?;
     }
     Ok(())
+}
+
+/// The value of a JSON-carrying variable of the device contract for `component`.
+fn json_value<T: serde::Serialize>(
+    component: &str,
+    variable: &'static str,
+    value: &T,
+) -> Result<String, LaunchError> {
+    env::to_value(value).map_err(|source| LaunchError::EnvironmentValue {
+        component: component.to_owned(),
+        variable,
+        source,
+    })
 }

@@ -1,12 +1,14 @@
 //! `testudo-init`: reads the plan, creates the schemes, starts every component in its own
 //! sandbox in dependency order with exactly its routed handles, supervises them (restart
 //! policies with backoff, crash-loop detection, dependents restarted after the dependency
-//! they lost), serves the `status` scheme and shuts everything down cleanly.
+//! they lost), serves its own capabilities (`status`, `power`) and shuts everything down
+//! cleanly.
 //!
 //! It is PID 1 in the image and an ordinary supervisor on a developer's host
 //! (`testudo run`); the library is the same, only [`main`](../testudo_init/index.html)
 //! differs.
 
+pub mod builtin;
 pub mod data_partition;
 pub mod device_owners;
 mod error;
@@ -15,6 +17,7 @@ pub mod graph;
 pub mod launch;
 mod options;
 pub mod output;
+pub mod power;
 pub mod restart;
 pub mod routing;
 pub mod signals;
@@ -26,6 +29,7 @@ pub use device_owners::DeviceOwners;
 pub use error::{InitError, LaunchError};
 pub use events::{Event, EventKind, EventLog};
 pub use options::{Backoff, InitOptions};
+pub use power::{PowerAction, PowerRequests};
 pub use supervisor::{RunningSystem, Supervisor};
 pub use swtpm::SoftwareTpm;
 

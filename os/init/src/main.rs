@@ -12,6 +12,7 @@ use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use testudo_init::power::{self, PowerAction};
 use testudo_init::{signals, EventKind, EventLog, InitOptions, Supervisor};
 
 fn mount_basics() {
@@ -77,16 +78,20 @@ fn main() -> ExitCode {
             }
         }
     }
+    let mut data_mounted = false;
     if pid1 {
         // The persistent data partition, before any component starts; without it the
         // system still comes up (and says so), as components that need /data fail visibly.
         use testudo_init::data_partition::{mount_data, HostBlockDevices};
         match mount_data(&HostBlockDevices, &data_dir) {
-            Ok(Some((label, device))) => println!(
-                "testudo-init: data partition {label} on {} mounted at {}",
-                device.display(),
-                data_dir.display()
-            ),
+            Ok(Some((label, device))) => {
+                data_mounted = true;
+                println!(
+                    "testudo-init: data partition {label} on {} mounted at {}",
+                    device.display(),
+                    data_dir.display()
+                )
+            }
             Ok(None) => println!("testudo-init: no data partition on the kernel command line"),
             Err(error) => {
                 let cause = std::error::Error::source(&error)
@@ -96,13 +101,20 @@ fn main() -> ExitCode {
             }
         }
     }
+    let power = std::cell::RefCell::new(None);
     let result = (|| -> Result<(), testudo_init::InitError> {
         let plan = testudo_init::read_plan(&plan)?;
-        let mut options = InitOptions::new(bin_dir, state_dir, data_dir, app_root);
+        let mut options = InitOptions::new(bin_dir, state_dir, data_dir.clone(), app_root);
+        if pid1 {
+            let device = InitOptions::device();
+            options.booted_slot = device.booted_slot;
+            options.trust_anchors = device.trust_anchors;
+        }
         options.echo = true;
         let stop = signals::stop_on_signals()?;
         let events = EventLog::new(true);
         let mut supervisor = Supervisor::new(plan, options, events.clone())?;
+        *power.borrow_mut() = Some(supervisor.power_requests());
         let watcher = events.clone();
         std::thread::spawn(move || {
             if let Some(event) = watcher
@@ -122,11 +134,17 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
+    let requested = power.into_inner().and_then(|power| power.pending());
+    if let Some((action, by)) = &requested {
+        println!("testudo-init: {} asked by {by}", action.word());
+    }
     if pid1 {
-        // SAFETY: flushes filesystems and powers off; PID 1 must never simply exit.
-        unsafe {
-            libc::sync();
-            libc::reboot(libc::RB_POWER_OFF);
+        // PID 1 must never simply exit: without a request (a signal, or init failed) the
+        // machine powers off.
+        let action = requested.map_or(PowerAction::PowerOff, |(action, _)| action);
+        let data = data_mounted.then_some(data_dir.as_path());
+        for problem in power::bring_down(&power::HostMachine, data, action) {
+            eprintln!("testudo-init: {problem}");
         }
     }
     code

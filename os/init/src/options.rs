@@ -56,6 +56,13 @@ pub struct InitOptions {
     /// Set up the sandboxes of independent components concurrently (default). `false`
     /// starts them one after another (the benchmark compares both).
     pub concurrent_start: bool,
+    /// The rootfs slot this system booted from (the kernel command line's `testudo.slot=`),
+    /// reported to the cloud; `None` on a development host.
+    pub booted_slot: Option<String>,
+    /// The CA bundle the cloud agent trusts (the image's
+    /// [`testudo_plan::layout::rootfs::TRUST_ANCHORS`]); shown read-only at that path in the
+    /// sandbox of the component providing `identity` when the file exists.
+    pub trust_anchors: Option<PathBuf>,
 }
 
 impl InitOptions {
@@ -64,12 +71,17 @@ impl InitOptions {
     /// partition, runtime state on `/run` (paths from [`testudo_plan::layout`]).
     pub fn device() -> InitOptions {
         use testudo_plan::layout;
-        InitOptions::new(
+        let mut options = InitOptions::new(
             PathBuf::from(layout::rootfs::BIN_DIR),
             PathBuf::from(layout::STATE),
             PathBuf::from(layout::DATA),
             PathBuf::from(layout::rootfs::APPS),
-        )
+        );
+        options.trust_anchors = Some(PathBuf::from(layout::rootfs::TRUST_ANCHORS));
+        options.booted_slot = std::fs::read_to_string("/proc/cmdline")
+            .ok()
+            .and_then(|cmdline| testudo_plan::env::booted_slot(&cmdline));
+        options
     }
 
     /// Options with the given directories and default supervision settings.
@@ -91,6 +103,8 @@ impl InitOptions {
             devices: std::collections::BTreeMap::new(),
             withheld_devices: std::collections::BTreeMap::new(),
             concurrent_start: true,
+            booted_slot: None,
+            trust_anchors: None,
         }
     }
 }

@@ -15,10 +15,12 @@ use testudo_plan::plan::{Plan, PlanComponent};
 use testudo_sandbox::pidfd;
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
 
+use crate::builtin::InitProvider;
 use crate::events::{EventKind, EventLog};
 use crate::graph::{self, INIT_COMPONENT};
 use crate::launch::{self, LaunchContext, LaunchFds};
 use crate::output::LineBuffer;
+use crate::power::PowerRequests;
 use crate::restart::{self, Decision};
 use crate::routing;
 use crate::status::{StatusProvider, StatusTable};
@@ -114,6 +116,8 @@ pub struct Supervisor {
     status_table: StatusTable,
     status_control: OwnedFd,
     _status_thread: JoinHandle<()>,
+    power: PowerRequests,
+    power_wake: OwnedFd,
     plan_file: PathBuf,
     /// The cgroup v2 tree, or why limits are rlimits only.
     cgroup: Result<testudo_sandbox::CgroupTree, testudo_sandbox::CgroupError>,
@@ -186,9 +190,14 @@ impl Supervisor {
         let status_table: StatusTable = Arc::new(Mutex::new(BTreeMap::new()));
         let (status_control, served) =
             handle_pair().map_err(|source| InitError::Status { source })?;
-        let provider = StatusProvider::new(Arc::clone(&status_table));
+        let (power, power_wake) = PowerRequests::new()?;
+        let provider = InitProvider::new(
+            StatusProvider::new(Arc::clone(&status_table)),
+            power.clone(),
+            events.clone(),
+        );
         let status_thread = std::thread::Builder::new()
-            .name("status-scheme".into())
+            .name("init-scheme".into())
             .spawn(move || {
                 let _ = Server::new(provider).with_control(served).run();
             })
@@ -203,10 +212,19 @@ impl Supervisor {
             status_table,
             status_control,
             _status_thread: status_thread,
+            power,
+            power_wake,
             plan_file,
             cgroup,
             ready_announced: false,
         })
+    }
+
+    /// The power requests components make through init's `power` capability; after
+    /// [`Supervisor::run`] returns, [`PowerRequests::pending`] says whether to reboot or
+    /// power off.
+    pub fn power_requests(&self) -> PowerRequests {
+        self.power.clone()
     }
 
     /// The start order.
@@ -216,16 +234,20 @@ impl Supervisor {
 
     /// A new handle to init's `status` scheme.
     pub fn status_handle(&self, consumer: &str) -> Result<testudo_scheme::Handle, InitError> {
-        let (kept, given) = handle_pair().map_err(|source| InitError::Status { source })?;
-        let grant = Grant {
-            consumer: consumer.to_owned(),
-            capability: "status".to_owned(),
-            rights: Rights::Read,
-            allow: Vec::new(),
-        };
-        send_grant(self.status_control.as_fd(), &grant, kept.as_fd())
-            .map_err(|source| InitError::Status { source })?;
-        Ok(testudo_scheme::Handle::from_fd(given))
+        builtin_handle(
+            self.status_control.as_fd(),
+            consumer,
+            testudo_plan::interfaces::STATUS,
+            Rights::Read,
+        )
+    }
+
+    /// A duplicate of the control socket of init's own scheme, for handles made later
+    /// ([`RunningSystem::builtin_handle`]).
+    fn builtin_control(&self) -> Result<OwnedFd, InitError> {
+        self.status_control
+            .try_clone()
+            .map_err(kernel("duplicating init's scheme control socket"))
     }
 
     /// Publishes the current states to the status scheme, then records the event, so an
@@ -249,19 +271,24 @@ impl Supervisor {
         }
     }
 
-    /// Runs until `stop` becomes readable, then shuts everything down.
+    /// Runs until `stop` becomes readable or a component asks init's `power` capability to
+    /// reboot or power off, then shuts everything down.
     pub fn run(&mut self, stop: BorrowedFd<'_>) -> Result<(), InitError> {
         loop {
             self.start_what_can_start();
             self.announce_ready();
             self.publish_status();
-            // Poll set: stop fd, then per running unit its pidfd and output pipe.
+            // Poll set: stop fd, power requests, then per running unit its pidfd and output
+            // pipe.
             let mut watched: Vec<(String, bool)> = Vec::new();
-            let mut fds: Vec<libc::pollfd> = vec![libc::pollfd {
-                fd: stop.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
+            let mut fds: Vec<libc::pollfd> = [stop.as_raw_fd(), self.power_wake.as_raw_fd()]
+                .into_iter()
+                .map(|fd| libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                })
+                .collect();
             for (name, unit) in &self.units {
                 if let State::Running { pidfd, output, .. } = &unit.state {
                     fds.push(libc::pollfd {
@@ -296,17 +323,17 @@ impl Supervisor {
                 }
                 return Err(kernel("polling components")(error));
             }
-            if fds[0].revents != 0 {
+            if fds[0].revents != 0 || fds[1].revents != 0 {
                 self.shutdown();
                 return Ok(());
             }
             // Output first, so a component's last lines come before its exit event.
-            for (entry, (name, is_pidfd)) in fds[1..].iter().zip(&watched) {
+            for (entry, (name, is_pidfd)) in fds[2..].iter().zip(&watched) {
                 if entry.revents != 0 && !is_pidfd {
                     self.drain_output(name);
                 }
             }
-            for (entry, (name, is_pidfd)) in fds[1..].iter().zip(&watched) {
+            for (entry, (name, is_pidfd)) in fds[2..].iter().zip(&watched) {
                 if entry.revents != 0 && *is_pidfd {
                     self.on_exit(name);
                 }
@@ -759,6 +786,7 @@ impl Supervisor {
             let State::Running { pidfd, .. } = &unit.state else {
                 continue;
             };
+            let mut killed = false;
             loop {
                 if reap(pidfd.as_fd(), false).is_some() {
                     break;
@@ -766,6 +794,7 @@ impl Supervisor {
                 if Instant::now() >= deadline {
                     signal(pidfd.as_fd(), libc::SIGKILL);
                     reap(pidfd.as_fd(), true);
+                    killed = true;
                     break;
                 }
                 let mut entry = libc::pollfd {
@@ -781,6 +810,7 @@ impl Supervisor {
                 unsafe { libc::poll(&mut entry, 1, wait) };
             }
             unit.state = State::Exited;
+            self.events.push(name, EventKind::Stopped { killed });
         }
         if let Ok(tree) = &self.cgroup {
             let _ = tree.remove(
@@ -850,6 +880,24 @@ fn spawn_staged(name: &str, staged: &mut Staged) -> Result<Spawned, LaunchError>
     })
 }
 
+/// A new handle to init's own `capability` (`status`, `power`) for `consumer`.
+fn builtin_handle(
+    control: BorrowedFd<'_>,
+    consumer: &str,
+    capability: &str,
+    rights: Rights,
+) -> Result<testudo_scheme::Handle, InitError> {
+    let (kept, given) = handle_pair().map_err(|source| InitError::Status { source })?;
+    let grant = Grant {
+        consumer: consumer.to_owned(),
+        capability: capability.to_owned(),
+        rights,
+        allow: Vec::new(),
+    };
+    send_grant(control, &grant, kept.as_fd()).map_err(|source| InitError::Status { source })?;
+    Ok(testudo_scheme::Handle::from_fd(given))
+}
+
 /// A supervisor running on its own thread.
 #[derive(Debug)]
 pub struct RunningSystem {
@@ -858,6 +906,8 @@ pub struct RunningSystem {
     stop: Option<OwnedFd>,
     thread: Option<JoinHandle<Result<(), InitError>>>,
     status: testudo_scheme::Handle,
+    power: PowerRequests,
+    builtin_control: OwnedFd,
 }
 
 impl RunningSystem {
@@ -866,6 +916,8 @@ impl RunningSystem {
         let events = EventLog::new(options.echo);
         let mut supervisor = Supervisor::new(plan, options, events.clone())?;
         let status = supervisor.status_handle("observer")?;
+        let power = supervisor.power_requests();
+        let builtin_control = supervisor.builtin_control()?;
         let (stop_read, stop_write) = std::io::pipe().map_err(kernel("creating the stop pipe"))?;
         let stop_read = OwnedFd::from(stop_read);
         let thread = std::thread::Builder::new()
@@ -877,7 +929,33 @@ impl RunningSystem {
             stop: Some(OwnedFd::from(stop_write)),
             thread: Some(thread),
             status,
+            power,
+            builtin_control,
         })
+    }
+
+    /// A new handle to init's own `capability` (`status`, `power`) for `consumer`, as a
+    /// route to init would give it.
+    pub fn builtin_handle(
+        &self,
+        consumer: &str,
+        capability: &str,
+        rights: Rights,
+    ) -> Result<testudo_scheme::Handle, InitError> {
+        builtin_handle(self.builtin_control.as_fd(), consumer, capability, rights)
+    }
+
+    /// The power request a component made, if any (the supervisor then stops by itself).
+    pub fn power_request(&self) -> Option<(crate::PowerAction, String)> {
+        self.power.pending()
+    }
+
+    /// Waits for the supervisor to finish by itself (after a power request).
+    pub fn wait(mut self) -> Result<(), InitError> {
+        match self.thread.take() {
+            Some(thread) => joined(thread.join()),
+            None => Ok(()),
+        }
     }
 
     /// Reads the `status` scheme: `name state restarts` per line.

@@ -273,7 +273,7 @@ fn write_hello_plan(dir: &Path, hello: &Path) -> PathBuf {
             "after": [], "env": {}, "args": [] } },
         "app_slots": {},
         "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
-        "cloud": { "hub": "h", "device_id": "d", "identity": "sas", "dps_scope": null }
+        "cloud": { "hub": "h", "device_id": "d", "identity": "sas" }
     });
     let path = dir.join("plan.json");
     std::fs::write(&path, plan.to_string()).unwrap();
@@ -369,7 +369,7 @@ fn idle_host_process(reader: &Path, linear_kib: u64) -> serde_json::Value {
             "after": [], "env": { "INTERVAL_MS": "600000" }, "args": [] } },
         "app_slots": {},
         "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
-        "cloud": { "hub": "h", "device_id": "d", "identity": "sas", "dps_scope": null }
+        "cloud": { "hub": "h", "device_id": "d", "identity": "sas" }
     });
     std::fs::write(dir.path().join("plan.json"), plan.to_string()).unwrap();
     let start = |cache: &str, telemetry: &Path| {

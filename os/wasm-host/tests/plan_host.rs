@@ -64,7 +64,7 @@ fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
         },
         "app_slots": {},
         "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
-        "cloud": { "hub": "hub.invalid", "device_id": "d", "identity": "sas", "dps_scope": null }
+        "cloud": { "hub": "hub.invalid", "device_id": "d", "identity": "sas" }
     });
     // The plan must be a valid plan of this format.
     Plan::from_bytes(&serde_json::to_vec(&plan).unwrap()).unwrap();

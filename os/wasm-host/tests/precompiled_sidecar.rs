@@ -43,7 +43,7 @@ fn write_plan(dir: &Path) -> PathBuf {
         },
         "app_slots": {},
         "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
-        "cloud": { "hub": "hub.invalid", "device_id": "d", "identity": "sas", "dps_scope": null }
+        "cloud": { "hub": "hub.invalid", "device_id": "d", "identity": "sas" }
     });
     let path = dir.join("plan.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&plan).unwrap()).unwrap();

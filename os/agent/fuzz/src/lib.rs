@@ -4,6 +4,7 @@
 //! `fuzz_targets/` (nightly, feature `libfuzzer`), and `tests/replay.rs` replays the stored
 //! corpus `corpus/<target>/` through it on stable (part of `cargo test`).
 
+pub mod device_documents;
 pub mod hub_topics;
 pub mod spool_journal;
 pub mod tpm_hmac_response;

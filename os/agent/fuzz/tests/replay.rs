@@ -9,6 +9,14 @@ fn replay(target: &str, fuzz: fn(&[u8])) {
 }
 
 #[test]
+fn device_documents() {
+    replay(
+        "device_documents",
+        testudo_agent_fuzz::device_documents::fuzz,
+    );
+}
+
+#[test]
 fn hub_topics() {
     replay("hub_topics", testudo_agent_fuzz::hub_topics::fuzz);
 }

@@ -89,6 +89,12 @@ pub struct Rig {
     pub identity: String,
     /// A swtpm `unixio` socket: the agent gets a `tpm` route to a `tpm` provider on it.
     pub tpm_socket: Option<PathBuf>,
+    /// init's power requests: the agent gets a `power` route to init's own scheme.
+    pub power: Option<testudo_init::PowerRequests>,
+    /// The plan's `cloud.model_id`.
+    pub model_id: Option<String>,
+    /// The plan's `cloud.dps`.
+    pub dps: Option<testudo_plan::DpsConfig>,
 }
 
 /// A running agent component.
@@ -121,6 +127,9 @@ impl Rig {
             log: LogCapture::default(),
             identity: "sas".into(),
             tpm_socket: None,
+            power: None,
+            model_id: None,
+            dps: None,
         }
     }
 
@@ -134,11 +143,7 @@ impl Rig {
     }
 
     fn plan(&self) -> Plan {
-        let mut env = BTreeMap::new();
-        env.insert(
-            testudo_plan::env::CLOUD_PORT.to_owned(),
-            self.port.to_string(),
-        );
+        let env = BTreeMap::new();
         let agent = PlanComponent {
             kind: ComponentKind::Service,
             role: testudo_plan::SandboxRole::Agent,
@@ -164,6 +169,11 @@ impl Rig {
                 ("tpm", route("tpm", "tpm", "tpm", &[])),
             ]
             .into_iter()
+            .chain(
+                self.power
+                    .is_some()
+                    .then(|| ("power", route("init", "power", "power", &[]))),
+            )
             .filter(|(n, _)| *n != "tpm" || self.tpm_socket.is_some())
             .map(|(n, r)| (n.to_owned(), r))
             .collect(),
@@ -183,7 +193,10 @@ impl Rig {
             hub: self.hub.clone(),
             device_id: self.device_id.clone(),
             identity: self.identity.clone(),
-            dps_scope: None,
+            dps: self.dps.clone(),
+            model_id: self.model_id.clone(),
+            trust_anchors: None,
+            mqtt_port: self.port,
         };
         plan
     }
@@ -219,6 +232,21 @@ impl Rig {
                 "tpm".to_owned(),
                 serve(move || TpmProvider::open(&socket).unwrap(), "tpm", &[]),
             ));
+        }
+        if let Some(requests) = self.power.clone() {
+            handles.push(("power".to_owned(), {
+                serve(
+                    move || {
+                        testudo_init::builtin::InitProvider::new(
+                            testudo_init::status::StatusProvider::new(Default::default()),
+                            requests,
+                            testudo_init::EventLog::new(false),
+                        )
+                    },
+                    "power",
+                    &[],
+                )
+            }));
         }
         // Like init: sorted by local name (fd 3, 4, ... in that order).
         handles.sort_by(|a, b| a.0.cmp(&b.0));
