@@ -1,8 +1,9 @@
-//! Promise: the gateway example builds, boots under TCG through GRUB into slot A and reaches
-//! testudo-init's ready line; after the update bundle is installed into slot B and the
-//! grubenv makes B primary (as RAUC's install does), the next boot runs slot B. testudo-init
-//! mounts the data partition itself, and the WASM hosts run the image's precompiled apps
-//! (compiled for the board's CPU features, which QEMU's default CPU model has).
+//! Promise: the gateway example builds, boots under TCG through GRUB into slot A, brings up
+//! the board's network link and reaches testudo-init's ready line; after the update bundle
+//! is installed into slot B and the grubenv makes B primary (as RAUC's install does), the
+//! next boot runs slot B. testudo-init mounts the data partition itself, and the WASM hosts
+//! run the image's precompiled apps (compiled for the board's CPU features, which QEMU's
+//! default CPU model has).
 //!
 //! Needs the workspace's binaries next to `testudo` (as `cargo test --workspace` builds them)
 //! or in the directories named by `TESTUDO_IMAGE_BIN_DIRS` (colon-separated).
@@ -60,6 +61,11 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
         "{console}"
     );
     assert!(console.contains("testudo-init: ready:"), "{console}");
+    // The board's network (QEMU's user network, static) came up before the components.
+    assert!(
+        console.contains("testudo-init: network eth0 10.0.2.15/24 via 10.0.2.2 up"),
+        "{console}"
+    );
     assert!(
         console.contains(": code precompiled /"),
         "the image's .cwasm was not used on the board's CPU: {console}"

@@ -20,6 +20,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("cpio", "/usr/bin/cpio"),
     // Updater: verity trees compared with veritysetup (tests).
     ("cryptsetup-bin", "/usr/sbin/veritysetup"),
+    // Net driver: a real DNS server for the resolver tests.
+    ("dnsmasq-base", "/usr/sbin/dnsmasq"),
     // Images: ESP (mkfs.vfat) and data partition (mkfs.ext4).
     ("dosfstools", "/usr/sbin/mkfs.vfat"),
     ("e2fsprogs", "/usr/sbin/mkfs.ext4"),
@@ -32,6 +34,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("grub-common", "/usr/bin/grub-editenv"),
     // Images: GRUB EFI modules for grub-mkimage.
     ("grub-efi-amd64-bin", "/usr/lib/grub/x86_64-efi/normal.mod"),
+    // Init: the independent observer of the links it configures (tests).
+    ("iproute2", "/usr/sbin/ip"),
     (
         "libclang-rt-14-dev-wasm32",
         "/usr/lib/llvm-14/lib/clang/14.0.6/lib/wasi/libclang_rt.builtins-wasm32.a",

@@ -34,4 +34,18 @@ pub enum DriverError {
         #[source]
         source: std::io::Error,
     },
+    /// The network settings init passed are not JSON of the expected shape.
+    #[error("reading the network settings ({})", testudo_plan::env::NETWORK)]
+    NetworkSettings {
+        /// The parse error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The network settings name addresses that are not addresses.
+    #[error("setting up name resolution")]
+    Resolver {
+        /// What is wrong.
+        #[source]
+        source: crate::resolver::ResolveError,
+    },
 }

@@ -8,7 +8,8 @@
 //! - [`tpm::TpmProvider`] (`testudo-tpm`): `tpm`; forwards raw TPM 2.0 commands to the TPM
 //!   device node or a swtpm `unixio` socket.
 //! - [`net::NetProvider`] (`testudo-net`): `net`; connects only to the route's `allow`ed
-//!   `HOST:PORT`s and hands back the connected socket.
+//!   `HOST:PORT`s and hands back the connected socket; names are resolved by
+//!   [`resolver::Resolver`] (the plan's `hosts`, then DNS over UDP with [`dns`]).
 //! - [`sensor::SensorProvider`] (`testudo-sensor`): `sensor`; a deterministic demo
 //!   temperature sensor.
 //!
@@ -16,9 +17,11 @@
 //! `testudo-escape-probe` is a test component: it tries one escape and reports the outcome.
 
 pub mod daemon;
+pub mod dns;
 mod error;
 pub mod log;
 pub mod net;
+pub mod resolver;
 pub mod sensor;
 pub mod storage;
 pub mod tpm;

@@ -249,3 +249,45 @@ pub enum LaunchError {
         source: Box<testudo_sandbox::SandboxError>,
     },
 }
+
+/// Why the board's network link could not be brought up (PID 1; the boot goes on).
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    /// The board's address is not `IPV4/PREFIX`.
+    #[error("the board's address {value:?} is not IPV4/PREFIX")]
+    Address {
+        /// As written in the plan.
+        value: String,
+    },
+    /// The board's gateway is not an IPv4 address.
+    #[error("the board's gateway {value:?} is not an IPv4 address")]
+    Gateway {
+        /// As written in the plan.
+        value: String,
+    },
+    /// The interface name cannot be a kernel interface name.
+    #[error("{name:?} is not an interface name (1-15 bytes)")]
+    InterfaceName {
+        /// As written in the plan.
+        name: String,
+    },
+    /// The interface did not appear (no driver for the NIC, or another name).
+    #[error("interface {interface} did not appear within {waited:?}")]
+    NoInterface {
+        /// The interface.
+        interface: String,
+        /// How long init waited.
+        waited: std::time::Duration,
+    },
+    /// A configuration step failed.
+    #[error("{interface}: {step}")]
+    Step {
+        /// What was being done.
+        step: &'static str,
+        /// The interface.
+        interface: String,
+        /// The kernel's error.
+        #[source]
+        source: std::io::Error,
+    },
+}

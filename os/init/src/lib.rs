@@ -15,6 +15,7 @@ mod error;
 pub mod events;
 pub mod graph;
 pub mod launch;
+pub mod network;
 mod options;
 pub mod output;
 pub mod power;
@@ -26,7 +27,7 @@ mod supervisor;
 pub mod swtpm;
 
 pub use device_owners::DeviceOwners;
-pub use error::{InitError, LaunchError};
+pub use error::{InitError, LaunchError, NetworkError};
 pub use events::{Event, EventKind, EventLog};
 pub use options::{Backoff, InitOptions};
 pub use power::{PowerAction, PowerRequests};

@@ -3,8 +3,9 @@
 //!
 //! As PID 1 (in the image) the defaults are the device's paths (`testudo_plan::layout`: the
 //! plan, the binary directory, `/run/testudo`, `/data` and the app layer); it mounts `/proc`, `/sys`,
-//! cgroup2 on `/sys/fs/cgroup` (components' memory/pids/cpu limits), `/dev` and `/run` first
-//! and powers off after a clean shutdown. Anywhere else it is an ordinary
+//! cgroup2 on `/sys/fs/cgroup` (components' memory/pids/cpu limits), `/dev` and `/run` first,
+//! brings up the board's network link (`board.network`), and powers off after a clean
+//! shutdown. Anywhere else it is an ordinary
 //! supervisor (defaults: the binaries next to it, a state dir under the temp dir). It prints
 //! `ready: NAMES` on stdout once every component is up; SIGTERM or SIGINT stops everything.
 
@@ -104,6 +105,9 @@ fn main() -> ExitCode {
     let power = std::cell::RefCell::new(None);
     let result = (|| -> Result<(), testudo_init::InitError> {
         let plan = testudo_init::read_plan(&plan)?;
+        if pid1 {
+            testudo_init::network::bring_up_board(plan.board.network.as_ref());
+        }
         let mut options = InitOptions::new(bin_dir, state_dir, data_dir.clone(), app_root);
         if pid1 {
             let device = InitOptions::device();

@@ -220,7 +220,7 @@ impl Rig {
             }),
             (
                 "net".to_owned(),
-                serve(|| NetProvider, "net", &self.allow()),
+                serve(NetProvider::default, "net", &self.allow()),
             ),
             ("storage".to_owned(), {
                 let data = self.dir.path().join("data");

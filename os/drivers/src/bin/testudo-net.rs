@@ -2,6 +2,6 @@
 fn main() -> std::process::ExitCode {
     testudo_drivers::daemon::main(
         testudo_plan::interfaces::NET,
-        Ok(testudo_drivers::net::NetProvider),
+        testudo_drivers::net::NetProvider::from_env(),
     )
 }
