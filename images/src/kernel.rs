@@ -220,7 +220,10 @@ kernel/net/core/failover.ko:\n";
     #[test]
     fn plan_modules_come_from_the_board_groups_the_plan_needs() {
         let mut plan = gateway_plan();
-        assert_eq!(plan_modules(&plan), ["tpm_crb", "tpm_tis", "virtio_net"]);
+        assert_eq!(
+            plan_modules(&plan),
+            ["tpm_crb", "tpm_tis", "virtio_net", "virtio_pci"]
+        );
 
         plan.board.modules.always = vec!["squashfs".to_owned()];
         for component in plan.components.values_mut() {
