@@ -214,6 +214,16 @@ pub enum ImageError {
         log: PathBuf,
         said: String,
     },
+    /// Opening a VM's TPM on the host: swtpm exited before it listened.
+    #[error("the TPM state in {state}: swtpm exited early ({status}): {said}")]
+    HostTpmExited {
+        state: PathBuf,
+        status: String,
+        said: String,
+    },
+    /// Opening a VM's TPM on the host: swtpm did not listen in time.
+    #[error("the TPM state in {state}: swtpm did not listen within {seconds} s")]
+    HostTpmTimeout { state: PathBuf, seconds: u64 },
     /// Running a VM: QEMU's console (its stdout) could not be captured.
     #[error("VM {disk}: QEMU has no stdout pipe for the console")]
     VmConsole { disk: PathBuf },

@@ -25,6 +25,7 @@ pub mod rootfs;
 pub mod system_conf;
 pub mod tool;
 pub mod vm;
+pub mod vm_tpm;
 
 pub use builder::{build, BuildReport, BuildRequest, HostPaths, StepReport};
 pub use cache::{Cache, Reuse};

@@ -187,14 +187,24 @@ pub fn qemu_args(options: &VmOptions, vars: &Path, tpm_socket: Option<&Path>) ->
 /// The swtpm command line: a TPM 2.0 keeping its state in `state`'s `tpm` directory,
 /// controlled through the socket `tpm_socket`, ending when QEMU disconnects.
 pub fn swtpm_args(state: &Path, tpm_socket: &Path) -> Vec<String> {
+    let mut args = swtpm_state_args(state);
+    args.extend([
+        "--ctrl".to_owned(),
+        format!("type=unixio,path={}", tpm_socket.display()),
+        "--terminate".to_owned(),
+    ]);
+    args
+}
+
+/// The start of every swtpm command line for the VM whose state directory is `state`: a
+/// TPM 2.0 keeping its state in `state/tpm` (shared with [`crate::vm_tpm`], which opens the
+/// same TPM on the host between boots).
+pub fn swtpm_state_args(state: &Path) -> Vec<String> {
     vec![
         "socket".to_owned(),
         "--tpm2".to_owned(),
         "--tpmstate".to_owned(),
         format!("dir={}", state.join("tpm").display()),
-        "--ctrl".to_owned(),
-        format!("type=unixio,path={}", tpm_socket.display()),
-        "--terminate".to_owned(),
     ]
 }
 

@@ -1,5 +1,6 @@
 //! `testudo vm run DISK [--expect REGEX] [--timeout SECONDS]`: boot an image in QEMU
-//! (OVMF, swtpm TPM, serial console on stdout).
+//! (OVMF, swtpm TPM, serial console on stdout); `testudo vm tpm-ek --state DIR`: the
+//! endorsement key of the VM's TPM, for enrolling it with DPS.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +19,40 @@ pub struct Args {
 enum VmCommand {
     /// Boot a disk image; with --expect, exit 0 as soon as the console matches.
     Run(RunArgs),
+    /// Print the endorsement key of the VM's TPM (base64 `TPM2B_PUBLIC`), creating the TPM
+    /// state if needed: what a factory enrolls (`testudo hub enrollment add --tpm-ek`).
+    #[cfg(feature = "agent")]
+    TpmEk(TpmEkArgs),
+}
+
+#[cfg(feature = "agent")]
+#[derive(Debug, clap::Args)]
+struct TpmEkArgs {
+    /// The VM's state directory (as given to `testudo vm run --state`).
+    #[arg(long)]
+    state: PathBuf,
+    /// Write the key to this file instead of stdout.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+}
+
+/// `testudo vm tpm-ek`: the EK (and the SRK, which registration sends) are created in the
+/// VM's TPM state as the device's first registration would, then the EK is printed.
+#[cfg(feature = "agent")]
+fn tpm_ek(args: TpmEkArgs) -> anyhow::Result<ExitCode> {
+    use base64::Engine as _;
+    let tpm = testudo_images::vm_tpm::open_vm_tpm(&args.state)
+        .with_context(|| format!("opening the TPM in {}", args.state.display()))?;
+    let keys = testudo_agent::dps_tpm::read_public_keys(&tpm.tcti)
+        .with_context(|| format!("reading the endorsement key in {}", args.state.display()))?;
+    drop(tpm);
+    let text = base64::engine::general_purpose::STANDARD.encode(&keys.endorsement_key);
+    match args.output {
+        Some(path) => std::fs::write(&path, format!("{text}\n"))
+            .with_context(|| format!("writing {}", path.display()))?,
+        None => println!("{text}"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, clap::Args)]
@@ -51,7 +86,11 @@ struct RunArgs {
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let VmCommand::Run(args) = args.command;
+    let args = match args.command {
+        VmCommand::Run(args) => args,
+        #[cfg(feature = "agent")]
+        VmCommand::TpmEk(args) => return tpm_ek(args),
+    };
     let mut options = VmOptions::new(&args.disk);
     options.timeout = args
         .timeout

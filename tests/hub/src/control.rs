@@ -207,3 +207,104 @@ pub fn twin(dir: &Path, id: &str, desired: Option<&Value>) -> Result<Value, HubE
     }
     hub.twin(id)
 }
+
+/// A DPS enrollment to add from the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewEnrollment {
+    /// TPM attestation: the EK's `TPM2B_PUBLIC`, as `testudo vm tpm-ek` prints it (base64).
+    Tpm {
+        /// Base64 of the `TPM2B_PUBLIC`.
+        endorsement_key: String,
+    },
+    /// A symmetric key (a fresh one when `None`); `group` for an enrollment group, whose
+    /// devices derive their keys from it.
+    SymmetricKey {
+        /// Base64 key.
+        key: Option<String>,
+        /// An enrollment group rather than one device.
+        group: bool,
+    },
+    /// X.509: the device certificate's thumbprint (SHA-256, hex).
+    X509 {
+        /// Hex thumbprint.
+        thumbprint: String,
+    },
+}
+
+impl NewEnrollment {
+    /// Whether this is an enrollment group, and its DPS service API `attestation` object.
+    fn request(&self) -> (bool, Value) {
+        match self {
+            NewEnrollment::Tpm { endorsement_key } => (
+                false,
+                json!({"type": "tpm", "tpm": {"endorsementKey": endorsement_key}}),
+            ),
+            NewEnrollment::SymmetricKey { key, group } => (
+                *group,
+                json!({"type": "symmetricKey", "symmetricKey": {"primaryKey": key}}),
+            ),
+            NewEnrollment::X509 { thumbprint } => (
+                false,
+                json!({"type": "x509", "x509": {"thumbprint": thumbprint}}),
+            ),
+        }
+    }
+}
+
+/// The SHA-256 thumbprint (uppercase hex) of the first certificate in `pem`.
+pub fn certificate_thumbprint(pem: &[u8]) -> Result<String, HubError> {
+    let der = rustls_pemfile::certs(&mut &pem[..])
+        .next()
+        .and_then(Result::ok)
+        .ok_or(HubError::InvalidPem {
+            path: std::path::PathBuf::from("<certificate>"),
+        })?;
+    let [_, sha256] = crate::tls::thumbprints(&der);
+    Ok(sha256)
+}
+
+/// Adds (or replaces) the DPS enrollment `id`; returns it as the DPS service API shows it
+/// (with the key, when one was generated).
+pub fn add_enrollment(dir: &Path, id: &str, enrollment: &NewEnrollment) -> Result<Value, HubError> {
+    let (group, attestation) = enrollment.request();
+    if let Some(client) = ServiceClient::for_running(dir)? {
+        let collection = if group {
+            "enrollmentGroups"
+        } else {
+            "enrollments"
+        };
+        let path = format!("/{collection}/{}", crate::sas::url_encode(id));
+        let (_, answer) =
+            client.request("PUT", &path, Some(&json!({"attestation": attestation})))?;
+        return Ok(answer);
+    }
+    let hub = open_offline(dir)?;
+    let added = hub.put_enrollment(id, group, &attestation)?;
+    hub.flush();
+    Ok(added)
+}
+
+/// Every DPS enrollment of the hub in `dir`.
+pub fn enrollments(dir: &Path) -> Result<Value, HubError> {
+    if let Some(client) = ServiceClient::for_running(dir)? {
+        let (_, answer) = client.request("GET", "/enrollments", None)?;
+        return Ok(answer);
+    }
+    Ok(open_offline(dir)?.enrollments())
+}
+
+/// Removes the DPS enrollment or enrollment group `id`; whether there was one.
+pub fn remove_enrollment(dir: &Path, id: &str) -> Result<bool, HubError> {
+    if let Some(client) = ServiceClient::for_running(dir)? {
+        let path = format!("/enrollments/{}", crate::sas::url_encode(id));
+        return match client.request("DELETE", &path, None) {
+            Ok(_) => Ok(true),
+            Err(HubError::ServiceStatus { status: 404, .. }) => Ok(false),
+            Err(error) => Err(error),
+        };
+    }
+    let hub = open_offline(dir)?;
+    let removed = hub.remove_enrollment(id);
+    hub.flush();
+    Ok(removed)
+}

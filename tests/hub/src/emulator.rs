@@ -30,6 +30,13 @@ pub struct EmulatorConfig {
     pub mqtt_port: u16,
     /// HTTPS port on 127.0.0.1 (0 = any free port).
     pub https_port: u16,
+    /// The DPS ID scope devices register under (kept from the state directory, or a random
+    /// one on first start, when `None`).
+    pub id_scope: Option<String>,
+    /// A directory with an existing CA (`ca.pem`, `ca.key.pem`) to issue the server
+    /// certificate with, instead of the state directory's own: devices built to trust it
+    /// reach any emulator started with it.
+    pub ca_dir: Option<PathBuf>,
 }
 
 impl EmulatorConfig {
@@ -40,6 +47,8 @@ impl EmulatorConfig {
             host: "localhost".into(),
             mqtt_port: 0,
             https_port: 0,
+            id_scope: None,
+            ca_dir: None,
         }
     }
 }
@@ -89,10 +98,16 @@ impl Emulator {
     /// Starts an emulator; returns once both endpoints accept connections.
     pub fn start(config: EmulatorConfig) -> Result<RunningHub, HubError> {
         let store = Store::open(&config.state_dir)?;
+        if let Some(ca_dir) = &config.ca_dir {
+            crate::tls::install_ca(&store, ca_dir)?;
+        }
         let identity = crate::tls::load_or_create(&store, &config.host)?;
         let mqtt_tls = TlsAcceptor::from(crate::tls::server_config(&identity, false)?);
         let https_tls = TlsAcceptor::from(crate::tls::server_config(&identity, true)?);
         let hub = Hub::open(store.clone(), &config.host)?;
+        if let Some(scope) = &config.id_scope {
+            hub.set_id_scope(scope)?;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("hub-worker")

@@ -79,6 +79,28 @@ pub enum HubError {
         /// The id as given.
         id: String,
     },
+    /// An enrollment request is not one the emulator's DPS can hold.
+    #[error("enrollment {id}: {reason}")]
+    InvalidEnrollment {
+        /// The registration id or group id.
+        id: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// An ID scope is not of the form DPS issues (`0ne` and 8 hex digits).
+    #[error("ID scope {scope:?} is not `0ne` followed by 8 hex digits")]
+    InvalidIdScope {
+        /// The scope as given.
+        scope: String,
+    },
+    /// A CA given to serve with is unusable.
+    #[error("CA in {dir}: {problem}")]
+    InvalidCa {
+        /// The directory given.
+        dir: std::path::PathBuf,
+        /// What is wrong.
+        problem: &'static str,
+    },
     /// A TPM enrollment's endorsement key is not an RSA 2048 `TPM2B_PUBLIC` DPS can use.
     #[error("endorsement key of TPM enrollment {registration_id} rejected: {reason}")]
     InvalidEndorsementKey {

@@ -750,6 +750,135 @@ impl Hub {
         self.persist(PersistJob::Config(bytes));
     }
 
+    /// Sets the DPS ID scope devices must register under (`0ne` and 8 hex digits, as DPS
+    /// issues them).
+    pub fn set_id_scope(&self, scope: &str) -> Result<(), HubError> {
+        let valid = scope.len() == 11
+            && scope.starts_with("0ne")
+            && scope[3..].bytes().all(|b| b.is_ascii_hexdigit());
+        if !valid {
+            return Err(HubError::InvalidIdScope {
+                scope: scope.to_owned(),
+            });
+        }
+        self.update_config(|config| config.id_scope = scope.to_owned());
+        Ok(())
+    }
+
+    /// Every DPS enrollment, as the DPS service API lists them: `registrationId` (or
+    /// `enrollmentGroupId`) and `attestation` (`type` and its material).
+    pub fn enrollments(&self) -> Value {
+        let config = self.config();
+        let mut list = Vec::new();
+        for (id, key) in &config.individual_enrollments {
+            list.push(json!({"registrationId": id, "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key}}}));
+        }
+        for (id, key) in &config.enrollment_groups {
+            list.push(json!({"enrollmentGroupId": id, "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key}}}));
+        }
+        for (id, thumbprint) in &config.x509_enrollments {
+            list.push(json!({"registrationId": id, "attestation": {"type": "x509", "x509": {"thumbprint": thumbprint}}}));
+        }
+        for (id, endorsement_key) in &config.tpm_enrollments {
+            list.push(json!({"registrationId": id, "attestation": {"type": "tpm", "tpm": {"endorsementKey": endorsement_key}}}));
+        }
+        Value::Array(list)
+    }
+
+    /// Adds or replaces the enrollment `id` from its DPS service API `attestation` object:
+    /// `{"type": "tpm", "tpm": {"endorsementKey": BASE64}}`, `{"type": "symmetricKey",
+    /// "symmetricKey": {"primaryKey": BASE64?}}` (a fresh key when absent) or `{"type":
+    /// "x509", "x509": {"thumbprint": HEX}}`; `group` makes a symmetric-key enrollment group.
+    /// Returns the enrollment as [`Hub::enrollments`] lists it.
+    pub fn put_enrollment(
+        &self,
+        id: &str,
+        group: bool,
+        attestation: &Value,
+    ) -> Result<Value, HubError> {
+        use base64::Engine as _;
+        let invalid = |reason: &'static str| HubError::InvalidEnrollment {
+            id: id.to_owned(),
+            reason,
+        };
+        let kind = attestation["type"]
+            .as_str()
+            .ok_or_else(|| invalid("attestation.type is missing"))?;
+        let id_field = if group {
+            "enrollmentGroupId"
+        } else {
+            "registrationId"
+        };
+        match (kind, group) {
+            ("symmetricKey", _) => {
+                let key = match &attestation["symmetricKey"]["primaryKey"] {
+                    Value::Null => None,
+                    Value::String(key) => Some(key.clone()),
+                    _ => return Err(invalid("symmetricKey.primaryKey is not a string")),
+                };
+                if let Some(key) = &key {
+                    let decoded = base64::engine::general_purpose::STANDARD.decode(key);
+                    if decoded.map_or(true, |bytes| bytes.len() < 16) {
+                        return Err(invalid(
+                            "symmetricKey.primaryKey is not base64 of at least 16 bytes",
+                        ));
+                    }
+                }
+                let key = if group {
+                    self.add_enrollment_group(id, key)?
+                } else {
+                    self.add_individual_enrollment(id, key)?
+                };
+                Ok(
+                    json!({id_field: id, "attestation": {"type": "symmetricKey", "symmetricKey": {"primaryKey": key}}}),
+                )
+            }
+            ("tpm", false) => {
+                let text = attestation["tpm"]["endorsementKey"]
+                    .as_str()
+                    .ok_or_else(|| invalid("tpm.endorsementKey is missing"))?;
+                let endorsement_key = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|_| invalid("tpm.endorsementKey is not base64"))?;
+                self.add_tpm_enrollment(id, &endorsement_key)?;
+                Ok(
+                    json!({id_field: id, "attestation": {"type": "tpm", "tpm": {"endorsementKey": text}}}),
+                )
+            }
+            ("x509", false) => {
+                let thumbprint = attestation["x509"]["thumbprint"]
+                    .as_str()
+                    .filter(|t| {
+                        matches!(t.len(), 40 | 64) && t.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+                    .ok_or_else(|| {
+                        invalid("x509.thumbprint is not a SHA-1 or SHA-256 hex digest")
+                    })?;
+                self.add_x509_enrollment(id, &thumbprint.to_ascii_uppercase())?;
+                Ok(
+                    json!({id_field: id, "attestation": {"type": "x509", "x509": {"thumbprint": thumbprint.to_ascii_uppercase()}}}),
+                )
+            }
+            ("tpm" | "x509", true) => Err(invalid(
+                "enrollment groups here are symmetric-key groups only",
+            )),
+            _ => Err(invalid("attestation.type is not tpm, symmetricKey or x509")),
+        }
+    }
+
+    /// Removes the individual enrollment or enrollment group `id`, whatever its attestation;
+    /// whether there was one.
+    pub fn remove_enrollment(&self, id: &str) -> bool {
+        let mut removed = false;
+        self.update_config(|config| {
+            removed |= config.individual_enrollments.remove(id).is_some();
+            removed |= config.enrollment_groups.remove(id).is_some();
+            removed |= config.x509_enrollments.remove(id).is_some();
+            removed |= config.tpm_enrollments.remove(id).is_some();
+        });
+        removed
+    }
+
     /// Adds a DPS individual enrollment (fresh key when `None`); returns its key.
     pub fn add_individual_enrollment(
         &self,

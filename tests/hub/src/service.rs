@@ -214,6 +214,27 @@ async fn handle(hub: &Arc<Hub>, request: Request<Incoming>) -> Response<Full<Byt
                     )
                 })
         }
+        // DPS enrollments, in the shape of the DPS service API (which Azure serves on the
+        // DPS host; the emulator serves DPS and the hub on one port).
+        (&Method::GET, ["enrollments"]) => Ok(respond(200, &hub.enrollments())),
+        (&Method::PUT, [collection @ ("enrollments" | "enrollmentGroups"), id]) => {
+            let body = match parsed {
+                Ok(body) => body,
+                Err(message) => return error(400, "ArgumentInvalid", &message),
+            };
+            let group = *collection == "enrollmentGroups";
+            return match hub.put_enrollment(id, group, &body["attestation"]) {
+                Ok(enrollment) => respond(200, &enrollment),
+                Err(failure) => error_for(400, "ArgumentInvalid", &failure),
+            };
+        }
+        (&Method::DELETE, ["enrollments" | "enrollmentGroups", id]) => {
+            return if hub.remove_enrollment(id) {
+                respond(204, &Value::Null)
+            } else {
+                error(404, "EnrollmentNotFound", &format!("no enrollment {id}"))
+            };
+        }
         (&Method::GET, ["testudo", "telemetry"]) => {
             let (_, params) = split_query(&format!("?{query}"));
             let messages = hub.telemetry(params.get("deviceId").map(String::as_str));

@@ -57,6 +57,30 @@ fn read_text(path: &Path) -> Result<Option<String>, HubError> {
     }
 }
 
+/// Makes the CA in `ca_dir` (`ca.pem`, `ca.key.pem`) the state directory's: copied when the
+/// state has none, accepted when it has the same one, refused when it has another (the
+/// server certificate and every device's trust anchors depend on it).
+pub fn install_ca(store: &Store, ca_dir: &Path) -> Result<(), HubError> {
+    let invalid = |problem| HubError::InvalidCa {
+        dir: ca_dir.to_path_buf(),
+        problem,
+    };
+    let given_cert = read_text(&ca_dir.join("ca.pem"))?.ok_or(invalid("no ca.pem"))?;
+    let given_key = read_text(&ca_dir.join("ca.key.pem"))?.ok_or(invalid("no ca.key.pem"))?;
+    KeyPair::from_pem(&given_key).map_err(|_| invalid("ca.key.pem is not a private key"))?;
+    match read_text(&store.path("ca.pem"))? {
+        Some(existing) if existing == given_cert => Ok(()),
+        Some(_) => Err(invalid("the state directory already has another CA")),
+        None => {
+            write_atomic(&store.path("ca.key.pem"), given_key.as_bytes())?;
+            write_atomic(&store.path("ca.pem"), given_cert.as_bytes())?;
+            // A server certificate issued by a previous CA is not kept.
+            let _ = std::fs::remove_file(store.path("server.host"));
+            Ok(())
+        }
+    }
+}
+
 /// Loads the TLS identity from the state directory, creating the CA on first use and a
 /// new server certificate whenever the host name changes.
 pub fn load_or_create(store: &Store, host: &str) -> Result<TlsIdentity, HubError> {
