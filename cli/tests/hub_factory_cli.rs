@@ -6,8 +6,9 @@
 //! issued; `testudo hub enrollment add --tpm-ek FILE` enrolls that TPM, after which a device
 //! holding that TPM state provisions itself through DPS (real swtpm, TPM attestation over
 //! HTTPS with ActivateCredential and Import) and a TPM that is not enrolled does not;
-//! symmetric-key (individual and group) and X.509 enrollments are added, listed and removed
-//! offline, the X.509 thumbprint being the one openssl computes; bad input is refused clearly.
+//! symmetric-key (individual and group), X.509 (individual, by the thumbprint openssl computes)
+//! and X.509 CA group enrollments are added, listed and removed offline; bad input is refused
+//! clearly.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -222,7 +223,8 @@ fn symmetric_key_and_x509_enrollments_are_managed_offline() {
     let made = Command::new("openssl")
         .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
         .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=x509-dev", "-keyout"])
+        .args(["-subj", "/CN=x509-dev", "-addext"])
+        .args(["basicConstraints=critical,CA:FALSE", "-keyout"])
         .arg(&key_file)
         .arg("-out")
         .arg(&cert_file)
@@ -248,6 +250,31 @@ fn symmetric_key_and_x509_enrollments_are_managed_offline() {
     .unwrap();
     assert_eq!(x509["attestation"]["x509"]["thumbprint"], expected.as_str());
 
+    let ca_key = dir.path().join("ca.key.pem");
+    let ca_file = dir.path().join("ca.pem");
+    let made = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=Line 7 device CA", "-addext"])
+        .args(["basicConstraints=critical,CA:TRUE", "-keyout"])
+        .arg(&ca_key)
+        .arg("-out")
+        .arg(&ca_file)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let ca_group: serde_json::Value = serde_json::from_str(&succeeded(&mut enroll(&[
+        "line-7-x509",
+        "--x509-ca",
+        ca_file.to_str().unwrap(),
+    ])))
+    .unwrap();
+    assert_eq!(ca_group["enrollmentGroupId"], "line-7-x509");
+    assert_eq!(
+        ca_group["attestation"]["x509"]["signingCertificates"]["primary"]["certificate"],
+        std::fs::read_to_string(&ca_file).unwrap()
+    );
+
     let list: serde_json::Value = serde_json::from_str(&succeeded(
         testudo()
             .args(["hub", "enrollment", "list", "--state"])
@@ -267,7 +294,7 @@ fn symmetric_key_and_x509_enrollments_are_managed_offline() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(ids, ["sym-dev", "line-7", "x509-dev"]);
+    assert_eq!(ids, ["sym-dev", "line-7", "x509-dev", "line-7-x509"]);
 
     // Bad input: a clear error, and the enrollments stay as they were.
     let no_attestation = failed(&mut enroll(&["nothing"]));
@@ -280,6 +307,12 @@ fn symmetric_key_and_x509_enrollments_are_managed_offline() {
         key_file.to_str().unwrap(),
     ]));
     assert!(not_a_cert.contains("no PEM certificate"), "{not_a_cert}");
+    let leaf_as_ca = failed(&mut enroll(&[
+        "bad-ca",
+        "--x509-ca",
+        cert_file.to_str().unwrap(),
+    ]));
+    assert!(leaf_as_ca.contains("not a CA"), "{leaf_as_ca}");
     let bad_ek = dir.path().join("bad-ek.txt");
     std::fs::write(&bad_ek, "AAAA\n").unwrap();
     let bad_ek = failed(&mut enroll(&[
@@ -311,7 +344,7 @@ fn symmetric_key_and_x509_enrollments_are_managed_offline() {
             .arg(&hub),
     );
     assert!(
-        !list.contains("line-7") && list.contains("x509-dev"),
+        !list.contains("\"line-7\"") && list.contains("\"line-7-x509\""),
         "{list}"
     );
 }

@@ -98,6 +98,10 @@ enum EnrollmentCommand {
         /// X.509 attestation: the device's certificate (PEM); its SHA-256 thumbprint is enrolled.
         #[arg(long, group = "attestation")]
         x509_cert: Option<PathBuf>,
+        /// X.509 enrollment group: the CA certificate (PEM) that issues the devices'
+        /// certificates; each device registers under its certificate's common name.
+        #[arg(long, group = "attestation")]
+        x509_ca: Option<PathBuf>,
         /// An enrollment group (symmetric key): each device's key is derived from the group's.
         #[arg(long, requires = "symmetric_key")]
         group: bool,
@@ -123,6 +127,7 @@ fn new_enrollment(
     tpm_ek: Option<PathBuf>,
     symmetric_key: Option<String>,
     x509_cert: Option<PathBuf>,
+    x509_ca: Option<PathBuf>,
     group: bool,
 ) -> anyhow::Result<control::NewEnrollment> {
     if let Some(path) = tpm_ek {
@@ -145,7 +150,12 @@ fn new_enrollment(
             .with_context(|| format!("{} holds no PEM certificate", path.display()))?;
         return Ok(control::NewEnrollment::X509 { thumbprint });
     }
-    anyhow::bail!("say how the device proves itself: --tpm-ek FILE, --symmetric-key [KEY] or --x509-cert FILE")
+    if let Some(path) = x509_ca {
+        let ca_pem = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read the CA certificate {}", path.display()))?;
+        return Ok(control::NewEnrollment::X509Ca { ca_pem });
+    }
+    anyhow::bail!("say how the device proves itself: --tpm-ek FILE, --symmetric-key [KEY], --x509-cert FILE or --x509-ca FILE")
 }
 
 /// Runs `testudo hub enrollment ...`.
@@ -157,9 +167,10 @@ fn enrollment(command: EnrollmentCommand) -> anyhow::Result<ExitCode> {
             tpm_ek,
             symmetric_key,
             x509_cert,
+            x509_ca,
             group,
         } => {
-            let enrollment = new_enrollment(tpm_ek, symmetric_key, x509_cert, group)?;
+            let enrollment = new_enrollment(tpm_ek, symmetric_key, x509_cert, x509_ca, group)?;
             let added = control::add_enrollment(&state, &id, &enrollment)
                 .with_context(|| format!("cannot enroll {id}"))?;
             println!("{}", serde_json::to_string_pretty(&added)?);

@@ -229,6 +229,12 @@ pub enum NewEnrollment {
         /// Hex thumbprint.
         thumbprint: String,
     },
+    /// An X.509 enrollment group: every device whose certificate chain leads to this CA
+    /// registers under its certificate's common name.
+    X509Ca {
+        /// The CA certificate (PEM).
+        ca_pem: String,
+    },
 }
 
 impl NewEnrollment {
@@ -246,6 +252,10 @@ impl NewEnrollment {
             NewEnrollment::X509 { thumbprint } => (
                 false,
                 json!({"type": "x509", "x509": {"thumbprint": thumbprint}}),
+            ),
+            NewEnrollment::X509Ca { ca_pem } => (
+                true,
+                json!({"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": ca_pem}}}}),
             ),
         }
     }

@@ -13,13 +13,14 @@ use tokio::sync::watch;
 use crate::hub::{to_json, Hub};
 use crate::mqtt::{Connect, Packet};
 use crate::session::{fault_delay, split_query, ConnectionEnd, Framed};
+use crate::x509_ca::PresentedCertificate;
 
 /// Serves one DPS connection.
 pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     hub: &Arc<Hub>,
     mut conn: Framed<S>,
     connect: &Connect,
-    thumbprints: Option<&[String; 2]>,
+    client: Option<&PresentedCertificate>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     fault_delay(hub).await;
@@ -39,7 +40,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             scope,
             registration_id,
             connect.password.as_deref(),
-            thumbprints,
+            client,
         ) {
             Some(_) => 0,
             None => 5,
@@ -60,7 +61,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let registration_id = registration_id.to_owned();
     let password = connect.password.clone();
-    let thumbprints = thumbprints.cloned();
+    let client = client.cloned();
     let scope = scope.to_owned();
     // Responses are delivered, as by DPS, only after the client subscribed to them.
     let mut subscribed = false;
@@ -93,7 +94,7 @@ pub(crate) async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                     } else if path == "$dps/registrations/GET/iotdps-get-operationstatus/" {
                         let operation_id = params.get("operationId").cloned().unwrap_or_default();
                         let state = hub
-                            .authenticate_registration(&scope, &registration_id, password.as_deref(), thumbprints.as_ref())
+                            .authenticate_registration(&scope, &registration_id, password.as_deref(), client.as_ref())
                             .and_then(|auth| hub.complete_registration(&operation_id, &registration_id, auth));
                         match state {
                             Some(state) => (

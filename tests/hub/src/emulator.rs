@@ -277,7 +277,7 @@ impl RunningHub {
         let record = self.hub.add_device(id, None)?;
         let primary_key = match record.authentication {
             DeviceAuth::Sas { primary_key, .. } => primary_key,
-            DeviceAuth::SelfSigned { .. } => String::new(),
+            DeviceAuth::SelfSigned { .. } | DeviceAuth::CertificateAuthority => String::new(),
         };
         Ok(DeviceCredentials {
             device_id: id.to_owned(),
@@ -304,6 +304,12 @@ impl RunningHub {
             connection_string: self.hub.device_connection_string(id)?,
             primary_key: primary_key.to_owned(),
         })
+    }
+
+    /// Adds a DPS X.509 enrollment group for the CA certificate `ca_pem` (devices register
+    /// under their certificate's common name, and connect with the same chain).
+    pub fn add_x509_enrollment_group(&self, id: &str, ca_pem: &str) -> Result<(), HubError> {
+        self.hub.add_x509_enrollment_group(id, ca_pem)
     }
 
     /// Registers a self-signed X.509 device by certificate thumbprint (SHA-1 or SHA-256 hex).

@@ -87,6 +87,12 @@ pub enum HubError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// An X.509 enrollment group's signing certificate is not one CA certificate.
+    #[error("signing certificate refused: {reason}")]
+    InvalidSigningCertificate {
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// An ID scope is not of the form DPS issues (`0ne` and 8 hex digits).
     #[error("ID scope {scope:?} is not `0ne` followed by 8 hex digits")]
     InvalidIdScope {

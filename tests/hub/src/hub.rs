@@ -17,6 +17,7 @@ use crate::faults::Faults;
 use crate::registry::{validate_device_id, DeviceAuth, DeviceRecord, HubConfig, SERVICE_POLICY};
 use crate::sas;
 use crate::store::{write_atomic, Store};
+use crate::x509_ca::PresentedCertificate;
 
 /// A message the hub sends into a device's MQTT session.
 #[derive(Debug)]
@@ -133,6 +134,7 @@ impl Hub {
                 enrollment_groups: BTreeMap::new(),
                 x509_enrollments: BTreeMap::new(),
                 tpm_enrollments: BTreeMap::new(),
+                x509_enrollment_groups: BTreeMap::new(),
             },
         };
         config.host_name = host.to_owned();
@@ -233,7 +235,7 @@ impl Hub {
                 "HostName={};DeviceId={id};SharedAccessKey={primary_key}",
                 inner.config.host_name
             ),
-            DeviceAuth::SelfSigned { .. } => format!(
+            DeviceAuth::SelfSigned { .. } | DeviceAuth::CertificateAuthority => format!(
                 "HostName={};DeviceId={id};x509=true",
                 inner.config.host_name
             ),
@@ -522,7 +524,7 @@ impl Hub {
         &self,
         id: &str,
         password: Option<&[u8]>,
-        client_thumbprints: Option<&[String; 2]>,
+        client: Option<&PresentedCertificate>,
     ) -> AuthOutcome {
         let inner = self.lock();
         let Some(record) = inner.devices.get(id) else {
@@ -566,15 +568,33 @@ impl Hub {
                 },
                 _,
             ) => {
-                let Some(presented) = client_thumbprints else {
+                let Some(presented) = client else {
                     return AuthOutcome::NotAuthorized;
                 };
                 let registered = [primary_thumbprint, secondary_thumbprint];
                 let matches = registered.iter().any(|registered| {
                     !registered.is_empty()
-                        && presented.iter().any(|p| p.eq_ignore_ascii_case(registered))
+                        && presented
+                            .thumbprints
+                            .iter()
+                            .any(|p| p.eq_ignore_ascii_case(registered))
                 });
                 if matches {
+                    AuthOutcome::Accepted { expiry: None }
+                } else {
+                    AuthOutcome::NotAuthorized
+                }
+            }
+            (DeviceAuth::CertificateAuthority, _) => {
+                let now = clock::unix_now();
+                let verified = client.is_some_and(|presented| {
+                    inner
+                        .config
+                        .x509_enrollment_groups
+                        .values()
+                        .any(|ca| presented.is_issued_for(ca, id, now))
+                });
+                if verified {
                     AuthOutcome::Accepted { expiry: None }
                 } else {
                     AuthOutcome::NotAuthorized
@@ -779,6 +799,9 @@ impl Hub {
         for (id, thumbprint) in &config.x509_enrollments {
             list.push(json!({"registrationId": id, "attestation": {"type": "x509", "x509": {"thumbprint": thumbprint}}}));
         }
+        for (id, ca_pem) in &config.x509_enrollment_groups {
+            list.push(json!({"enrollmentGroupId": id, "attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": ca_pem}}}}}));
+        }
         for (id, endorsement_key) in &config.tpm_enrollments {
             list.push(json!({"registrationId": id, "attestation": {"type": "tpm", "tpm": {"endorsementKey": endorsement_key}}}));
         }
@@ -788,7 +811,9 @@ impl Hub {
     /// Adds or replaces the enrollment `id` from its DPS service API `attestation` object:
     /// `{"type": "tpm", "tpm": {"endorsementKey": BASE64}}`, `{"type": "symmetricKey",
     /// "symmetricKey": {"primaryKey": BASE64?}}` (a fresh key when absent) or `{"type":
-    /// "x509", "x509": {"thumbprint": HEX}}`; `group` makes a symmetric-key enrollment group.
+    /// "x509", "x509": {"thumbprint": HEX}}`; `group` makes an enrollment group (symmetric
+    /// key, or X.509 with `{"x509": {"signingCertificates": {"primary": {"certificate":
+    /// PEM}}}}`).
     /// Returns the enrollment as [`Hub::enrollments`] lists it.
     pub fn put_enrollment(
         &self,
@@ -859,9 +884,18 @@ impl Hub {
                     json!({id_field: id, "attestation": {"type": "x509", "x509": {"thumbprint": thumbprint.to_ascii_uppercase()}}}),
                 )
             }
-            ("tpm" | "x509", true) => Err(invalid(
-                "enrollment groups here are symmetric-key groups only",
-            )),
+            ("x509", true) => {
+                let ca_pem = attestation["x509"]["signingCertificates"]["primary"]["certificate"]
+                    .as_str()
+                    .ok_or_else(|| {
+                        invalid("x509.signingCertificates.primary.certificate is missing")
+                    })?;
+                self.add_x509_enrollment_group(id, ca_pem)?;
+                Ok(
+                    json!({id_field: id, "attestation": {"type": "x509", "x509": {"signingCertificates": {"primary": {"certificate": ca_pem}}}}}),
+                )
+            }
+            ("tpm", true) => Err(invalid("TPM enrollments are individual enrollments only")),
             _ => Err(invalid("attestation.type is not tpm, symmetricKey or x509")),
         }
     }
@@ -875,6 +909,7 @@ impl Hub {
             removed |= config.enrollment_groups.remove(id).is_some();
             removed |= config.x509_enrollments.remove(id).is_some();
             removed |= config.tpm_enrollments.remove(id).is_some();
+            removed |= config.x509_enrollment_groups.remove(id).is_some();
         });
         removed
     }
@@ -909,6 +944,19 @@ impl Hub {
                 .insert(group.to_owned(), key.clone());
         });
         Ok(key)
+    }
+
+    /// Adds (or replaces) a DPS X.509 enrollment group: devices whose certificate chain leads
+    /// to the CA certificate `ca_pem` register under their certificate's common name.
+    pub fn add_x509_enrollment_group(&self, id: &str, ca_pem: &str) -> Result<(), HubError> {
+        validate_device_id(id)?;
+        crate::x509_ca::ca_certificate(ca_pem)?;
+        self.update_config(|config| {
+            config
+                .x509_enrollment_groups
+                .insert(id.to_owned(), ca_pem.to_owned());
+        });
+        Ok(())
     }
 
     /// Adds a DPS individual X.509 enrollment (certificate thumbprint, SHA-1 or SHA-256 hex).
@@ -1005,22 +1053,32 @@ impl Hub {
         id_scope: &str,
         registration_id: &str,
         password: Option<&[u8]>,
-        client_thumbprints: Option<&[String; 2]>,
+        client: Option<&PresentedCertificate>,
     ) -> Option<DeviceAuth> {
         let inner = self.lock();
         if id_scope != inner.config.id_scope {
             return None;
         }
         let Some(password) = password else {
-            let registered = inner.config.x509_enrollments.get(registration_id)?;
-            let presented = client_thumbprints?;
-            return presented
-                .iter()
-                .any(|p| p.eq_ignore_ascii_case(registered))
-                .then(|| DeviceAuth::SelfSigned {
-                    primary_thumbprint: registered.clone(),
-                    secondary_thumbprint: String::new(),
-                });
+            let presented = client?;
+            // An individual enrollment takes precedence over the groups, as in DPS.
+            if let Some(registered) = inner.config.x509_enrollments.get(registration_id) {
+                return presented
+                    .thumbprints
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(registered))
+                    .then(|| DeviceAuth::SelfSigned {
+                        primary_thumbprint: registered.clone(),
+                        secondary_thumbprint: String::new(),
+                    });
+            }
+            let now = clock::unix_now();
+            return inner
+                .config
+                .x509_enrollment_groups
+                .values()
+                .any(|ca| presented.is_issued_for(ca, registration_id, now))
+                .then_some(DeviceAuth::CertificateAuthority);
         };
         let token = std::str::from_utf8(password).ok().and_then(sas::parse)?;
         if !resource_matches(
@@ -1228,6 +1286,7 @@ fn parse_identity_auth(body: &Value) -> Result<DeviceAuth, (u16, String)> {
             secondary_key: text(&auth["symmetricKey"]["secondaryKey"])
                 .unwrap_or_else(sas::random_key),
         }),
+        "certificateAuthority" => Ok(DeviceAuth::CertificateAuthority),
         "selfSigned" => Ok(DeviceAuth::SelfSigned {
             primary_thumbprint: text(&auth["x509Thumbprint"]["primaryThumbprint"]).ok_or((
                 400,

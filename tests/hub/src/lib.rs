@@ -42,6 +42,7 @@ pub mod test_client;
 pub mod tls;
 pub mod tpm_wire;
 pub mod twin;
+pub mod x509_ca;
 
 pub use emulator::{DeviceCredentials, Emulator, EmulatorConfig, RunningHub};
 pub use error::{HubError, PacketError, TwinError};

@@ -35,6 +35,11 @@ pub struct HubConfig {
     /// `TPM2B_PUBLIC`, as the device sends it).
     #[serde(default)]
     pub tpm_enrollments: BTreeMap<String, String>,
+    /// DPS X.509 enrollment groups: group id -> signing CA certificate (PEM). Devices whose
+    /// chain leads to it register under their certificate's common name; these CAs are also
+    /// the hub's verified CAs for the devices so provisioned.
+    #[serde(default)]
+    pub x509_enrollment_groups: BTreeMap<String, String>,
 }
 
 /// How a device authenticates.
@@ -57,6 +62,9 @@ pub enum DeviceAuth {
         /// Secondary thumbprint (hex), may be empty.
         secondary_thumbprint: String,
     },
+    /// An X.509 certificate chain leading to a verified CA, whose common name is the device id.
+    #[serde(rename = "certificateAuthority")]
+    CertificateAuthority,
 }
 
 /// One registered device, persisted as `devices/{id}.json`.
@@ -117,6 +125,11 @@ impl DeviceRecord {
                     "secondaryThumbprint": if secondary_thumbprint.is_empty() { Value::Null } else { json!(secondary_thumbprint) },
                 },
             }),
+            DeviceAuth::CertificateAuthority => json!({
+                "type": "certificateAuthority",
+                "symmetricKey": {"primaryKey": null, "secondaryKey": null},
+                "x509Thumbprint": {"primaryThumbprint": null, "secondaryThumbprint": null},
+            }),
         }
     }
 
@@ -143,6 +156,7 @@ impl DeviceRecord {
         let auth_type = match self.authentication {
             DeviceAuth::Sas { .. } => "sas",
             DeviceAuth::SelfSigned { .. } => "selfSigned",
+            DeviceAuth::CertificateAuthority => "certificateAuthority",
         };
         json!({
             "deviceId": self.device_id,

@@ -18,6 +18,7 @@ use crate::error::{HubError, PacketError};
 use crate::hub::{to_json, AuthOutcome, Hub, SessionCommand};
 use crate::mqtt::{self, Connect, Packet, Publish};
 use crate::sas::url_decode;
+use crate::x509_ca::PresentedCertificate;
 
 /// Time allowed for the TLS handshake and the CONNECT packet.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -149,12 +150,11 @@ pub async fn serve_connection(
     let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await else {
         return;
     };
-    let thumbprints = tls
+    let client = tls
         .get_ref()
         .1
         .peer_certificates()
-        .and_then(|chain| chain.first())
-        .map(|cert| crate::tls::thumbprints(cert));
+        .and_then(PresentedCertificate::from_chain);
     let mut conn = Framed::new(tls);
     let connect = match tokio::time::timeout(HANDSHAKE_TIMEOUT, conn.read_packet()).await {
         Ok(Ok(Packet::Connect(connect))) => connect,
@@ -162,9 +162,9 @@ pub async fn serve_connection(
     };
     let username = connect.username.clone().unwrap_or_default();
     if username.contains("/registrations/") {
-        crate::dps::serve(&hub, conn, &connect, thumbprints.as_ref(), shutdown).await;
+        crate::dps::serve(&hub, conn, &connect, client.as_ref(), shutdown).await;
     } else {
-        let _ = device_session(&hub, conn, &connect, thumbprints.as_ref(), shutdown).await;
+        let _ = device_session(&hub, conn, &connect, client.as_ref(), shutdown).await;
     }
 }
 
@@ -199,7 +199,7 @@ async fn device_session<S: AsyncRead + AsyncWrite + Unpin>(
     hub: &Arc<Hub>,
     mut conn: Framed<S>,
     connect: &Connect,
-    thumbprints: Option<&[String; 2]>,
+    client: Option<&PresentedCertificate>,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), ConnectionEnd> {
     fault_delay(hub).await;
@@ -224,7 +224,7 @@ async fn device_session<S: AsyncRead + AsyncWrite + Unpin>(
         refuse(&mut conn, 3).await;
         return Ok(());
     }
-    let expiry = match hub.authenticate_device(id, connect.password.as_deref(), thumbprints) {
+    let expiry = match hub.authenticate_device(id, connect.password.as_deref(), client) {
         AuthOutcome::Accepted { expiry } => expiry,
         AuthOutcome::BadCredentials => {
             refuse(&mut conn, 4).await;

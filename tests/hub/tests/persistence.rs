@@ -63,7 +63,7 @@ async fn restart_keeps_registry_twins_ca_and_telemetry() {
     assert_eq!(hub.hub().device("dev1").unwrap(), key);
     let primary = match key.authentication {
         testudo_hub::registry::DeviceAuth::Sas { primary_key, .. } => primary_key,
-        testudo_hub::registry::DeviceAuth::SelfSigned { .. } => unreachable!(),
+        other => panic!("dev1 was added with SAS keys, got {other:?}"),
     };
     let (device, code) = TestDevice::connect(&common::options(
         &hub,

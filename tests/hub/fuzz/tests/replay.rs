@@ -9,6 +9,14 @@ fn replay(target: &str, fuzz: fn(&[u8])) {
 }
 
 #[test]
+fn client_certificates() {
+    replay(
+        "client_certificates",
+        testudo_hub_fuzz::client_certificates::fuzz,
+    );
+}
+
+#[test]
 fn mqtt_packets() {
     replay("mqtt_packets", testudo_hub_fuzz::mqtt_packets::fuzz);
 }
