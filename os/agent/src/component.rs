@@ -54,7 +54,7 @@ use crate::sas::SoftwareKey;
 use crate::spool::{MemoryFiles, Spool, SpoolFiles, SpoolLimits, StorageFiles};
 use crate::tls::{ClientIdentity, TlsSettings};
 use crate::tpm::DEFAULT_KEY_HANDLE;
-use crate::tpm_route::TpmRouteSigner;
+use crate::tpm_route::{TpmRoute, TpmRouteSigner};
 
 /// Topic property naming the app that wrote a telemetry message.
 pub const APP_PROPERTY: &str = "testudo-app";
@@ -158,7 +158,7 @@ pub fn run() -> Result<()> {
         settings,
         credentials,
         dialer: net.map(|net| Arc::new(NetRouteDialer::new(net)) as Arc<dyn Dialer>),
-        tpm: tpm.map(|tpm| Arc::new(TpmRouteSigner::new(tpm, DEFAULT_KEY_HANDLE))),
+        tpm: tpm.map(|tpm| Arc::new(TpmRoute::new(tpm))),
         spool,
         wake,
         log: log.clone(),
@@ -286,7 +286,7 @@ struct Cloud {
     settings: CloudSettings,
     credentials: Option<StorageFiles>,
     dialer: Option<Arc<dyn Dialer>>,
-    tpm: Option<Arc<TpmRouteSigner>>,
+    tpm: Option<Arc<TpmRoute>>,
     spool: SharedSpool,
     wake: Arc<Notify>,
     log: Arc<ComponentLog>,
@@ -428,6 +428,7 @@ impl Cloud {
             dialer: dialer.clone(),
             tls: tls.clone(),
             signer,
+            tpm: self.tpm.clone(),
         };
         let (stored, registered) = provisioning::assignment(files, registration)
             .await
@@ -485,8 +486,9 @@ impl Cloud {
         };
         // A blocking exchange of a few milliseconds with the tpm driver; nothing else runs on
         // this thread while there is no connection.
-        match tpm.hmac_sha256(b"testudo-agent key check") {
-            Ok(_) => Ok(tpm.clone()),
+        let signer = Arc::new(TpmRouteSigner::new(tpm.clone(), DEFAULT_KEY_HANDLE));
+        match signer.hmac_sha256(b"testudo-agent key check") {
+            Ok(_) => Ok(signer),
             Err(error) => Err(format!(
                 "identity tpm_sas: the device key at {DEFAULT_KEY_HANDLE:#010x} cannot sign ({})",
                 error_chain(&error)
