@@ -24,6 +24,11 @@
 //! - `sas`: the base64 key in the storage file `device-key`;
 //! - `x509`: `device-cert.pem` and `device-key.pem` in storage.
 //!
+//! With the plan's `cloud.dps`, it first gets its hub and device id from DPS (kept in storage,
+//! [`crate::provisioning`]); with TPM attestation (`tpm_sas` identity) it registers over HTTPS
+//! through `net` with the TPM through `tpm` ([`crate::dps_tpm_route`]), which puts DPS's key
+//! at `0x81000100` before the hub connection signs with it.
+//!
 //! The CAs it trusts for the hub are the image's trust anchors
 //! (`/etc/testudo/trust-anchors.pem`, from the config's `cloud.trust_anchors`, shown
 //! read-only by init); without them, the storage file `hub-ca.pem` (development hosts).

@@ -54,7 +54,7 @@ fn connect(socket: &Path) -> RawTpm<UnixStream> {
         if let Ok(stream) = UnixStream::connect(socket) {
             stream
                 .set_read_timeout(Some(Duration::from_secs(1)))
-                .unwrap();
+                .expect("a read timeout on the swtpm socket");
             let mut tpm = RawTpm(stream);
             // A round trip proves swtpm serves this connection.
             if read_public(&mut tpm, EK_HANDLE).is_ok() {
@@ -77,7 +77,9 @@ impl TpmTransport for TcpSwtpm {
 }
 
 fn stream_timeout(tpm: &RawTpm<UnixStream>, timeout: Option<Duration>) {
-    tpm.0.set_read_timeout(timeout).unwrap();
+    tpm.0
+        .set_read_timeout(timeout)
+        .expect("a read timeout on the swtpm socket");
 }
 
 fn rig_with_tpm_dps(hub: &hub::TestHub, tpm_socket: &Path) -> Rig {
