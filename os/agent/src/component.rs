@@ -24,6 +24,11 @@
 //! - `sas`: the base64 key in the storage file `device-key`;
 //! - `x509`: `device-cert.pem` and `device-key.pem` in storage.
 //!
+//! With the plan's `cloud.dps`, it first gets its hub and device id from DPS (kept in storage,
+//! [`crate::provisioning`]); with TPM attestation (`tpm_sas` identity) it registers over HTTPS
+//! through `net` with the TPM through `tpm` ([`crate::dps_tpm_route`]), which puts DPS's key
+//! at `0x81000100` before the hub connection signs with it.
+//!
 //! The CAs it trusts for the hub are the image's trust anchors
 //! (`/etc/testudo/trust-anchors.pem`, from the config's `cloud.trust_anchors`, shown
 //! read-only by init); without them, the storage file `hub-ca.pem` (development hosts).
@@ -54,7 +59,7 @@ use crate::sas::SoftwareKey;
 use crate::spool::{MemoryFiles, Spool, SpoolFiles, SpoolLimits, StorageFiles};
 use crate::tls::{ClientIdentity, TlsSettings};
 use crate::tpm::DEFAULT_KEY_HANDLE;
-use crate::tpm_route::TpmRouteSigner;
+use crate::tpm_route::{TpmRoute, TpmRouteSigner};
 
 /// Topic property naming the app that wrote a telemetry message.
 pub const APP_PROPERTY: &str = "testudo-app";
@@ -158,7 +163,7 @@ pub fn run() -> Result<()> {
         settings,
         credentials,
         dialer: net.map(|net| Arc::new(NetRouteDialer::new(net)) as Arc<dyn Dialer>),
-        tpm: tpm.map(|tpm| Arc::new(TpmRouteSigner::new(tpm, DEFAULT_KEY_HANDLE))),
+        tpm: tpm.map(|tpm| Arc::new(TpmRoute::new(tpm))),
         spool,
         wake,
         log: log.clone(),
@@ -286,7 +291,7 @@ struct Cloud {
     settings: CloudSettings,
     credentials: Option<StorageFiles>,
     dialer: Option<Arc<dyn Dialer>>,
-    tpm: Option<Arc<TpmRouteSigner>>,
+    tpm: Option<Arc<TpmRoute>>,
     spool: SharedSpool,
     wake: Arc<Notify>,
     log: Arc<ComponentLog>,
@@ -428,6 +433,7 @@ impl Cloud {
             dialer: dialer.clone(),
             tls: tls.clone(),
             signer,
+            tpm: self.tpm.clone(),
         };
         let (stored, registered) = provisioning::assignment(files, registration)
             .await
@@ -485,8 +491,9 @@ impl Cloud {
         };
         // A blocking exchange of a few milliseconds with the tpm driver; nothing else runs on
         // this thread while there is no connection.
-        match tpm.hmac_sha256(b"testudo-agent key check") {
-            Ok(_) => Ok(tpm.clone()),
+        let signer = Arc::new(TpmRouteSigner::new(tpm.clone(), DEFAULT_KEY_HANDLE));
+        match signer.hmac_sha256(b"testudo-agent key check") {
+            Ok(_) => Ok(signer),
             Err(error) => Err(format!(
                 "identity tpm_sas: the device key at {DEFAULT_KEY_HANDLE:#010x} cannot sign ({})",
                 error_chain(&error)

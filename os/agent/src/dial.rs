@@ -109,7 +109,7 @@ pub fn tls_connector(
     })
 }
 
-async fn connect_tls(
+pub(crate) async fn connect_tls(
     dialer: Option<Arc<dyn Dialer>>,
     host: &str,
     port: u16,

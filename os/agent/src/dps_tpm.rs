@@ -402,7 +402,7 @@ pub async fn register_with_tpm_async(config: TpmDpsConfig) -> Result<TpmRegistra
         })
 }
 
-fn describe(answer: &Value) -> String {
+pub(crate) fn describe(answer: &Value) -> String {
     answer
         .get("message")
         .and_then(Value::as_str)
@@ -497,7 +497,7 @@ impl<'a> HttpsClient<'a> {
 }
 
 /// Parses an HTTP/1.1 answer with a `Content-Length` body. `Ok(None)` = incomplete.
-fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(u16, Value)>, String> {
+pub(crate) fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(u16, Value)>, String> {
     let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };

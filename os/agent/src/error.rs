@@ -165,24 +165,17 @@ pub enum AgentError {
         /// What is wrong.
         reason: String,
     },
-    /// A TPM command could not be exchanged through the `tpm` route.
-    #[error("TPM {operation} through the tpm route failed")]
+    /// A TPM 2.0 command through the `tpm` route failed (exchange, response code, malformed
+    /// answer).
+    #[error("{step} (TPM handle {handle:#010x}) through the tpm route failed")]
     TpmRoute {
-        /// The TPM command.
-        operation: &'static str,
-        /// The scheme error.
+        /// What was being done (`signing with the device key`, ...).
+        step: &'static str,
+        /// The persistent handle it was done with.
+        handle: u32,
+        /// The failing command.
         #[source]
-        source: testudo_scheme::SchemeError,
-    },
-    /// The TPM answered a command through the `tpm` route with an error or nonsense.
-    #[error("TPM {operation} with key {key_handle:#010x} through the tpm route returned {detail}")]
-    TpmRouteAnswer {
-        /// The TPM command.
-        operation: &'static str,
-        /// The key's persistent handle.
-        key_handle: u32,
-        /// What came back.
-        detail: String,
+        source: crate::tpm_commands::TpmError,
     },
     /// DPS registration failed.
     #[error("DPS registration of {registration_id} failed: {reason}")]

@@ -19,10 +19,13 @@ use testudo_plan::{DpsAttestation, DpsConfig as PlanDps};
 
 use crate::dial::Dialer;
 use crate::dps::{self, Assignment};
+use crate::dps_tpm_route;
 use crate::error::AgentError;
 use crate::sas::SasSigner;
 use crate::spool::StorageFiles;
 use crate::tls::TlsSettings;
+use crate::tpm::DEFAULT_KEY_HANDLE;
+use crate::tpm_route::TpmRoute;
 
 /// How long one registration may take before it is abandoned (and retried with backoff).
 pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -162,6 +165,9 @@ pub struct Registration<'a> {
     pub tls: TlsSettings,
     /// The SAS signer for symmetric-key attestation (a software key or the TPM's).
     pub signer: Option<Arc<dyn SasSigner>>,
+    /// The TPM (the `tpm` route), for TPM attestation: DPS's key is imported at
+    /// [`DEFAULT_KEY_HANDLE`], where the `tpm_sas` identity signs with it.
+    pub tpm: Option<Arc<TpmRoute>>,
 }
 
 /// The device's assignment: the stored one when it was made for this scope and registration
@@ -206,10 +212,30 @@ async fn register(registration: &Registration<'_>) -> Result<Assignment, Provisi
             (dps.mqtt_port, None)
         }
         DpsAttestation::Tpm => {
-            return Err(ProvisioningError::Missing {
-                attestation: dps.attestation,
-                missing: "TPM attestation over the `tpm` route",
-            })
+            let Some(tpm) = registration.tpm.clone() else {
+                return Err(ProvisioningError::Missing {
+                    attestation: dps.attestation,
+                    missing: "a `tpm` route",
+                });
+            };
+            let config = dps_tpm_route::TpmRouteDpsConfig {
+                host: dps.endpoint.clone(),
+                port: dps.https_port,
+                id_scope: dps.scope.clone(),
+                registration_id: registration.registration_id.to_owned(),
+                key_handle: DEFAULT_KEY_HANDLE,
+                tls: registration.tls.clone(),
+                dialer: registration.dialer.clone(),
+                tpm,
+                timeout: REGISTRATION_TIMEOUT,
+            };
+            return dps_tpm_route::register(&config).await.map_err(|source| {
+                ProvisioningError::Register {
+                    registration_id: registration.registration_id.to_owned(),
+                    endpoint: format!("{}:{}", dps.endpoint, dps.https_port),
+                    source: Box::new(source),
+                }
+            });
         }
     };
     let config = dps::DpsConfig {

@@ -92,7 +92,7 @@ pub(crate) fn find_persistent(
         .map_err(tpm_err("open persistent object", tcti))
 }
 
-fn srk_template(tcti: &str) -> Result<Public> {
+pub(crate) fn srk_template(tcti: &str) -> Result<Public> {
     let attributes = ObjectAttributesBuilder::new()
         .with_fixed_tpm(true)
         .with_fixed_parent(true)

@@ -8,4 +8,5 @@ pub mod device_documents;
 pub mod hub_topics;
 pub mod spool_journal;
 pub mod tpm_hmac_response;
+pub mod tpm_responses;
 pub mod twin_documents;

@@ -35,6 +35,11 @@ fn tpm_hmac_response() {
 }
 
 #[test]
+fn tpm_responses() {
+    replay("tpm_responses", testudo_agent_fuzz::tpm_responses::fuzz);
+}
+
+#[test]
 fn twin_documents() {
     replay("twin_documents", testudo_agent_fuzz::twin_documents::fuzz);
 }

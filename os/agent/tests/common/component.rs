@@ -138,8 +138,14 @@ impl Rig {
         self.dir.path().join("data/agent")
     }
 
+    /// The `net` route's allow list: the hub, and DPS's HTTPS port when the plan has DPS (as
+    /// the gateway example's plan allows it).
     fn allow(&self) -> Vec<String> {
-        vec![format!("{}:{}", self.hub, self.port)]
+        let mut allow = vec![format!("{}:{}", self.hub, self.port)];
+        if let Some(dps) = &self.dps {
+            allow.push(format!("{}:{}", dps.endpoint, dps.https_port));
+        }
+        allow
     }
 
     fn plan(&self) -> Plan {

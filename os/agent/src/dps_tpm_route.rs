@@ -1,0 +1,301 @@
+//! DPS registration with TPM attestation from inside the agent's sandbox: the TPM through the
+//! `tpm` route ([`crate::tpm_commands`] over [`TpmRoute`]), DPS over HTTPS on a connection the
+//! [`Dialer`] makes (the `net` route), TLS by the agent. The same three steps as the host-side
+//! reference [`crate::dps_tpm::register_with_tpm`]:
+//!
+//! 1. the EK and SRK (created and persisted when absent) go to
+//!    `PUT /{idScope}/registrations/{registrationId}/register`; an enrolled EK gets 401 with
+//!    `authenticationKey`;
+//! 2. that key is activated and imported into the TPM and persisted at the key handle;
+//! 3. the same PUT with a SAS token (`skn=registration`) signed by it in the TPM answers 202
+//!    with an operation, polled until DPS reports the assignment.
+//!
+//! Every answer is bounded ([`MAX_RESPONSE`]) and the whole registration by the caller's
+//! timeout. Afterwards the device connects to the assigned hub with the same key
+//! ([`TpmRouteSigner`] on the key handle).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::dial::{self, Dialer};
+use crate::dps::{parse_operation, Assignment, OperationStatus};
+use crate::dps_tpm::{describe, parse_response, API_VERSION};
+use crate::error::{AgentError, Result};
+use crate::sas::{build_token, percent_encode, unix_now};
+use crate::tls::TlsSettings;
+use crate::tpm_commands::{self, EK_HANDLE};
+use crate::tpm_route::{TpmRoute, TpmRouteSigner};
+
+/// Largest DPS answer accepted (headers and body).
+pub const MAX_RESPONSE: usize = 64 * 1024;
+/// Lifetime of the registration SAS tokens.
+const TOKEN_TTL: u64 = 300;
+/// Wait between operation status polls.
+const POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How to reach DPS and the TPM, and who registers.
+#[derive(Clone)]
+pub struct TpmRouteDpsConfig {
+    /// DPS host name: dialed, TLS name and `Host`.
+    pub host: String,
+    /// DPS's HTTPS port (the plan's `cloud.dps.https_port`).
+    pub port: u16,
+    /// ID scope of the DPS instance.
+    pub id_scope: String,
+    /// Registration id of the individual TPM enrollment.
+    pub registration_id: String,
+    /// Persistent handle DPS's key is stored at (replaced if occupied).
+    pub key_handle: u32,
+    /// Trust anchors for DPS's certificate.
+    pub tls: TlsSettings,
+    /// Makes the TCP connections (the `net` route).
+    pub dialer: Arc<dyn Dialer>,
+    /// The TPM (the `tpm` route).
+    pub tpm: Arc<TpmRoute>,
+    /// Give up after this long.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for TpmRouteDpsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TpmRouteDpsConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("id_scope", &self.id_scope)
+            .field("registration_id", &self.registration_id)
+            .field("key_handle", &self.key_handle)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers with DPS by TPM attestation; the imported key is at
+/// [`TpmRouteDpsConfig::key_handle`] afterwards.
+pub async fn register(config: &TpmRouteDpsConfig) -> Result<Assignment> {
+    match tokio::time::timeout(config.timeout, register_within(config)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(AgentError::Provision {
+            registration_id: config.registration_id.clone(),
+            reason: format!("not assigned within {} s", config.timeout.as_secs()),
+        }),
+    }
+}
+
+async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
+    let id = &config.registration_id;
+    let fail = |reason: String| AgentError::Provision {
+        registration_id: id.clone(),
+        reason,
+    };
+    let keys =
+        tpm_commands::ensure_keys(&mut &*config.tpm).map_err(|source| AgentError::TpmRoute {
+            step: "reading (or creating) the endorsement and storage root keys",
+            handle: EK_HANDLE,
+            source,
+        })?;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let body = json!({
+        "registrationId": id,
+        "tpm": {
+            "endorsementKey": b64(&keys.endorsement_key),
+            "storageRootKey": b64(&keys.storage_root_key),
+        },
+    });
+    let path = format!(
+        "/{}/registrations/{}/register?api-version={API_VERSION}",
+        percent_encode(&config.id_scope),
+        percent_encode(id)
+    );
+    let client = HttpsClient {
+        config,
+        tls: config.tls.client_config(&config.host)?,
+    };
+
+    // Round 1: no authorization -> 401 with the challenge.
+    let (status, answer) = client.request("PUT", &path, None, Some(&body)).await?;
+    if status != 401 {
+        return Err(fail(format!(
+            "expected the TPM challenge (401), got {status}: {}",
+            describe(&answer)
+        )));
+    }
+    let challenge = answer
+        .get("authenticationKey")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            fail(format!(
+                "DPS refused the TPM's endorsement key: {}",
+                describe(&answer)
+            ))
+        })?;
+    let blob = base64::engine::general_purpose::STANDARD
+        .decode(challenge)
+        .map_err(|source| AgentError::DecodeKey {
+            identity: format!("DPS authenticationKey for {id}"),
+            source,
+        })?;
+    tpm_commands::import_authentication_key(&mut &*config.tpm, config.key_handle, &blob).map_err(
+        |source| AgentError::TpmRoute {
+            step: "importing DPS's authentication key",
+            handle: config.key_handle,
+            source,
+        },
+    )?;
+    let signer = TpmRouteSigner::new(config.tpm.clone(), config.key_handle);
+
+    // Round 2: SAS signed in the TPM -> 202 + operation, polled until assigned.
+    let resource = format!("{}/registrations/{id}", config.id_scope);
+    let authorization = || -> Result<String> {
+        Ok(build_token(
+            &resource,
+            Some("registration"),
+            unix_now() + TOKEN_TTL,
+            &signer,
+        )?
+        .token)
+    };
+    let (status, answer) = client
+        .request("PUT", &path, Some(&authorization()?), Some(&body))
+        .await?;
+    if status != 202 && status != 200 {
+        return Err(fail(format!(
+            "registration with the TPM-signed token answered {status}: {}",
+            describe(&answer)
+        )));
+    }
+    let mut operation = answer;
+    loop {
+        let bytes = serde_json::to_vec(&operation)
+            .map_err(|e| fail(format!("unexpected DPS answer: {e}")))?;
+        match parse_operation(&bytes)
+            .map_err(|reason| fail(format!("unexpected DPS answer: {reason}")))?
+        {
+            OperationStatus::Assigned(assignment) => return Ok(assignment),
+            OperationStatus::Failed { message } => return Err(fail(message)),
+            OperationStatus::Assigning { operation_id } => {
+                tokio::time::sleep(POLL_INTERVAL).await;
+                let status_path = format!(
+                    "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
+                    percent_encode(&config.id_scope),
+                    percent_encode(id),
+                    percent_encode(&operation_id)
+                );
+                let (status, answer) = client
+                    .request("GET", &status_path, Some(&authorization()?), None)
+                    .await?;
+                if status != 200 && status != 202 {
+                    return Err(fail(format!(
+                        "operation status answered {status}: {}",
+                        describe(&answer)
+                    )));
+                }
+                operation = answer;
+            }
+        }
+    }
+}
+
+/// HTTPS/1.1, one request per connection, over connections the dialer makes.
+struct HttpsClient<'a> {
+    config: &'a TpmRouteDpsConfig,
+    tls: Arc<rustls::ClientConfig>,
+}
+
+impl HttpsClient<'_> {
+    fn transport(&self, what: &str, err: impl std::fmt::Display) -> AgentError {
+        AgentError::Provision {
+            registration_id: self.config.registration_id.clone(),
+            reason: format!(
+                "HTTPS {what} with {}:{}: {err}",
+                self.config.host, self.config.port
+            ),
+        }
+    }
+
+    /// Sends one request; returns the status and the JSON body (`null` when empty).
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: Option<&Value>,
+    ) -> Result<(u16, Value)> {
+        let config = self.config;
+        let mut stream = dial::connect_tls(
+            Some(config.dialer.clone()),
+            &config.host,
+            config.port,
+            self.tls.clone(),
+        )
+        .await
+        .map_err(|source| AgentError::ProvisionConnect {
+            registration_id: config.registration_id.clone(),
+            source: Box::new(source),
+        })?;
+        let request = request_text(config, method, path, authorization, body);
+        stream
+            .write_all(request.as_bytes())
+            .await
+            .map_err(|e| self.transport("send", e))?;
+        stream
+            .flush()
+            .await
+            .map_err(|e| self.transport("send", e))?;
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => {
+                    response.extend_from_slice(&chunk[..n]);
+                    if response.len() > MAX_RESPONSE {
+                        return Err(self.transport(
+                            "receive",
+                            format!("an answer longer than {MAX_RESPONSE} bytes"),
+                        ));
+                    }
+                    if parse_response(&response).is_ok_and(|parsed| parsed.is_some()) {
+                        break;
+                    }
+                }
+                // Servers may close without TLS close_notify; a complete answer is enough.
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => return Err(self.transport("receive", e)),
+            }
+        }
+        parse_response(&response)
+            .map_err(|reason| self.transport("answer", reason))?
+            .ok_or_else(|| self.transport("answer", "connection closed mid-answer"))
+    }
+}
+
+/// The request's bytes (as text: everything in it is ASCII/JSON).
+fn request_text(
+    config: &TpmRouteDpsConfig,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> String {
+    let payload = body.map(Value::to_string).unwrap_or_default();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: testudo-agent\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
+        config.host,
+        config.port,
+        payload.len()
+    );
+    if body.is_some() {
+        request.push_str("Content-Type: application/json; charset=utf-8\r\n");
+    }
+    if let Some(authorization) = authorization {
+        request.push_str("Authorization: ");
+        request.push_str(authorization);
+        request.push_str("\r\n");
+    }
+    request.push_str("\r\n");
+    request.push_str(&payload);
+    request
+}
