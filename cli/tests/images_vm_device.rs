@@ -1,0 +1,79 @@
+//! Promise: the whole device, zero-touch. The development gateway (`gateway-dev.ncl`) is built;
+//! the hub emulator runs on this host with the development CA and the gateway's ID scope; the
+//! VM's TPM endorsement key is read (`testudo vm tpm-ek`) and enrolled (`testudo hub
+//! enrollment add`); the VM boots with that fresh TPM state, brings up its network, registers
+//! through DPS with TPM attestation, connects and reports its device properties. Microsoft's
+//! official service SDK reads the twin and invokes `reboot`; the device answers, stops in
+//! order and reboots; booted again with the same TPM state and disk, it reconnects with the
+//! assignment it stored, without asking DPS again.
+//!
+//! Binds the emulator to 127.0.0.1:8883 and :443 (where QEMU's user network sends the guest's
+//! connections to 10.0.2.2), serialised with the other tests that need 8883 by a lock file.
+#![cfg(feature = "images")]
+#![allow(clippy::unwrap_used)]
+
+mod vm_device;
+
+use std::time::Duration;
+
+use vm_device::*;
+
+/// Generous for TCG on a loaded 2-core machine: a boot to ready takes about a minute.
+const BOOT: Duration = Duration::from_secs(900);
+
+#[test]
+fn the_gateway_provisions_itself_reports_and_reboots_from_the_cloud() {
+    require_service_sdk();
+    let _ports = lock_hub_ports();
+    let rig = DeviceRig::build();
+    let hub = rig.serve_hub();
+    let ek = rig.tpm_ek();
+    rig.enroll(&ek);
+
+    // First boot: provisioning through DPS (TPM attestation), connection, reported properties.
+    let mut vm = rig.boot();
+    let reported_line = vm.wait_line("cloud: device properties reported", BOOT);
+    let console = vm.console();
+    assert!(
+        console.contains("cloud: new DPS assignment: hub hub.testudo.dev, device gateway-0001"),
+        "{console}"
+    );
+    assert!(console.contains("testudo: booting slot A"), "{console}");
+    drop(reported_line);
+
+    let reported = rig.service(&["twin", DEVICE]);
+    assert_eq!(reported["deviceInformation"]["manufacturer"], "testudo");
+    assert_eq!(reported["testudo"]["bootedSlot"], "A");
+    assert!(
+        reported["deviceInformation"]["swVersion"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("0.1.0+")),
+        "{reported}"
+    );
+
+    let reboot = rig.service(&["invoke", DEVICE, "reboot"]);
+    assert_eq!(reboot["status"], 200, "{reboot}");
+    let exit = vm.wait_exit(Duration::from_secs(300));
+    let console = vm.console();
+    assert!(exit.success(), "QEMU ended with {exit}: {console}");
+    assert!(
+        console.contains("agent: power: reboot requested"),
+        "{console}"
+    );
+    assert!(
+        console.contains("testudo-init: reboot asked by agent"),
+        "{console}"
+    );
+
+    // Second boot: same disk, same TPM state; the stored assignment, no new registration.
+    let mut again = rig.boot();
+    again.wait_line("cloud: device properties reported", BOOT);
+    let console = again.console();
+    assert!(
+        console.contains("cloud: stored DPS assignment: hub hub.testudo.dev, device gateway-0001"),
+        "{console}"
+    );
+    assert!(!console.contains("new DPS assignment"), "{console}");
+    again.kill();
+    drop(hub);
+}

@@ -1,0 +1,235 @@
+//! The factory and the cloud around a development gateway VM: the image of
+//! `gateway-dev.ncl`, the hub emulator on this host, the VM's TPM state and enrollment, and
+//! Microsoft's service SDK.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+#[path = "../vm_common/mod.rs"]
+mod vm_common;
+pub use vm_common::*;
+
+/// The device id (and DPS registration id) of the gateway examples.
+pub const DEVICE: &str = "gateway-0001";
+/// The development hub's name (`gateway-dev.ncl`'s `hosts` maps it to the VM's host).
+pub const HUB_HOST: &str = "hub.testudo.dev";
+/// The development ID scope.
+pub const ID_SCOPE: &str = "0ne00000001";
+/// The development CA, in the repository.
+pub const DEV_CA_DIR: &str = "tests/hub/dev-ca";
+
+/// Holds the lock on 127.0.0.1:8883 and :443 (shared with the other tests that need them).
+pub struct PortLock {
+    _file: File,
+}
+
+/// Takes the port lock the official-SDK tests take for 8883.
+pub fn lock_hub_ports() -> PortLock {
+    let file = File::create(std::env::temp_dir().join("testudo-hub-port-8883.lock")).unwrap();
+    file.lock().unwrap();
+    PortLock { _file: file }
+}
+
+/// Fails naming what is missing unless Microsoft's service SDK can be imported.
+pub fn require_service_sdk() {
+    if let Err(missing) = testudo_testkit::python::require_modules(
+        &["azure.iot.hub"],
+        "azure-iot-hub (Microsoft's official IoT Hub service SDK)",
+    ) {
+        panic!("{missing}");
+    }
+}
+
+/// A built development gateway and the directories of its hub and VM.
+pub struct DeviceRig {
+    tmp: tempfile::TempDir,
+    /// The disk image as built.
+    built_disk: PathBuf,
+    /// The disk image the VM boots.
+    pub disk: PathBuf,
+    /// The emulator's state directory.
+    pub hub_state: PathBuf,
+    /// The VM's state directory (firmware variables, TPM).
+    pub vm_state: PathBuf,
+    /// XDG data home (development keys).
+    pub data_home: PathBuf,
+}
+
+/// The hub emulator process, stopped when dropped.
+pub struct HubProcess(Child);
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl DeviceRig {
+    /// Builds `gateway-dev.ncl` (its trust anchors are the development CA).
+    pub fn build() -> DeviceRig {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_path_buf();
+        let data_home = root.join("data-home");
+        let out = build_image(
+            &root,
+            "system-config/examples/gateway-dev.ncl",
+            &[&format!("{DEV_CA_DIR}/ca.pem")],
+            &data_home,
+        );
+        DeviceRig {
+            built_disk: out.join("disk.img"),
+            disk: out.join("disk.img"),
+            hub_state: root.join("hub"),
+            vm_state: root.join("vm"),
+            data_home,
+            tmp,
+        }
+    }
+
+    /// A new device from the same build: a copy of the disk as built (an empty data
+    /// partition) and a fresh VM state (a new TPM, hence a new endorsement key to enroll).
+    pub fn renew_device(&mut self, label: &str) {
+        let root = self.tmp.path();
+        self.disk = root.join(format!("disk-{label}.img"));
+        self.vm_state = root.join(format!("vm-{label}"));
+        run(
+            "cp",
+            &[
+                "--sparse=always",
+                self.built_disk.to_str().unwrap(),
+                self.disk.to_str().unwrap(),
+            ],
+        );
+    }
+
+    /// Starts `testudo hub serve` for the development gateway and waits until it listens.
+    pub fn serve_hub(&self) -> HubProcess {
+        let ca = repo().join(DEV_CA_DIR);
+        let child = testudo_command(
+            &[
+                "hub",
+                "serve",
+                "--state",
+                self.hub_state.to_str().unwrap(),
+                "--host",
+                HUB_HOST,
+                "--id-scope",
+                ID_SCOPE,
+                "--ca",
+                ca.to_str().unwrap(),
+            ],
+            &self.data_home,
+        )
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+        let hub = HubProcess(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !["127.0.0.1:8883", "127.0.0.1:443"]
+            .iter()
+            .all(|address| TcpStream::connect(address).is_ok())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the hub emulator does not listen"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        hub
+    }
+
+    /// `testudo vm tpm-ek`: the EK of the VM's TPM (created with its state), in a file.
+    pub fn tpm_ek(&self) -> PathBuf {
+        let ek = testudo_ok(
+            &["vm", "tpm-ek", "--state", self.vm_state.to_str().unwrap()],
+            &self.data_home,
+        );
+        let path = self.tmp.path().join("ek.pub");
+        std::fs::write(&path, ek).unwrap();
+        path
+    }
+
+    /// `testudo hub enrollment add`: an individual TPM enrollment of the device (replacing an
+    /// earlier one of the same id).
+    pub fn enroll(&self, ek: &std::path::Path) {
+        // An earlier enrollment of this id, if any, goes first; none is not an error here.
+        let _ = testudo(
+            &[
+                "hub",
+                "enrollment",
+                "remove",
+                "--state",
+                self.hub_state.to_str().unwrap(),
+                DEVICE,
+            ],
+            &self.data_home,
+        );
+        testudo_ok(
+            &[
+                "hub",
+                "enrollment",
+                "add",
+                "--state",
+                self.hub_state.to_str().unwrap(),
+                DEVICE,
+                "--tpm-ek",
+                ek.to_str().unwrap(),
+            ],
+            &self.data_home,
+        );
+    }
+
+    /// Boots the disk with the VM's state (the same TPM every time).
+    pub fn boot(&self) -> RunningVm {
+        RunningVm::start(
+            &[
+                self.disk.to_str().unwrap(),
+                "--state",
+                self.vm_state.to_str().unwrap(),
+                "--timeout",
+                "1800",
+            ],
+            &self.data_home,
+        )
+    }
+
+    /// Runs the service-side script (`tests/sdk/device_service.py`) with `args`; its JSON.
+    pub fn service(&self, args: &[&str]) -> Value {
+        let connection_string = testudo_ok(
+            &[
+                "hub",
+                "connection-string",
+                "--state",
+                self.hub_state.to_str().unwrap(),
+            ],
+            &self.data_home,
+        );
+        let script = repo().join("cli/tests/sdk/device_service.py");
+        let output = testudo_testkit::python::command()
+            .arg(&script)
+            .args(args)
+            .env("HUB_SERVICE_CS", connection_string.trim())
+            .env("HUB_CA", self.hub_state.join("ca.pem"))
+            .env("HUB_ADDRESSES", format!("{HUB_HOST}=127.0.0.1"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "device_service.py {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+            panic!(
+                "device_service.py {args:?} printed no JSON ({e}): {}",
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+}
