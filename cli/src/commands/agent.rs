@@ -24,7 +24,7 @@ enum AgentCommand {
         #[arg(long)]
         tpm: String,
         /// Persistent handle (hex).
-        #[arg(long, default_value = "0x81000101", value_parser = parse_handle)]
+        #[arg(long, default_value = testudo_agent::options::X509_KEY_HANDLE, value_parser = parse_handle)]
         key_handle: u32,
         /// Certificate common name (the device id).
         #[arg(long)]

@@ -22,7 +22,10 @@
 //!   ([`TpmRouteSigner`]) with the key persisted at `0x81000100` (`testudo-agent
 //!   import-key` at provisioning);
 //! - `sas`: the base64 key in the storage file `device-key`;
-//! - `x509`: `device-cert.pem` and `device-key.pem` in storage.
+//! - `x509`: `device-cert.pem` in storage, its key `device-key.pem` beside it (development) or,
+//!   without that file, an ECDSA P-256 key persisted in the TPM at `0x81000101` (`testudo
+//!   agent create-x509-key` at the factory), signing TLS handshakes through the `tpm` route
+//!   ([`TpmRouteEcdsaKey`]).
 //!
 //! With the plan's `cloud.dps`, it first gets its hub and device id from DPS (kept in storage,
 //! [`crate::provisioning`]); with TPM attestation (`tpm_sas` identity) it registers over HTTPS
@@ -58,8 +61,9 @@ use crate::sas::SasSigner;
 use crate::sas::SoftwareKey;
 use crate::spool::{MemoryFiles, Spool, SpoolFiles, SpoolLimits, StorageFiles};
 use crate::tls::{ClientIdentity, TlsSettings};
-use crate::tpm::DEFAULT_KEY_HANDLE;
-use crate::tpm_route::{TpmRoute, TpmRouteSigner};
+use crate::tpm::{DEFAULT_KEY_HANDLE, X509_KEY_HANDLE};
+use crate::tpm_route::{TpmRoute, TpmRouteEcdsaKey, TpmRouteSigner};
+use crate::tpm_x509::EcdsaP256Key;
 
 /// Topic property naming the app that wrote a telemetry message.
 pub const APP_PROPERTY: &str = "testudo-app";
@@ -470,18 +474,40 @@ impl Cloud {
                 }
             }
             "x509" => {
-                let cert = self.read_credential(CERT_FILE)?;
-                let key = self.read_credential(CERT_KEY_FILE)?;
-                let (Some(cert), Some(key)) = (cert, key) else {
+                let Some(cert) = self.read_credential(CERT_FILE)? else {
                     return Err(format!(
-                        "no client certificate ({CERT_FILE} and {CERT_KEY_FILE} in the agent's storage)"
+                        "no client certificate ({CERT_FILE} in the agent's storage)"
                     ));
                 };
-                tls.client_identity = Some(ClientIdentity::Pem { cert, key });
+                tls.client_identity = Some(match self.read_credential(CERT_KEY_FILE)? {
+                    Some(key) => ClientIdentity::Pem { cert, key },
+                    None => ClientIdentity::Tpm {
+                        cert,
+                        key: self.tpm_certificate_key()?,
+                    },
+                });
                 Authentication::X509
             }
             other => return Err(format!("unknown identity kind {other:?} in the plan")),
         })
+    }
+
+    /// The device certificate's key in the TPM (no `device-key.pem` in storage), after one
+    /// trial signature (so a missing key is reported as such).
+    fn tpm_certificate_key(&self) -> std::result::Result<Arc<dyn EcdsaP256Key>, String> {
+        let Some(tpm) = &self.tpm else {
+            return Err(format!(
+                "identity x509: no {CERT_KEY_FILE} in the agent's storage and no `tpm` route for a TPM-held key"
+            ));
+        };
+        let key = Arc::new(TpmRouteEcdsaKey::new(tpm.clone(), X509_KEY_HANDLE));
+        match key.sign_sha256(b"testudo-agent key check") {
+            Ok(_) => Ok(key),
+            Err(error) => Err(format!(
+                "identity x509: no {CERT_KEY_FILE} in the agent's storage, and the TPM key at {X509_KEY_HANDLE:#010x} cannot sign ({})",
+                error_chain(&error)
+            )),
+        }
     }
 
     /// The TPM signer, after one trial signature (so a missing key is reported as such).

@@ -89,8 +89,12 @@ impl ImportKeyOptions {
     }
 }
 
-/// Default persistent handle of the device's SAS key in the TPM.
+/// Default persistent handle of the device's SAS key in the TPM ([`crate::tpm::DEFAULT_KEY_HANDLE`]
+/// as a command-line default).
 pub const SAS_KEY_HANDLE: &str = "0x81000100";
+/// Default persistent handle of the device certificate's key in the TPM
+/// ([`crate::tpm::X509_KEY_HANDLE`] as a command-line default).
+pub const X509_KEY_HANDLE: &str = "0x81000101";
 
 /// Parses a TPM handle written in hex, with or without `0x`.
 pub fn parse_handle(text: &str) -> std::result::Result<u32, String> {
@@ -174,6 +178,18 @@ fn tpm_auth(tcti: &str, handle: u32, ttl: Duration) -> Result<Authentication> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_command_line_default_handles_are_the_agents() {
+        assert_eq!(
+            parse_handle(SAS_KEY_HANDLE).unwrap(),
+            crate::tpm::DEFAULT_KEY_HANDLE
+        );
+        assert_eq!(
+            parse_handle(X509_KEY_HANDLE).unwrap(),
+            crate::tpm::X509_KEY_HANDLE
+        );
+    }
 
     fn options(key_file: PathBuf) -> ImportKeyOptions {
         ImportKeyOptions {

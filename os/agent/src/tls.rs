@@ -8,7 +8,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::error::{AgentError, Result};
-use crate::tpm_x509::{TpmClientCert, TpmEcdsaKey};
+use crate::tpm_x509::{EcdsaP256Key, TpmClientCert};
 
 /// The device's X.509 client identity.
 #[derive(Debug, Clone)]
@@ -24,8 +24,8 @@ pub enum ClientIdentity {
     Tpm {
         /// Certificate chain.
         cert: Vec<u8>,
-        /// The TPM key.
-        key: Arc<TpmEcdsaKey>,
+        /// The TPM key (through a TCTI or the `tpm` route).
+        key: Arc<dyn EcdsaP256Key>,
     },
 }
 

@@ -37,6 +37,9 @@ use crate::sas::SasSigner;
 pub const SRK_HANDLE: u32 = 0x8100_0001;
 /// Default persistent handle for the device's SAS key.
 pub const DEFAULT_KEY_HANDLE: u32 = 0x8100_0100;
+/// Default persistent handle for the device certificate's ECDSA P-256 key (`x509` identity
+/// with the key in the TPM).
+pub const X509_KEY_HANDLE: u32 = 0x8100_0101;
 
 pub(crate) fn tpm_err<'a>(
     operation: &'static str,

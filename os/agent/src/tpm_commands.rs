@@ -67,6 +67,11 @@ const CC_IMPORT: u32 = 0x0156;
 const CC_LOAD: u32 = 0x0157;
 const CC_FLUSH_CONTEXT: u32 = 0x0165;
 const CC_READ_PUBLIC: u32 = 0x0173;
+const CC_SIGN: u32 = 0x015D;
+/// `TPM_ALG_ECDSA`.
+const ALG_ECDSA: u16 = 0x0018;
+/// `TPM_ST_HASHCHECK`: the tag of the (null) ticket an unrestricted key signs with.
+const TPM_ST_HASHCHECK: u16 = 0x8024;
 const CC_START_AUTH_SESSION: u32 = 0x0176;
 
 /// TCG EK policy A (SHA-256): `PolicySecret(TPM_RH_ENDORSEMENT)`.
@@ -401,6 +406,61 @@ pub fn hmac(
 ) -> Result<[u8; 32], TpmError> {
     let command = hmac_command(key_handle, message)?;
     parse_hmac_response(&exchange(tpm, "TPM2_HMAC", &command)?)
+}
+
+/// The `TPM2_Sign` command: an ECDSA (SHA-256) signature of `digest` by the unrestricted
+/// signing key at `key_handle` (password session, empty password; the null ticket).
+pub fn sign_ecdsa_command(key_handle: u32, digest: &[u8; 32]) -> Result<Vec<u8>, TpmError> {
+    const NAME: &str = "TPM2_Sign";
+    let mut parameters = Vec::with_capacity(48);
+    put_sized(&mut parameters, NAME, digest)?;
+    put_u16(&mut parameters, ALG_ECDSA); // inScheme
+    put_u16(&mut parameters, ALG_SHA256);
+    put_u16(&mut parameters, TPM_ST_HASHCHECK); // validation: a null ticket
+    put_u32(&mut parameters, TPM_RH_NULL);
+    put_sized(&mut parameters, NAME, &[])?;
+    marshal(NAME, CC_SIGN, &[key_handle], &[Auth::Password], &parameters)
+}
+
+/// Parses a `TPM2_Sign` response carrying an ECDSA signature: `(r, s)`, big-endian, each at
+/// most 32 bytes (P-256).
+pub fn parse_ecdsa_signature_response(response: &[u8]) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    const NAME: &str = "TPM2_Sign";
+    let mut parsed = parse_response(NAME, response, 0)?;
+    let parameters = &mut parsed.parameters;
+    let algorithm = parameters.u16("signature.sigAlg")?;
+    let hash = parameters.u16("signature.hash")?;
+    if algorithm != ALG_ECDSA || hash != ALG_SHA256 {
+        return Err(TpmError::ParseResponse {
+            command: NAME,
+            detail: format!("a signature of algorithm {algorithm:#06x} with hash {hash:#06x}, not ECDSA with SHA-256"),
+        });
+    }
+    let r = parameters.sized("signature.signatureR")?.to_vec();
+    let s = parameters.sized("signature.signatureS")?.to_vec();
+    parameters.end()?;
+    if r.is_empty() || s.is_empty() || r.len() > 32 || s.len() > 32 {
+        return Err(TpmError::ParseResponse {
+            command: NAME,
+            detail: format!(
+                "r of {} and s of {} bytes (P-256 has 1 to 32)",
+                r.len(),
+                s.len()
+            ),
+        });
+    }
+    Ok((r, s))
+}
+
+/// The ECDSA signature, `(r, s)`, of the SHA-256 `digest` by the key persisted at
+/// `key_handle`.
+pub fn sign_ecdsa(
+    tpm: &mut impl TpmTransport,
+    key_handle: u32,
+    digest: &[u8; 32],
+) -> Result<(Vec<u8>, Vec<u8>), TpmError> {
+    let command = sign_ecdsa_command(key_handle, digest)?;
+    parse_ecdsa_signature_response(&exchange(tpm, "TPM2_Sign", &command)?)
 }
 
 /// The `TPM2B_PUBLIC` (with its size) of the object at `handle`, or `None` when nothing is
@@ -910,6 +970,45 @@ mod tests {
             let mut lying = good.clone();
             lying[at] = value;
             assert!(parse_hmac_response(&lying).is_err(), "byte {at} = {value}");
+        }
+    }
+
+    #[test]
+    fn sign_is_marshalled_as_part_3_says_and_its_signature_checked() {
+        let digest = [5u8; 32];
+        let command = sign_ecdsa_command(0x8100_0101, &digest).expect("fits");
+        let expected: Vec<u8> = [
+            &[0x80, 0x02][..],                  // TPM_ST_SESSIONS
+            &[0, 0, 0, 73],                     // commandSize
+            &[0, 0, 0x01, 0x5d],                // TPM_CC_Sign
+            &[0x81, 0, 0x01, 0x01],             // key handle
+            &[0, 0, 0, 9],                      // authorizationSize
+            &[0x40, 0, 0, 9, 0, 0, 0, 0, 0],    // TPM_RS_PW, empty password
+            &sized(&digest),                    // digest
+            &[0, 0x18, 0, 0x0b],                // ECDSA, SHA-256
+            &[0x80, 0x24, 0x40, 0, 0, 7, 0, 0], // null hashcheck ticket
+        ]
+        .concat();
+        assert_eq!(command, expected);
+
+        let signature = [&[0, 0x18, 0, 0x0b][..], &sized(&[1; 32]), &sized(&[2; 31])].concat();
+        let mut tpm = Script::new(vec![ok(&[], &signature, true)]);
+        let (r, s) = sign_ecdsa(&mut tpm, 0x8100_0101, &digest).unwrap();
+        assert_eq!((r, s), (vec![1; 32], vec![2; 31]));
+        assert_eq!(tpm.codes(), [CC_SIGN]);
+
+        let good = ok(&[], &signature, true);
+        for cut in 0..good.len() {
+            assert!(
+                parse_ecdsa_signature_response(&good[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let rsa = [&[0, 0x14, 0, 0x0b][..], &sized(&[1; 32]), &sized(&[2; 32])].concat();
+        let too_long = [&[0, 0x18, 0, 0x0b][..], &sized(&[1; 33]), &sized(&[2; 32])].concat();
+        for bad in [rsa, too_long] {
+            let error = parse_ecdsa_signature_response(&ok(&[], &bad, true)).unwrap_err();
+            assert!(matches!(error, TpmError::ParseResponse { .. }), "{error}");
         }
     }
 

@@ -16,6 +16,7 @@ use testudo_scheme::Handle;
 use crate::error::{AgentError, Result};
 use crate::sas::SasSigner;
 use crate::tpm_commands::{self, TpmTransport, TransportError, MAX_MESSAGE};
+use crate::tpm_x509::{der_ecdsa_signature, EcdsaP256Key};
 
 pub use crate::tpm_commands::{hmac_command, parse_hmac_response, MAX_HMAC_INPUT};
 
@@ -71,5 +72,36 @@ impl SasSigner for TpmRouteSigner {
                 source,
             }
         })
+    }
+}
+
+/// The device's X.509 key, an ECDSA P-256 key persisted in the TPM (at
+/// [`crate::tpm::X509_KEY_HANDLE`] by `testudo agent create-x509-key` at the factory), signing
+/// TLS handshakes through the `tpm` route with `TPM2_Sign`.
+#[derive(Debug)]
+pub struct TpmRouteEcdsaKey {
+    tpm: Arc<TpmRoute>,
+    key_handle: u32,
+}
+
+impl TpmRouteEcdsaKey {
+    /// The key persisted at `key_handle`, through `tpm`.
+    pub fn new(tpm: Arc<TpmRoute>, key_handle: u32) -> Self {
+        Self { tpm, key_handle }
+    }
+}
+
+impl EcdsaP256Key for TpmRouteEcdsaKey {
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>> {
+        use sha2::Digest as _;
+        let digest: [u8; 32] = sha2::Sha256::digest(message).into();
+        let (r, s) = tpm_commands::sign_ecdsa(&mut &*self.tpm, self.key_handle, &digest).map_err(
+            |source| AgentError::TpmRoute {
+                step: "signing with the device certificate's key",
+                handle: self.key_handle,
+                source,
+            },
+        )?;
+        Ok(der_ecdsa_signature(&r, &s))
     }
 }

@@ -43,6 +43,20 @@ pub fn create_ecdsa_key(tcti: &str, handle: u32) -> Result<()> {
     persist(&mut context, loaded, handle, tcti).map(|_| ())
 }
 
+/// A P-256 key that signs, wherever it is held: through a TCTI ([`TpmEcdsaKey`], tools and
+/// tests on a host) or through the component's `tpm` route
+/// ([`crate::tpm_route::TpmRouteEcdsaKey`], on a device).
+pub trait EcdsaP256Key: std::fmt::Debug + Send + Sync {
+    /// Signs SHA-256(`message`); returns the DER (X9.62) ECDSA signature.
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>>;
+}
+
+impl EcdsaP256Key for TpmEcdsaKey {
+    fn sign_sha256(&self, message: &[u8]) -> Result<Vec<u8>> {
+        TpmEcdsaKey::sign_sha256(self, message)
+    }
+}
+
 /// A device certificate and the thumbprint the hub registry or DPS enrollment needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceCertificate {
@@ -202,7 +216,7 @@ pub fn der_ecdsa_signature(r: &[u8], s: &[u8]) -> Vec<u8> {
 
 /// rustls adapter: TLS client authentication signatures computed by the TPM.
 #[derive(Debug)]
-struct TlsKey(Arc<TpmEcdsaKey>);
+struct TlsKey(Arc<dyn EcdsaP256Key>);
 
 impl SigningKey for TlsKey {
     fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn Signer>> {
@@ -217,7 +231,7 @@ impl SigningKey for TlsKey {
 }
 
 #[derive(Debug)]
-struct TlsSigner(Arc<TpmEcdsaKey>);
+struct TlsSigner(Arc<dyn EcdsaP256Key>);
 
 impl Signer for TlsSigner {
     fn sign(&self, message: &[u8]) -> std::result::Result<Vec<u8>, rustls::Error> {
@@ -236,7 +250,7 @@ impl Signer for TlsSigner {
 pub(crate) struct TpmClientCert(Arc<CertifiedKey>);
 
 impl TpmClientCert {
-    pub(crate) fn new(chain: Vec<CertificateDer<'static>>, key: Arc<TpmEcdsaKey>) -> Self {
+    pub(crate) fn new(chain: Vec<CertificateDer<'static>>, key: Arc<dyn EcdsaP256Key>) -> Self {
         Self(Arc::new(CertifiedKey::new(chain, Arc::new(TlsKey(key)))))
     }
 }

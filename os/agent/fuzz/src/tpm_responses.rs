@@ -1,11 +1,13 @@
 //! Everything the TPM answers through the `tpm` route is untrusted: the response parser, the
 //! parsers of each command's parameters (driven through whole command sequences: making sure
-//! of the EK and SRK, importing DPS's key, with every response being the fuzz input) and the
-//! parser of DPS's `authenticationKey` must not panic on any bytes.
+//! of the EK and SRK, importing DPS's key, with every response being the fuzz input), the
+//! `TPM2_Sign` signature parser (the device certificate's key) and the parser of DPS's
+//! `authenticationKey` must not panic on any bytes.
 
 use testudo_agent::tpm_commands::{
-    ensure_keys, import_authentication_key, parse_authentication_key, parse_hmac_response,
-    parse_response, TpmTransport, TransportError,
+    ensure_keys, import_authentication_key, parse_authentication_key,
+    parse_ecdsa_signature_response, parse_hmac_response, parse_response, TpmTransport,
+    TransportError,
 };
 
 /// Answers every command with the same bytes.
@@ -26,6 +28,9 @@ pub fn fuzz(data: &[u8]) {
         }
     }
     let _ = parse_hmac_response(data);
+    if let Ok((r, s)) = parse_ecdsa_signature_response(data) {
+        assert!((1..=32).contains(&r.len()) && (1..=32).contains(&s.len()));
+    }
     if let Ok(key) = parse_authentication_key(data) {
         assert!(!key.public.is_empty());
     }
