@@ -438,6 +438,10 @@ impl Cloud {
             tls: tls.clone(),
             signer,
             tpm: self.tpm.clone(),
+            progress: Some(Arc::new({
+                let log = self.log.clone();
+                move |step: &str| log.line(&format!("cloud: {step}"))
+            })),
         };
         let (stored, registered) = provisioning::assignment(files, registration)
             .await

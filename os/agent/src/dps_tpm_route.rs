@@ -37,6 +37,10 @@ const TOKEN_TTL: u64 = 300;
 /// Wait between operation status polls.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Told each step of a registration as it is reached (the component logs them: a
+/// registration takes seconds on a small device, and a user watching it should see where).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
+
 /// How to reach DPS and the TPM, and who registers.
 #[derive(Clone)]
 pub struct TpmRouteDpsConfig {
@@ -58,6 +62,8 @@ pub struct TpmRouteDpsConfig {
     pub tpm: Arc<TpmRoute>,
     /// Give up after this long.
     pub timeout: Duration,
+    /// Told each step as it is reached.
+    pub progress: Option<Progress>,
 }
 
 impl std::fmt::Debug for TpmRouteDpsConfig {
@@ -90,6 +96,11 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
         registration_id: id.clone(),
         reason,
     };
+    let progress = |step: &str| {
+        if let Some(progress) = &config.progress {
+            progress(step);
+        }
+    };
     let keys =
         tpm_commands::ensure_keys(&mut &*config.tpm).map_err(|source| AgentError::TpmRoute {
             step: "reading (or creating) the endorsement and storage root keys",
@@ -115,6 +126,10 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
     };
 
     // Round 1: no authorization -> 401 with the challenge.
+    progress(&format!(
+        "DPS: registering {id} at {}:{} with the TPM's endorsement key",
+        config.host, config.port
+    ));
     let (status, answer) = client.request("PUT", &path, None, Some(&body)).await?;
     if status != 401 {
         return Err(fail(format!(
@@ -145,6 +160,10 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
         },
     )?;
     let signer = TpmRouteSigner::new(config.tpm.clone(), config.key_handle);
+    progress(&format!(
+        "DPS: credential activated, DPS's key imported into the TPM at {:#010x}; registering with a token it signs",
+        config.key_handle
+    ));
 
     // Round 2: SAS signed in the TPM -> 202 + operation, polled until assigned.
     let resource = format!("{}/registrations/{id}", config.id_scope);
@@ -176,6 +195,7 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
             OperationStatus::Assigned(assignment) => return Ok(assignment),
             OperationStatus::Failed { message } => return Err(fail(message)),
             OperationStatus::Assigning { operation_id } => {
+                progress(&format!("DPS: assigning (operation {operation_id})"));
                 tokio::time::sleep(POLL_INTERVAL).await;
                 let status_path = format!(
                     "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",

@@ -168,6 +168,8 @@ pub struct Registration<'a> {
     /// The TPM (the `tpm` route), for TPM attestation: DPS's key is imported at
     /// [`DEFAULT_KEY_HANDLE`], where the `tpm_sas` identity signs with it.
     pub tpm: Option<Arc<TpmRoute>>,
+    /// Told each step of a TPM attestation as it is reached.
+    pub progress: Option<dps_tpm_route::Progress>,
 }
 
 /// The device's assignment: the stored one when it was made for this scope and registration
@@ -228,6 +230,7 @@ async fn register(registration: &Registration<'_>) -> Result<Assignment, Provisi
                 dialer: registration.dialer.clone(),
                 tpm,
                 timeout: REGISTRATION_TIMEOUT,
+                progress: registration.progress.clone(),
             };
             return dps_tpm_route::register(&config).await.map_err(|source| {
                 ProvisioningError::Register {

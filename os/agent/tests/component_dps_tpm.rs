@@ -2,9 +2,10 @@
 //! attestation with nothing but its routes — the TPM through `tpm` (real swtpm behind the real
 //! `tpm` driver), DPS over HTTPS through `net` — imports the key DPS sends into the TPM, keeps
 //! the assignment in its storage and connects to the assigned hub with that key, signing in
-//! the TPM; a TPM whose endorsement key is not enrolled is refused with a clear reason, and
-//! nothing is stored (no assignment, no key in the TPM). The EK and SRK the agent creates are
-//! the very keys the host-side reference (tss-esapi) creates.
+//! the TPM, logging each step of the registration as it is reached; a TPM whose endorsement
+//! key is not enrolled is refused with a clear reason, and nothing is stored (no assignment, no
+//! key in the TPM). The EK and SRK the agent creates are the very keys the host-side reference
+//! (tss-esapi) creates.
 
 #[path = "common/component.rs"]
 mod component;
@@ -125,6 +126,19 @@ fn an_enrolled_tpm_provisions_through_its_routes_and_connects_with_the_imported_
         WAIT,
     );
     rig.wait_line("cloud: connected to localhost:", WAIT);
+    // Each step of the registration was logged as it was reached, in order.
+    let lines = rig.lines().join("\n");
+    let steps = [
+        "cloud: DPS: registering gateway-0001 at localhost:",
+        "cloud: DPS: credential activated, DPS's key imported into the TPM at 0x81000100",
+        "cloud: new DPS assignment",
+    ]
+    .map(|step| {
+        lines
+            .find(step)
+            .unwrap_or_else(|| panic!("no {step:?} in {lines}"))
+    });
+    assert!(steps.is_sorted(), "{lines}");
     assert_eq!(
         stored(&rig),
         Some(StoredAssignment {
