@@ -17,7 +17,13 @@
 //!
 //! Responses are untrusted input: the header size must be the response's length, the response
 //! code must be success, and every field's length is checked against what is left
-//! ([`parse_response`], fuzzed in `os/agent/fuzz`).
+//! ([`parse_response`], fuzzed in `os/agent/fuzz`). The wire format itself (cursor, `TPM2B`
+//! buffers, algorithm ids, the RSA storage key parser) is `testudo_tpm_wire`, shared with the
+//! DPS emulator that reads what this code sends.
+
+use testudo_tpm_wire::{
+    self as wire, put_u16, put_u32, ALG_AES, ALG_CFB, ALG_ECDSA, ALG_NULL, ALG_RSA, ALG_SHA256,
+};
 
 /// What a transport's failure is (a scheme error through the route, an I/O error in tests).
 pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
@@ -52,12 +58,6 @@ const TPM_SE_POLICY: u8 = 0x01;
 /// `continueSession`: the session outlives the command (it is flushed explicitly).
 const CONTINUE_SESSION: u8 = 0x01;
 
-const ALG_RSA: u16 = 0x0001;
-const ALG_AES: u16 = 0x0006;
-const ALG_SHA256: u16 = 0x000B;
-const ALG_NULL: u16 = 0x0010;
-const ALG_CFB: u16 = 0x0043;
-
 const CC_EVICT_CONTROL: u32 = 0x0120;
 const CC_CREATE_PRIMARY: u32 = 0x0131;
 const CC_ACTIVATE_CREDENTIAL: u32 = 0x0147;
@@ -68,8 +68,6 @@ const CC_LOAD: u32 = 0x0157;
 const CC_FLUSH_CONTEXT: u32 = 0x0165;
 const CC_READ_PUBLIC: u32 = 0x0173;
 const CC_SIGN: u32 = 0x015D;
-/// `TPM_ALG_ECDSA`.
-const ALG_ECDSA: u16 = 0x0018;
 /// `TPM_ST_HASHCHECK`: the tag of the (null) ticket an unrestricted key signs with.
 const TPM_ST_HASHCHECK: u16 = 0x8024;
 const CC_START_AUTH_SESSION: u32 = 0x0176;
@@ -121,13 +119,15 @@ pub enum TpmError {
         /// What is wrong with it.
         detail: String,
     },
-    /// A key the TPM holds is not what DPS TPM attestation needs.
-    #[error("the key at {handle:#010x} is unusable: {detail}")]
+    /// A key the TPM holds is not the RSA 2048 storage key DPS TPM attestation needs (EK and
+    /// SRK).
+    #[error("the key at {handle:#010x} is not an RSA 2048 restricted decryption key DPS can wrap secrets to")]
     UnsuitableKey {
         /// Its persistent handle.
         handle: u32,
-        /// Why.
-        detail: &'static str,
+        /// What the shared parser refused.
+        #[source]
+        source: wire::WireError,
     },
     /// A key persisted a moment ago cannot be read back.
     #[error("the key persisted at {handle:#010x} is not there")]
@@ -160,23 +160,12 @@ enum Auth<'a> {
     Policy { session: u32, nonce: &'a [u8] },
 }
 
-fn put_u16(out: &mut Vec<u8>, value: u16) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
-fn put_u32(out: &mut Vec<u8>, value: u32) {
-    out.extend_from_slice(&value.to_be_bytes());
-}
-
 /// Appends a `TPM2B_*`: a `u16` size, then the bytes.
 fn put_sized(out: &mut Vec<u8>, command: &'static str, bytes: &[u8]) -> Result<(), TpmError> {
-    let size = u16::try_from(bytes.len()).map_err(|_| TpmError::Marshal {
+    wire::put_sized(out, "TPM2B", bytes).map_err(|error| TpmError::Marshal {
         command,
-        detail: format!("a {}-byte field (a TPM2B holds at most 65535)", bytes.len()),
-    })?;
-    put_u16(out, size);
-    out.extend_from_slice(bytes);
-    Ok(())
+        detail: error.to_string(),
+    })
 }
 
 /// A whole command: header, handles, authorisation area (when `sessions` is not empty),
@@ -233,14 +222,22 @@ fn marshal(
     Ok(out)
 }
 
-/// A cursor over the untrusted bytes of one response.
+/// A cursor over the untrusted bytes of one response (the shared [`wire::Reader`], its
+/// errors naming the command).
 #[derive(Debug)]
 pub struct Reader<'a> {
     command: &'static str,
-    bytes: &'a [u8],
+    wire: wire::Reader<'a>,
 }
 
 impl<'a> Reader<'a> {
+    fn new(command: &'static str, bytes: &'a [u8]) -> Self {
+        Self {
+            command,
+            wire: wire::Reader::new(bytes),
+        }
+    }
+
     fn fail(&self, detail: String) -> TpmError {
         TpmError::ParseResponse {
             command: self.command,
@@ -248,45 +245,40 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], TpmError> {
-        if self.bytes.len() < n {
-            return Err(self.fail(format!("{what} needs {n} bytes, {} left", self.bytes.len())));
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
+    fn checked<T>(&self, read: Result<T, wire::WireError>) -> Result<T, TpmError> {
+        read.map_err(|error| self.fail(error.to_string()))
     }
 
-    fn u16(&mut self, what: &str) -> Result<u16, TpmError> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], TpmError> {
+        let read = self.wire.take(n, what);
+        self.checked(read)
     }
 
-    fn u32(&mut self, what: &str) -> Result<u32, TpmError> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    fn u16(&mut self, what: &'static str) -> Result<u16, TpmError> {
+        let read = self.wire.u16(what);
+        self.checked(read)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, TpmError> {
+        let read = self.wire.u32(what);
+        self.checked(read)
     }
 
     /// A `TPM2B_*`'s bytes (without the size).
-    fn sized(&mut self, what: &str) -> Result<&'a [u8], TpmError> {
-        let size = self.u16(what)?;
-        self.take(usize::from(size), what)
+    fn sized(&mut self, what: &'static str) -> Result<&'a [u8], TpmError> {
+        let read = self.wire.sized(what);
+        self.checked(read)
     }
 
     /// A `TPM2B_*` with its size prefix, as DPS wants public areas.
-    fn sized_with_prefix(&mut self, what: &str) -> Result<&'a [u8], TpmError> {
-        let start = self.bytes;
-        let body = self.sized(what)?;
-        Ok(&start[..2 + body.len()])
+    fn sized_with_prefix(&mut self, what: &'static str) -> Result<&'a [u8], TpmError> {
+        let read = self.wire.sized_with_prefix(what);
+        self.checked(read)
     }
 
     /// Refuses bytes left over.
     fn end(&self) -> Result<(), TpmError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(self.fail(format!("{} bytes after the parameters", self.bytes.len())))
-        }
+        self.checked(self.wire.end("the parameters"))
     }
 }
 
@@ -307,10 +299,7 @@ pub fn parse_response<'a>(
     response: &'a [u8],
     handle_count: usize,
 ) -> Result<Response<'a>, TpmError> {
-    let mut reader = Reader {
-        command,
-        bytes: response,
-    };
+    let mut reader = Reader::new(command, response);
     let tag = reader.u16("tag")?;
     let size = reader.u32("responseSize")?;
     if size as usize != response.len() {
@@ -328,7 +317,7 @@ pub fn parse_response<'a>(
         handles.push(reader.u32("handle")?);
     }
     let parameters = match tag {
-        TPM_ST_NO_SESSIONS => reader.bytes,
+        TPM_ST_NO_SESSIONS => reader.wire.rest(),
         TPM_ST_SESSIONS => {
             let parameter_size = reader.u32("parameterSize")? as usize;
             reader.take(parameter_size, "parameters")?
@@ -337,10 +326,7 @@ pub fn parse_response<'a>(
     };
     Ok(Response {
         handles,
-        parameters: Reader {
-            command,
-            bytes: parameters,
-        },
+        parameters: Reader::new(command, parameters),
     })
 }
 
@@ -711,13 +697,9 @@ pub fn ensure_primary(
             read_public(tpm, handle)?.ok_or(TpmError::PersistedKeyMissing { handle })?
         }
     };
-    // TPM2B size, then TPMT_PUBLIC.type.
-    if public.get(2..4) != Some(&ALG_RSA.to_be_bytes()[..]) {
-        return Err(TpmError::UnsuitableKey {
-            handle,
-            detail: "not an RSA key; DPS TPM attestation needs an RSA 2048 EK and SRK",
-        });
-    }
+    // The very parser DPS (and the emulator) apply to what the device sends.
+    wire::parse_rsa_storage_key(&public)
+        .map_err(|source| TpmError::UnsuitableKey { handle, source })?;
     Ok(public)
 }
 
@@ -1030,7 +1012,9 @@ mod tests {
     #[test]
     fn present_keys_are_read_and_absent_ones_created_and_persisted() {
         let ek = ek_template();
-        let srk = srk_template();
+        // What the TPM answers for the SRK it created: the template with its modulus.
+        let template = srk_template();
+        let srk = [&template[..template.len() - 2], &sized(&[0xC5; 256])].concat();
         let mut tpm = Script::new(vec![
             ok(&[], &read_public_answer(&ek), false), // EK present
             refused(0x18b),                           // no SRK
@@ -1066,7 +1050,7 @@ mod tests {
         );
         // The template is sent as the inPublic of CreatePrimary.
         let create = &tpm.commands[2];
-        assert!(create.windows(srk.len()).any(|w| w == srk));
+        assert!(create.windows(template.len()).any(|w| w == template));
     }
 
     #[test]

@@ -986,7 +986,7 @@ impl Hub {
         crate::tpm_wire::parse_rsa_storage_key(endorsement_key).map_err(|reason| {
             HubError::InvalidEndorsementKey {
                 registration_id: registration_id.to_owned(),
-                reason,
+                reason: reason.to_string(),
             }
         })?;
         let endorsement_key = base64::engine::general_purpose::STANDARD.encode(endorsement_key);

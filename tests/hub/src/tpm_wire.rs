@@ -25,152 +25,16 @@ use aes::cipher::{AsyncStreamCipher, KeyIvInit};
 use hmac::{Hmac, Mac};
 use rsa::{BigUint, Oaep, RsaPublicKey};
 use sha2::{Digest, Sha256};
+use testudo_tpm_wire::{name_of, ALG_HMAC, ALG_KEYEDHASH, ALG_SHA256};
 
-/// `TPM_ALG_RSA`.
-const ALG_RSA: u16 = 0x0001;
-/// `TPM_ALG_KEYEDHASH`.
-const ALG_KEYEDHASH: u16 = 0x0008;
-/// `TPM_ALG_HMAC`.
-const ALG_HMAC: u16 = 0x0005;
-/// `TPM_ALG_SHA256`.
-const ALG_SHA256: u16 = 0x000B;
-/// `TPM_ALG_AES`.
-const ALG_AES: u16 = 0x0006;
-/// `TPM_ALG_CFB`.
-const ALG_CFB: u16 = 0x0043;
-/// `TPM_ALG_NULL`.
-const ALG_NULL: u16 = 0x0010;
-/// `TPMA_OBJECT_RESTRICTED`.
-const ATTR_RESTRICTED: u32 = 1 << 16;
-/// `TPMA_OBJECT_DECRYPT`.
-const ATTR_DECRYPT: u32 = 1 << 17;
+pub use testudo_tpm_wire::{parse_rsa_storage_key, RsaStorageKey};
+
 /// `TPMA_OBJECT_USERWITHAUTH | TPMA_OBJECT_NODA | TPMA_OBJECT_SIGN_ENCRYPT`.
 const HMAC_KEY_ATTRIBUTES: u32 = (1 << 6) | (1 << 10) | (1 << 18);
 /// SHA-256 digest size.
 const DIGEST_SIZE: usize = 32;
 /// Size of the inner wrapping key (AES-128, what the device passes to TPM2_Import).
 pub const INNER_KEY_SIZE: usize = 16;
-
-/// An RSA restricted decryption key (EK or SRK) as the device described it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RsaStorageKey {
-    /// TPM name: `TPM_ALG_SHA256 || SHA-256(TPMT_PUBLIC)`.
-    pub name: Vec<u8>,
-    /// Big-endian modulus.
-    pub modulus: Vec<u8>,
-    /// Public exponent (0 in the structure means 65537).
-    pub exponent: u32,
-    /// AES key size of the key's symmetric definition, in bits (128 or 256).
-    pub symmetric_bits: u16,
-}
-
-impl RsaStorageKey {
-    /// Whether both describe the same RSA key (templates may differ in policy or attributes;
-    /// an enrollment is about the key).
-    pub fn same_key(&self, other: &RsaStorageKey) -> bool {
-        self.modulus == other.modulus && self.exponent == other.exponent
-    }
-}
-
-/// A cursor over untrusted bytes.
-struct Reader<'a> {
-    bytes: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], String> {
-        if self.bytes.len() < n {
-            return Err(format!("truncated at {what}"));
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn u16(&mut self, what: &str) -> Result<u16, String> {
-        let b = self.take(2, what)?;
-        Ok(u16::from_be_bytes([b[0], b[1]]))
-    }
-
-    fn u32(&mut self, what: &str) -> Result<u32, String> {
-        let b = self.take(4, what)?;
-        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    }
-
-    fn sized(&mut self, what: &str) -> Result<&'a [u8], String> {
-        let size = self.u16(what)?;
-        self.take(usize::from(size), what)
-    }
-}
-
-/// Parses a `TPM2B_PUBLIC` holding an RSA 2048 restricted decryption key with SHA-256 name
-/// algorithm and AES-CFB symmetric definition (what EK and SRK templates produce).
-pub fn parse_rsa_storage_key(tpm2b_public: &[u8]) -> Result<RsaStorageKey, String> {
-    let mut outer = Reader {
-        bytes: tpm2b_public,
-    };
-    let tpmt = outer.sized("size")?;
-    if !outer.bytes.is_empty() {
-        return Err(format!("{} bytes after the structure", outer.bytes.len()));
-    }
-    let mut r = Reader { bytes: tpmt };
-    let kind = r.u16("type")?;
-    if kind != ALG_RSA {
-        return Err(format!(
-            "type {kind:#06x} is not RSA (only RSA keys are supported)"
-        ));
-    }
-    let name_alg = r.u16("nameAlg")?;
-    if name_alg != ALG_SHA256 {
-        return Err(format!("name algorithm {name_alg:#06x} is not SHA-256"));
-    }
-    let attributes = r.u32("objectAttributes")?;
-    if attributes & (ATTR_RESTRICTED | ATTR_DECRYPT) != ATTR_RESTRICTED | ATTR_DECRYPT {
-        return Err("not a restricted decryption key".into());
-    }
-    r.sized("authPolicy")?;
-    let symmetric = r.u16("symmetric.algorithm")?;
-    if symmetric != ALG_AES {
-        return Err(format!("symmetric algorithm {symmetric:#06x} is not AES"));
-    }
-    let symmetric_bits = r.u16("symmetric.keyBits")?;
-    if symmetric_bits != 128 && symmetric_bits != 256 {
-        return Err(format!("AES key size {symmetric_bits} is not 128 or 256"));
-    }
-    let mode = r.u16("symmetric.mode")?;
-    if mode != ALG_CFB {
-        return Err(format!("symmetric mode {mode:#06x} is not CFB"));
-    }
-    let scheme = r.u16("scheme")?;
-    if scheme != ALG_NULL {
-        return Err(format!("scheme {scheme:#06x} is not NULL"));
-    }
-    let key_bits = r.u16("keyBits")?;
-    if key_bits != 2048 {
-        return Err(format!("RSA key size {key_bits} is not 2048"));
-    }
-    let exponent = r.u32("exponent")?;
-    let modulus = r.sized("unique")?;
-    if modulus.len() != 256 {
-        return Err(format!("modulus is {} bytes, not 256", modulus.len()));
-    }
-    if !r.bytes.is_empty() {
-        return Err(format!("{} bytes after TPMT_PUBLIC", r.bytes.len()));
-    }
-    Ok(RsaStorageKey {
-        name: name_of(tpmt),
-        modulus: modulus.to_vec(),
-        exponent,
-        symmetric_bits,
-    })
-}
-
-/// The TPM name of an object with SHA-256 name algorithm and this `TPMT_PUBLIC`.
-fn name_of(tpmt_public: &[u8]) -> Vec<u8> {
-    let mut name = ALG_SHA256.to_be_bytes().to_vec();
-    name.extend_from_slice(&Sha256::digest(tpmt_public));
-    name
-}
 
 fn sized(bytes: &[u8]) -> Vec<u8> {
     // Every buffer built here is far below 64 KiB (RSA 2048 secrets, 32-byte digests).
@@ -369,6 +233,7 @@ pub fn authentication_key_blob(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testudo_tpm_wire::{ALG_AES, ALG_CFB, ALG_NULL, ALG_RSA, ATTR_DECRYPT, ATTR_RESTRICTED};
 
     fn rsa_public(attributes: u32) -> Vec<u8> {
         let mut t = Vec::new();
@@ -410,6 +275,7 @@ mod tests {
         let signing = rsa_public(1 << 18);
         assert!(parse_rsa_storage_key(&signing)
             .unwrap_err()
+            .to_string()
             .contains("restricted decryption"));
     }
 
