@@ -55,7 +55,7 @@ use crate::cloud::CloudSettings;
 use crate::component_log::ComponentLog;
 use crate::device_management::{self, Diagnostics};
 use crate::dial::{Dialer, NetRouteDialer};
-use crate::error::{AgentError, Result};
+use crate::error::{AgentError, CloudSetupError, Result};
 use crate::provisioning;
 use crate::sas::SasSigner;
 use crate::sas::SoftwareKey;
@@ -343,7 +343,8 @@ impl Cloud {
                     tokio::time::sleep(CREDENTIAL_BACKOFF.random_delay(attempt)).await;
                     attempt = attempt.saturating_add(1);
                 }
-                Err(reason) => {
+                Err(error) => {
+                    let reason = error_chain(&error);
                     let delay = CREDENTIAL_BACKOFF.random_delay(attempt);
                     attempt = attempt.saturating_add(1);
                     if reason != last_reason {
@@ -363,30 +364,38 @@ impl Cloud {
         self.spool.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn read_credential(&self, name: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+    fn read_credential(&self, file: &'static str) -> Result<Option<Vec<u8>>, CloudSetupError> {
         let Some(files) = &self.credentials else {
             return Ok(None);
         };
-        files.read_file(name).map_err(|e| error_chain(&e))
+        files
+            .read_file(file)
+            .map_err(|source| CloudSetupError::ReadCredential {
+                file,
+                source: Box::new(source),
+            })
     }
 
     /// The connection configuration, or why there is none yet.
-    async fn config(&self) -> std::result::Result<AgentConfig, String> {
+    async fn config(&self) -> Result<AgentConfig, CloudSetupError> {
         let settings = &self.settings;
         if let Some(missing) = settings.missing() {
-            return Err(missing.to_owned());
+            return Err(CloudSetupError::PlanIncomplete { missing });
         }
         let Some(dialer) = &self.dialer else {
-            return Err("no `net` route: the hub cannot be reached".to_owned());
+            return Err(CloudSetupError::NoNetRoute);
         };
         if self.credentials.is_none() {
-            return Err("no `storage` route: no CA or credentials to connect with".to_owned());
+            return Err(CloudSetupError::NoStorageRoute);
         }
         let ca = match read_trust_anchors() {
             Ok(anchors) => anchors,
-            Err(_) => self.read_credential(CA_FILE)?.ok_or_else(|| {
-                format!("no trust anchors ({TRUST_ANCHORS}) and no hub CA certificate ({CA_FILE} in the agent's storage)")
-            })?,
+            Err(_) => self
+                .read_credential(CA_FILE)?
+                .ok_or(CloudSetupError::NoTrustAnchors {
+                    anchors: TRUST_ANCHORS,
+                    file: CA_FILE,
+                })?,
         };
         let mut tls = TlsSettings {
             ca_pem: ca,
@@ -410,7 +419,11 @@ impl Cloud {
             (hub, device_id, auth)
         };
         // Check the TLS material now so a bad file is reported as such, not as a dial error.
-        tls.client_config(&hub).map_err(|e| error_chain(&e))?;
+        tls.client_config(&hub)
+            .map_err(|source| CloudSetupError::Tls {
+                host: hub.clone(),
+                source: Box::new(source),
+            })?;
         let mut config = AgentConfig::new(&hub, &device_id, tls, auth);
         config.port = settings.port;
         config.model_id = settings.model_id.clone();
@@ -426,7 +439,7 @@ impl Cloud {
         dialer: &Arc<dyn Dialer>,
         tls: &TlsSettings,
         signer: Option<Arc<dyn SasSigner>>,
-    ) -> std::result::Result<(String, String), String> {
+    ) -> Result<(String, String), CloudSetupError> {
         let settings = &self.settings;
         let (Some(dps), Some(files)) = (&settings.dps, &self.credentials) else {
             return Ok((settings.hub.clone(), settings.device_id.clone()));
@@ -443,9 +456,7 @@ impl Cloud {
                 move |step: &str| log.line(&format!("cloud: {step}"))
             })),
         };
-        let (stored, registered) = provisioning::assignment(files, registration)
-            .await
-            .map_err(|e| error_chain(&e))?;
+        let (stored, registered) = provisioning::assignment(files, registration).await?;
         self.log.line(&format!(
             "cloud: {} DPS assignment: hub {}, device {}",
             if registered { "new" } else { "stored" },
@@ -456,7 +467,7 @@ impl Cloud {
     }
 
     /// How the device proves its identity to the hub, from the plan's `cloud.identity`.
-    fn authentication(&self, tls: &mut TlsSettings) -> std::result::Result<Authentication, String> {
+    fn authentication(&self, tls: &mut TlsSettings) -> Result<Authentication, CloudSetupError> {
         let settings = &self.settings;
         Ok(match settings.identity.as_str() {
             "tpm_sas" => Authentication::Sas {
@@ -465,13 +476,16 @@ impl Cloud {
             },
             "sas" => {
                 let Some(key) = self.read_credential(SAS_KEY_FILE)? else {
-                    return Err(format!(
-                        "no SAS key ({SAS_KEY_FILE} in the agent's storage)"
-                    ));
+                    return Err(CloudSetupError::NoSasKey { file: SAS_KEY_FILE });
                 };
                 let key = String::from_utf8_lossy(&key).trim().to_owned();
-                let signer = SoftwareKey::from_base64(&key, &settings.device_id)
-                    .map_err(|e| error_chain(&e))?;
+                let signer =
+                    SoftwareKey::from_base64(&key, &settings.device_id).map_err(|source| {
+                        CloudSetupError::BadSasKey {
+                            file: SAS_KEY_FILE,
+                            source: Box::new(source),
+                        }
+                    })?;
                 Authentication::Sas {
                     signer: Arc::new(signer),
                     token_ttl: Duration::from_secs(3600),
@@ -479,9 +493,7 @@ impl Cloud {
             }
             "x509" => {
                 let Some(cert) = self.read_credential(CERT_FILE)? else {
-                    return Err(format!(
-                        "no client certificate ({CERT_FILE} in the agent's storage)"
-                    ));
+                    return Err(CloudSetupError::NoClientCertificate { file: CERT_FILE });
                 };
                 tls.client_identity = Some(match self.read_credential(CERT_KEY_FILE)? {
                     Some(key) => ClientIdentity::Pem { cert, key },
@@ -492,42 +504,54 @@ impl Cloud {
                 });
                 Authentication::X509
             }
-            other => return Err(format!("unknown identity kind {other:?} in the plan")),
+            other => {
+                return Err(CloudSetupError::UnknownIdentity {
+                    identity: other.to_owned(),
+                })
+            }
         })
     }
 
     /// The device certificate's key in the TPM (no `device-key.pem` in storage), after one
     /// trial signature (so a missing key is reported as such).
-    fn tpm_certificate_key(&self) -> std::result::Result<Arc<dyn EcdsaP256Key>, String> {
+    fn tpm_certificate_key(&self) -> Result<Arc<dyn EcdsaP256Key>, CloudSetupError> {
         let Some(tpm) = &self.tpm else {
-            return Err(format!(
-                "identity x509: no {CERT_KEY_FILE} in the agent's storage and no `tpm` route for a TPM-held key"
-            ));
+            return Err(CloudSetupError::NoTpmRoute {
+                identity: "x509",
+                needs: "no device-key.pem in the agent's storage (the key would be in the TPM)",
+            });
         };
         let key = Arc::new(TpmRouteEcdsaKey::new(tpm.clone(), X509_KEY_HANDLE));
         match key.sign_sha256(b"testudo-agent key check") {
             Ok(_) => Ok(key),
-            Err(error) => Err(format!(
-                "identity x509: no {CERT_KEY_FILE} in the agent's storage, and the TPM key at {X509_KEY_HANDLE:#010x} cannot sign ({})",
-                error_chain(&error)
-            )),
+            Err(source) => Err(CloudSetupError::TpmKeyCannotSign {
+                identity: "x509",
+                key: "TPM key",
+                handle: X509_KEY_HANDLE,
+                source: Box::new(source),
+            }),
         }
     }
 
     /// The TPM signer, after one trial signature (so a missing key is reported as such).
-    fn tpm_signer(&self) -> std::result::Result<Arc<dyn SasSigner>, String> {
+    fn tpm_signer(&self) -> Result<Arc<dyn SasSigner>, CloudSetupError> {
         let Some(tpm) = &self.tpm else {
-            return Err("identity tpm_sas but no `tpm` route".to_owned());
+            return Err(CloudSetupError::NoTpmRoute {
+                identity: "tpm_sas",
+                needs: "SAS tokens are signed in the TPM",
+            });
         };
         // A blocking exchange of a few milliseconds with the tpm driver; nothing else runs on
         // this thread while there is no connection.
         let signer = Arc::new(TpmRouteSigner::new(tpm.clone(), DEFAULT_KEY_HANDLE));
         match signer.hmac_sha256(b"testudo-agent key check") {
             Ok(_) => Ok(signer),
-            Err(error) => Err(format!(
-                "identity tpm_sas: the device key at {DEFAULT_KEY_HANDLE:#010x} cannot sign ({})",
-                error_chain(&error)
-            )),
+            Err(source) => Err(CloudSetupError::TpmKeyCannotSign {
+                identity: "tpm_sas",
+                key: "device key",
+                handle: DEFAULT_KEY_HANDLE,
+                source: Box::new(source),
+            }),
         }
     }
 

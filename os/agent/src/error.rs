@@ -1,6 +1,7 @@
-//! The one error type of the agent library. Each variant is named after the step that failed and
-//! carries what that step worked on; the underlying cause is kept as `#[source]`, never repeated
-//! in the message.
+//! The agent library's error types: [`AgentError`] for every operation, and
+//! [`CloudSetupError`] for why the agent component cannot connect yet (what its log's `cloud:
+//! offline` line says). Each variant is named after the step that failed and carries what that
+//! step worked on; the underlying cause is kept as `#[source]`, never repeated in the message.
 
 use std::path::PathBuf;
 
@@ -258,4 +259,101 @@ pub enum AgentError {
 }
 
 /// Result alias for the agent.
+/// Why the agent component has no hub connection configuration yet; it says so on its log
+/// and tries again with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum CloudSetupError {
+    /// The plan's cloud section lacks a value.
+    #[error("{missing}")]
+    PlanIncomplete {
+        /// What is missing, in the plan's words.
+        missing: &'static str,
+    },
+    /// No `net` route.
+    #[error("no `net` route: the hub cannot be reached")]
+    NoNetRoute,
+    /// No `storage` route.
+    #[error("no `storage` route: no CA or credentials to connect with")]
+    NoStorageRoute,
+    /// Neither the image's trust anchors nor a CA file in storage.
+    #[error(
+        "no trust anchors ({anchors}) and no hub CA certificate ({file} in the agent's storage)"
+    )]
+    NoTrustAnchors {
+        /// The image's trust anchor file.
+        anchors: &'static str,
+        /// The storage file tried instead.
+        file: &'static str,
+    },
+    /// A credential file in storage could not be read.
+    #[error("reading {file} from the agent's storage failed")]
+    ReadCredential {
+        /// The storage file.
+        file: &'static str,
+        /// Why.
+        #[source]
+        source: Box<AgentError>,
+    },
+    /// Identity `sas` without its key file.
+    #[error("no SAS key ({file} in the agent's storage)")]
+    NoSasKey {
+        /// The storage file.
+        file: &'static str,
+    },
+    /// The SAS key file does not hold a key.
+    #[error("the SAS key in {file} is unusable")]
+    BadSasKey {
+        /// The storage file.
+        file: &'static str,
+        /// Why.
+        #[source]
+        source: Box<AgentError>,
+    },
+    /// Identity `x509` without its certificate.
+    #[error("no client certificate ({file} in the agent's storage)")]
+    NoClientCertificate {
+        /// The storage file.
+        file: &'static str,
+    },
+    /// A TPM-held key is needed but there is no `tpm` route.
+    #[error("identity {identity}: {needs} but no `tpm` route")]
+    NoTpmRoute {
+        /// The plan's identity.
+        identity: &'static str,
+        /// What needed the TPM.
+        needs: &'static str,
+    },
+    /// The TPM-held key the identity signs with cannot sign.
+    #[error("identity {identity}: the {key} at {handle:#010x} cannot sign")]
+    TpmKeyCannotSign {
+        /// The plan's identity.
+        identity: &'static str,
+        /// Which key.
+        key: &'static str,
+        /// Its persistent handle.
+        handle: u32,
+        /// The trial signature's failure.
+        #[source]
+        source: Box<AgentError>,
+    },
+    /// The plan names an identity kind the agent does not know.
+    #[error("unknown identity kind {identity:?} in the plan")]
+    UnknownIdentity {
+        /// As the plan names it.
+        identity: String,
+    },
+    /// Provisioning through DPS failed.
+    #[error(transparent)]
+    Provisioning(#[from] crate::provisioning::ProvisioningError),
+    /// The TLS material does not make a client configuration.
+    #[error("the TLS material for {host} is unusable")]
+    Tls {
+        /// The hub host.
+        host: String,
+        /// Why.
+        #[source]
+        source: Box<AgentError>,
+    },
+}
+
 pub type Result<T, E = AgentError> = std::result::Result<T, E>;
