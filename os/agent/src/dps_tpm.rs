@@ -42,6 +42,7 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::Context;
 
 use crate::dps::Assignment;
+use crate::dps_http::{self, describe, Answer};
 use crate::error::{AgentError, Result};
 use crate::sas::{build_token, unix_now};
 use crate::tls::TlsSettings;
@@ -402,13 +403,6 @@ pub async fn register_with_tpm_async(config: TpmDpsConfig) -> Result<TpmRegistra
         })
 }
 
-pub(crate) fn describe(answer: &Value) -> String {
-    answer
-        .get("message")
-        .and_then(Value::as_str)
-        .map_or_else(|| answer.to_string(), str::to_string)
-}
-
 /// A minimal HTTPS/1.1 client (one request per connection) for DPS's JSON API.
 struct HttpsClient<'a> {
     config: &'a TpmDpsConfig,
@@ -453,35 +447,28 @@ impl<'a> HttpsClient<'a> {
             .and_then(|()| tcp.set_write_timeout(io_timeout))
             .map_err(|e| self.transport("socket setup", e))?;
         let mut stream = rustls::StreamOwned::new(connection, tcp);
-        let payload = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: testudo-agent\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
+        let request = dps_http::request_text(
+            &self.config.host,
             self.config.port,
-            payload.len()
+            method,
+            path,
+            authorization,
+            body,
         );
-        if body.is_some() {
-            request.push_str("Content-Type: application/json; charset=utf-8\r\n");
-        }
-        if let Some(authorization) = authorization {
-            request.push_str(&format!("Authorization: {authorization}\r\n"));
-        }
-        request.push_str("\r\n");
-        request.push_str(&payload);
         stream
             .write_all(request.as_bytes())
             .and_then(|()| stream.flush())
             .map_err(|e| self.transport("send", e))?;
-        let mut response = Vec::new();
+        let mut answer = Answer::new(MAX_RESPONSE);
         let mut chunk = [0u8; 8192];
         loop {
             match stream.read(&mut chunk) {
                 Ok(0) => break,
                 Ok(n) => {
-                    response.extend_from_slice(&chunk[..n]);
-                    if response.len() > MAX_RESPONSE {
-                        return Err(self.transport("receive", "answer too large"));
-                    }
-                    if parse_response(&response).is_ok_and(|parsed| parsed.is_some()) {
+                    if answer
+                        .push(&chunk[..n])
+                        .map_err(|e| self.transport("receive", e))?
+                    {
                         break;
                     }
                 }
@@ -490,65 +477,13 @@ impl<'a> HttpsClient<'a> {
                 Err(e) => return Err(self.transport("receive", e)),
             }
         }
-        parse_response(&response)
-            .map_err(|reason| self.transport("answer", reason))?
-            .ok_or_else(|| self.transport("answer", "connection closed mid-answer"))
+        answer.finish().map_err(|e| self.transport("answer", e))
     }
-}
-
-/// Parses an HTTP/1.1 answer with a `Content-Length` body. `Ok(None)` = incomplete.
-pub(crate) fn parse_response(bytes: &[u8]) -> std::result::Result<Option<(u16, Value)>, String> {
-    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Ok(None);
-    };
-    let head = std::str::from_utf8(&bytes[..end]).map_err(|_| "header is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut length = 0usize;
-    for line in lines {
-        let (name, value) = line.split_once(':').ok_or("malformed header")?;
-        if name.eq_ignore_ascii_case("content-length") {
-            length = value
-                .trim()
-                .parse()
-                .map_err(|_| "bad Content-Length".to_string())?;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err("chunked answers are not supported".into());
-        }
-    }
-    let body = &bytes[end + 4..];
-    if body.len() < length {
-        return Ok(None);
-    }
-    let body = &body[..length];
-    let value = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?
-    };
-    Ok(Some((status, value)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_http_answers_and_waits_for_the_whole_body() {
-        let full = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
-        assert_eq!(parse_response(full).unwrap(), Some((401, json!({"a": 1}))));
-        assert_eq!(parse_response(&full[..full.len() - 1]).unwrap(), None);
-        assert_eq!(parse_response(b"HTTP/1.1 20").unwrap(), None);
-        assert!(parse_response(b"garbage\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{x").is_err());
-    }
 
     #[test]
     fn refuses_malformed_authentication_keys() {

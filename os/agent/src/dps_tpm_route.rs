@@ -23,7 +23,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dial::{self, Dialer};
 use crate::dps::{parse_operation, Assignment, OperationStatus};
-use crate::dps_tpm::{describe, parse_response, API_VERSION};
+use crate::dps_http::{self, describe, Answer};
+use crate::dps_tpm::API_VERSION;
 use crate::error::{AgentError, Result};
 use crate::sas::{build_token, percent_encode, unix_now};
 use crate::tls::TlsSettings;
@@ -255,7 +256,8 @@ impl HttpsClient<'_> {
             registration_id: config.registration_id.clone(),
             source: Box::new(source),
         })?;
-        let request = request_text(config, method, path, authorization, body);
+        let request =
+            dps_http::request_text(&config.host, config.port, method, path, authorization, body);
         stream
             .write_all(request.as_bytes())
             .await
@@ -264,20 +266,16 @@ impl HttpsClient<'_> {
             .flush()
             .await
             .map_err(|e| self.transport("send", e))?;
-        let mut response = Vec::new();
+        let mut answer = Answer::new(MAX_RESPONSE);
         let mut chunk = [0u8; 4096];
         loop {
             match stream.read(&mut chunk).await {
                 Ok(0) => break,
                 Ok(n) => {
-                    response.extend_from_slice(&chunk[..n]);
-                    if response.len() > MAX_RESPONSE {
-                        return Err(self.transport(
-                            "receive",
-                            format!("an answer longer than {MAX_RESPONSE} bytes"),
-                        ));
-                    }
-                    if parse_response(&response).is_ok_and(|parsed| parsed.is_some()) {
+                    if answer
+                        .push(&chunk[..n])
+                        .map_err(|e| self.transport("receive", e))?
+                    {
                         break;
                     }
                 }
@@ -286,36 +284,6 @@ impl HttpsClient<'_> {
                 Err(e) => return Err(self.transport("receive", e)),
             }
         }
-        parse_response(&response)
-            .map_err(|reason| self.transport("answer", reason))?
-            .ok_or_else(|| self.transport("answer", "connection closed mid-answer"))
+        answer.finish().map_err(|e| self.transport("answer", e))
     }
-}
-
-/// The request's bytes (as text: everything in it is ASCII/JSON).
-fn request_text(
-    config: &TpmRouteDpsConfig,
-    method: &str,
-    path: &str,
-    authorization: Option<&str>,
-    body: Option<&Value>,
-) -> String {
-    let payload = body.map(Value::to_string).unwrap_or_default();
-    let mut request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}:{}\r\nUser-Agent: testudo-agent\r\nAccept: application/json\r\nConnection: close\r\nContent-Length: {}\r\n",
-        config.host,
-        config.port,
-        payload.len()
-    );
-    if body.is_some() {
-        request.push_str("Content-Type: application/json; charset=utf-8\r\n");
-    }
-    if let Some(authorization) = authorization {
-        request.push_str("Authorization: ");
-        request.push_str(authorization);
-        request.push_str("\r\n");
-    }
-    request.push_str("\r\n");
-    request.push_str(&payload);
-    request
 }

@@ -10,7 +10,9 @@
 //!   [`handle::AgentHandle`] and reads [`handle::AgentEvent`]s.
 //! - [`echo`] is the plumbing example (report device info, echo desired properties);
 //!   [`options`] turns command-line choices into a configuration; [`tls`] builds rustls configs.
-//! - [`dps`] registers a device with the Device Provisioning Service over MQTT.
+//! - [`dps`] registers a device with the Device Provisioning Service over MQTT; TPM attestation
+//!   goes over HTTPS ([`dps_tpm`] on a host, [`dps_tpm_route`] on a device, both speaking
+//!   [`dps_http`]).
 //! - [`topics`] holds IoT Hub's topic names and parses what the hub publishes.
 //! - [`component`] is the agent as a testudo component (what `testudo-init` starts): it serves
 //!   [`app_schemes`] (`telemetry`, `identity`) from the plan's [`cloud`] section, keeps
@@ -29,6 +31,7 @@ pub mod connection_string;
 pub mod device_management;
 pub mod dial;
 pub mod dps;
+pub mod dps_http;
 pub mod dps_tpm;
 pub mod dps_tpm_route;
 pub mod echo;

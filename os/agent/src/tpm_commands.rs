@@ -2,7 +2,7 @@
 //! sandbox the TPM is only a `tpm` route (write one raw command, read its response), which no
 //! tss-esapi TCTI can carry (decision 0082).
 //!
-//! - SAS signing: `TPM2_HMAC` with the persisted device key ([`hmac`]).
+//! - SAS signing: `TPM2_HMAC` with the persisted device key ([`hmac()`]).
 //! - DPS TPM attestation, following [`crate::dps_tpm`] (the host-side reference on
 //!   tss-esapi): the EK (TCG default RSA 2048 template, endorsement hierarchy) and the RSA 2048
 //!   SRK (owner hierarchy) are read, or created and persisted when absent ([`ensure_keys`]);
