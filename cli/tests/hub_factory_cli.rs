@@ -6,6 +6,9 @@
 //! issued; `testudo hub enrollment add --tpm-ek FILE` enrolls that TPM, after which a device
 //! holding that TPM state provisions itself through DPS (real swtpm, TPM attestation over
 //! HTTPS with ActivateCredential and Import) and a TPM that is not enrolled does not;
+//! `testudo agent create-x509-key --vm-state DIR` gives the VM's TPM an X.509 key and writes
+//! its certificate, with which the device registers through DPS (X.509 attestation, the key
+//! signing in that TPM) once the certificate is enrolled;
 //! symmetric-key (individual and group), X.509 (individual, by the thumbprint openssl computes)
 //! and X.509 CA group enrollments are added, listed and removed offline; bad input is refused
 //! clearly.
@@ -378,4 +381,74 @@ fn serve_refuses_a_malformed_scope_or_an_incomplete_ca() {
             .arg(&half_ca),
     );
     assert!(no_key.contains("no ca.key.pem"), "{no_key}");
+}
+
+#[test]
+fn a_vm_tpm_given_an_x509_key_at_the_factory_registers_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (vm, hub) = (dir.path().join("vm"), dir.path().join("hub"));
+    let cert_file = dir.path().join("device.pem");
+    let thumbprint = succeeded(
+        testudo()
+            .args(["agent", "create-x509-key", "--vm-state"])
+            .arg(&vm)
+            .args(["--device-id", "x509-vm", "--cert-out"])
+            .arg(&cert_file),
+    );
+    let fingerprint = succeeded(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&cert_file),
+    );
+    let expected = fingerprint
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "");
+    assert_eq!(thumbprint.trim(), expected);
+
+    let served = Served::start(
+        &hub,
+        &["--id-scope", SCOPE, "--ca", dev_ca().to_str().unwrap()],
+    );
+    succeeded(
+        testudo()
+            .args(["hub", "enrollment", "add", "--state"])
+            .arg(&hub)
+            .args(["x509-vm", "--x509-cert"])
+            .arg(&cert_file),
+    );
+    let mqtt_port = served
+        .value("mqtt: ")
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+
+    let tpm = testudo_images::vm_tpm::open_vm_tpm(&vm).unwrap();
+    let key =
+        testudo_agent::tpm_x509::TpmEcdsaKey::open(&tpm.tcti, testudo_agent::tpm::X509_KEY_HANDLE)
+            .unwrap();
+    let mut tls = TlsSettings::from_files(&dev_ca().join("ca.pem"), None).unwrap();
+    tls.client_identity = Some(testudo_agent::tls::ClientIdentity::Tpm {
+        cert: std::fs::read(&cert_file).unwrap(),
+        key: std::sync::Arc::new(key),
+    });
+    let config = testudo_agent::dps::DpsConfig {
+        host: "localhost".into(),
+        port: mqtt_port,
+        id_scope: SCOPE.into(),
+        registration_id: "x509-vm".into(),
+        tls,
+        signer: None,
+        timeout: Duration::from_secs(30),
+        dialer: None,
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let assignment = runtime
+        .block_on(testudo_agent::dps::register(&config))
+        .unwrap();
+    assert_eq!(assignment.device_id, "x509-vm");
 }

@@ -21,8 +21,21 @@ enum AgentCommand {
     /// writes the certificate and prints its SHA-256 thumbprint (register that with the hub).
     CreateX509Key {
         /// TCTI, e.g. `swtpm:host=127.0.0.1,port=2321`.
+        #[cfg_attr(
+            feature = "images",
+            arg(
+                long,
+                required_unless_present = "vm_state",
+                conflicts_with = "vm_state"
+            )
+        )]
+        #[cfg_attr(not(feature = "images"), arg(long, required = true))]
+        tpm: Option<String>,
+        /// Or the TPM of the VM whose state directory this is (as `testudo vm run --state`
+        /// keeps it), before its first boot: what a factory does for an image.
+        #[cfg(feature = "images")]
         #[arg(long)]
-        tpm: String,
+        vm_state: Option<PathBuf>,
         /// Persistent handle (hex).
         #[arg(long, default_value = testudo_agent::options::X509_KEY_HANDLE, value_parser = parse_handle)]
         key_handle: u32,
@@ -44,10 +57,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         AgentCommand::CreateX509Key {
             tpm,
+            #[cfg(feature = "images")]
+            vm_state,
             key_handle,
             device_id,
             cert_out,
         } => {
+            // The VM's TPM served on the host for as long as this lives.
+            #[cfg(feature = "images")]
+            let vm_tpm = match &vm_state {
+                Some(state) => Some(
+                    testudo_images::vm_tpm::open_vm_tpm(state)
+                        .with_context(|| format!("opening the TPM in {}", state.display()))?,
+                ),
+                None => None,
+            };
+            #[cfg(feature = "images")]
+            let tpm = tpm.or_else(|| vm_tpm.as_ref().map(|opened| opened.tcti.clone()));
+            let tpm = tpm.context("say which TPM: --tpm TCTI or --vm-state DIR")?;
             testudo_agent::tpm_x509::create_ecdsa_key(&tpm, key_handle)
                 .context("creating the device key in the TPM")?;
             let key = testudo_agent::tpm_x509::TpmEcdsaKey::open(&tpm, key_handle)
