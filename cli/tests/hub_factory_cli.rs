@@ -92,6 +92,18 @@ impl Drop for Served {
     }
 }
 
+/// The SHA-256 thumbprint of a PEM certificate as openssl computes it (upper-case hex): the
+/// independent check of what testudo computes.
+fn openssl_thumbprint(cert: &Path) -> String {
+    let fingerprint = succeeded(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(cert),
+    );
+    let hex = fingerprint.trim().rsplit('=').next().unwrap();
+    hex.replace(':', "")
+}
+
 fn read_ek(vm_state: &Path, file: &Path) -> String {
     succeeded(
         testudo()
@@ -234,17 +246,7 @@ fn symmetric_key_and_x509_enrollments_are_managed_offline() {
         .output()
         .expect("openssl (Debian package openssl) makes the device certificate");
     assert!(made.status.success(), "{made:?}");
-    let fingerprint = succeeded(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert_file),
-    );
-    let expected = fingerprint
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .replace(':', "");
+    let expected = openssl_thumbprint(&cert_file);
     let x509: serde_json::Value = serde_json::from_str(&succeeded(&mut enroll(&[
         "x509-dev",
         "--x509-cert",
@@ -395,17 +397,7 @@ fn a_vm_tpm_given_an_x509_key_at_the_factory_registers_with_it() {
             .args(["--device-id", "x509-vm", "--cert-out"])
             .arg(&cert_file),
     );
-    let fingerprint = succeeded(
-        Command::new("openssl")
-            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
-            .arg(&cert_file),
-    );
-    let expected = fingerprint
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .replace(':', "");
+    let expected = openssl_thumbprint(&cert_file);
     assert_eq!(thumbprint.trim(), expected);
 
     let served = Served::start(
