@@ -10,8 +10,7 @@
 //! The ratio 1/2 is what the resolver adds to the network round trip it cannot avoid.
 //! Run: `cargo bench -p testudo-drivers --bench resolve` (needs `/usr/sbin/dnsmasq`).
 
-use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
+use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
 use testudo_drivers::dns;
@@ -37,33 +36,9 @@ fn timed(mut work: impl FnMut()) -> Duration {
 }
 
 fn main() {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port();
-    let mut dnsmasq = Command::new("/usr/sbin/dnsmasq")
-        .args([
-            "--keep-in-foreground",
-            "--conf-file=/dev/null",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-            "--pid-file=",
-            &format!("--port={port}"),
-            "--host-record=hub.example.test,10.0.2.2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("dnsmasq (Debian package dnsmasq-base) starts");
-    let server = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let dnsmasq = testudo_testkit::dnsmasq::start(&["--host-record=hub.example.test,10.0.2.2"]);
+    let server = dnsmasq.address;
     let resolver = Resolver::default().with_servers(vec![server]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while resolver.resolve("hub.example.test:8883").is_err() {
-        assert!(Instant::now() < deadline, "dnsmasq does not answer");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 
     let by_dns = timed(|| {
         let address = resolver.resolve("hub.example.test:8883").expect("resolved");
@@ -90,8 +65,7 @@ fn main() {
             .resolve("hub.example.test:8883")
             .expect("resolved");
     });
-    let _ = dnsmasq.kill();
-    let _ = dnsmasq.wait();
+    drop(dnsmasq);
 
     let micros = |d: Duration| d.as_secs_f64() * 1e6;
     println!("name resolution against dnsmasq on loopback, median of {RUNS}:");

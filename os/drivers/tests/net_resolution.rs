@@ -8,9 +8,7 @@
 
 mod common;
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::{SocketAddr, TcpListener};
 
 use common::*;
 use testudo_drivers::dns::DnsError;
@@ -19,66 +17,18 @@ use testudo_init::EventKind;
 use testudo_plan::env::NetworkSettings;
 use testudo_plan::plan::{ComponentKind, RestartPolicy};
 use testudo_plan::BoardNetwork;
+use testudo_testkit::dnsmasq::{self, Dnsmasq};
 
-const DNSMASQ: &str = "/usr/sbin/dnsmasq";
-
-/// A dnsmasq answering only from its command line, on a private port of 127.0.0.1.
-struct DnsServer {
-    child: Child,
-    address: SocketAddr,
+/// dnsmasq with the records these tests resolve.
+fn dns_server() -> Dnsmasq {
+    dnsmasq::start(&[
+        "--host-record=dns.example.test,127.0.0.1",
+        "--cname=alias.example.test,dns.example.test",
+        "--host-record=far.example.test,192.0.2.7",
+    ])
 }
 
-impl DnsServer {
-    fn start() -> DnsServer {
-        assert!(
-            std::path::Path::new(DNSMASQ).is_file(),
-            "{DNSMASQ} is needed (Debian package dnsmasq-base; `cargo xtask test` installs it)"
-        );
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(DNSMASQ)
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--no-resolv",
-                "--no-hosts",
-                "--bind-interfaces",
-                "--listen-address=127.0.0.1",
-                "--pid-file=",
-                &format!("--port={port}"),
-                "--host-record=dns.example.test,127.0.0.1",
-                "--cname=alias.example.test,dns.example.test",
-                "--host-record=far.example.test,192.0.2.7",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dnsmasq starts");
-        let server = DnsServer {
-            child,
-            address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
-        };
-        let resolver = Resolver::default().with_servers(vec![server.address]);
-        let deadline = Instant::now() + WAIT;
-        while resolver.resolve("far.example.test:1").is_err() {
-            assert!(Instant::now() < deadline, "dnsmasq does not answer");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for DnsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn settings(dns: &DnsServer) -> NetworkSettings {
+fn settings(dns: &Dnsmasq) -> NetworkSettings {
     NetworkSettings {
         interface: Some(BoardNetwork {
             interface: "eth0".into(),
@@ -96,7 +46,7 @@ fn settings(dns: &DnsServer) -> NetworkSettings {
 
 #[test]
 fn the_resolver_reads_hosts_then_a_real_dns_server() {
-    let dns = DnsServer::start();
+    let dns = dns_server();
     let resolver = Resolver::new(&settings(&dns)).unwrap();
     let at = |ip: [u8; 4], port| SocketAddr::from((ip, port));
     assert_eq!(
@@ -132,7 +82,7 @@ fn the_resolver_reads_hosts_then_a_real_dns_server() {
 
 #[test]
 fn the_sandboxed_driver_connects_by_hosts_and_by_dns_and_survives_unknown_names() {
-    let dns = DnsServer::start();
+    let dns = dns_server();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let targets = [
