@@ -24,7 +24,7 @@ use testudo_agent::tpm::DEFAULT_KEY_HANDLE;
 use testudo_agent::tpm_commands::{
     self, evict_control, read_public, TpmTransport, TransportError, EK_HANDLE, SRK_HANDLE,
 };
-use testudo_plan::{DpsAttestation, DpsConfig};
+use testudo_plan::DpsAttestation;
 use testudo_testkit::swtpm;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -87,13 +87,12 @@ fn rig_with_tpm_dps(hub: &hub::TestHub, tpm_socket: &Path) -> Rig {
     let mut rig = Rig::new("localhost", "gateway-0001", hub.mqtt_port);
     rig.identity = "tpm_sas".into();
     rig.tpm_socket = Some(tpm_socket.to_owned());
-    rig.dps = Some(DpsConfig {
-        endpoint: "localhost".into(),
-        scope: hub.hub().id_scope(),
-        attestation: DpsAttestation::Tpm,
-        https_port: hub.hub().https_addr.port(),
-        mqtt_port: hub.mqtt_port,
-    });
+    rig.use_dps(
+        &hub.hub().id_scope(),
+        DpsAttestation::Tpm,
+        hub.mqtt_port,
+        hub.hub().https_addr.port(),
+    );
     put(&rig.storage_dir().join("hub-ca.pem"), &hub.hub().ca_pem);
     rig
 }

@@ -15,7 +15,7 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use component::*;
-use testudo_plan::{DpsAttestation, DpsConfig};
+use testudo_plan::DpsAttestation;
 use testudo_scheme::Rights;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -63,13 +63,7 @@ fn garbage_from_the_network_is_named_and_retried_and_nothing_is_stored() {
     });
     let hub = hub::TestHub::start();
     let mut rig = Rig::new("localhost", "gateway-0001", port);
-    rig.dps = Some(DpsConfig {
-        endpoint: "localhost".into(),
-        scope: "0ne00000001".into(),
-        attestation: DpsAttestation::SymmetricKey,
-        https_port: 443,
-        mqtt_port: port,
-    });
+    rig.use_dps("0ne00000001", DpsAttestation::SymmetricKey, port, 443);
     put(&rig.storage_dir().join("hub-ca.pem"), &hub.hub().ca_pem);
     put(
         &rig.storage_dir().join("device-key"),
@@ -92,13 +86,7 @@ fn an_unreachable_hub_at_boot_is_retried_and_a_restart_does_not_reprovision() {
     let key = hub.hub().add_individual_enrollment("gateway-0001").unwrap();
     let scope = hub.hub().id_scope();
     let mut rig = Rig::new("localhost", "gateway-0001", hub.mqtt_port);
-    rig.dps = Some(DpsConfig {
-        endpoint: "localhost".into(),
-        scope: scope.clone(),
-        attestation: DpsAttestation::SymmetricKey,
-        https_port: 443,
-        mqtt_port: hub.mqtt_port,
-    });
+    rig.use_dps(&scope, DpsAttestation::SymmetricKey, hub.mqtt_port, 443);
     put(&rig.storage_dir().join("hub-ca.pem"), &hub.hub().ca_pem);
     put(&rig.storage_dir().join("device-key"), &key);
     hub.stop();

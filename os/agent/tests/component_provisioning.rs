@@ -14,19 +14,13 @@ use std::time::Duration;
 
 use component::*;
 use testudo_agent::provisioning::{parse, StoredAssignment};
-use testudo_plan::{DpsAttestation, DpsConfig};
+use testudo_plan::DpsAttestation;
 
 const WAIT: Duration = Duration::from_secs(30);
 
 fn rig_with_dps(hub: &hub::TestHub, scope: &str, key: Option<&str>) -> Rig {
     let mut rig = Rig::new("localhost", "gateway-0001", hub.mqtt_port);
-    rig.dps = Some(DpsConfig {
-        endpoint: "localhost".into(),
-        scope: scope.into(),
-        attestation: DpsAttestation::SymmetricKey,
-        https_port: 443,
-        mqtt_port: hub.mqtt_port,
-    });
+    rig.use_dps(scope, DpsAttestation::SymmetricKey, hub.mqtt_port, 443);
     put(&rig.storage_dir().join("hub-ca.pem"), &hub.hub().ca_pem);
     if let Some(key) = key {
         put(&rig.storage_dir().join("device-key"), key);

@@ -17,7 +17,7 @@ use std::time::Duration;
 use component::*;
 use testudo_agent::tpm::X509_KEY_HANDLE;
 use testudo_agent::tpm_x509::{create_ecdsa_key, TpmEcdsaKey};
-use testudo_plan::{DpsAttestation, DpsConfig};
+use testudo_plan::DpsAttestation;
 use testudo_testkit::swtpm;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -76,13 +76,12 @@ fn provisions_through_dps_by_x509_with_the_tpm_held_key() {
     let tpm = swtpm::start_unixio(state.path(), &socket_dir.path().join("tpm.sock"));
 
     let mut rig = rig_with_tpm_x509(&hub, &tpm.socket, &cert);
-    rig.dps = Some(DpsConfig {
-        endpoint: "localhost".into(),
-        scope: hub.hub().id_scope(),
-        attestation: DpsAttestation::X509,
-        https_port: 443,
-        mqtt_port: hub.mqtt_port,
-    });
+    rig.use_dps(
+        &hub.hub().id_scope(),
+        DpsAttestation::X509,
+        hub.mqtt_port,
+        443,
+    );
     let agent = rig.start();
     rig.wait_line("cloud: new DPS assignment", WAIT);
     rig.wait_line("cloud: connected to localhost:", WAIT);

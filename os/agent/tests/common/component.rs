@@ -133,6 +133,24 @@ impl Rig {
         }
     }
 
+    /// Points the agent at DPS on `localhost` with `attestation` under `scope`: `mqtt_port` for
+    /// symmetric-key and X.509 attestation, `https_port` for TPM attestation.
+    pub fn use_dps(
+        &mut self,
+        scope: &str,
+        attestation: testudo_plan::DpsAttestation,
+        mqtt_port: u16,
+        https_port: u16,
+    ) {
+        self.dps = Some(testudo_plan::DpsConfig {
+            endpoint: "localhost".into(),
+            scope: scope.into(),
+            attestation,
+            https_port,
+            mqtt_port,
+        });
+    }
+
     /// The agent's storage directory (the storage provider's `data/agent`).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("data/agent")
