@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use component::*;
 use serde_json::json;
-use testudo_agent::provisioning::{parse, StoredAssignment};
+use testudo_agent::provisioning::StoredAssignment;
 use testudo_agent::tpm::DEFAULT_KEY_HANDLE;
 use testudo_agent::tpm_commands::{
     self, evict_control, read_public, TpmTransport, TransportError, EK_HANDLE, SRK_HANDLE,
@@ -97,11 +97,6 @@ fn rig_with_tpm_dps(hub: &hub::TestHub, tpm_socket: &Path) -> Rig {
     rig
 }
 
-fn stored(rig: &Rig) -> Option<StoredAssignment> {
-    let bytes = std::fs::read(rig.storage_dir().join("provisioning.json")).ok()?;
-    parse(&bytes).expect("a stored assignment")
-}
-
 #[test]
 fn an_enrolled_tpm_provisions_through_its_routes_and_connects_with_the_imported_key() {
     let hub = hub::TestHub::start();
@@ -139,7 +134,7 @@ fn an_enrolled_tpm_provisions_through_its_routes_and_connects_with_the_imported_
     });
     assert!(steps.is_sorted(), "{lines}");
     assert_eq!(
-        stored(&rig),
+        rig.stored_assignment(),
         Some(StoredAssignment {
             id_scope: hub.hub().id_scope(),
             registration_id: "gateway-0001".into(),
@@ -197,7 +192,7 @@ fn a_tpm_whose_ek_is_not_enrolled_is_refused_and_nothing_is_stored() {
     assert!(agent.running(), "{}", rig.lines().join("\n"));
     agent.stop_with(libc::SIGTERM);
 
-    assert_eq!(stored(&rig), None);
+    assert_eq!(rig.stored_assignment(), None);
     assert!(!hub.hub().is_connected("gateway-0001"));
     let mut raw = connect(&tpm.socket);
     assert_eq!(read_public(&mut raw, DEFAULT_KEY_HANDLE).unwrap(), None);

@@ -13,7 +13,7 @@ mod hub;
 use std::time::Duration;
 
 use component::*;
-use testudo_agent::provisioning::{parse, StoredAssignment};
+use testudo_agent::provisioning::StoredAssignment;
 use testudo_plan::DpsAttestation;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -28,11 +28,6 @@ fn rig_with_dps(hub: &hub::TestHub, scope: &str, key: Option<&str>) -> Rig {
     rig
 }
 
-fn stored(rig: &Rig) -> Option<StoredAssignment> {
-    let bytes = std::fs::read(rig.storage_dir().join("provisioning.json")).ok()?;
-    parse(&bytes).expect("a stored assignment")
-}
-
 #[test]
 fn registers_through_dps_then_reuses_the_stored_assignment() {
     let hub = hub::TestHub::start();
@@ -45,7 +40,7 @@ fn registers_through_dps_then_reuses_the_stored_assignment() {
     );
     rig.wait_line("cloud: connected to localhost:", WAIT);
     assert_eq!(
-        stored(&rig),
+        rig.stored_assignment(),
         Some(StoredAssignment {
             id_scope: hub.hub().id_scope(),
             registration_id: "gateway-0001".into(),
@@ -95,7 +90,7 @@ fn a_refused_stored_identity_is_forgotten_and_the_device_registers_again() {
     );
     rig.wait_line("cloud: connected to localhost:", WAIT);
     assert_eq!(
-        stored(&rig).map(|s| s.device_id),
+        rig.stored_assignment().map(|s| s.device_id),
         Some("gateway-0001".into())
     );
 }
@@ -126,7 +121,7 @@ fn dps_refusals_are_logged_and_retried_without_crashing_or_storing() {
             rig.lines().join("\n")
         );
         assert_eq!(
-            stored(&rig),
+            rig.stored_assignment(),
             None,
             "nothing stored for a refused registration"
         );

@@ -151,6 +151,12 @@ impl Rig {
         });
     }
 
+    /// The DPS assignment the agent stored, if any (a damaged file fails the test).
+    pub fn stored_assignment(&self) -> Option<testudo_agent::provisioning::StoredAssignment> {
+        let bytes = std::fs::read(self.storage_dir().join("provisioning.json")).ok()?;
+        testudo_agent::provisioning::parse(&bytes).expect("a stored assignment")
+    }
+
     /// The agent's storage directory (the storage provider's `data/agent`).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("data/agent")
