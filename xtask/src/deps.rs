@@ -84,6 +84,9 @@ const PIP_PACKAGES: &[(&str, &str)] = &[
     // Pinned to the versions the emulator's fidelity tests were checked against.
     ("azure-iot-device==2.14.0", "azure.iot.device"),
     ("azure-iot-hub==2.7.0", "azure.iot.hub"),
+    // An independent JOSE implementation: interop peer of the signed deployment tokens
+    // (support/deployment, JWS with Ed25519 and RFC 7638 key ids), both ways.
+    ("joserfc==1.8.0", "joserfc"),
     // azure-iot-hub imports `six` without declaring it.
     ("six==1.17.0", "six"),
     // Benchmark anchor of the WASM host.
