@@ -5,7 +5,8 @@
 //! through DPS with TPM attestation, connects and reports its device properties. Microsoft's
 //! official service SDK reads the twin and invokes `reboot`; the device answers, stops in
 //! order and reboots; booted again with the same TPM state and disk, it reconnects with the
-//! assignment it stored, without asking DPS again.
+//! assignment it stored, without asking DPS again. No component is killed by its seccomp role
+//! or restarted on the way (the image's kernel is older than this host's).
 //!
 //! Binds the emulator to 127.0.0.1:8883 and :443 (where QEMU's user network sends the guest's
 //! connections to 10.0.2.2), serialised with the other tests that need 8883 by a lock file.
@@ -56,6 +57,10 @@ fn the_gateway_provisions_itself_reports_and_reboots_from_the_cloud() {
     let exit = vm.wait_exit(Duration::from_secs(300));
     let console = vm.console();
     assert!(exit.success(), "QEMU ended with {exit}: {console}");
+    // Every component, the WASM hosts included, ran from start to reboot within its sandbox
+    // on the image's kernel: none was killed (a syscall outside its seccomp role) or restarted.
+    assert!(!console.contains("killed by seccomp"), "{console}");
+    assert!(!console.contains(": restarting in"), "{console}");
     assert!(
         console.contains("agent: power: reboot requested"),
         "{console}"
