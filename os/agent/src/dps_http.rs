@@ -1,9 +1,44 @@
 //! DPS's HTTPS JSON API at the HTTP/1.1 level, shared by TPM attestation on a host
 //! ([`crate::dps_tpm`]: blocking, its own sockets) and on a device ([`crate::dps_tpm_route`]:
 //! async, through the `net` route): one request per connection (`Connection: close`), bodies
-//! with `Content-Length` only, answers bounded in size and parsed as untrusted bytes.
+//! with `Content-Length` only, answers bounded in size and parsed as untrusted bytes; and when
+//! to poll a registration's operation ([`poll_wait`]).
+
+use std::time::Duration;
 
 use serde_json::Value;
+
+/// The first wait before polling a registration's operation when DPS names none.
+pub const FIRST_POLL_WAIT: Duration = Duration::from_millis(100);
+/// The longest wait between polls when DPS names none (the Azure SDKs' fixed interval).
+pub const MAX_POLL_WAIT: Duration = Duration::from_secs(2);
+/// The longest `Retry-After` honoured: a larger one is taken as this.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// A complete answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Response {
+    /// The HTTP status.
+    pub status: u16,
+    /// `Retry-After` in seconds, when the answer has one (an HTTP date is not honoured).
+    pub retry_after: Option<Duration>,
+    /// The JSON body, `null` when empty.
+    pub body: Value,
+}
+
+/// How long to wait before status poll number `poll` (0 for the first) of a registration's
+/// operation: what DPS asked for (`Retry-After`, at most [`MAX_RETRY_AFTER`]), else
+/// [`FIRST_POLL_WAIT`] doubled at each poll up to [`MAX_POLL_WAIT`]. DPS usually assigns
+/// within a second, so the first polls come early; a slow assignment is polled as the
+/// Azure SDKs poll it.
+pub fn poll_wait(poll: u32, retry_after: Option<Duration>) -> Duration {
+    match retry_after {
+        Some(wait) => wait.min(MAX_RETRY_AFTER),
+        None => FIRST_POLL_WAIT
+            .saturating_mul(2u32.saturating_pow(poll))
+            .min(MAX_POLL_WAIT),
+    }
+}
 
 /// Why an answer is not a usable HTTP/1.1 JSON answer.
 #[derive(Debug, thiserror::Error)]
@@ -98,14 +133,14 @@ impl Answer {
         Ok(parse_response(&self.bytes).is_ok_and(|parsed| parsed.is_some()))
     }
 
-    /// The status and JSON body (`null` when empty) of the complete answer.
-    pub fn finish(&self) -> Result<(u16, Value), AnswerError> {
+    /// The complete answer.
+    pub fn finish(&self) -> Result<Response, AnswerError> {
         parse_response(&self.bytes)?.ok_or(AnswerError::Incomplete)
     }
 }
 
 /// Parses an HTTP/1.1 answer with a `Content-Length` body; `Ok(None)` while incomplete.
-pub fn parse_response(bytes: &[u8]) -> Result<Option<(u16, Value)>, AnswerError> {
+pub fn parse_response(bytes: &[u8]) -> Result<Option<Response>, AnswerError> {
     let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Ok(None);
     };
@@ -121,6 +156,7 @@ pub fn parse_response(bytes: &[u8]) -> Result<Option<(u16, Value)>, AnswerError>
             line: status_line.to_owned(),
         })?;
     let mut length = 0usize;
+    let mut retry_after = None;
     for line in lines {
         let (name, value) = line
             .split_once(':')
@@ -136,6 +172,9 @@ pub fn parse_response(bytes: &[u8]) -> Result<Option<(u16, Value)>, AnswerError>
                 })?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(AnswerError::Chunked);
+        } else if name.eq_ignore_ascii_case("retry-after") {
+            // Advisory: a value that is not delta-seconds is ignored, not an error.
+            retry_after = value.trim().parse::<u64>().ok().map(Duration::from_secs);
         }
     }
     let body = &bytes[end + 4..];
@@ -148,7 +187,11 @@ pub fn parse_response(bytes: &[u8]) -> Result<Option<(u16, Value)>, AnswerError>
     } else {
         serde_json::from_slice(body).map_err(AnswerError::BodyNotJson)?
     };
-    Ok(Some((status, value)))
+    Ok(Some(Response {
+        status,
+        retry_after,
+        body: value,
+    }))
 }
 
 /// What an answer says, for an error message: its `message`, or the whole document.
@@ -167,7 +210,9 @@ mod tests {
     #[test]
     fn parses_http_answers_and_waits_for_the_whole_body() {
         let full = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 7\r\n\r\n{\"a\":1}";
-        assert_eq!(parse_response(full).unwrap(), Some((401, json!({"a": 1}))));
+        let answer = parse_response(full).unwrap().unwrap();
+        assert_eq!((answer.status, answer.body), (401, json!({"a": 1})));
+        assert_eq!(answer.retry_after, None);
         assert_eq!(parse_response(&full[..full.len() - 1]).unwrap(), None);
         assert_eq!(parse_response(b"HTTP/1.1 20").unwrap(), None);
         assert!(matches!(
@@ -191,12 +236,48 @@ mod tests {
         assert!(!answer.push(&full[..20]).unwrap());
         assert!(matches!(answer.finish(), Err(AnswerError::Incomplete)));
         assert!(answer.push(&full[20..]).unwrap());
-        assert_eq!(answer.finish().unwrap(), (202, json!({})));
+        let finished = answer.finish().unwrap();
+        assert_eq!((finished.status, finished.body), (202, json!({})));
         let mut small = Answer::new(16);
         assert!(matches!(
             small.push(full),
             Err(AnswerError::TooLarge { limit: 16 })
         ));
+    }
+
+    #[test]
+    fn retry_after_in_seconds_is_read_and_anything_else_ignored() {
+        let with = |value: &str| {
+            let text = format!(
+                "HTTP/1.1 202 Accepted\r\nRetry-After: {value}\r\nContent-Length: 0\r\n\r\n"
+            );
+            parse_response(text.as_bytes())
+                .unwrap()
+                .unwrap()
+                .retry_after
+        };
+        assert_eq!(with("3"), Some(Duration::from_secs(3)));
+        assert_eq!(with(" 0 "), Some(Duration::ZERO));
+        assert_eq!(with("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(with("-1"), None);
+        assert_eq!(with("99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn polls_come_early_then_back_off_unless_dps_says_when() {
+        let waits: Vec<u64> = (0..7)
+            .map(|poll| poll_wait(poll, None).as_millis() as u64)
+            .collect();
+        assert_eq!(waits, [100, 200, 400, 800, 1600, 2000, 2000]);
+        assert_eq!(poll_wait(u32::MAX, None), MAX_POLL_WAIT);
+        assert_eq!(
+            poll_wait(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            poll_wait(5, Some(Duration::from_secs(3600))),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::Context;
 
 use crate::dps::Assignment;
-use crate::dps_http::{self, describe, Answer};
+use crate::dps_http::{self, describe, poll_wait, Answer, Response};
 use crate::error::{AgentError, Result};
 use crate::sas::{build_token, unix_now};
 use crate::tls::TlsSettings;
@@ -315,7 +315,11 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
     let client = HttpsClient::new(config)?;
 
     // Round 1: no authorization -> 401 with the challenge.
-    let (status, answer) = client.request("PUT", &path, None, Some(&body))?;
+    let Response {
+        status,
+        body: answer,
+        ..
+    } = client.request("PUT", &path, None, Some(&body))?;
     if status != 401 {
         return Err(fail(format!(
             "expected the TPM challenge (401), got {status}: {}",
@@ -346,7 +350,11 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
         )?
         .token)
     };
-    let (status, answer) = client.request("PUT", &path, Some(&authorization()?), Some(&body))?;
+    let Response {
+        status,
+        mut retry_after,
+        body: answer,
+    } = client.request("PUT", &path, Some(&authorization()?), Some(&body))?;
     if status != 202 && status != 200 {
         return Err(fail(format!(
             "registration with the TPM-signed token answered {status}: {}",
@@ -354,6 +362,7 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
         )));
     }
     let mut operation = answer;
+    let mut poll = 0u32;
     loop {
         match crate::dps::parse_operation(&serde_json::to_vec(&operation).unwrap_or_default())
             .map_err(|reason| fail(format!("unexpected DPS answer: {reason}")))?
@@ -369,22 +378,24 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
                         config.timeout.as_secs()
                     )));
                 }
-                std::thread::sleep(Duration::from_millis(500));
+                std::thread::sleep(poll_wait(poll, retry_after));
+                poll = poll.saturating_add(1);
                 let status_path = format!(
                     "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
                     crate::sas::percent_encode(&config.id_scope),
                     crate::sas::percent_encode(id),
                     crate::sas::percent_encode(&operation_id)
                 );
-                let (status, answer) =
-                    client.request("GET", &status_path, Some(&authorization()?), None)?;
-                if status != 200 && status != 202 {
+                let answer = client.request("GET", &status_path, Some(&authorization()?), None)?;
+                if answer.status != 200 && answer.status != 202 {
                     return Err(fail(format!(
-                        "operation status answered {status}: {}",
-                        describe(&answer)
+                        "operation status answered {}: {}",
+                        answer.status,
+                        describe(&answer.body)
                     )));
                 }
-                operation = answer;
+                retry_after = answer.retry_after;
+                operation = answer.body;
             }
         }
     }
@@ -434,7 +445,7 @@ impl<'a> HttpsClient<'a> {
         path: &str,
         authorization: Option<&str>,
         body: Option<&Value>,
-    ) -> Result<(u16, Value)> {
+    ) -> Result<Response> {
         let host = &self.config.host;
         let server_name = rustls::pki_types::ServerName::try_from(host.clone())
             .map_err(|e| self.transport("server name", e))?;

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dial::{self, Dialer};
 use crate::dps::{parse_operation, Assignment, OperationStatus};
-use crate::dps_http::{self, describe, Answer};
+use crate::dps_http::{self, describe, poll_wait, Answer, Response};
 use crate::dps_tpm::API_VERSION;
 use crate::error::{AgentError, Result};
 use crate::sas::{build_token, percent_encode, unix_now};
@@ -35,8 +35,6 @@ use crate::tpm_route::{TpmRoute, TpmRouteSigner};
 pub const MAX_RESPONSE: usize = 64 * 1024;
 /// Lifetime of the registration SAS tokens.
 const TOKEN_TTL: u64 = 300;
-/// Wait between operation status polls.
-const POLL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Told each step of a registration as it is reached (the component logs them: a
 /// registration takes seconds on a small device, and a user watching it should see where).
@@ -131,7 +129,11 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
         "DPS: registering {id} at {}:{} with the TPM's endorsement key",
         config.host, config.port
     ));
-    let (status, answer) = client.request("PUT", &path, None, Some(&body)).await?;
+    let Response {
+        status,
+        body: answer,
+        ..
+    } = client.request("PUT", &path, None, Some(&body)).await?;
     if status != 401 {
         return Err(fail(format!(
             "expected the TPM challenge (401), got {status}: {}",
@@ -147,6 +149,7 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
                 describe(&answer)
             ))
         })?;
+    progress("DPS: challenge received; activating the credential with the TPM's endorsement key");
     let blob = base64::engine::general_purpose::STANDARD
         .decode(challenge)
         .map_err(|source| AgentError::DecodeKey {
@@ -177,7 +180,11 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
         )?
         .token)
     };
-    let (status, answer) = client
+    let Response {
+        status,
+        retry_after,
+        body: answer,
+    } = client
         .request("PUT", &path, Some(&authorization()?), Some(&body))
         .await?;
     if status != 202 && status != 200 {
@@ -187,35 +194,43 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
         )));
     }
     let mut operation = answer;
+    let mut retry_after = retry_after;
+    let mut poll = 0u32;
     loop {
         let bytes = serde_json::to_vec(&operation)
             .map_err(|e| fail(format!("unexpected DPS answer: {e}")))?;
-        match parse_operation(&bytes)
+        let operation_id = match parse_operation(&bytes)
             .map_err(|reason| fail(format!("unexpected DPS answer: {reason}")))?
         {
             OperationStatus::Assigned(assignment) => return Ok(assignment),
             OperationStatus::Failed { message } => return Err(fail(message)),
-            OperationStatus::Assigning { operation_id } => {
-                progress(&format!("DPS: assigning (operation {operation_id})"));
-                tokio::time::sleep(POLL_INTERVAL).await;
-                let status_path = format!(
-                    "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
-                    percent_encode(&config.id_scope),
-                    percent_encode(id),
-                    percent_encode(&operation_id)
-                );
-                let (status, answer) = client
-                    .request("GET", &status_path, Some(&authorization()?), None)
-                    .await?;
-                if status != 200 && status != 202 {
-                    return Err(fail(format!(
-                        "operation status answered {status}: {}",
-                        describe(&answer)
-                    )));
-                }
-                operation = answer;
-            }
+            OperationStatus::Assigning { operation_id } => operation_id,
+        };
+        let wait = poll_wait(poll, retry_after);
+        progress(&format!(
+            "DPS: assigning (operation {operation_id}); asking again in {} ms",
+            wait.as_millis()
+        ));
+        tokio::time::sleep(wait).await;
+        let status_path = format!(
+            "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
+            percent_encode(&config.id_scope),
+            percent_encode(id),
+            percent_encode(&operation_id)
+        );
+        let answer = client
+            .request("GET", &status_path, Some(&authorization()?), None)
+            .await?;
+        if answer.status != 200 && answer.status != 202 {
+            return Err(fail(format!(
+                "operation status answered {}: {}",
+                answer.status,
+                describe(&answer.body)
+            )));
         }
+        retry_after = answer.retry_after;
+        operation = answer.body;
+        poll = poll.saturating_add(1);
     }
 }
 
@@ -236,14 +251,14 @@ impl HttpsClient<'_> {
         }
     }
 
-    /// Sends one request; returns the status and the JSON body (`null` when empty).
+    /// Sends one request; returns the complete answer.
     async fn request(
         &self,
         method: &str,
         path: &str,
         authorization: Option<&str>,
         body: Option<&Value>,
-    ) -> Result<(u16, Value)> {
+    ) -> Result<Response> {
         let config = self.config;
         let mut stream = dial::connect_tls(
             Some(config.dialer.clone()),
