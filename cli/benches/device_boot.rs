@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 
 use vm_device::*;
 
+/// Set (to anything) to print each boot's console, every line timed from components ready:
+/// where the time after ready goes.
+const CONSOLE_VAR: &str = "TESTUDO_BENCH_CONSOLE";
+
 /// Boots measured.
 const BOOTS: usize = 3;
 /// The longest a boot may take to its last stage.
@@ -59,6 +63,12 @@ fn boot_once(rig: &mut DeviceRig, label: &str) -> Vec<Duration> {
         seen.duration_since(vm.started)
     };
     let times = STAGES.iter().map(|(_, needle)| at(needle)).collect();
+    if std::env::var_os(CONSOLE_VAR).is_some() {
+        println!(
+            "boot {label}, console timed from components ready:\n{}",
+            vm.timed_console(STAGES[1].1)
+        );
+    }
     vm.kill();
     times
 }

@@ -191,6 +191,25 @@ impl RunningVm {
             .join("\n")
     }
 
+    /// The console so far, each line prefixed with when it arrived, in seconds after the
+    /// first line containing `from` (from the start when no line contains it).
+    pub fn timed_console(&self, from: &str) -> String {
+        let origin = self.seen(from).unwrap_or(self.started);
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .map(|(at, line)| {
+                let offset = if *at >= origin {
+                    format!("+{:.3}", at.duration_since(origin).as_secs_f64())
+                } else {
+                    format!("-{:.3}", origin.duration_since(*at).as_secs_f64())
+                };
+                format!("{offset:>9} s  {line}")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// When the first line containing `needle` arrived, if it did.
     pub fn seen(&self, needle: &str) -> Option<Instant> {
         let lines = self.lines.lock().unwrap();
