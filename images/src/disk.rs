@@ -136,18 +136,23 @@ impl DiskMap {
     }
 
     /// Checks the image at `path` against the map: every range hashes as recorded and every
-    /// byte outside the ranges is zero. Returns the first mismatch as text.
-    pub fn check(&self, path: &Path) -> Result<std::result::Result<(), String>> {
+    /// byte outside the ranges is zero. Returns the first mismatch, `None` when it matches.
+    pub fn check(&self, path: &Path) -> Result<Option<DiskMismatch>> {
         let file = File::open(path).map_err(ImageError::read(path))?;
         let len = file.metadata().map_err(ImageError::read(path))?.len();
         if len != self.size {
-            return Ok(Err(format!("size {len}, map says {}", self.size)));
+            return Ok(Some(DiskMismatch::Size {
+                found: len,
+                expected: self.size,
+            }));
         }
         let mut position = 0;
         let mut buf = vec![0u8; 1 << 20];
         for range in &self.ranges {
             if !zeros_between(&file, position, range.offset, &mut buf, path)? {
-                return Ok(Err(format!("non-zero bytes before {}", range.name)));
+                return Ok(Some(DiskMismatch::NonZeroBefore {
+                    range: range.name.clone(),
+                }));
             }
             let mut hasher = Sha256::new();
             let mut at = range.offset;
@@ -159,15 +164,45 @@ impl DiskMap {
                 at += n as u64;
             }
             if hex::encode(hasher.finalize()) != range.sha256 {
-                return Ok(Err(format!("range {} differs", range.name)));
+                return Ok(Some(DiskMismatch::RangeDiffers {
+                    range: range.name.clone(),
+                }));
             }
             position = range.offset + range.size;
         }
         if !zeros_between(&file, position, self.size, &mut buf, path)? {
-            return Ok(Err("non-zero bytes after the last range".into()));
+            return Ok(Some(DiskMismatch::NonZeroAfter));
         }
-        Ok(Ok(()))
+        Ok(None)
     }
+}
+
+/// Where an image differs from its disk map ([`DiskMap::check`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DiskMismatch {
+    /// The image's size is not the map's.
+    #[error("size {found}, map says {expected}")]
+    Size {
+        /// The image's size.
+        found: u64,
+        /// The map's.
+        expected: u64,
+    },
+    /// A byte before a range (outside every range) is not zero.
+    #[error("non-zero bytes before {range}")]
+    NonZeroBefore {
+        /// The range's name.
+        range: String,
+    },
+    /// A range does not hash as recorded.
+    #[error("range {range} differs")]
+    RangeDiffers {
+        /// The range's name.
+        range: String,
+    },
+    /// A byte after the last range is not zero.
+    #[error("non-zero bytes after the last range")]
+    NonZeroAfter,
 }
 
 fn zeros_between(file: &File, from: u64, to: u64, buf: &mut [u8], path: &Path) -> Result<bool> {
@@ -379,7 +414,7 @@ mod tests {
         let off = layout.partition(ESP_LABEL).unwrap().offset as usize;
         assert_eq!(&disk[off..off + content.len()], &content[..]);
         assert_eq!(&disk[off + (4 << 20)..off + (4 << 20) + 4], b"tail");
-        assert_eq!(map.check(&out).unwrap(), Ok(()));
+        assert_eq!(map.check(&out).unwrap(), None);
         let names: Vec<_> = map.ranges.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(names, ["gpt-primary", ESP_LABEL, "gpt-backup"]);
         // Only data was written: the image is mostly holes.
@@ -389,11 +424,11 @@ mod tests {
         // A flipped byte inside a range, or outside all of them, is caught.
         let file = OpenOptions::new().write(true).open(&out).unwrap();
         file.write_all_at(&[1], (off + 10) as u64).unwrap();
-        assert!(map.check(&out).unwrap().is_err());
+        assert!(map.check(&out).unwrap().is_some());
         file.write_all_at(&[0], (off + 10) as u64).unwrap();
-        assert_eq!(map.check(&out).unwrap(), Ok(()));
+        assert_eq!(map.check(&out).unwrap(), None);
         file.write_all_at(&[1], layout.total_bytes - (1 << 20) - 4096)
             .unwrap();
-        assert!(map.check(&out).unwrap().is_err());
+        assert!(map.check(&out).unwrap().is_some());
     }
 }

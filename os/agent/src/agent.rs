@@ -537,9 +537,9 @@ impl Worker {
                         self.send_get(session)?;
                     }
                 }
-                Err(reason) => self.emit(AgentEvent::Error(AgentError::ParseTwin {
+                Err(source) => self.emit(AgentEvent::Error(AgentError::ParseTwin {
                     topic: publish.topic.clone(),
-                    reason,
+                    source,
                 })),
             },
             Incoming::MethodRequest { name, rid } => {
@@ -567,10 +567,10 @@ impl Worker {
                     self.emit(AgentEvent::Desired(change));
                 }
             }
-            Err(reason) => {
+            Err(source) => {
                 self.emit(AgentEvent::Error(AgentError::ParseTwin {
                     topic: publish.topic.clone(),
-                    reason,
+                    source,
                 }));
                 // Ask again later: the hub may have been mid-update.
                 session.get_due = Some(Instant::now() + self.config.backoff.random_delay(2));

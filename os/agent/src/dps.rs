@@ -88,32 +88,59 @@ pub fn username(id_scope: &str, registration_id: &str) -> String {
     format!("{id_scope}/registrations/{registration_id}/api-version={API_VERSION}")
 }
 
+/// Why a DPS answer body is not a registration operation's state.
+#[derive(Debug, thiserror::Error)]
+pub enum OperationError {
+    /// Not JSON.
+    #[error("DPS answer is not JSON")]
+    NotJson(#[source] serde_json::Error),
+    /// A field the state needs is absent or not text.
+    #[error("DPS answer has no {field:?}")]
+    Missing {
+        /// The field (`status`, `operationId`, `registrationState`, `assignedHub`, `deviceId`).
+        field: &'static str,
+    },
+    /// A `status` DPS does not document.
+    #[error("DPS answer has an unknown status {status:?}")]
+    UnknownStatus {
+        /// The status as received.
+        status: String,
+    },
+}
+
 /// Parses a DPS answer body. Never panics on arbitrary input.
-pub fn parse_operation(body: &[u8]) -> std::result::Result<OperationStatus, String> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
-    let status = text(&value, "status").ok_or("no \"status\"")?;
+pub fn parse_operation(body: &[u8]) -> std::result::Result<OperationStatus, OperationError> {
+    let value: Value = serde_json::from_slice(body).map_err(OperationError::NotJson)?;
+    let text = |v: &Value, field: &'static str| {
+        v.get(field)
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or(OperationError::Missing { field })
+    };
+    let status = text(&value, "status")?;
     match status.as_str() {
         "assigning" | "unassigned" => Ok(OperationStatus::Assigning {
-            operation_id: text(&value, "operationId").ok_or("no \"operationId\"")?,
+            operation_id: text(&value, "operationId")?,
         }),
         "assigned" => {
             let state = value
                 .get("registrationState")
-                .ok_or("no \"registrationState\"")?;
+                .ok_or(OperationError::Missing {
+                    field: "registrationState",
+                })?;
             Ok(OperationStatus::Assigned(Assignment {
-                assigned_hub: text(state, "assignedHub").ok_or("no \"assignedHub\"")?,
-                device_id: text(state, "deviceId").ok_or("no \"deviceId\"")?,
+                assigned_hub: text(state, "assignedHub")?,
+                device_id: text(state, "deviceId")?,
             }))
         }
         "failed" | "disabled" => {
             let state = value.get("registrationState").unwrap_or(&value);
             let message = text(state, "errorMessage")
-                .or_else(|| text(&value, "message"))
-                .unwrap_or_else(|| status.clone());
+                .or_else(|_| text(&value, "message"))
+                .unwrap_or_else(|_| status.clone());
             Ok(OperationStatus::Failed { message })
         }
-        other => Err(format!("unknown status {other:?}")),
+        _ => Err(OperationError::UnknownStatus { status }),
     }
 }
 
@@ -250,7 +277,13 @@ pub async fn register(config: &DpsConfig) -> Result<Assignment> {
                         .collect();
                     return Err(fail(format!("DPS answered status {status}: {body}")));
                 }
-                match parse_operation(&publish.payload).map_err(&fail)? {
+                let operation = parse_operation(&publish.payload).map_err(|source| {
+                    AgentError::ProvisionAnswer {
+                        registration_id: id.clone(),
+                        source,
+                    }
+                })?;
+                match operation {
                     OperationStatus::Assigning { operation_id } => {
                         step = Step::Poll(operation_id);
                         due = Some(Instant::now() + wait);

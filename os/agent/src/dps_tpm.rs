@@ -364,9 +364,13 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
     let mut operation = answer;
     let mut poll = 0u32;
     loop {
-        match crate::dps::parse_operation(&serde_json::to_vec(&operation).unwrap_or_default())
-            .map_err(|reason| fail(format!("unexpected DPS answer: {reason}")))?
-        {
+        let state =
+            crate::dps::parse_operation(&serde_json::to_vec(&operation).unwrap_or_default())
+                .map_err(|source| AgentError::ProvisionAnswer {
+                    registration_id: id.clone(),
+                    source,
+                })?;
+        match state {
             crate::dps::OperationStatus::Assigned(assignment) => {
                 return Ok(TpmRegistration { assignment, signer })
             }

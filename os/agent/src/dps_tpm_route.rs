@@ -199,13 +199,15 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
     loop {
         let bytes = serde_json::to_vec(&operation)
             .map_err(|e| fail(format!("unexpected DPS answer: {e}")))?;
-        let operation_id = match parse_operation(&bytes)
-            .map_err(|reason| fail(format!("unexpected DPS answer: {reason}")))?
-        {
-            OperationStatus::Assigned(assignment) => return Ok(assignment),
-            OperationStatus::Failed { message } => return Err(fail(message)),
-            OperationStatus::Assigning { operation_id } => operation_id,
-        };
+        let operation_id =
+            match parse_operation(&bytes).map_err(|source| AgentError::ProvisionAnswer {
+                registration_id: id.clone(),
+                source,
+            })? {
+                OperationStatus::Assigned(assignment) => return Ok(assignment),
+                OperationStatus::Failed { message } => return Err(fail(message)),
+                OperationStatus::Assigning { operation_id } => operation_id,
+            };
         let wait = poll_wait(poll, retry_after);
         progress(&format!(
             "DPS: assigning (operation {operation_id}); asking again in {} ms",

@@ -104,18 +104,20 @@ pub enum AgentError {
         source: Box<rumqttc::ClientError>,
     },
     /// A twin document or desired patch from the hub was not acceptable.
-    #[error("twin document from the hub (topic {topic}) rejected: {reason}")]
+    #[error("twin document from the hub (topic {topic}) rejected")]
     ParseTwin {
         /// Topic it arrived on.
         topic: String,
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: crate::twin::TwinDocumentError,
     },
     /// A reported-properties patch given by the application is not acceptable.
-    #[error("reported patch rejected before sending: {reason}")]
+    #[error("reported patch rejected before sending")]
     ValidateReported {
         /// What is wrong with it.
-        reason: String,
+        #[source]
+        source: crate::twin::TwinDocumentError,
     },
     /// The hub answered a twin request with an error status.
     #[error("hub answered twin {request} (rid {rid}) with status {status}")]
@@ -185,6 +187,15 @@ pub enum AgentError {
         registration_id: String,
         /// What went wrong.
         reason: String,
+    },
+    /// DPS answered with something that is not a registration operation's state.
+    #[error("DPS registration of {registration_id}: unexpected answer")]
+    ProvisionAnswer {
+        /// Registration id.
+        registration_id: String,
+        /// What is wrong with the answer.
+        #[source]
+        source: crate::dps::OperationError,
     },
     /// DPS connection failed.
     #[error("DPS connection for {registration_id} failed")]

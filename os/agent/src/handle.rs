@@ -90,7 +90,7 @@ impl AgentHandle {
     /// queue is reported through the future.
     pub fn queue_report(&self, patch: &Value) -> Result<Acknowledgement> {
         let bytes = twin::validate_reported(patch)
-            .map_err(|reason| AgentError::ValidateReported { reason })?;
+            .map_err(|source| AgentError::ValidateReported { source })?;
         Ok(self.enqueue(Payload::Reported(bytes)))
     }
 

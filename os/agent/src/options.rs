@@ -97,9 +97,8 @@ pub const SAS_KEY_HANDLE: &str = "0x81000100";
 pub const X509_KEY_HANDLE: &str = "0x81000101";
 
 /// Parses a TPM handle written in hex, with or without `0x`.
-pub fn parse_handle(text: &str) -> std::result::Result<u32, String> {
+pub fn parse_handle(text: &str) -> std::result::Result<u32, std::num::ParseIntError> {
     u32::from_str_radix(text.trim_start_matches("0x"), 16)
-        .map_err(|e| format!("not a hex handle: {e}"))
 }
 
 impl RunOptions {

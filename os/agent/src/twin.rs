@@ -62,14 +62,82 @@ pub struct FullTwin {
     pub reported: Properties,
 }
 
-/// Parses a full twin document. Errors are short human-readable reasons.
-pub fn parse_full_twin(body: &[u8]) -> Result<FullTwin, String> {
+/// Why a twin document, a desired patch or a reported patch is not acceptable.
+#[derive(Debug, thiserror::Error)]
+pub enum TwinDocumentError {
+    /// More bytes than the hub allows.
+    #[error("{bytes} bytes exceeds the {limit}-byte limit")]
+    TooLarge {
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// Not JSON.
+    #[error("invalid JSON at line {line} column {column}")]
+    NotJson {
+        /// Where the parser stopped.
+        line: usize,
+        /// Where the parser stopped.
+        column: usize,
+    },
+    /// JSON, but not an object.
+    #[error("not a JSON object")]
+    NotAnObject,
+    /// A full twin's section is absent.
+    #[error("\"{section}\" is missing")]
+    SectionMissing {
+        /// `desired` or `reported`.
+        section: &'static str,
+    },
+    /// A full twin's section is not an object.
+    #[error("\"{section}\" is not an object")]
+    SectionNotObject {
+        /// `desired` or `reported`.
+        section: &'static str,
+    },
+    /// No `$version`.
+    #[error("{what} has no $version")]
+    NoVersion {
+        /// The section or patch.
+        what: &'static str,
+    },
+    /// `$version` is not a non-negative integer.
+    #[error("{what} $version is not a non-negative integer")]
+    BadVersion {
+        /// The section or patch.
+        what: &'static str,
+    },
+    /// Nested deeper than the hub allows.
+    #[error("{what} nesting depth {depth} exceeds {MAX_DEPTH}")]
+    TooDeep {
+        /// The section or patch.
+        what: &'static str,
+        /// Its depth.
+        depth: usize,
+    },
+    /// A reported patch is not an object.
+    #[error("a reported patch must be a JSON object")]
+    ReportedNotObject,
+    /// A reported patch uses a key reserved for the hub's metadata.
+    #[error("key {key:?} is reserved ($-prefixed)")]
+    ReservedKey {
+        /// The key.
+        key: String,
+    },
+    /// A reported patch could not be serialised.
+    #[error("cannot serialise the reported patch")]
+    Serialise(#[source] serde_json::Error),
+}
+
+/// Parses a full twin document.
+pub fn parse_full_twin(body: &[u8]) -> Result<FullTwin, TwinDocumentError> {
     let value = parse_object(body, 2 * MAX_SECTION_BYTES + 16 * 1024)?;
-    let section = |name: &str| -> Result<(u64, Properties), String> {
+    let section = |name: &'static str| -> Result<(u64, Properties), TwinDocumentError> {
         match value.get(name) {
             Some(Value::Object(map)) => split_version(map, name),
-            Some(_) => Err(format!("\"{name}\" is not an object")),
-            None => Err(format!("\"{name}\" is missing")),
+            Some(_) => Err(TwinDocumentError::SectionNotObject { section: name }),
+            None => Err(TwinDocumentError::SectionMissing { section: name }),
         }
     };
     let (desired_version, desired) = section("desired")?;
@@ -86,60 +154,63 @@ pub fn parse_full_twin(body: &[u8]) -> Result<FullTwin, String> {
 }
 
 /// Parses a desired patch, returning its `$version` and the patch without metadata.
-pub fn parse_desired_patch(body: &[u8]) -> Result<(u64, Properties), String> {
+pub fn parse_desired_patch(body: &[u8]) -> Result<(u64, Properties), TwinDocumentError> {
     let value = parse_object(body, MAX_SECTION_BYTES + 4 * 1024)?;
     split_version(&value, "desired patch")
 }
 
 /// Checks a reported patch before it is queued: an object, within size and depth limits, with
 /// no `$`-prefixed keys. Returns its JSON bytes.
-pub fn validate_reported(patch: &Value) -> Result<Vec<u8>, String> {
+pub fn validate_reported(patch: &Value) -> Result<Vec<u8>, TwinDocumentError> {
     let Value::Object(map) = patch else {
-        return Err("a reported patch must be a JSON object".into());
+        return Err(TwinDocumentError::ReportedNotObject);
     };
     if let Some(key) = map.keys().find(|k| k.starts_with('$')) {
-        return Err(format!("key {key:?} is reserved ($-prefixed)"));
+        return Err(TwinDocumentError::ReservedKey { key: key.clone() });
     }
     let depth = depth(patch);
     if depth > MAX_DEPTH {
-        return Err(format!("nesting depth {depth} exceeds {MAX_DEPTH}"));
+        return Err(TwinDocumentError::TooDeep {
+            what: "reported patch",
+            depth,
+        });
     }
-    let bytes = serde_json::to_vec(patch).map_err(|e| format!("cannot serialise: {e}"))?;
+    let bytes = serde_json::to_vec(patch).map_err(TwinDocumentError::Serialise)?;
     if bytes.len() > MAX_SECTION_BYTES {
-        return Err(format!(
-            "{} bytes exceeds the {MAX_SECTION_BYTES}-byte limit",
-            bytes.len()
-        ));
+        return Err(TwinDocumentError::TooLarge {
+            bytes: bytes.len(),
+            limit: MAX_SECTION_BYTES,
+        });
     }
     Ok(bytes)
 }
 
-fn parse_object(body: &[u8], limit: usize) -> Result<Map<String, Value>, String> {
+fn parse_object(body: &[u8], limit: usize) -> Result<Map<String, Value>, TwinDocumentError> {
     if body.len() > limit {
-        return Err(format!(
-            "{} bytes exceeds the {limit}-byte limit",
-            body.len()
-        ));
+        return Err(TwinDocumentError::TooLarge {
+            bytes: body.len(),
+            limit,
+        });
     }
     // serde_json bounds recursion (128 levels), so hostile nesting cannot overflow the stack.
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err("not a JSON object".into()),
-        Err(e) => Err(format!(
-            "invalid JSON at line {} column {}",
-            e.line(),
-            e.column()
-        )),
+        Ok(_) => Err(TwinDocumentError::NotAnObject),
+        Err(e) => Err(TwinDocumentError::NotJson {
+            line: e.line(),
+            column: e.column(),
+        }),
     }
 }
 
-fn split_version(map: &Map<String, Value>, what: &str) -> Result<(u64, Properties), String> {
+fn split_version(
+    map: &Map<String, Value>,
+    what: &'static str,
+) -> Result<(u64, Properties), TwinDocumentError> {
     let version = match map.get("$version") {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| format!("{what} $version is not a non-negative integer"))?,
-        Some(_) => return Err(format!("{what} $version is not a number")),
-        None => return Err(format!("{what} has no $version")),
+        Some(Value::Number(n)) => n.as_u64().ok_or(TwinDocumentError::BadVersion { what })?,
+        Some(_) => return Err(TwinDocumentError::BadVersion { what }),
+        None => return Err(TwinDocumentError::NoVersion { what }),
     };
     let properties: Properties = map
         .iter()
@@ -148,7 +219,7 @@ fn split_version(map: &Map<String, Value>, what: &str) -> Result<(u64, Propertie
         .collect();
     let depth = depth(&Value::Object(properties.clone()));
     if depth > MAX_DEPTH {
-        return Err(format!("{what} nesting depth {depth} exceeds {MAX_DEPTH}"));
+        return Err(TwinDocumentError::TooDeep { what, depth });
     }
     Ok((version, properties))
 }
@@ -451,12 +522,16 @@ mod tests {
                 .0,
             9
         );
-        assert!(parse_desired_patch(br#"{"x":1}"#).is_err());
+        assert!(matches!(
+            parse_desired_patch(br#"{"x":1}"#),
+            Err(TwinDocumentError::NoVersion { .. })
+        ));
         let deep = format!("{}1{}", "{\"a\":".repeat(12), "}".repeat(12));
         let deep = format!("{{\"$version\":1,\"d\":{deep}}}");
-        assert!(parse_desired_patch(deep.as_bytes())
-            .unwrap_err()
-            .contains("depth"));
+        assert!(matches!(
+            parse_desired_patch(deep.as_bytes()),
+            Err(TwinDocumentError::TooDeep { depth, .. }) if depth > MAX_DEPTH
+        ));
         let hostile = "[".repeat(100_000);
         assert!(parse_desired_patch(hostile.as_bytes()).is_err());
     }
@@ -464,11 +539,18 @@ mod tests {
     #[test]
     fn reported_patches_are_checked_before_sending() {
         assert!(validate_reported(&json!({"a": 1})).is_ok());
-        assert!(validate_reported(&json!([1])).is_err());
-        assert!(validate_reported(&json!({"$version": 1})).is_err());
+        assert!(matches!(
+            validate_reported(&json!([1])),
+            Err(TwinDocumentError::ReportedNotObject)
+        ));
+        assert!(matches!(
+            validate_reported(&json!({"$version": 1})),
+            Err(TwinDocumentError::ReservedKey { key }) if key == "$version"
+        ));
         let big = "x".repeat(MAX_SECTION_BYTES);
-        assert!(validate_reported(&json!({ "big": big }))
-            .unwrap_err()
-            .contains("limit"));
+        assert!(matches!(
+            validate_reported(&json!({ "big": big })),
+            Err(TwinDocumentError::TooLarge { limit: MAX_SECTION_BYTES, .. })
+        ));
     }
 }

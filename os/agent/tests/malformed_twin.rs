@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use testudo_agent::backoff::Backoff;
+use testudo_agent::twin::TwinDocumentError;
 use testudo_agent::{
     AgentConfig, AgentError, AgentEvent, Authentication, ChangeKind, SoftwareKey, TlsSettings,
 };
@@ -55,9 +56,10 @@ async fn malformed_twin_json_is_an_error_not_a_crash() {
     )
     .await;
     match next(&mut events).await {
-        AgentEvent::Error(AgentError::ParseTwin { reason, .. }) => {
-            assert!(reason.contains("invalid JSON"), "{reason}")
-        }
+        AgentEvent::Error(AgentError::ParseTwin {
+            source: TwinDocumentError::NotJson { .. },
+            ..
+        }) => {}
         other => panic!("expected a parse error, got {other:?}"),
     }
     let rid = hub.expect_get().await;
@@ -130,9 +132,10 @@ async fn malformed_twin_json_is_an_error_not_a_crash() {
     )
     .await;
     match next(&mut events).await {
-        AgentEvent::Error(AgentError::ParseTwin { reason, .. }) => {
-            assert!(reason.contains("limit"), "{reason}")
-        }
+        AgentEvent::Error(AgentError::ParseTwin {
+            source: TwinDocumentError::TooLarge { .. },
+            ..
+        }) => {}
         other => panic!("expected a size error, got {other:?}"),
     }
 

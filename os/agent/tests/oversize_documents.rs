@@ -5,6 +5,7 @@
 mod hub;
 
 use serde_json::json;
+use testudo_agent::twin::TwinDocumentError;
 use testudo_agent::AgentError;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -17,7 +18,12 @@ async fn oversize_and_too_deep_reported_patches_are_refused() {
     let big = "x".repeat(33 * 1024);
     let err = agent.report(&json!({ "blob": big })).await.unwrap_err();
     assert!(
-        matches!(&err, AgentError::ValidateReported { reason } if reason.contains("32768")),
+        matches!(
+            &err,
+            AgentError::ValidateReported {
+                source: TwinDocumentError::TooLarge { limit: 32768, .. }
+            }
+        ),
         "{err}"
     );
 
@@ -26,7 +32,15 @@ async fn oversize_and_too_deep_reported_patches_are_refused() {
         deep = json!({ "d": deep });
     }
     let err = agent.report(&deep).await.unwrap_err();
-    assert!(err.to_string().contains("depth"), "{err}");
+    assert!(
+        matches!(
+            &err,
+            AgentError::ValidateReported {
+                source: TwinDocumentError::TooDeep { depth: 11, .. }
+            }
+        ),
+        "{err}"
+    );
 
     // Still connected and working.
     agent.report(&json!({"small": true})).await.unwrap();
