@@ -8,6 +8,30 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::sas::percent_encode;
+
+/// DPS REST API version (the one iot-identity-service uses).
+pub const API_VERSION: &str = "2021-06-01";
+
+/// The path of a registration (`PUT`, with the TPM's keys, then with the TPM-signed token).
+pub fn register_path(id_scope: &str, registration_id: &str) -> String {
+    format!(
+        "/{}/registrations/{}/register?api-version={API_VERSION}",
+        percent_encode(id_scope),
+        percent_encode(registration_id)
+    )
+}
+
+/// The path of a registration operation's status (`GET`, polled until assigned).
+pub fn operation_path(id_scope: &str, registration_id: &str, operation_id: &str) -> String {
+    format!(
+        "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
+        percent_encode(id_scope),
+        percent_encode(registration_id),
+        percent_encode(operation_id)
+    )
+}
+
 /// The first wait before polling a registration's operation when DPS names none.
 pub const FIRST_POLL_WAIT: Duration = Duration::from_millis(100);
 /// The longest wait between polls when DPS names none (the Azure SDKs' fixed interval).

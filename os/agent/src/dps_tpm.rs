@@ -50,8 +50,7 @@ use crate::tpm::{self, find_persistent, persist, tpm_err, TpmHmacSigner};
 
 /// Where the endorsement key is persisted (TCG convention, as `aziot-tpmd` expects).
 pub const EK_HANDLE: u32 = 0x8101_0001;
-/// DPS REST API version (the one iot-identity-service uses).
-pub const API_VERSION: &str = "2021-06-01";
+
 /// Largest DPS answer accepted.
 const MAX_RESPONSE: usize = 256 * 1024;
 /// Lifetime of the registration SAS tokens.
@@ -307,11 +306,7 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
             "storageRootKey": b64(&keys.storage_root_key),
         },
     });
-    let path = format!(
-        "/{}/registrations/{}/register?api-version={API_VERSION}",
-        crate::sas::percent_encode(&config.id_scope),
-        crate::sas::percent_encode(id)
-    );
+    let path = dps_http::register_path(&config.id_scope, id);
     let client = HttpsClient::new(config)?;
 
     // Round 1: no authorization -> 401 with the challenge.
@@ -384,12 +379,7 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
                 }
                 std::thread::sleep(poll_wait(poll, retry_after));
                 poll = poll.saturating_add(1);
-                let status_path = format!(
-                    "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
-                    crate::sas::percent_encode(&config.id_scope),
-                    crate::sas::percent_encode(id),
-                    crate::sas::percent_encode(&operation_id)
-                );
+                let status_path = dps_http::operation_path(&config.id_scope, id, &operation_id);
                 let answer = client.request("GET", &status_path, Some(&authorization()?), None)?;
                 if answer.status != 200 && answer.status != 202 {
                     return Err(fail(format!(

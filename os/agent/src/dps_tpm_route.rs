@@ -24,9 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::dial::{self, Dialer};
 use crate::dps::{parse_operation, Assignment, OperationStatus};
 use crate::dps_http::{self, describe, poll_wait, Answer, Response};
-use crate::dps_tpm::API_VERSION;
 use crate::error::{AgentError, Result};
-use crate::sas::{build_token, percent_encode, unix_now};
+use crate::sas::{build_token, unix_now};
 use crate::tls::TlsSettings;
 use crate::tpm_commands::{self, EK_HANDLE};
 use crate::tpm_route::{TpmRoute, TpmRouteSigner};
@@ -114,11 +113,7 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
             "storageRootKey": b64(&keys.storage_root_key),
         },
     });
-    let path = format!(
-        "/{}/registrations/{}/register?api-version={API_VERSION}",
-        percent_encode(&config.id_scope),
-        percent_encode(id)
-    );
+    let path = dps_http::register_path(&config.id_scope, id);
     let client = HttpsClient {
         config,
         tls: config.tls.client_config(&config.host)?,
@@ -214,12 +209,7 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
             wait.as_millis()
         ));
         tokio::time::sleep(wait).await;
-        let status_path = format!(
-            "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
-            percent_encode(&config.id_scope),
-            percent_encode(id),
-            percent_encode(&operation_id)
-        );
+        let status_path = dps_http::operation_path(&config.id_scope, id, &operation_id);
         let answer = client
             .request("GET", &status_path, Some(&authorization()?), None)
             .await?;

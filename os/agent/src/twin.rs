@@ -550,7 +550,10 @@ mod tests {
         let big = "x".repeat(MAX_SECTION_BYTES);
         assert!(matches!(
             validate_reported(&json!({ "big": big })),
-            Err(TwinDocumentError::TooLarge { limit: MAX_SECTION_BYTES, .. })
+            Err(TwinDocumentError::TooLarge {
+                limit: MAX_SECTION_BYTES,
+                ..
+            })
         ));
     }
 }
