@@ -12,6 +12,9 @@
 //!   key.
 //! - [`device`]: the pure checks init makes against its own state
 //!   ([`check_against_device`]) and the fetched module ([`App::check_module`]).
+//! - [`twin`]: where tokens sit in the device twin's desired properties
+//!   ([`twin::desired_deployments`]) and the shape of what the device reports
+//!   ([`twin::reported_patch`]).
 //! - `error`: [`DeploymentError`], a variant per failing step, and [`Refusal`], each reason
 //!   a verified deployment does not fit the device.
 //!
@@ -22,6 +25,7 @@ pub mod document;
 mod error;
 pub mod jws;
 pub mod keys;
+pub mod twin;
 
 #[cfg(test)]
 mod tests;

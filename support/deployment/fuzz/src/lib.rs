@@ -5,3 +5,4 @@
 //! corpus `corpus/<target>/` through it on stable (part of `cargo test`).
 
 pub mod deployment_documents;
+pub mod desired_apps;

@@ -15,3 +15,8 @@ fn deployment_documents() {
         testudo_deployment_fuzz::deployment_documents::fuzz,
     );
 }
+
+#[test]
+fn desired_apps() {
+    replay("desired_apps", testudo_deployment_fuzz::desired_apps::fuzz);
+}
