@@ -17,8 +17,15 @@ mod build;
 mod bundle;
 #[cfg(feature = "config")]
 mod check;
-#[cfg(any(feature = "config", feature = "images", feature = "runtime"))]
+#[cfg(any(
+    feature = "config",
+    feature = "images",
+    feature = "runtime",
+    feature = "deploy"
+))]
 mod config_input;
+#[cfg(feature = "deploy")]
+mod deploy;
 #[cfg(feature = "config")]
 mod graph;
 #[cfg(feature = "hub")]
@@ -90,6 +97,9 @@ enum Command {
     /// Run a whole system on this host, each component sandboxed; prints `ready` when up.
     #[cfg(feature = "runtime")]
     Run(run::Args),
+    /// Deploy a signed WASM app into a device's app slot through its twin; show its status.
+    #[cfg(feature = "deploy")]
+    Deploy(deploy::Args),
 }
 
 /// Runs the parsed command line; the returned code is the process exit code.
@@ -121,5 +131,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vm(args) => vm::run(args),
         #[cfg(feature = "runtime")]
         Command::Run(args) => run::run(args),
+        #[cfg(feature = "deploy")]
+        Command::Deploy(args) => deploy::run(args),
     }
 }

@@ -109,6 +109,32 @@ pub fn desired_patch(slot: &str, token: &str) -> Value {
     serde_json::json!({ APPS: { slot: { DEPLOYMENT: token } } })
 }
 
+/// The serial the next document for `slot` should carry: one more than the greatest the twin
+/// shows, whether desired (a token that verifies with one of `trusted`; others are ignored)
+/// or reported (`apps.<slot>.serial`); 1 for a slot the twin says nothing of.
+pub fn next_serial(
+    desired: &Map<String, Value>,
+    reported: &Map<String, Value>,
+    slot: &str,
+    trusted: &[ed25519_dalek::VerifyingKey],
+) -> u64 {
+    let desired_serial = desired_deployments(desired)
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry.slot == slot)
+        .filter_map(|entry| crate::verify(&entry.token, trusted).ok())
+        .map(|verified| verified.deployment().serial)
+        .max();
+    let reported_serial = reported
+        .get(APPS)
+        .and_then(|apps| apps.get(slot))
+        .and_then(|report| report.get("serial"))
+        .and_then(Value::as_u64);
+    desired_serial
+        .max(reported_serial)
+        .map_or(1, |serial| serial.saturating_add(1))
+}
+
 /// What runs in a slot, in `$edgeAgent`'s words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -266,6 +292,33 @@ mod tests {
                 token: "h.p.s".into()
             })]
         );
+    }
+
+    #[test]
+    fn the_next_serial_follows_the_greatest_the_twin_shows() {
+        use crate::document::{Action, Deployment};
+        let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+        let other = ed25519_dalek::SigningKey::from_bytes(&[8; 32]);
+        let token = |serial, key: &ed25519_dalek::SigningKey| {
+            let removal = Deployment {
+                slot: "cloud-app".into(),
+                compatible: "testudo-gateway".into(),
+                serial,
+                action: Action::Remove,
+            };
+            crate::sign(&removal, key).unwrap()
+        };
+        let trusted = [key.verifying_key()];
+        let none = Map::new();
+        assert_eq!(next_serial(&none, &none, "cloud-app", &trusted), 1);
+        let desired = object(desired_patch("cloud-app", &token(4, &key)));
+        assert_eq!(next_serial(&desired, &none, "cloud-app", &trusted), 5);
+        assert_eq!(next_serial(&desired, &none, "other-slot", &trusted), 1);
+        let reported = object(json!({"apps": {"cloud-app": {"serial": 9}}}));
+        assert_eq!(next_serial(&desired, &reported, "cloud-app", &trusted), 10);
+        // A token signed with another key does not count.
+        let forged = object(desired_patch("cloud-app", &token(100, &other)));
+        assert_eq!(next_serial(&forged, &none, "cloud-app", &trusted), 1);
     }
 
     #[test]

@@ -1,0 +1,279 @@
+//! `testudo deploy`: drive a device's app slots through its twin. `app` signs a deployment
+//! document with the deploy key and sets it as the device's desired properties through the
+//! hub's service API (a real hub or the emulator); `status` shows what the device reported.
+//! The document's format and the twin's shapes: `docs/plan-format.md`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use serde_json::{Map, Value};
+use testudo_deployment::twin::{self, DesiredStatus, SlotReport};
+use testudo_deployment::{Action, App, AppRelease, Deployment, ModuleHasher};
+use testudo_hub_service::{ServiceClient, ServiceConnectionString};
+
+use super::config_input::load_config_or_plan;
+
+/// Microsoft's root certificates IoT Hub chains to: the default trust for a real hub.
+const AZURE_ROOTS: &str = include_str!("../../../system-config/trust/azure-iot-roots.pem");
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: DeployCommand,
+}
+
+/// Where the hub is and how it is trusted.
+#[derive(Debug, clap::Args)]
+struct HubArgs {
+    /// The hub's service connection string (`HostName=...;SharedAccessKeyName=...;
+    /// SharedAccessKey=...`; `testudo hub connection-string` prints the emulator's).
+    #[arg(long = "hub", value_name = "CONNECTION_STRING")]
+    connection_string: String,
+    /// The CA bundle the hub's certificate chains to (the emulator's `ca.pem`); default:
+    /// Microsoft's roots, as for a real hub.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DeployCommand {
+    /// Sign a deployment of APP.wasm into a slot and set it as DEVICE's desired properties.
+    App {
+        /// The device id.
+        device: String,
+        /// The app slot (the config's `app_slots`).
+        #[arg(long)]
+        slot: String,
+        /// The WebAssembly module.
+        #[arg(long, value_name = "APP.wasm")]
+        module: PathBuf,
+        /// The app's version (semantic version).
+        #[arg(long = "app-version", value_name = "VERSION")]
+        version: String,
+        /// The app's name (default: the module's file name without `.wasm`).
+        #[arg(long)]
+        name: Option<String>,
+        /// The device's system config (or plan JSON): its `compatible` and the slot's routes.
+        #[arg(long)]
+        config: PathBuf,
+        /// Key directory with `deploy.ed25519` (`testudo keys init`).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Where the device fetches the module (HTTPS). Uploading it to an artifact store
+        /// for the hub is not built yet: the URL is required.
+        #[arg(long)]
+        url: String,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Show what DEVICE reported about its app slots.
+    Status {
+        /// The device id.
+        device: String,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+}
+
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        DeployCommand::App {
+            device,
+            slot,
+            module,
+            version,
+            name,
+            config,
+            keys,
+            url,
+            hub,
+        } => {
+            let plan = load_config_or_plan(&config)?;
+            let Some(app_slot) = plan.app_slots.get(&slot) else {
+                let known: Vec<&str> = plan.app_slots.keys().map(String::as_str).collect();
+                bail!(
+                    "{} has no app slot {slot:?} (its slots: {})",
+                    config.display(),
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                );
+            };
+            let key_path = keys.join("deploy.ed25519");
+            let key = testudo_deployment::read_signing_key(&key_path)
+                .with_context(|| format!("reading the deploy key {}", key_path.display()))?;
+            let app = module_app(&module, name, version)?;
+            let mut deployment = Deployment {
+                slot: slot.clone(),
+                compatible: plan.compatible.clone(),
+                serial: 1,
+                action: Action::Deploy(AppRelease {
+                    app: app.clone(),
+                    // The widest the slot allows: a deployment never widens it.
+                    uses: app_slot.max_uses.clone(),
+                    url: Some(url),
+                }),
+            };
+            // A document devices would refuse (a version that is not semver, ...) is refused
+            // here, before the hub is asked anything.
+            deployment.validate().context("the deployment")?;
+            let client = service_client(&hub)?;
+            let twin = client
+                .twin(&device)
+                .with_context(|| format!("reading the twin of {device}"))?;
+            deployment.serial = twin::next_serial(
+                &properties(&twin, "desired"),
+                &properties(&twin, "reported"),
+                &slot,
+                &[key.verifying_key()],
+            );
+            let serial = deployment.serial;
+            let token =
+                testudo_deployment::sign(&deployment, &key).context("signing the deployment")?;
+            println!(
+                "deploying {} {} (sha256 {}, {} bytes) into slot {slot} of {device} as serial {serial}",
+                app.name, app.version, app.sha256, app.size
+            );
+            let twin = client
+                .patch_desired(&device, &twin::desired_patch(&slot, &token))
+                .with_context(|| format!("setting the desired properties of {device}"))?;
+            let version = twin["properties"]["desired"]["$version"]
+                .as_u64()
+                .unwrap_or(0);
+            println!(
+                "desired properties of {device} at $version {version} on {}; the device reports in apps.{slot} (testudo deploy status {device})",
+                client.hub_name()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        DeployCommand::Status { device, hub } => {
+            let client = service_client(&hub)?;
+            let twin = client
+                .twin(&device)
+                .with_context(|| format!("reading the twin of {device}"))?;
+            print!("{}", status_text(&device, &properties(&twin, "reported")));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The module's name, version, size and sha256.
+fn module_app(module: &PathBuf, name: Option<String>, version: String) -> anyhow::Result<App> {
+    let mut file = std::fs::File::open(module)
+        .with_context(|| format!("opening the module {}", module.display()))?;
+    let mut hasher = ModuleHasher::new();
+    std::io::copy(&mut file, &mut hasher)
+        .with_context(|| format!("reading the module {}", module.display()))?;
+    let digest = hasher.finish();
+    let name = match name {
+        Some(name) => name,
+        None => module
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .map(str::to_owned)
+            .with_context(|| {
+                format!(
+                    "{} has no file name to name the app by (--name)",
+                    module.display()
+                )
+            })?,
+    };
+    Ok(App {
+        name,
+        version,
+        sha256: hex::encode(digest.sha256),
+        size: digest.size,
+    })
+}
+
+fn service_client(hub: &HubArgs) -> anyhow::Result<ServiceClient> {
+    let connection = ServiceConnectionString::parse(&hub.connection_string)?;
+    let anchors = match &hub.ca {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading the CA bundle {}", path.display()))?,
+        None => AZURE_ROOTS.to_owned(),
+    };
+    Ok(ServiceClient::new(connection, &anchors)?)
+}
+
+/// A twin's `properties.<section>` (empty when absent).
+fn properties(twin: &Value, section: &str) -> Map<String, Value> {
+    twin.get("properties")
+        .and_then(|properties| properties.get(section))
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// What `deploy status` prints: a line per reported slot, then the last desired version.
+fn status_text(device: &str, reported: &Map<String, Value>) -> String {
+    let Some(apps) = reported.get(twin::APPS).and_then(Value::as_object) else {
+        return format!("{device} has reported no app slots yet\n");
+    };
+    let mut text = String::new();
+    for (slot, report) in apps {
+        let Ok(report) = serde_json::from_value::<SlotReport>(report.clone()) else {
+            continue;
+        };
+        let app = match (&report.app, &report.version) {
+            (Some(app), Some(version)) => format!("{app} {version}"),
+            _ => "its factory app".to_owned(),
+        };
+        let serial = report
+            .serial
+            .map(|serial| format!(", serial {serial}"))
+            .unwrap_or_default();
+        let status = serde_json::to_value(report.runtime_status)
+            .ok()
+            .and_then(|value| value.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        text.push_str(&format!(
+            "slot {slot}: {app}{serial}, {status} (restarts {})\n",
+            report.restart_count
+        ));
+    }
+    let version = apps.get("lastDesiredVersion").and_then(Value::as_u64);
+    let last = apps
+        .get("lastDesiredStatus")
+        .and_then(|status| serde_json::from_value::<DesiredStatus>(status.clone()).ok());
+    if let (Some(version), Some(last)) = (version, last) {
+        text.push_str(&format!(
+            "last desired $version {version}: {} {}\n",
+            last.code, last.description
+        ));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn status_lists_each_slot_and_the_last_desired_version() {
+        let reported = json!({"apps": {
+            "cloud-app": {"app": "forwarder", "version": "1.2.0", "serial": 3,
+                          "runtimeStatus": "running", "restartCount": 1},
+            "spare": {"runtimeStatus": "stopped", "restartCount": 0},
+            "lastDesiredVersion": 7,
+            "lastDesiredStatus": {"code": 200, "description": "applied"}
+        }});
+        let Value::Object(reported) = reported else {
+            unreachable!()
+        };
+        assert_eq!(
+            status_text("gw", &reported),
+            "slot cloud-app: forwarder 1.2.0, serial 3, running (restarts 1)\n\
+             slot spare: its factory app, stopped (restarts 0)\n\
+             last desired $version 7: 200 applied\n"
+        );
+        assert_eq!(
+            status_text("gw", &Map::new()),
+            "gw has reported no app slots yet\n"
+        );
+    }
+}
