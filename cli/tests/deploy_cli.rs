@@ -5,7 +5,8 @@
 //! emulator, trusted through its CA), with a serial one more than the last one each time;
 //! the token verifies with the deploy public key and says what was deployed. A slot the
 //! config does not have, a version devices would refuse, or a hub whose certificate is not
-//! trusted, is refused with a clear line and changes nothing. `testudo deploy status` says what the device reported.
+//! trusted, is refused with a clear line and changes nothing. `testudo deploy remove` signs a
+//! removal with the next serial. `testudo deploy status` says what the device reported.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -175,6 +176,35 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         twin(&state, "gw-01")["properties"]["desired"]["$version"],
         before
     );
+
+    // A removal is a signed document too, with the next serial.
+    let printed = ok(testudo()
+        .args([
+            "deploy",
+            "remove",
+            "gw-01",
+            "--slot",
+            "cloud-app",
+            "--config",
+        ])
+        .arg(repo().join("system-config/examples/gateway.ncl"))
+        .arg("--keys")
+        .arg(&keys)
+        .args(["--hub", &hub, "--ca"])
+        .arg(&ca)
+        .output()
+        .unwrap());
+    assert!(
+        printed.contains("removing the app of slot cloud-app of gw-01 as serial 3"),
+        "{printed}"
+    );
+    let token = twin(&state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let removal = testudo_deployment::verify(&token, &trusted).unwrap();
+    assert_eq!(removal.deployment().serial, 3);
+    assert!(removal.deployment().is_removal());
 
     // Nothing reported yet: status says so.
     let status = ok(testudo()

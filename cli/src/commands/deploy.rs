@@ -1,16 +1,19 @@
-//! `testudo deploy`: drive a device's app slots through its twin. `app` signs a deployment
-//! document with the deploy key and sets it as the device's desired properties through the
-//! hub's service API (a real hub or the emulator); `status` shows what the device reported.
+//! `testudo deploy`: drive a device's app slots through its twin. `app` (and `remove`) sign a
+//! deployment (a removal) with the deploy key and set it as the device's desired properties
+//! through the hub's service API (a real hub or the emulator); `status` shows what the device
+//! reported.
 //! The document's format and the twin's shapes: `docs/plan-format.md`.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use serde_json::{Map, Value};
 use testudo_deployment::twin::{self, DesiredStatus, SlotReport};
-use testudo_deployment::{Action, App, AppRelease, Deployment, ModuleHasher};
+use testudo_deployment::{Action, App, AppRelease, Deployment, ModuleHasher, SigningKey};
 use testudo_hub_service::{ServiceClient, ServiceConnectionString};
+use testudo_plan::Route;
 
 use super::config_input::load_config_or_plan;
 
@@ -67,6 +70,23 @@ enum DeployCommand {
         #[command(flatten)]
         hub: HubArgs,
     },
+    /// Sign the removal of a slot's app (a signed document too: the slot is emptied) and set
+    /// it as DEVICE's desired properties.
+    Remove {
+        /// The device id.
+        device: String,
+        /// The app slot (the config's `app_slots`).
+        #[arg(long)]
+        slot: String,
+        /// The device's system config (or plan JSON): its `compatible`.
+        #[arg(long)]
+        config: PathBuf,
+        /// Key directory with `deploy.ed25519` (`testudo keys init`).
+        #[arg(long)]
+        keys: PathBuf,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
     /// Show what DEVICE reported about its app slots.
     Status {
         /// The device id.
@@ -89,65 +109,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             url,
             hub,
         } => {
-            let plan = load_config_or_plan(&config)?;
-            let Some(app_slot) = plan.app_slots.get(&slot) else {
-                let known: Vec<&str> = plan.app_slots.keys().map(String::as_str).collect();
-                bail!(
-                    "{} has no app slot {slot:?} (its slots: {})",
-                    config.display(),
-                    if known.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-            };
-            let key_path = keys.join("deploy.ed25519");
-            let key = testudo_deployment::read_signing_key(&key_path)
-                .with_context(|| format!("reading the deploy key {}", key_path.display()))?;
+            let target = Target::load(&config, &slot, &keys)?;
             let app = module_app(&module, name, version)?;
-            let mut deployment = Deployment {
-                slot: slot.clone(),
-                compatible: plan.compatible.clone(),
-                serial: 1,
-                action: Action::Deploy(AppRelease {
-                    app: app.clone(),
-                    // The widest the slot allows: a deployment never widens it.
-                    uses: app_slot.max_uses.clone(),
-                    url: Some(url),
-                }),
-            };
-            // A document devices would refuse (a version that is not semver, ...) is refused
-            // here, before the hub is asked anything.
-            deployment.validate().context("the deployment")?;
-            let client = service_client(&hub)?;
-            let twin = client
-                .twin(&device)
-                .with_context(|| format!("reading the twin of {device}"))?;
-            deployment.serial = twin::next_serial(
-                &properties(&twin, "desired"),
-                &properties(&twin, "reported"),
-                &slot,
-                &[key.verifying_key()],
-            );
-            let serial = deployment.serial;
-            let token =
-                testudo_deployment::sign(&deployment, &key).context("signing the deployment")?;
-            println!(
-                "deploying {} {} (sha256 {}, {} bytes) into slot {slot} of {device} as serial {serial}",
+            let action = Action::Deploy(AppRelease {
+                app: app.clone(),
+                // The widest the slot allows: a deployment never widens it.
+                uses: target.max_uses.clone(),
+                url: Some(url),
+            });
+            let what = format!(
+                "deploying {} {} (sha256 {}, {} bytes) into",
                 app.name, app.version, app.sha256, app.size
             );
-            let twin = client
-                .patch_desired(&device, &twin::desired_patch(&slot, &token))
-                .with_context(|| format!("setting the desired properties of {device}"))?;
-            let version = twin["properties"]["desired"]["$version"]
-                .as_u64()
-                .unwrap_or(0);
-            println!(
-                "desired properties of {device} at $version {version} on {}; the device reports in apps.{slot} (testudo deploy status {device})",
-                client.hub_name()
-            );
-            Ok(ExitCode::SUCCESS)
+            publish(&target, action, &device, &hub, &what)
+        }
+        DeployCommand::Remove {
+            device,
+            slot,
+            config,
+            keys,
+            hub,
+        } => {
+            let target = Target::load(&config, &slot, &keys)?;
+            publish(
+                &target,
+                Action::Remove,
+                &device,
+                &hub,
+                "removing the app of",
+            )
         }
         DeployCommand::Status { device, hub } => {
             let client = service_client(&hub)?;
@@ -160,8 +150,92 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The slot a document is for, on which system, and the key that signs it.
+struct Target {
+    slot: String,
+    compatible: String,
+    max_uses: BTreeMap<String, Route>,
+    key: SigningKey,
+}
+
+impl Target {
+    /// The slot `slot` of the system `config` describes, and the deploy key in `keys`.
+    fn load(config: &Path, slot: &str, keys: &Path) -> anyhow::Result<Target> {
+        let plan = load_config_or_plan(config)?;
+        let Some(app_slot) = plan.app_slots.get(slot) else {
+            let known: Vec<&str> = plan.app_slots.keys().map(String::as_str).collect();
+            bail!(
+                "{} has no app slot {slot:?} (its slots: {})",
+                config.display(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+        };
+        let key_path = keys.join("deploy.ed25519");
+        let key = testudo_deployment::read_signing_key(&key_path)
+            .with_context(|| format!("reading the deploy key {}", key_path.display()))?;
+        Ok(Target {
+            slot: slot.to_owned(),
+            compatible: plan.compatible.clone(),
+            max_uses: app_slot.max_uses.clone(),
+            key,
+        })
+    }
+}
+
+/// Signs `action` for the target's slot with the next serial the device's twin calls for and
+/// sets it as the device's desired properties. `what` starts the line saying so.
+fn publish(
+    target: &Target,
+    action: Action,
+    device: &str,
+    hub: &HubArgs,
+    what: &str,
+) -> anyhow::Result<ExitCode> {
+    let slot = &target.slot;
+    let mut deployment = Deployment {
+        slot: slot.clone(),
+        compatible: target.compatible.clone(),
+        serial: 1,
+        action,
+    };
+    // A document devices would refuse (a version that is not semver, ...) is refused here,
+    // before the hub is asked anything.
+    deployment.validate().context("the deployment")?;
+    let client = service_client(hub)?;
+    let twin = client
+        .twin(device)
+        .with_context(|| format!("reading the twin of {device}"))?;
+    deployment.serial = twin::next_serial(
+        &properties(&twin, "desired"),
+        &properties(&twin, "reported"),
+        slot,
+        &[target.key.verifying_key()],
+    );
+    let token =
+        testudo_deployment::sign(&deployment, &target.key).context("signing the deployment")?;
+    println!(
+        "{what} slot {slot} of {device} as serial {}",
+        deployment.serial
+    );
+    let twin = client
+        .patch_desired(device, &twin::desired_patch(slot, &token))
+        .with_context(|| format!("setting the desired properties of {device}"))?;
+    let version = twin["properties"]["desired"]["$version"]
+        .as_u64()
+        .unwrap_or(0);
+    println!(
+        "desired properties of {device} at $version {version} on {}; the device reports in apps.{slot} (testudo deploy status {device})",
+        client.hub_name()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// The module's name, version, size and sha256.
-fn module_app(module: &PathBuf, name: Option<String>, version: String) -> anyhow::Result<App> {
+fn module_app(module: &Path, name: Option<String>, version: String) -> anyhow::Result<App> {
     let mut file = std::fs::File::open(module)
         .with_context(|| format!("opening the module {}", module.display()))?;
     let mut hasher = ModuleHasher::new();

@@ -30,6 +30,9 @@ pub mod twin;
 #[cfg(test)]
 mod tests;
 
+/// The deploy key's halves (Ed25519), as the functions here take and return them.
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
+
 pub use device::{check_against_device, ModuleDigest, ModuleHasher};
 pub use document::{Action, App, AppRelease, Deployment};
 pub use error::{DeploymentError, Refusal, Segment};
