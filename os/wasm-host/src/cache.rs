@@ -291,20 +291,68 @@ pub fn load_cached(engine: &Engine, kind: AppKind, path: &Path) -> Result<AppCod
 
 /// Writes `bytes` to `path` with permission bits `mode` through a temporary file in the same
 /// directory and a rename, so readers see the old file or the whole new one.
+///
+/// The temporary file is created with `mode` already (`open`'s mode, less the umask); only
+/// when the umask took bits away is the mode set again (`fchmod`). The sandboxed host writes
+/// its cache with `0o600`, which no umask narrows, so it never needs `fchmod` (not in the
+/// `wasm_host` seccomp role).
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     let dir = match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir)?;
-    let mut temporary = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut temporary, bytes)?;
-    temporary
-        .as_file()
-        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))?;
-    temporary.as_file().sync_all()?;
-    temporary.persist(path).map_err(|error| error.error)?;
-    Ok(())
+    create_dir_all(dir)?;
+    // Cleaned up here with `unlinkat` (rustix), not by tempfile's drop (std's `remove_file`
+    // is glibc's `unlink`, outside the role): a failed write must not kill the host.
+    let mut temporary = tempfile::Builder::new()
+        .permissions(std::fs::Permissions::from_mode(mode))
+        .disable_cleanup(true)
+        .tempfile_in(dir)?;
+    let written = (|| {
+        std::io::Write::write_all(&mut temporary, bytes)?;
+        let created = temporary.as_file().metadata()?.permissions().mode() & 0o7777;
+        if created != mode {
+            temporary
+                .as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        temporary.as_file().sync_all()
+    })();
+    let temporary_path = temporary.path().to_owned();
+    let result = written.and_then(|()| {
+        temporary
+            .persist(path)
+            .map(drop)
+            .map_err(|error| error.error)
+    });
+    if result.is_err() {
+        // Best effort: a leftover temporary file only costs space in the cache directory.
+        let _ = rustix::fs::unlink(&temporary_path);
+    }
+    result
+}
+
+/// `std::fs::create_dir_all` with `mkdirat` instead of `mkdir`: the sandboxed host creates
+/// its cache and granted directories with the one directory-making system call its seccomp
+/// role allows, the one WASI's `path_create_directory` uses (`mkdirat`). Directories are
+/// made with mode `0o777` less the umask, as `std` does; an existing directory is success.
+pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
+    if path.as_os_str().is_empty() || path.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        create_dir_all(parent)?;
+    }
+    match rustix::fs::mkdirat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::Mode::from_raw_mode(0o777),
+    ) {
+        Ok(()) => Ok(()),
+        Err(_) if path.is_dir() => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 #[cfg(test)]
@@ -365,5 +413,27 @@ mod tests {
         let engine = Engine::default();
         let error = compile_app(&engine, None, "x", b"hello").unwrap_err();
         assert!(matches!(error, HostError::NotWasm { .. }));
+    }
+
+    #[test]
+    fn create_dir_all_makes_every_missing_level_and_accepts_existing_ones() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        create_dir_all(&deep).unwrap();
+        assert!(deep.is_dir());
+        create_dir_all(&deep).unwrap();
+        create_dir_all(Path::new("")).unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"").unwrap();
+        assert!(create_dir_all(&file.join("below")).is_err());
+        // Files are written with exactly the requested mode.
+        for mode in [0o600, 0o644] {
+            let path = dir.path().join(format!("d/{mode:o}.bin"));
+            write_atomically(&path, b"x", mode).unwrap();
+            let written = std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(written, mode);
+            assert_eq!(std::fs::read(&path).unwrap(), b"x");
+        }
     }
 }

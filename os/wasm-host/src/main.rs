@@ -139,7 +139,7 @@ fn run(args: Args) -> Result<u8, HostError> {
         },
     )?;
     for dir in &planned.grants.dirs {
-        std::fs::create_dir_all(&dir.host).map_err(|source| HostError::Write {
+        testudo_wasm_host::cache::create_dir_all(&dir.host).map_err(|source| HostError::Write {
             path: dir.host.clone(),
             source,
         })?;
