@@ -2,7 +2,7 @@
 //! one request per connection), answers bounded and parsed as untrusted bytes.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,6 +25,8 @@ const TOKEN_TTL: u64 = 300;
 pub struct ServiceClient {
     hub: ServiceConnectionString,
     tls: Arc<rustls::ClientConfig>,
+    /// Where to connect instead of resolving the hub's name (its TLS name stays the hub's).
+    address: Option<SocketAddr>,
 }
 
 impl ServiceClient {
@@ -54,7 +56,15 @@ impl ServiceClient {
         Ok(ServiceClient {
             hub,
             tls: Arc::new(tls),
+            address: None,
         })
+    }
+
+    /// Connects to `address` instead of resolving the hub's host name, which is still the
+    /// name its certificate must carry (a development hub whose name no DNS knows).
+    pub fn connect_to(mut self, address: SocketAddr) -> ServiceClient {
+        self.address = Some(address);
+        self
     }
 
     /// The hub this client talks to (`host[:port]`).
@@ -65,23 +75,28 @@ impl ServiceClient {
     /// The device's twin (`GET /twins/{id}`): `deviceId`, `properties.desired`,
     /// `properties.reported`, ...
     pub fn twin(&self, device: &str) -> Result<Value, ServiceError> {
-        self.request("GET", &twin_path(device), None)
+        self.request("GET", &twin_path(device), None, None)
+            .map(|(_, twin)| twin)
     }
 
     /// Patches the device's desired properties (`PATCH /twins/{id}`; `null` deletes a key);
     /// returns the twin after the patch.
     pub fn patch_desired(&self, device: &str, desired: &Value) -> Result<Value, ServiceError> {
         let body = json!({ "properties": { "desired": desired } });
-        self.request("PATCH", &twin_path(device), Some(&body))
+        self.request("PATCH", &twin_path(device), Some(&body), None)
+            .map(|(_, twin)| twin)
     }
 
-    /// Sends one request; the JSON body of a 2xx answer (`null` when empty).
-    fn request(
+    /// Sends one request to the service API (`path` without `api-version`), with an
+    /// `If-Match` precondition when `if_match` names an etag; the status and JSON body
+    /// (`null` when empty) of a 2xx answer.
+    pub fn request(
         &self,
         method: &str,
         path: &str,
         body: Option<&Value>,
-    ) -> Result<Value, ServiceError> {
+        if_match: Option<&str>,
+    ) -> Result<(u16, Value), ServiceError> {
         let label = format!("{method} {path}");
         let host_name = self.hub.host_name();
         let transport = |source| ServiceError::Transport {
@@ -103,14 +118,21 @@ impl ServiceClient {
                     source,
                 }
             })?;
-        let tcp = TcpStream::connect((self.hub.host.as_str(), self.hub.port)).map_err(transport)?;
+        let tcp = match self.address {
+            Some(address) => TcpStream::connect(address),
+            None => TcpStream::connect((self.hub.host.as_str(), self.hub.port)),
+        }
+        .map_err(transport)?;
         tcp.set_read_timeout(Some(TIMEOUT)).map_err(transport)?;
         tcp.set_write_timeout(Some(TIMEOUT)).map_err(transport)?;
         let mut stream = rustls::StreamOwned::new(connection, tcp);
         let payload = body.map(Value::to_string).unwrap_or_default();
         let separator = if path.contains('?') { '&' } else { '?' };
+        let precondition = if_match
+            .map(|etag| format!("If-Match: \"{etag}\"\r\n"))
+            .unwrap_or_default();
         let head = format!(
-            "{method} {path}{separator}api-version={API_VERSION} HTTP/1.1\r\nHost: {host_name}\r\nAuthorization: {token}\r\nAccept: application/json\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "{method} {path}{separator}api-version={API_VERSION} HTTP/1.1\r\nHost: {host_name}\r\nAuthorization: {token}\r\nAccept: application/json\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n{precondition}Connection: close\r\n\r\n",
             payload.len()
         );
         stream.write_all(head.as_bytes()).map_err(transport)?;
@@ -140,9 +162,11 @@ impl ServiceClient {
             });
         }
         if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Value::Null);
+            return Ok((status, Value::Null));
         }
-        serde_json::from_slice(body).map_err(|_| unreadable("the body is not JSON"))
+        serde_json::from_slice(body)
+            .map(|json| (status, json))
+            .map_err(|_| unreadable("the body is not JSON"))
     }
 }
 

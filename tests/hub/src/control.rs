@@ -2,7 +2,6 @@
 //! emulator's HTTPS service API when `endpoint.json` names a live one, so its in-memory state
 //! stays the single writer; otherwise directly on the files.
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
@@ -10,9 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::clock;
 use crate::error::HubError;
-use crate::hub::{host_with_port, Hub};
+use crate::hub::Hub;
 use crate::registry::{HubConfig, SERVICE_POLICY};
 use crate::store::Store;
 
@@ -23,13 +21,12 @@ struct Endpoint {
     https_port: u16,
 }
 
-/// A minimal blocking HTTPS client for the emulator's own service API.
+/// The running emulator's own service API, through the service client operators use
+/// ([`testudo_hub_service::ServiceClient`]), connected to 127.0.0.1 whatever the hub's name.
 #[derive(Debug)]
 pub struct ServiceClient {
-    host: String,
-    port: u16,
-    key: String,
-    tls: std::sync::Arc<rustls::ClientConfig>,
+    hub: testudo_hub_service::ServiceConnectionString,
+    client: testudo_hub_service::ServiceClient,
 }
 
 impl ServiceClient {
@@ -47,18 +44,24 @@ impl ServiceClient {
             path: ca_path,
             source,
         })?;
-        let client = ServiceClient {
-            host: endpoint.host,
-            port: endpoint.https_port,
-            key: config.service_key,
-            tls: crate::tls::client_config(&ca_pem)?,
-        };
         // A stale endpoint file (emulator killed) means: not running.
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], client.port));
-        if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_err() {
+        let address = std::net::SocketAddr::from(([127, 0, 0, 1], endpoint.https_port));
+        if TcpStream::connect_timeout(&address, Duration::from_secs(1)).is_err() {
             return Ok(None);
         }
-        Ok(Some(client))
+        let hub = testudo_hub_service::ServiceConnectionString {
+            host: endpoint.host,
+            port: endpoint.https_port,
+            key_name: SERVICE_POLICY.to_owned(),
+            key: config.service_key,
+        };
+        let client = testudo_hub_service::ServiceClient::new(hub.clone(), &ca_pem)
+            .map_err(|error| HubError::ServiceRequest {
+                request: "set-up".to_owned(),
+                source: std::io::Error::other(error),
+            })?
+            .connect_to(address);
+        Ok(Some(ServiceClient { hub, client }))
     }
 
     /// Sends one request; returns the status and the JSON body (`null` if empty).
@@ -79,67 +82,27 @@ impl ServiceClient {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<(u16, Value), HubError> {
-        let label = format!("{method} {path}");
-        let io = |source| HubError::ServiceRequest {
-            request: label.clone(),
-            source,
-        };
-        let resource = host_with_port(&self.host, self.port);
-        let token = crate::sas::generate(
-            &resource,
-            &self.key,
-            Some(SERVICE_POLICY),
-            clock::unix_now() + 300,
-        )
-        .unwrap_or_default();
-        let server_name = rustls::pki_types::ServerName::try_from(self.host.clone())
-            .map_err(|e| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-        let connection = rustls::ClientConnection::new(self.tls.clone(), server_name)
-            .map_err(|e| io(std::io::Error::other(e)))?;
-        let tcp = TcpStream::connect(("127.0.0.1", self.port)).map_err(io)?;
-        tcp.set_read_timeout(Some(Duration::from_secs(60)))
-            .map_err(io)?;
-        let mut stream = rustls::StreamOwned::new(connection, tcp);
-        let payload = body
-            .map(|b| serde_json::to_vec(b).unwrap_or_default())
-            .unwrap_or_default();
-        let separator = if path.contains('?') { '&' } else { '?' };
-        let precondition = if_match
-            .map(|tag| format!("If-Match: \"{tag}\"\r\n"))
-            .unwrap_or_default();
-        let head = format!(
-            "{method} {path}{separator}api-version=2021-04-12 HTTP/1.1\r\nHost: {resource}\r\nAuthorization: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{precondition}Connection: close\r\n\r\n",
-            payload.len()
-        );
-        stream.write_all(head.as_bytes()).map_err(io)?;
-        stream.write_all(&payload).map_err(io)?;
-        let mut response = Vec::new();
-        match stream.read_to_end(&mut response) {
-            Ok(_) => {}
-            // The server may close without close_notify; what arrived is complete.
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
-            Err(e) => return Err(io(e)),
-        }
-        let text = String::from_utf8_lossy(&response);
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let json = if body.trim().is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(body).unwrap_or_else(|_| Value::String(body.to_owned()))
-        };
-        if !(200..300).contains(&status) {
-            return Err(HubError::ServiceStatus {
-                request: label,
-                status,
-                body: body.to_owned(),
-            });
-        }
-        Ok((status, json))
+        use testudo_hub_service::ServiceError;
+        self.client
+            .request(method, path, body, if_match)
+            .map_err(|error| match error {
+                ServiceError::Status {
+                    request,
+                    status,
+                    message,
+                } => HubError::ServiceStatus {
+                    request,
+                    status,
+                    body: message,
+                },
+                ServiceError::Transport {
+                    request, source, ..
+                } => HubError::ServiceRequest { request, source },
+                other => HubError::ServiceRequest {
+                    request: format!("{method} {path}"),
+                    source: std::io::Error::other(other),
+                },
+            })
     }
 }
 
@@ -163,7 +126,7 @@ pub fn add_device(dir: &Path, id: &str) -> Result<String, HubError> {
             .unwrap_or_default();
         return Ok(format!(
             "HostName={};DeviceId={id};SharedAccessKey={key}",
-            client.host
+            client.hub.host
         ));
     }
     let hub = open_offline(dir)?;
@@ -178,8 +141,8 @@ pub fn service_connection_string(dir: &Path) -> Result<String, HubError> {
     if let Some(client) = ServiceClient::for_running(dir)? {
         return Ok(format!(
             "HostName={};SharedAccessKeyName={SERVICE_POLICY};SharedAccessKey={}",
-            host_with_port(&client.host, client.port),
-            client.key
+            client.hub.host_name(),
+            client.hub.key
         ));
     }
     let hub = open_offline(dir)?;
