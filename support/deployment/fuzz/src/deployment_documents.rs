@@ -8,10 +8,9 @@
 //! - `H` then bytes: the protected header, over a valid document, signed with the fuzz key;
 //! - anything else: the whole token.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use ed25519_dalek::{Signer as _, SigningKey};
+use ed25519_dalek::SigningKey;
 use std::collections::BTreeMap;
+use testudo_deployment::jws::compact;
 use testudo_deployment::{check_against_device, key_id, sign, verify};
 use testudo_plan::{AppSlot, Limits, RestartPolicy, Rights, Route};
 
@@ -30,8 +29,8 @@ pub fn fuzz(data: &[u8]) {
         key_id(&key.verifying_key())
     );
     let token = match data.split_first() {
-        Some((b'P', payload)) => signed(header.as_bytes(), payload, &key),
-        Some((b'H', header)) => signed(header, VALID_PAYLOAD.as_bytes(), &key),
+        Some((b'P', payload)) => compact(header.as_bytes(), payload, &key),
+        Some((b'H', header)) => compact(header, VALID_PAYLOAD.as_bytes(), &key),
         _ => match std::str::from_utf8(data) {
             Ok(token) => token.to_owned(),
             Err(_) => return,
@@ -56,17 +55,6 @@ pub fn fuzz(data: &[u8]) {
 
 /// A deployment into the fuzz device's slot.
 const VALID_PAYLOAD: &str = r#"{"action":"deploy","format":1,"slot":"app","compatible":"testudo-fuzz","serial":1,"app":{"name":"app","version":"1.0.0","sha256":"0000000000000000000000000000000000000000000000000000000000000000","size":8},"uses":{"log":{"component":"log","capability":"log","interface":"log","rights":"write","allow":[]}}}"#;
-
-/// `BASE64URL(header).BASE64URL(payload).BASE64URL(signature)` over any bytes.
-fn signed(header: &[u8], payload: &[u8], key: &SigningKey) -> String {
-    let mut token = URL_SAFE_NO_PAD.encode(header);
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(payload, &mut token);
-    let signature = key.sign(token.as_bytes());
-    token.push('.');
-    URL_SAFE_NO_PAD.encode_string(signature.to_bytes(), &mut token);
-    token
-}
 
 /// The fuzz device's one slot: a log route, and a `net` route with an allow list.
 fn slot() -> AppSlot {
