@@ -1,4 +1,4 @@
 //! `cargo fuzz` entry point of [`testudo_deployment_fuzz::desired_apps`].
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| { testudo_deployment_fuzz::desired_apps::fuzz(data) });
+libfuzzer_sys::fuzz_target!(|data: &[u8]| testudo_deployment_fuzz::desired_apps::fuzz(data));
