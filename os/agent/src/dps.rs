@@ -111,16 +111,21 @@ pub enum OperationError {
 /// Parses a DPS answer body. Never panics on arbitrary input.
 pub fn parse_operation(body: &[u8]) -> std::result::Result<OperationStatus, OperationError> {
     let value: Value = serde_json::from_slice(body).map_err(OperationError::NotJson)?;
+    operation_status(&value)
+}
+
+/// The operation state a DPS answer (already JSON) says.
+pub fn operation_status(value: &Value) -> std::result::Result<OperationStatus, OperationError> {
     let text = |v: &Value, field: &'static str| {
         v.get(field)
             .and_then(Value::as_str)
             .map(str::to_string)
             .ok_or(OperationError::Missing { field })
     };
-    let status = text(&value, "status")?;
+    let status = text(value, "status")?;
     match status.as_str() {
         "assigning" | "unassigned" => Ok(OperationStatus::Assigning {
-            operation_id: text(&value, "operationId")?,
+            operation_id: text(value, "operationId")?,
         }),
         "assigned" => {
             let state = value
@@ -134,9 +139,9 @@ pub fn parse_operation(body: &[u8]) -> std::result::Result<OperationStatus, Oper
             }))
         }
         "failed" | "disabled" => {
-            let state = value.get("registrationState").unwrap_or(&value);
+            let state = value.get("registrationState").unwrap_or(value);
             let message = text(state, "errorMessage")
-                .or_else(|_| text(&value, "message"))
+                .or_else(|_| text(value, "message"))
                 .unwrap_or_else(|_| status.clone());
             Ok(OperationStatus::Failed { message })
         }

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::dps::{operation_status, Assignment, OperationStatus};
+use crate::error::AgentError;
 use crate::sas::percent_encode;
 
 /// DPS REST API version (the one iot-identity-service uses).
@@ -30,6 +32,53 @@ pub fn operation_path(id_scope: &str, registration_id: &str, operation_id: &str)
         percent_encode(registration_id),
         percent_encode(operation_id)
     )
+}
+
+/// What a registration's answer (to the TPM-signed PUT, or a status poll) calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperationStep {
+    /// DPS assigned the device.
+    Assigned(Assignment),
+    /// Still assigning: poll this operation, after `Retry-After` if DPS named one.
+    Poll {
+        /// The operation to poll.
+        operation_id: String,
+        /// DPS's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+}
+
+/// The step `answer` calls for in `registration_id`'s registration; `request` names the
+/// request in errors. A status other than 200 or 202, a failed registration or an answer
+/// that is not an operation's state is an error.
+pub fn operation_step(
+    registration_id: &str,
+    request: &str,
+    answer: Response,
+) -> Result<OperationStep, AgentError> {
+    let fail = |reason: String| AgentError::Provision {
+        registration_id: registration_id.to_owned(),
+        reason,
+    };
+    if answer.status != 200 && answer.status != 202 {
+        return Err(fail(format!(
+            "{request} answered {}: {}",
+            answer.status,
+            describe(&answer.body)
+        )));
+    }
+    let state = operation_status(&answer.body).map_err(|source| AgentError::ProvisionAnswer {
+        registration_id: registration_id.to_owned(),
+        source,
+    })?;
+    match state {
+        OperationStatus::Assigned(assignment) => Ok(OperationStep::Assigned(assignment)),
+        OperationStatus::Failed { message } => Err(fail(message)),
+        OperationStatus::Assigning { operation_id } => Ok(OperationStep::Poll {
+            operation_id,
+            retry_after: answer.retry_after,
+        }),
+    }
 }
 
 /// The first wait before polling a registration's operation when DPS names none.
@@ -302,6 +351,67 @@ mod tests {
             poll_wait(5, Some(Duration::from_secs(3600))),
             MAX_RETRY_AFTER
         );
+    }
+
+    #[test]
+    fn answers_step_the_registration_or_fail_it() {
+        let answer = |status, retry_after, body| Response {
+            status,
+            retry_after,
+            body,
+        };
+        let three = Some(Duration::from_secs(3));
+        assert_eq!(
+            operation_step(
+                "d",
+                "PUT",
+                answer(
+                    202,
+                    three,
+                    json!({"operationId": "4.a", "status": "assigning"})
+                )
+            )
+            .unwrap(),
+            OperationStep::Poll {
+                operation_id: "4.a".into(),
+                retry_after: three
+            }
+        );
+        assert_eq!(
+            operation_step(
+                "d",
+                "GET",
+                answer(
+                    200,
+                    None,
+                    json!({"status": "assigned", "registrationState": {"assignedHub": "h", "deviceId": "d"}})
+                )
+            )
+            .unwrap(),
+            OperationStep::Assigned(Assignment {
+                assigned_hub: "h".into(),
+                device_id: "d".into()
+            })
+        );
+        let refused = operation_step("d", "GET", answer(404, None, json!({"message": "gone"})));
+        assert!(
+            matches!(&refused, Err(AgentError::Provision { reason, .. }) if reason == "GET answered 404: gone"),
+            "{refused:?}"
+        );
+        let failed = operation_step(
+            "d",
+            "GET",
+            answer(
+                200,
+                None,
+                json!({"status": "failed", "registrationState": {"errorMessage": "disabled"}}),
+            ),
+        );
+        assert!(
+            matches!(&failed, Err(AgentError::Provision { reason, .. }) if reason == "disabled")
+        );
+        let garbage = operation_step("d", "GET", answer(200, None, json!([1])));
+        assert!(matches!(garbage, Err(AgentError::ProvisionAnswer { .. })));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use tss_esapi::traits::{Marshall, UnMarshall};
 use tss_esapi::Context;
 
 use crate::dps::Assignment;
-use crate::dps_http::{self, describe, poll_wait, Answer, Response};
+use crate::dps_http::{self, describe, operation_step, poll_wait, Answer, OperationStep, Response};
 use crate::error::{AgentError, Result};
 use crate::sas::{build_token, unix_now};
 use crate::tls::TlsSettings;
@@ -345,53 +345,30 @@ pub fn register_with_tpm(config: &TpmDpsConfig) -> Result<TpmRegistration> {
         )?
         .token)
     };
-    let Response {
-        status,
-        mut retry_after,
-        body: answer,
-    } = client.request("PUT", &path, Some(&authorization()?), Some(&body))?;
-    if status != 202 && status != 200 {
-        return Err(fail(format!(
-            "registration with the TPM-signed token answered {status}: {}",
-            describe(&answer)
-        )));
-    }
-    let mut operation = answer;
+    let mut answer = client.request("PUT", &path, Some(&authorization()?), Some(&body))?;
+    let mut request = "registration with the TPM-signed token";
     let mut poll = 0u32;
     loop {
-        let state =
-            crate::dps::parse_operation(&serde_json::to_vec(&operation).unwrap_or_default())
-                .map_err(|source| AgentError::ProvisionAnswer {
-                    registration_id: id.clone(),
-                    source,
-                })?;
-        match state {
-            crate::dps::OperationStatus::Assigned(assignment) => {
+        let (operation_id, retry_after) = match operation_step(id, request, answer)? {
+            OperationStep::Assigned(assignment) => {
                 return Ok(TpmRegistration { assignment, signer })
             }
-            crate::dps::OperationStatus::Failed { message } => return Err(fail(message)),
-            crate::dps::OperationStatus::Assigning { operation_id } => {
-                if Instant::now() >= deadline {
-                    return Err(fail(format!(
-                        "not assigned within {} s",
-                        config.timeout.as_secs()
-                    )));
-                }
-                std::thread::sleep(poll_wait(poll, retry_after));
-                poll = poll.saturating_add(1);
-                let status_path = dps_http::operation_path(&config.id_scope, id, &operation_id);
-                let answer = client.request("GET", &status_path, Some(&authorization()?), None)?;
-                if answer.status != 200 && answer.status != 202 {
-                    return Err(fail(format!(
-                        "operation status answered {}: {}",
-                        answer.status,
-                        describe(&answer.body)
-                    )));
-                }
-                retry_after = answer.retry_after;
-                operation = answer.body;
-            }
+            OperationStep::Poll {
+                operation_id,
+                retry_after,
+            } => (operation_id, retry_after),
+        };
+        if Instant::now() >= deadline {
+            return Err(fail(format!(
+                "not assigned within {} s",
+                config.timeout.as_secs()
+            )));
         }
+        std::thread::sleep(poll_wait(poll, retry_after));
+        let status_path = dps_http::operation_path(&config.id_scope, id, &operation_id);
+        answer = client.request("GET", &status_path, Some(&authorization()?), None)?;
+        request = "operation status";
+        poll = poll.saturating_add(1);
     }
 }
 

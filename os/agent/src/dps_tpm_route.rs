@@ -22,8 +22,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dial::{self, Dialer};
-use crate::dps::{parse_operation, Assignment, OperationStatus};
-use crate::dps_http::{self, describe, poll_wait, Answer, Response};
+use crate::dps::Assignment;
+use crate::dps_http::{self, describe, operation_step, poll_wait, Answer, OperationStep, Response};
 use crate::error::{AgentError, Result};
 use crate::sas::{build_token, unix_now};
 use crate::tls::TlsSettings;
@@ -175,34 +175,19 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
         )?
         .token)
     };
-    let Response {
-        status,
-        retry_after,
-        body: answer,
-    } = client
+    let mut answer = client
         .request("PUT", &path, Some(&authorization()?), Some(&body))
         .await?;
-    if status != 202 && status != 200 {
-        return Err(fail(format!(
-            "registration with the TPM-signed token answered {status}: {}",
-            describe(&answer)
-        )));
-    }
-    let mut operation = answer;
-    let mut retry_after = retry_after;
+    let mut request = "registration with the TPM-signed token";
     let mut poll = 0u32;
     loop {
-        let bytes = serde_json::to_vec(&operation)
-            .map_err(|e| fail(format!("unexpected DPS answer: {e}")))?;
-        let operation_id =
-            match parse_operation(&bytes).map_err(|source| AgentError::ProvisionAnswer {
-                registration_id: id.clone(),
-                source,
-            })? {
-                OperationStatus::Assigned(assignment) => return Ok(assignment),
-                OperationStatus::Failed { message } => return Err(fail(message)),
-                OperationStatus::Assigning { operation_id } => operation_id,
-            };
+        let (operation_id, retry_after) = match operation_step(id, request, answer)? {
+            OperationStep::Assigned(assignment) => return Ok(assignment),
+            OperationStep::Poll {
+                operation_id,
+                retry_after,
+            } => (operation_id, retry_after),
+        };
         let wait = poll_wait(poll, retry_after);
         progress(&format!(
             "DPS: assigning (operation {operation_id}); asking again in {} ms",
@@ -210,18 +195,10 @@ async fn register_within(config: &TpmRouteDpsConfig) -> Result<Assignment> {
         ));
         tokio::time::sleep(wait).await;
         let status_path = dps_http::operation_path(&config.id_scope, id, &operation_id);
-        let answer = client
+        answer = client
             .request("GET", &status_path, Some(&authorization()?), None)
             .await?;
-        if answer.status != 200 && answer.status != 202 {
-            return Err(fail(format!(
-                "operation status answered {}: {}",
-                answer.status,
-                describe(&answer.body)
-            )));
-        }
-        retry_after = answer.retry_after;
-        operation = answer.body;
+        request = "operation status";
         poll = poll.saturating_add(1);
     }
 }
