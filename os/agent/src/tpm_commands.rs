@@ -438,6 +438,34 @@ pub fn parse_ecdsa_signature_response(response: &[u8]) -> Result<(Vec<u8>, Vec<u
     Ok((r, s))
 }
 
+/// One command as [`call`] sends it: what [`marshal`] takes, and how many handles the
+/// response carries.
+struct Call<'a> {
+    name: &'static str,
+    code: u32,
+    handles: &'a [u32],
+    sessions: &'a [Auth<'a>],
+    parameters: &'a [u8],
+    response_handles: usize,
+}
+
+/// Marshals `call`, exchanges it with the TPM and hands the checked response to `read`.
+fn call<T>(
+    tpm: &mut impl TpmTransport,
+    call: Call<'_>,
+    read: impl FnOnce(Response<'_>) -> Result<T, TpmError>,
+) -> Result<T, TpmError> {
+    let command = marshal(
+        call.name,
+        call.code,
+        call.handles,
+        call.sessions,
+        call.parameters,
+    )?;
+    let response = exchange(tpm, call.name, &command)?;
+    read(parse_response(call.name, &response, call.response_handles)?)
+}
+
 /// The ECDSA signature, `(r, s)`, of the SHA-256 `digest` by the key persisted at
 /// `key_handle`.
 pub fn sign_ecdsa(
@@ -484,17 +512,18 @@ pub fn create_primary(
     put_sized(&mut parameters, NAME, template)?;
     put_sized(&mut parameters, NAME, &[])?; // outsideInfo
     put_u32(&mut parameters, 0); // creationPCR: no selection
-    let command = marshal(
-        NAME,
-        CC_CREATE_PRIMARY,
-        &[hierarchy],
-        &[Auth::Password],
-        &parameters,
-    )?;
-    let response = exchange(tpm, NAME, &command)?;
-    let mut parsed = parse_response(NAME, &response, 1)?;
-    parsed.parameters.sized("outPublic")?;
-    Ok(parsed.handles[0])
+    let command = Call {
+        name: NAME,
+        code: CC_CREATE_PRIMARY,
+        handles: &[hierarchy],
+        sessions: &[Auth::Password],
+        parameters: &parameters,
+        response_handles: 1,
+    };
+    call(tpm, command, |mut parsed| {
+        parsed.parameters.sized("outPublic")?;
+        Ok(parsed.handles[0])
+    })
 }
 
 /// `TPM2_EvictControl` by the owner: persists the transient `object` at `persistent`, or,
@@ -505,23 +534,29 @@ pub fn evict_control(
     persistent: u32,
 ) -> Result<(), TpmError> {
     const NAME: &str = "TPM2_EvictControl";
-    let command = marshal(
-        NAME,
-        CC_EVICT_CONTROL,
-        &[TPM_RH_OWNER, object],
-        &[Auth::Password],
-        &persistent.to_be_bytes(),
-    )?;
-    let response = exchange(tpm, NAME, &command)?;
-    parse_response(NAME, &response, 0)?.parameters.end()
+    let command = Call {
+        name: NAME,
+        code: CC_EVICT_CONTROL,
+        handles: &[TPM_RH_OWNER, object],
+        sessions: &[Auth::Password],
+        parameters: &persistent.to_be_bytes(),
+        response_handles: 0,
+    };
+    call(tpm, command, |parsed| parsed.parameters.end())
 }
 
 /// `TPM2_FlushContext` of a transient object or session.
 pub fn flush_context(tpm: &mut impl TpmTransport, handle: u32) -> Result<(), TpmError> {
     const NAME: &str = "TPM2_FlushContext";
-    let command = marshal(NAME, CC_FLUSH_CONTEXT, &[], &[], &handle.to_be_bytes())?;
-    let response = exchange(tpm, NAME, &command)?;
-    parse_response(NAME, &response, 0)?.parameters.end()
+    let command = Call {
+        name: NAME,
+        code: CC_FLUSH_CONTEXT,
+        handles: &[],
+        sessions: &[],
+        parameters: &handle.to_be_bytes(),
+        response_handles: 0,
+    };
+    call(tpm, command, |parsed| parsed.parameters.end())
 }
 
 /// `TPM2_StartAuthSession`: an unsalted, unbound SHA-256 policy session without parameter
@@ -534,18 +569,19 @@ pub fn start_policy_session(tpm: &mut impl TpmTransport, nonce: &[u8]) -> Result
     parameters.push(TPM_SE_POLICY);
     put_u16(&mut parameters, ALG_NULL); // symmetric
     put_u16(&mut parameters, ALG_SHA256); // authHash
-    let command = marshal(
-        NAME,
-        CC_START_AUTH_SESSION,
-        &[TPM_RH_NULL, TPM_RH_NULL],
-        &[],
-        &parameters,
-    )?;
-    let response = exchange(tpm, NAME, &command)?;
-    let mut parsed = parse_response(NAME, &response, 1)?;
-    parsed.parameters.sized("nonceTPM")?;
-    parsed.parameters.end()?;
-    Ok(parsed.handles[0])
+    let command = Call {
+        name: NAME,
+        code: CC_START_AUTH_SESSION,
+        handles: &[TPM_RH_NULL, TPM_RH_NULL],
+        sessions: &[],
+        parameters: &parameters,
+        response_handles: 1,
+    };
+    call(tpm, command, |mut parsed| {
+        parsed.parameters.sized("nonceTPM")?;
+        parsed.parameters.end()?;
+        Ok(parsed.handles[0])
+    })
 }
 
 /// `TPM2_PolicySecret(TPM_RH_ENDORSEMENT)` on `session` (the EK's policy).
@@ -559,19 +595,20 @@ pub fn policy_secret_endorsement(
     put_sized(&mut parameters, NAME, &[])?; // cpHashA
     put_sized(&mut parameters, NAME, &[])?; // policyRef
     put_u32(&mut parameters, 0); // expiration
-    let command = marshal(
-        NAME,
-        CC_POLICY_SECRET,
-        &[TPM_RH_ENDORSEMENT, session],
-        &[Auth::Password],
-        &parameters,
-    )?;
-    let response = exchange(tpm, NAME, &command)?;
-    let mut parsed = parse_response(NAME, &response, 0)?;
-    parsed.parameters.sized("timeout")?;
-    parsed.parameters.take(6, "policyTicket")?;
-    parsed.parameters.sized("policyTicket.digest")?;
-    parsed.parameters.end()
+    let command = Call {
+        name: NAME,
+        code: CC_POLICY_SECRET,
+        handles: &[TPM_RH_ENDORSEMENT, session],
+        sessions: &[Auth::Password],
+        parameters: &parameters,
+        response_handles: 0,
+    };
+    call(tpm, command, |mut parsed| {
+        parsed.parameters.sized("timeout")?;
+        parsed.parameters.take(6, "policyTicket")?;
+        parsed.parameters.sized("policyTicket.digest")?;
+        parsed.parameters.end()
+    })
 }
 
 /// `TPM2_ActivateCredential`: the SRK (password) is the activated object, the EK (policy
@@ -587,18 +624,19 @@ pub fn activate_credential(
     let mut parameters = Vec::with_capacity(credential_blob.len() + secret.len() + 4);
     put_sized(&mut parameters, NAME, credential_blob)?;
     put_sized(&mut parameters, NAME, secret)?;
-    let command = marshal(
-        NAME,
-        CC_ACTIVATE_CREDENTIAL,
-        &[SRK_HANDLE, EK_HANDLE],
-        &[Auth::Password, Auth::Policy { session, nonce }],
-        &parameters,
-    )?;
-    let response = exchange(tpm, NAME, &command)?;
-    let mut parsed = parse_response(NAME, &response, 0)?;
-    let credential = parsed.parameters.sized("certInfo")?.to_vec();
-    parsed.parameters.end()?;
-    Ok(credential)
+    let command = Call {
+        name: NAME,
+        code: CC_ACTIVATE_CREDENTIAL,
+        handles: &[SRK_HANDLE, EK_HANDLE],
+        sessions: &[Auth::Password, Auth::Policy { session, nonce }],
+        parameters: &parameters,
+        response_handles: 0,
+    };
+    call(tpm, command, |mut parsed| {
+        let credential = parsed.parameters.sized("certInfo")?.to_vec();
+        parsed.parameters.end()?;
+        Ok(credential)
+    })
 }
 
 /// `TPM2_Import` under the SRK of a duplicated object with an inner AES-128-CFB wrap:
@@ -619,18 +657,19 @@ pub fn import(
     put_u16(&mut parameters, ALG_AES);
     put_u16(&mut parameters, 128);
     put_u16(&mut parameters, ALG_CFB);
-    let command = marshal(
-        NAME,
-        CC_IMPORT,
-        &[SRK_HANDLE],
-        &[Auth::Password],
-        &parameters,
-    )?;
-    let response = exchange(tpm, NAME, &command)?;
-    let mut parsed = parse_response(NAME, &response, 0)?;
-    let private = parsed.parameters.sized("outPrivate")?.to_vec();
-    parsed.parameters.end()?;
-    Ok(private)
+    let command = Call {
+        name: NAME,
+        code: CC_IMPORT,
+        handles: &[SRK_HANDLE],
+        sessions: &[Auth::Password],
+        parameters: &parameters,
+        response_handles: 0,
+    };
+    call(tpm, command, |mut parsed| {
+        let private = parsed.parameters.sized("outPrivate")?.to_vec();
+        parsed.parameters.end()?;
+        Ok(private)
+    })
 }
 
 /// `TPM2_Load` under the SRK: the transient handle.
@@ -639,12 +678,19 @@ pub fn load(tpm: &mut impl TpmTransport, private: &[u8], public: &[u8]) -> Resul
     let mut parameters = Vec::with_capacity(private.len() + public.len() + 4);
     put_sized(&mut parameters, NAME, private)?;
     put_sized(&mut parameters, NAME, public)?;
-    let command = marshal(NAME, CC_LOAD, &[SRK_HANDLE], &[Auth::Password], &parameters)?;
-    let response = exchange(tpm, NAME, &command)?;
-    let mut parsed = parse_response(NAME, &response, 1)?;
-    parsed.parameters.sized("name")?;
-    parsed.parameters.end()?;
-    Ok(parsed.handles[0])
+    let command = Call {
+        name: NAME,
+        code: CC_LOAD,
+        handles: &[SRK_HANDLE],
+        sessions: &[Auth::Password],
+        parameters: &parameters,
+        response_handles: 1,
+    };
+    call(tpm, command, |mut parsed| {
+        parsed.parameters.sized("name")?;
+        parsed.parameters.end()?;
+        Ok(parsed.handles[0])
+    })
 }
 
 /// An RSA 2048 restricted-decryption `TPMT_PUBLIC` with AES-128-CFB, NULL scheme and the
