@@ -53,6 +53,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mtools", "/usr/bin/mcopy"),
     // Updater: block-device slots on loop devices (tests).
     ("mount", "/usr/sbin/losetup"),
+    // Agent: the HTTPS server module downloads are fetched from (resumed ranges, faults;
+    // tests).
+    ("nginx-light", "/usr/sbin/nginx"),
     // Agent: independent check of certificates signed inside the TPM (tests).
     ("openssl", "/usr/bin/openssl"),
     // Images: UEFI firmware for `testudo vm run`.

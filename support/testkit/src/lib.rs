@@ -2,6 +2,7 @@
 //!
 //! - [`dnsmasq`]: a private DNS server answering from its command line.
 //! - [`fuzz`]: replaying a fuzz target's stored corpus as a regular test.
+//! - [`nginx`]: a private nginx serving a directory over HTTPS with a test CA's certificate.
 //! - [`python`]: the interpreter of the project's Python environment, where the official Azure
 //!   IoT SDKs and other Python peers are installed.
 //! - [`swtpm`]: private software TPMs for one test each.
@@ -9,6 +10,7 @@
 
 pub mod dnsmasq;
 pub mod fuzz;
+pub mod nginx;
 pub mod python;
 pub mod swtpm;
 pub mod wasm;
