@@ -261,6 +261,83 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    /// A module download was asked for something it does not fetch (URL, digest format).
+    #[error("module request for {url} refused: {reason}")]
+    ModuleRequest {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with the request.
+        reason: &'static str,
+    },
+    /// The server answered a module request with a status other than 200 or 206.
+    #[error("{url} answered {status} to the request from byte {offset}")]
+    ModuleStatus {
+        /// The module's URL.
+        url: String,
+        /// The byte the request started at.
+        offset: u64,
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The server's answer to a module request cannot be (the rest of) the module.
+    #[error("{url} answered the request from byte {offset} with something other than the module")]
+    ModuleResponse {
+        /// The module's URL.
+        url: String,
+        /// The byte the request started at.
+        offset: u64,
+        /// What is wrong with the answer.
+        #[source]
+        source: crate::module_fetch::ResponseError,
+    },
+    /// The server has a module of another size than the deployment names.
+    #[error("{url} is {served} bytes, the deployment says {expected}")]
+    ModuleSize {
+        /// The module's URL.
+        url: String,
+        /// The size the deployment names.
+        expected: u64,
+        /// The size the server states (or delivered).
+        served: u64,
+    },
+    /// Connections kept stopping before the module's end.
+    #[error(
+        "downloading {url} stopped at byte {received} of {expected} after {attempts} connections"
+    )]
+    ModuleTransfer {
+        /// The module's URL.
+        url: String,
+        /// Bytes received (and given to the sink).
+        received: u64,
+        /// The module's size.
+        expected: u64,
+        /// Connections made.
+        attempts: u32,
+        /// Why the last one stopped.
+        #[source]
+        source: crate::module_fetch::Interruption,
+    },
+    /// The sink refused the module's bytes.
+    #[error("writing byte {offset} of {url} to its destination failed")]
+    ModuleSink {
+        /// The module's URL.
+        url: String,
+        /// The first byte of the refused write.
+        offset: u64,
+        /// The sink's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The whole module arrived but its sha256 is not the deployment's.
+    #[error("{url} has sha256 {found}, the deployment says {expected}")]
+    ModuleHash {
+        /// The module's URL.
+        url: String,
+        /// The sha256 the deployment names.
+        expected: String,
+        /// The sha256 of what arrived.
+        found: String,
+    },
     /// The agent was started as a component but `testudo-init` gave it no control socket.
     #[error("no provider control socket ({var} is not set): start the agent under testudo-init or use `testudo-agent run`")]
     NotAComponent {

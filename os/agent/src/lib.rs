@@ -19,6 +19,9 @@
 //!   telemetry in a persistent [`spool`] in its storage route, and reaches the hub only through
 //!   its `net` route ([`dial`]); it logs through [`component_log`] and reports the device and
 //!   answers its direct methods through [`device_management`].
+//! - [`module_fetch`] downloads an app's WASM module a verified deployment names, over HTTPS
+//!   through the same `net` route, resuming interrupted transfers, in bounded memory, its size
+//!   and sha256 checked as it streams.
 
 pub mod agent;
 pub mod app_schemes;
@@ -37,6 +40,7 @@ pub mod dps_tpm_route;
 pub mod echo;
 pub mod error;
 pub mod handle;
+pub mod module_fetch;
 pub mod mqtt_loop;
 pub mod options;
 pub mod provisioning;
@@ -56,6 +60,7 @@ pub use agent::{
 };
 pub use connection_string::{ConnectionString, Credential};
 pub use error::{AgentError, Result};
+pub use module_fetch::{fetch_module, ModuleRequest, ModuleSink};
 pub use sas::{SasSigner, SoftwareKey};
 pub use tls::TlsSettings;
 pub use twin::{ChangeKind, DesiredChange};

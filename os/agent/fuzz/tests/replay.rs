@@ -22,6 +22,14 @@ fn hub_topics() {
 }
 
 #[test]
+fn module_download_heads() {
+    replay(
+        "module_download_heads",
+        testudo_agent_fuzz::module_download_heads::fuzz,
+    );
+}
+
+#[test]
 fn spool_journal() {
     replay("spool_journal", testudo_agent_fuzz::spool_journal::fuzz);
 }
