@@ -11,6 +11,7 @@ pub const INIT: &str = "init";
 pub const INIT_CAPABILITIES: &[(&str, &str)] = &[
     (interfaces::STATUS, interfaces::STATUS),
     (interfaces::POWER, interfaces::POWER),
+    (interfaces::DEPLOYMENT, interfaces::DEPLOYMENT),
 ];
 
 /// The interface of init's capability `capability`, if init provides it.

@@ -28,6 +28,17 @@
 //! - [`POWER`] (served by init): `write` `reboot` or `poweroff` (one word, optionally with a
 //!   newline) on the root handle; init acknowledges the write, then stops every component in
 //!   reverse start order, syncs and unmounts the data partition and reboots or powers off.
+//! - [`DEPLOYMENT`] (served by init, which owns the app slots): `read` on the root handle
+//!   returns every slot's report, one JSON object (`{"<slot>": SlotReport}`, the shape of
+//!   `testudo_deployment::twin::SlotReport`) and a newline. `open("<slot>", ReadWrite)` starts a
+//!   deployment session for that slot: its first `write` is one signed token, whole; init
+//!   verifies it before anything else happens. Each `read` then returns the session's state
+//!   as one JSON object and a newline (`testudo_deployment::session::SessionState`): refused
+//!   (with the reason), unchanged, the module wanted (URL, size, sha256), applying, started,
+//!   applied or rolled back. While the module is wanted, further `write`s are its bytes in
+//!   order (never more than its size) and `fsync` hands it over: init checks size and hash,
+//!   stores it beside the slot's current app and switches. The holder only relays: init
+//!   decides what runs.
 //!
 //! Components that expect a route of one of these interfaces look it up under the
 //! interface's name as the local name (the agent's `uses.tpm`, `uses.net`, ...).
@@ -50,6 +61,8 @@ pub const IDENTITY: &str = "identity";
 pub const STATUS: &str = "status";
 /// Power control, served by init: reboot or power off the device.
 pub const POWER: &str = "power";
+/// Signed app deployments into the plan's app slots, served by init.
+pub const DEPLOYMENT: &str = "deployment";
 
 /// The path a `net` handle opens for a TCP connection to `destination` (`HOST:PORT`).
 pub fn net_tcp_path(destination: &str) -> String {
@@ -61,5 +74,5 @@ pub const NET_TCP_PREFIX: &str = "tcp/";
 
 /// Every interface of this contract.
 pub const ALL: &[&str] = &[
-    LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS, POWER,
+    LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS, POWER, DEPLOYMENT,
 ];

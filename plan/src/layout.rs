@@ -74,6 +74,18 @@ pub fn storage_dir(data_root: &std::path::Path, consumer: &str) -> std::path::Pa
     data_root.join(consumer)
 }
 
+/// Where init keeps the app slots' deployments on the data partition under `data_root`:
+/// `SLOTS/<slot>/state.json` (the installed serial, the current and previous signed tokens,
+/// whether the current one is still on trial) and `SLOTS/<slot>/<sha256>.wasm`. The leading
+/// dot keeps it apart from every storage consumer's directory (plan names start with a
+/// letter).
+pub fn slots_dir(data_root: &std::path::Path) -> std::path::PathBuf {
+    data_root.join(SLOTS)
+}
+
+/// [`slots_dir`] relative to the data partition's root.
+pub const SLOTS: &str = ".init/slots";
+
 /// What a WASM host sees inside its sandbox (init binds these; the host's defaults are these).
 pub mod wasm_sandbox {
     /// The plan, read-only.
@@ -171,6 +183,7 @@ pub fn all() -> Vec<(&'static str, &'static str)> {
         ("layout::DATA", DATA),
         ("layout::RAUC_DATA", RAUC_DATA),
         ("layout::STATE", STATE),
+        ("layout::SLOTS", SLOTS),
         ("layout::wasm_sandbox::CACHE", wasm_sandbox::CACHE),
         ("layout::esp::GRUBENV", esp::GRUBENV),
         ("layout::esp::GRUB_CFG", esp::GRUB_CFG),

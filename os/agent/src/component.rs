@@ -49,6 +49,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::agent::{error_chain, AgentConfig, AgentEvent, Authentication};
+use crate::app_deployments::{DeploymentRelay, Fetcher};
 use crate::app_schemes::{hub_message, AppSchemes};
 use crate::backoff::Backoff;
 use crate::cloud::CloudSettings;
@@ -124,6 +125,10 @@ pub fn run() -> Result<()> {
     let net = handles.take(interfaces::NET).ok();
     let tpm = handles.take(interfaces::TPM).ok();
     let power = handles.take(interfaces::POWER).ok();
+    let deployments = handles
+        .take(interfaces::DEPLOYMENT)
+        .ok()
+        .map(|route| Arc::new(DeploymentRelay::new(route, log.clone())));
 
     let settings = CloudSettings::from_env().unwrap_or_else(|reason| {
         log.line(&format!("cloud settings ignored: {}", error_chain(&reason)));
@@ -173,6 +178,7 @@ pub fn run() -> Result<()> {
         log: log.clone(),
         system,
         power,
+        deployments,
         started: std::time::Instant::now(),
         connections: std::sync::atomic::AtomicU64::new(0),
     };
@@ -301,6 +307,8 @@ struct Cloud {
     log: Arc<ComponentLog>,
     system: testudo_plan::env::SystemInfo,
     power: Option<Handle>,
+    /// init's `deployment` route: app deployments are relayed there.
+    deployments: Option<Arc<DeploymentRelay>>,
     started: std::time::Instant,
     connections: std::sync::atomic::AtomicU64,
 }
@@ -558,6 +566,7 @@ impl Cloud {
     /// Keeps the hub connection (the agent reconnects by itself) and feeds it the spool.
     async fn serve(&self, config: AgentConfig) {
         let hub = format!("{}:{}", config.connect_host, config.port);
+        let fetcher = self.module_fetcher(&config);
         let (agent, mut events) = crate::agent::spawn(config);
         let (acks_tx, mut acks) = mpsc::unbounded_channel::<(u64, bool)>();
         let mut handed_out = 0usize;
@@ -596,7 +605,7 @@ impl Cloud {
                         agent.shutdown().await;
                         return;
                     }
-                    Some(event) => self.on_event(&agent, &hub, event),
+                    Some(event) => self.on_event(&agent, &hub, fetcher.as_ref(), event),
                     None => return,
                 },
                 Some((seq, delivered)) = acks.recv() => {
@@ -665,7 +674,58 @@ impl Cloud {
         });
     }
 
-    fn on_event(&self, agent: &crate::AgentHandle, hub: &str, event: AgentEvent) {
+    /// What module downloads go through: the `net` route, TLS trusting what the hub
+    /// connection trusts.
+    fn module_fetcher(&self, config: &AgentConfig) -> Option<Fetcher> {
+        let dialer = self.dialer.clone()?;
+        let trust = crate::tls::TlsSettings {
+            ca_pem: config.tls.ca_pem.clone(),
+            client_identity: None,
+        };
+        match trust.client_config(&config.connect_host) {
+            Ok(tls) => Some(Fetcher { dialer, tls }),
+            Err(error) => {
+                self.log.line(&format!(
+                    "app deployments: no module downloads: {}",
+                    error_chain(&error)
+                ));
+                None
+            }
+        }
+    }
+
+    /// Relays the desired app deployments not relayed yet, each on its own task.
+    fn on_desired(
+        &self,
+        agent: &crate::AgentHandle,
+        fetcher: Option<&Fetcher>,
+        change: &crate::DesiredChange,
+    ) {
+        let Some(relay) = &self.deployments else {
+            return;
+        };
+        for (slot, token) in relay.new_tokens(agent, change.version, &change.desired) {
+            self.log.line(&format!(
+                "app deployments: relaying slot {slot}'s token (desired $version {}) to init",
+                change.version
+            ));
+            tokio::spawn(Arc::clone(relay).relay(
+                agent.clone(),
+                fetcher.cloned(),
+                change.version,
+                slot,
+                token,
+            ));
+        }
+    }
+
+    fn on_event(
+        &self,
+        agent: &crate::AgentHandle,
+        hub: &str,
+        fetcher: Option<&Fetcher>,
+        event: AgentEvent,
+    ) {
         match event {
             AgentEvent::Connected { connection } => {
                 self.connections
@@ -709,10 +769,13 @@ impl Cloud {
                 self.log.line(&format!("cloud: {}", error_chain(&error)));
             }
             AgentEvent::MethodCall(call) => self.on_method(agent, &call),
-            AgentEvent::Desired(change) => self.log.line(&format!(
-                "cloud: desired properties at $version {}",
-                change.version
-            )),
+            AgentEvent::Desired(change) => {
+                self.log.line(&format!(
+                    "cloud: desired properties at $version {}",
+                    change.version
+                ));
+                self.on_desired(agent, fetcher, &change);
+            }
             AgentEvent::FullTwin { .. } | AgentEvent::RenewingToken => {}
         }
     }

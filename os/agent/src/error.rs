@@ -243,6 +243,17 @@ pub enum AgentError {
         /// Pending body bytes.
         bytes: usize,
     },
+    /// Relaying an app deployment between the twin and init failed at a step.
+    #[error("app slot {slot}: {step}")]
+    RelayDeployment {
+        /// The slot.
+        slot: String,
+        /// What was being done.
+        step: &'static str,
+        /// The cause, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The component could not start serving its schemes.
     #[error("serving the agent's schemes failed at {step}")]
     Serve {

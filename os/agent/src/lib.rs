@@ -24,6 +24,7 @@
 //!   and sha256 checked as it streams.
 
 pub mod agent;
+pub mod app_deployments;
 pub mod app_schemes;
 pub mod backoff;
 pub mod cloud;

@@ -122,6 +122,7 @@ fn synced_storage_writes_are_on_disk_and_the_sandbox_allows_fsync() {
         options: &options,
         plan_file: &plan_file,
         cgroup: None,
+        module_source: None,
     };
     let spec = spec_for(
         &ctx,

@@ -1,10 +1,12 @@
 //! The scheme init serves itself, for routes whose provider is init
 //! (`testudo_plan::builtin`): the grant's capability picks the service — `status` (read the
-//! components' states, [`crate::status`]) or `power` (reboot or power off, [`crate::power`]).
+//! components' states, [`crate::status`]), `power` (reboot or power off, [`crate::power`]) or
+//! `deployment` (signed apps into the app slots, [`crate::deploy`]).
 
 use testudo_plan::interfaces;
 use testudo_scheme::{Errno, Grant, NodeKind, Opened, Rights, SchemeProvider};
 
+use crate::deploy::{DeploymentNode, DeploymentService};
 use crate::events::EventLog;
 use crate::power::{self, PowerRequests};
 use crate::status::{StatusCursor, StatusProvider};
@@ -15,6 +17,7 @@ pub struct InitProvider {
     status: StatusProvider,
     power: PowerRequests,
     events: EventLog,
+    deployment: DeploymentService,
 }
 
 /// A handle to one of init's capabilities.
@@ -27,16 +30,24 @@ pub enum InitNode {
         /// Who holds it.
         consumer: String,
     },
+    /// A `deployment` handle.
+    Deployment(DeploymentNode),
 }
 
 impl InitProvider {
-    /// Serves `status` from `status` and `power` into `power`, recording power events in
-    /// `events`.
-    pub fn new(status: StatusProvider, power: PowerRequests, events: EventLog) -> InitProvider {
+    /// Serves `status` from `status`, `power` into `power` (recording power events in
+    /// `events`) and `deployment` with `deployment`.
+    pub fn new(
+        status: StatusProvider,
+        power: PowerRequests,
+        events: EventLog,
+        deployment: DeploymentService,
+    ) -> InitProvider {
         InitProvider {
             status,
             power,
             events,
+            deployment,
         }
     }
 }
@@ -50,23 +61,31 @@ impl SchemeProvider for InitProvider {
             interfaces::POWER => Ok(InitNode::Power {
                 consumer: grant.consumer.clone(),
             }),
+            interfaces::DEPLOYMENT => Ok(InitNode::Deployment(self.deployment.root(grant))),
             _ => Err(Errno::ENOENT),
         }
     }
 
     fn open(
         &mut self,
-        _parent: &InitNode,
-        _path: &str,
-        _rights: Rights,
+        parent: &InitNode,
+        path: &str,
+        rights: Rights,
     ) -> Result<Opened<InitNode>, Errno> {
-        Err(Errno::ENOENT)
+        match parent {
+            InitNode::Deployment(node) => match self.deployment.open(node, path, rights)? {
+                Opened::Node(node) => Ok(Opened::Node(InitNode::Deployment(node))),
+                Opened::Raw(fd) => Ok(Opened::Raw(fd)),
+            },
+            _ => Err(Errno::ENOENT),
+        }
     }
 
     fn read(&mut self, node: &mut InitNode, buf: &mut [u8]) -> Result<usize, Errno> {
         match node {
             InitNode::Status(cursor) => self.status.read(cursor, buf),
             InitNode::Power { .. } => Err(Errno::EBADF),
+            InitNode::Deployment(node) => self.deployment.read(node, buf),
         }
     }
 
@@ -74,6 +93,14 @@ impl SchemeProvider for InitProvider {
         match node {
             InitNode::Status(_) => Err(Errno::EBADF),
             InitNode::Power { consumer } => power::write(&self.power, &self.events, consumer, data),
+            InitNode::Deployment(node) => self.deployment.write(node, data),
+        }
+    }
+
+    fn fsync(&mut self, node: &mut InitNode) -> Result<(), Errno> {
+        match node {
+            InitNode::Deployment(node) => self.deployment.fsync(node),
+            _ => Err(Errno::EINVAL),
         }
     }
 
@@ -81,6 +108,7 @@ impl SchemeProvider for InitProvider {
         match node {
             InitNode::Status(cursor) => self.status.fstat(cursor),
             InitNode::Power { .. } => Ok((NodeKind::Stream, 0)),
+            InitNode::Deployment(node) => self.deployment.fstat(node),
         }
     }
 }

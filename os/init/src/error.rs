@@ -291,3 +291,78 @@ pub enum NetworkError {
         source: std::io::Error,
     },
 }
+
+/// What went wrong keeping an app slot's deployments on the data partition
+/// ([`crate::slots`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    /// The slot's state file could not be read.
+    #[error("reading the app slot state {path}")]
+    ReadState {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The slot's state file is not a state this build reads.
+    #[error("the app slot state {path} is damaged")]
+    ParseState {
+        /// The state file.
+        path: PathBuf,
+        /// What the JSON parser said.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The slot's state could not be encoded.
+    #[error("encoding the state of app slot {slot}")]
+    Encode {
+        /// The slot.
+        slot: String,
+        /// The encoder's error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The slot's state could not be written.
+    #[error("writing the app slot state {path}")]
+    WriteState {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A token read back from the slot's state no longer verifies.
+    #[error("the deployment installed in app slot {slot} does not verify")]
+    Reverify {
+        /// The slot.
+        slot: String,
+        /// Why.
+        #[source]
+        source: testudo_deployment::DeploymentError,
+    },
+    /// The module of the slot's deployment is missing or its bytes changed.
+    #[error("the module of app slot {slot}'s deployment, {path}, is missing or changed")]
+    ModuleMissing {
+        /// The slot.
+        slot: String,
+        /// Where the module should be.
+        path: PathBuf,
+    },
+    /// The device restarted while the slot's new app was under its health check; it is
+    /// rolled back, as it never proved healthy.
+    #[error("app slot {slot}'s new app was still under its health check when the device restarted; rolled back")]
+    TrialInterrupted {
+        /// The slot.
+        slot: String,
+    },
+    /// The deploy public key could not be read.
+    #[error("reading the deploy public key {path}")]
+    DeployKey {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: testudo_deployment::DeploymentError,
+    },
+}

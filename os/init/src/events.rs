@@ -63,6 +63,11 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// What happened to an app slot's deployments (component = the slot; `init` for all).
+    Slot {
+        /// What, in one line.
+        message: String,
+    },
     /// Which mechanism enforces components' memory/task/cpu limits (component = `init`),
     /// reported once at start.
     Limits {
@@ -133,6 +138,7 @@ impl Event {
             }
             EventKind::Failed { reason } => format!("{c}: failed: {reason}"),
             EventKind::NotStarted { reason } => format!("{c}: not started: {reason}"),
+            EventKind::Slot { message } => format!("{c}: app slot: {message}"),
             EventKind::Limits { mechanism, detail } => {
                 format!("{c}: resource limits: {mechanism}: {detail}")
             }

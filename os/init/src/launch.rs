@@ -127,6 +127,9 @@ pub struct LaunchContext<'a> {
     pub plan_file: &'a Path,
     /// The supervisor's cgroup v2 tree, when usable.
     pub cgroup: Option<&'a testudo_sandbox::CgroupTree>,
+    /// Where a WASM component's module is on this host when it is not under the app root
+    /// (an app deployed into a slot, kept on the data partition).
+    pub module_source: Option<&'a Path>,
 }
 
 /// Memory a WASM host process may use beyond its app's linear memory limit: the engine,
@@ -201,7 +204,9 @@ pub fn spec_for(
                 module: module.clone(),
             });
         }
-        let source = options.app_root.join(module_path);
+        let source = ctx
+            .module_source
+            .map_or_else(|| options.app_root.join(module_path), Path::to_owned);
         if !source.is_file() {
             return Err(LaunchError::ModuleMissing {
                 component: name.to_owned(),

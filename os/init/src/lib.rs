@@ -10,6 +10,7 @@
 
 pub mod builtin;
 pub mod data_partition;
+pub mod deploy;
 pub mod device_owners;
 mod error;
 pub mod events;
@@ -22,12 +23,13 @@ pub mod power;
 pub mod restart;
 pub mod routing;
 pub mod signals;
+pub mod slots;
 pub mod status;
 mod supervisor;
 pub mod swtpm;
 
 pub use device_owners::DeviceOwners;
-pub use error::{InitError, LaunchError, NetworkError};
+pub use error::{InitError, LaunchError, NetworkError, SlotError};
 pub use events::{Event, EventKind, EventLog};
 pub use options::{Backoff, InitOptions};
 pub use power::{PowerAction, PowerRequests};

@@ -113,6 +113,7 @@ fn main() -> ExitCode {
             let device = InitOptions::device();
             options.booted_slot = device.booted_slot;
             options.trust_anchors = device.trust_anchors;
+            options.deploy_key = device.deploy_key;
         }
         options.echo = true;
         let stop = signals::stop_on_signals()?;

@@ -63,6 +63,13 @@ pub struct InitOptions {
     /// [`testudo_plan::layout::rootfs::TRUST_ANCHORS`]); shown read-only at that path in the
     /// sandbox of the component providing `identity` when the file exists.
     pub trust_anchors: Option<PathBuf>,
+    /// The public key app deployments must be signed with (the image's
+    /// [`testudo_plan::layout::rootfs::DEPLOY_PUBLIC_KEY`]); `None`: no deployment is
+    /// accepted, slots run their factory apps.
+    pub deploy_key: Option<PathBuf>,
+    /// How long a newly deployed app must keep running before it replaces the previous one
+    /// for good; ending sooner rolls the slot back.
+    pub slot_health_check: Duration,
 }
 
 impl InitOptions {
@@ -78,6 +85,7 @@ impl InitOptions {
             PathBuf::from(layout::rootfs::APPS),
         );
         options.trust_anchors = Some(PathBuf::from(layout::rootfs::TRUST_ANCHORS));
+        options.deploy_key = Some(PathBuf::from(layout::rootfs::DEPLOY_PUBLIC_KEY));
         options.booted_slot = std::fs::read_to_string("/proc/cmdline")
             .ok()
             .and_then(|cmdline| testudo_plan::env::booted_slot(&cmdline));
@@ -105,6 +113,8 @@ impl InitOptions {
             concurrent_start: true,
             booted_slot: None,
             trust_anchors: None,
+            deploy_key: None,
+            slot_health_check: Duration::from_secs(3),
         }
     }
 }

@@ -12,10 +12,14 @@ use std::time::Instant;
 
 use testudo_error_chain::error_chain;
 use testudo_plan::plan::{Plan, PlanComponent};
+use testudo_plan::SandboxRole;
 use testudo_sandbox::pidfd;
 use testudo_scheme::{handle_pair, send_grant, Grant, Rights, Server};
 
+mod slots;
+
 use crate::builtin::InitProvider;
+use crate::deploy::{DeploymentService, SlotReports, SwitchQueue};
 use crate::events::{EventKind, EventLog};
 use crate::graph::{self, INIT_COMPONENT};
 use crate::launch::{self, LaunchContext, LaunchFds};
@@ -46,6 +50,8 @@ enum State {
     Failed,
     /// Never started (missing WASM host).
     NotStarted,
+    /// An app slot with nothing in it.
+    Empty,
 }
 
 impl State {
@@ -57,6 +63,7 @@ impl State {
             State::Exited => "exited",
             State::Failed => "failed",
             State::NotStarted => "not-started",
+            State::Empty => "empty",
         }
     }
 }
@@ -122,6 +129,12 @@ pub struct Supervisor {
     /// The cgroup v2 tree, or why limits are rlimits only.
     cgroup: Result<testudo_sandbox::CgroupTree, testudo_sandbox::CgroupError>,
     ready_announced: bool,
+    /// The app slots: what each runs, its health check, its last result.
+    slots: BTreeMap<String, slots::SlotRun>,
+    slot_store: slots::SharedStore,
+    switches: SwitchQueue,
+    switch_wake: OwnedFd,
+    slot_reports: SlotReports,
 }
 
 impl Supervisor {
@@ -131,41 +144,56 @@ impl Supervisor {
         options: InitOptions,
         events: EventLog,
     ) -> Result<Supervisor, InitError> {
-        let deps = graph::dependencies(&plan)?;
-        let order = graph::start_order(&deps)?;
         for dir in [&options.state_dir, &options.data_dir] {
             std::fs::create_dir_all(dir).map_err(|source| InitError::StateDir {
                 path: dir.clone(),
                 source,
             })?;
         }
-        let plan_file = options.state_dir.join("plan.json");
-        let plan_json = serde_json::to_vec_pretty(&plan).map_err(|source| InitError::ReadPlan {
-            path: plan_file.clone(),
-            source: Box::new(source),
-        })?;
-        std::fs::write(&plan_file, plan_json).map_err(|source| InitError::StateDir {
-            path: plan_file.clone(),
-            source,
-        })?;
-        let units = order
+        let (slot_store, slot_runs) = slots::boot_slots(&plan, &options, &events);
+        // Slots start after every component they may depend on: their units come last.
+        let mut with_slots = plan.clone();
+        for (name, run) in &slot_runs {
+            if let Some(component) = &run.component {
+                with_slots
+                    .components
+                    .insert(name.clone(), component.clone());
+            }
+        }
+        let mut deps = graph::dependencies(&with_slots)?;
+        let component_deps: BTreeMap<String, BTreeSet<String>> = deps
             .iter()
-            .enumerate()
-            .filter_map(|(i, name)| {
-                let component = plan.components.get(name)?;
-                Some((
-                    name.clone(),
-                    Unit {
-                        index: i as u32,
-                        state: State::Waiting,
-                        restarts: VecDeque::new(),
-                        total_restarts: 0,
-                        role: launch::role_for(component),
-                        attempted: false,
-                    },
-                ))
-            })
+            .filter(|(name, _)| !slot_runs.contains_key(*name))
+            .map(|(name, d)| (name.clone(), d.clone()))
             .collect();
+        let mut order = graph::start_order(&component_deps)?;
+        for name in slot_runs.keys() {
+            deps.entry(name.clone()).or_default();
+            order.push(name.clone());
+        }
+        let plan_file = options.state_dir.join("plan.json");
+        let mut units: BTreeMap<String, Unit> = BTreeMap::new();
+        for (i, name) in order.iter().enumerate() {
+            let (role, state) = match (plan.components.get(name), slot_runs.get(name)) {
+                (Some(component), _) => (launch::role_for(component), State::Waiting),
+                (None, Some(run)) if run.component.is_some() => {
+                    (SandboxRole::WasmHost.as_str(), State::Waiting)
+                }
+                (None, Some(_)) => (SandboxRole::WasmHost.as_str(), State::Empty),
+                (None, None) => continue,
+            };
+            units.insert(
+                name.clone(),
+                Unit {
+                    index: i as u32,
+                    state,
+                    restarts: VecDeque::new(),
+                    total_restarts: 0,
+                    role,
+                    attempted: false,
+                },
+            );
+        }
         let cgroup = match testudo_sandbox::cgroup2_mount() {
             Some(mount) => testudo_sandbox::CgroupTree::create(
                 &testudo_sandbox::RealCgroupFs,
@@ -191,10 +219,19 @@ impl Supervisor {
         let (status_control, served) =
             handle_pair().map_err(|source| InitError::Status { source })?;
         let (power, power_wake) = PowerRequests::new()?;
+        let (switches, switch_wake) = SwitchQueue::new()?;
+        let slot_store = Arc::new(Mutex::new(slot_store));
+        let slot_reports: SlotReports = Arc::new(Mutex::new(BTreeMap::new()));
         let provider = InitProvider::new(
             StatusProvider::new(Arc::clone(&status_table)),
             power.clone(),
             events.clone(),
+            DeploymentService::new(
+                plan.app_slots.clone(),
+                Arc::clone(&slot_store),
+                switches.clone(),
+                Arc::clone(&slot_reports),
+            ),
         );
         let status_thread = std::thread::Builder::new()
             .name("init-scheme".into())
@@ -202,7 +239,7 @@ impl Supervisor {
                 let _ = Server::new(provider).with_control(served).run();
             })
             .map_err(kernel("starting the status scheme thread"))?;
-        Ok(Supervisor {
+        let supervisor = Supervisor {
             plan,
             options,
             deps,
@@ -217,7 +254,14 @@ impl Supervisor {
             plan_file,
             cgroup,
             ready_announced: false,
-        })
+            slots: slot_runs,
+            slot_store,
+            switches,
+            switch_wake,
+            slot_reports,
+        };
+        supervisor.write_plan_file();
+        Ok(supervisor)
     }
 
     /// The power requests components make through init's `power` capability; after
@@ -258,6 +302,7 @@ impl Supervisor {
     }
 
     fn publish_status(&self) {
+        self.publish_slot_reports();
         let mut table = self
             .status_table
             .lock()
@@ -281,14 +326,18 @@ impl Supervisor {
             // Poll set: stop fd, power requests, then per running unit its pidfd and output
             // pipe.
             let mut watched: Vec<(String, bool)> = Vec::new();
-            let mut fds: Vec<libc::pollfd> = [stop.as_raw_fd(), self.power_wake.as_raw_fd()]
-                .into_iter()
-                .map(|fd| libc::pollfd {
-                    fd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                })
-                .collect();
+            let mut fds: Vec<libc::pollfd> = [
+                stop.as_raw_fd(),
+                self.power_wake.as_raw_fd(),
+                self.switch_wake.as_raw_fd(),
+            ]
+            .into_iter()
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
             for (name, unit) in &self.units {
                 if let State::Running { pidfd, output, .. } = &unit.state {
                     fds.push(libc::pollfd {
@@ -328,16 +377,21 @@ impl Supervisor {
                 return Ok(());
             }
             // Output first, so a component's last lines come before its exit event.
-            for (entry, (name, is_pidfd)) in fds[2..].iter().zip(&watched) {
+            for (entry, (name, is_pidfd)) in fds[3..].iter().zip(&watched) {
                 if entry.revents != 0 && !is_pidfd {
                     self.drain_output(name);
                 }
             }
-            for (entry, (name, is_pidfd)) in fds[2..].iter().zip(&watched) {
+            for (entry, (name, is_pidfd)) in fds[3..].iter().zip(&watched) {
                 if entry.revents != 0 && *is_pidfd {
                     self.on_exit(name);
                 }
             }
+            if fds[2].revents != 0 {
+                drain_pipe(self.switch_wake.as_fd());
+                self.apply_switches();
+            }
+            self.check_trials();
         }
     }
 
@@ -348,7 +402,16 @@ impl Supervisor {
                 State::Backoff { until } => Some(until),
                 _ => None,
             })
+            .chain(self.trial_deadline())
             .min()
+    }
+
+    /// The component `name` runs: the plan's, or what an app slot holds.
+    fn component(&self, name: &str) -> Option<&PlanComponent> {
+        self.plan
+            .components
+            .get(name)
+            .or_else(|| self.slots.get(name).and_then(|run| run.component.as_ref()))
     }
 
     fn is_running(&self, name: &str) -> bool {
@@ -455,10 +518,14 @@ impl Supervisor {
     }
 
     /// Makes `name`'s routed handles ([`routing::routed_handles`]).
-    fn route_handles(&self, name: &str) -> Result<Vec<(String, OwnedFd)>, LaunchError> {
+    fn route_handles(
+        &self,
+        name: &str,
+        component: &PlanComponent,
+    ) -> Result<Vec<(String, OwnedFd)>, LaunchError> {
         routing::routed_handles(
             name,
-            &self.plan.components[name],
+            component,
             self.status_control.as_fd(),
             |provider| match self.units.get(provider).map(|u| &u.state) {
                 Some(State::Running {
@@ -473,7 +540,7 @@ impl Supervisor {
     /// The parent-side part of a launch that needs the supervisor: availability, routed
     /// handles, the sandbox spec. `None` when it was found unable to start (reported).
     fn stage_launch(&mut self, name: &str) -> Option<Staged> {
-        let component = self.plan.components[name].clone();
+        let component = self.component(name)?.clone();
         if let Some(unit) = self.units.get_mut(name) {
             unit.attempted = true;
         }
@@ -493,13 +560,10 @@ impl Supervisor {
         match staged {
             Ok(staged) => Some(staged),
             Err(error) => {
-                self.emit(
-                    name,
-                    EventKind::LaunchFailed {
-                        error: error_chain(&error),
-                    },
-                );
-                self.after_ending(name, false);
+                let error = error_chain(&error);
+                let why = format!("could not start ({error})");
+                self.emit(name, EventKind::LaunchFailed { error });
+                self.after_ending(name, false, &why);
                 None
             }
         }
@@ -512,7 +576,7 @@ impl Supervisor {
         component: &PlanComponent,
         program: PathBuf,
     ) -> Result<Staged, LaunchError> {
-        let handles = self.route_handles(name)?;
+        let handles = self.route_handles(name, component)?;
         let (control_init, control_child) = if component.provides.is_empty() {
             (None, None)
         } else {
@@ -545,6 +609,10 @@ impl Supervisor {
             options: &self.options,
             plan_file: &self.plan_file,
             cgroup: self.cgroup.as_ref().ok(),
+            module_source: self
+                .slots
+                .get(name)
+                .and_then(|run| run.module_source.as_deref()),
         };
         let spec = launch::spec_for(
             &ctx,
@@ -577,15 +645,13 @@ impl Supervisor {
                         partial: LineBuffer::default(),
                     },
                 );
+                self.slot_started(name);
             }
             Err(error) => {
-                self.emit(
-                    name,
-                    EventKind::LaunchFailed {
-                        error: error_chain(&error),
-                    },
-                );
-                self.after_ending(name, false);
+                let error = error_chain(&error);
+                let why = format!("could not start ({error})");
+                self.emit(name, EventKind::LaunchFailed { error });
+                self.after_ending(name, false, &why);
             }
         }
     }
@@ -642,10 +708,11 @@ impl Supervisor {
             }
         }
         let role = self.units.get(name).map_or("", |u| u.role);
-        let success = match ending {
+        let (success, why) = match ending {
             Ending::Code(code) => {
                 self.emit(name, EventKind::Exited { code });
-                code == 0
+                self.slot_exited(name, code);
+                (code == 0, format!("exited with code {code}"))
             }
             Ending::Signal(signal) => {
                 if signal == libc::SIGSYS {
@@ -658,17 +725,25 @@ impl Supervisor {
                 } else {
                     self.emit(name, EventKind::Signaled { signal });
                 }
-                false
+                (false, format!("was killed by signal {signal}"))
             }
         };
         self.set_state(name, State::Waiting);
-        self.after_ending(name, success);
+        self.after_ending(name, success, &why);
     }
 
-    /// Decides what happens after `name` stopped (or failed to launch).
-    fn after_ending(&mut self, name: &str, success: bool) {
+    /// Decides what happens after `name` stopped (or failed to launch; `why` says how, in
+    /// words).
+    fn after_ending(&mut self, name: &str, success: bool, why: &str) {
+        if self.slot_trial_failed(name, why) {
+            return;
+        }
         self.stop_dependents(name);
-        let policy = self.plan.components[name].limits.restart;
+        let policy = self
+            .component(name)
+            .map_or(testudo_plan::plan::RestartPolicy::Never, |c| {
+                c.limits.restart
+            });
         let backoff = self.options.backoff;
         let now = Instant::now();
         let Some(unit) = self.units.get_mut(name) else {
@@ -833,6 +908,14 @@ fn cgroup_tree_name() -> String {
     } else {
         format!("testudo-{}-{n}", std::process::id())
     }
+}
+
+/// Reads whatever bytes wait in a wake-up pipe (they carry no data).
+fn drain_pipe(fd: BorrowedFd<'_>) {
+    let mut buf = [0u8; 64];
+    // SAFETY: reads into a stack buffer from a pipe fd the caller owns; one read takes up to
+    // 64 wake-ups, and a later poll sees any that remain.
+    unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
 }
 
 /// A launch prepared by the supervisor, waiting for its sandbox.

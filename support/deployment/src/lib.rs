@@ -12,6 +12,8 @@
 //!   key.
 //! - [`device`]: the pure checks init makes against its own state
 //!   ([`check_against_device`]) and the fetched module ([`App::check_module`]).
+//! - [`session`]: what init answers the relay of a token over its `deployment` capability
+//!   ([`SessionState`]).
 //! - [`twin`]: where tokens sit in the device twin's desired properties
 //!   ([`twin::desired_deployments`]) and the shape of what the device reports
 //!   ([`twin::reported_patch`]).
@@ -25,6 +27,7 @@ pub mod document;
 mod error;
 pub mod jws;
 pub mod keys;
+pub mod session;
 pub mod twin;
 
 #[cfg(test)]
@@ -41,6 +44,7 @@ pub use keys::{
     key_id, public_jwk, public_key_from_pem, read_public_key, read_signing_key,
     signing_key_from_pem,
 };
+pub use session::SessionState;
 
 /// The document format this build reads and writes (the document's `format`). Bump on any
 /// change of meaning; a device refuses other formats by number.

@@ -271,6 +271,7 @@ impl Rig {
                             testudo_init::status::StatusProvider::new(Default::default()),
                             requests,
                             testudo_init::EventLog::new(false),
+                            no_app_slots(),
                         )
                     },
                     "power",
@@ -294,6 +295,7 @@ impl Rig {
             options: &options,
             plan_file: &plan_file,
             cgroup: None,
+            module_source: None,
         };
         let spec = spec_for(
             &ctx,
@@ -421,4 +423,19 @@ pub fn read_all(handle: &Handle) -> Vec<u8> {
 /// Writes `text` to `path` (test setup).
 pub fn put(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
+}
+
+/// init's `deployment` service for a plan without app slots (the agent has the route, init
+/// refuses every session).
+fn no_app_slots() -> testudo_init::deploy::DeploymentService {
+    let plan = Plan::for_development_host("no-slots", std::iter::empty());
+    let dir = std::env::temp_dir();
+    let (store, _) = testudo_init::slots::SlotStore::open(&dir, &plan, Vec::new());
+    let (switches, _) = testudo_init::deploy::SwitchQueue::new().unwrap();
+    testudo_init::deploy::DeploymentService::new(
+        BTreeMap::new(),
+        Arc::new(Mutex::new(store)),
+        switches,
+        Default::default(),
+    )
 }

@@ -209,6 +209,7 @@ impl Device {
             options: &self.options,
             plan_file: &self.plan_file,
             cgroup: None,
+            module_source: None,
         };
         let program = binary_for(component, &self.options).unwrap();
         let (err_read, err_write) = std::io::pipe().unwrap();

@@ -1,0 +1,269 @@
+//! Relaying app deployments from the device twin to init, and init's account back to the
+//! twin. The agent is an untrusted transport here: it reads each slot's token from the
+//! desired properties (`testudo_deployment::twin`), writes it into a session on its
+//! `deployment` route (init's capability), fetches the module only when init — having
+//! verified the token — asks for it ([`crate::module_fetch`], through the `net` route),
+//! streams it to init, and reports what init says in `$edgeAgent`'s shape: each slot's
+//! report and `lastDesiredVersion`/`lastDesiredStatus`.
+//!
+//! A token is relayed once per agent run (a full twin after a reconnect brings the same
+//! tokens again; init would answer `unchanged` anyway). After a restart of the agent each
+//! token is relayed again and init says what is already installed.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rustls::ClientConfig;
+use serde_json::Value;
+use testudo_deployment::session::MAX_STATE_BYTES;
+use testudo_deployment::twin::{self, DesiredStatus, SlotReport};
+use testudo_deployment::SessionState;
+use testudo_error_chain::error_chain;
+use testudo_scheme::{Handle, Rights};
+
+use crate::component_log::ComponentLog;
+use crate::dial::Dialer;
+use crate::error::{AgentError, Result};
+use crate::module_fetch::{fetch_module, ModuleRequest};
+use crate::twin::Properties;
+use crate::AgentHandle;
+
+/// How often a session's state is read while init applies it.
+const POLL: Duration = Duration::from_millis(20);
+
+/// Longest a session may take after the module is handed over (switch and health check).
+const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The relay: init's `deployment` route, and what is needed to fetch modules.
+#[derive(Debug)]
+pub struct DeploymentRelay {
+    route: Handle,
+    log: Arc<ComponentLog>,
+    /// The token last relayed per slot.
+    relayed: Mutex<BTreeMap<String, String>>,
+}
+
+/// What a module download goes through: the `net` route and the TLS trust of the image.
+#[derive(Clone)]
+pub struct Fetcher {
+    /// Dials through the `net` route.
+    pub dialer: Arc<dyn Dialer>,
+    /// TLS trust for artifact servers (the image's trust anchors).
+    pub tls: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher").finish_non_exhaustive()
+    }
+}
+
+/// A session handle as the download's sink: each write goes to init.
+struct SessionSink<'a>(&'a Handle);
+
+impl std::io::Write for SessionSink<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf).map_err(std::io::Error::other)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl DeploymentRelay {
+    /// A relay over init's `deployment` route.
+    pub fn new(route: Handle, log: Arc<ComponentLog>) -> DeploymentRelay {
+        DeploymentRelay {
+            route,
+            log,
+            relayed: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Every slot's report, as init publishes it (empty when init cannot be read).
+    pub fn slot_reports(&self) -> BTreeMap<String, SlotReport> {
+        let mut bytes = Vec::new();
+        let mut buf = vec![0u8; MAX_STATE_BYTES];
+        while bytes.len() < 16 * MAX_STATE_BYTES {
+            match self.route.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+        serde_json::from_slice(bytes.trim_ascii_end()).unwrap_or_default()
+    }
+
+    /// The tokens of `desired` not relayed yet in this run, by slot; entries that are not
+    /// tokens are logged and answered with a 400 report.
+    pub fn new_tokens(
+        &self,
+        agent: &AgentHandle,
+        version: u64,
+        desired: &Properties,
+    ) -> Vec<(String, String)> {
+        let mut relayed = self.relayed.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut fresh = Vec::new();
+        for entry in twin::desired_deployments(desired) {
+            match entry {
+                Ok(entry) => {
+                    if relayed.get(&entry.slot) != Some(&entry.token) {
+                        relayed.insert(entry.slot.clone(), entry.token.clone());
+                        fresh.push((entry.slot, entry.token));
+                    }
+                }
+                Err(error) => {
+                    let description = error.to_string();
+                    self.log.line(&format!("app deployments: {description}"));
+                    self.report(
+                        agent,
+                        version,
+                        &DesiredStatus {
+                            code: 400,
+                            description,
+                        },
+                    );
+                }
+            }
+        }
+        fresh
+    }
+
+    /// Relays `token` into `slot` and reports each step init takes, until it is decided.
+    pub async fn relay(
+        self: Arc<Self>,
+        agent: AgentHandle,
+        fetcher: Option<Fetcher>,
+        version: u64,
+        slot: String,
+        token: String,
+    ) {
+        let outcome = self
+            .relay_steps(&agent, fetcher, version, &slot, &token)
+            .await;
+        let status = match outcome {
+            Ok(status) => status,
+            Err(error) => DesiredStatus {
+                code: 500,
+                description: error_chain(&error),
+            },
+        };
+        self.log.line(&format!(
+            "app deployments: slot {slot}: {} {}",
+            status.code, status.description
+        ));
+        self.report(&agent, version, &status);
+    }
+
+    async fn relay_steps(
+        &self,
+        agent: &AgentHandle,
+        fetcher: Option<Fetcher>,
+        version: u64,
+        slot: &str,
+        token: &str,
+    ) -> Result<DesiredStatus> {
+        let failed = |step: &'static str| {
+            move |source: testudo_scheme::SchemeError| AgentError::RelayDeployment {
+                slot: slot.to_owned(),
+                step,
+                source: Some(Box::new(source)),
+            }
+        };
+        let session = self
+            .route
+            .open(slot, Rights::ReadWrite)
+            .map_err(failed("opening a session with init"))?;
+        session
+            .write_all(token.as_bytes())
+            .map_err(failed("writing the token to init"))?;
+        let mut state = read_state(slot, &session)?;
+        if let SessionState::WantsModule { url, size, sha256 } = &state {
+            self.log.line(&format!(
+                "app deployments: slot {slot}: fetching {size} bytes from {url}"
+            ));
+            let Some(fetcher) = fetcher else {
+                return Err(AgentError::RelayDeployment {
+                    slot: slot.to_owned(),
+                    step: "fetching the module: the agent has no net route",
+                    source: None,
+                });
+            };
+            let request = ModuleRequest {
+                url,
+                size: *size,
+                sha256,
+            };
+            let mut sink = SessionSink(&session);
+            let mut reported_share = 0;
+            let log = Arc::clone(&self.log);
+            let progress = move |received: u64, total: u64| {
+                let share = received.saturating_mul(4) / total.max(1);
+                if share > reported_share {
+                    reported_share = share;
+                    log.line(&format!("app deployments: {received} of {total} bytes"));
+                }
+            };
+            let fetched =
+                fetch_module(fetcher.dialer, fetcher.tls, &request, &mut sink, progress).await;
+            if let Err(error) = fetched {
+                // Dropping the session discards what init received.
+                return Err(AgentError::RelayDeployment {
+                    slot: slot.to_owned(),
+                    step: "fetching the module",
+                    source: Some(Box::new(error)),
+                });
+            }
+            session
+                .fsync()
+                .map_err(failed("handing the module to init"))?;
+            state = read_state(slot, &session)?;
+        }
+        let deadline = tokio::time::Instant::now() + APPLY_TIMEOUT;
+        let mut reported = None;
+        loop {
+            if let Some(status) = state.desired_status() {
+                if state.is_final() {
+                    return Ok(status);
+                }
+                if reported.as_ref() != Some(&state) {
+                    self.report(agent, version, &status);
+                    reported = Some(state.clone());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(AgentError::RelayDeployment {
+                    slot: slot.to_owned(),
+                    step: "waiting for init to apply the deployment (gave up)",
+                    source: None,
+                });
+            }
+            tokio::time::sleep(POLL).await;
+            state = read_state(slot, &session)?;
+        }
+    }
+
+    /// Reports every slot and the last desired version's status.
+    pub fn report(&self, agent: &AgentHandle, version: u64, status: &DesiredStatus) {
+        let patch: Value = twin::reported_patch(&self.slot_reports(), version, status);
+        if let Err(error) = agent.queue_report(&patch) {
+            self.log.line(&format!(
+                "app deployments: reporting failed: {}",
+                error_chain(&error)
+            ));
+        }
+    }
+}
+
+/// Reads `slot`'s session state.
+fn read_state(slot: &str, session: &Handle) -> Result<SessionState> {
+    let failed = |source: Box<dyn std::error::Error + Send + Sync>| AgentError::RelayDeployment {
+        slot: slot.to_owned(),
+        step: "reading init's answer",
+        source: Some(source),
+    };
+    let mut buf = vec![0u8; MAX_STATE_BYTES];
+    let n = session.read(&mut buf).map_err(|e| failed(Box::new(e)))?;
+    SessionState::from_line(&buf[..n]).map_err(|e| failed(Box::new(e)))
+}
