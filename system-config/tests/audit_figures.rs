@@ -155,9 +155,16 @@ fn figures_on_a_known_graph() {
     // Init's capabilities exist on every device.
     assert_eq!(
         audit.authorities,
-        ["a.x", "b.y", "init.power", "init.status", "node /dev/x"]
+        [
+            "a.x",
+            "b.y",
+            "init.deployment",
+            "init.power",
+            "init.status",
+            "node /dev/x"
+        ]
     );
-    assert_eq!(audit.total, 5);
+    assert_eq!(audit.total, 6);
     let by_name: BTreeMap<&str, _> = audit
         .subjects
         .iter()
@@ -177,25 +184,26 @@ fn figures_on_a_known_graph() {
     assert_eq!(by_name["slot:s"].granted, ["b.y"]);
     assert_eq!(by_name["slot:s"].trusted_base, ["a", "b"]);
 
-    let fifth = 1.0 / 5.0;
-    assert!((by_name["a"].reduction - 4.0 * fifth).abs() < 1e-12);
-    assert!((by_name["c"].reduction - 3.0 * fifth).abs() < 1e-12);
-    assert!((audit.min_reduction - 3.0 * fifth).abs() < 1e-12);
-    let mean = (4.0 * fifth + 4.0 * fifth + 3.0 * fifth + 4.0 * fifth) / 4.0;
+    let sixth = 1.0 / 6.0;
+    assert!((by_name["a"].reduction - 5.0 * sixth).abs() < 1e-12);
+    assert!((by_name["c"].reduction - 4.0 * sixth).abs() < 1e-12);
+    assert!((audit.min_reduction - 4.0 * sixth).abs() < 1e-12);
+    let mean = (5.0 * sixth + 5.0 * sixth + 4.0 * sixth + 5.0 * sixth) / 4.0;
     assert!((audit.mean_reduction - mean).abs() < 1e-12);
 }
 
 #[test]
-fn gateway_agent_holds_five_of_the_system_authorities() {
+fn gateway_agent_holds_six_of_the_system_authorities() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.ncl");
     let (plan, _) = testudo_config::load_plan(&path).unwrap();
     let audit = audit(&plan);
-    // 8 provided capabilities + init's 2 + /dev/tpm0 + PCI 1af4:1000 + network.
-    assert_eq!(audit.total, 13, "{:?}", audit.authorities);
+    // 8 provided capabilities + init's 3 + /dev/tpm0 + PCI 1af4:1000 + network.
+    assert_eq!(audit.total, 14, "{:?}", audit.authorities);
     let agent = audit.subjects.iter().find(|s| s.name == "agent").unwrap();
     assert_eq!(
         agent.granted,
         [
+            "init.deployment",
             "init.power",
             "log.log",
             "net.net",

@@ -50,6 +50,9 @@ pub struct SlotFile {
     /// The slot was emptied by a signed removal (its factory app does not run either).
     #[serde(default)]
     pub removed: bool,
+    /// The slot was empty (removed) before the current deployment: rolling back empties it.
+    #[serde(default)]
+    pub previous_removed: bool,
 }
 
 /// A deployment read back from the slot's state, verified again.
@@ -213,9 +216,12 @@ impl SlotStore {
     pub fn begin_trial(&mut self, slot: &str, installed: &Installed) -> Result<(), SlotError> {
         let mut file = self.files.get(slot).cloned().unwrap_or_default();
         file.installed_serial = Some(installed.deployment.serial);
-        if !file.removed {
-            file.previous = file.current.take();
-        }
+        file.previous_removed = file.removed;
+        file.previous = if file.removed {
+            None
+        } else {
+            file.current.take()
+        };
         file.current = Some(installed.token.clone());
         file.trial = true;
         file.removed = false;
@@ -227,6 +233,7 @@ impl SlotStore {
     pub fn confirm(&mut self, slot: &str) -> Result<(), SlotError> {
         let mut file = self.files.get(slot).cloned().unwrap_or_default();
         file.trial = false;
+        file.previous_removed = false;
         self.write(slot, file)?;
         self.collect_modules(slot);
         Ok(())
@@ -237,6 +244,7 @@ impl SlotStore {
     pub fn roll_back(&mut self, slot: &str) -> Result<(), SlotError> {
         let mut file = self.files.get(slot).cloned().unwrap_or_default();
         file.current = file.previous.take();
+        file.removed = std::mem::take(&mut file.previous_removed);
         file.trial = false;
         self.write(slot, file)
     }
@@ -251,6 +259,7 @@ impl SlotStore {
         }
         file.trial = false;
         file.removed = true;
+        file.previous_removed = false;
         self.write(slot, file)
     }
 
@@ -488,6 +497,28 @@ mod tests {
         assert!(matches!(
             store.boot_content("cloud-app").0,
             SlotContent::Initial
+        ));
+    }
+
+    #[test]
+    fn a_failed_deployment_into_an_emptied_slot_rolls_back_to_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (mut store, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
+        put_module(&store, b"module one");
+        put_module(&store, b"module two");
+        store
+            .begin_trial("cloud-app", &installed(&key, 1, b"module one"))
+            .unwrap();
+        store.confirm("cloud-app").unwrap();
+        store.remove("cloud-app", 2).unwrap();
+        store
+            .begin_trial("cloud-app", &installed(&key, 3, b"module two"))
+            .unwrap();
+        store.roll_back("cloud-app").unwrap();
+        assert!(matches!(
+            store.boot_content("cloud-app").0,
+            SlotContent::Empty
         ));
     }
 
