@@ -6,9 +6,12 @@
 //!
 //! `cargo bench -p testudo-wasm-host --bench app_deployment`
 
+#![allow(clippy::unwrap_used)] // a benchmark: a failed setup step is a failed run
+
 #[allow(dead_code)]
 #[path = "../tests/common/sandboxed.rs"]
 mod sandboxed;
+#[allow(dead_code)] // shared with the app slot tests
 #[path = "../tests/common/slots.rs"]
 mod slots;
 

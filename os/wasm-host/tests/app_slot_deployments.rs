@@ -8,6 +8,7 @@
 //! hash, a slot that does not exist are refused with the reason and change nothing; after
 //! a restart the deployed app runs again, verified from the data partition; a signed
 //! removal empties the slot.
+#![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
 
 mod common {
     #[allow(dead_code)] // shared with other tests
