@@ -45,6 +45,15 @@ pub struct Args {
     /// (the tpm driver is not started).
     #[arg(long, value_enum)]
     tpm: Option<TpmSource>,
+    /// The deploy public key signed app deployments must verify with (as the image carries
+    /// it), e.g. `keys/deploy.ed25519.pub` from `testudo keys init`. Without it no
+    /// deployment is accepted and app slots run their factory apps.
+    #[arg(long, value_name = "FILE")]
+    deploy_key: Option<PathBuf>,
+    /// How long a deployed app must keep running before it replaces the previous one for
+    /// good (milliseconds); ending sooner rolls its slot back.
+    #[arg(long, value_name = "MS", default_value_t = 3000)]
+    health_check_ms: u64,
 }
 
 /// Where the TPM comes from (`--tpm`).
@@ -151,6 +160,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(PathBuf::from)
         .filter(|path| path.is_file());
+    if let Some(key) = &args.deploy_key {
+        anyhow::ensure!(
+            key.is_file(),
+            "--deploy-key {}: no such file (`testudo keys init DIR` writes DIR/deploy.ed25519.pub)",
+            key.display()
+        );
+    }
+    options.deploy_key = args.deploy_key.clone();
+    options.slot_health_check = Duration::from_millis(args.health_check_ms);
     for mapping in &args.devices {
         let (node, path) = mapping
             .split_once('=')
