@@ -11,8 +11,10 @@
 //! connected to the emulator) relays the token to init, fetches the module from a real nginx
 //! over HTTPS through its `net` route when init asks, and init runs it in its sandbox with
 //! only the routes the document names: the app's telemetry reaches the hub, and the twin's
-//! reported `apps` says `running` with `lastDesiredStatus` 200. A deployment whose module is
-//! not on the server is reported as failed (500, naming the status) and the running app stays.
+//! reported `apps` says `running` with `lastDesiredStatus` 200. A next version deployed
+//! without `--url` is uploaded to the emulator's artifact store and fetched from there. A
+//! deployment whose module is not on the server is reported as failed (500, naming the
+//! status) and the running app stays.
 
 mod runtime_common;
 
@@ -49,9 +51,9 @@ impl Drop for Killed {
     }
 }
 
-/// `testudo hub serve` on free ports: the emulator, its MQTT port and service connection
-/// string.
-fn serve(state: &Path) -> (Killed, u16, String) {
+/// `testudo hub serve` on free ports: the emulator, its MQTT and HTTPS ports and service
+/// connection string.
+fn serve(state: &Path) -> (Killed, u16, u16, String) {
     let mut child = testudo()
         .args(["hub", "serve", "--state"])
         .arg(state)
@@ -63,22 +65,32 @@ fn serve(state: &Path) -> (Killed, u16, String) {
     let stdout = child.stdout.take().unwrap();
     let emulator = Killed(child);
     let mut mqtt_port = None;
+    let mut https_port = None;
     let mut service = None;
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         if let Some(address) = line.strip_prefix("mqtt: ") {
             mqtt_port = address.rsplit(':').next().and_then(|p| p.parse().ok());
+        }
+        if let Some(address) = line.strip_prefix("https: ") {
+            https_port = address.rsplit(':').next().and_then(|p| p.parse().ok());
         }
         if let Some(connection_string) = line.strip_prefix("service: ") {
             service = Some(connection_string.to_owned());
             break;
         }
     }
-    (emulator, mqtt_port.unwrap(), service.unwrap())
+    (
+        emulator,
+        mqtt_port.unwrap(),
+        https_port.unwrap(),
+        service.unwrap(),
+    )
 }
 
 /// The gateway example as a plan for this host: the agent talks to the emulator on
-/// `localhost` with a symmetric key (no TPM, no DPS) and may reach the artifact server.
-fn host_plan(dir: &Path, mqtt_port: u16, artifacts_port: u16) -> PathBuf {
+/// `localhost` with a symmetric key (no TPM, no DPS) and may reach the artifact servers (nginx
+/// and the emulator's store).
+fn host_plan(dir: &Path, mqtt_port: u16, https_port: u16, artifacts_port: u16) -> PathBuf {
     let gateway = repo_root().join("system-config/examples/gateway.ncl");
     let plan_file = dir.join("gateway.plan.json");
     ok(testudo()
@@ -96,6 +108,7 @@ fn host_plan(dir: &Path, mqtt_port: u16, artifacts_port: u16) -> PathBuf {
     agent["after"] = json!(["log", "net", "storage"]);
     agent["uses"]["net"]["allow"] = json!([
         format!("localhost:{artifacts_port}"),
+        format!("localhost:{https_port}"),
         format!("localhost:{mqtt_port}"),
     ]);
     let cloud = plan["cloud"].as_object_mut().unwrap();
@@ -160,7 +173,7 @@ fn a_twin_change_deploys_a_signed_app_into_the_running_gateway() {
         .unwrap());
 
     let state = dir.path().join("hub");
-    let (_emulator, mqtt_port, service) = serve(&state);
+    let (_emulator, mqtt_port, https_port, service) = serve(&state);
     let device = ok(testudo()
         .args(["hub", "device", "add", "--state"])
         .arg(&state)
@@ -176,7 +189,7 @@ fn a_twin_change_deploys_a_signed_app_into_the_running_gateway() {
 
     let artifacts = testudo_testkit::nginx::start("localhost", &Default::default());
     std::fs::copy(&module, artifacts.root().join("sensor-reader.wasm")).unwrap();
-    let plan = host_plan(dir.path(), mqtt_port, artifacts.port());
+    let plan = host_plan(dir.path(), mqtt_port, https_port, artifacts.port());
 
     // The agent's credentials, as the factory leaves them on the data partition: the hub's CA
     // (and the artifact server's: it trusts both for TLS) and the device key.
@@ -202,21 +215,24 @@ fn a_twin_change_deploys_a_signed_app_into_the_running_gateway() {
     let mut run = RunningTestudo::spawn(command, "testudo run must start");
     run.wait_for("out: ready:", WAIT);
 
-    let deploy = |module: &Path, version: &str, url: &str| {
-        testudo()
+    let deploy = |module: &Path, version: &str, url: Option<&str>| {
+        let mut command = testudo();
+        command
             .args(["deploy", "app", DEVICE, "--slot", "cloud-app", "--module"])
             .arg(module)
             .args(["--app-version", version, "--config"])
             .arg(&plan)
             .arg("--keys")
             .arg(&keys)
-            .args(["--url", url, "--hub", &service, "--ca"])
-            .arg(state.join("ca.pem"))
-            .output()
-            .unwrap()
+            .args(["--hub", &service, "--ca"])
+            .arg(state.join("ca.pem"));
+        if let Some(url) = url {
+            command.args(["--url", url]);
+        }
+        command.output().unwrap()
     };
     let url = format!("https://localhost:{}/sensor-reader.wasm", artifacts.port());
-    ok(deploy(&module, "1.0.0", &url));
+    ok(deploy(&module, "1.0.0", Some(&url)));
     let apps = wait_reported(&state, "the deployed app running and healthy", |apps| {
         apps["cloud-app"]["runtimeStatus"] == "running"
             && apps["cloud-app"]["version"] == "1.0.0"
@@ -241,19 +257,38 @@ fn a_twin_change_deploys_a_signed_app_into_the_running_gateway() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // The next version (the same app as a component) through the emulator's artifact store.
+    let component = dir.path().join("1.1.0/sensor-reader.wasm");
+    std::fs::create_dir_all(component.parent().unwrap()).unwrap();
+    std::fs::copy(
+        root.join("wasm-apps/sensor-reader.component.wasm"),
+        &component,
+    )
+    .unwrap();
+    let uploaded = ok(deploy(&component, "1.1.0", None));
+    assert!(uploaded.contains("/testudo/artifacts/"), "{uploaded}");
+    let apps = wait_reported(&state, "the uploaded version running and healthy", |apps| {
+        apps["cloud-app"]["version"] == "1.1.0"
+            && apps["cloud-app"]["runtimeStatus"] == "running"
+            && apps["lastDesiredStatus"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("applied"))
+    });
+    assert_eq!(apps["cloud-app"]["serial"], 2, "{apps}");
+
     // A module the server does not have: reported as failed, the app keeps running.
     let missing = format!("https://localhost:{}/missing.wasm", artifacts.port());
     ok(deploy(
         &root.join("wasm-apps/forwarder.wasm"),
-        "1.0.1",
-        &missing,
+        "1.2.0",
+        Some(&missing),
     ));
     let apps = wait_reported(&state, "the failed deployment", |apps| {
         apps["lastDesiredStatus"]["code"] == 500
     });
     let description = apps["lastDesiredStatus"]["description"].as_str().unwrap();
     assert!(description.contains("404"), "{apps}");
-    assert_eq!(apps["cloud-app"]["version"], "1.0.0", "{apps}");
+    assert_eq!(apps["cloud-app"]["version"], "1.1.0", "{apps}");
     assert_eq!(apps["cloud-app"]["runtimeStatus"], "running", "{apps}");
     run.stop_cleanly();
 }

@@ -37,6 +37,11 @@ struct HubArgs {
     /// Microsoft's roots, as for a real hub.
     #[arg(long)]
     ca: Option<PathBuf>,
+    /// Connect to this address instead of resolving the hub's host name (the emulator on
+    /// this machine under the name devices know it by, e.g. `127.0.0.1:443`); TLS still
+    /// checks the name.
+    #[arg(long, value_name = "IP:PORT")]
+    hub_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -63,10 +68,11 @@ enum DeployCommand {
         /// Key directory with `deploy.ed25519` (`testudo keys init`).
         #[arg(long)]
         keys: PathBuf,
-        /// Where the device fetches the module (HTTPS). Uploading it to an artifact store
-        /// for the hub is not built yet: the URL is required.
+        /// Where the device fetches the module (HTTPS). Without it the module is uploaded to
+        /// the hub's artifact store (the emulator has one; for Azure, name the URL your
+        /// storage serves it at).
         #[arg(long)]
-        url: String,
+        url: Option<String>,
         #[command(flatten)]
         hub: HubArgs,
     },
@@ -111,6 +117,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } => {
             let target = Target::load(&config, &slot, &keys)?;
             let app = module_app(&module, name, version)?;
+            let url = match url {
+                Some(url) => url,
+                None => upload_module(&module, &app, &hub)?,
+            };
             let action = Action::Deploy(AppRelease {
                 app: app.clone(),
                 // The widest the slot allows: a deployment never widens it.
@@ -234,6 +244,29 @@ fn publish(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Uploads the module to the hub's artifact store (the emulator's
+/// `PUT /testudo/artifacts/<sha256>`); returns the URL devices fetch it from.
+fn upload_module(module: &Path, app: &App, hub: &HubArgs) -> anyhow::Result<String> {
+    let bytes = std::fs::read(module)
+        .with_context(|| format!("reading the module {}", module.display()))?;
+    let client = service_client(hub)?;
+    let path = format!("/testudo/artifacts/{}", app.sha256);
+    client.upload(&path, &bytes).with_context(|| {
+        format!(
+            "uploading {} to the artifact store of {} (only the emulator has one: for Azure IoT Hub pass --url where your storage serves the module)",
+            module.display(),
+            client.hub_name()
+        )
+    })?;
+    let url = format!("https://{}{path}", client.hub_name());
+    println!(
+        "uploaded {} ({} bytes) to {url}",
+        module.display(),
+        app.size
+    );
+    Ok(url)
+}
+
 /// The module's name, version, size and sha256.
 fn module_app(module: &Path, name: Option<String>, version: String) -> anyhow::Result<App> {
     let mut file = std::fs::File::open(module)
@@ -270,7 +303,11 @@ fn service_client(hub: &HubArgs) -> anyhow::Result<ServiceClient> {
             .with_context(|| format!("reading the CA bundle {}", path.display()))?,
         None => AZURE_ROOTS.to_owned(),
     };
-    Ok(ServiceClient::new(connection, &anchors)?)
+    let client = ServiceClient::new(connection, &anchors)?;
+    Ok(match hub.hub_address {
+        Some(address) => client.connect_to(address),
+        None => client,
+    })
 }
 
 /// A twin's `properties.<section>` (empty when absent).

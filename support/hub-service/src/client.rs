@@ -97,6 +97,32 @@ impl ServiceClient {
         body: Option<&Value>,
         if_match: Option<&str>,
     ) -> Result<(u16, Value), ServiceError> {
+        let payload = body.map(Value::to_string).unwrap_or_default();
+        self.exchange(
+            method,
+            path,
+            "application/json; charset=utf-8",
+            payload.as_bytes(),
+            if_match,
+        )
+    }
+
+    /// `PUT`s `bytes` (`application/octet-stream`) at `path`: an upload, e.g. to the
+    /// emulator's artifact store. Returns the status and the JSON answer, like
+    /// [`ServiceClient::request`].
+    pub fn upload(&self, path: &str, bytes: &[u8]) -> Result<(u16, Value), ServiceError> {
+        self.exchange("PUT", path, "application/octet-stream", bytes, None)
+    }
+
+    /// One request with a body of `content_type`; its answer, bounded and checked.
+    fn exchange(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        payload: &[u8],
+        if_match: Option<&str>,
+    ) -> Result<(u16, Value), ServiceError> {
         let label = format!("{method} {path}");
         let host_name = self.hub.host_name();
         let transport = |source| ServiceError::Transport {
@@ -126,17 +152,16 @@ impl ServiceClient {
         tcp.set_read_timeout(Some(TIMEOUT)).map_err(transport)?;
         tcp.set_write_timeout(Some(TIMEOUT)).map_err(transport)?;
         let mut stream = rustls::StreamOwned::new(connection, tcp);
-        let payload = body.map(Value::to_string).unwrap_or_default();
         let separator = if path.contains('?') { '&' } else { '?' };
         let precondition = if_match
             .map(|etag| format!("If-Match: \"{etag}\"\r\n"))
             .unwrap_or_default();
         let head = format!(
-            "{method} {path}{separator}api-version={API_VERSION} HTTP/1.1\r\nHost: {host_name}\r\nAuthorization: {token}\r\nAccept: application/json\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: {}\r\n{precondition}Connection: close\r\n\r\n",
+            "{method} {path}{separator}api-version={API_VERSION} HTTP/1.1\r\nHost: {host_name}\r\nAuthorization: {token}\r\nAccept: application/json\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{precondition}Connection: close\r\n\r\n",
             payload.len()
         );
         stream.write_all(head.as_bytes()).map_err(transport)?;
-        stream.write_all(payload.as_bytes()).map_err(transport)?;
+        stream.write_all(payload).map_err(transport)?;
         stream.flush().map_err(transport)?;
         let mut answer = Vec::new();
         let mut limited = (&mut stream).take(MAX_ANSWER as u64 + 1);

@@ -24,6 +24,7 @@
 //!
 //! Fault injection is described in [`faults`]; the state directory layout in [`store`].
 
+pub mod artifacts;
 pub mod clock;
 pub mod control;
 mod dps;

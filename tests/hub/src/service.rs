@@ -2,7 +2,9 @@
 //! (`/devices`, `/devices/{id}`), twins (`/twins/{id}` GET/PATCH/PUT with `If-Match`),
 //! direct methods (`POST /twins/{id}/methods`), authenticated with the service SAS token
 //! (`skn=iothubowner`). Emulator extensions under `/testudo/`: `GET /testudo/telemetry
-//! [?deviceId=]`, `GET|POST /testudo/faults`. DPS TPM attestation over HTTPS
+//! [?deviceId=]`, `GET|POST /testudo/faults`, and the artifact store
+//! (`PUT|GET /testudo/artifacts/<sha256>`, [`crate::artifacts`]; downloads need no
+//! credential). DPS TPM attestation over HTTPS
 //! (`/{idScope}/registrations/...`) is routed to [`crate::dps_https`].
 
 use std::convert::Infallible;
@@ -99,6 +101,70 @@ fn error_for(status: u16, code: &str, err: &HubError) -> Response<Full<Bytes>> {
     error(status, code, &crate::error_chain(err))
 }
 
+/// `GET /testudo/artifacts/<sha256>`: the whole file, or from `Range: bytes=N-` on.
+fn download(hub: &Hub, name: &str, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(bytes) = crate::artifacts::get(hub.store(), name) else {
+        return error(404, "ArtifactNotFound", &format!("no artifact {name}"));
+    };
+    let range = request
+        .headers()
+        .get(hyper::header::RANGE)
+        .and_then(|value| value.to_str().ok());
+    let size = bytes.len();
+    let start = crate::artifacts::range_start(range, size);
+    let body = Bytes::from(bytes).slice(start.unwrap_or(0)..);
+    let mut response = Response::new(Full::new(body));
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(
+        hyper::header::ACCEPT_RANGES,
+        hyper::header::HeaderValue::from_static("bytes"),
+    );
+    if let Some(start) = start {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(value) =
+            hyper::header::HeaderValue::from_str(&format!("bytes {start}-{}/{size}", size - 1))
+        {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_RANGE, value);
+        }
+    }
+    response
+}
+
+/// `PUT /testudo/artifacts/<sha256>` (service credential): keeps the body under its hash.
+async fn upload(hub: &Hub, name: &str, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    let limit = crate::artifacts::MAX_ARTIFACT;
+    let body = match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            return error(
+                413,
+                "RequestEntityTooLarge",
+                &format!("an artifact is at most {limit} bytes"),
+            )
+        }
+    };
+    match crate::artifacts::put(hub.store(), name, &body) {
+        Ok(Ok(())) => respond(201, &json!({ "sha256": name, "size": body.len() })),
+        Ok(Err(crate::artifacts::UploadRefused::Name)) => error(
+            400,
+            "ArgumentInvalid",
+            "an artifact is named by its sha256 (64 lower-case hex digits)",
+        ),
+        Ok(Err(crate::artifacts::UploadRefused::Hash { found })) => error(
+            400,
+            "ArgumentInvalid",
+            &format!("the body's sha256 is {found}, not {name}"),
+        ),
+        Err(failure) => error_for(500, "ServerError", &failure),
+    }
+}
+
 async fn handle(hub: &Arc<Hub>, request: Request<Incoming>) -> Response<Full<Bytes>> {
     let dps_segments: Vec<String> = request
         .uri()
@@ -131,6 +197,11 @@ async fn handle(hub: &Arc<Hub>, request: Request<Incoming>) -> Response<Full<Byt
         );
         return respond(status, &answer);
     }
+    if let [a, b, name] = dps_segments.as_slice() {
+        if [*a, *b] == crate::artifacts::PATH && request.method() == Method::GET {
+            return download(hub, name, &request);
+        }
+    }
     let authorized = request
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -138,6 +209,12 @@ async fn handle(hub: &Arc<Hub>, request: Request<Incoming>) -> Response<Full<Byt
         .is_some_and(|header| hub.authenticate_service(header));
     if !authorized {
         return error(401, "IotHubUnauthorizedAccess", "Unauthorized");
+    }
+    if let [a, b, name] = dps_segments.as_slice() {
+        if [*a, *b] == crate::artifacts::PATH && request.method() == Method::PUT {
+            let name = (*name).to_owned();
+            return upload(hub, &name, request).await;
+        }
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
