@@ -2,10 +2,14 @@
 //! the hub emulator runs on this host with the development CA and the gateway's ID scope; the
 //! VM's TPM endorsement key is read (`testudo vm tpm-ek`) and enrolled (`testudo hub
 //! enrollment add`); the VM boots with that fresh TPM state, brings up its network, registers
-//! through DPS with TPM attestation, connects and reports its device properties. Microsoft's
-//! official service SDK reads the twin and invokes `reboot`; the device answers, stops in
-//! order and reboots; booted again with the same TPM state and disk, it reconnects with the
-//! assignment it stored, without asking DPS again. No component is killed by its seccomp role
+//! through DPS with TPM attestation, connects and reports its device properties. `testudo
+//! deploy app` sets a signed deployment of `sensor-reader.wasm` into the `cloud-app` slot
+//! (the module uploaded to the emulator's artifact store); the device fetches it, init runs
+//! it in its sandbox, its telemetry reaches the hub and the twin reports it `running`.
+//! Microsoft's official service SDK reads the twin and invokes `reboot`; the device answers,
+//! stops in order and reboots; booted again with the same TPM state and disk, it reconnects
+//! with the assignment it stored, without asking DPS again, and runs the deployed app again
+//! from its data partition. No component is killed by its seccomp role
 //! or restarted on the way (the image's kernel is older than this host's).
 //!
 //! Binds the emulator to 127.0.0.1:8883 and :443 (where QEMU's user network sends the guest's
@@ -52,6 +56,33 @@ fn the_gateway_provisions_itself_reports_and_reboots_from_the_cloud() {
         "{reported}"
     );
 
+    // A twin change deploys a signed WASM app into the running gateway.
+    let deployed = rig.deploy("wasm-apps/sensor-reader.wasm", "1.0.0");
+    assert!(deployed.contains("/testudo/artifacts/"), "{deployed}");
+    vm.wait_line(
+        "cloud-app: app slot: serial 1 passed its health check",
+        BOOT,
+    );
+    let deadline = std::time::Instant::now() + BOOT;
+    loop {
+        let apps = &rig.service(&["twin", DEVICE])["apps"];
+        if apps["cloud-app"]["runtimeStatus"] == "running"
+            && apps["lastDesiredStatus"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("applied"))
+            && !rig.app_telemetry("cloud-app").is_empty()
+        {
+            assert_eq!(apps["cloud-app"]["version"], "1.0.0", "{apps}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the deployed app is not reported running with telemetry: {apps}\n{}",
+            vm.console()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
     let reboot = rig.service(&["invoke", DEVICE, "reboot"]);
     assert_eq!(reboot["status"], 200, "{reboot}");
     let exit = vm.wait_exit(Duration::from_secs(300));
@@ -79,6 +110,10 @@ fn the_gateway_provisions_itself_reports_and_reboots_from_the_cloud() {
         "{console}"
     );
     assert!(!console.contains("new DPS assignment"), "{console}");
+    // The deployed app runs again, verified from the data partition.
+    again.wait_line("cloud-app: started", BOOT);
+    let console = again.console();
+    assert!(!console.contains("cloud-app: app slot:"), "{console}");
     again.kill();
     drop(hub);
 }

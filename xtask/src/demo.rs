@@ -1,6 +1,7 @@
 //! `cargo xtask demo`: the main job on the embedded example — check, graph (SVG) and audit
-//! of `system-config/examples/gateway.ncl`, then the picture's path; then build its image and
-//! boot it in QEMU to the ready line.
+//! of `system-config/examples/gateway.ncl`, then the picture's path; then the live device
+//! ([`crate::live_demo`]): the development gateway built, booted in QEMU, provisioned
+//! zero-touch, and a twin change deploying a signed WASM app that reports back.
 
 use crate::{deps, util};
 
@@ -28,26 +29,5 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     testudo(&["audit".as_ref(), GATEWAY.as_ref()])?;
     println!("capability graph of the gateway: {}", svg.display());
 
-    // Build the image and boot it under QEMU (TCG) until testudo-init prints its ready line.
-    let image = out_dir.join("image");
-    testudo(&[
-        "build".as_ref(),
-        GATEWAY.as_ref(),
-        "-o".as_ref(),
-        image.as_os_str(),
-        "--plain".as_ref(),
-    ])?;
-    let disk = image.join("disk.img");
-    testudo(&[
-        "vm".as_ref(),
-        "run".as_ref(),
-        disk.as_os_str(),
-        "--expect".as_ref(),
-        "testudo-init: ready:".as_ref(),
-        "--timeout".as_ref(),
-        "300".as_ref(),
-        "--snapshot".as_ref(),
-    ])?;
-    println!("gateway image (booted to ready): {}", image.display());
-    Ok(())
+    crate::live_demo::run(&out_dir)
 }

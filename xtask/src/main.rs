@@ -17,6 +17,7 @@ mod codemap;
 mod contract;
 mod demo;
 mod deps;
+mod live_demo;
 mod test;
 mod util;
 

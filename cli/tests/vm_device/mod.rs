@@ -200,6 +200,60 @@ impl DeviceRig {
         )
     }
 
+    /// `testudo deploy app` of `module` (a repository path) as `version` into the gateway's
+    /// `cloud-app` slot, signed with the image's development deploy key; without `--url`, so
+    /// the module goes to the emulator's artifact store, which the device reaches under the
+    /// hub's name. Returns what the command printed.
+    pub fn deploy(&self, module: &str, version: &str) -> String {
+        let connection_string = testudo_ok(
+            &[
+                "hub",
+                "connection-string",
+                "--state",
+                self.hub_state.to_str().unwrap(),
+            ],
+            &self.data_home,
+        );
+        let keys = self.data_home.join("testudo/dev-keys");
+        let module = repo().join(module);
+        let config = repo().join("system-config/examples/gateway-dev.ncl");
+        let ca = self.hub_state.join("ca.pem");
+        testudo_ok(
+            &[
+                "deploy",
+                "app",
+                DEVICE,
+                "--slot",
+                "cloud-app",
+                "--module",
+                module.to_str().unwrap(),
+                "--app-version",
+                version,
+                "--config",
+                config.to_str().unwrap(),
+                "--keys",
+                keys.to_str().unwrap(),
+                "--hub",
+                connection_string.trim(),
+                "--ca",
+                ca.to_str().unwrap(),
+                "--hub-address",
+                "127.0.0.1:443",
+            ],
+            &self.data_home,
+        )
+    }
+
+    /// The telemetry messages the emulator captured from `app` on the device.
+    pub fn app_telemetry(&self, app: &str) -> Vec<Value> {
+        let text =
+            std::fs::read_to_string(self.hub_state.join("telemetry.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|message| message["properties"]["testudo-app"] == app)
+            .collect()
+    }
+
     /// Runs the service-side script (`tests/sdk/device_service.py`) with `args`; its JSON.
     pub fn service(&self, args: &[&str]) -> Value {
         let connection_string = testudo_ok(

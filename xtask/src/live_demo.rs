@@ -1,0 +1,307 @@
+//! The live part of `cargo xtask demo`: the development gateway (`gateway-dev.ncl`) and the
+//! cloud around it on this machine, each step printed. The hub emulator (with its artifact
+//! store, the HTTPS server the device fetches modules from) listens where QEMU's user network
+//! sends the guest (127.0.0.1:8883 and :443, under the name `hub.testudo.dev`); the VM's TPM
+//! is enrolled; the VM boots and provisions itself zero-touch; a twin change deploys
+//! `sensor-reader.wasm` into the `cloud-app` slot; its telemetry arrives at the hub and the
+//! twin reports it `running`. Fails unless all of that was seen.
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::Value;
+
+use crate::util;
+
+const GATEWAY_DEV: &str = "system-config/examples/gateway-dev.ncl";
+const DEVICE: &str = "gateway-0001";
+const HUB_HOST: &str = "hub.testudo.dev";
+const ID_SCOPE: &str = "0ne00000001";
+const DEV_CA: &str = "tests/hub/dev-ca";
+const APP: &str = "wasm-apps/sensor-reader.wasm";
+const SLOT: &str = "cloud-app";
+/// Generous for TCG on a loaded 2-core machine (a boot to ready takes about a minute).
+const WAIT: Duration = Duration::from_secs(900);
+
+/// A child process killed (with its process group) when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: signals the process group this task started (the child leads it).
+        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+/// What a child printed so far, line by line.
+#[derive(Clone, Default)]
+struct Lines(Arc<Mutex<Vec<String>>>);
+
+impl Lines {
+    fn follow(&self, stream: impl std::io::Read + Send + 'static, echo: &'static str) {
+        let lines = self.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if !echo.is_empty() {
+                    println!("{echo}{line}");
+                }
+                if let Ok(mut seen) = lines.0.lock() {
+                    seen.push(line);
+                }
+            }
+        });
+    }
+
+    fn find(&self, needle: &str) -> Option<String> {
+        self.0
+            .lock()
+            .ok()?
+            .iter()
+            .find(|line| line.contains(needle))
+            .cloned()
+    }
+
+    fn wait(&self, needle: &str, child: &mut Running) -> anyhow::Result<String> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(line) = self.find(needle) {
+                return Ok(line);
+            }
+            if let Some(status) = child.0.try_wait()? {
+                bail!("the VM ended ({status}) before printing `{needle}`");
+            }
+            if Instant::now() > deadline {
+                bail!("no `{needle}` within {} s", WAIT.as_secs());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn step(text: &str) {
+    println!("\n==> {text}");
+}
+
+/// `testudo ARGS` with the demo's own data home (its development keys), as a command.
+fn testudo(data_home: &Path, args: &[&str]) -> Command {
+    let mut command = util::workspace_binary("testudo");
+    command
+        .args(args)
+        .env("XDG_DATA_HOME", data_home)
+        .current_dir(util::workspace_root());
+    command
+}
+
+/// Runs `testudo ARGS`, which must succeed; its stdout.
+fn testudo_output(data_home: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let output = testudo(data_home, args)
+        .output()
+        .with_context(|| format!("running testudo {args:?}"))?;
+    if !output.status.success() {
+        bail!(
+            "testudo {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().unwrap_or_default()
+}
+
+/// Runs the live demo in `out_dir` (its state is started afresh each time).
+pub fn run(out_dir: &Path) -> anyhow::Result<()> {
+    let live = out_dir.join("live");
+    let _ = std::fs::remove_dir_all(&live);
+    std::fs::create_dir_all(&live)?;
+    let data_home = live.join("data-home");
+    let hub_state = live.join("hub");
+    let vm_state = live.join("vm");
+    let image = live.join("image");
+
+    step(&format!(
+        "build {GATEWAY_DEV} (the gateway pointed at the emulator; trusts the development CA)"
+    ));
+    util::run(&mut testudo(
+        &data_home,
+        &["build", GATEWAY_DEV, "-o", path(&image), "--plain"],
+    ))?;
+
+    step(&format!(
+        "start the hub emulator as {HUB_HOST} on 127.0.0.1:8883 (MQTT) and :443 (HTTPS: service API, DPS, artifact store)"
+    ));
+    let mut hub = Running(
+        testudo(
+            &data_home,
+            &[
+                "hub",
+                "serve",
+                "--state",
+                path(&hub_state),
+                "--host",
+                HUB_HOST,
+                "--id-scope",
+                ID_SCOPE,
+                "--ca",
+                DEV_CA,
+            ],
+        )
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the hub emulator")?,
+    );
+    let hub_lines = Lines::default();
+    if let Some(stdout) = hub.0.stdout.take() {
+        hub_lines.follow(stdout, "    hub: ");
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while hub_lines.find("service: ").is_none() {
+        if Instant::now() > deadline || hub.0.try_wait()?.is_some() {
+            bail!("the hub emulator did not start (are ports 8883 and 443 free?)");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    step("enroll the VM's TPM endorsement key for zero-touch provisioning (DPS, TPM attestation)");
+    let ek = testudo_output(&data_home, &["vm", "tpm-ek", "--state", path(&vm_state)])?;
+    let ek_file = live.join("ek.pub");
+    std::fs::write(&ek_file, ek)?;
+    util::run(&mut testudo(
+        &data_home,
+        &[
+            "hub",
+            "enrollment",
+            "add",
+            "--state",
+            path(&hub_state),
+            DEVICE,
+            "--tpm-ek",
+            path(&ek_file),
+        ],
+    ))?;
+
+    step("boot the gateway in QEMU");
+    let disk = image.join("disk.img");
+    let mut vm = Running(
+        testudo(
+            &data_home,
+            &[
+                "vm",
+                "run",
+                path(&disk),
+                "--state",
+                path(&vm_state),
+                "--timeout",
+                "1800",
+            ],
+        )
+        .process_group(0)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting the VM")?,
+    );
+    let console = Lines::default();
+    if let Some(stdout) = vm.0.stdout.take() {
+        console.follow(stdout, "    vm: ");
+    }
+    console.wait("testudo-init: ready:", &mut vm)?;
+
+    step("zero-touch provisioning: DPS registration with the TPM, then the hub connection");
+    console.wait("cloud: new DPS assignment", &mut vm)?;
+    console.wait("cloud: device properties reported", &mut vm)?;
+
+    step(&format!(
+        "a twin change deploys {APP} into the `{SLOT}` slot (signed with the deploy key, module in the emulator's artifact store)"
+    ));
+    let service = testudo_output(
+        &data_home,
+        &["hub", "connection-string", "--state", path(&hub_state)],
+    )?;
+    let keys = data_home.join("testudo/dev-keys");
+    util::run(&mut testudo(
+        &data_home,
+        &[
+            "deploy",
+            "app",
+            DEVICE,
+            "--slot",
+            SLOT,
+            "--module",
+            APP,
+            "--app-version",
+            "1.0.0",
+            "--config",
+            GATEWAY_DEV,
+            "--keys",
+            path(&keys),
+            "--hub",
+            service.trim(),
+            "--ca",
+            path(&hub_state.join("ca.pem")),
+            "--hub-address",
+            "127.0.0.1:443",
+        ],
+    ))?;
+    console.wait(
+        &format!("{SLOT}: app slot: serial 1 passed its health check"),
+        &mut vm,
+    )?;
+
+    step(&format!(
+        "the app's telemetry arrives at the hub (from `{SLOT}`)"
+    ));
+    let telemetry = wait_for(|| first_telemetry(&hub_state.join("telemetry.jsonl")))?;
+    println!("    {telemetry}");
+
+    step("the twin's reported properties say it runs");
+    let reported = wait_for(|| {
+        let twin: Value = serde_json::from_str(
+            &testudo_output(
+                &data_home,
+                &["hub", "twin", "--state", path(&hub_state), DEVICE],
+            )
+            .ok()?,
+        )
+        .ok()?;
+        let apps = twin["properties"]["reported"]["apps"].clone();
+        (apps[SLOT]["runtimeStatus"] == "running" && apps["lastDesiredStatus"]["code"] == 200)
+            .then_some(apps)
+    })?;
+    println!("    reported apps: {reported}");
+    println!("\ndemo: the twin change ran a signed app on the gateway, which reported back");
+    drop(vm);
+    drop(hub);
+    Ok(())
+}
+
+/// The first message the emulator captured from the slot's app.
+fn first_telemetry(file: &PathBuf) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines()
+        .find(|line| {
+            serde_json::from_str::<Value>(line)
+                .is_ok_and(|message| message["properties"]["testudo-app"] == SLOT)
+        })
+        .map(str::to_owned)
+}
+
+fn wait_for<T>(mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(found) = check() {
+            return Ok(found);
+        }
+        if Instant::now() > deadline {
+            bail!("not seen within {} s", WAIT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
