@@ -42,6 +42,8 @@ pub struct RunningTestudo {
     readers: Vec<std::thread::JoinHandle<()>>,
     /// Every line received so far.
     pub seen: Vec<String>,
+    /// Every line with when its reader got it (for timing what the system printed).
+    pub arrivals: std::sync::Arc<std::sync::Mutex<Vec<(std::time::Instant, String)>>>,
 }
 
 impl RunningTestudo {
@@ -58,15 +60,26 @@ impl RunningTestudo {
         let stdout = child.stdout.take().expect("stdout");
         let stderr = child.stderr.take().expect("stderr");
         let out_tx = tx.clone();
+        let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (out_arrivals, err_arrivals) = (arrivals.clone(), arrivals.clone());
+        let record = |arrivals: &std::sync::Mutex<Vec<(Instant, String)>>, line: &str| {
+            if let Ok(mut arrivals) = arrivals.lock() {
+                arrivals.push((Instant::now(), line.to_owned()));
+            }
+        };
         let readers = vec![
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                    let _ = out_tx.send(format!("out: {line}"));
+                    let line = format!("out: {line}");
+                    record(&out_arrivals, &line);
+                    let _ = out_tx.send(line);
                 }
             }),
             std::thread::spawn(move || {
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    let _ = tx.send(format!("err: {line}"));
+                    let line = format!("err: {line}");
+                    record(&err_arrivals, &line);
+                    let _ = tx.send(line);
                 }
             }),
         ];
@@ -75,6 +88,7 @@ impl RunningTestudo {
             lines,
             readers,
             seen: Vec::new(),
+            arrivals,
         }
     }
 

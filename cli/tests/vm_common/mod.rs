@@ -210,6 +210,16 @@ impl RunningVm {
             .join("\n")
     }
 
+    /// The lines that arrived at or after `after`, with when each arrived.
+    pub fn lines_since(&self, after: Instant) -> Vec<(Instant, String)> {
+        let lines = self.lines.lock().unwrap();
+        lines
+            .iter()
+            .filter(|(at, _)| *at >= after)
+            .cloned()
+            .collect()
+    }
+
     /// When the first line containing `needle` arrived, if it did.
     pub fn seen(&self, needle: &str) -> Option<Instant> {
         let lines = self.lines.lock().unwrap();

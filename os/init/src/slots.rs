@@ -212,16 +212,21 @@ impl SlotStore {
     }
 
     /// Records a verified deployment as `slot`'s current one, on trial, keeping the current
-    /// one as previous; its module is already in place.
+    /// one as previous (unless the current one is itself still on trial: then the previous one
+    /// stays); its module is already in place.
     pub fn begin_trial(&mut self, slot: &str, installed: &Installed) -> Result<(), SlotError> {
         let mut file = self.files.get(slot).cloned().unwrap_or_default();
         file.installed_serial = Some(installed.deployment.serial);
-        file.previous_removed = file.removed;
-        file.previous = if file.removed {
-            None
-        } else {
-            file.current.take()
-        };
+        // A deployment still on trial never proved healthy: what it would fall back to stays
+        // the fallback.
+        if !file.trial {
+            file.previous_removed = file.removed;
+            file.previous = if file.removed {
+                None
+            } else {
+                file.current.take()
+            };
+        }
         file.current = Some(installed.token.clone());
         file.trial = true;
         file.removed = false;
@@ -325,12 +330,18 @@ fn read_slot_file(path: &Path) -> Result<Option<SlotFile>, SlotError> {
             path: path.to_owned(),
             source,
         })?;
-    serde_json::from_slice(&bytes)
+    parse_slot_file(&bytes)
         .map(Some)
         .map_err(|source| SlotError::ParseState {
             path: path.to_owned(),
             source,
         })
+}
+
+/// Reads a slot's `state.json` (untrusted: the data partition is writable by more than init;
+/// fuzzed in `os/init/fuzz`).
+pub fn parse_slot_file(bytes: &[u8]) -> Result<SlotFile, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 /// Whether the file at `path` exists and has sha256 `sha256`.
@@ -520,6 +531,31 @@ mod tests {
             store.boot_content("cloud-app").0,
             SlotContent::Empty
         ));
+    }
+
+    #[test]
+    fn a_deployment_during_a_trial_falls_back_to_the_last_healthy_app() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::from_bytes(&[7; 32]);
+        let (mut store, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
+        for module in [&b"module one"[..], b"module two", b"module three"] {
+            put_module(&store, module);
+        }
+        store
+            .begin_trial("cloud-app", &installed(&key, 1, b"module one"))
+            .unwrap();
+        store.confirm("cloud-app").unwrap();
+        store
+            .begin_trial("cloud-app", &installed(&key, 2, b"module two"))
+            .unwrap();
+        store
+            .begin_trial("cloud-app", &installed(&key, 3, b"module three"))
+            .unwrap();
+        store.roll_back("cloud-app").unwrap();
+        let SlotContent::Deployed(installed) = store.boot_content("cloud-app").0 else {
+            panic!("not deployed")
+        };
+        assert_eq!(installed.deployment.serial, 1);
     }
 
     #[test]

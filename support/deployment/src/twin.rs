@@ -159,32 +159,33 @@ pub struct DesiredStatus {
     pub description: String,
 }
 
-/// One slot as the device reports it.
+/// One slot as the device reports it. Absent values are written as `null`, so a report
+/// patched over an earlier one (reported properties merge) removes what no longer holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotReport {
     /// The app's name (this and the next three are absent while the slot holds its factory
     /// app or has never been deployed to).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub app: Option<String>,
     /// The app's version.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub version: Option<String>,
     /// sha256 of its module.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub sha256: Option<String>,
     /// The serial of the deployment (or removal) last applied.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub serial: Option<u64>,
     /// Whether it runs.
     pub runtime_status: RuntimeStatus,
     /// Restarts since it was deployed.
     pub restart_count: u32,
     /// Its last exit code, when it has exited.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub exit_code: Option<i32>,
     /// How the last deployment to this slot went.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub last_result: Option<DesiredStatus>,
 }
 
@@ -346,7 +347,9 @@ mod tests {
             json!({"apps": {
                 "cloud-app": {
                     "app": "forwarder", "version": "1.2.0", "sha256": "ab".repeat(32),
-                    "serial": 3, "runtimeStatus": "running", "restartCount": 0
+                    "serial": 3, "runtimeStatus": "running", "restartCount": 0,
+                    // `null` removes what an earlier report said (reported properties merge).
+                    "exitCode": null, "lastResult": null
                 },
                 "lastDesiredVersion": 9,
                 "lastDesiredStatus": {"code": 200, "description": "applied"}

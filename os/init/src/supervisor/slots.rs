@@ -226,9 +226,22 @@ impl Supervisor {
             Action::Remove => SlotContent::Empty,
             Action::Deploy(_) => SlotContent::Deployed(Box::new(installed)),
         };
-        let what = describe(&content);
+        let what = describe(&content, self.plan.app_slots.get(&slot));
         self.put_slot(&slot, content, &store);
         drop(store);
+        // A deployment still under its health check is superseded: it never proved healthy.
+        if let Some(superseded) = self.slots.get_mut(&slot).and_then(|run| run.trial.take()) {
+            set_state(
+                &superseded.session,
+                SessionState::RolledBack {
+                    code: 500,
+                    description: format!(
+                        "serial {} was superseded by serial {serial} during its health check",
+                        superseded.serial
+                    ),
+                },
+            );
+        }
         self.emit(
             &slot,
             EventKind::Slot {
@@ -398,7 +411,7 @@ impl Supervisor {
         let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
         let rolled_back = store.roll_back(name);
         let (content, problems) = store.boot_content(name);
-        let what = describe(&content);
+        let what = describe(&content, self.plan.app_slots.get(name));
         self.put_slot(name, content, &store);
         drop(store);
         let mut description = format!(
@@ -474,10 +487,13 @@ impl Supervisor {
 }
 
 /// What a slot holds, in words.
-fn describe(content: &SlotContent) -> String {
+fn describe(content: &SlotContent, slot: Option<&AppSlot>) -> String {
     match content {
         SlotContent::Empty => "an empty slot".to_owned(),
-        SlotContent::Initial => "its factory app".to_owned(),
+        SlotContent::Initial if slot.is_some_and(|slot| slot.initial.is_some()) => {
+            "its factory app".to_owned()
+        }
+        SlotContent::Initial => "an empty slot (it has no factory app)".to_owned(),
         SlotContent::Deployed(installed) => match installed.release() {
             Some(release) => format!(
                 "{} {} (serial {})",

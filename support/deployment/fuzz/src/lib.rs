@@ -6,3 +6,4 @@
 
 pub mod deployment_documents;
 pub mod desired_apps;
+pub mod session_states;

@@ -20,3 +20,11 @@ fn deployment_documents() {
 fn desired_apps() {
     replay("desired_apps", testudo_deployment_fuzz::desired_apps::fuzz);
 }
+
+#[test]
+fn session_states() {
+    replay(
+        "session_states",
+        testudo_deployment_fuzz::session_states::fuzz,
+    );
+}
