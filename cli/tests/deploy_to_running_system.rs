@@ -14,7 +14,9 @@
 //! reported `apps` says `running` with `lastDesiredStatus` 200. A next version deployed
 //! without `--url` is uploaded to the emulator's artifact store and fetched from there. A
 //! deployment whose module is not on the server is reported as failed (500, naming the
-//! status) and the running app stays.
+//! status) and the running app stays. An app that passes its health check and exits later is
+//! restarted by init, and the twin hears of it (restart count, exit code) with no desired
+//! change.
 
 mod deploy_common;
 mod runtime_common;
@@ -120,5 +122,24 @@ fn a_twin_change_deploys_a_signed_app_into_the_running_gateway() {
     assert!(description.contains("404"), "{apps}");
     assert_eq!(apps["cloud-app"]["version"], "1.1.0", "{apps}");
     assert_eq!(apps["cloud-app"]["runtimeStatus"], "running", "{apps}");
+
+    // An app that runs past its health check, then exits 1: restarted, and reported so.
+    let source = dir.join("late_exit.c");
+    std::fs::write(
+        &source,
+        "#include <time.h>\nint main(void) { struct timespec t = {1, 500000000}; nanosleep(&t, 0); return 1; }\n",
+    )
+    .unwrap();
+    let late_exit = dir.join("late-exit.wasm");
+    testudo_testkit::wasm::compile_c_app(&source, &late_exit, &[]).unwrap();
+    std::fs::copy(&late_exit, gateway.artifacts.root().join("late-exit.wasm")).unwrap();
+    let url = format!("https://localhost:{artifacts_port}/late-exit.wasm");
+    ok(deploy(&late_exit, "1.3.0", Some(&url)));
+    let apps = wait_reported(&state, "the late exit reported with a restart", |apps| {
+        apps["cloud-app"]["app"] == "late-exit"
+            && apps["cloud-app"]["restartCount"].as_u64() >= Some(1)
+            && apps["cloud-app"]["exitCode"] == 1
+    });
+    assert_eq!(apps["lastDesiredStatus"]["code"], 200, "{apps}");
     gateway.run.stop_cleanly();
 }

@@ -6,6 +6,10 @@
 //! streams it to init, and reports what init says in `$edgeAgent`'s shape: each slot's
 //! report and `lastDesiredVersion`/`lastDesiredStatus`.
 //!
+//! The slots' state is reported again whenever it changes (an app restarted, stopped or
+//! failed; [`DeploymentRelay::report_changes`], polled by the component) and after every
+//! (re)connection.
+//!
 //! A token is relayed once per agent run (a full twin after a reconnect brings the same
 //! tokens again; init would answer `unchanged` anyway). After a restart of the agent each
 //! token is relayed again and init says what is already installed.
@@ -42,6 +46,8 @@ pub struct DeploymentRelay {
     log: Arc<ComponentLog>,
     /// The token last relayed per slot.
     relayed: Mutex<BTreeMap<String, String>>,
+    /// The slots as last reported.
+    reported: Mutex<BTreeMap<String, SlotReport>>,
 }
 
 /// What a module download goes through: the `net` route and the TLS trust of the image.
@@ -79,6 +85,7 @@ impl DeploymentRelay {
             route,
             log,
             relayed: Mutex::new(BTreeMap::new()),
+            reported: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -246,8 +253,30 @@ impl DeploymentRelay {
 
     /// Reports every slot and the last desired version's status.
     pub fn report(&self, agent: &AgentHandle, version: u64, status: &DesiredStatus) {
-        let patch: Value = twin::reported_patch(&self.slot_reports(), version, status);
-        if let Err(error) = agent.queue_report(&patch) {
+        let slots = self.slot_reports();
+        let patch: Value = twin::reported_patch(&slots, version, status);
+        self.queue(agent, &patch, slots);
+    }
+
+    /// Reports the slots if anything about them changed since the last report (an app
+    /// restarted, stopped or failed): called periodically, and after every (re)connection
+    /// (`force`).
+    pub fn report_changes(&self, agent: &AgentHandle, force: bool) {
+        let slots = self.slot_reports();
+        if slots.is_empty() {
+            return;
+        }
+        let changed =
+            force || *self.reported.lock().unwrap_or_else(PoisonError::into_inner) != slots;
+        if changed {
+            let patch = twin::slots_patch(&slots);
+            self.queue(agent, &patch, slots);
+        }
+    }
+
+    fn queue(&self, agent: &AgentHandle, patch: &Value, slots: BTreeMap<String, SlotReport>) {
+        *self.reported.lock().unwrap_or_else(PoisonError::into_inner) = slots;
+        if let Err(error) = agent.queue_report(patch) {
             self.log.line(&format!(
                 "app deployments: reporting failed: {}",
                 error_chain(&error)

@@ -326,6 +326,9 @@ fn read_trust_anchors() -> std::io::Result<Vec<u8>> {
     Ok(anchors)
 }
 
+/// How often the app slots' state is read from init, to report what changed.
+const SLOT_WATCH: Duration = Duration::from_secs(2);
+
 /// How long after answering `reboot` the agent asks init to reboot, so the answer reaches the
 /// hub before init stops the agent.
 const REBOOT_DELAY: Duration = Duration::from_secs(1);
@@ -571,6 +574,8 @@ impl Cloud {
         let (acks_tx, mut acks) = mpsc::unbounded_channel::<(u64, bool)>();
         let mut handed_out = 0usize;
         let mut retry_at: Option<Instant> = None;
+        let mut slot_watch = tokio::time::interval(SLOT_WATCH);
+        slot_watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if retry_at.is_none() && handed_out < WINDOW {
                 let batch = self.lock_spool().take_unsent(WINDOW - handed_out);
@@ -622,6 +627,11 @@ impl Cloud {
                 }
                 () = self.wake.notified() => {}
                 () = retry => retry_at = None,
+                _ = slot_watch.tick() => {
+                    if let Some(relay) = &self.deployments {
+                        relay.report_changes(&agent, false);
+                    }
+                }
             }
         }
     }
@@ -748,6 +758,9 @@ impl Cloud {
                         "cloud: device properties not reported: {}",
                         error_chain(&error)
                     )),
+                }
+                if let Some(relay) = &self.deployments {
+                    relay.report_changes(agent, true);
                 }
                 let pending = self.lock_spool().pending();
                 self.log.line(&format!(

@@ -4,8 +4,8 @@
 //! real sandboxed WASM hosts: a signed deployment runs its app, under a health check, and
 //! is reported; the same token again changes nothing; an app that crashes at start or does
 //! not validate is rolled back to the previous app; a bad signature, an unknown key,
-//! another system, a replayed serial, routes beyond the slot, a module of another size or
-//! hash, a slot that does not exist are refused with the reason and change nothing; after
+//! another system, a replayed serial, routes beyond the slot, an oversized token, a module of
+//! another size or hash, a slot that does not exist are refused with the reason and change nothing; after
 //! a restart the deployed app runs again, verified from the data partition; a signed
 //! removal empties the slot.
 #![allow(clippy::unwrap_used)] // a test: a failed step is a failed test
@@ -95,6 +95,8 @@ fn deployments_are_verified_applied_rolled_back_and_survive_a_restart() {
         &rig.relay(SLOT, &rig.sign(&deployment(2, &v2, wider)), &v2),
         "route `log`",
     );
+    let oversized = "a".repeat(testudo_deployment::MAX_TOKEN_BYTES + 1);
+    refused(&rig.relay(SLOT, &oversized, &v2), "more than");
     let mut other_slot = deployment(2, &v2, BTreeMap::new());
     other_slot.slot = "no-such-slot".into();
     refused(

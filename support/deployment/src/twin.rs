@@ -189,6 +189,22 @@ pub struct SlotReport {
     pub last_result: Option<DesiredStatus>,
 }
 
+/// The reported-properties patch for the app slots alone (a slot's app restarted, stopped or
+/// failed since the last report): `lastDesiredVersion` and `lastDesiredStatus` stay as
+/// they were.
+pub fn slots_patch(slots: &BTreeMap<String, SlotReport>) -> Value {
+    let apps: Map<String, Value> = slots
+        .iter()
+        .map(|(slot, report)| {
+            (
+                slot.clone(),
+                serde_json::to_value(report).unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    serde_json::json!({ APPS: apps })
+}
+
 /// The reported-properties patch for the app slots: each slot, the last desired `$version`
 /// handled and how it went.
 pub fn reported_patch(
