@@ -16,7 +16,8 @@
 //! deployment whose module is not on the server is reported as failed (500, naming the
 //! status) and the running app stays. An app that passes its health check and exits later is
 //! restarted by init, and the twin hears of it (restart count, exit code) with no desired
-//! change.
+//! change; `testudo deploy status` says so. A signed removal (`testudo deploy remove`)
+//! empties the slot.
 
 mod deploy_common;
 mod runtime_common;
@@ -139,6 +140,41 @@ fn a_twin_change_deploys_a_signed_app_into_the_running_gateway() {
         apps["cloud-app"]["app"] == "late-exit"
             && apps["cloud-app"]["restartCount"].as_u64() >= Some(1)
             && apps["cloud-app"]["exitCode"] == 1
+    });
+    assert_eq!(apps["lastDesiredStatus"]["code"], 200, "{apps}");
+    let hub_args = |command: &mut std::process::Command| {
+        command
+            .args(["--hub", &service, "--ca"])
+            .arg(state.join("ca.pem"));
+    };
+    let mut status = testudo();
+    status.args(["deploy", "status", DEVICE]);
+    hub_args(&mut status);
+    let status = ok(status.output().unwrap());
+    assert!(
+        status.contains("slot cloud-app: late-exit 1.3.0, serial 4")
+            && status.contains("last exit code 1"),
+        "{status}"
+    );
+
+    // A signed removal through the twin empties the slot.
+    let mut remove = testudo();
+    remove
+        .args([
+            "deploy",
+            "remove",
+            DEVICE,
+            "--slot",
+            "cloud-app",
+            "--config",
+        ])
+        .arg(&plan)
+        .arg("--keys")
+        .arg(&keys);
+    hub_args(&mut remove);
+    ok(remove.output().unwrap());
+    let apps = wait_reported(&state, "the slot emptied", |apps| {
+        apps["cloud-app"]["runtimeStatus"] == "stopped" && apps["cloud-app"]["app"].is_null()
     });
     assert_eq!(apps["lastDesiredStatus"]["code"], 200, "{apps}");
     gateway.run.stop_cleanly();

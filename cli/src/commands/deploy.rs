@@ -331,7 +331,7 @@ fn status_text(device: &str, reported: &Map<String, Value>) -> String {
         };
         let app = match (&report.app, &report.version) {
             (Some(app), Some(version)) => format!("{app} {version}"),
-            _ => "its factory app".to_owned(),
+            _ => "no deployed app (its factory app, or empty)".to_owned(),
         };
         let serial = report
             .serial
@@ -341,8 +341,12 @@ fn status_text(device: &str, reported: &Map<String, Value>) -> String {
             .ok()
             .and_then(|value| value.as_str().map(str::to_owned))
             .unwrap_or_default();
+        let exit = report
+            .exit_code
+            .map(|code| format!(", last exit code {code}"))
+            .unwrap_or_default();
         text.push_str(&format!(
-            "slot {slot}: {app}{serial}, {status} (restarts {})\n",
+            "slot {slot}: {app}{serial}, {status} (restarts {}{exit})\n",
             report.restart_count
         ));
     }
