@@ -6,7 +6,8 @@
 //! the token verifies with the deploy public key and says what was deployed. A slot the
 //! config does not have, a version devices would refuse, or a hub whose certificate is not
 //! trusted, is refused with a clear line and changes nothing. `testudo deploy remove` signs a
-//! removal with the next serial. `testudo deploy status` says what the device reported.
+//! removal with the next serial. `--uses` narrows the routes to those named; a name the slot
+//! does not have is refused. `testudo deploy status` says what the device reported.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -148,6 +149,75 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         release.app.check_module(&bytes).unwrap();
         assert!(release.uses.contains_key("upstream"), "{:?}", release.uses);
     }
+    // Narrowed routes: only those named, each as the slot's maximum has it.
+    let narrowed = ok(testudo()
+        .args(["deploy", "app", "gw-01", "--slot", "cloud-app", "--module"])
+        .arg(&module)
+        .args([
+            "--app-version",
+            "1.3.0",
+            "--uses",
+            "upstream,log",
+            "--config",
+        ])
+        .arg(repo().join("system-config/examples/gateway.ncl"))
+        .arg("--keys")
+        .arg(&keys)
+        .args([
+            "--url",
+            "https://artifacts.example/forwarder.wasm",
+            "--hub",
+            &hub,
+            "--ca",
+        ])
+        .arg(&ca)
+        .output()
+        .unwrap());
+    assert!(narrowed.contains("as serial 3"), "{narrowed}");
+    let token = twin(&state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let verified = testudo_deployment::verify(&token, &trusted).unwrap();
+    let testudo_deployment::Action::Deploy(release) = &verified.deployment().action else {
+        panic!("a removal");
+    };
+    assert_eq!(
+        release.uses.keys().collect::<Vec<_>>(),
+        ["log", "upstream"],
+        "{:?}",
+        release.uses
+    );
+    let wider = testudo()
+        .args(["deploy", "app", "gw-01", "--slot", "cloud-app", "--module"])
+        .arg(&module)
+        .args([
+            "--app-version",
+            "1.3.0",
+            "--uses",
+            "upstream,net",
+            "--config",
+        ])
+        .arg(repo().join("system-config/examples/gateway.ncl"))
+        .arg("--keys")
+        .arg(&keys)
+        .args([
+            "--url",
+            "https://artifacts.example/forwarder.wasm",
+            "--hub",
+            &hub,
+            "--ca",
+        ])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(!wider.status.success());
+    let stderr = String::from_utf8_lossy(&wider.stderr);
+    assert!(
+        stderr.contains("--uses net: slot cloud-app has no route `net`"),
+        "{stderr}"
+    );
+
     let before = twin(&state, "gw-01")["properties"]["desired"]["$version"].clone();
 
     // A slot the system does not have: refused, naming the slots it has; nothing set.
@@ -195,7 +265,7 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         .output()
         .unwrap());
     assert!(
-        printed.contains("removing the app of slot cloud-app of gw-01 as serial 3"),
+        printed.contains("removing the app of slot cloud-app of gw-01 as serial 4"),
         "{printed}"
     );
     let token = twin(&state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
@@ -203,7 +273,7 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         .unwrap()
         .to_owned();
     let removal = testudo_deployment::verify(&token, &trusted).unwrap();
-    assert_eq!(removal.deployment().serial, 3);
+    assert_eq!(removal.deployment().serial, 4);
     assert!(removal.deployment().is_removal());
 
     // Nothing reported yet: status says so.

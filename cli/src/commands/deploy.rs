@@ -62,6 +62,10 @@ enum DeployCommand {
         /// The app's name (default: the module's file name without `.wasm`).
         #[arg(long)]
         name: Option<String>,
+        /// The routes the app gets, by local name, comma-separated: a subset of the slot's
+        /// `max_uses` (default: all of them).
+        #[arg(long, value_delimiter = ',', value_name = "NAME,...")]
+        uses: Vec<String>,
         /// The device's system config (or plan JSON): its `compatible` and the slot's routes.
         #[arg(long)]
         config: PathBuf,
@@ -110,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             module,
             version,
             name,
+            uses,
             config,
             keys,
             url,
@@ -123,8 +128,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             };
             let action = Action::Deploy(AppRelease {
                 app: app.clone(),
-                // The widest the slot allows: a deployment never widens it.
-                uses: target.max_uses.clone(),
+                uses: target.routes(&uses)?,
                 url: Some(url),
             });
             let what = format!(
@@ -193,6 +197,29 @@ impl Target {
             max_uses: app_slot.max_uses.clone(),
             key,
         })
+    }
+}
+
+impl Target {
+    /// The slot's routes named in `names` (all of `max_uses` when none is named): a
+    /// deployment narrows the slot's maximum, never widens it.
+    fn routes(&self, names: &[String]) -> anyhow::Result<BTreeMap<String, Route>> {
+        if names.is_empty() {
+            return Ok(self.max_uses.clone());
+        }
+        names
+            .iter()
+            .map(|name| {
+                let route = self.max_uses.get(name).with_context(|| {
+                    format!(
+                        "--uses {name}: slot {} has no route `{name}` (its max_uses: {})",
+                        self.slot,
+                        self.max_uses.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )
+                })?;
+                Ok((name.clone(), route.clone()))
+            })
+            .collect()
     }
 }
 
