@@ -84,12 +84,18 @@ pub fn unavailable(component: &PlanComponent, options: &InitOptions) -> Option<S
     })
 }
 
-/// TCP ports of every `allow` entry routed to `provider` (for its landlock connect rule).
+/// TCP ports of every `allow` entry routed to `provider` (for its landlock connect rule),
+/// app slots' `max_uses` included: an app deployed later may use any of them.
 pub fn routed_ports(plan: &Plan, provider: &str) -> Vec<u16> {
     let ports: BTreeSet<u16> = plan
         .components
         .values()
         .flat_map(|c| c.uses.values())
+        .chain(
+            plan.app_slots
+                .values()
+                .flat_map(|slot| slot.max_uses.values()),
+        )
         .filter(|route| route.component == provider)
         .flat_map(|route| route.allow.iter())
         .filter_map(|allow| {
@@ -414,4 +420,39 @@ fn json_value<T: serde::Serialize>(
         variable,
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use testudo_plan::plan::{Limits, RestartPolicy, Rights, Route};
+
+    #[test]
+    fn the_network_owner_may_connect_to_every_port_a_slot_may_be_routed() {
+        let mut plan = Plan::for_development_host("ports", std::iter::empty());
+        let net = |allow: &str| Route {
+            component: "net".into(),
+            capability: "net".into(),
+            interface: interfaces::NET.into(),
+            rights: Rights::ReadWrite,
+            allow: vec![allow.into()],
+        };
+        plan.app_slots.insert(
+            "cloud-app".into(),
+            testudo_plan::AppSlot {
+                max_uses: [("net".to_owned(), net("example.com:8443"))].into(),
+                limits: Limits {
+                    memory_bytes: 1 << 20,
+                    cpu_percent: 10,
+                    restart: RestartPolicy::OnFailure,
+                    max_tasks: 1,
+                    cpu_time_ms: 0,
+                },
+                after: Vec::new(),
+                initial: None,
+            },
+        );
+        assert_eq!(routed_ports(&plan, "net"), [8443]);
+        assert!(routed_ports(&plan, "other").is_empty());
+    }
 }
