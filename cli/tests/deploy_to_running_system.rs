@@ -13,8 +13,8 @@
 //! only the routes the document names: the app's telemetry reaches the hub, and the twin's
 //! reported `apps` says `running` with `lastDesiredStatus` 200. A next version deployed
 //! without `--url` is uploaded to the emulator's artifact store and fetched from there. A
-//! deployment whose module is not on the server is reported as failed (500, naming the
-//! status) and the running app stays. An app that passes its health check and exits later is
+//! deployment whose module is not on the server yet is reported as failed (500, naming the
+//! status), the running app stays, and the agent tries again until the module is there. An app that passes its health check and exits later is
 //! restarted by init, and the twin hears of it (restart count, exit code) with no desired
 //! change; `testudo deploy status` says so. A signed removal (`testudo deploy remove`)
 //! empties the slot.
@@ -109,20 +109,32 @@ fn a_twin_change_deploys_a_signed_app_into_the_running_gateway() {
     });
     assert_eq!(apps["cloud-app"]["serial"], 2, "{apps}");
 
-    // A module the server does not have: reported as failed, the app keeps running.
-    let missing = format!("https://localhost:{}/missing.wasm", artifacts_port);
-    ok(deploy(
-        &root.join("wasm-apps/forwarder.wasm"),
-        "1.2.0",
-        Some(&missing),
-    ));
-    let apps = wait_reported(&state, "the failed deployment", |apps| {
+    // A module the server does not have yet: reported as failed, the app keeps running, and
+    // the relay is tried again; once the file is there, it is deployed.
+    let late = dir.join("late/sensor-reader.wasm");
+    std::fs::create_dir_all(late.parent().unwrap()).unwrap();
+    std::fs::copy(&module, &late).unwrap();
+    // Another build, so the device does not have it: the same app with a trailing section.
+    let mut bytes = std::fs::read(&late).unwrap();
+    bytes.extend_from_slice(&[0, 5, 4, b'l', b'a', b't', b'e']);
+    std::fs::write(&late, &bytes).unwrap();
+    let url = format!("https://localhost:{artifacts_port}/late.wasm");
+    ok(deploy(&late, "1.2.0", Some(&url)));
+    let apps = wait_reported(&state, "the failed fetch", |apps| {
         apps["lastDesiredStatus"]["code"] == 500
     });
     let description = apps["lastDesiredStatus"]["description"].as_str().unwrap();
     assert!(description.contains("404"), "{apps}");
+    assert!(description.contains("trying again in"), "{apps}");
     assert_eq!(apps["cloud-app"]["version"], "1.1.0", "{apps}");
     assert_eq!(apps["cloud-app"]["runtimeStatus"], "running", "{apps}");
+    std::fs::copy(&late, gateway.artifacts.root().join("late.wasm")).unwrap();
+    wait_reported(&state, "the retried deployment applied", |apps| {
+        apps["cloud-app"]["version"] == "1.2.0"
+            && apps["lastDesiredStatus"]["description"]
+                .as_str()
+                .is_some_and(|d| d.contains("applied"))
+    });
 
     // An app that runs past its health check, then exits 1: restarted, and reported so.
     let source = dir.join("late_exit.c");

@@ -36,6 +36,16 @@ use crate::AgentHandle;
 /// How often a session's state is read while init applies it.
 const POLL: Duration = Duration::from_millis(20);
 
+/// Waits before relaying a token again after a failure on the way (not a decision of init):
+/// growing, then given up until the next desired change or agent start.
+pub const RETRY_DELAYS: [Duration; 5] = [
+    Duration::from_secs(2),
+    Duration::from_secs(8),
+    Duration::from_secs(30),
+    Duration::from_secs(120),
+    Duration::from_secs(600),
+];
+
 /// Longest a session may take after the module is handed over (switch and health check).
 const APPLY_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -137,7 +147,10 @@ impl DeploymentRelay {
         fresh
     }
 
-    /// Relays `token` into `slot` and reports each step init takes, until it is decided.
+    /// Relays `token` into `slot` and reports each step init takes, until it is decided. A
+    /// relay that failed on the way (the module could not be fetched, init could not be
+    /// reached) is reported and tried again after [`RETRY_DELAYS`], as long as the token is
+    /// still the slot's latest; what init decided (refused, applied, rolled back) is final.
     pub async fn relay(
         self: Arc<Self>,
         agent: AgentHandle,
@@ -146,21 +159,47 @@ impl DeploymentRelay {
         slot: String,
         token: String,
     ) {
-        let outcome = self
-            .relay_steps(&agent, fetcher, version, &slot, &token)
-            .await;
-        let status = match outcome {
-            Ok(status) => status,
-            Err(error) => DesiredStatus {
-                code: 500,
-                description: error_chain(&error),
-            },
-        };
-        self.log.line(&format!(
-            "app deployments: slot {slot}: {} {}",
-            status.code, status.description
-        ));
-        self.report(&agent, version, &status);
+        let mut retries = RETRY_DELAYS.iter();
+        loop {
+            let outcome = self
+                .relay_steps(&agent, fetcher.clone(), version, &slot, &token)
+                .await;
+            let (status, retry) = match outcome {
+                Ok(status) => (status, None),
+                Err(error) => {
+                    let retry = retries.next();
+                    let mut description = error_chain(&error);
+                    if let Some(delay) = retry {
+                        description.push_str(&format!("; trying again in {} s", delay.as_secs()));
+                    }
+                    (
+                        DesiredStatus {
+                            code: 500,
+                            description,
+                        },
+                        retry,
+                    )
+                }
+            };
+            self.log.line(&format!(
+                "app deployments: slot {slot}: {} {}",
+                status.code, status.description
+            ));
+            self.report(&agent, version, &status);
+            let Some(delay) = retry else {
+                return;
+            };
+            tokio::time::sleep(*delay).await;
+            let latest = self
+                .relayed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(&slot)
+                .is_some_and(|latest| *latest == token);
+            if !latest {
+                return;
+            }
+        }
     }
 
     async fn relay_steps(
