@@ -12,8 +12,8 @@
 //! TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
 //! one server thread; owned by the agent, 37 syscalls), `service` (native services and test
 //! components), `wasm_host` (wasmtime: threads, JIT memory, signals for traps, WASI file
-//! operations in granted directories; owned by the WASM host, 65 syscalls, each with the
-//! reason in its `comment`, decision 0086).
+//! operations in granted directories; owned by the WASM host, 61 syscalls, each with the
+//! reason in its `comment`, decisions 0086 and 0088).
 //!
 //! The native lists were measured with `strace -f` on each daemon serving every operation.
 

@@ -65,6 +65,7 @@ pub mod limits;
 pub mod output;
 pub mod precompile;
 pub mod provided;
+pub mod refused_calls;
 pub mod run;
 pub mod scheme_device;
 pub mod supervise;

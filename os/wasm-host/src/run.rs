@@ -213,6 +213,7 @@ impl PreparedApp {
                     |state: &mut AppState<WasiP1Ctx>| &mut state.wasi,
                 )
                 .map_err(link_error)?;
+                crate::refused_calls::shadow_p1(&mut linker).map_err(link_error)?;
                 device_p1::add_to_linker(&mut linker).map_err(link_error)?;
                 Prepared::Module(linker.instantiate_pre(module).map_err(link_error)?)
             }
@@ -230,6 +231,7 @@ impl PreparedApp {
                 }
                 let mut linker = wasmtime::component::Linker::new(engine);
                 wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_error)?;
+                crate::refused_calls::shadow_p2(&mut linker).map_err(link_error)?;
                 device_p2::add_to_linker(&mut linker).map_err(link_error)?;
                 let pre = linker.instantiate_pre(component).map_err(link_error)?;
                 Prepared::Component(CommandPre::new(pre).map_err(link_error)?)
