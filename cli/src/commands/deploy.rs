@@ -399,7 +399,7 @@ mod tests {
     fn status_lists_each_slot_and_the_last_desired_version() {
         let reported = json!({"apps": {
             "cloud-app": {"app": "forwarder", "version": "1.2.0", "serial": 3,
-                          "runtimeStatus": "running", "restartCount": 1},
+                          "runtimeStatus": "running", "restartCount": 1, "exitCode": 2},
             "spare": {"runtimeStatus": "stopped", "restartCount": 0},
             "lastDesiredVersion": 7,
             "lastDesiredStatus": {"code": 200, "description": "applied"}
@@ -409,8 +409,8 @@ mod tests {
         };
         assert_eq!(
             status_text("gw", &reported),
-            "slot cloud-app: forwarder 1.2.0, serial 3, running (restarts 1)\n\
-             slot spare: its factory app, stopped (restarts 0)\n\
+            "slot cloud-app: forwarder 1.2.0, serial 3, running (restarts 1, last exit code 2)\n\
+             slot spare: no deployed app (its factory app, or empty), stopped (restarts 0)\n\
              last desired $version 7: 200 applied\n"
         );
         assert_eq!(
