@@ -292,6 +292,16 @@ impl DeploymentService {
                 serial: verified.deployment().serial,
             };
         }
+        // The installed serial's token again after its deployment was rolled back: the same
+        // answer as then.
+        if file.installed_serial == Some(verified.deployment().serial) {
+            if let Some(why) = &file.rolled_back {
+                return SessionState::RolledBack {
+                    code: 500,
+                    description: why.clone(),
+                };
+            }
+        }
         if let Err(error) = check_against_device(
             &verified,
             self.slots.get(slot),

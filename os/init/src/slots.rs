@@ -53,6 +53,10 @@ pub struct SlotFile {
     /// The slot was empty (removed) before the current deployment: rolling back empties it.
     #[serde(default)]
     pub previous_removed: bool,
+    /// Why the deployment of the installed serial was rolled back, if it was: the answer to
+    /// its token relayed again (after a restart of the agent or the device).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
 }
 
 /// A deployment read back from the slot's state, verified again.
@@ -166,7 +170,12 @@ impl SlotStore {
             problems.push(SlotError::TrialInterrupted {
                 slot: slot.to_owned(),
             });
-            if let Err(error) = self.roll_back(slot) {
+            let serial = self.files.get(slot).and_then(|file| file.installed_serial);
+            let why = format!(
+                "serial {} was under its health check when the device restarted; rolled back",
+                serial.unwrap_or_default()
+            );
+            if let Err(error) = self.roll_back(slot, &why) {
                 problems.push(error);
             }
         }
@@ -230,6 +239,7 @@ impl SlotStore {
         file.current = Some(installed.token.clone());
         file.trial = true;
         file.removed = false;
+        file.rolled_back = None;
         self.write(slot, file)
     }
 
@@ -244,13 +254,15 @@ impl SlotStore {
         Ok(())
     }
 
-    /// `slot`'s current deployment failed: the previous one is current again (or the
-    /// factory app, when there was none). The serial stays consumed.
-    pub fn roll_back(&mut self, slot: &str) -> Result<(), SlotError> {
+    /// `slot`'s current deployment failed (`why`): the previous one is current again (or the
+    /// factory app, when there was none). The serial stays consumed, and `why` is kept as
+    /// the answer to its token.
+    pub fn roll_back(&mut self, slot: &str, why: &str) -> Result<(), SlotError> {
         let mut file = self.files.get(slot).cloned().unwrap_or_default();
         file.current = file.previous.take();
         file.removed = std::mem::take(&mut file.previous_removed);
         file.trial = false;
+        file.rolled_back = Some(why.to_owned());
         self.write(slot, file)
     }
 
@@ -265,6 +277,7 @@ impl SlotStore {
         file.trial = false;
         file.removed = true;
         file.previous_removed = false;
+        file.rolled_back = None;
         self.write(slot, file)
     }
 
@@ -526,7 +539,7 @@ mod tests {
         store
             .begin_trial("cloud-app", &installed(&key, 3, b"module two"))
             .unwrap();
-        store.roll_back("cloud-app").unwrap();
+        store.roll_back("cloud-app", "test").unwrap();
         assert!(matches!(
             store.boot_content("cloud-app").0,
             SlotContent::Empty
@@ -551,7 +564,7 @@ mod tests {
         store
             .begin_trial("cloud-app", &installed(&key, 3, b"module three"))
             .unwrap();
-        store.roll_back("cloud-app").unwrap();
+        store.roll_back("cloud-app", "test").unwrap();
         let SlotContent::Deployed(installed) = store.boot_content("cloud-app").0 else {
             panic!("not deployed")
         };

@@ -2,7 +2,8 @@
 //! Driven through init's `deployment` capability exactly as the agent relays tokens (a
 //! session: the token, then — only when init asks — the module's bytes and `fsync`), with
 //! real sandboxed WASM hosts: a signed deployment runs its app, under a health check, and
-//! is reported; the same token again changes nothing; an app that crashes at start or does
+//! is reported; the same token again changes nothing (and a rolled-back one gets the same
+//! answer again); an app that crashes at start or does
 //! not validate is rolled back to the previous app; a bad signature, an unknown key,
 //! another system, a replayed serial, routes beyond the slot, an oversized token, a module of
 //! another size or hash, a slot that does not exist are refused with the reason and change nothing; after
@@ -136,11 +137,8 @@ fn deployments_are_verified_applied_rolled_back_and_survive_a_restart() {
     assert_eq!(rig.starts(), 1, "a refused deployment restarted the app");
 
     // An app that traps at start, and bytes that are no WebAssembly: both rolled back.
-    let states = rig.relay(
-        SLOT,
-        &rig.sign(&deployment(5, &crash, BTreeMap::new())),
-        &crash,
-    );
+    let crash_token = rig.sign(&deployment(5, &crash, BTreeMap::new()));
+    let states = rig.relay(SLOT, &crash_token, &crash);
     match states.last().unwrap() {
         SessionState::RolledBack {
             code: 500,
@@ -154,6 +152,18 @@ fn deployments_are_verified_applied_rolled_back_and_survive_a_restart() {
         other => panic!("not rolled back: {other:?}"),
     }
     rig.wait_running(1, &v1);
+    // Its token again (an agent restarted): the same answer, not a replay, and no restart.
+    match &rig.relay(SLOT, &crash_token, &crash)[..] {
+        [SessionState::RolledBack {
+            code: 500,
+            description,
+        }] => assert!(
+            description.contains("serial 5")
+                && description.contains("rolled back to the previous app"),
+            "{description}"
+        ),
+        other => panic!("not the rollback again: {other:?}"),
+    }
     let junk = b"\0asm but not really a module".to_vec();
     let states = rig.relay(
         SLOT,

@@ -409,7 +409,24 @@ impl Supervisor {
         };
         let store = Arc::clone(&self.slot_store);
         let mut store = store.lock().unwrap_or_else(PoisonError::into_inner);
-        let rolled_back = store.roll_back(name);
+        // What it falls back to, to say so in the reason kept with the serial.
+        let fallback = store
+            .file(name)
+            .map(|file| {
+                if file.previous.is_some() {
+                    "the previous app".to_owned()
+                } else if file.previous_removed {
+                    "an empty slot".to_owned()
+                } else {
+                    describe(&SlotContent::Initial, self.plan.app_slots.get(name))
+                }
+            })
+            .unwrap_or_default();
+        let kept = format!(
+            "serial {} {why} during its health check; rolled back to {fallback}",
+            trial.serial
+        );
+        let rolled_back = store.roll_back(name, &kept);
         let (content, problems) = store.boot_content(name);
         let what = describe(&content, self.plan.app_slots.get(name));
         self.put_slot(name, content, &store);
