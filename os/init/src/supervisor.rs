@@ -739,15 +739,11 @@ impl Supervisor {
             return;
         }
         self.stop_dependents(name);
-        // An app slot's policy is the slot's (its component's is the WASM host's, `never`).
-        let policy = match self.plan.app_slots.get(name) {
-            Some(slot) => slot.limits.restart,
-            None => self
-                .component(name)
-                .map_or(testudo_plan::plan::RestartPolicy::Never, |c| {
-                    c.limits.restart
-                }),
-        };
+        let policy = self
+            .component(name)
+            .map_or(testudo_plan::plan::RestartPolicy::Never, |c| {
+                c.limits.restart
+            });
         let backoff = self.options.backoff;
         let now = Instant::now();
         let Some(unit) = self.units.get_mut(name) else {

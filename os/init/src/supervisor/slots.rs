@@ -83,12 +83,7 @@ pub(super) fn slot_component(
             devices: Devices::default(),
             provides: BTreeMap::new(),
             uses,
-            // The WASM host runs the app once; init restarts the host under the slot's
-            // policy, so a failing app ends the process (and a health check sees it).
-            limits: testudo_plan::plan::Limits {
-                restart: testudo_plan::plan::RestartPolicy::Never,
-                ..slot.limits.clone()
-            },
+            limits: slot.limits.clone(),
             after: slot.after.clone(),
             env: BTreeMap::new(),
             args: Vec::new(),
@@ -164,12 +159,16 @@ pub(super) fn boot_slots(
 }
 
 impl Supervisor {
-    /// The plan the WASM hosts read: the image's, with a component per filled slot.
+    /// The plan the WASM hosts read: the image's, with a component per filled slot. A slot's
+    /// host runs its app once (`restart = never` in this view): init restarts the host under
+    /// the slot's policy, so a failing app ends the process and a health check sees it.
     pub(super) fn effective_plan(&self) -> Plan {
         let mut plan = self.plan.clone();
         for (name, run) in &self.slots {
             if let Some(component) = &run.component {
-                plan.components.insert(name.clone(), component.clone());
+                let mut component = component.clone();
+                component.limits.restart = testudo_plan::plan::RestartPolicy::Never;
+                plan.components.insert(name.clone(), component);
             }
         }
         plan
