@@ -431,56 +431,73 @@ mod tests {
 
     use sha2::Digest as _;
 
-    fn put_module(store: &SlotStore, module: &[u8]) {
-        let sha = hex::encode(sha2::Sha256::digest(module));
-        write_atomically(&store.slot_dir("cloud-app"), &format!("{sha}.wasm"), module).unwrap();
+    /// A store in a fresh data directory, trusting one key.
+    struct Fixture {
+        dir: tempfile::TempDir,
+        key: SigningKey,
+        store: SlotStore,
+    }
+
+    impl Fixture {
+        fn new() -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let key = SigningKey::from_bytes(&[7; 32]);
+            let (store, problems) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
+            assert!(problems.is_empty());
+            Fixture { dir, key, store }
+        }
+
+        /// The store as the next boot opens it.
+        fn reopen(&self) -> SlotStore {
+            SlotStore::open(self.dir.path(), &plan(), vec![self.key.verifying_key()]).0
+        }
+
+        /// Puts `module` in place and starts the trial of its deployment as `serial`.
+        fn trial(&mut self, serial: u64, module: &[u8]) {
+            let sha = hex::encode(sha2::Sha256::digest(module));
+            let dir = self.store.slot_dir("cloud-app");
+            write_atomically(&dir, &format!("{sha}.wasm"), module).unwrap();
+            let installed = installed(&self.key, serial, module);
+            self.store.begin_trial("cloud-app", &installed).unwrap();
+        }
+
+        /// [`Fixture::trial`], then its health check passed.
+        fn install(&mut self, serial: u64, module: &[u8]) {
+            self.trial(serial, module);
+            self.store.confirm("cloud-app").unwrap();
+        }
+    }
+
+    fn deployed_serial(content: SlotContent) -> u64 {
+        let SlotContent::Deployed(installed) = content else {
+            panic!("not deployed: {content:?}")
+        };
+        installed.deployment.serial
     }
 
     #[test]
     fn a_confirmed_deployment_is_what_the_next_boot_runs() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let (mut store, problems) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
-        assert!(problems.is_empty());
-        let first = installed(&key, 1, b"module one");
-        put_module(&store, b"module one");
-        store.begin_trial("cloud-app", &first).unwrap();
-        store.confirm("cloud-app").unwrap();
+        let mut fixture = Fixture::new();
+        fixture.install(1, b"module one");
 
-        let (mut reopened, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
-        let (content, problems) = reopened.boot_content("cloud-app");
+        let (content, problems) = fixture.reopen().boot_content("cloud-app");
         assert!(problems.is_empty(), "{problems:?}");
-        let SlotContent::Deployed(installed) = content else {
-            panic!("not deployed: {content:?}")
-        };
-        assert_eq!(installed.deployment.serial, 1);
+        assert_eq!(deployed_serial(content), 1);
     }
 
     #[test]
     fn a_trial_interrupted_by_a_restart_is_rolled_back_to_the_previous_app() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let (mut store, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
-        put_module(&store, b"module one");
-        put_module(&store, b"module two");
-        store
-            .begin_trial("cloud-app", &installed(&key, 1, b"module one"))
-            .unwrap();
-        store.confirm("cloud-app").unwrap();
-        store
-            .begin_trial("cloud-app", &installed(&key, 2, b"module two"))
-            .unwrap();
+        let mut fixture = Fixture::new();
+        fixture.install(1, b"module one");
+        fixture.trial(2, b"module two");
 
-        let (mut reopened, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
+        let mut reopened = fixture.reopen();
         let (content, problems) = reopened.boot_content("cloud-app");
         assert!(
             matches!(problems[..], [SlotError::TrialInterrupted { .. }]),
             "{problems:?}"
         );
-        let SlotContent::Deployed(installed) = content else {
-            panic!("not deployed: {content:?}")
-        };
-        assert_eq!(installed.deployment.serial, 1);
+        assert_eq!(deployed_serial(content), 1);
         assert_eq!(
             reopened.file("cloud-app").unwrap().installed_serial,
             Some(2)
@@ -489,17 +506,12 @@ mod tests {
 
     #[test]
     fn a_module_changed_on_disk_falls_back_to_the_factory_app() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let (mut store, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
-        let first = installed(&key, 1, b"module one");
-        put_module(&store, b"module one");
-        store.begin_trial("cloud-app", &first).unwrap();
-        store.confirm("cloud-app").unwrap();
+        let mut fixture = Fixture::new();
+        fixture.install(1, b"module one");
         let sha = hex::encode(sha2::Sha256::digest(b"module one"));
-        std::fs::write(store.module_path("cloud-app", &sha), b"module 0ne").unwrap();
+        std::fs::write(fixture.store.module_path("cloud-app", &sha), b"module 0ne").unwrap();
 
-        let (content, problems) = store.boot_content("cloud-app");
+        let (content, problems) = fixture.store.boot_content("cloud-app");
         assert!(matches!(content, SlotContent::Initial), "{content:?}");
         assert!(
             matches!(problems[..], [SlotError::ModuleMissing { .. }]),
@@ -526,58 +538,35 @@ mod tests {
 
     #[test]
     fn a_failed_deployment_into_an_emptied_slot_rolls_back_to_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let (mut store, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
-        put_module(&store, b"module one");
-        put_module(&store, b"module two");
-        store
-            .begin_trial("cloud-app", &installed(&key, 1, b"module one"))
-            .unwrap();
-        store.confirm("cloud-app").unwrap();
-        store.remove("cloud-app", 2).unwrap();
-        store
-            .begin_trial("cloud-app", &installed(&key, 3, b"module two"))
-            .unwrap();
-        store.roll_back("cloud-app", "test").unwrap();
+        let mut fixture = Fixture::new();
+        fixture.install(1, b"module one");
+        fixture.store.remove("cloud-app", 2).unwrap();
+        fixture.trial(3, b"module two");
+        fixture.store.roll_back("cloud-app", "test").unwrap();
         assert!(matches!(
-            store.boot_content("cloud-app").0,
+            fixture.store.boot_content("cloud-app").0,
             SlotContent::Empty
         ));
     }
 
     #[test]
     fn a_deployment_during_a_trial_falls_back_to_the_last_healthy_app() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let (mut store, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
-        for module in [&b"module one"[..], b"module two", b"module three"] {
-            put_module(&store, module);
-        }
-        store
-            .begin_trial("cloud-app", &installed(&key, 1, b"module one"))
-            .unwrap();
-        store.confirm("cloud-app").unwrap();
-        store
-            .begin_trial("cloud-app", &installed(&key, 2, b"module two"))
-            .unwrap();
-        store
-            .begin_trial("cloud-app", &installed(&key, 3, b"module three"))
-            .unwrap();
-        store.roll_back("cloud-app", "test").unwrap();
-        let SlotContent::Deployed(installed) = store.boot_content("cloud-app").0 else {
-            panic!("not deployed")
-        };
-        assert_eq!(installed.deployment.serial, 1);
+        let mut fixture = Fixture::new();
+        fixture.install(1, b"module one");
+        fixture.trial(2, b"module two");
+        fixture.trial(3, b"module three");
+        fixture.store.roll_back("cloud-app", "test").unwrap();
+        assert_eq!(
+            deployed_serial(fixture.store.boot_content("cloud-app").0),
+            1
+        );
     }
 
     #[test]
     fn a_removal_empties_the_slot_and_consumes_its_serial() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_bytes(&[7; 32]);
-        let (mut store, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
-        store.remove("cloud-app", 4).unwrap();
-        let (mut reopened, _) = SlotStore::open(dir.path(), &plan(), vec![key.verifying_key()]);
+        let mut fixture = Fixture::new();
+        fixture.store.remove("cloud-app", 4).unwrap();
+        let mut reopened = fixture.reopen();
         assert!(matches!(
             reopened.boot_content("cloud-app").0,
             SlotContent::Empty
