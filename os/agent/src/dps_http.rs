@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::dps::{operation_status, Assignment, OperationStatus};
 use crate::error::AgentError;
+use crate::http_head::{self, HeadError};
 use crate::sas::percent_encode;
 
 /// DPS REST API version (the one iot-identity-service uses).
@@ -214,43 +215,30 @@ impl Answer {
 
 /// Parses an HTTP/1.1 answer with a `Content-Length` body; `Ok(None)` while incomplete.
 pub fn parse_response(bytes: &[u8]) -> Result<Option<Response>, AnswerError> {
-    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(head) = http_head::split(bytes).map_err(|error| match error {
+        HeadError::NotText => AnswerError::HeaderNotUtf8,
+        HeadError::StatusLine { line } => AnswerError::StatusLine { line },
+        HeadError::FieldLine { line } => AnswerError::HeaderLine { line },
+    })?
+    else {
         return Ok(None);
     };
-    let head = std::str::from_utf8(&bytes[..end]).map_err(|_| AnswerError::HeaderNotUtf8)?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .filter(|_| status_line.starts_with("HTTP/1."))
-        .ok_or_else(|| AnswerError::StatusLine {
-            line: status_line.to_owned(),
-        })?;
     let mut length = 0usize;
     let mut retry_after = None;
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| AnswerError::HeaderLine {
-                line: line.to_owned(),
-            })?;
+    for (name, value) in head.fields {
         if name.eq_ignore_ascii_case("content-length") {
-            length = value
-                .trim()
-                .parse()
-                .map_err(|_| AnswerError::ContentLength {
-                    value: value.trim().to_owned(),
-                })?;
+            length = value.parse().map_err(|_| AnswerError::ContentLength {
+                value: value.to_owned(),
+            })?;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(AnswerError::Chunked);
         } else if name.eq_ignore_ascii_case("retry-after") {
             // Advisory: a value that is not delta-seconds is ignored, not an error.
-            retry_after = value.trim().parse::<u64>().ok().map(Duration::from_secs);
+            retry_after = value.parse::<u64>().ok().map(Duration::from_secs);
         }
     }
-    let body = &bytes[end + 4..];
+    let status = head.status;
+    let body = &bytes[head.len..];
     if body.len() < length {
         return Ok(None);
     }

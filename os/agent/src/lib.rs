@@ -41,6 +41,7 @@ pub mod dps_tpm_route;
 pub mod echo;
 pub mod error;
 pub mod handle;
+pub mod http_head;
 pub mod module_fetch;
 pub mod mqtt_loop;
 pub mod options;

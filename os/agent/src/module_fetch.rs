@@ -28,6 +28,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::dial::{self, Dialer};
 use crate::error::{AgentError, Result};
+use crate::http_head::{self, HeadError};
 
 /// Most connections one download makes (the first and its resumptions).
 pub const MAX_ATTEMPTS: u32 = 5;
@@ -271,36 +272,24 @@ pub fn parse_head(
     bytes: &[u8],
 ) -> std::result::Result<Option<(ResponseHead, usize)>, ResponseError> {
     let window = &bytes[..bytes.len().min(MAX_HEAD)];
-    let Some(end) = window.windows(4).position(|w| w == b"\r\n\r\n") else {
+    let Some(head) = http_head::split(window).map_err(|error| match error {
+        HeadError::NotText => ResponseError::HeadNotText,
+        HeadError::StatusLine { line } => ResponseError::StatusLine { line },
+        HeadError::FieldLine { line } => ResponseError::HeaderLine { line },
+    })?
+    else {
         return if bytes.len() >= MAX_HEAD {
             Err(ResponseError::HeadTooLarge { limit: MAX_HEAD })
         } else {
             Ok(None)
         };
     };
-    let head = std::str::from_utf8(&window[..end]).map_err(|_| ResponseError::HeadNotText)?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.")
-        .and_then(|rest| rest.split(' ').nth(1))
-        .filter(|code| code.len() == 3)
-        .and_then(|code| code.parse::<u16>().ok())
-        .ok_or_else(|| ResponseError::StatusLine {
-            line: status_line.to_owned(),
-        })?;
     let mut parsed = ResponseHead {
-        status,
+        status: head.status,
         content_length: None,
         content_range: None,
     };
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| ResponseError::HeaderLine {
-                line: line.to_owned(),
-            })?;
-        let value = value.trim();
+    for (name, value) in head.fields {
         if name.eq_ignore_ascii_case("content-length") {
             let length = parse_number(value).ok_or_else(|| ResponseError::ContentLength {
                 value: value.to_owned(),
@@ -332,7 +321,7 @@ pub fn parse_head(
             });
         }
     }
-    Ok(Some((parsed, end + 4)))
+    Ok(Some((parsed, head.len)))
 }
 
 /// A decimal number of digits only (no sign, no spaces inside).
