@@ -54,17 +54,8 @@ fn main() {
     let mut vm = rig.boot();
     vm.wait_line("cloud: device properties reported", BOOT);
 
-    let service = testudo_ok(
-        &[
-            "hub",
-            "connection-string",
-            "--state",
-            rig.hub_state.to_str().unwrap(),
-        ],
-        &rig.data_home,
-    );
     let client = ServiceClient::new(
-        ServiceConnectionString::parse(service.trim()).unwrap(),
+        ServiceConnectionString::parse(&rig.service_connection_string()).unwrap(),
         &std::fs::read_to_string(rig.hub_state.join("ca.pem")).unwrap(),
     )
     .unwrap()
@@ -143,27 +134,22 @@ fn main() {
             "cloud-app: started",
         ));
     }
-    let running = median(running);
-    println!(
-        "in the VM (TCG): desired change acknowledged by the hub -> new app reported running (module on the device): median {:.1} ms",
-        ms(running)
+    report(
+        "in the VM (TCG): desired change acknowledged by the hub -> new app reported running (module on the device)",
+        running,
+        vec![
+            (
+                "the app's sandboxed start on the device (switch line -> started line)".to_owned(),
+                starts,
+            ),
+            (
+                format!(
+                    "the module's download on the device ({} bytes, warm-up)",
+                    modules[0].bytes.len()
+                ),
+                downloads,
+            ),
+        ],
     );
-    if !starts.is_empty() {
-        let start = median(starts);
-        println!(
-            "anchor: the app's sandboxed start on the device (switch line -> started line): median {:.1} ms ({:.1}x)",
-            ms(start),
-            ms(running) / ms(start).max(1e-3)
-        );
-    }
-    if !downloads.is_empty() {
-        let download = median(downloads);
-        println!(
-            "anchor: the module's download on the device ({} bytes, warm-up): median {:.1} ms ({:.1}x)",
-            modules[0].bytes.len(),
-            ms(download),
-            ms(running) / ms(download).max(1e-3)
-        );
-    }
     vm.kill();
 }

@@ -9,55 +9,17 @@
 //! removal with the next serial. `--uses` narrows the routes to those named; a name the slot
 //! does not have is refused. `testudo deploy status` says what the device reported.
 
-use std::io::{BufRead, BufReader};
+mod deploy_common;
+mod runtime_common;
+
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 
+use deploy_common::{ok, serve, testudo};
 use serde_json::Value;
-
-fn testudo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_testudo"))
-}
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
-}
-
-fn ok(output: Output) -> String {
-    assert!(
-        output.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// `testudo hub serve` on free ports; its service connection string.
-struct Emulator(Child);
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn serve(state: &Path) -> (Emulator, String) {
-    let mut child = testudo()
-        .args(["hub", "serve", "--state"])
-        .arg(state)
-        .args(["--mqtt-port", "0", "--https-port", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let emulator = Emulator(child);
-    let connection_string = BufReader::new(stdout)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|line| line.strip_prefix("service: ").map(str::to_owned))
-        .expect("the emulator prints its service connection string");
-    (emulator, connection_string)
 }
 
 fn twin(state: &Path, device: &str) -> Value {
@@ -71,9 +33,10 @@ fn twin(state: &Path, device: &str) -> Value {
 }
 
 fn deploy(keys: &Path, module: &Path, ca: &Path, hub: &str, slot: &str) -> Output {
-    deploy_version(keys, module, ca, hub, slot, "1.2.0")
+    deploy_version(keys, module, ca, hub, slot, "1.2.0", &[])
 }
 
+/// `testudo deploy app gw-01` of `module` as `version` into `slot`, with `extra` arguments.
 fn deploy_version(
     keys: &Path,
     module: &Path,
@@ -81,11 +44,14 @@ fn deploy_version(
     hub: &str,
     slot: &str,
     version: &str,
+    extra: &[&str],
 ) -> Output {
     testudo()
         .args(["deploy", "app", "gw-01", "--slot", slot, "--module"])
         .arg(module)
-        .args(["--app-version", version, "--config"])
+        .args(["--app-version", version])
+        .args(extra)
+        .arg("--config")
         .arg(repo().join("system-config/examples/gateway.ncl"))
         .arg("--keys")
         .arg(keys)
@@ -111,7 +77,7 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         .output()
         .unwrap());
     let state = dir.path().join("hub");
-    let (_emulator, hub) = serve(&state);
+    let (_emulator, _, _, hub) = serve(&state);
     ok(testudo()
         .args(["hub", "device", "add", "--state"])
         .arg(&state)
@@ -150,29 +116,15 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         assert!(release.uses.contains_key("upstream"), "{:?}", release.uses);
     }
     // Narrowed routes: only those named, each as the slot's maximum has it.
-    let narrowed = ok(testudo()
-        .args(["deploy", "app", "gw-01", "--slot", "cloud-app", "--module"])
-        .arg(&module)
-        .args([
-            "--app-version",
-            "1.3.0",
-            "--uses",
-            "upstream,log",
-            "--config",
-        ])
-        .arg(repo().join("system-config/examples/gateway.ncl"))
-        .arg("--keys")
-        .arg(&keys)
-        .args([
-            "--url",
-            "https://artifacts.example/forwarder.wasm",
-            "--hub",
-            &hub,
-            "--ca",
-        ])
-        .arg(&ca)
-        .output()
-        .unwrap());
+    let narrowed = ok(deploy_version(
+        &keys,
+        &module,
+        &ca,
+        &hub,
+        "cloud-app",
+        "1.3.0",
+        &["--uses", "upstream,log"],
+    ));
     assert!(narrowed.contains("as serial 3"), "{narrowed}");
     let token = twin(&state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
         .as_str()
@@ -188,29 +140,15 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         "{:?}",
         release.uses
     );
-    let wider = testudo()
-        .args(["deploy", "app", "gw-01", "--slot", "cloud-app", "--module"])
-        .arg(&module)
-        .args([
-            "--app-version",
-            "1.3.0",
-            "--uses",
-            "upstream,net",
-            "--config",
-        ])
-        .arg(repo().join("system-config/examples/gateway.ncl"))
-        .arg("--keys")
-        .arg(&keys)
-        .args([
-            "--url",
-            "https://artifacts.example/forwarder.wasm",
-            "--hub",
-            &hub,
-            "--ca",
-        ])
-        .arg(&ca)
-        .output()
-        .unwrap();
+    let wider = deploy_version(
+        &keys,
+        &module,
+        &ca,
+        &hub,
+        "cloud-app",
+        "1.3.0",
+        &["--uses", "upstream,net"],
+    );
     assert!(!wider.status.success());
     let stderr = String::from_utf8_lossy(&wider.stderr);
     assert!(
@@ -230,7 +168,7 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
     );
 
     // A document devices would refuse (not a semantic version): refused before sending.
-    let refused = deploy_version(&keys, &module, &ca, &hub, "cloud-app", "1.0");
+    let refused = deploy_version(&keys, &module, &ca, &hub, "cloud-app", "1.0", &[]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("a semantic version"), "{stderr}");

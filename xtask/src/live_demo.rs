@@ -28,59 +28,73 @@ const SLOT: &str = "cloud-app";
 /// Generous for TCG on a loaded 2-core machine (a boot to ready takes about a minute).
 const WAIT: Duration = Duration::from_secs(900);
 
-/// A child process killed (with its process group) when dropped.
-struct Running(Child);
+/// A child process (its stdout followed line by line, echoed with a prefix), killed with its
+/// process group when dropped.
+struct Running {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    what: &'static str,
+}
+
+impl Running {
+    /// Starts `command` in its own process group, following its stdout; `what` names it in
+    /// errors and prefixes its echoed lines.
+    fn spawn(mut command: Command, what: &'static str) -> anyhow::Result<Running> {
+        let mut child = command
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting the {what}"))?;
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stdout) = child.stdout.take() {
+            let sink = Arc::clone(&lines);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    println!("    {what}: {line}");
+                    if let Ok(mut seen) = sink.lock() {
+                        seen.push(line);
+                    }
+                }
+            });
+        }
+        Ok(Running { child, lines, what })
+    }
+
+    /// Waits up to `timeout` for a line containing `needle`; fails if the process ends first.
+    fn wait(&mut self, needle: &str, timeout: Duration) -> anyhow::Result<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let seen = self
+                .lines
+                .lock()
+                .ok()
+                .and_then(|lines| lines.iter().find(|line| line.contains(needle)).cloned());
+            if let Some(line) = seen {
+                return Ok(line);
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "the {} ended ({status}) before printing `{needle}`",
+                    self.what
+                );
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the {} printed no `{needle}` within {} s",
+                    self.what,
+                    timeout.as_secs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
         // SAFETY: signals the process group this task started (the child leads it).
-        unsafe { libc::kill(-(self.0.id() as i32), libc::SIGKILL) };
-        let _ = self.0.wait();
-    }
-}
-
-/// What a child printed so far, line by line.
-#[derive(Clone, Default)]
-struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn follow(&self, stream: impl std::io::Read + Send + 'static, echo: &'static str) {
-        let lines = self.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                if !echo.is_empty() {
-                    println!("{echo}{line}");
-                }
-                if let Ok(mut seen) = lines.0.lock() {
-                    seen.push(line);
-                }
-            }
-        });
-    }
-
-    fn find(&self, needle: &str) -> Option<String> {
-        self.0
-            .lock()
-            .ok()?
-            .iter()
-            .find(|line| line.contains(needle))
-            .cloned()
-    }
-
-    fn wait(&self, needle: &str, child: &mut Running) -> anyhow::Result<String> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(line) = self.find(needle) {
-                return Ok(line);
-            }
-            if let Some(status) = child.0.try_wait()? {
-                bail!("the VM ended ({status}) before printing `{needle}`");
-            }
-            if Instant::now() > deadline {
-                bail!("no `{needle}` within {} s", WAIT.as_secs());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
+        let _ = self.child.wait();
     }
 }
 
@@ -137,7 +151,7 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
     step(&format!(
         "start the hub emulator as {HUB_HOST} on 127.0.0.1:8883 (MQTT) and :443 (HTTPS: service API, DPS, artifact store)"
     ));
-    let mut hub = Running(
+    let mut hub = Running::spawn(
         testudo(
             &data_home,
             &[
@@ -152,23 +166,14 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
                 "--ca",
                 DEV_CA,
             ],
-        )
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the hub emulator")?,
-    );
-    let hub_lines = Lines::default();
-    if let Some(stdout) = hub.0.stdout.take() {
-        hub_lines.follow(stdout, "    hub: ");
-    }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while hub_lines.find("service: ").is_none() {
-        if Instant::now() > deadline || hub.0.try_wait()?.is_some() {
-            bail!("the hub emulator did not start (are ports 8883 and 443 free?)");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        ),
+        "hub",
+    )?;
+    // Its service connection string, printed once it listens.
+    let service = hub
+        .wait("service: ", Duration::from_secs(60))
+        .context("the hub emulator did not start (are ports 8883 and 443 free?)")?;
+    let service = service.trim_start_matches("service: ").to_owned();
 
     step("enroll the VM's TPM endorsement key for zero-touch provisioning (DPS, TPM attestation)");
     let ek = testudo_output(&data_home, &["vm", "tpm-ek", "--state", path(&vm_state)])?;
@@ -190,7 +195,7 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
 
     step("boot the gateway in QEMU");
     let disk = image.join("disk.img");
-    let mut vm = Running(
+    let mut vm = Running::spawn(
         testudo(
             &data_home,
             &[
@@ -202,29 +207,18 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
                 "--timeout",
                 "1800",
             ],
-        )
-        .process_group(0)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("starting the VM")?,
-    );
-    let console = Lines::default();
-    if let Some(stdout) = vm.0.stdout.take() {
-        console.follow(stdout, "    vm: ");
-    }
-    console.wait("testudo-init: ready:", &mut vm)?;
+        ),
+        "vm",
+    )?;
+    vm.wait("testudo-init: ready:", WAIT)?;
 
     step("zero-touch provisioning: DPS registration with the TPM, then the hub connection");
-    console.wait("cloud: new DPS assignment", &mut vm)?;
-    console.wait("cloud: device properties reported", &mut vm)?;
+    vm.wait("cloud: new DPS assignment", WAIT)?;
+    vm.wait("cloud: device properties reported", WAIT)?;
 
     step(&format!(
         "a twin change deploys {APP} into the `{SLOT}` slot (signed with the deploy key, module in the emulator's artifact store)"
     ));
-    let service = testudo_output(
-        &data_home,
-        &["hub", "connection-string", "--state", path(&hub_state)],
-    )?;
     let keys = data_home.join("testudo/dev-keys");
     util::run(&mut testudo(
         &data_home,
@@ -243,16 +237,16 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
             "--keys",
             path(&keys),
             "--hub",
-            service.trim(),
+            &service,
             "--ca",
             path(&hub_state.join("ca.pem")),
             "--hub-address",
             "127.0.0.1:443",
         ],
     ))?;
-    console.wait(
+    vm.wait(
         &format!("{SLOT}: app slot: serial 1 passed its health check"),
-        &mut vm,
+        WAIT,
     )?;
 
     step(&format!(

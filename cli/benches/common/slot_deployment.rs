@@ -92,3 +92,18 @@ pub fn median(mut samples: Vec<Duration>) -> Duration {
 pub fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1e3
 }
+
+/// Prints a benchmark's result: the median of `running` (`measured` says what), then each
+/// anchor with samples (`(what, samples)`), its median and the result's ratio to it.
+pub fn report(measured: &str, running: Vec<Duration>, anchors: Vec<(String, Vec<Duration>)>) {
+    let running = median(running);
+    println!("{measured}: median {:.1} ms", ms(running));
+    for (what, samples) in anchors.into_iter().filter(|(_, s)| !s.is_empty()) {
+        let anchor = median(samples);
+        println!(
+            "anchor: {what}: median {:.1} ms ({:.1}x)",
+            ms(anchor),
+            ms(running) / ms(anchor).max(1e-3)
+        );
+    }
+}

@@ -200,12 +200,9 @@ impl DeviceRig {
         )
     }
 
-    /// `testudo deploy app` of `module` (a repository path) as `version` into the gateway's
-    /// `cloud-app` slot, signed with the image's development deploy key; without `--url`, so
-    /// the module goes to the emulator's artifact store, which the device reaches under the
-    /// hub's name. Returns what the command printed.
-    pub fn deploy(&self, module: &str, version: &str) -> String {
-        let connection_string = testudo_ok(
+    /// The emulator's service connection string (`testudo hub connection-string`).
+    pub fn service_connection_string(&self) -> String {
+        testudo_ok(
             &[
                 "hub",
                 "connection-string",
@@ -213,7 +210,17 @@ impl DeviceRig {
                 self.hub_state.to_str().unwrap(),
             ],
             &self.data_home,
-        );
+        )
+        .trim()
+        .to_owned()
+    }
+
+    /// `testudo deploy app` of `module` (a repository path) as `version` into the gateway's
+    /// `cloud-app` slot, signed with the image's development deploy key; without `--url`, so
+    /// the module goes to the emulator's artifact store, which the device reaches under the
+    /// hub's name. Returns what the command printed.
+    pub fn deploy(&self, module: &str, version: &str) -> String {
+        let connection_string = self.service_connection_string();
         let keys = self.data_home.join("testudo/dev-keys");
         let module = repo().join(module);
         let config = repo().join("system-config/examples/gateway-dev.ncl");
@@ -234,7 +241,7 @@ impl DeviceRig {
                 "--keys",
                 keys.to_str().unwrap(),
                 "--hub",
-                connection_string.trim(),
+                &connection_string,
                 "--ca",
                 ca.to_str().unwrap(),
                 "--hub-address",
@@ -256,20 +263,12 @@ impl DeviceRig {
 
     /// Runs the service-side script (`tests/sdk/device_service.py`) with `args`; its JSON.
     pub fn service(&self, args: &[&str]) -> Value {
-        let connection_string = testudo_ok(
-            &[
-                "hub",
-                "connection-string",
-                "--state",
-                self.hub_state.to_str().unwrap(),
-            ],
-            &self.data_home,
-        );
+        let connection_string = self.service_connection_string();
         let script = repo().join("cli/tests/sdk/device_service.py");
         let output = testudo_testkit::python::command()
             .arg(&script)
             .args(args)
-            .env("HUB_SERVICE_CS", connection_string.trim())
+            .env("HUB_SERVICE_CS", &connection_string)
             .env("HUB_CA", self.hub_state.join("ca.pem"))
             .env("HUB_ADDRESSES", format!("{HUB_HOST}=127.0.0.1"))
             .output()

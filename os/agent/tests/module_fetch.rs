@@ -118,6 +118,19 @@ impl Fixture {
         (outcome, sink, last)
     }
 
+    /// Fetches `name` (`module` is what it holds), killing the server once 128 KiB arrived
+    /// and starting it again at once.
+    async fn fetch_across_a_restart(
+        &mut self,
+        name: &str,
+        module: &[u8],
+    ) -> (Result<(), AgentError>, Vec<u8>) {
+        let task = self.fetch_until(name, module, 128 * 1024).await;
+        self.nginx.kill();
+        self.nginx.restart();
+        task.await.unwrap()
+    }
+
     /// Starts fetching `name` (`module` is what it holds) in a task; returns once the sink
     /// has at least `received` bytes, with the task.
     async fn fetch_until(
@@ -213,10 +226,7 @@ async fn a_transfer_cut_by_the_server_resumes_with_range_after_its_restart() {
     let module = content(MIB, 2);
     fixture.serve("app.wasm", &module);
 
-    let task = fixture.fetch_until("app.wasm", &module, 128 * 1024).await;
-    fixture.nginx.kill();
-    fixture.nginx.restart();
-    let (outcome, sink) = task.await.unwrap();
+    let (outcome, sink) = fixture.fetch_across_a_restart("app.wasm", &module).await;
 
     outcome.unwrap();
     // Every byte once: nothing the sink had was sent again.
@@ -243,10 +253,7 @@ async fn a_server_that_ignores_range_has_the_prefix_skipped() {
     let module = content(MIB, 3);
     fixture.serve("app.wasm", &module);
 
-    let task = fixture.fetch_until("app.wasm", &module, 128 * 1024).await;
-    fixture.nginx.kill();
-    fixture.nginx.restart();
-    let (outcome, sink) = task.await.unwrap();
+    let (outcome, sink) = fixture.fetch_across_a_restart("app.wasm", &module).await;
 
     outcome.unwrap();
     assert!(sink == module, "the sink holds other bytes");
