@@ -3,19 +3,67 @@
  *
  *   probe read PATH | write PATH TEXT | list DIR | env NAME | args
  *         | sensor CHANNEL | publish TOPIC TEXT | receive | send HOST:PORT TEXT
+ *         | files DIR   (every file operation an app's storage allows, in DIR)
  *
  * Prints what it got on stdout; exit 0 = the capability worked, 1 = it was refused or
  * failed (reason on stderr), 2 = usage. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "testudo_device.h"
 
 static const char *device_error(int err) {
     return err == TESTUDO_ENOT_GRANTED ? "not granted" : "failed";
+}
+
+/* Makes a directory and a file in DIR, then writes, appends, seeks, reads at an offset,
+ * truncates, syncs, stats, lists, renames and removes them. Names the first step that
+ * failed. */
+static int files(const char *dir) {
+    char sub[512], path[512], moved[512], buf[16];
+    snprintf(sub, sizeof sub, "%s/probe-files", dir);
+    snprintf(path, sizeof path, "%s/note", sub);
+    snprintf(moved, sizeof moved, "%s/renamed", sub);
+#define STEP(name, ok) \
+    if (!(ok)) { fprintf(stderr, "probe: files %s: %s\n", name, strerror(errno)); return 1; }
+    STEP("mkdir", mkdir(sub, 0755) == 0);
+    int fd = open(path, O_CREAT | O_RDWR | O_TRUNC, 0644);
+    STEP("open", fd >= 0);
+    STEP("write", write(fd, "0123456789", 10) == 10);
+    STEP("pwrite", pwrite(fd, "ab", 2, 2) == 2);
+    STEP("seek", lseek(fd, 4, SEEK_SET) == 4);
+    STEP("read", read(fd, buf, 2) == 2 && memcmp(buf, "45", 2) == 0);
+    STEP("pread", pread(fd, buf, 4, 0) == 4 && memcmp(buf, "01ab", 4) == 0);
+    STEP("truncate", ftruncate(fd, 6) == 0);
+    STEP("fsync", fsync(fd) == 0);
+    STEP("fdatasync", fdatasync(fd) == 0);
+    struct stat st;
+    STEP("fstat", fstat(fd, &st) == 0 && st.st_size == 6);
+    STEP("close", close(fd) == 0);
+    int append = open(path, O_WRONLY | O_APPEND);
+    STEP("open append", append >= 0);
+    STEP("append", write(append, "xy", 2) == 2);
+    STEP("close append", close(append) == 0);
+    STEP("stat", stat(path, &st) == 0 && st.st_size == 8);
+    DIR *listing = opendir(sub);
+    STEP("opendir", listing != NULL);
+    int seen = 0;
+    for (struct dirent *entry; (entry = readdir(listing)) != NULL;)
+        seen += strcmp(entry->d_name, "note") == 0;
+    closedir(listing);
+    STEP("readdir", seen == 1);
+    STEP("rename", rename(path, moved) == 0);
+    STEP("unlink", unlink(moved) == 0);
+    STEP("rmdir", rmdir(sub) == 0);
+#undef STEP
+    printf("files ok\n");
+    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -51,6 +99,7 @@ int main(int argc, char **argv) {
         closedir(dir);
         return 0;
     }
+    if (strcmp(what, "files") == 0 && argc == 3) return files(argv[2]);
     if (strcmp(what, "env") == 0 && argc == 3) {
         const char *value = getenv(argv[2]);
         if (value == NULL) {

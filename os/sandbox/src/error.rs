@@ -6,28 +6,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// A seccomp policy file is not valid seccompiler JSON.
-    #[error("seccomp policy for role {role} does not compile")]
+    #[error("seccomp policy {policy} does not compile")]
     PolicyCompile {
-        /// The role.
-        role: testudo_plan::SandboxRole,
+        /// The policy (a role's name, or a WASM host's run-phase filter).
+        policy: &'static str,
         /// What seccompiler said.
         #[source]
         source: seccompiler::Error,
     },
     /// A seccomp policy file is not JSON.
-    #[error("seccomp policy for role {role} is not valid JSON")]
+    #[error("seccomp policy {policy} is not valid JSON")]
     PolicyParse {
-        /// The role.
-        role: testudo_plan::SandboxRole,
+        /// The policy.
+        policy: &'static str,
         /// The JSON error.
         #[source]
         source: serde_json::Error,
     },
-    /// A role's policy has no `main` filter.
-    #[error("seccomp policy for role {role} has no `main` filter (see os/sandbox/policies)")]
+    /// A policy has no `main` filter.
+    #[error("seccomp policy {policy} has no `main` filter (see os/sandbox/policies)")]
     PolicyWithoutMainFilter {
-        /// The role.
-        role: testudo_plan::SandboxRole,
+        /// The policy.
+        policy: &'static str,
     },
     /// A path handed to the sandbox is unusable.
     #[error("sandbox path {path}: {problem}")]

@@ -11,9 +11,13 @@
 //! fdatasync, fsync), `tpm_driver` (adds a Unix socket to swtpm), `net_driver` (adds outbound
 //! TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
 //! one server thread; owned by the agent, 37 syscalls), `service` (native services and test
-//! components), `wasm_host` (wasmtime: threads, JIT memory, signals for traps, WASI file
-//! operations in granted directories; owned by the WASM host, 61 syscalls, each with the
-//! reason in its `comment`, decisions 0086 and 0088).
+//! components), `wasm_host` (wasmtime: loading and compiling an app, threads, JIT memory,
+//! signals for traps, WASI file operations in granted directories; owned by the WASM host, 62
+//! syscalls, each with the reason in its `comment`, decisions 0086 and 0088).
+//!
+//! A WASM host stacks a second filter before its app's code runs ([`AppRunPolicy`]:
+//! `wasm_app_run`, 36 syscalls, and `wasm_app_files`, 14 more for an app with storage;
+//! decision 0089).
 //!
 //! The native lists were measured with `strace -f` on each daemon serving every operation.
 
@@ -42,17 +46,100 @@ pub fn policy_json(role: SandboxRole) -> &'static str {
     }
 }
 
+/// The filter a WASM host narrows itself to once its app is loaded and before the app's code
+/// runs (a second seccomp filter, stacked on its role's; decision 0089). Start-up calls
+/// (`execve`, ld.so, loading and caching code) are gone; file operations stay only for an app
+/// that has files to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AppRunPolicy {
+    /// `wasm_app_run`: the app has no granted directory, so no file operation at all.
+    WithoutFiles,
+    /// `wasm_app_run` and `wasm_app_files`: the app has granted directories (or, in
+    /// development, the file-backed local device of `testudo-wasm-host --device-dir`).
+    WithFiles,
+}
+
+impl AppRunPolicy {
+    /// Both policies.
+    pub const ALL: [AppRunPolicy; 2] = [AppRunPolicy::WithoutFiles, AppRunPolicy::WithFiles];
+
+    /// The policy for an app that does, or does not, use files.
+    pub fn for_app(uses_files: bool) -> AppRunPolicy {
+        if uses_files {
+            AppRunPolicy::WithFiles
+        } else {
+            AppRunPolicy::WithoutFiles
+        }
+    }
+
+    /// The policy's name in reports and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            AppRunPolicy::WithoutFiles => "wasm_app_run",
+            AppRunPolicy::WithFiles => "wasm_app_run+wasm_app_files",
+        }
+    }
+
+    fn documents(self) -> &'static [&'static str] {
+        const RUN: &str = include_str!("../policies/wasm_app_run.json");
+        const FILES: &str = include_str!("../policies/wasm_app_files.json");
+        match self {
+            AppRunPolicy::WithoutFiles => &[RUN],
+            AppRunPolicy::WithFiles => &[RUN, FILES],
+        }
+    }
+
+    /// The syscalls the policy allows, sorted.
+    pub fn allowed_syscalls(self) -> Result<BTreeSet<String>, SandboxError> {
+        Ok(rule_syscalls(&self.rules()?))
+    }
+
+    /// The policy compiled to a BPF program for x86_64.
+    pub fn compile(self) -> Result<Vec<sock_filter>, SandboxError> {
+        let policy = self.name();
+        let joined = serde_json::json!({
+            "main": {
+                "mismatch_action": "kill_process",
+                "match_action": "allow",
+                "filter": self.rules()?,
+            }
+        });
+        compile_json(policy, joined.to_string().as_bytes())
+    }
+
+    /// The rules of all the policy's documents, in order.
+    fn rules(self) -> Result<Vec<serde_json::Value>, SandboxError> {
+        let mut rules = Vec::new();
+        for json in self.documents() {
+            rules.extend(main_rules(self.name(), json)?);
+        }
+        Ok(rules)
+    }
+}
+
 /// The syscalls `role` allows, sorted.
 pub fn allowed_syscalls(role: SandboxRole) -> Result<BTreeSet<String>, SandboxError> {
-    let json = policy_json(role);
-    let value: serde_json::Value =
-        serde_json::from_str(json).map_err(|source| SandboxError::PolicyParse { role, source })?;
-    Ok(value["main"]["filter"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    Ok(rule_syscalls(&main_rules(
+        role.as_str(),
+        policy_json(role),
+    )?))
+}
+
+/// The `main` filter's rules of one policy document.
+fn main_rules(policy: &'static str, json: &str) -> Result<Vec<serde_json::Value>, SandboxError> {
+    let mut value: serde_json::Value = serde_json::from_str(json)
+        .map_err(|source| SandboxError::PolicyParse { policy, source })?;
+    match value["main"]["filter"].take() {
+        serde_json::Value::Array(rules) => Ok(rules),
+        _ => Err(SandboxError::PolicyWithoutMainFilter { policy }),
+    }
+}
+
+fn rule_syscalls(rules: &[serde_json::Value]) -> BTreeSet<String> {
+    rules
+        .iter()
         .filter_map(|rule| rule["syscall"].as_str().map(str::to_owned))
-        .collect())
+        .collect()
 }
 
 /// Compiles `role`'s policy to a BPF program for x86_64.
@@ -66,7 +153,7 @@ pub fn compile(role: SandboxRole) -> Result<Vec<sock_filter>, SandboxError> {
     {
         return Ok(program.clone());
     }
-    let program = compile_uncached(role)?;
+    let program = compile_json(role.as_str(), policy_json(role).as_bytes())?;
     CACHE
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
@@ -74,13 +161,11 @@ pub fn compile(role: SandboxRole) -> Result<Vec<sock_filter>, SandboxError> {
     Ok(program)
 }
 
-fn compile_uncached(role: SandboxRole) -> Result<Vec<sock_filter>, SandboxError> {
-    let json = policy_json(role);
-    let wrap = |source| SandboxError::PolicyCompile { role, source };
-    let mut map =
-        seccompiler::compile_from_json(json.as_bytes(), TargetArch::x86_64).map_err(wrap)?;
+fn compile_json(policy: &'static str, json: &[u8]) -> Result<Vec<sock_filter>, SandboxError> {
+    let wrap = |source| SandboxError::PolicyCompile { policy, source };
+    let mut map = seccompiler::compile_from_json(json, TargetArch::x86_64).map_err(wrap)?;
     map.remove("main")
-        .ok_or(SandboxError::PolicyWithoutMainFilter { role })
+        .ok_or(SandboxError::PolicyWithoutMainFilter { policy })
 }
 
 #[cfg(test)]
@@ -125,11 +210,55 @@ mod tests {
     }
 
     #[test]
+    fn app_run_policies_only_narrow_the_wasm_host_role() {
+        let role = allowed_syscalls(SandboxRole::WasmHost).expect("parses");
+        let without = AppRunPolicy::WithoutFiles
+            .allowed_syscalls()
+            .expect("parses");
+        let with = AppRunPolicy::WithFiles.allowed_syscalls().expect("parses");
+        for policy in AppRunPolicy::ALL {
+            assert!(!policy.compile().expect("compiles").is_empty());
+            let allowed = policy.allowed_syscalls().expect("parses");
+            // A stacked filter cannot grant what the role denies: a call listed here but not
+            // there would be a mistake in one of the files.
+            let extra: Vec<_> = allowed.difference(&role).collect();
+            assert!(extra.is_empty(), "{} adds {extra:?}", policy.name());
+            for start_up_only in ["execve", "seccomp", "memfd_create", "access", "arch_prctl"] {
+                assert!(
+                    !allowed.contains(start_up_only),
+                    "{} allows {start_up_only}",
+                    policy.name()
+                );
+            }
+        }
+        assert!(without.is_subset(&with));
+        for file_call in [
+            "openat",
+            "openat2",
+            "getdents64",
+            "unlinkat",
+            "renameat",
+            "statx",
+        ] {
+            assert!(
+                !without.contains(file_call),
+                "wasm_app_run allows {file_call}"
+            );
+            assert!(with.contains(file_call), "wasm_app_files lacks {file_call}");
+        }
+        // The goal for what an app's code runs under: at most 50 calls, files or not.
+        assert!(without.len() <= 36, "wasm_app_run allows {}", without.len());
+        assert!(with.len() <= 50, "with files: {}", with.len());
+    }
+
+    #[test]
     fn every_wasm_host_rule_says_why() {
-        let value: serde_json::Value =
-            serde_json::from_str(policy_json(SandboxRole::WasmHost)).expect("parses");
-        let rules = value["main"]["filter"].as_array().expect("a filter");
-        for rule in rules {
+        let mut rules =
+            main_rules("wasm_host", policy_json(SandboxRole::WasmHost)).expect("parses");
+        for policy in AppRunPolicy::ALL {
+            rules.extend(policy.rules().expect("parses"));
+        }
+        for rule in &rules {
             let comment = rule["comment"].as_str().unwrap_or_default();
             assert!(!comment.trim().is_empty(), "no reason for {rule}");
         }

@@ -115,6 +115,26 @@ pub enum HostError {
         #[source]
         source: testudo_scheme::SchemeError,
     },
+    /// Making the copy-on-write image of an app's initial memory failed.
+    #[error("making the memory image of app {app}")]
+    MemoryImage {
+        app: String,
+        #[source]
+        source: BoxedSource,
+    },
+    /// The run-phase seccomp policy did not compile.
+    #[error("compiling the run-phase seccomp policy")]
+    RunPhasePolicy {
+        #[source]
+        source: testudo_sandbox::SandboxError,
+    },
+    /// The kernel refused the run-phase seccomp filter.
+    #[error("installing the run-phase seccomp filter {policy}")]
+    RunPhaseFilter {
+        policy: &'static str,
+        #[source]
+        source: seccompiler::Error,
+    },
     /// Starting the app's thread failed.
     #[error("starting a thread for app {app}")]
     Spawn {

@@ -10,6 +10,7 @@
 //! - [`provided`]: telemetry capabilities an app provides, served to consumers as a scheme.
 //! - [`precompile`]: `.cwasm` files for images, loaded as sidecars (and their trust rule).
 //! - [`run`]: one run of one app, ending in an [`Outcome`].
+//! - [`run_phase`]: the narrower seccomp filter the host enters before the app's code runs.
 //! - [`supervise`]: restart policy and hot swap with rollback.
 //! - [`componentize`]: turning a preview 1 module into a component.
 //!
@@ -67,6 +68,7 @@ pub mod precompile;
 pub mod provided;
 pub mod refused_calls;
 pub mod run;
+pub mod run_phase;
 pub mod scheme_device;
 pub mod supervise;
 

@@ -178,17 +178,11 @@ fn run(args: Args) -> Result<u8, HostError> {
             }
             Err(error) => return Err(error),
         };
-    // Where the code of the app about to run came from, once per start: shows whether an
-    // image's precompiled sidecars are used on the device.
-    eprintln!(
-        "testudo-wasm-host: app {component}: code {}",
-        match compiled.origin {
-            CodeOrigin::Sidecar => format!("precompiled {}", sidecar.display()),
-            CodeOrigin::Cache => "from the cache".to_owned(),
-            CodeOrigin::Compiled => "compiled now".to_owned(),
-        }
-    );
-    let (mut backend, stdout, stderr) = device_backend(&planned, args.device_dir)?;
+    let handles_passed = std::env::var_os(testudo_scheme::HANDLES_ENV).is_some();
+    // The local device of `--device-dir` reads and appends files while the app runs.
+    let uses_files =
+        !planned.grants.dirs.is_empty() || (!handles_passed && args.device_dir.is_some());
+    let (mut backend, stdout, stderr) = device_backend(&planned, handles_passed, args.device_dir)?;
     if let Some(control) =
         testudo_scheme::provider_control().map_err(|source| HostError::Handles { source })?
     {
@@ -206,6 +200,18 @@ fn run(args: Args) -> Result<u8, HostError> {
         stderr,
         stop: StopSignal::new(),
     };
+    let policy = testudo_wasm_host::run_phase::enter_run_phase(uses_files)?;
+    // Where the code of the app about to run came from, and the filter it runs under, once per
+    // start: shows whether an image's precompiled sidecars are used on the device.
+    eprintln!(
+        "testudo-wasm-host: app {component}: code {}; seccomp {}",
+        match compiled.origin {
+            CodeOrigin::Sidecar => format!("precompiled {}", sidecar.display()),
+            CodeOrigin::Cache => "from the cache".to_owned(),
+            CodeOrigin::Compiled => "compiled now".to_owned(),
+        },
+        policy.name()
+    );
     let supervisor = testudo_wasm_host::supervise::Supervisor::start(prepared, context)?;
     Ok(supervisor.wait().map_or(0, |outcome| outcome.exit_code()))
 }
@@ -214,9 +220,10 @@ fn run(args: Args) -> Result<u8, HostError> {
 /// backend (`--device-dir`, or nothing at all).
 fn device_backend(
     planned: &PlannedApp,
+    handles_passed: bool,
     device_dir: Option<PathBuf>,
 ) -> Result<(Arc<dyn DeviceBackend>, OutputSink, OutputSink), HostError> {
-    if std::env::var_os(testudo_scheme::HANDLES_ENV).is_some() {
+    if handles_passed {
         let mut handles = testudo_scheme::granted_handles()
             .map_err(|source| HostError::Handles { source })?
             .into_map();

@@ -194,6 +194,10 @@ impl PreparedApp {
             app: name.clone(),
             source: boxed(error),
         };
+        let memory_image_error = |error| HostError::MemoryImage {
+            app: name.clone(),
+            source: boxed(error),
+        };
         let prepared = match &app.code {
             AppCode::Module(module) => {
                 for import in module.imports() {
@@ -207,6 +211,11 @@ impl PreparedApp {
                         });
                     }
                 }
+                // The copy-on-write image of the app's memory is made now rather than at the
+                // first instantiation, so the run phase needs no `memfd_create`.
+                module
+                    .initialize_copy_on_write_image()
+                    .map_err(memory_image_error)?;
                 let mut linker = wasmtime::Linker::new(engine);
                 wasmtime_wasi::p1::add_to_linker_sync(
                     &mut linker,
@@ -229,6 +238,9 @@ impl PreparedApp {
                         });
                     }
                 }
+                component
+                    .initialize_copy_on_write_image()
+                    .map_err(memory_image_error)?;
                 let mut linker = wasmtime::component::Linker::new(engine);
                 wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(link_error)?;
                 crate::refused_calls::shadow_p2(&mut linker).map_err(link_error)?;

@@ -61,6 +61,12 @@ fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
                 json!({ "ROUNDS": "3", "INTERVAL_MS": "1" }),
             ),
             "intruder": component(&hostile.display().to_string(), json!({}), json!({}), json!({})),
+            "slow-reader": component(
+                &reader.display().to_string(),
+                json!({ "sensor": route("sensor", "sensor", "sensor", "read") }),
+                json!({}),
+                json!({ "ROUNDS": "100", "INTERVAL_MS": "100" }),
+            ),
         },
         "app_slots": {},
         "update": { "boot_tries": 3, "allow_downgrade": false, "bundle_format": "verity" },
@@ -74,7 +80,12 @@ fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
 }
 
 fn host(plan: &Path, component: &str, work: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"))
+    host_command(plan, component, work).output().unwrap()
+}
+
+fn host_command(plan: &Path, component: &str, work: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_testudo-wasm-host"));
+    command
         .arg("--plan")
         .arg(plan)
         .args(["--component", component])
@@ -85,9 +96,8 @@ fn host(plan: &Path, component: &str, work: &Path) -> std::process::Output {
         .arg("--cache")
         .arg(work.join("cache"))
         .arg("--device-dir")
-        .arg(work.join("device"))
-        .output()
-        .unwrap()
+        .arg(work.join("device"));
+    command
 }
 
 #[test]
@@ -144,6 +154,58 @@ fn exit_codes_name_what_went_wrong() {
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("component nobody is not in the plan")
     );
+}
+
+/// Every thread of a running host is under the run-phase filter by the time the host says
+/// which one it entered (and before the app's code runs): `TSYNC` reached the threads started
+/// during start-up, and the threads started later inherit it.
+#[test]
+fn every_thread_runs_the_app_under_the_run_phase_filter() {
+    use std::io::BufRead;
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("device/sensors")).unwrap();
+    std::fs::write(work.path().join("device/sensors/temperature"), "19.25\n").unwrap();
+    let plan = write_plan(
+        work.path(),
+        &common::build("sensor-reader", &[]),
+        &common::build("hostile/imports", &[]),
+    );
+    let mut child = host_command(&plan, "slow-reader", work.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    // The local device of --device-dir is file-backed, so file operations stay.
+    assert!(
+        said.ends_with("; seccomp wasm_app_run+wasm_app_files\n"),
+        "{said}"
+    );
+    let tasks: Vec<_> = std::fs::read_dir(format!("/proc/{}/task", child.id()))
+        .unwrap()
+        .map(|task| task.unwrap().path())
+        .collect();
+    let mut statuses = Vec::new();
+    for task in &tasks {
+        statuses.push(std::fs::read_to_string(task.join("status")).unwrap());
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(tasks.len() > 1, "the host runs more than one thread");
+    for status in statuses {
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(str::trim)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert_eq!(field("Seccomp:"), "2", "not in filter mode:\n{status}");
+        assert_eq!(field("Seccomp_filters:"), "1", "{status}");
+    }
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {

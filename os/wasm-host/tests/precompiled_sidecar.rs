@@ -156,7 +156,7 @@ fn run_from_the_sidecar(work: &Work) {
     assert_eq!(
         stderr(&ran),
         format!(
-            "testudo-wasm-host: app hello: code precompiled {}\n",
+            "testudo-wasm-host: app hello: code precompiled {}; seccomp wasm_app_run\n",
             work.sidecar().display()
         ),
         "the sidecar was not used"
@@ -198,7 +198,10 @@ fn run_falling_back_to_the_cache(work: &Work, read_only: bool) -> String {
     let lines: Vec<&str> = said.lines().collect();
     assert_eq!(lines.len(), 2, "{said}");
     assert!(lines[0].contains("hello.cwasm not used ("), "{said}");
-    assert!(lines[1].ends_with("app hello: code compiled now"), "{said}");
+    assert!(
+        lines[1].ends_with("app hello: code compiled now; seccomp wasm_app_run"),
+        "{said}"
+    );
     lines[0].to_owned()
 }
 

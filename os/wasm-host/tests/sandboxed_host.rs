@@ -43,6 +43,18 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     writer.args = ["write", "/files/note.txt", "kept"]
         .map(String::from)
         .to_vec();
+    // Every WASI file operation on the app's storage, from a core module and a component,
+    // under the run-phase filter with file operations (`wasm_app_files`).
+    let filer = |module: &str| {
+        let mut app = wasm_component(module);
+        app.uses.insert("log".into(), log());
+        app.uses.insert(
+            "files".into(),
+            route("storage", "storage", "storage", Rights::ReadWrite),
+        );
+        app.args = ["files", "/files"].map(String::from).to_vec();
+        app
+    };
     let mut spin = wasm_component("apps/spin.wasm");
     spin.limits.cpu_time_ms = 50;
     let mut hog = wasm_component("apps/memory.wasm");
@@ -61,6 +73,8 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
         ("hello", hello),
         ("hello-component", component),
         ("writer", writer),
+        ("filer", filer("apps/probe.wasm")),
+        ("filer-component", filer("apps/probe-component.wasm")),
         ("spin", spin),
         ("hog", hog),
         ("precompiled", precompiled),
@@ -80,6 +94,10 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
                 &common::build_component("hello"),
             ),
             ("apps/probe.wasm", &common::build("probe", &[])),
+            (
+                "apps/probe-component.wasm",
+                &common::build_component("probe"),
+            ),
             ("apps/spin.wasm", &common::build("hostile/spin", &[])),
             ("apps/memory.wasm", &common::build("hostile/memory", &[])),
             ("apps/precompiled.wasm", &hello_wasm),
@@ -113,6 +131,17 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     assert_exit(&run, 0);
     let note = device.options.data_dir.join("writer/note.txt");
     assert_eq!(std::fs::read_to_string(&note).unwrap(), "kept");
+    for filer in ["filer", "filer-component"] {
+        let run = device.run(filer);
+        assert_exit(&run, 0);
+        assert_eq!(run.log, "files ok\n", "{filer}");
+        assert!(
+            run.stderr
+                .ends_with("; seccomp wasm_app_run+wasm_app_files\n"),
+            "{}",
+            run.stderr
+        );
+    }
 
     // Limits end the app, not the host: the host reports and exits with its code.
     let run = device.run("spin");
@@ -125,8 +154,8 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     assert_exit(&run, 70);
 
     // Escapes out of the storage directory (symlinks it plants, `..` paths) are refused by
-    // WASI itself; the WASI file calls they make (symlinkat, readlinkat, openat2...) are in
-    // the policy, so the host reports the app's own exit 0 = contained.
+    // WASI itself (openat2 with RESOLVE_BENEATH; links are refused by the host), so the host
+    // reports the app's own exit 0 = contained.
     for hostile in ["symlink", "traversal"] {
         let run = device.run(hostile);
         assert_exit(&run, 0);
@@ -147,7 +176,7 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
     assert_eq!(
         run.stderr,
         format!(
-            "testudo-wasm-host: app precompiled: code precompiled {}/apps/precompiled.cwasm\n",
+            "testudo-wasm-host: app precompiled: code precompiled {}/apps/precompiled.cwasm; seccomp wasm_app_run\n",
             testudo_plan::layout::wasm_sandbox::APPS
         ),
         "sidecar not used"
