@@ -60,6 +60,7 @@ fn json_has_figures_for_every_component_and_slot() {
         ("slot:cloud-app", "wasm_host"),
         ("storage", "storage_driver"),
         ("tpm", "tpm_driver"),
+        ("updater", "updater"),
     ];
     assert_eq!(
         roles,

@@ -12,7 +12,6 @@
 
 mod vm_common;
 
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use vm_common::*;
@@ -82,67 +81,21 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
         );
     }
 
-    // GRUB recorded the attempt (A_TRY=1) as RAUC's script does.
-    let esp = format!("{disk_s}@@{}", first_sector(disk_s, 1) * 512);
-    let env = run("mtype", &["-i", &esp, "::/EFI/testudo/grubenv"]);
+    // GRUB counted the attempt (A_TRY=1) before booting; the updater had not confirmed A yet
+    // when the console said the apps' code was loaded.
+    let env = grubenv_of(disk_s);
     assert!(env.contains("A_TRY=1"), "{env}");
 
     // Install the bundle into slot B: verify and extract with rauc, write the slot, then make
     // B primary and good-to-try in the grubenv (rauc's mark-active).
     let keyring = data_home.join("testudo/dev-keys/ca.pem");
-    let extracted = root.join("extracted");
-    run(
-        "rauc",
-        &[
-            "extract",
-            "--keyring",
-            keyring.to_str().unwrap(),
-            out.join("update.raucb").to_str().unwrap(),
-            extracted.to_str().unwrap(),
-        ],
-    );
-    let image = std::fs::read(extracted.join("rootfs.img")).unwrap();
-    let file = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
-    file.write_all_at(&image, first_sector(disk_s, 3) * 512)
-        .unwrap();
-    file.sync_all().unwrap();
-    drop(file);
-    let genv = root.join("grubenv");
-    run(
-        "mcopy",
-        &[
-            "-n",
-            "-i",
-            &esp,
-            "::/EFI/testudo/grubenv",
-            genv.to_str().unwrap(),
-        ],
-    );
-    run(
-        "grub-editenv",
-        &[
-            genv.to_str().unwrap(),
-            "set",
-            "ORDER=B A",
-            "B_OK=1",
-            "B_TRY=0",
-        ],
-    );
-    run(
-        "mcopy",
-        &[
-            "-o",
-            "-i",
-            &esp,
-            genv.to_str().unwrap(),
-            "::/EFI/testudo/grubenv",
-        ],
-    );
+    write_bundle_into_slot_b(disk_s, &out.join("update.raucb"), &keyring, root);
+    set_grubenv(disk_s, root, &["ORDER=B A", "B_OK=1", "B_TRY=0"]);
 
     let console = boot(disk_s, &data_home, "testudo-init: ready:");
     assert!(console.contains("testudo: booting slot B"), "{console}");
     assert!(console.contains("slot B, rootfs rootfs-b"), "{console}");
-    let env = run("mtype", &["-i", &esp, "::/EFI/testudo/grubenv"]);
+    let env = grubenv_of(disk_s);
     assert!(
         env.contains("B_TRY=1") && env.contains("ORDER=B A"),
         "{env}"

@@ -38,6 +38,7 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
         ("testudo-tpm", "testudo-drivers"),
         ("testudo-agent", "testudo-agent"),
         ("testudo-wasm-host", "testudo-wasm-host"),
+        ("testudo-updater", "testudo-update-service"),
     ] {
         assert!(
             bin_dir.join(binary).is_file(),

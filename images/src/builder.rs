@@ -888,7 +888,7 @@ fn append_rootfs_app_layer(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> 
 /// [`BuildStep::Esp`]: GRUB's EFI binary, its configuration and environment on a FAT volume.
 fn build_esp(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
     let tools = ctx.tools;
-    let grub_cfg = esp::grub_cfg(&ctx.plan.board.console);
+    let grub_cfg = esp::grub_cfg(&ctx.plan.board.console, ctx.plan.update.boot_tries);
     let grubenv = esp::initial_grubenv();
     let grub_key = CacheKey::new(
         "grub-efi",

@@ -5,8 +5,6 @@ use testudo_plan::Plan;
 
 use testudo_plan::layout::{self, esp, rootfs};
 
-use crate::disk::{ROOTFS_A_LABEL, ROOTFS_B_LABEL};
-
 /// Where the ESP is mounted on the device (the grubenv lives on it).
 pub const ESP_MOUNT: &str = rootfs::ESP_MOUNT;
 /// The bundle keyring inside the image.
@@ -25,12 +23,10 @@ pub fn render(plan: &Plan) -> String {
         out.push_str(&format!("min-bundle-version={}\n", plan.version));
     }
     out.push_str(&format!("\n[keyring]\npath={KEYRING_PATH}\n"));
-    for (index, (label, bootname)) in [(ROOTFS_A_LABEL, "A"), (ROOTFS_B_LABEL, "B")]
-        .iter()
-        .enumerate()
-    {
+    for (index, (bootname, label)) in layout::partitions::ROOTFS_SLOTS.iter().enumerate() {
         out.push_str(&format!(
-            "\n[slot.rootfs.{index}]\ndevice=/dev/disk/by-partlabel/{label}\ntype=raw\nbootname={bootname}\n"
+            "\n[slot.rootfs.{index}]\ndevice={}\ntype=raw\nbootname={bootname}\n",
+            layout::partitions::node(label)
         ));
     }
     out.push_str(&format!(

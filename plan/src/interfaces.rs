@@ -24,7 +24,8 @@
 //! - [`NET`]: `open_raw("tcp/HOST:PORT", ReadWrite)` returns a connected TCP socket if
 //!   `HOST:PORT` is in the route's `allow` list; anything else is refused with `EACCES`.
 //! - [`STATUS`] (served by init): `read` on the root handle returns one line per component,
-//!   `name state restarts`.
+//!   `name state restarts`, the state one of [`ComponentState`]'s labels
+//!   ([`parse_status_line`]).
 //! - [`POWER`] (served by init): `write` `reboot` or `poweroff` (one word, optionally with a
 //!   newline) on the root handle; init acknowledges the write, then stops every component in
 //!   reverse start order, syncs and unmounts the data partition and reboots or powers off.
@@ -76,3 +77,89 @@ pub const NET_TCP_PREFIX: &str = "tcp/";
 pub const ALL: &[&str] = &[
     LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS, POWER, DEPLOYMENT,
 ];
+
+/// A component's state as the [`STATUS`] interface reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ComponentState {
+    /// Waiting for its dependencies or its first start (`waiting`).
+    Waiting,
+    /// Running (`running`).
+    Running,
+    /// Ended and waiting to be restarted (`backoff`).
+    Backoff,
+    /// Ended and not restarted, by its restart policy (`exited`).
+    Exited,
+    /// Given up on after too many restarts (`failed`).
+    Failed,
+    /// Could not be started on this machine (`not-started`).
+    NotStarted,
+    /// An app slot with nothing in it (`empty`).
+    Empty,
+}
+
+impl ComponentState {
+    /// Every state.
+    pub const ALL: [ComponentState; 7] = [
+        ComponentState::Waiting,
+        ComponentState::Running,
+        ComponentState::Backoff,
+        ComponentState::Exited,
+        ComponentState::Failed,
+        ComponentState::NotStarted,
+        ComponentState::Empty,
+    ];
+
+    /// The label in a status line.
+    pub fn label(self) -> &'static str {
+        match self {
+            ComponentState::Waiting => "waiting",
+            ComponentState::Running => "running",
+            ComponentState::Backoff => "backoff",
+            ComponentState::Exited => "exited",
+            ComponentState::Failed => "failed",
+            ComponentState::NotStarted => "not-started",
+            ComponentState::Empty => "empty",
+        }
+    }
+
+    /// The state a label names.
+    pub fn from_label(label: &str) -> Option<ComponentState> {
+        ComponentState::ALL
+            .into_iter()
+            .find(|state| state.label() == label)
+    }
+}
+
+/// One line of the [`STATUS`] interface, `name state restarts`, as `(name, state, restarts)`;
+/// None for anything else.
+pub fn parse_status_line(line: &str) -> Option<(&str, ComponentState, u32)> {
+    let mut words = line.split(' ');
+    let name = words.next().filter(|name| !name.is_empty())?;
+    let state = ComponentState::from_label(words.next()?)?;
+    let restarts = words.next()?.parse().ok()?;
+    words.next().is_none().then_some((name, state, restarts))
+}
+
+#[cfg(test)]
+mod status_line_tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip_and_anything_else_is_refused() {
+        for state in ComponentState::ALL {
+            let line = format!("agent {} 3", state.label());
+            assert_eq!(parse_status_line(&line), Some(("agent", state, 3)));
+        }
+        for bad in [
+            "",
+            "agent",
+            "agent running",
+            "agent sleeping 1",
+            "agent running -1",
+            "agent running 1 extra",
+            " running 1",
+        ] {
+            assert_eq!(parse_status_line(bad), None, "{bad:?}");
+        }
+    }
+}

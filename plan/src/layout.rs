@@ -132,6 +132,21 @@ pub mod partitions {
     pub const ROOTFS_B: &str = "rootfs-b";
     /// The persistent data partition (ext4).
     pub const DATA: &str = "data";
+
+    /// The root file system slots as `(RAUC bootname, GPT name)`, in disk order: GRUB's
+    /// `ORDER`, the kernel's `testudo.slot=` and the grubenv's `<bootname>_OK`/`_TRY` use the
+    /// bootname.
+    pub const ROOTFS_SLOTS: [(&str, &str); 2] = [("A", ROOTFS_A), ("B", ROOTFS_B)];
+
+    /// Where init links each partition by its GPT name, as udev does on other systems
+    /// (`/dev/disk/by-partlabel/<name>` → the partition's device node): the plan's device
+    /// nodes and the updater's `system.conf` name partitions this way.
+    pub const BY_NAME: &str = "/dev/disk/by-partlabel";
+
+    /// `/dev/disk/by-partlabel/<name>`.
+    pub fn node(name: &str) -> String {
+        format!("{BY_NAME}/{name}")
+    }
 }
 
 /// Kernel command-line words the boot script writes and the device reads.

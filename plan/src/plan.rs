@@ -435,11 +435,15 @@ pub fn route_within(
     Ok(())
 }
 
+/// The most boots `update.boot_tries` may give a slot (GRUB counts them in one digit).
+pub const MAX_BOOT_TRIES: u32 = 9;
+
 /// A/B update policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePolicy {
-    /// Boot attempts a new slot gets before it is abandoned.
+    /// Boot attempts a slot gets, after it is activated or confirmed, before the bootloader
+    /// abandons it for the other slot: 1 ..= [`MAX_BOOT_TRIES`].
     pub boot_tries: u32,
     /// Refuse bundles older than the installed version unless explicitly overridden.
     pub allow_downgrade: bool,

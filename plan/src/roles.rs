@@ -26,17 +26,21 @@ pub enum SandboxRole {
     Agent,
     /// The WASM host (wasmtime): threads, JIT memory, signals for traps.
     WasmHost,
+    /// The device's updater: the boot partitions it holds, read, written and synced;
+    /// init gives it the slot GRUB booted as its argument.
+    Updater,
 }
 
 impl SandboxRole {
     /// Every role, in name order.
-    pub const ALL: [SandboxRole; 7] = [
+    pub const ALL: [SandboxRole; 8] = [
         SandboxRole::Agent,
         SandboxRole::Driver,
         SandboxRole::NetDriver,
         SandboxRole::Service,
         SandboxRole::StorageDriver,
         SandboxRole::TpmDriver,
+        SandboxRole::Updater,
         SandboxRole::WasmHost,
     ];
 
@@ -50,6 +54,7 @@ impl SandboxRole {
             SandboxRole::Service => "service",
             SandboxRole::Agent => "agent",
             SandboxRole::WasmHost => "wasm_host",
+            SandboxRole::Updater => "updater",
         }
     }
 

@@ -197,8 +197,8 @@ fn gateway_agent_holds_six_of_the_system_authorities() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.ncl");
     let (plan, _) = testudo_config::load_plan(&path).unwrap();
     let audit = audit(&plan);
-    // 8 provided capabilities + init's 3 + /dev/tpm0 + PCI 1af4:1000 + network.
-    assert_eq!(audit.total, 14, "{:?}", audit.authorities);
+    // 8 provided capabilities + init's 3 + /dev/tpm0 + the ESP + PCI 1af4:1000 + network.
+    assert_eq!(audit.total, 15, "{:?}", audit.authorities);
     let agent = audit.subjects.iter().find(|s| s.name == "agent").unwrap();
     assert_eq!(
         agent.granted,

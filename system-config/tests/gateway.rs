@@ -30,13 +30,21 @@ fn gateway_has_the_documented_components() {
             "sensor",
             "sensor-reader",
             "storage",
-            "tpm"
+            "tpm",
+            "updater"
         ]
     );
     assert_eq!(plan.board.name, "qemu-x86_64");
     assert_eq!(plan.components["tpm"].kind, ComponentKind::Driver);
     assert_eq!(plan.components["tpm"].devices.nodes, ["/dev/tpm0"]);
     assert!(plan.components["net"].devices.network);
+    // The updater alone holds the ESP (the boot-selection state), by GPT name.
+    assert_eq!(
+        plan.components["updater"].devices.nodes,
+        [testudo_plan::layout::partitions::node(
+            testudo_plan::layout::partitions::ESP
+        )]
+    );
     assert_eq!(
         plan.components["agent"].run,
         Run::Binary {

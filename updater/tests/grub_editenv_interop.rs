@@ -46,7 +46,10 @@ fn grub_editenv_reads_ours_and_we_read_theirs() {
     backend.set_state("A", BootState::Bad).unwrap();
     assert_eq!(std::fs::metadata(&env).unwrap().len(), 1024);
     let listed = editenv(&env, &["list"]);
-    assert_eq!(listed, "ORDER=B A\nA_OK=0\nA_TRY=0\nB_OK=1\nB_TRY=0\n");
+    assert_eq!(
+        listed,
+        "ORDER=B A\nA_OK=0\nA_TRY=0\nB_OK=1\nB_TRY=0\nTESTUDO_TRIAL=B\n"
+    );
 
     // Values with GRUB escapes survive both ways.
     editenv(&env, &["set", "NOTE=back\\slash"]);
@@ -60,8 +63,12 @@ fn grub_editenv_reads_ours_and_we_read_theirs() {
 fn boot_selection_script_passes_grub_script_check() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("grub.cfg");
-    let mut text =
-        testudo_updater::bootloader::grub::boot_selection_script(&["A", "B"], "/grubenv");
+    use testudo_updater::bootloader::grub::{boot_selection_script, ScriptSlot};
+    let slots = ["A", "B"].map(|bootname| ScriptSlot {
+        bootname,
+        on_select: vec![format!("set default=slot-{bootname}")],
+    });
+    let mut text = boot_selection_script(&slots, "/grubenv", 3);
     text.push_str("menuentry \"A\" --id slot-A {\n  linux /A/vmlinuz rauc.slot=A\n}\n");
     text.push_str("menuentry \"B\" --id slot-B {\n  linux /B/vmlinuz rauc.slot=B\n}\n");
     std::fs::write(&cfg, text).unwrap();

@@ -67,6 +67,27 @@ enum TpmSource {
     None,
 }
 
+/// A development host's own partitions (`/dev/disk/by-partlabel/...`, which the plan names for
+/// a device's ESP and slots) are never handed to a component: each such node is withheld
+/// unless `--device NODE=FILE` names a stand-in. Reported on stderr.
+fn withhold_host_partitions(plan: &testudo_config::plan::Plan, options: &mut InitOptions) {
+    let by_name = testudo_plan::layout::partitions::BY_NAME;
+    for component in plan.components.values() {
+        for node in &component.devices.nodes {
+            let is_partition = node
+                .strip_prefix(by_name)
+                .is_some_and(|rest| rest.starts_with('/'));
+            if is_partition && !options.devices.contains_key(node) {
+                eprintln!("testudo run: {node} -> none: this host's partitions are never given to components (--device {node}=FILE gives a stand-in)");
+                options.withheld_devices.insert(
+                    node.clone(),
+                    "a development host's partitions are never given to components".to_owned(),
+                );
+            }
+        }
+    }
+}
+
 /// Starts what `--tpm` asks for and maps the plan's TPM nodes onto it; returns the running
 /// swtpm instances (stopped when dropped). Every choice is reported on stderr.
 fn provide_tpms(
@@ -177,6 +198,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let tpm_dir = options.state_dir.clone();
     let software_tpms = provide_tpms(&plan, args.tpm, &tpm_dir, &mut options)?;
+    withhold_host_partitions(&plan, &mut options);
     // As root, init hands each device path to its driver's uid; given back when the run ends
     // (whether or not supervision ended well: the guard also does on `?`).
     let mut device_owners = DeviceOwners::for_plan(&plan, &options).with_report(|given| {

@@ -19,6 +19,7 @@ pub const BINARIES: &[&str] = &[
     "testudo-net",
     "testudo-sensor",
     "testudo-agent",
+    "testudo-updater",
     "testudo-wasm-host",
 ];
 
@@ -97,6 +98,57 @@ pub fn first_sector(disk: &str, partition: u32) -> u64 {
         .find(|l| l.starts_with("First sector:"))
         .unwrap();
     line.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
+/// `disk`'s ESP as mtools names it (`IMAGE@@OFFSET`).
+pub fn esp_of(disk: &str) -> String {
+    format!("{disk}@@{}", first_sector(disk, 1) * 512)
+}
+
+/// The grubenv on `disk`'s ESP, as text.
+pub fn grubenv_of(disk: &str) -> String {
+    run("mtype", &["-i", &esp_of(disk), "::/EFI/testudo/grubenv"])
+}
+
+/// Sets `assignments` (`NAME=value`) in `disk`'s grubenv with `grub-editenv`, through a copy
+/// in `work`.
+pub fn set_grubenv(disk: &str, work: &Path, assignments: &[&str]) {
+    let esp = esp_of(disk);
+    let copy = work.join("grubenv");
+    let copy_s = copy.to_str().unwrap();
+    run(
+        "mcopy",
+        &["-n", "-i", &esp, "::/EFI/testudo/grubenv", copy_s],
+    );
+    let mut args = vec![copy_s, "set"];
+    args.extend_from_slice(assignments);
+    run("grub-editenv", &args);
+    run(
+        "mcopy",
+        &["-o", "-i", &esp, copy_s, "::/EFI/testudo/grubenv"],
+    );
+}
+
+/// Installs `bundle` into slot B of `disk` from outside the VM: verified and extracted with
+/// rauc (keyring `keyring`), its rootfs written over partition 3.
+pub fn write_bundle_into_slot_b(disk: &str, bundle: &Path, keyring: &Path, work: &Path) {
+    use std::os::unix::fs::FileExt;
+    let extracted = work.join("extracted");
+    run(
+        "rauc",
+        &[
+            "extract",
+            "--keyring",
+            keyring.to_str().unwrap(),
+            bundle.to_str().unwrap(),
+            extracted.to_str().unwrap(),
+        ],
+    );
+    let image = std::fs::read(extracted.join("rootfs.img")).unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(disk).unwrap();
+    file.write_all_at(&image, first_sector(disk, 3) * 512)
+        .unwrap();
+    file.sync_all().unwrap();
 }
 
 /// Builds `config` (relative to the repository) into `root/out` from a source root

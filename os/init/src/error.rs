@@ -39,6 +39,15 @@ pub enum InitError {
         #[source]
         source: std::io::Error,
     },
+    /// A `/dev/disk/by-partlabel` link could not be made (PID 1 only).
+    #[error("linking partition {link}")]
+    PartitionLink {
+        /// The link.
+        link: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
     /// A state directory could not be prepared.
     #[error("preparing {path}")]
     StateDir {

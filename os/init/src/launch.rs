@@ -189,6 +189,12 @@ pub fn spec_for(
         // The TPM driver serves the device node it owns.
         args.extend(component.devices.nodes.first().cloned());
     }
+    if component.role == SandboxRole::Updater {
+        // The updater confirms (or gives up on) the slot GRUB booted.
+        if let Some(slot) = &options.booted_slot {
+            args.extend(["--booted-slot".to_owned(), slot.clone()]);
+        }
+    }
     let mut memory_bytes = component.limits.memory_bytes;
     let mut address_space_limit = true;
     if let Run::Wasm { module } = &component.run {

@@ -19,6 +19,7 @@ pub mod launch;
 pub mod network;
 mod options;
 pub mod output;
+pub mod partition_links;
 pub mod power;
 pub mod restart;
 pub mod routing;

@@ -94,12 +94,21 @@ fn main() -> ExitCode {
                 )
             }
             Ok(None) => println!("testudo-init: no data partition on the kernel command line"),
-            Err(error) => {
-                let cause = std::error::Error::source(&error)
-                    .map(|c| format!(": {c}"))
-                    .unwrap_or_default();
-                eprintln!("testudo-init: {error}{cause}");
-            }
+            Err(error) => eprintln!("testudo-init: {}", testudo_error_chain::error_chain(&error)),
+        }
+        // Partitions by GPT name, as udev would link them (the disk is there by now).
+        use testudo_init::data_partition::BlockDevices;
+        use testudo_init::partition_links::link_partitions;
+        let by_name = std::path::Path::new(testudo_plan::layout::partitions::BY_NAME);
+        let linked = HostBlockDevices
+            .uevents()
+            .map_err(|source| testudo_init::InitError::PartitionLink {
+                link: by_name.to_owned(),
+                source,
+            })
+            .and_then(|uevents| link_partitions(&uevents, std::path::Path::new("/dev"), by_name));
+        if let Err(error) = linked {
+            eprintln!("testudo-init: {}", testudo_error_chain::error_chain(&error));
         }
     }
     let power = std::cell::RefCell::new(None);

@@ -56,15 +56,17 @@ enum State {
 
 impl State {
     fn label(&self) -> &'static str {
+        use testudo_plan::interfaces::ComponentState;
         match self {
-            State::Waiting => "waiting",
-            State::Running { .. } => "running",
-            State::Backoff { .. } => "backoff",
-            State::Exited => "exited",
-            State::Failed => "failed",
-            State::NotStarted => "not-started",
-            State::Empty => "empty",
+            State::Waiting => ComponentState::Waiting,
+            State::Running { .. } => ComponentState::Running,
+            State::Backoff { .. } => ComponentState::Backoff,
+            State::Exited => ComponentState::Exited,
+            State::Failed => ComponentState::Failed,
+            State::NotStarted => ComponentState::NotStarted,
+            State::Empty => ComponentState::Empty,
         }
+        .label()
     }
 }
 

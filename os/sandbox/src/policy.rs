@@ -11,7 +11,8 @@
 //! fdatasync, fsync), `tpm_driver` (adds a Unix socket to swtpm), `net_driver` (adds outbound
 //! TCP), `agent` (the cloud agent: tokio, rustls over the connection from the `net` route,
 //! one server thread; owned by the agent, 37 syscalls), `service` (native services and test
-//! components), `wasm_host` (wasmtime: loading and compiling an app, threads, JIT memory,
+//! components), `updater` (the device's updater: its boot partitions read, written and synced,
+//! init's status and power; decision 0090), `wasm_host` (wasmtime: loading and compiling an app, threads, JIT memory,
 //! signals for traps, WASI file operations in granted directories; owned by the WASM host, 62
 //! syscalls, each with the reason in its `comment`, decisions 0086 and 0088).
 //!
@@ -43,6 +44,7 @@ pub fn policy_json(role: SandboxRole) -> &'static str {
         SandboxRole::StorageDriver => include_str!("../policies/storage_driver.json"),
         SandboxRole::TpmDriver => include_str!("../policies/tpm_driver.json"),
         SandboxRole::WasmHost => include_str!("../policies/wasm_host.json"),
+        SandboxRole::Updater => include_str!("../policies/updater.json"),
     }
 }
 

@@ -8,6 +8,8 @@ pub fn fuzz(data: &[u8]) {
         if let Ok(bytes) = env.render() {
             assert_eq!(GrubEnv::parse(&bytes).ok(), Some(env.clone()));
         }
-        let _ = simulate_boot(&mut env);
+        for boot_tries in [1, 3] {
+            let _ = simulate_boot(&mut env.clone(), boot_tries);
+        }
     }
 }

@@ -1,12 +1,15 @@
 //! Fuzz targets of the updater's bundle, manifest, key-file, system.conf and GRUB environment
-//! readers.
+//! readers (a file, or inside an ESP's FAT), and of the updater component's reading of init's
+//! status.
 //!
 //! Each module's `fuzz` is one target's body: `cargo fuzz` runs it from the binaries in
 //! `fuzz_targets/` (nightly, feature `libfuzzer`), and `tests/replay.rs` replays the stored
 //! corpus `corpus/<target>/` through it on stable (part of `cargo test`).
 
 pub mod bundle;
+pub mod esp_grubenv;
 pub mod grubenv;
 pub mod manifest;
 pub mod status_file;
+pub mod status_lines;
 pub mod system_conf;

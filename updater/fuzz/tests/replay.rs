@@ -14,6 +14,11 @@ fn bundle() {
 }
 
 #[test]
+fn esp_grubenv() {
+    replay("esp_grubenv", testudo_updater_fuzz::esp_grubenv::fuzz);
+}
+
+#[test]
 fn grubenv() {
     replay("grubenv", testudo_updater_fuzz::grubenv::fuzz);
 }
@@ -26,6 +31,11 @@ fn manifest() {
 #[test]
 fn status_file() {
     replay("status_file", testudo_updater_fuzz::status_file::fuzz);
+}
+
+#[test]
+fn status_lines() {
+    replay("status_lines", testudo_updater_fuzz::status_lines::fuzz);
 }
 
 #[test]

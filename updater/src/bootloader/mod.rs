@@ -1,15 +1,18 @@
 //! Boot selection backends behind one trait. Each backend gives a different model:
 //!
-//! * [`grub`]: RAUC's GRUB environment (`ORDER`, `X_OK`, `X_TRY` in a 1024-byte grubenv).
-//!   GRUB tries slots in ORDER, boots the first with OK=1 and TRY=0 after setting TRY=1; a
-//!   booted system that is healthy marks itself good (TRY=0). A slot that fails before that
-//!   keeps TRY=1 and is skipped next boot: one try, then fall back.
+//! * [`grub`]: RAUC's GRUB environment (`ORDER`, `X_OK`, `X_TRY` in a 1024-byte grubenv),
+//!   `X_TRY` counting boots: GRUB boots the first slot in ORDER with OK=1 and a try left,
+//!   counting it; a booted system that is healthy marks itself good (TRY=0). A slot whose
+//!   tries run out before that is abandoned when the other boots
+//!   ([`grub::simulate_boot`]). The grubenv is a file ([`grub::GrubBackend`]) or, on a
+//!   device, inside the ESP's FAT file system ([`esp`]).
 //! * [`custom`]: RAUC's `custom` protocol, an external handler answering `get-primary`,
 //!   `set-primary`, `get-state`, `set-state`, `get-current`. The model is the handler's.
 //! * [`file`]: a JSON state file with the ChromeOS/Bottlerocket-signpost model (priority,
 //!   tries left, successful), for tests and for bootloaders without a RAUC backend.
 
 pub mod custom;
+pub mod esp;
 pub mod file;
 pub mod grub;
 

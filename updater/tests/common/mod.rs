@@ -17,9 +17,15 @@ use testudo_updater::{BundleSpec, CreatedBundle, UpdaterError};
 /// The Debian package providing each external program the tests run (all listed in
 /// `xtask/src/deps.rs`, which `cargo xtask deps` installs).
 const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("fsck.fat", "dosfstools"),
     ("grub-editenv", "grub-common"),
     ("grub-script-check", "grub-common"),
     ("losetup", "mount"),
+    ("mcopy", "mtools"),
+    ("mkfs.vfat", "dosfstools"),
+    ("mmd", "mtools"),
+    ("mshowfat", "mtools"),
+    ("mtype", "mtools"),
     ("mksquashfs", "squashfs-tools"),
     ("rauc", "rauc"),
     ("unsquashfs", "squashfs-tools"),
@@ -213,6 +219,9 @@ pub fn device(
     }
 }
 
+/// Boots a slot gets in the simulated devices: RAUC's default of one.
+pub const BOOT_TRIES: u32 = 1;
+
 impl Device {
     pub fn env(&self) -> testudo_updater::bootloader::grub::GrubEnv {
         testudo_updater::bootloader::grub::GrubEnv::parse(&std::fs::read(&self.grubenv).unwrap())
@@ -226,7 +235,7 @@ impl Device {
     /// Power-on: GRUB picks a slot (and saves its env). Returns the bootname.
     pub fn boot(&self) -> Option<String> {
         let mut env = self.env();
-        let booted = testudo_updater::bootloader::grub::simulate_boot(&mut env);
+        let booted = testudo_updater::bootloader::grub::simulate_boot(&mut env, BOOT_TRIES);
         self.set_env(&env);
         booted
     }

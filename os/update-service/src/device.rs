@@ -1,0 +1,119 @@
+//! The real [`BootHost`]: init's `status` and `power` through the routed scheme handles, and
+//! the grubenv inside the ESP through the partition this component holds.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use testudo_plan::interfaces;
+use testudo_scheme::Handle;
+use testudo_updater::bootloader::esp::EspGrubEnv;
+use testudo_updater::bootloader::grub::{GrubBackend, GrubEnv};
+use testudo_updater::bootloader::{BootState, Bootloader};
+
+use crate::confirm::BootHost;
+use crate::UpdateServiceError;
+
+/// The most bytes one read of init's status may take (a status line per component).
+pub const STATUS_LIMIT: usize = 256 * 1024;
+
+/// The device as the updater component sees it.
+#[derive(Debug)]
+pub struct DeviceHost {
+    status: Handle,
+    power: Handle,
+    grub: GrubBackend,
+    started: Instant,
+}
+
+impl DeviceHost {
+    /// Takes the `status` and `power` routes init passed and opens the grubenv on `esp`.
+    pub fn from_routes(
+        esp: &Path,
+        bootnames: Vec<String>,
+    ) -> Result<DeviceHost, UpdateServiceError> {
+        let mut handles =
+            testudo_scheme::granted_handles().map_err(|source| UpdateServiceError::Handle {
+                route: "(all)",
+                source,
+            })?;
+        let mut take = |route: &'static str| {
+            handles
+                .take(route)
+                .map_err(|source| UpdateServiceError::Handle { route, source })
+        };
+        let status = take(interfaces::STATUS)?;
+        let power = take(interfaces::POWER)?;
+        let grub = GrubBackend::on_esp(
+            EspGrubEnv::new(esp, testudo_plan::layout::esp::GRUBENV),
+            bootnames,
+        );
+        Ok(DeviceHost {
+            status,
+            power,
+            grub,
+            started: Instant::now(),
+        })
+    }
+}
+
+impl BootHost for DeviceHost {
+    fn status(&mut self) -> Result<String, UpdateServiceError> {
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self
+                .status
+                .read(&mut buf)
+                .map_err(|source| UpdateServiceError::ReadStatus { source })?;
+            if n == 0 {
+                break;
+            }
+            if text.len() + n > STATUS_LIMIT {
+                return Err(UpdateServiceError::StatusLine {
+                    line: format!("(more than {STATUS_LIMIT} bytes of status)"),
+                });
+            }
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(text).map_err(|error| UpdateServiceError::StatusLine {
+            line: String::from_utf8_lossy(error.as_bytes()).into_owned(),
+        })
+    }
+
+    fn boot_state(&mut self) -> Result<GrubEnv, UpdateServiceError> {
+        self.grub
+            .load()
+            .map_err(|source| UpdateServiceError::BootState {
+                step: "reading",
+                source,
+            })
+    }
+
+    fn mark_good(&mut self, slot: &str) -> Result<(), UpdateServiceError> {
+        self.grub
+            .set_state(slot, BootState::Good)
+            .map_err(|source| UpdateServiceError::BootState {
+                step: "marking the booted slot good in",
+                source,
+            })
+    }
+
+    fn reboot(&mut self) -> Result<(), UpdateServiceError> {
+        self.power
+            .write(b"reboot\n")
+            .map(drop)
+            .map_err(|source| UpdateServiceError::Reboot { source })
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn sleep(&mut self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+
+    fn say(&mut self, line: &str) {
+        println!("updater: {line}");
+    }
+}
