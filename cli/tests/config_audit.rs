@@ -25,18 +25,18 @@ fn json_has_figures_for_every_component_and_slot() {
     let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let total = audit["total"].as_u64().unwrap();
     assert_eq!(
-        total, 14,
-        "11 configured authorities + init.status, init.power and init.deployment"
+        total, 15,
+        "12 configured authorities (the ESP among them) + init.status, init.power and init.deployment"
     );
     let subjects = audit["subjects"].as_array().unwrap();
-    assert_eq!(subjects.len(), 9);
+    assert_eq!(subjects.len(), 10);
     let agent = subjects.iter().find(|s| s["name"] == "agent").unwrap();
     assert_eq!(
         agent["granted_count"], 6,
         "log, net, storage, tpm and init's power and deployment"
     );
     let reduction = agent["reduction"].as_f64().unwrap();
-    assert!((reduction - (1.0 - 6.0 / 14.0)).abs() < 1e-9);
+    assert!((reduction - (1.0 - 6.0 / 15.0)).abs() < 1e-9);
     assert_eq!(
         agent["trusted_base"],
         serde_json::json!(["init", "log", "net", "storage", "tpm"])
@@ -90,6 +90,7 @@ fn table_lists_every_component() {
         "sensor-reader",
         "storage",
         "tpm",
+        "updater",
         "slot:cloud-app",
     ] {
         assert!(
@@ -98,7 +99,7 @@ fn table_lists_every_component() {
         );
     }
     assert!(
-        table.contains("14 authorities in system gateway"),
+        table.contains("15 authorities in system gateway"),
         "{table}"
     );
 }

@@ -38,7 +38,7 @@ fn gateway_passes_with_a_one_line_summary() {
     );
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(
-        stdout.contains("ok: system gateway 0.1.0 on qemu-x86_64, 8 components"),
+        stdout.contains("ok: system gateway 0.1.0 on qemu-x86_64, 9 components"),
         "{stdout}"
     );
 }

@@ -17,17 +17,7 @@ use std::path::Path;
 use vm_common::*;
 
 fn boot(disk: &str, data_home: &Path, expect: &str) -> String {
-    let out = testudo(
-        &["vm", "run", disk, "--expect", expect, "--timeout", "240"],
-        data_home,
-    );
-    let console = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "boot did not reach ready: {}\n{console}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    console
+    boot_until(disk, data_home, expect, 240)
 }
 
 #[test]

@@ -31,21 +31,6 @@ fn config(root: &Path, name: &str, extra: &str) -> String {
     path.display().to_string()
 }
 
-/// Boots `disk` until `expect` (a regex) appears on the console; the console.
-fn boot_until(disk: &str, data_home: &Path, expect: &str) -> String {
-    let out = testudo(
-        &["vm", "run", disk, "--expect", expect, "--timeout", "300"],
-        data_home,
-    );
-    let console = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "did not see {expect:?}: {}\n{console}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    console
-}
-
 #[test]
 fn a_bundle_that_never_becomes_healthy_is_rolled_back_by_the_device_itself() {
     let tmp = tempfile::tempdir().unwrap();
@@ -74,7 +59,7 @@ fn a_bundle_that_never_becomes_healthy_is_rolled_back_by_the_device_itself() {
     let disk_s = disk.to_str().unwrap();
 
     // 1. Slot A boots and confirms itself.
-    let console = boot_until(disk_s, &data_home, "updater: slot A confirmed good");
+    let console = boot_until(disk_s, &data_home, "updater: slot A confirmed good", 300);
     assert!(console.contains("testudo: booting slot A"), "{console}");
     assert!(
         console.contains("updater: slot A booted (try 1, confirmed before)"),
@@ -98,6 +83,7 @@ fn a_bundle_that_never_becomes_healthy_is_rolled_back_by_the_device_itself() {
             disk_s,
             &data_home,
             "updater: slot B on trial is not healthy after 40s",
+            300,
         );
         assert!(console.contains("testudo: booting slot B"), "{console}");
         assert!(
@@ -113,7 +99,7 @@ fn a_bundle_that_never_becomes_healthy_is_rolled_back_by_the_device_itself() {
     }
 
     // 4. Its tries used up, GRUB boots A again and abandons B; A confirms.
-    let console = boot_until(disk_s, &data_home, "updater: slot A confirmed good");
+    let console = boot_until(disk_s, &data_home, "updater: slot A confirmed good", 300);
     assert!(console.contains("testudo: booting slot A"), "{console}");
     let env = grubenv_of(disk_s);
     assert!(env.contains("B_OK=0\n"), "B not abandoned: {env}");
@@ -123,6 +109,6 @@ fn a_bundle_that_never_becomes_healthy_is_rolled_back_by_the_device_itself() {
     );
 
     // 5. And A stays the slot that boots.
-    let console = boot_until(disk_s, &data_home, "updater: slot A booted");
+    let console = boot_until(disk_s, &data_home, "updater: slot A booted", 300);
     assert!(console.contains("testudo: booting slot A"), "{console}");
 }

@@ -137,9 +137,10 @@ fn install_status_mark_and_killed_installs() {
     let dev = device(&dev_dir, &keyring(&keys));
     let out = ok(&testudo(&dev.conf, &[&"install", &update], None));
     assert!(out.contains("into rootfs.1 (B)"), "{out}");
+    // B primary with its tries ahead, and on trial until a boot of it is confirmed.
     assert_eq!(
         editenv(&dev.env, &["list"]),
-        "ORDER=B A\nA_OK=1\nA_TRY=0\nB_OK=1\nB_TRY=0\n"
+        "ORDER=B A\nA_OK=1\nA_TRY=0\nB_OK=1\nB_TRY=0\nTESTUDO_TRIAL=B\n"
     );
     let status = ok(&testudo(&dev.conf, &[&"status", &"--json"], None));
     let json: serde_json::Value = serde_json::from_str(&status).unwrap();

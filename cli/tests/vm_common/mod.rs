@@ -100,6 +100,23 @@ pub fn first_sector(disk: &str, partition: u32) -> u64 {
     line.split_whitespace().nth(2).unwrap().parse().unwrap()
 }
 
+/// Boots `disk` with `testudo vm run` until `expect` (a regex) appears on the console, within
+/// `timeout_s`; the console. Fails, showing the console, if it does not.
+pub fn boot_until(disk: &str, data_home: &Path, expect: &str, timeout_s: u32) -> String {
+    let timeout = timeout_s.to_string();
+    let out = testudo(
+        &["vm", "run", disk, "--expect", expect, "--timeout", &timeout],
+        data_home,
+    );
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "did not see {expect:?}: {}\n{console}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    console
+}
+
 /// `disk`'s ESP as mtools names it (`IMAGE@@OFFSET`).
 pub fn esp_of(disk: &str) -> String {
     format!("{disk}@@{}", first_sector(disk, 1) * 512)

@@ -13,7 +13,7 @@
 //! - [`health`]: the health condition over init's status lines (pure).
 //! - [`confirm`]: the confirmation, over the [`confirm::BootHost`] trait.
 //! - [`device`]: the real host: scheme handles and the grubenv on the ESP.
-//! - [`error`]: [`UpdateServiceError`].
+//! - [`error`]: the errors ([`UpdateServiceError`]).
 
 pub mod confirm;
 pub mod device;

@@ -79,6 +79,19 @@ fn write_plan(dir: &Path, reader: &Path, hostile: &Path) -> std::path::PathBuf {
     path
 }
 
+/// A work directory whose local device has a temperature sensor, and the plan in it.
+fn work_with_a_sensor() -> (tempfile::TempDir, std::path::PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(work.path().join("device/sensors")).unwrap();
+    std::fs::write(work.path().join("device/sensors/temperature"), "19.25\n").unwrap();
+    let plan = write_plan(
+        work.path(),
+        &common::build("sensor-reader", &[]),
+        &common::build("hostile/imports", &[]),
+    );
+    (work, plan)
+}
+
 fn host(plan: &Path, component: &str, work: &Path) -> std::process::Output {
     host_command(plan, component, work).output().unwrap()
 }
@@ -102,14 +115,7 @@ fn host_command(plan: &Path, component: &str, work: &Path) -> Command {
 
 #[test]
 fn a_plan_component_runs_with_its_routes_and_starts_from_the_cache_next_time() {
-    let work = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(work.path().join("device/sensors")).unwrap();
-    std::fs::write(work.path().join("device/sensors/temperature"), "19.25\n").unwrap();
-    let plan = write_plan(
-        work.path(),
-        &common::build("sensor-reader", &[]),
-        &common::build("hostile/imports", &[]),
-    );
+    let (work, plan) = work_with_a_sensor();
     let first = host(&plan, "sensor-reader", work.path());
     assert_eq!(
         first.status.code(),
@@ -162,14 +168,7 @@ fn exit_codes_name_what_went_wrong() {
 #[test]
 fn every_thread_runs_the_app_under_the_run_phase_filter() {
     use std::io::BufRead;
-    let work = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(work.path().join("device/sensors")).unwrap();
-    std::fs::write(work.path().join("device/sensors/temperature"), "19.25\n").unwrap();
-    let plan = write_plan(
-        work.path(),
-        &common::build("sensor-reader", &[]),
-        &common::build("hostile/imports", &[]),
-    );
+    let (work, plan) = work_with_a_sensor();
     let mut child = host_command(&plan, "slow-reader", work.path())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -4,7 +4,7 @@ use testudo_updater::bootloader::grub::{simulate_boot, GrubEnv};
 
 /// One fuzz input: must return without panicking.
 pub fn fuzz(data: &[u8]) {
-    if let Ok(mut env) = GrubEnv::parse(data) {
+    if let Ok(env) = GrubEnv::parse(data) {
         if let Ok(bytes) = env.render() {
             assert_eq!(GrubEnv::parse(&bytes).ok(), Some(env.clone()));
         }
