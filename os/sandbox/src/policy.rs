@@ -254,9 +254,10 @@ mod tests {
     }
 
     #[test]
-    fn every_wasm_host_rule_says_why() {
+    fn every_wasm_host_and_updater_rule_says_why() {
         let mut rules =
             main_rules("wasm_host", policy_json(SandboxRole::WasmHost)).expect("parses");
+        rules.extend(main_rules("updater", policy_json(SandboxRole::Updater)).expect("parses"));
         for policy in AppRunPolicy::ALL {
             rules.extend(policy.rules().expect("parses"));
         }
