@@ -335,3 +335,285 @@ fn read_state(slot: &str, session: &Handle) -> Result<SessionState> {
     let n = session.read(&mut buf).map_err(|e| failed(Box::new(e)))?;
     SessionState::from_line(&buf[..n]).map_err(|e| failed(Box::new(e)))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use testudo_deployment::twin::{RuntimeStatus, DEPLOYMENT};
+    use testudo_scheme::{Errno, Grant, NodeKind, Opened, SchemeProvider, Server};
+
+    use super::*;
+    use crate::handle::Command;
+    use crate::queue::Payload;
+
+    /// Init's `deployment` capability as the relay sees it: the slots' reports on the root
+    /// handle, and per token the states a session goes through (the last one repeats).
+    #[derive(Clone, Default)]
+    struct FakeInit {
+        slots: Arc<Mutex<BTreeMap<String, SlotReport>>>,
+        answers: BTreeMap<String, Vec<SessionState>>,
+        sessions: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[derive(Clone)]
+    enum Node {
+        Root { pending: Option<Vec<u8>> },
+        Session { states: VecDeque<SessionState> },
+    }
+
+    impl SchemeProvider for FakeInit {
+        type Node = Node;
+
+        fn root(&mut self, _grant: &Grant) -> std::result::Result<Node, Errno> {
+            Ok(Node::Root { pending: None })
+        }
+
+        fn open(
+            &mut self,
+            _parent: &Node,
+            path: &str,
+            _rights: Rights,
+        ) -> std::result::Result<Opened<Node>, Errno> {
+            self.sessions.lock().unwrap().push(path.to_owned());
+            Ok(Opened::Node(Node::Session {
+                states: VecDeque::from([SessionState::Idle]),
+            }))
+        }
+
+        fn read(&mut self, node: &mut Node, buf: &mut [u8]) -> std::result::Result<usize, Errno> {
+            let bytes = match node {
+                Node::Root { pending } => {
+                    let slots = serde_json::to_vec(&*self.slots.lock().unwrap()).unwrap();
+                    let rest = pending.get_or_insert(slots);
+                    let n = rest.len().min(buf.len());
+                    let chunk: Vec<u8> = rest.drain(..n).collect();
+                    if n == 0 {
+                        *pending = None;
+                    }
+                    chunk
+                }
+                Node::Session { states } => {
+                    let state = if states.len() > 1 {
+                        states.pop_front().unwrap()
+                    } else {
+                        states[0].clone()
+                    };
+                    state.to_line()
+                }
+            };
+            buf[..bytes.len()].copy_from_slice(&bytes);
+            Ok(bytes.len())
+        }
+
+        fn write(&mut self, node: &mut Node, data: &[u8]) -> std::result::Result<usize, Errno> {
+            let Node::Session { states } = node else {
+                return Err(Errno::EBADF);
+            };
+            let token = String::from_utf8_lossy(data).into_owned();
+            *states = self.answers.get(&token).cloned().unwrap_or_default().into();
+            Ok(data.len())
+        }
+
+        fn fstat(&mut self, _node: &Node) -> std::result::Result<(NodeKind, u64), Errno> {
+            Ok((NodeKind::File, 0))
+        }
+    }
+
+    /// A relay over a served `init`, and the agent's queue of reports.
+    fn relay(
+        init: FakeInit,
+    ) -> (
+        Arc<DeploymentRelay>,
+        AgentHandle,
+        tokio::sync::mpsc::UnboundedReceiver<Command>,
+    ) {
+        let mut server = Server::new(init);
+        let route = server
+            .grant(&Grant {
+                consumer: "agent".into(),
+                capability: "deployment".into(),
+                rights: Rights::ReadWrite,
+                allow: Vec::new(),
+            })
+            .unwrap();
+        std::thread::spawn(move || server.run());
+        let (commands, queued) = tokio::sync::mpsc::unbounded_channel();
+        let agent = AgentHandle {
+            commands,
+            device_id: "gw".into(),
+        };
+        let relay = DeploymentRelay::new(route, Arc::new(ComponentLog::default()));
+        (Arc::new(relay), agent, queued)
+    }
+
+    /// The reported patches queued so far.
+    fn reports(queued: &mut tokio::sync::mpsc::UnboundedReceiver<Command>) -> Vec<Value> {
+        let mut patches = Vec::new();
+        while let Ok(command) = queued.try_recv() {
+            if let Command::Enqueue(item) = command {
+                if let Payload::Reported(bytes) = item.payload {
+                    patches.push(serde_json::from_slice(&bytes).unwrap());
+                }
+            }
+        }
+        patches
+    }
+
+    fn desired(entries: Value) -> Properties {
+        serde_json::json!({ twin::APPS: entries })
+            .as_object()
+            .unwrap()
+            .clone()
+    }
+
+    fn report(status: RuntimeStatus, restarts: u32) -> SlotReport {
+        SlotReport {
+            app: Some("sensor-reader".into()),
+            version: Some("1.0.0".into()),
+            sha256: None,
+            serial: Some(1),
+            runtime_status: status,
+            restart_count: restarts,
+            exit_code: None,
+            last_result: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_is_relayed_once_and_an_entry_that_is_not_one_is_answered_400() {
+        let (relay, agent, mut queued) = relay(FakeInit::default());
+        let twin = desired(serde_json::json!({
+            "cloud-app": { DEPLOYMENT: "token-1" },
+            "other": { DEPLOYMENT: 5 },
+        }));
+        assert_eq!(
+            relay.new_tokens(&agent, 3, &twin),
+            [("cloud-app".to_owned(), "token-1".to_owned())]
+        );
+        let patches = reports(&mut queued);
+        assert_eq!(patches.len(), 1, "{patches:?}");
+        assert_eq!(patches[0][twin::APPS]["lastDesiredStatus"]["code"], 400);
+        assert_eq!(patches[0][twin::APPS]["lastDesiredVersion"], 3);
+        // The same twin again (a reconnect's full twin): nothing new to relay.
+        assert!(relay.new_tokens(&agent, 3, &twin).is_empty());
+        let changed = desired(serde_json::json!({ "cloud-app": { DEPLOYMENT: "token-2" } }));
+        assert_eq!(
+            relay.new_tokens(&agent, 4, &changed),
+            [("cloud-app".to_owned(), "token-2".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn what_init_decides_is_reported_as_it_is() {
+        let refused = SessionState::Refused {
+            code: 400,
+            description: "signature: not made by a known key".into(),
+        };
+        let init = FakeInit {
+            answers: BTreeMap::from([("token-1".to_owned(), vec![refused])]),
+            ..FakeInit::default()
+        };
+        let sessions = Arc::clone(&init.sessions);
+        let (relay, agent, mut queued) = relay(init);
+        relay
+            .relay(agent, None, 7, "cloud-app".into(), "token-1".into())
+            .await;
+        assert_eq!(
+            *sessions.lock().unwrap(),
+            ["cloud-app"],
+            "one session, no retry"
+        );
+        let patches = reports(&mut queued);
+        let last = &patches.last().unwrap()[twin::APPS];
+        assert_eq!(last["lastDesiredVersion"], 7);
+        assert_eq!(last["lastDesiredStatus"]["code"], 400);
+        assert_eq!(
+            last["lastDesiredStatus"]["description"],
+            "signature: not made by a known key"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failure_on_the_way_is_tried_again_with_growing_delays_then_given_up() {
+        // Init wants the module, but this agent has no `net` route to fetch it with.
+        let wants = SessionState::WantsModule {
+            url: "https://hub.invalid/m.wasm".into(),
+            size: 10,
+            sha256: "0".repeat(64),
+        };
+        let init = FakeInit {
+            answers: BTreeMap::from([("token-1".to_owned(), vec![wants])]),
+            ..FakeInit::default()
+        };
+        let sessions = Arc::clone(&init.sessions);
+        let (relay, agent, mut queued) = relay(init);
+        // The token must be the slot's latest for the retries to go on.
+        relay.new_tokens(
+            &agent,
+            1,
+            &desired(serde_json::json!({ "cloud-app": { DEPLOYMENT: "token-1" } })),
+        );
+        let started = tokio::time::Instant::now();
+        Arc::clone(&relay)
+            .relay(agent, None, 1, "cloud-app".into(), "token-1".into())
+            .await;
+        let waited: Duration = RETRY_DELAYS.iter().sum();
+        assert!(started.elapsed() >= waited, "{:?}", started.elapsed());
+        assert_eq!(sessions.lock().unwrap().len(), 1 + RETRY_DELAYS.len());
+        let statuses: Vec<String> = reports(&mut queued)
+            .iter()
+            .map(|patch| {
+                patch[twin::APPS]["lastDesiredStatus"]["description"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(statuses.len(), 1 + RETRY_DELAYS.len());
+        assert!(
+            statuses[0].ends_with("trying again in 2 s"),
+            "{}",
+            statuses[0]
+        );
+        assert!(
+            statuses[4].ends_with("trying again in 600 s"),
+            "{}",
+            statuses[4]
+        );
+        assert!(!statuses[5].contains("trying again"), "{}", statuses[5]);
+        assert!(statuses[5].contains("no net route"), "{}", statuses[5]);
+    }
+
+    #[tokio::test]
+    async fn slots_are_reported_when_they_change_or_when_asked() {
+        let init = FakeInit::default();
+        let slots = Arc::clone(&init.slots);
+        let (relay, agent, mut queued) = relay(init);
+        relay.report_changes(&agent, false);
+        assert!(reports(&mut queued).is_empty(), "no slots: nothing to say");
+        slots
+            .lock()
+            .unwrap()
+            .insert("cloud-app".into(), report(RuntimeStatus::Running, 0));
+        relay.report_changes(&agent, false);
+        relay.report_changes(&agent, false);
+        let patches = reports(&mut queued);
+        assert_eq!(patches.len(), 1, "{patches:?}");
+        assert_eq!(
+            patches[0][twin::APPS]["cloud-app"]["runtimeStatus"],
+            "running"
+        );
+        slots
+            .lock()
+            .unwrap()
+            .insert("cloud-app".into(), report(RuntimeStatus::Backoff, 1));
+        relay.report_changes(&agent, false);
+        let patches = reports(&mut queued);
+        assert_eq!(patches.len(), 1);
+        assert_eq!(patches[0][twin::APPS]["cloud-app"]["restartCount"], 1);
+        // After a reconnect the slots are reported even though nothing changed.
+        relay.report_changes(&agent, true);
+        assert_eq!(reports(&mut queued).len(), 1);
+    }
+}
