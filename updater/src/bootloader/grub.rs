@@ -324,6 +324,20 @@ pub fn simulate_boot(env: &mut GrubEnv, boot_tries: u32) -> Option<String> {
     chosen
 }
 
+/// The values the boot-selection script starts from, before `load_env` overlays the grubenv's:
+/// `ORDER` in slot order, the first slot good with all its tries, the others not bootable.
+/// They are what GRUB uses when the grubenv cannot be read (damaged, missing): the device
+/// then boots the first slot, the factory slot, instead of nothing at all.
+pub fn script_defaults(bootnames: &[&str]) -> GrubEnv {
+    let mut env = GrubEnv::default();
+    env.set("ORDER", &bootnames.join(" "));
+    for (index, name) in bootnames.iter().enumerate() {
+        env.set(&format!("{name}_OK"), if index == 0 { "1" } else { "0" });
+        env.set(&format!("{name}_TRY"), "0");
+    }
+    env
+}
+
 /// One slot in the boot-selection script.
 #[derive(Debug, Clone)]
 pub struct ScriptSlot<'a> {
@@ -343,9 +357,8 @@ pub fn boot_selection_script(slots: &[ScriptSlot<'_>], env_file: &str, boot_trie
     let tries = effective_tries(boot_tries);
     let names: Vec<&str> = slots.iter().map(|slot| slot.bootname).collect();
     let mut script = String::new();
-    script.push_str(&format!("set ORDER=\"{}\"\n", names.join(" ")));
-    for name in &names {
-        script.push_str(&format!("set {name}_OK=0\nset {name}_TRY=0\n"));
+    for (name, value) in &script_defaults(&names).vars {
+        script.push_str(&format!("set {name}=\"{value}\"\n"));
     }
     script.push_str(&format!("load_env -f {env_file}\n"));
     script.push_str("set slot=\"\"\n");
@@ -446,6 +459,22 @@ mod tests {
         assert_eq!(simulate_boot(&mut env, 1).as_deref(), Some("A"));
         env.set("A_OK", "0");
         assert_eq!(simulate_boot(&mut env, 1), None);
+    }
+
+    #[test]
+    fn an_unreadable_grubenv_boots_the_first_slot_not_nothing() {
+        let mut env = script_defaults(&["A", "B"]);
+        assert_eq!(simulate_boot(&mut env, 3).as_deref(), Some("A"));
+        let slots = ["A", "B"].map(|bootname| ScriptSlot {
+            bootname,
+            on_select: Vec::new(),
+        });
+        let script = boot_selection_script(&slots, "/grubenv", 3);
+        let load = script.find("load_env").unwrap();
+        let defaults =
+            "set ORDER=\"A B\"\nset A_OK=\"1\"\nset A_TRY=\"0\"\nset B_OK=\"0\"\nset B_TRY=\"0\"\n";
+        assert_eq!(script.find(defaults), Some(0), "{script}");
+        assert!(defaults.len() <= load);
     }
 
     #[test]
