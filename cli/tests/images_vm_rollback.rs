@@ -92,7 +92,11 @@ fn a_bundle_that_never_becomes_healthy_is_rolled_back_by_the_device_itself() {
             )),
             "{console}"
         );
-        assert!(console.contains("broken"), "{console}");
+        // The reason names the crash-looping component.
+        assert!(
+            console.contains("not healthy after 40s (broken "),
+            "{console}"
+        );
         let env = grubenv_of(disk_s);
         assert!(env.contains(&format!("B_TRY={try_number}\n")), "{env}");
         assert!(env.contains("B_OK=1\n"), "{env}");

@@ -107,8 +107,13 @@ fn main() -> ExitCode {
                 source,
             })
             .and_then(|uevents| link_partitions(&uevents, std::path::Path::new("/dev"), by_name));
-        if let Err(error) = linked {
-            eprintln!("testudo-init: {}", testudo_error_chain::error_chain(&error));
+        match linked {
+            Ok((_, ambiguous)) => {
+                for name in ambiguous {
+                    eprintln!("testudo-init: partition name {name} is on more than one partition: not linked");
+                }
+            }
+            Err(error) => eprintln!("testudo-init: {}", testudo_error_chain::error_chain(&error)),
         }
     }
     let power = std::cell::RefCell::new(None);

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 use crate::error::InitError;
 
 /// `(GPT name, device name)` of every partition whose uevent names both, sorted by name. A
-/// name that is empty, contains `/` or is `.`/`..` is skipped: it cannot be a link's name.
-pub fn partition_names(uevents: &[String]) -> Vec<(String, String)> {
+/// name that is empty, contains `/` or is `.`/`..` is skipped: it cannot be a link's name. A
+/// name more than one partition has (a USB stick with a partition named `esp`, say) is
+/// skipped too, and returned as the second list: linking either could hand a component
+/// another disk's partition.
+pub fn partition_names(uevents: &[String]) -> (Vec<(String, String)>, Vec<String>) {
     let mut names: Vec<(String, String)> = uevents
         .iter()
         .filter_map(|text| {
@@ -25,23 +28,31 @@ pub fn partition_names(uevents: &[String]) -> Vec<(String, String)> {
         })
         .collect();
     names.sort();
-    names.dedup_by(|a, b| a.0 == b.0);
-    names
+    let mut ambiguous: Vec<String> = names
+        .windows(2)
+        .filter(|pair| pair[0].0 == pair[1].0)
+        .map(|pair| pair[0].0.clone())
+        .collect();
+    ambiguous.dedup();
+    names.retain(|(name, _)| !ambiguous.contains(name));
+    (names, ambiguous)
 }
 
-/// Makes `dir/<name>` → `dev/<device>` for every partition in `uevents` (replacing a link of
-/// the same name), creating `dir`. Returns the links made.
+/// Makes `dir/<name>` → `dev/<device>` for every partition in `uevents` with a name of its
+/// own (replacing a link of the same name), creating `dir`. Returns the links made and the
+/// names left unlinked because several partitions have them.
 pub fn link_partitions(
     uevents: &[String],
     dev: &Path,
     dir: &Path,
-) -> Result<Vec<PathBuf>, InitError> {
+) -> Result<(Vec<PathBuf>, Vec<String>), InitError> {
     std::fs::create_dir_all(dir).map_err(|source| InitError::PartitionLink {
         link: dir.to_owned(),
         source,
     })?;
     let mut made = Vec::new();
-    for (name, device) in partition_names(uevents) {
+    let (names, ambiguous) = partition_names(uevents);
+    for (name, device) in names {
         let link = dir.join(&name);
         let target = dev.join(&device);
         let make = || -> std::io::Result<()> {
@@ -57,7 +68,7 @@ pub fn link_partitions(
         })?;
         made.push(link);
     }
-    Ok(made)
+    Ok((made, ambiguous))
 }
 
 #[cfg(test)]
@@ -84,7 +95,7 @@ mod tests {
             uevent("../x", Some("evil")),
         ];
         assert_eq!(
-            partition_names(&uevents),
+            partition_names(&uevents).0,
             vec![
                 ("esp".to_owned(), "nvme0n1p1".to_owned()),
                 ("rootfs-b".to_owned(), "nvme0n1p3".to_owned()),
@@ -93,18 +104,31 @@ mod tests {
     }
 
     #[test]
+    fn a_name_two_partitions_have_is_linked_to_neither() {
+        let uevents = vec![
+            uevent("nvme0n1p1", Some("esp")),
+            uevent("sda1", Some("esp")),
+            uevent("nvme0n1p4", Some("data")),
+        ];
+        let (names, ambiguous) = partition_names(&uevents);
+        assert_eq!(names, vec![("data".to_owned(), "nvme0n1p4".to_owned())]);
+        assert_eq!(ambiguous, ["esp"]);
+    }
+
+    #[test]
     fn links_point_at_the_device_nodes_and_replace_old_ones() {
         let dir = tempfile::tempdir().unwrap();
         let links = dir.path().join("disk/by-partlabel");
         std::fs::create_dir_all(&links).unwrap();
         std::os::unix::fs::symlink("/dev/stale", links.join("esp")).unwrap();
-        let made = link_partitions(
+        let (made, ambiguous) = link_partitions(
             &[uevent("vda1", Some("esp")), uevent("vda4", Some("data"))],
             Path::new("/dev"),
             &links,
         )
         .unwrap();
         assert_eq!(made, vec![links.join("data"), links.join("esp")]);
+        assert!(ambiguous.is_empty());
         assert_eq!(
             std::fs::read_link(links.join("esp")).unwrap(),
             Path::new("/dev/vda1")

@@ -1,7 +1,7 @@
-//! Confirming the slot GRUB booted: wait for the health condition ([`crate::health`]), then
-//! mark the slot good; a slot on trial that is not healthy within
-//! [`HealthPolicy::confirm_within`] is rebooted instead, so GRUB counts its next try (or,
-//! its tries used up, boots the previous slot and abandons it).
+//! Confirming the slot GRUB booted: a slot that confirmed before at once; a slot on trial once
+//! the health condition holds ([`crate::health`]). A trial that is not healthy within
+//! [`HealthPolicy::confirm_within`] of boot is rebooted instead, so GRUB counts its next try
+//! (or, its tries used up, boots the previous slot and abandons it).
 
 use std::time::Duration;
 
@@ -23,7 +23,7 @@ pub trait BootHost {
     fn mark_good(&mut self, slot: &str) -> Result<(), UpdateServiceError>;
     /// Asks init to reboot the device.
     fn reboot(&mut self) -> Result<(), UpdateServiceError>;
-    /// Time since confirming started.
+    /// Time since the device booted (so a restarted updater keeps the same deadline).
     fn elapsed(&self) -> Duration;
     /// Waits before the next look.
     fn sleep(&mut self, duration: Duration);
@@ -53,6 +53,14 @@ pub enum Confirmation {
 }
 
 /// Confirms `booted` (the bootname GRUB booted) under `policy`.
+///
+/// A slot that confirmed before is marked good at once: its boot reached user space, which
+/// is all GRUB's counter is there to check, and waiting for health would let a slot that is
+/// merely degraded (or cut off by power during boot a few times) use up its tries and make
+/// GRUB fall back to the older slot — a silent downgrade. Only a slot on trial waits for the
+/// health condition; when that fails, or anything goes wrong while waiting (the updater
+/// itself broken by the update), it is rebooted once [`HealthPolicy::confirm_within`] has
+/// passed since boot.
 pub fn confirm_boot(
     host: &mut dyn BootHost,
     booted: &str,
@@ -66,53 +74,73 @@ pub fn confirm_boot(
     }
     let trial = env.get(TRIAL) == Some(booted);
     let try_count = env.get(&format!("{booted}_TRY")).unwrap_or("?");
+    if !trial {
+        host.say(&format!(
+            "slot {booted} booted (try {try_count}, confirmed before): marking it good"
+        ));
+        return confirmed(host, booted, false);
+    }
     host.say(&format!(
-        "slot {booted} booted (try {try_count}, {}); confirming once every component has run for {}s without a restart",
-        if trial { "on trial after an update" } else { "confirmed before" },
+        "slot {booted} booted (try {try_count}, on trial after an update); confirming once every component has run for {}s without a restart",
         policy.stable_for.as_secs()
     ));
+    let reason = match watch_trial(host, policy) {
+        Ok(None) => return confirmed(host, booted, true),
+        Ok(Some(reason)) => reason,
+        Err(error) => {
+            let reason = testudo_error_chain::error_chain(&error);
+            host.say(&format!("slot {booted} on trial: {reason}"));
+            while host.elapsed() < policy.confirm_within {
+                host.sleep(POLL);
+            }
+            reason
+        }
+    };
+    host.say(&format!(
+        "slot {booted} on trial is not healthy after {}s ({reason}): rebooting",
+        policy.confirm_within.as_secs()
+    ));
+    host.reboot()?;
+    Ok(Confirmation::Rebooting {
+        slot: booted.to_owned(),
+        reason,
+    })
+}
+
+/// Marks `booted` good and says so.
+fn confirmed(
+    host: &mut dyn BootHost,
+    booted: &str,
+    trial: bool,
+) -> Result<Confirmation, UpdateServiceError> {
+    host.mark_good(booted)?;
+    let after = host.elapsed();
+    host.say(&format!(
+        "slot {booted} confirmed good {:.1}s after boot",
+        after.as_secs_f64()
+    ));
+    Ok(Confirmation::Confirmed {
+        slot: booted.to_owned(),
+        trial,
+        after,
+    })
+}
+
+/// Watches init's status until the system is healthy (None) or the deadline passed (the last
+/// reason it was not).
+fn watch_trial(
+    host: &mut dyn BootHost,
+    policy: HealthPolicy,
+) -> Result<Option<String>, UpdateServiceError> {
     let mut watch = HealthWatch::new(policy);
-    let mut warned = false;
     loop {
         let now = host.elapsed();
         let text = host.status()?;
-        let verdict = watch.observe(&parse_status(&text)?, now);
-        let reason = match verdict {
-            Verdict::Healthy => {
-                host.mark_good(booted)?;
-                host.say(&format!(
-                    "slot {booted} confirmed good after {:.1}s",
-                    now.as_secs_f64()
-                ));
-                return Ok(Confirmation::Confirmed {
-                    slot: booted.to_owned(),
-                    trial,
-                    after: now,
-                });
-            }
-            Verdict::NotYet(reason) => reason,
-        };
-        if now >= policy.confirm_within {
-            if trial {
-                host.say(&format!(
-                    "slot {booted} on trial is not healthy after {}s ({reason}): rebooting",
-                    policy.confirm_within.as_secs()
-                ));
-                host.reboot()?;
-                return Ok(Confirmation::Rebooting {
-                    slot: booted.to_owned(),
-                    reason,
-                });
-            }
-            if !warned {
-                host.say(&format!(
-                    "slot {booted} is not healthy after {}s ({reason}); it confirmed before, so it is not rebooted",
-                    policy.confirm_within.as_secs()
-                ));
-                warned = true;
-            }
+        match watch.observe(&parse_status(&text)?, now) {
+            Verdict::Healthy => return Ok(None),
+            Verdict::NotYet(reason) if now >= policy.confirm_within => return Ok(Some(reason)),
+            Verdict::NotYet(_) => host.sleep(POLL),
         }
-        host.sleep(POLL);
     }
 }
 
@@ -220,27 +248,41 @@ mod tests {
         );
         assert!(host.rebooted);
         assert_eq!(host.clock, Duration::from_secs(30));
-        assert_eq!(host.env.get("B_TRY"), Some("1"), "marked good");
+        assert_eq!(host.env.get("B_TRY"), Some("1"), "B was marked good");
         assert!(host.said.last().unwrap().contains("rebooting"));
     }
 
     #[test]
-    fn a_slot_that_confirmed_before_waits_for_health_without_rebooting() {
-        let mut statuses = vec!["a failed 3\n"; 200];
-        statuses.push("a running 3\n");
-        let mut host = Scripted::new(booted_b(false), &statuses);
+    fn a_slot_that_confirmed_before_is_marked_good_at_once_whatever_its_health() {
+        // A degraded system (or a few power cuts during boot) must not use up the tries of
+        // the slot that already proved itself: GRUB would fall back to the older one.
+        let mut host = Scripted::new(booted_b(false), &["a failed 3\n"]);
         let outcome = confirm_boot(&mut host, "B", policy()).unwrap();
-        assert!(matches!(
+        assert_eq!(
             outcome,
-            Confirmation::Confirmed { trial: false, .. }
-        ));
+            Confirmation::Confirmed {
+                slot: "B".into(),
+                trial: false,
+                after: Duration::ZERO
+            }
+        );
+        assert_eq!(host.looks, 0, "status read although not needed");
+        assert_eq!(host.env.get("B_TRY"), Some("0"));
         assert!(!host.rebooted);
-        let warnings = host
-            .said
-            .iter()
-            .filter(|l| l.contains("not rebooted"))
-            .count();
-        assert_eq!(warnings, 1, "{:?}", host.said);
+    }
+
+    #[test]
+    fn a_trial_whose_status_cannot_be_read_is_rebooted_at_the_deadline() {
+        // The update broke what the updater reads: it still gives up on the trial.
+        let mut host = Scripted::new(booted_b(true), &["a running 0\nnot a status line\n"]);
+        let outcome = confirm_boot(&mut host, "B", policy()).unwrap();
+        let Confirmation::Rebooting { reason, .. } = outcome else {
+            panic!("{outcome:?}");
+        };
+        assert!(reason.contains("not a status line"), "{reason}");
+        assert!(host.rebooted);
+        assert_eq!(host.clock, Duration::from_secs(30));
+        assert_eq!(host.env.get("B_TRY"), Some("1"));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the grubenv inside the ESP through the partition this component holds.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use testudo_plan::interfaces;
 use testudo_scheme::Handle;
@@ -22,7 +22,6 @@ pub struct DeviceHost {
     status: Handle,
     power: Handle,
     grub: GrubBackend,
-    started: Instant,
 }
 
 impl DeviceHost {
@@ -51,7 +50,6 @@ impl DeviceHost {
             status,
             power,
             grub,
-            started: Instant::now(),
         })
     }
 }
@@ -106,7 +104,7 @@ impl BootHost for DeviceHost {
     }
 
     fn elapsed(&self) -> Duration {
-        self.started.elapsed()
+        since_boot()
     }
 
     fn sleep(&mut self, duration: Duration) {
@@ -116,4 +114,22 @@ impl BootHost for DeviceHost {
     fn say(&mut self, line: &str) {
         println!("updater: {line}");
     }
+}
+
+/// Time since the device booted (`CLOCK_BOOTTIME`): the same for an updater restarted by
+/// init, so a restart does not move a trial's deadline.
+fn since_boot() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec it is given, which lives on this stack.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(now.tv_sec).unwrap_or(0),
+        u32::try_from(now.tv_nsec).unwrap_or(0),
+    )
 }

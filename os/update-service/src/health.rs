@@ -64,9 +64,8 @@ pub enum Verdict {
 #[derive(Debug, Clone)]
 pub struct HealthWatch {
     policy: HealthPolicy,
-    /// Since when (time since the watch started) everything has been settled, and the total
-    /// restart count then.
-    settled_since: Option<(Duration, u64)>,
+    /// Since when everything has been settled, and every component's restart count then.
+    settled_since: Option<(Duration, BTreeMap<String, u32>)>,
 }
 
 impl HealthWatch {
@@ -80,6 +79,10 @@ impl HealthWatch {
 
     /// Judges `snapshot`, taken at `now` (time since the watch started).
     pub fn observe(&mut self, snapshot: &Snapshot, now: Duration) -> Verdict {
+        if snapshot.is_empty() {
+            self.settled_since = None;
+            return Verdict::NotYet("init reports no components".into());
+        }
         let unsettled: Vec<String> = snapshot
             .iter()
             .filter(|(_, (state, _))| {
@@ -94,9 +97,13 @@ impl HealthWatch {
             self.settled_since = None;
             return Verdict::NotYet(unsettled.join(", "));
         }
-        let restarts: u64 = snapshot.values().map(|(_, n)| u64::from(*n)).sum();
-        let since = match self.settled_since {
-            Some((since, counted)) if counted == restarts => since,
+        // Any change — a restart, a component appearing or gone — starts the period again.
+        let restarts: BTreeMap<String, u32> = snapshot
+            .iter()
+            .map(|(name, (_, count))| (name.clone(), *count))
+            .collect();
+        let since = match &self.settled_since {
+            Some((since, counted)) if *counted == restarts => *since,
             _ => {
                 self.settled_since = Some((now, restarts));
                 now
@@ -196,6 +203,22 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_restart_hidden_by_a_component_leaving_still_counts_and_nothing_is_not_healthy() {
+        let mut watch = watch();
+        watch.observe(&snapshot("a running 0\nb running 2\n"), Duration::ZERO);
+        // a restarted once, b left the list: the sum is the same, the system is not.
+        let changed = snapshot("a running 1\nc running 1\n");
+        assert!(matches!(
+            watch.observe(&changed, Duration::from_secs(10)),
+            Verdict::NotYet(_)
+        ));
+        assert_eq!(
+            watch.observe(&Snapshot::new(), Duration::from_secs(100)),
+            Verdict::NotYet("init reports no components".into())
+        );
     }
 
     #[test]

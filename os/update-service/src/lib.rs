@@ -2,13 +2,12 @@
 //! component and holding only its routes: the EFI system partition (the boot-selection state,
 //! `/dev/disk/by-partlabel/esp`), init's `status` and init's `power`.
 //!
-//! At every boot it decides whether the slot GRUB booted is good ([`confirm`]): once the
-//! system is healthy ([`health`]) it marks the slot good in the grubenv (`<slot>_OK=1`,
-//! `<slot>_TRY=0`, RAUC's `mark-good`). A slot on trial — activated by an update and not yet
-//! confirmed — that is not healthy in time is rebooted, so GRUB counts another of its
-//! `update.boot_tries` and, once they are used up, boots the previous slot. A slot that
-//! confirmed before is never rebooted for ill health (the network being down is normal); it
-//! is confirmed when it recovers.
+//! At every boot it marks the slot GRUB booted good in the grubenv (`<slot>_OK=1`,
+//! `<slot>_TRY=0`, RAUC's `mark-good`; [`confirm`]): a slot that confirmed before at once (its
+//! boot reached user space), a slot on trial — activated by an update and not yet confirmed —
+//! once the system is healthy ([`health`]). A trial that is not healthy in time is rebooted,
+//! so GRUB counts another of its `update.boot_tries` and, once they are used up, boots the
+//! previous slot.
 //!
 //! - [`health`]: the health condition over init's status lines (pure).
 //! - [`confirm`]: the confirmation, over the [`confirm::BootHost`] trait.
