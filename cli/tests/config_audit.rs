@@ -25,21 +25,21 @@ fn json_has_figures_for_every_component_and_slot() {
     let audit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let total = audit["total"].as_u64().unwrap();
     assert_eq!(
-        total, 15,
-        "12 configured authorities (the ESP among them) + init.status, init.power and init.deployment"
+        total, 18,
+        "15 configured authorities (the ESP and both rootfs partitions among them) + init.status, init.power and init.deployment"
     );
     let subjects = audit["subjects"].as_array().unwrap();
     assert_eq!(subjects.len(), 10);
     let agent = subjects.iter().find(|s| s["name"] == "agent").unwrap();
     assert_eq!(
-        agent["granted_count"], 6,
-        "log, net, storage, tpm and init's power and deployment"
+        agent["granted_count"], 7,
+        "log, net, storage, tpm, the updater's update and init's power and deployment"
     );
     let reduction = agent["reduction"].as_f64().unwrap();
-    assert!((reduction - (1.0 - 6.0 / 15.0)).abs() < 1e-9);
+    assert!((reduction - (1.0 - 7.0 / 18.0)).abs() < 1e-9);
     assert_eq!(
         agent["trusted_base"],
-        serde_json::json!(["init", "log", "net", "storage", "tpm"])
+        serde_json::json!(["init", "log", "net", "storage", "tpm", "updater"])
     );
     let roles: Vec<(String, String)> = subjects
         .iter()
@@ -99,7 +99,7 @@ fn table_lists_every_component() {
         );
     }
     assert!(
-        table.contains("15 authorities in system gateway"),
+        table.contains("18 authorities in system gateway"),
         "{table}"
     );
 }

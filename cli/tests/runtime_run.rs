@@ -1,8 +1,9 @@
 #![cfg(feature = "runtime")]
 //! Promise: `testudo run CONFIG` runs the gateway example with every component up in its
-//! sandbox (the TPM served by a private swtpm, the default), prints a line containing
-//! `ready`, keeps them running, and on SIGTERM stops everything within a few seconds, exits
-//! 0 and leaves no process behind (no component, no swtpm).
+//! sandbox (the TPM served by a private swtpm, the default; the updater's partitions by
+//! stand-in files, on which it confirms slot A), prints a line containing `ready`, keeps them
+//! running, and on SIGTERM stops everything within a few seconds, exits 0 and leaves no
+//! process behind (no component, no swtpm).
 
 use std::path::Path;
 use std::process::Command;
@@ -12,12 +13,13 @@ mod runtime_common;
 use runtime_common::{repo_root, RunningTestudo};
 
 /// Every component of `system-config/examples/gateway.ncl`.
-const GATEWAY: [&str; 8] = [
+const GATEWAY: [&str; 9] = [
     "log",
     "storage",
     "tpm",
     "net",
     "sensor",
+    "updater",
     "agent",
     "sensor-reader",
     "forwarder",
@@ -70,6 +72,24 @@ fn gateway_runs_until_sigterm_and_leaves_nothing_behind() {
             "{component} not up: {ready}\n{}",
             run.seen.join("\n")
         );
+    }
+    // The updater holds stand-ins for the ESP and slots, never this host's partitions, and
+    // confirms the slot the stand-in grubenv boots.
+    for partition in ["esp", "rootfs-a", "rootfs-b"] {
+        let node = format!("/dev/disk/by-partlabel/{partition} -> ");
+        assert!(
+            run.seen
+                .iter()
+                .any(|l| l.split(&node).nth(1).is_some_and(
+                    |rest| rest.contains(&format!("disk/{partition}.img (a stand-in"))
+                )),
+            "{partition} has no stand-in:\n{}",
+            run.seen.join("\n")
+        );
+    }
+    let confirmed = "err: testudo-init: updater| updater: slot A confirmed good";
+    if !run.seen.iter().any(|line| line.starts_with(confirmed)) {
+        run.wait_for(confirmed, Duration::from_secs(30));
     }
     // Up means staying up: a second later none of them has exited or been restarted.
     run.collect_for(Duration::from_secs(1));

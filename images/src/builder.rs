@@ -821,6 +821,13 @@ fn stage_system_files(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
     )?;
     ctx.inputs
         .push(entry("key:deploy.ed25519.pub", &deploy_pub));
+    let roots = ctx.system.add_file(
+        &ctx.digests,
+        rootfs::UPDATE_ROOT_KEYS_PATH,
+        &keys::update_root_keys_of(keys),
+        0o644,
+    )?;
+    ctx.inputs.push(entry("key:update-roots.jwks", &roots));
     // The CAs the cloud agent trusts for the hub and DPS, named by the config.
     if let Some(anchors) = &ctx.plan.cloud.trust_anchors {
         let path = ctx.request.source_root.join(anchors);

@@ -247,6 +247,44 @@ pub fn build_esp(
     Ok(())
 }
 
+/// Size of a stand-in ESP.
+pub const STAND_IN_ESP_BYTES: u64 = 1024 * 1024;
+
+/// Makes `out` a small FAT image holding only the initial grubenv at [`GRUBENV_PATH`] (slot A
+/// first): the ESP `testudo run` gives the updater on a development host, whose own
+/// partitions are never used. Made with the same tools as a real ESP, so it is as clean.
+pub fn stand_in_esp(tools: &dyn ToolRunner, work: &Path, out: &Path) -> Result<()> {
+    fs::create_dir_all(work).map_err(ImageError::write(work))?;
+    let env = work.join("grubenv");
+    fs::write(&env, initial_grubenv()).map_err(ImageError::write(&env))?;
+    if out.exists() {
+        fs::remove_file(out).map_err(ImageError::write(out))?;
+    }
+    tools.run(
+        &ToolCall::new("mkfs.vfat", "formatting the stand-in ESP")
+            .args(["-C", "-n", "ESP"])
+            .arg(path_arg(out))
+            .arg((STAND_IN_ESP_BYTES / 1024).to_string()),
+    )?;
+    let image = path_arg(out);
+    tools.run(
+        &ToolCall::new("mmd", "creating the stand-in ESP's directories")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(image.clone())
+            .args(["::/EFI", "::/EFI/testudo"]),
+    )?;
+    tools.run(
+        &ToolCall::new("mcopy", "copying the grubenv into the stand-in ESP")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(image)
+            .arg(path_arg(&env))
+            .arg(format!("::{GRUBENV_PATH}")),
+    )?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

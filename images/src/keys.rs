@@ -1,7 +1,8 @@
 //! The keys a build signs with, as laid out by `testudo keys init` (testudo-updater's
 //! `keys::init_dev_keys`): `ca.pem` (bundle keyring), `signing.pem` + `signing.key` (bundle
 //! signer, ECDSA P-256), `deploy.ed25519` + `deploy.ed25519.pub` (Ed25519, signs the image
-//! manifest and deployments).
+//! manifest and deployments), and the OS update keys of `testudo-os-update` (`update-root.rsa`,
+//! `update-signing.rsa`, and `update-roots.jwks`, the root's public JWK set the image carries).
 //!
 //! Without `--keys`, development keys are created once in [`default_dev_keys_dir`] and
 //! reused by every later build on this machine. They are marked "not for production".
@@ -27,15 +28,28 @@ pub fn default_dev_keys_dir() -> PathBuf {
     home.join(".local/share/testudo/dev-keys")
 }
 
+/// The JWK set of the root keys OS update manifests are signed under, in `dir`
+/// (`testudo_os_update::keys::ROOT_JWKS`): the image carries it.
+pub fn update_root_keys(dir: &Path) -> PathBuf {
+    dir.join(testudo_os_update::keys::ROOT_JWKS)
+}
+
+/// [`update_root_keys`] of the directory `keys` are in.
+pub fn update_root_keys_of(keys: &DevKeys) -> PathBuf {
+    update_root_keys(keys.ca_cert.parent().unwrap_or(Path::new(".")))
+}
+
 /// The key files of `dir`, checked to exist.
 pub fn open_keys(dir: &Path) -> Result<DevKeys> {
     let keys = DevKeys::paths(dir);
+    let roots = update_root_keys(dir);
     for path in [
         &keys.ca_cert,
         &keys.signing_cert,
         &keys.signing_key,
         &keys.deploy_key,
         &keys.deploy_pub,
+        &roots,
     ] {
         if !path.is_file() {
             return Err(ImageError::Key {
@@ -47,16 +61,23 @@ pub fn open_keys(dir: &Path) -> Result<DevKeys> {
     Ok(keys)
 }
 
-/// The development keys in `dir`, created on first use.
+/// The development keys in `dir`, created on first use (and the OS update keys added to a
+/// directory made before they existed).
 pub fn ensure_dev_keys(dir: &Path) -> Result<DevKeys> {
     let keys = DevKeys::paths(dir);
-    if keys.deploy_key.is_file() {
-        return open_keys(dir);
+    if !keys.deploy_key.is_file() {
+        testudo_updater::keys::init_dev_keys(dir).map_err(|source| ImageError::Key {
+            path: dir.to_path_buf(),
+            source: Box::new(source),
+        })?;
     }
-    testudo_updater::keys::init_dev_keys(dir).map_err(|source| ImageError::Key {
-        path: dir.to_path_buf(),
-        source: Box::new(source),
-    })
+    if !update_root_keys(dir).is_file() {
+        testudo_os_update::keys::init_dev_update_keys(dir).map_err(|source| ImageError::Key {
+            path: dir.to_path_buf(),
+            source: Box::new(source),
+        })?;
+    }
+    open_keys(dir)
 }
 
 /// Loads the Ed25519 manifest signing key (PKCS#8 PEM).

@@ -50,6 +50,8 @@ pub const APPS_ROOT: &str = in_image(rootfs::APPS);
 pub const SYSTEM_CONF_PATH: &str = in_image(rootfs::RAUC_SYSTEM_CONF);
 /// Directory of public keys and keyrings.
 pub const KEYS_DIR: &str = in_image(rootfs::KEYS_DIR);
+/// The root keys of OS update manifests (JWK set), inside the image.
+pub const UPDATE_ROOT_KEYS_PATH: &str = in_image(rootfs::UPDATE_ROOT_KEYS);
 /// The CA certificates the cloud agent trusts.
 pub const TRUST_ANCHORS_PATH: &str = in_image(rootfs::TRUST_ANCHORS);
 /// Kernel image inside the rootfs.

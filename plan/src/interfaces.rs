@@ -40,6 +40,18 @@
 //!   order (never more than its size) and `fsync` hands it over: init checks size and hash,
 //!   stores it beside the slot's current app and switches. The holder only relays: init
 //!   decides what runs.
+//! - [`UPDATE`] (served by the updater component, which owns the rootfs slots and the boot
+//!   selection): `write` one request, a JSON object whole
+//!   (`testudo_os_update::update_scheme::UpdateRequest`: `stage` a workflow with its Azure
+//!   Device Update manifest and signature, `install`, `reboot`, `cancel`, `connected`); `read`
+//!   returns the status, one JSON object and a newline (`UpdateStatus`). While the phase is
+//!   `downloading`, `open_raw("staged", Write)` gives a write-only descriptor of the staging
+//!   file; the holder writes the bundle's bytes at their offsets and then asks to `install`.
+//!   A request refused as a whole answers an errno: `ESRCH` (not the current workflow),
+//!   `EAGAIN` (not in the phase the request needs), `EBUSY` (an install or a trial runs),
+//!   `EINVAL` (not a request). The holder only relays: the updater verifies the manifest's
+//!   signature before the download and the bundle (manifest hash, CMS signature, verity)
+//!   before it writes the other slot.
 //!
 //! Components that expect a route of one of these interfaces look it up under the
 //! interface's name as the local name (the agent's `uses.tpm`, `uses.net`, ...).
@@ -64,6 +76,8 @@ pub const STATUS: &str = "status";
 pub const POWER: &str = "power";
 /// Signed app deployments into the plan's app slots, served by init.
 pub const DEPLOYMENT: &str = "deployment";
+/// OS updates into the other rootfs slot, served by the updater component.
+pub const UPDATE: &str = "update";
 
 /// The path a `net` handle opens for a TCP connection to `destination` (`HOST:PORT`).
 pub fn net_tcp_path(destination: &str) -> String {
@@ -75,7 +89,7 @@ pub const NET_TCP_PREFIX: &str = "tcp/";
 
 /// Every interface of this contract.
 pub const ALL: &[&str] = &[
-    LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS, POWER, DEPLOYMENT,
+    LOG, STORAGE, TPM, NET, SENSOR, TELEMETRY, IDENTITY, STATUS, POWER, DEPLOYMENT, UPDATE,
 ];
 
 /// A component's state as the [`STATUS`] interface reports it.

@@ -37,6 +37,10 @@ pub mod rootfs {
     /// The Ed25519 public key (PEM) of the image's deploy key: it verifies the image manifest
     /// and signed app deployments.
     pub const DEPLOY_PUBLIC_KEY: &str = "/etc/testudo/keys/deploy.ed25519.pub";
+    /// The root keys OS update manifests are signed under (a JWK set of RSA keys by key id,
+    /// Azure Device Update's signature scheme); init shows it, RAUC's system.conf and keyring
+    /// read-only in the updater's sandbox at their paths.
+    pub const UPDATE_ROOT_KEYS: &str = "/etc/testudo/keys/update-roots.jwks";
     /// The CA certificates (PEM) the cloud agent trusts for the hub and DPS, from the config's
     /// `cloud.trust_anchors`; init shows it read-only in the agent's sandbox at this path.
     pub const TRUST_ANCHORS: &str = "/etc/testudo/trust-anchors.pem";

@@ -193,12 +193,13 @@ fn figures_on_a_known_graph() {
 }
 
 #[test]
-fn gateway_agent_holds_six_of_the_system_authorities() {
+fn gateway_agent_holds_seven_of_the_system_authorities() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/gateway.ncl");
     let (plan, _) = testudo_config::load_plan(&path).unwrap();
     let audit = audit(&plan);
-    // 8 provided capabilities + init's 3 + /dev/tpm0 + the ESP + PCI 1af4:1000 + network.
-    assert_eq!(audit.total, 15, "{:?}", audit.authorities);
+    // 9 provided capabilities + init's 3 + /dev/tpm0 + the ESP and both rootfs partitions
+    // + PCI 1af4:1000 + network.
+    assert_eq!(audit.total, 18, "{:?}", audit.authorities);
     let agent = audit.subjects.iter().find(|s| s.name == "agent").unwrap();
     assert_eq!(
         agent.granted,
@@ -208,10 +209,14 @@ fn gateway_agent_holds_six_of_the_system_authorities() {
             "log.log",
             "net.net",
             "storage.storage",
-            "tpm.tpm"
+            "tpm.tpm",
+            "updater.update"
         ]
     );
-    assert_eq!(agent.trusted_base, ["init", "log", "net", "storage", "tpm"]);
+    assert_eq!(
+        agent.trusted_base,
+        ["init", "log", "net", "storage", "tpm", "updater"]
+    );
     let forwarder = audit
         .subjects
         .iter()
@@ -219,8 +224,9 @@ fn gateway_agent_holds_six_of_the_system_authorities() {
         .unwrap();
     assert_eq!(
         forwarder.trusted_base.len(),
-        // Every other configured component, and init.
-        8 - 1 + 1,
+        // Every other configured component (the updater too: the agent uses its `update`),
+        // and init.
+        9 - 1 + 1,
         "{:?}",
         forwarder.trusted_base
     );

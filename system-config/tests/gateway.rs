@@ -38,13 +38,20 @@ fn gateway_has_the_documented_components() {
     assert_eq!(plan.components["tpm"].kind, ComponentKind::Driver);
     assert_eq!(plan.components["tpm"].devices.nodes, ["/dev/tpm0"]);
     assert!(plan.components["net"].devices.network);
-    // The updater alone holds the ESP (the boot-selection state), by GPT name.
+    // The updater alone holds the ESP (the boot-selection state) and both rootfs slots, by
+    // GPT name.
+    use testudo_plan::layout::partitions::{node, ESP, ROOTFS_A, ROOTFS_B};
     assert_eq!(
         plan.components["updater"].devices.nodes,
-        [testudo_plan::layout::partitions::node(
-            testudo_plan::layout::partitions::ESP
-        )]
+        [node(ESP), node(ROOTFS_A), node(ROOTFS_B)]
     );
+    let holders: Vec<&str> = plan
+        .components
+        .iter()
+        .filter(|(_, c)| c.devices.nodes.iter().any(|n| n.contains("by-partlabel")))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(holders, ["updater"]);
     assert_eq!(
         plan.components["agent"].run,
         Run::Binary {
@@ -92,7 +99,7 @@ fn start_order_puts_providers_first() {
     let plan = gateway();
     assert_eq!(
         plan.components["agent"].after,
-        ["log", "net", "storage", "tpm"]
+        ["log", "net", "storage", "tpm", "updater"]
     );
     assert_eq!(
         plan.components["forwarder"].after,

@@ -1,7 +1,8 @@
-//! `testudo deploy`: drive a device's app slots through its twin. `app` (and `remove`) sign a
-//! deployment (a removal) with the deploy key and set it as the device's desired properties
-//! through the hub's service API (a real hub or the emulator); `status` shows what the device
-//! reported.
+//! `testudo deploy`: drive a device's app slots and OS through its twin. `app` (and `remove`)
+//! sign a deployment (a removal) with the deploy key and set it as the device's desired
+//! properties through the hub's service API (a real hub or the emulator); `os` does the same
+//! for an OS update, the Azure Device Update way (`super::deploy_os`); `status` shows what the
+//! device reported.
 //! The document's format and the twin's shapes: `docs/plan-format.md`.
 
 use std::collections::BTreeMap;
@@ -16,6 +17,7 @@ use testudo_hub_service::{ServiceClient, ServiceConnectionString};
 use testudo_plan::Route;
 
 use super::config_input::load_config_or_plan;
+use super::deploy_os::{deploy_os, os_status_text, OsDeployment};
 
 /// Microsoft's root certificates IoT Hub chains to: the default trust for a real hub.
 const AZURE_ROOTS: &str = include_str!("../../../system-config/trust/azure-iot-roots.pem");
@@ -28,7 +30,7 @@ pub struct Args {
 
 /// Where the hub is and how it is trusted.
 #[derive(Debug, clap::Args)]
-struct HubArgs {
+pub(super) struct HubArgs {
     /// The hub's service connection string (`HostName=...;SharedAccessKeyName=...;
     /// SharedAccessKey=...`; `testudo hub connection-string` prints the emulator's).
     #[arg(long = "hub", value_name = "CONNECTION_STRING")]
@@ -97,7 +99,28 @@ enum DeployCommand {
         #[command(flatten)]
         hub: HubArgs,
     },
-    /// Show what DEVICE reported about its app slots.
+    /// Update DEVICE's OS: check BUNDLE, sign its Azure Device Update manifest and set it as
+    /// the device's desired `deviceUpdate` (the device downloads, verifies, installs into its
+    /// other slot, reboots and confirms or rolls back by itself).
+    Os {
+        /// The device id.
+        device: String,
+        /// The update bundle (`OUT/update.raucb` of `testudo build`).
+        #[arg(long, value_name = "UPDATE.raucb")]
+        bundle: PathBuf,
+        /// Key directory (`testudo keys init`): `ca.pem`, the keyring devices check the
+        /// bundle with, and `update-root.rsa` + `update-signing.rsa`, which sign the manifest.
+        #[arg(long)]
+        keys: PathBuf,
+        /// Where devices download the bundle. Without it the bundle is uploaded to the hub's
+        /// artifact store (the emulator has one; for Azure, name the URL your storage serves
+        /// it at).
+        #[arg(long)]
+        url: Option<String>,
+        #[command(flatten)]
+        hub: HubArgs,
+    },
+    /// Show what DEVICE reported about its app slots and its OS update.
     Status {
         /// The device id.
         device: String,
@@ -153,12 +176,27 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 "removing the app of",
             )
         }
+        DeployCommand::Os {
+            device,
+            bundle,
+            keys,
+            url,
+            hub,
+        } => deploy_os(&OsDeployment {
+            device: &device,
+            bundle: &bundle,
+            keys: &keys,
+            url,
+            hub: &hub,
+        }),
         DeployCommand::Status { device, hub } => {
             let client = service_client(&hub)?;
             let twin = client
                 .twin(&device)
                 .with_context(|| format!("reading the twin of {device}"))?;
-            print!("{}", status_text(&device, &properties(&twin, "reported")));
+            let reported = properties(&twin, "reported");
+            print!("{}", status_text(&device, &reported));
+            print!("{}", os_status_text(&device, &reported));
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -323,7 +361,7 @@ fn module_app(module: &Path, name: Option<String>, version: String) -> anyhow::R
     })
 }
 
-fn service_client(hub: &HubArgs) -> anyhow::Result<ServiceClient> {
+pub(super) fn service_client(hub: &HubArgs) -> anyhow::Result<ServiceClient> {
     let connection = ServiceConnectionString::parse(&hub.connection_string)?;
     let anchors = match &hub.ca {
         Some(path) => std::fs::read_to_string(path)
@@ -338,7 +376,7 @@ fn service_client(hub: &HubArgs) -> anyhow::Result<ServiceClient> {
 }
 
 /// A twin's `properties.<section>` (empty when absent).
-fn properties(twin: &Value, section: &str) -> Map<String, Value> {
+pub(super) fn properties(twin: &Value, section: &str) -> Map<String, Value> {
     twin.get("properties")
         .and_then(|properties| properties.get(section))
         .and_then(Value::as_object)

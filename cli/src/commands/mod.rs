@@ -26,6 +26,8 @@ mod check;
 mod config_input;
 #[cfg(feature = "deploy")]
 mod deploy;
+#[cfg(feature = "deploy")]
+mod deploy_os;
 #[cfg(feature = "config")]
 mod graph;
 #[cfg(feature = "hub")]

@@ -68,24 +68,64 @@ enum TpmSource {
 }
 
 /// A development host's own partitions (`/dev/disk/by-partlabel/...`, which the plan names for
-/// a device's ESP and slots) are never handed to a component: each such node is withheld
-/// unless `--device NODE=FILE` names a stand-in. Reported on stderr.
-fn withhold_host_partitions(plan: &testudo_config::plan::Plan, options: &mut InitOptions) {
-    let by_name = testudo_plan::layout::partitions::BY_NAME;
+/// a device's ESP and slots) are never handed to a component. Each such node gets a stand-in
+/// in the state directory unless `--device NODE=FILE` names one: the ESP a small FAT image
+/// whose grubenv boots slot A (made with `mkfs.vfat` and mtools, as an image's ESP is), every
+/// other partition an empty file (an install grows it). The simulated disk has booted slot A.
+/// Without the FAT tools the partitions are withheld and their holder is not started.
+/// Reported on stderr.
+fn simulate_partitions(
+    plan: &testudo_config::plan::Plan,
+    state_dir: &std::path::Path,
+    options: &mut InitOptions,
+) -> anyhow::Result<()> {
+    use testudo_plan::layout::partitions;
+    let esp_node = partitions::node(partitions::ESP);
+    let disk = state_dir.join("disk");
     for component in plan.components.values() {
         for node in &component.devices.nodes {
-            let is_partition = node
-                .strip_prefix(by_name)
-                .is_some_and(|rest| rest.starts_with('/'));
-            if is_partition && !options.devices.contains_key(node) {
-                eprintln!("testudo run: {node} -> none: this host's partitions are never given to components (--device {node}=FILE gives a stand-in)");
-                options.withheld_devices.insert(
-                    node.clone(),
-                    "a development host's partitions are never given to components".to_owned(),
-                );
+            let Some(name) = node
+                .strip_prefix(partitions::BY_NAME)
+                .and_then(|rest| rest.strip_prefix('/'))
+            else {
+                continue;
+            };
+            if options.devices.contains_key(node) || options.withheld_devices.contains_key(node) {
+                continue;
             }
+            std::fs::create_dir_all(&disk)
+                .with_context(|| format!("creating {}", disk.display()))?;
+            let stand_in = disk.join(format!("{name}.img"));
+            if *node == esp_node {
+                let tools = testudo_images::tool::HostTools::new();
+                if let Err(error) =
+                    testudo_images::esp::stand_in_esp(&tools, &disk.join("esp-work"), &stand_in)
+                {
+                    let reason = format!(
+                        "no stand-in ESP ({:#}); this host's partitions are never given to components",
+                        anyhow::Error::from(error)
+                    );
+                    eprintln!("testudo run: {node} -> none: {reason}");
+                    options.withheld_devices.insert(node.clone(), reason);
+                    continue;
+                }
+                if let Some((first, _)) = partitions::ROOTFS_SLOTS.first() {
+                    options
+                        .booted_slot
+                        .get_or_insert_with(|| (*first).to_owned());
+                }
+            } else {
+                std::fs::File::create(&stand_in)
+                    .with_context(|| format!("creating {}", stand_in.display()))?;
+            }
+            eprintln!(
+                "testudo run: {node} -> {} (a stand-in; this host's partitions are never given to components)",
+                stand_in.display()
+            );
+            options.devices.insert(node.clone(), stand_in);
         }
     }
+    Ok(())
 }
 
 /// Starts what `--tpm` asks for and maps the plan's TPM nodes onto it; returns the running
@@ -198,7 +238,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     let tpm_dir = options.state_dir.clone();
     let software_tpms = provide_tpms(&plan, args.tpm, &tpm_dir, &mut options)?;
-    withhold_host_partitions(&plan, &mut options);
+    let disk_dir = options.state_dir.clone();
+    simulate_partitions(&plan, &disk_dir, &mut options)?;
     // As root, init hands each device path to its driver's uid; given back when the run ends
     // (whether or not supervision ended well: the guard also does on `?`).
     let mut device_owners = DeviceOwners::for_plan(&plan, &options).with_report(|given| {

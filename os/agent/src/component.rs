@@ -57,6 +57,7 @@ use crate::component_log::ComponentLog;
 use crate::device_management::{self, Diagnostics};
 use crate::dial::{Dialer, NetRouteDialer};
 use crate::error::{AgentError, CloudSetupError, Result};
+use crate::os_updates::OsUpdateRelay;
 use crate::provisioning;
 use crate::sas::SasSigner;
 use crate::sas::SoftwareKey;
@@ -129,6 +130,10 @@ pub fn run() -> Result<()> {
         .take(interfaces::DEPLOYMENT)
         .ok()
         .map(|route| Arc::new(DeploymentRelay::new(route, log.clone())));
+    let os_updates = handles
+        .take(interfaces::UPDATE)
+        .ok()
+        .map(|route| OsUpdateRelay::new(route, log.clone()));
 
     let settings = CloudSettings::from_env().unwrap_or_else(|reason| {
         log.line(&format!("cloud settings ignored: {}", error_chain(&reason)));
@@ -179,6 +184,7 @@ pub fn run() -> Result<()> {
         system,
         power,
         deployments,
+        os_updates,
         started: std::time::Instant::now(),
         connections: std::sync::atomic::AtomicU64::new(0),
     };
@@ -309,6 +315,8 @@ struct Cloud {
     power: Option<Handle>,
     /// init's `deployment` route: app deployments are relayed there.
     deployments: Option<Arc<DeploymentRelay>>,
+    /// The updater's `update` route: OS updates are relayed there.
+    os_updates: Option<OsUpdateRelay>,
     started: std::time::Instant,
     connections: std::sync::atomic::AtomicU64,
 }
@@ -761,6 +769,9 @@ impl Cloud {
                 }
                 if let Some(relay) = &self.deployments {
                     relay.report_changes(agent, true);
+                }
+                if let Some(relay) = &self.os_updates {
+                    relay.connected();
                 }
                 let pending = self.lock_spool().pending();
                 self.log.line(&format!(

@@ -19,6 +19,8 @@
 //!   telemetry in a persistent [`spool`] in its storage route, and reaches the hub only through
 //!   its `net` route ([`dial`]); it logs through [`component_log`] and reports the device and
 //!   answers its direct methods through [`device_management`].
+//! - [`os_updates`] relays OS updates to the updater component's `update` capability (today:
+//!   that the hub is reached, part of a trial slot's health).
 //! - [`module_fetch`] downloads an app's WASM module a verified deployment names, over HTTPS
 //!   through the same `net` route, resuming interrupted transfers, in bounded memory, its size
 //!   and sha256 checked as it streams.
@@ -45,6 +47,7 @@ pub mod http_head;
 pub mod module_fetch;
 pub mod mqtt_loop;
 pub mod options;
+pub mod os_updates;
 pub mod provisioning;
 pub mod queue;
 pub mod sas;

@@ -190,10 +190,7 @@ pub fn spec_for(
         args.extend(component.devices.nodes.first().cloned());
     }
     if component.role == SandboxRole::Updater {
-        // The updater confirms (or gives up on) the slot GRUB booted.
-        if let Some(slot) = &options.booted_slot {
-            args.extend(["--booted-slot".to_owned(), slot.clone()]);
-        }
+        updater_launch(ctx, component, &mut args, &mut binds)?;
     }
     let mut memory_bytes = component.limits.memory_bytes;
     let mut address_space_limit = true;
@@ -426,6 +423,61 @@ fn json_value<T: serde::Serialize>(
         variable,
         source,
     })
+}
+
+/// What the updater gets besides its routes: the slot GRUB booted and the running version
+/// (it confirms that slot, and refuses to stage what is installed already or older), whether
+/// a trial must wait for the cloud agent (a component relays OS updates to it), its storage route
+/// as its directory on the data partition (bundles are staged there as files, and RAUC's
+/// status file lives there), and the image's update trust files read-only at their paths.
+fn updater_launch(
+    ctx: &LaunchContext<'_>,
+    component: &PlanComponent,
+    args: &mut Vec<String>,
+    binds: &mut Vec<Bind>,
+) -> Result<(), LaunchError> {
+    let options = ctx.options;
+    if let Some(slot) = &options.booted_slot {
+        args.extend(["--booted-slot".to_owned(), slot.clone()]);
+    }
+    args.extend(["--system-version".to_owned(), ctx.plan.version.clone()]);
+    let relayed = ctx.plan.components.values().any(|consumer| {
+        consumer
+            .uses
+            .values()
+            .any(|route| route.interface == interfaces::UPDATE && route.component == ctx.name)
+    });
+    if relayed {
+        args.push("--require-connected".to_owned());
+    }
+    if component
+        .uses
+        .values()
+        .any(|route| route.interface == interfaces::STORAGE)
+    {
+        let own_data = layout::storage_dir(&options.data_dir, ctx.name);
+        std::fs::create_dir_all(&own_data).map_err(|source| LaunchError::CreateDir {
+            component: ctx.name.to_owned(),
+            path: own_data.clone(),
+            source,
+        })?;
+        chown_to(&own_data, ctx)?;
+        binds.push(Bind {
+            source: own_data,
+            target: PathBuf::from(layout::RAUC_DATA),
+            writable: true,
+            executable: false,
+        });
+    }
+    for file in options.update_files.iter().filter(|path| path.is_file()) {
+        binds.push(Bind {
+            source: file.clone(),
+            target: file.clone(),
+            writable: false,
+            executable: false,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

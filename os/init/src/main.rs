@@ -128,6 +128,7 @@ fn main() -> ExitCode {
             options.booted_slot = device.booted_slot;
             options.trust_anchors = device.trust_anchors;
             options.deploy_key = device.deploy_key;
+            options.update_files = device.update_files;
         }
         options.echo = true;
         let stop = signals::stop_on_signals()?;

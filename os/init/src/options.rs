@@ -67,6 +67,10 @@ pub struct InitOptions {
     /// [`testudo_plan::layout::rootfs::DEPLOY_PUBLIC_KEY`]); `None`: no deployment is
     /// accepted, slots run their factory apps.
     pub deploy_key: Option<PathBuf>,
+    /// What the updater verifies OS updates with (the image's RAUC system.conf and keyring, and
+    /// the root keys of update manifests), shown read-only at the same paths in its sandbox
+    /// when they exist.
+    pub update_files: Vec<PathBuf>,
     /// How long a newly deployed app must keep running before it replaces the previous one
     /// for good; ending sooner rolls the slot back.
     pub slot_health_check: Duration,
@@ -86,6 +90,13 @@ impl InitOptions {
         );
         options.trust_anchors = Some(PathBuf::from(layout::rootfs::TRUST_ANCHORS));
         options.deploy_key = Some(PathBuf::from(layout::rootfs::DEPLOY_PUBLIC_KEY));
+        options.update_files = [
+            layout::rootfs::RAUC_SYSTEM_CONF,
+            layout::rootfs::RAUC_KEYRING,
+            layout::rootfs::UPDATE_ROOT_KEYS,
+        ]
+        .map(PathBuf::from)
+        .to_vec();
         options.booted_slot = std::fs::read_to_string("/proc/cmdline")
             .ok()
             .and_then(|cmdline| testudo_plan::env::booted_slot(&cmdline));
@@ -114,6 +125,7 @@ impl InitOptions {
             booted_slot: None,
             trust_anchors: None,
             deploy_key: None,
+            update_files: Vec::new(),
             slot_health_check: Duration::from_secs(3),
         }
     }

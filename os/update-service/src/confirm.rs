@@ -10,6 +10,9 @@ use testudo_updater::bootloader::grub::{GrubEnv, TRIAL};
 use crate::health::{parse_status, HealthPolicy, HealthWatch, Verdict};
 use crate::UpdateServiceError;
 
+/// Why a trial that is otherwise healthy is not confirmed yet.
+pub const NOT_CONNECTED: &str = "the cloud agent has not reached the cloud";
+
 /// How often init's status is read.
 pub const POLL: Duration = Duration::from_millis(500);
 
@@ -23,6 +26,8 @@ pub trait BootHost {
     fn mark_good(&mut self, slot: &str) -> Result<(), UpdateServiceError>;
     /// Asks init to reboot the device.
     fn reboot(&mut self) -> Result<(), UpdateServiceError>;
+    /// Whether the relay has reached the cloud since boot.
+    fn connected(&mut self) -> bool;
     /// Time since the device booted (so a restarted updater keeps the same deadline).
     fn elapsed(&self) -> Duration;
     /// Waits before the next look.
@@ -137,7 +142,11 @@ fn watch_trial(
         let now = host.elapsed();
         let text = host.status()?;
         match watch.observe(&parse_status(&text)?, now) {
-            Verdict::Healthy => return Ok(None),
+            Verdict::Healthy if !policy.require_connected || host.connected() => return Ok(None),
+            Verdict::Healthy if now >= policy.confirm_within => {
+                return Ok(Some(NOT_CONNECTED.to_owned()))
+            }
+            Verdict::Healthy => host.sleep(POLL),
             Verdict::NotYet(reason) if now >= policy.confirm_within => return Ok(Some(reason)),
             Verdict::NotYet(_) => host.sleep(POLL),
         }
@@ -156,6 +165,7 @@ mod tests {
         clock: Duration,
         rebooted: bool,
         said: Vec<String>,
+        connected_after: Option<Duration>,
     }
 
     impl Scripted {
@@ -167,6 +177,7 @@ mod tests {
                 clock: Duration::ZERO,
                 rebooted: false,
                 said: Vec::new(),
+                connected_after: None,
             }
         }
     }
@@ -189,6 +200,10 @@ mod tests {
         fn reboot(&mut self) -> Result<(), UpdateServiceError> {
             self.rebooted = true;
             Ok(())
+        }
+        fn connected(&mut self) -> bool {
+            self.connected_after
+                .is_some_and(|after| self.clock >= after)
         }
         fn elapsed(&self) -> Duration {
             self.clock
@@ -215,6 +230,7 @@ mod tests {
         HealthPolicy {
             stable_for: Duration::from_secs(5),
             confirm_within: Duration::from_secs(30),
+            require_connected: false,
         }
     }
 
@@ -283,6 +299,45 @@ mod tests {
         assert!(host.rebooted);
         assert_eq!(host.clock, Duration::from_secs(30));
         assert_eq!(host.env.get("B_TRY"), Some("1"));
+    }
+
+    #[test]
+    fn a_trial_that_needs_the_cloud_waits_for_the_agent_and_is_rebooted_without_it() {
+        let needs_cloud = HealthPolicy {
+            require_connected: true,
+            ..policy()
+        };
+        let mut host = Scripted::new(booted_b(true), &["a running 0\n"]);
+        host.connected_after = Some(Duration::from_secs(12));
+        let outcome = confirm_boot(&mut host, "B", needs_cloud).unwrap();
+        assert_eq!(
+            outcome,
+            Confirmation::Confirmed {
+                slot: "B".into(),
+                trial: true,
+                after: Duration::from_secs(12)
+            },
+            "healthy after 5 s, but confirmed only once the agent reached the cloud"
+        );
+
+        let mut cut_off = Scripted::new(booted_b(true), &["a running 0\n"]);
+        let outcome = confirm_boot(&mut cut_off, "B", needs_cloud).unwrap();
+        assert_eq!(
+            outcome,
+            Confirmation::Rebooting {
+                slot: "B".into(),
+                reason: NOT_CONNECTED.into()
+            }
+        );
+        assert_eq!(cut_off.env.get("B_TRY"), Some("1"));
+
+        let mut not_on_trial = Scripted::new(booted_b(false), &["a running 0\n"]);
+        confirm_boot(&mut not_on_trial, "B", needs_cloud).unwrap();
+        assert_eq!(
+            not_on_trial.env.get("B_TRY"),
+            Some("0"),
+            "a confirmed slot never waits"
+        );
     }
 
     #[test]

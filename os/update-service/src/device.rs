@@ -1,7 +1,10 @@
 //! The real [`BootHost`]: init's `status` and `power` through the routed scheme handles, and
-//! the grubenv inside the ESP through the partition this component holds.
+//! the grubenv inside the ESP through the partition this component holds (shared with the
+//! installs, [`SharedGrub`]).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use testudo_plan::interfaces;
@@ -11,6 +14,8 @@ use testudo_updater::bootloader::grub::{GrubBackend, GrubEnv};
 use testudo_updater::bootloader::{BootState, Bootloader};
 
 use crate::confirm::BootHost;
+use crate::scheme::PowerControl;
+use crate::workflow::{lock_grub, SharedGrub};
 use crate::UpdateServiceError;
 
 /// The most bytes one read of init's status may take (a status line per component).
@@ -20,16 +25,36 @@ pub const STATUS_LIMIT: usize = 256 * 1024;
 #[derive(Debug)]
 pub struct DeviceHost {
     status: Handle,
-    power: Handle,
-    grub: GrubBackend,
+    power: Arc<InitPower>,
+    grub: SharedGrub,
+    connected: Arc<AtomicBool>,
 }
 
-impl DeviceHost {
-    /// Takes the `status` and `power` routes init passed and opens the grubenv on `esp`.
-    pub fn from_routes(
-        esp: &Path,
-        bootnames: Vec<String>,
-    ) -> Result<DeviceHost, UpdateServiceError> {
+/// Init's `power` capability.
+#[derive(Debug)]
+pub struct InitPower(Handle);
+
+impl PowerControl for InitPower {
+    fn reboot(&self) -> Result<(), UpdateServiceError> {
+        self.0
+            .write(b"reboot\n")
+            .map(drop)
+            .map_err(|source| UpdateServiceError::Reboot { source })
+    }
+}
+
+/// The routes init passed: `status` and `power`.
+#[derive(Debug)]
+pub struct Routes {
+    /// Init's status.
+    pub status: Handle,
+    /// Init's power control.
+    pub power: Arc<InitPower>,
+}
+
+impl Routes {
+    /// Takes the routed handles.
+    pub fn take() -> Result<Routes, UpdateServiceError> {
         let mut handles =
             testudo_scheme::granted_handles().map_err(|source| UpdateServiceError::Handle {
                 route: "(all)",
@@ -41,16 +66,34 @@ impl DeviceHost {
                 .map_err(|source| UpdateServiceError::Handle { route, source })
         };
         let status = take(interfaces::STATUS)?;
-        let power = take(interfaces::POWER)?;
-        let grub = GrubBackend::on_esp(
-            EspGrubEnv::new(esp, testudo_plan::layout::esp::GRUBENV),
-            bootnames,
-        );
-        Ok(DeviceHost {
+        let power = Arc::new(InitPower(take(interfaces::POWER)?));
+        Ok(Routes { status, power })
+    }
+}
+
+/// The grubenv on the ESP at `esp`, shared.
+pub fn grub_on_esp(esp: &Path, bootnames: Vec<String>) -> SharedGrub {
+    Arc::new(Mutex::new(GrubBackend::on_esp(
+        EspGrubEnv::new(esp, testudo_plan::layout::esp::GRUBENV),
+        bootnames,
+    )))
+}
+
+impl DeviceHost {
+    /// The host over init's `status`, `power`, the shared grubenv and the relay's word that it
+    /// reached the cloud.
+    pub fn new(
+        status: Handle,
+        power: Arc<InitPower>,
+        grub: SharedGrub,
+        connected: Arc<AtomicBool>,
+    ) -> DeviceHost {
+        DeviceHost {
             status,
             power,
             grub,
-        })
+            connected,
+        }
     }
 }
 
@@ -79,7 +122,7 @@ impl BootHost for DeviceHost {
     }
 
     fn boot_state(&mut self) -> Result<GrubEnv, UpdateServiceError> {
-        self.grub
+        lock_grub(&self.grub)
             .load()
             .map_err(|source| UpdateServiceError::BootState {
                 step: "reading",
@@ -88,7 +131,7 @@ impl BootHost for DeviceHost {
     }
 
     fn mark_good(&mut self, slot: &str) -> Result<(), UpdateServiceError> {
-        self.grub
+        lock_grub(&self.grub)
             .set_state(slot, BootState::Good)
             .map_err(|source| UpdateServiceError::BootState {
                 step: "marking the booted slot good in",
@@ -97,10 +140,11 @@ impl BootHost for DeviceHost {
     }
 
     fn reboot(&mut self) -> Result<(), UpdateServiceError> {
-        self.power
-            .write(b"reboot\n")
-            .map(drop)
-            .map_err(|source| UpdateServiceError::Reboot { source })
+        self.power.reboot()
+    }
+
+    fn connected(&mut self) -> bool {
+        self.connected.load(Ordering::SeqCst)
     }
 
     fn elapsed(&self) -> Duration {

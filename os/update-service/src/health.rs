@@ -6,7 +6,9 @@
 //! - and it stayed so, with no restart anywhere, for [`HealthPolicy::stable_for`].
 //!
 //! A crash-looping component never lets the system become healthy: each restart starts the
-//! stable period again. Decision 0090.
+//! stable period again. When a component relays OS updates (the cloud agent), a slot on trial
+//! is healthy only once that relay has also reached the cloud
+//! ([`HealthPolicy::require_connected`]). Decisions 0090, 0091.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -22,6 +24,10 @@ pub struct HealthPolicy {
     pub stable_for: Duration,
     /// A slot on trial not healthy this long after the updater started is rebooted.
     pub confirm_within: Duration,
+    /// A slot on trial also needs the relay (the cloud agent) to have reached the cloud
+    /// since boot: set when a component relays OS updates to the updater, since an update that cuts the
+    /// device off from its fleet cannot be corrected from there.
+    pub require_connected: bool,
 }
 
 impl Default for HealthPolicy {
@@ -30,6 +36,7 @@ impl Default for HealthPolicy {
         HealthPolicy {
             stable_for: Duration::from_secs(10),
             confirm_within: Duration::from_secs(180),
+            require_connected: false,
         }
     }
 }
@@ -134,6 +141,7 @@ mod tests {
         HealthWatch::new(HealthPolicy {
             stable_for: Duration::from_secs(10),
             confirm_within: Duration::from_secs(60),
+            require_connected: false,
         })
     }
 

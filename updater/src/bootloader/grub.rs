@@ -255,9 +255,13 @@ impl Bootloader for GrubBackend {
         };
         env.set(&format!("{bootname}_OK"), ok);
         env.set(&format!("{bootname}_TRY"), "0");
-        if env.get(TRIAL) == Some(bootname) {
-            // Good: the trial is over. Bad: there is nothing left to try.
-            env.remove(TRIAL);
+        if let Some(trial) = env.get(TRIAL).map(str::to_owned) {
+            // Good: the trial is over. Bad: there is nothing left to try. A trial of another
+            // slot GRUB abandoned (`OK=0`, tries used up) is over too.
+            let abandoned = env.get(&format!("{trial}_OK")) != Some("1");
+            if trial == bootname || abandoned {
+                env.remove(TRIAL);
+            }
         }
         self.store(&env)
     }
@@ -448,6 +452,28 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(simulate_boot(&mut env, 3).as_deref(), Some("A"));
         }
+    }
+
+    #[test]
+    fn confirming_the_slot_grub_fell_back_to_ends_the_abandoned_slots_trial() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("grubenv");
+        std::fs::write(&path, GrubEnv::initial(&["A", "B"]).render().unwrap()).unwrap();
+        let mut backend = GrubBackend::new(path, vec!["A".into(), "B".into()]);
+        backend.set_primary("B").unwrap();
+        let mut env = backend.load().unwrap();
+        while simulate_boot(&mut env, 2).as_deref() == Some("B") {}
+        backend.store(&env).unwrap();
+        assert_eq!(backend.load().unwrap().get(TRIAL), Some("B"));
+        backend.set_state("A", BootState::Good).unwrap();
+        let env = backend.load().unwrap();
+        assert_eq!(env.get(TRIAL), None);
+        assert_eq!(env.get("B_OK"), Some("0"));
+
+        // A trial still under way is kept when the other slot is marked.
+        backend.set_primary("B").unwrap();
+        backend.set_state("A", BootState::Good).unwrap();
+        assert_eq!(backend.load().unwrap().get(TRIAL), Some("B"));
     }
 
     #[test]

@@ -1,0 +1,6 @@
+//! `cargo fuzz` entry point of [`testudo_os_update_fuzz::desired_device_updates`].
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    |data: &[u8]| testudo_os_update_fuzz::desired_device_updates::fuzz(data)
+);
