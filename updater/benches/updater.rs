@@ -179,57 +179,22 @@ fn main() {
     ]);
     let _ = std::fs::remove_dir_all(&out);
     let (_, small_rss) = child_run(&["extract", s(&small), s(&pki.keyring), s(&out)]);
-    let helper = |bundle: &Path, name: &str, queues: &[&str]| {
-        let mut command = Command::new("unsquashfs");
-        command.args(queues).arg("-cat").arg(bundle).arg(name);
-        maxrss_kb(&mut command)
-    };
-    let helper_big = helper(&ours, "rootfs.img", &["-da", "4", "-fr", "4"]);
-    let helper_small = helper(&small, "small.img", &["-da", "4", "-fr", "4"]);
-    let helper_default = helper(&ours, "rootfs.img", &[]);
     println!();
-    println!("| peak RSS | testudo process (VmHWM) | unsquashfs helper as testudo runs it (-da 4 -fr 4) |");
-    println!("|---|---|---|");
+    println!("| peak RSS | testudo process (VmHWM) |");
+    println!("|---|---|");
     println!(
-        "| extract, {mib} MiB bundle | {:.1} MiB | {:.1} MiB |",
-        kib(extract_rss.0),
-        kib(helper_big)
+        "| extract, {mib} MiB bundle | {:.1} MiB |",
+        kib(extract_rss.0)
     );
     println!(
-        "| install, {mib} MiB bundle | {:.1} MiB | {:.1} MiB |",
-        kib(install_rss.0),
-        kib(helper_big)
+        "| install, {mib} MiB bundle | {:.1} MiB |",
+        kib(install_rss.0)
     );
     println!(
-        "| extract, {} MiB bundle | {:.1} MiB | {:.1} MiB |",
+        "| extract, {} MiB bundle | {:.1} MiB |",
         (mib / 4).max(8),
-        kib(small_rss.0),
-        kib(helper_small)
+        kib(small_rss.0)
     );
-    println!();
-    println!(
-        "unsquashfs with its default 256 MiB queues, {mib} MiB bundle: {:.1} MiB",
-        kib(helper_default)
-    );
-}
-
-/// Peak RSS (KiB) of a command run directly from this (small) process, via wait4. The
-/// figure is max(this process's RSS at spawn, the command's own peak).
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std's Child cannot report
-fn maxrss_kb(command: &mut Command) -> u64 {
-    let child = command
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: wait4 on our own child's pid, writing into locals we own.
-    unsafe {
-        let mut status = 0;
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        usage.ru_maxrss as u64
-    }
 }
 
 fn kib(kb: u64) -> f64 {

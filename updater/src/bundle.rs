@@ -475,6 +475,7 @@ fn open_plain(
             "detached signature but the manifest is not format=plain",
         ));
     }
+    check_images_readable(path, &manifest)?;
     Ok(VerifiedBundle {
         path: path.to_path_buf(),
         manifest,
@@ -520,6 +521,7 @@ fn open_verity(
     )
     .and_then(|mut verifier| verifier.verify_all())
     .map_err(|mismatch| payload_mismatch(path, mismatch))?;
+    check_images_readable(path, &manifest)?;
     Ok(VerifiedBundle {
         path: path.to_path_buf(),
         manifest,
@@ -528,6 +530,17 @@ fn open_verity(
         payload_size: frame.payload_size,
         signature_size: frame.signature_size,
     })
+}
+
+/// Every image of `manifest` is in the verified payload of `path`, readable here and of its
+/// size: an install fails on a bundle it cannot read before it writes anything.
+fn check_images_readable(path: &Path, manifest: &Manifest) -> Result<()> {
+    let files: Vec<(&str, u64)> = manifest
+        .images
+        .iter()
+        .map(|image| (image.filename.as_str(), image.size))
+        .collect();
+    payload::check_files(path, &files)
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -582,7 +595,7 @@ impl VerifiedBundle {
     }
 
     /// Extracts the manifest and every image into `dir` (created if missing). The payload was
-    /// fully verified by [`open`]; unsquashfs writes into a staging directory inside `dir`,
+    /// fully verified by [`open`]; the files are written into a staging directory inside `dir`,
     /// each image is checked to be a regular file of the manifest's size, and only then moved
     /// into place, so a failure leaves `dir` as it was. (Unlike [`Self::stream_image`], which
     /// the installer uses, the extracted bytes are not hashed a second time: like

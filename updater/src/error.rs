@@ -115,7 +115,28 @@ pub enum UpdaterError {
         /// What did not match.
         message: String,
     },
-    /// An external tool (mksquashfs, unsquashfs, custom bootloader backend) failed.
+    /// The squashfs payload of `path` is compressed with a compressor the in-process reader
+    /// lacks (it reads gzip, squashfs-tools' and RAUC's default, and stored data).
+    #[error("the payload of {path} is compressed with {compressor}; only gzip or no compression can be read")]
+    PayloadCompressor {
+        /// The bundle (or squashfs).
+        path: PathBuf,
+        /// The compressor the superblock names.
+        compressor: String,
+    },
+    /// Reading file `name` of the squashfs payload of `path` failed (a corrupt table or
+    /// block).
+    #[error("reading {name} from the payload of {path}")]
+    ReadPayload {
+        /// The bundle (or squashfs).
+        path: PathBuf,
+        /// The file of the payload.
+        name: String,
+        /// What the squashfs reader said.
+        #[source]
+        source: backhand::BackhandError,
+    },
+    /// An external tool (mksquashfs, custom bootloader backend) failed.
     #[error("running {tool}: {message}")]
     Tool {
         /// The program.

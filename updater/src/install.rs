@@ -120,9 +120,16 @@ impl Steps<'_> {
     }
 }
 
+/// Whether paths `a` and `b` name the same slot: the same block device (its device number,
+/// whatever node or link names it) or the same file. Compared by `stat`, not by resolving
+/// links, so the updater component needs no `readlink`.
 fn same_device(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) if a.file_type().is_block_device() && b.file_type().is_block_device() => {
+            a.rdev() == b.rdev()
+        }
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
         _ => a == b,
     }
 }

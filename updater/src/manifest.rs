@@ -121,7 +121,8 @@ pub fn check_filename(name: &str) -> Result<()> {
     if name.is_empty()
         || name == "."
         || name == ".."
-        // No path separators; no glob characters (unsquashfs matches names as patterns).
+        // No path separators; no glob characters (unsquashfs, which `rauc` runs, matches names
+        // as patterns).
         || name.contains(['/', '\0', '*', '?', '[', '\\'])
         || name == MANIFEST_FILENAME
     {

@@ -264,3 +264,34 @@ fn downgrade_refused_unless_allowed() {
     };
     case.device.install_with("A", &bundle, &options).unwrap();
 }
+
+#[test]
+fn payload_compressed_with_a_compressor_the_reader_lacks() {
+    // A signed, intact bundle whose squashfs is xz-compressed: the in-process reader reads
+    // gzip and stored data only, so the bundle is refused naming the compressor when it is
+    // opened; nothing is written.
+    for format in [BundleFormat::Verity, BundleFormat::Plain] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let pki = common::pki(&root.join("pki"), KeyKind::EcP256, false, Validity::days(5));
+        let v1 = common::image(&root.join("v1.img"), 100_000, 1);
+        let v2 = common::image(&root.join("v2.img"), 200_000, 2);
+        let bundle_path = root.join("v2.raucb");
+        let mut spec = BundleSpec::new("gw", "2.0", vec![("rootfs".into(), v2)]);
+        spec.format = format;
+        spec.mksquashfs_args = vec!["-comp".into(), "xz".into()];
+        common::create_bundle(&spec, &pki, &bundle_path);
+        let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
+        let before = device.snapshot();
+        // Refused when the bundle is opened, before an install could mark a slot: verity
+        // bundles (manifest in the signature) and plain ones (manifest in the payload) alike.
+        let err = testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring))
+            .unwrap_err();
+        assert!(device.snapshot() == before, "device files changed");
+        let UpdaterError::PayloadCompressor { path, compressor } = &err else {
+            panic!("{format:?}: {err:?}");
+        };
+        assert_eq!((path, compressor.as_str()), (&bundle_path, "xz"));
+        assert!(err.to_string().contains("only gzip"), "{err}");
+    }
+}

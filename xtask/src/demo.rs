@@ -1,7 +1,8 @@
 //! `cargo xtask demo`: the main job on the embedded example — check, graph (SVG) and audit
 //! of `system-config/examples/gateway.ncl`, then the picture's path; then the live device
 //! ([`crate::live_demo`]): the development gateway built, booted in QEMU, provisioned
-//! zero-touch, and a twin change deploying a signed WASM app that reports back.
+//! zero-touch, a twin change deploying a signed WASM app that reports back, and a twin change
+//! updating the OS from slot A to B.
 
 use crate::{deps, util};
 

@@ -70,7 +70,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("python3-venv", "/usr/share/doc/python3-venv"),
     // Updater: interop peer in both directions (tests) and benchmark anchor.
     ("rauc", "/usr/bin/rauc"),
-    // Updater: squashfs payloads (mksquashfs/unsquashfs), at run time too.
+    // Updater: making bundle payloads (mksquashfs); unsquashfs for rauc and image tests.
     ("squashfs-tools", "/usr/bin/mksquashfs"),
     // Agent: software TPM 2.0 for the TPM identity and provisioning tests; runtime:
     // `testudo run`'s default private TPM and the tpm driver tests.

@@ -4,7 +4,9 @@
 //! sends the guest (127.0.0.1:8883 and :443, under the name `hub.testudo.dev`); the VM's TPM
 //! is enrolled; the VM boots and provisions itself zero-touch; a twin change deploys
 //! `sensor-reader.wasm` into the `cloud-app` slot; its telemetry arrives at the hub and the
-//! twin reports it `running`. Fails unless all of that was seen.
+//! twin reports it `running`; then a twin change updates the OS to the next release
+//! (`gateway-dev-next.ncl`) the Azure Device Update way: the updater installs it into slot B,
+//! reboots, confirms B, and the twin reports it applied. Fails unless all of that was seen.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt as _;
@@ -19,6 +21,7 @@ use serde_json::Value;
 use crate::util;
 
 const GATEWAY_DEV: &str = "system-config/examples/gateway-dev.ncl";
+const GATEWAY_DEV_NEXT: &str = "system-config/examples/gateway-dev-next.ncl";
 const DEVICE: &str = "gateway-0001";
 const HUB_HOST: &str = "hub.testudo.dev";
 const ID_SCOPE: &str = "0ne00000001";
@@ -194,22 +197,7 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
     ))?;
 
     step("boot the gateway in QEMU");
-    let disk = image.join("disk.img");
-    let mut vm = Running::spawn(
-        testudo(
-            &data_home,
-            &[
-                "vm",
-                "run",
-                path(&disk),
-                "--state",
-                path(&vm_state),
-                "--timeout",
-                "1800",
-            ],
-        ),
-        "vm",
-    )?;
+    let mut vm = boot(&data_home, &image.join("disk.img"), &vm_state)?;
     vm.wait("testudo-init: ready:", WAIT)?;
 
     step("zero-touch provisioning: DPS registration with the TPM, then the hub connection");
@@ -271,9 +259,102 @@ pub fn run(out_dir: &Path) -> anyhow::Result<()> {
     })?;
     println!("    reported apps: {reported}");
     println!("\ndemo: the twin change ran a signed app on the gateway, which reported back");
+
+    let vm = os_update(&live, &data_home, &hub_state, &service, vm)?;
+    println!("\ndemo: the twin change updated the gateway's OS from A to B, which reported back");
     drop(vm);
     drop(hub);
     Ok(())
+}
+
+/// The OS update part: the next release built, published through the twin the Azure Device
+/// Update way, installed into slot B by the updater, rebooted into and confirmed; the twin
+/// reports it applied. `vm` is the running gateway; returns the one running after the update.
+fn os_update(
+    live: &Path,
+    data_home: &Path,
+    hub_state: &Path,
+    service: &str,
+    mut vm: Running,
+) -> anyhow::Result<Running> {
+    step(&format!(
+        "build the next release, {GATEWAY_DEV_NEXT} (version 0.2.0)"
+    ));
+    let next = live.join("image-next");
+    util::run(&mut testudo(
+        data_home,
+        &["build", GATEWAY_DEV_NEXT, "-o", path(&next), "--plain"],
+    ))?;
+
+    step("a twin change updates the OS (ADU's deviceUpdate: signed manifest, bundle in the artifact store)");
+    let keys = data_home.join("testudo/dev-keys");
+    util::run(&mut testudo(
+        data_home,
+        &[
+            "deploy",
+            "os",
+            DEVICE,
+            "--bundle",
+            path(&next.join("update.raucb")),
+            "--keys",
+            path(&keys),
+            "--hub",
+            service,
+            "--ca",
+            path(&hub_state.join("ca.pem")),
+            "--hub-address",
+            "127.0.0.1:443",
+        ],
+    ))?;
+    vm.wait("installed into slot B", WAIT)?;
+
+    step("the updater reboots the gateway into slot B");
+    let deadline = Instant::now() + WAIT;
+    while vm.child.try_wait()?.is_none() {
+        if Instant::now() > deadline {
+            bail!("the gateway did not reboot within {} s", WAIT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(vm);
+    let mut vm = boot(data_home, &live.join("image/disk.img"), &live.join("vm"))?;
+    vm.wait("testudo: booting slot B", WAIT)?;
+
+    step("slot B runs healthy: the updater confirms it, the twin reports the update applied");
+    vm.wait("updater: slot B confirmed good", WAIT)?;
+    let agent = wait_for(|| {
+        let twin: Value = serde_json::from_str(
+            &testudo_output(
+                data_home,
+                &["hub", "twin", "--state", path(hub_state), DEVICE],
+            )
+            .ok()?,
+        )
+        .ok()?;
+        let agent = twin["properties"]["reported"]["deviceUpdate"]["agent"].clone();
+        (agent["state"] == 0 && agent["lastInstallResult"]["resultCode"] == 700).then_some(agent)
+    })?;
+    println!("    reported deviceUpdate.agent: {agent}");
+    Ok(vm)
+}
+
+/// Boots `disk` in QEMU with the VM state `state` (its TPM).
+fn boot(data_home: &Path, disk: &Path, state: &Path) -> anyhow::Result<Running> {
+    Running::spawn(
+        testudo(
+            data_home,
+            &[
+                "vm",
+                "run",
+                path(disk),
+                "--state",
+                path(state),
+                "--timeout",
+                "1800",
+            ],
+        ),
+        "vm",
+    )
 }
 
 /// The first message the emulator captured from the slot's app.

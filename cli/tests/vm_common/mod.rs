@@ -298,6 +298,11 @@ impl RunningVm {
             .map(|(at, _)| *at)
     }
 
+    /// Whether the VM has ended (QEMU exits when the guest reboots or powers off).
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// Waits for a console line containing `needle`; fails with the console after `timeout`
     /// or when the VM ends first.
     pub fn wait_line(&mut self, needle: &str, timeout: Duration) -> String {

@@ -24,6 +24,19 @@ pub const ID_SCOPE: &str = "0ne00000001";
 /// The development CA, in the repository.
 pub const DEV_CA_DIR: &str = "tests/hub/dev-ca";
 
+/// Writes `root/name.ncl`: `gateway-dev.ncl` with `extra` merged in (Nickel). Its path.
+fn variant_config(root: &std::path::Path, name: &str, extra: &str) -> String {
+    let config = root.join(format!("{name}.ncl"));
+    let text = format!(
+        "(import \"{}\")\n& {{\n{extra}\n}}\n",
+        repo()
+            .join("system-config/examples/gateway-dev.ncl")
+            .display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config.display().to_string()
+}
+
 /// Holds the lock on 127.0.0.1:8883 and :443 (shared with the other tests that need them).
 pub struct PortLock {
     _file: File,
@@ -74,12 +87,22 @@ impl Drop for HubProcess {
 impl DeviceRig {
     /// Builds `gateway-dev.ncl` (its trust anchors are the development CA).
     pub fn build() -> DeviceRig {
+        DeviceRig::build_with("")
+    }
+
+    /// Builds `gateway-dev.ncl` with `extra` merged in (Nickel; none when empty).
+    pub fn build_with(extra: &str) -> DeviceRig {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().to_path_buf();
         let data_home = root.join("data-home");
+        let config = if extra.is_empty() {
+            "system-config/examples/gateway-dev.ncl".to_owned()
+        } else {
+            variant_config(&root, "device", extra)
+        };
         let out = build_image(
             &root,
-            "system-config/examples/gateway-dev.ncl",
+            &config,
             &[&format!("{DEV_CA_DIR}/ca.pem")],
             &data_home,
         );
@@ -249,6 +272,71 @@ impl DeviceRig {
             ],
             &self.data_home,
         )
+    }
+
+    /// Builds a variant of `gateway-dev.ncl` (`extra` merged in, Nickel) with the same keys:
+    /// its output directory (`update.raucb` is what an update to it installs).
+    pub fn build_variant(&self, name: &str, extra: &str) -> PathBuf {
+        let root = self.tmp.path().join(name);
+        std::fs::create_dir_all(&root).unwrap();
+        let config = variant_config(&root, name, extra);
+        build_image(
+            &root,
+            &config,
+            &[&format!("{DEV_CA_DIR}/ca.pem")],
+            &self.data_home,
+        )
+    }
+
+    /// `testudo deploy os` of `bundle` to the gateway, signed under the development update
+    /// root; without `--url`, so the bundle goes to the emulator's artifact store. Returns
+    /// what the command printed.
+    pub fn deploy_os(&self, bundle: &std::path::Path) -> String {
+        let connection_string = self.service_connection_string();
+        let keys = self.data_home.join("testudo/dev-keys");
+        let ca = self.hub_state.join("ca.pem");
+        testudo_ok(
+            &[
+                "deploy",
+                "os",
+                DEVICE,
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--keys",
+                keys.to_str().unwrap(),
+                "--hub",
+                &connection_string,
+                "--ca",
+                ca.to_str().unwrap(),
+                "--hub-address",
+                "127.0.0.1:443",
+            ],
+            &self.data_home,
+        )
+    }
+
+    /// Polls the twin (Microsoft's service SDK) until `done` holds for the reported
+    /// `deviceUpdate.agent`, or fails after `timeout` showing it and the VM's console.
+    pub fn wait_os_update_report(
+        &self,
+        vm: &RunningVm,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let twin = self.service(&["twin", DEVICE]);
+            let agent = &twin["deviceUpdate"]["agent"];
+            if done(agent) {
+                return agent.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deviceUpdate.agent is not as expected: {agent}\n{}",
+                vm.console()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
     }
 
     /// The telemetry messages the emulator captured from `app` on the device.

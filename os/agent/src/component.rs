@@ -15,6 +15,10 @@
 //! - Reports the device ([`crate::device_management`]: version, plan hash, booted slot) at
 //!   every connection and answers the direct methods `reboot` (through init's `power`
 //!   capability, its `power` route) and `diagnostic`; any other method gets 404.
+//! - Relays app deployments to init (`deployment` route, [`crate::app_deployments`]) and
+//!   Azure Device Update OS updates to the updater (`update` route, [`crate::os_updates`]):
+//!   the updater is told of every connection and its status reported after it; each desired
+//!   change is handed to both relays, whose work runs on tasks of its own.
 //!
 //! Routes it looks for, by local name: `log`, `storage`, `net`, `tpm`, `power`. How it proves its
 //! identity follows the plan's `cloud.identity`:
@@ -130,16 +134,15 @@ pub fn run() -> Result<()> {
         .take(interfaces::DEPLOYMENT)
         .ok()
         .map(|route| Arc::new(DeploymentRelay::new(route, log.clone())));
-    let os_updates = handles
-        .take(interfaces::UPDATE)
-        .ok()
-        .map(|route| OsUpdateRelay::new(route, log.clone()));
-
     let settings = CloudSettings::from_env().unwrap_or_else(|reason| {
         log.line(&format!("cloud settings ignored: {}", error_chain(&reason)));
         CloudSettings::unconfigured()
     });
     let system = system_info(&log);
+    let os_updates = handles
+        .take(interfaces::UPDATE)
+        .ok()
+        .map(|route| Arc::new(OsUpdateRelay::new(route, log.clone(), &system.compatible)));
     let (spool, credentials) = open_spool(storage, &log);
     let wake = Arc::new(Notify::new());
     let provider = AppSchemes::new(
@@ -316,7 +319,7 @@ struct Cloud {
     /// init's `deployment` route: app deployments are relayed there.
     deployments: Option<Arc<DeploymentRelay>>,
     /// The updater's `update` route: OS updates are relayed there.
-    os_updates: Option<OsUpdateRelay>,
+    os_updates: Option<Arc<OsUpdateRelay>>,
     started: std::time::Instant,
     connections: std::sync::atomic::AtomicU64,
 }
@@ -712,13 +715,19 @@ impl Cloud {
         }
     }
 
-    /// Relays the desired app deployments not relayed yet, each on its own task.
+    /// Relays the desired app deployments not relayed yet, each on its own task, and the
+    /// desired OS update workflow when it is one not taken on yet, on its own task.
     fn on_desired(
         &self,
         agent: &crate::AgentHandle,
         fetcher: Option<&Fetcher>,
         change: &crate::DesiredChange,
     ) {
+        if let Some(relay) = &self.os_updates {
+            if let Some(goal) = relay.take_desired(agent, change) {
+                tokio::spawn(Arc::clone(relay).process(agent.clone(), fetcher.cloned(), goal));
+            }
+        }
         let Some(relay) = &self.deployments else {
             return;
         };
@@ -772,6 +781,7 @@ impl Cloud {
                 }
                 if let Some(relay) = &self.os_updates {
                     relay.connected();
+                    tokio::spawn(Arc::clone(relay).report_status(agent.clone()));
                 }
                 let pending = self.lock_spool().pending();
                 self.log.line(&format!(

@@ -254,6 +254,38 @@ pub enum AgentError {
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
+    /// Relaying an OS update workflow between the twin and the updater failed at a step.
+    #[error("OS update workflow {workflow}: {step}")]
+    RelayOsUpdate {
+        /// The workflow id.
+        workflow: String,
+        /// What was being done.
+        step: &'static str,
+        /// The cause, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+    /// The updater wants a file the desired `fileUrls` names no URL for.
+    #[error("OS update workflow {workflow}: the desired fileUrls has no URL for file {file_id:?}")]
+    OsUpdateFileUrl {
+        /// The workflow id.
+        workflow: String,
+        /// The manifest's file id the updater wants.
+        file_id: String,
+    },
+    /// Reading the updater's status through the `update` route failed.
+    #[error("reading the updater's status failed")]
+    ReadUpdaterStatus {
+        /// The scheme error.
+        #[source]
+        source: testudo_scheme::SchemeError,
+    },
+    /// What the updater answered a status read with is not a status.
+    #[error("the updater's status ({bytes} bytes) is not a status")]
+    UpdaterStatus {
+        /// Bytes read.
+        bytes: usize,
+    },
     /// The component could not start serving its schemes.
     #[error("serving the agent's schemes failed at {step}")]
     Serve {

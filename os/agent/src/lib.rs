@@ -19,11 +19,14 @@
 //!   telemetry in a persistent [`spool`] in its storage route, and reaches the hub only through
 //!   its `net` route ([`dial`]); it logs through [`component_log`] and reports the device and
 //!   answers its direct methods through [`device_management`].
-//! - [`os_updates`] relays OS updates to the updater component's `update` capability (today:
-//!   that the hub is reached, part of a trial slot's health).
+//! - [`os_updates`] relays Azure Device Update OS updates from the twin's `deviceUpdate`
+//!   component to the updater component's `update` capability (acknowledge, stage, download
+//!   into the updater's staging file, install, reboot, cancel; that the hub is reached, part
+//!   of a trial slot's health) and reports the updater's status in ADU's shape.
 //! - [`module_fetch`] downloads an app's WASM module a verified deployment names, over HTTPS
 //!   through the same `net` route, resuming interrupted transfers, in bounded memory, its size
-//!   and sha256 checked as it streams.
+//!   and sha256 checked as it streams; and the rest of an OS update bundle from a byte on,
+//!   unchecked (the updater checks it).
 
 pub mod agent;
 pub mod app_deployments;

@@ -1,5 +1,7 @@
 //! Downloading an app's WASM module over HTTPS, as a verified deployment document names it
-//! (URL, size, sha256), into a [`ModuleSink`]: [`fetch_module`].
+//! (URL, size, sha256), into a [`ModuleSink`]: [`fetch_module`]. The same transfer fetches the
+//! rest of an OS update bundle from the byte its staging file ends at, without a digest (the
+//! updater checks the bundle, the relay cannot read it back): [`fetch_range`].
 //!
 //! - Only `https://HOST[:PORT]/PATH` ([`ModuleUrl::parse`]); `HOST` is dialed through the
 //!   [`Dialer`] (the `net` route), checked against the server's certificate and sent as `Host`.
@@ -17,6 +19,8 @@
 //! - Memory is bounded whatever the size: one [`BUFFER_SIZE`] buffer, each read goes to the
 //!   sink and the hasher ([`ModuleHasher`]) before the next; the size and sha256 are checked
 //!   at the end against the request (a size the server states is checked up front).
+//!   A [`RangeRequest`] starts at its offset (the first request already asks for the range)
+//!   and is checked for its size only.
 
 use std::io::ErrorKind;
 use std::sync::Arc;
@@ -470,35 +474,14 @@ pub async fn fetch_module(
         parse_sha256(request.sha256).ok_or(refuse("the sha256 is not 64 lower-case hex digits"))?;
     let mut download = Download {
         url: &url,
-        request,
-        hasher: ModuleHasher::new(),
+        url_text: request.url,
+        size: request.size,
+        received: 0,
+        hasher: Some(ModuleHasher::new()),
         buffer: vec![0; BUFFER_SIZE],
     };
-    let mut attempts = 0;
-    while download.hasher.size() < request.size {
-        if attempts > 0 {
-            tokio::time::sleep(RETRY_WAIT.saturating_mul(attempts)).await;
-        }
-        attempts += 1;
-        let interruption = match download
-            .connection(&dialer, &tls, sink, &mut progress)
-            .await
-        {
-            Ok(()) => break,
-            Err(Stop::Failed(error)) => return Err(error),
-            Err(Stop::Interrupted(interruption)) => interruption,
-        };
-        if attempts >= MAX_ATTEMPTS {
-            return Err(AgentError::ModuleTransfer {
-                url: request.url.to_owned(),
-                received: download.hasher.size(),
-                expected: request.size,
-                attempts,
-                source: interruption,
-            });
-        }
-    }
-    let digest = download.hasher.finish();
+    download.run(&dialer, &tls, sink, &mut progress).await?;
+    let digest = download.hasher.unwrap_or_default().finish();
     if digest.size != request.size {
         // Unreachable by construction (every connection ends at the module's end or fails);
         // checked again rather than trusted.
@@ -518,16 +501,102 @@ pub async fn fetch_module(
     Ok(digest)
 }
 
+/// A file to fetch from byte `offset` to its end, whose content is checked by the component
+/// it is fetched for, not here (an OS update bundle: the updater checks it against the signed
+/// manifest, and the relay cannot read back what it staged).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeRequest<'a> {
+    /// `https://HOST[:PORT]/PATH`.
+    pub url: &'a str,
+    /// The whole file's size in bytes: what the server must state and serve.
+    pub size: u64,
+    /// The first byte wanted (what the sink already has before it).
+    pub offset: u64,
+}
+
+/// Downloads bytes `request.offset` to `request.size` of a file into `sink`, as
+/// [`fetch_module`] does (in order, each once, resuming interrupted transfers with `Range`,
+/// the same bounds on answers and memory) but from `request.offset` on and without a digest:
+/// the first request already asks for `Range: bytes=OFFSET-`. `progress` is told the bytes
+/// of the file the sink has (the offset included) and the file's size after each write.
+/// Nothing is fetched when the offset is the size.
+///
+/// On an error the sink holds the bytes from the offset up to where the transfer stopped
+/// ([`AgentError::ModuleTransfer`] says where): a later request can resume from there.
+pub async fn fetch_range(
+    dialer: Arc<dyn Dialer>,
+    tls: Arc<ClientConfig>,
+    request: &RangeRequest<'_>,
+    sink: &mut (dyn ModuleSink + Send),
+    mut progress: impl FnMut(u64, u64),
+) -> Result<()> {
+    let refuse = |reason| AgentError::ModuleRequest {
+        url: request.url.to_owned(),
+        reason,
+    };
+    let url = ModuleUrl::parse(request.url).map_err(refuse)?;
+    if request.offset > request.size {
+        return Err(refuse("the first byte asked for is beyond the file's end"));
+    }
+    let mut download = Download {
+        url: &url,
+        url_text: request.url,
+        size: request.size,
+        received: request.offset,
+        hasher: None,
+        buffer: vec![0; BUFFER_SIZE],
+    };
+    download.run(&dialer, &tls, sink, &mut progress).await
+}
+
 /// One download's state across its connections.
 struct Download<'a> {
     url: &'a ModuleUrl,
-    request: &'a ModuleRequest<'a>,
-    /// What the sink has been given: its size is the offset to resume from.
-    hasher: ModuleHasher,
+    /// The URL as requested (for errors).
+    url_text: &'a str,
+    /// The whole file's size.
+    size: u64,
+    /// Bytes of the file the sink has (those before a range's offset included): the offset
+    /// to resume from.
+    received: u64,
+    /// What the sink has been given, hashed, when the caller checks a digest (from byte 0).
+    hasher: Option<ModuleHasher>,
     buffer: Vec<u8>,
 }
 
 impl Download<'_> {
+    /// Connections until the sink has the file's end, at most [`MAX_ATTEMPTS`].
+    async fn run(
+        &mut self,
+        dialer: &Arc<dyn Dialer>,
+        tls: &Arc<ClientConfig>,
+        sink: &mut (dyn ModuleSink + Send),
+        progress: &mut impl FnMut(u64, u64),
+    ) -> Result<()> {
+        let mut attempts = 0;
+        while self.received < self.size {
+            if attempts > 0 {
+                tokio::time::sleep(RETRY_WAIT.saturating_mul(attempts)).await;
+            }
+            attempts += 1;
+            let interruption = match self.connection(dialer, tls, sink, progress).await {
+                Ok(()) => break,
+                Err(Stop::Failed(error)) => return Err(error),
+                Err(Stop::Interrupted(interruption)) => interruption,
+            };
+            if attempts >= MAX_ATTEMPTS {
+                return Err(AgentError::ModuleTransfer {
+                    url: self.url_text.to_owned(),
+                    received: self.received,
+                    expected: self.size,
+                    attempts,
+                    source: interruption,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// One connection: request from the current offset, check the head, stream the body.
     async fn connection(
         &mut self,
@@ -536,9 +605,9 @@ impl Download<'_> {
         sink: &mut (dyn ModuleSink + Send),
         progress: &mut impl FnMut(u64, u64),
     ) -> std::result::Result<(), Stop> {
-        let offset = self.hasher.size();
-        let size = self.request.size;
-        let url = self.request.url;
+        let offset = self.received;
+        let size = self.size;
+        let url = self.url_text;
         let answer_error = |source: ResponseError| match source {
             ResponseError::Status { status } => AgentError::ModuleStatus {
                 url: url.to_owned(),
@@ -616,7 +685,7 @@ impl Download<'_> {
         let (mut start, mut end) = (head_length, filled);
         loop {
             let bytes = body.take(&self.buffer[start..end]);
-            if bytes.len() as u64 > size - self.hasher.size() {
+            if bytes.len() as u64 > size - self.received {
                 return Err(Stop::Failed(answer_error(
                     ResponseError::BodyBeyondModule { size },
                 )));
@@ -625,12 +694,15 @@ impl Download<'_> {
                 sink.accept(bytes).map_err(|source| {
                     Stop::Failed(AgentError::ModuleSink {
                         url: url.to_owned(),
-                        offset: self.hasher.size(),
+                        offset: self.received,
                         source,
                     })
                 })?;
-                self.hasher.update(bytes);
-                progress(self.hasher.size(), size);
+                self.received += bytes.len() as u64;
+                if let Some(hasher) = self.hasher.as_mut() {
+                    hasher.update(bytes);
+                }
+                progress(self.received, size);
             }
             if body.left == Some(0) {
                 return Ok(());
@@ -639,7 +711,7 @@ impl Download<'_> {
             if read == 0 {
                 // The end of a body framed by the connection is the end of the module only
                 // if every byte came.
-                return if body.left.is_none() && self.hasher.size() == size {
+                return if body.left.is_none() && self.received == size {
                     Ok(())
                 } else {
                     Err(Stop::Interrupted(Interruption::Closed))

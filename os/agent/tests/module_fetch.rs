@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use testudo_agent::dial::Dialer;
-use testudo_agent::module_fetch::{Interruption, BUFFER_SIZE, MAX_ATTEMPTS};
+use testudo_agent::module_fetch::{
+    fetch_range, Interruption, RangeRequest, BUFFER_SIZE, MAX_ATTEMPTS,
+};
 use testudo_agent::{fetch_module, AgentError, ModuleRequest, TlsSettings};
 use testudo_testkit::nginx::{self, Nginx, Options};
 
@@ -481,4 +483,85 @@ async fn a_large_module_streams_through_in_buffer_sized_pieces() {
         "a write of {} bytes",
         sink.largest
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_range_is_fetched_from_its_offset_without_a_digest_and_resumes() {
+    let mut fixture = Fixture::start(&slow(false));
+    let file = content(MIB, 9);
+    fixture.serve("update.raucb", &file);
+    let url = fixture.url("update.raucb");
+    let offset = 300_000u64;
+    let size = file.len() as u64;
+
+    // The server dies once 128 KiB past the offset arrived and comes back at once.
+    let progress = Arc::new(AtomicU64::new(0));
+    let seen = progress.clone();
+    let (dialer, tls, task_url) = (fixture.dialer.clone(), fixture.tls.clone(), url.clone());
+    let task = tokio::spawn(async move {
+        let mut sink = Vec::new();
+        let request = RangeRequest {
+            url: &task_url,
+            size,
+            offset,
+        };
+        let outcome = fetch_range(dialer, tls, &request, &mut sink, |received, total| {
+            assert_eq!(total, size);
+            seen.store(received, Ordering::SeqCst);
+        })
+        .await;
+        (outcome, sink)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while progress.load(Ordering::SeqCst) < offset + 128 * 1024 {
+        assert!(Instant::now() < deadline, "the download does not progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fixture.nginx.kill();
+    fixture.nginx.restart();
+    let (outcome, sink) = task.await.unwrap();
+
+    outcome.unwrap();
+    assert!(
+        sink == file[offset as usize..],
+        "the sink holds other bytes"
+    );
+    assert_eq!(progress.load(Ordering::SeqCst), size);
+    let logged = requests(&fixture.nginx, 1);
+    assert_eq!(logged.len(), 1, "{logged:?}");
+    let (status, range, sent) = &logged[0];
+    let from: u64 = range
+        .strip_prefix("bytes=")
+        .and_then(|range| range.strip_suffix('-'))
+        .and_then(|from| from.parse().ok())
+        .unwrap_or_else(|| panic!("no open range in {range:?}"));
+    assert_eq!(*status, 206);
+    assert!(from >= offset + 128 * 1024, "{from}");
+    assert_eq!(from + sent, size);
+
+    // At the end already: nothing is fetched; beyond it: refused before dialing.
+    let dials = fixture.dialer.dials().len();
+    for (offset, refused) in [(size, false), (size + 1, true)] {
+        let mut sink = Vec::new();
+        let request = RangeRequest {
+            url: &url,
+            size,
+            offset,
+        };
+        let outcome = fetch_range(
+            fixture.dialer.clone(),
+            fixture.tls.clone(),
+            &request,
+            &mut sink,
+            |_, _| {},
+        )
+        .await;
+        assert_eq!(
+            matches!(outcome, Err(AgentError::ModuleRequest { .. })),
+            refused,
+            "{outcome:?}"
+        );
+        assert!(sink.is_empty());
+    }
+    assert_eq!(fixture.dialer.dials().len(), dials);
 }

@@ -15,8 +15,10 @@ use sha2::{Digest, Sha256};
 use crate::error::HubError;
 use crate::store::{write_atomic, Store};
 
-/// Largest artifact accepted (a WASM module).
-pub const MAX_ARTIFACT: usize = 16 * 1024 * 1024;
+/// Largest artifact accepted: a WASM module or an OS update bundle (a gateway's is tens of
+/// MB). The emulator holds an artifact in memory while it receives or serves it: a test fake's
+/// simplicity, bounded by this limit (Blob Storage streams).
+pub const MAX_ARTIFACT: usize = 256 * 1024 * 1024;
 
 /// The path prefix of the store under the service API.
 pub const PATH: [&str; 2] = ["testudo", "artifacts"];

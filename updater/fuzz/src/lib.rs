@@ -1,4 +1,4 @@
-//! Fuzz targets of the updater's bundle, manifest, key-file, system.conf and GRUB environment
+//! Fuzz targets of the updater's bundle, squashfs payload, manifest, key-file, system.conf and GRUB environment
 //! readers (a file, or inside an ESP's FAT), and of the updater component's reading of init's
 //! status.
 //!
@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod esp_grubenv;
 pub mod grubenv;
 pub mod manifest;
+pub mod squashfs_payload;
 pub mod status_file;
 pub mod status_lines;
 pub mod system_conf;

@@ -29,6 +29,14 @@ fn manifest() {
 }
 
 #[test]
+fn squashfs_payload() {
+    replay(
+        "squashfs_payload",
+        testudo_updater_fuzz::squashfs_payload::fuzz,
+    );
+}
+
+#[test]
 fn status_file() {
     replay("status_file", testudo_updater_fuzz::status_file::fuzz);
 }

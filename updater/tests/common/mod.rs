@@ -349,10 +349,8 @@ pub fn make_bundle(
     out.to_path_buf()
 }
 
-/// Opens and verifies `bundle` against `pki`'s keyring (needs `unsquashfs` for plain bundles
-/// and for reading images later).
+/// Opens and verifies `bundle` against `pki`'s keyring.
 pub fn open_bundle(bundle: &Path, pki: &Pki) -> VerifiedBundle {
-    require("unsquashfs");
     testudo_updater::bundle::open(bundle, &keyring(&pki.keyring)).unwrap()
 }
 
