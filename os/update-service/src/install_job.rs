@@ -161,6 +161,9 @@ fn check_staged_file(
         )
     };
     let mut file = std::fs::File::open(path).map_err(failed)?;
+    // The relay cannot sync what it writes: the staged bytes are made durable before they are
+    // verified, so an install cut short finds the same verified bytes at the next boot.
+    file.sync_all().map_err(failed)?;
     let staged = file.metadata().map_err(failed)?.len();
     if staged != size {
         return Err(Failure::new(
