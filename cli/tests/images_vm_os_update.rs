@@ -16,7 +16,8 @@
 //!    reports `state` 255 with the rolled-back step's extended result code, still running
 //!    0.1.0.
 //!
-//! No component is killed by its seccomp role on the way.
+//! No component is killed by its seccomp role on the way, and at the reboot every component
+//! ends on init's SIGTERM (none is killed after the grace period).
 //!
 //! Binds the emulator to 127.0.0.1:8883 and :443, serialised with the other tests that need
 //! them by a lock file. Needs the workspace's binaries (see `vm_common::bin_dirs`).
@@ -92,6 +93,12 @@ fn a_twin_change_updates_the_gateway_from_a_to_b_and_a_downgrade_is_refused() {
     assert!(!console.contains("killed by seccomp"), "{console}");
     assert!(
         console.contains("testudo-init: reboot asked by updater"),
+        "{console}"
+    );
+    // Every component, the WASM hosts too, ends on init's SIGTERM: none waits out the
+    // grace period to be killed.
+    assert!(
+        !console.contains("killed after the grace period"),
         "{console}"
     );
     let env = grubenv_of(rig.disk.to_str().unwrap());

@@ -447,25 +447,97 @@ pub fn read_frame(file: &File, path: &Path) -> Result<Frame> {
 /// Opens `path`, checks framing, signature (against `keyring`) and every payload byte.
 /// Nothing is written.
 pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
+    open_observed(path, keyring, &mut |_| {})
+}
+
+/// [`open`], showing `observe` every byte of the file once, in order, in the same read that
+/// verifies the payload: a caller that checks the whole file against a digest of its own (an
+/// OS update's manifest names one) reads it once, not twice. When the signature fails, or
+/// the payload does not verify, `observe` has seen only part of the file.
+pub fn open_observed(
+    path: &Path,
+    keyring: &Keyring,
+    observe: &mut dyn FnMut(&[u8]),
+) -> Result<VerifiedBundle> {
     let file = File::open(path).map_err(read_err(path))?;
     let frame = read_frame(&file, path)?;
-    if cms_is_detached(&frame.der, path)? {
-        open_plain(&file, path, &frame, keyring)
+    let (bundle, observed) = if cms_is_detached(&frame.der, path)? {
+        open_plain(&file, path, &frame, keyring, observe)?
     } else {
-        open_verity(&file, path, &frame, keyring)
+        open_verity(&file, path, &frame, keyring, observe)?
+    };
+    // The rest of the file: the tree (verity), the signature and the framing.
+    let len = file.metadata().map_err(read_err(path))?.len();
+    observe_range(&file, path, observed, len, observe)?;
+    Ok(bundle)
+}
+
+/// Shows `observe` the bytes `from..to` of `file`, in 1 MiB reads.
+fn observe_range(
+    file: &File,
+    path: &Path,
+    from: u64,
+    to: u64,
+    observe: &mut dyn FnMut(&[u8]),
+) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut offset = from;
+    while offset < to {
+        let chunk = buf.len().min((to - offset) as usize);
+        file.read_exact_at(&mut buf[..chunk], offset)
+            .map_err(read_err(path))?;
+        observe(&buf[..chunk]);
+        offset += chunk as u64;
+    }
+    Ok(())
+}
+
+/// A reader showing what passes through it to an observer.
+struct ObservedReader<R, O> {
+    inner: R,
+    observe: O,
+}
+
+impl<R: Read, O: FnMut(&[u8])> Read for ObservedReader<R, O> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        (self.observe)(&buf[..n]);
+        Ok(n)
     }
 }
 
 /// A plain bundle: the detached signature covers the whole payload; the manifest is read
 /// from the squashfs only after that.
+/// Returns the bundle and how many bytes from the start `observe` has seen.
 fn open_plain(
     file: &File,
     path: &Path,
     frame: &Frame,
     keyring: &Keyring,
-) -> Result<VerifiedBundle> {
-    let signer =
-        signature::verify_detached(&frame.der, file.take(frame.payload_size), keyring, path)?;
+    observe: &mut dyn FnMut(&[u8]),
+) -> Result<(VerifiedBundle, u64)> {
+    // The signature check reads the payload on OpenSSL's side of a pipe (another thread):
+    // the bytes are collected there in order and shown to `observe` here, chunk by chunk.
+    // The reader owns the sending end: it ends, and with it the loop below, when the check
+    // is done with the payload.
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+    let reader = ObservedReader {
+        inner: file.take(frame.payload_size),
+        observe: move |bytes: &[u8]| {
+            let _ = sender.send(bytes.to_vec());
+        },
+    };
+    let signer = std::thread::scope(|scope| {
+        let verifying =
+            scope.spawn(move || signature::verify_detached(&frame.der, reader, keyring, path));
+        for bytes in receiver {
+            observe(&bytes);
+        }
+        verifying
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })?;
     let text = payload::read_small_file(path, MANIFEST_FILENAME, MAX_MANIFEST_SIZE)?;
     let text = String::from_utf8(text).map_err(|_| format_err(path, "manifest is not UTF-8"))?;
     let manifest = Manifest::parse(&text)?;
@@ -476,24 +548,27 @@ fn open_plain(
         ));
     }
     check_images_readable(path, &manifest)?;
-    Ok(VerifiedBundle {
+    let bundle = VerifiedBundle {
         path: path.to_path_buf(),
         manifest,
         signer,
         squashfs_size: frame.payload_size,
         payload_size: frame.payload_size,
         signature_size: frame.signature_size,
-    })
+    };
+    Ok((bundle, frame.payload_size))
 }
 
 /// A verity bundle: the inline signature covers the manifest, whose root hash then covers
 /// every payload byte through the hash tree.
+/// Returns the bundle and how many bytes from the start `observe` has seen.
 fn open_verity(
     file: &File,
     path: &Path,
     frame: &Frame,
     keyring: &Keyring,
-) -> Result<VerifiedBundle> {
+    observe: &mut dyn FnMut(&[u8]),
+) -> Result<(VerifiedBundle, u64)> {
     let (content, signer) = signature::verify_inline(&frame.der, keyring, path)?;
     let text =
         String::from_utf8(content).map_err(|_| format_err(path, "signed manifest is not UTF-8"))?;
@@ -519,17 +594,18 @@ fn open_verity(
         verity.salt,
         verity.root_hash,
     )
-    .and_then(|mut verifier| verifier.verify_all())
+    .and_then(|mut verifier| verifier.verify_all_observed(observe))
     .map_err(|mismatch| payload_mismatch(path, mismatch))?;
     check_images_readable(path, &manifest)?;
-    Ok(VerifiedBundle {
+    let bundle = VerifiedBundle {
         path: path.to_path_buf(),
         manifest,
         signer,
         squashfs_size,
         payload_size: frame.payload_size,
         signature_size: frame.signature_size,
-    })
+    };
+    Ok((bundle, squashfs_size))
 }
 
 /// Every image of `manifest` is in the verified payload of `path`, readable here and of its

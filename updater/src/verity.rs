@@ -248,6 +248,12 @@ impl<'f> PayloadVerifier<'f> {
     /// Reads and checks every data block from the start of `file`, in order. Block hashes
     /// are computed on up to 4 threads (4 MiB batches); memory stays bounded by the batch.
     pub fn verify_all(&mut self) -> Result<(), Mismatch> {
+        self.verify_all_observed(&mut |_| {})
+    }
+
+    /// [`Self::verify_all`], showing `observe` every data byte once, in order, as it is read
+    /// (before it is checked): a caller's own checksum of the file costs no second read.
+    pub fn verify_all_observed(&mut self, observe: &mut dyn FnMut(&[u8])) -> Result<(), Mismatch> {
         const BATCH_BLOCKS: usize = 1024;
         let threads = std::thread::available_parallelism()
             .map(|n| n.get())
@@ -262,6 +268,7 @@ impl<'f> PayloadVerifier<'f> {
             self.file
                 .read_exact_at(bytes, index * BLOCK_SIZE as u64)
                 .map_err(Mismatch::Read)?;
+            observe(bytes);
             let salt = self.salt;
             let per_thread = blocks.div_ceil(threads);
             std::thread::scope(|scope| {

@@ -295,3 +295,34 @@ fn payload_compressed_with_a_compressor_the_reader_lacks() {
         assert!(err.to_string().contains("only gzip"), "{err}");
     }
 }
+
+/// The open that shows the caller every byte (for an OS update's own file digest) sees the
+/// whole file once, in order, and refuses what `open` refuses.
+#[test]
+fn the_observed_open_sees_the_whole_file_once_and_refuses_the_same() {
+    for format in [BundleFormat::Verity, BundleFormat::Plain] {
+        let case = good(format);
+        let mut seen = Vec::new();
+        testudo_updater::bundle::open_observed(&case.bundle, &keyring(&case), &mut |bytes| {
+            seen.extend_from_slice(bytes)
+        })
+        .unwrap();
+        assert!(
+            seen == std::fs::read(&case.bundle).unwrap(),
+            "{format:?}: the observer saw {} bytes, not the file",
+            seen.len()
+        );
+
+        flip(&case.bundle, 10);
+        let err =
+            testudo_updater::bundle::open_observed(&case.bundle, &keyring(&case), &mut |_| {})
+                .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                UpdaterError::VerifyPayload { .. } | UpdaterError::VerifySignature { .. }
+            ),
+            "{format:?}: {err:?}"
+        );
+    }
+}

@@ -101,20 +101,12 @@ impl<T: SpoolFiles + ?Sized> SpoolFiles for Box<T> {
 
 type SharedSpool = Arc<Mutex<Spool<Box<dyn SpoolFiles>>>>;
 
-extern "C" fn exit_now(_signal: libc::c_int) {
-    // SAFETY: _exit is async-signal-safe.
-    unsafe { libc::_exit(0) }
-}
-
 /// Runs the component until init closes the control socket. Errors only when it cannot serve
 /// at all (no control socket, the runtime cannot start).
 pub fn run() -> Result<()> {
     // Every accepted message is in the spool before its write is acknowledged, so stopping at
     // any instant loses nothing: exit at once on SIGTERM.
-    // SAFETY: installs an async-signal-safe handler for SIGTERM.
-    unsafe {
-        libc::signal(libc::SIGTERM, exit_now as *const () as libc::sighandler_t);
-    }
+    testudo_scheme::lifecycle::exit_on_sigterm();
     let control = provider_control()
         .map_err(|source| AgentError::Serve {
             step: "control socket",

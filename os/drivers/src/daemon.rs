@@ -6,19 +6,9 @@ use testudo_scheme::{provider_control, SchemeProvider, Server};
 
 use crate::DriverError;
 
-extern "C" fn exit_now(_signal: libc::c_int) {
-    // SAFETY: _exit is async-signal-safe.
-    unsafe { libc::_exit(0) }
-}
-
 /// Exit at once (status 0) on SIGTERM. A daemon holds no buffered state: every reply has
 /// been sent and every write reached the kernel before the next request is read.
-pub fn exit_on_sigterm() {
-    // SAFETY: installs an async-signal-safe handler for SIGTERM.
-    unsafe {
-        libc::signal(libc::SIGTERM, exit_now as *const () as libc::sighandler_t);
-    }
-}
+pub use testudo_scheme::lifecycle::exit_on_sigterm;
 
 /// Serves `provider` on the control socket from init until init closes it.
 pub fn serve<P: SchemeProvider>(driver: &'static str, provider: P) -> Result<(), DriverError> {

@@ -42,6 +42,7 @@ pub mod backend;
 mod error;
 mod grant;
 mod handle;
+pub mod lifecycle;
 mod provider;
 mod rights;
 mod stat;

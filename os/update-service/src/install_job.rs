@@ -1,14 +1,14 @@
 //! Verifying a staged bundle and writing it into the other slot: two independent checks
 //! before a byte of the slot is written — the manifest's signature (ADU's chain to the
-//! image's root keys) with the file's size and sha256 it signs, then the bundle's own CMS
-//! signature and verity tree against the image's RAUC keyring — and the bundle's version
-//! against the manifest's installed criteria. The install itself is the updater library's
-//! ([`testudo_updater::install`]): the slot is marked bad first and made the next boot, on
-//! trial, only once written and read back.
+//! image's root keys) with the file's size and sha256 it signs, and the bundle's own CMS
+//! signature and verity tree against the image's RAUC keyring, both computed in one read of
+//! the staged file — and the bundle's version against the manifest's installed criteria.
+//! The install itself is the updater library's ([`testudo_updater::install`]): the slot is
+//! marked bad first and made the next boot, on trial, only once written and read back.
 
 use std::io::Read;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use testudo_os_update::result::FailedStep;
@@ -47,8 +47,17 @@ pub struct InstallJob {
 }
 
 impl InstallJob {
-    /// Verifies and installs; `progress(done, total)` sees the hashing, then the writing.
+    /// Verifies and installs; `progress(done, total)` sees the verification's read, then the
+    /// writing.
     pub fn run(self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), Failure> {
+        self.verify(progress)?.install(progress)
+    }
+
+    /// The two checks: the manifest's signature with the staged file's size and sha256 it
+    /// signs, and the bundle's CMS signature and verity tree, both from one read of the
+    /// file; then the bundle's version against the manifest's installed criteria.
+    /// `progress(done, total)` sees the read.
+    pub fn verify(self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifiedJob, Failure> {
         let roots = std::fs::read(&self.root_keys)
             .map_err(|error| {
                 Failure::new(
@@ -66,13 +75,29 @@ impl InstallJob {
             .manifest
             .bundle_step()
             .map_err(|error| Failure::of(FailedStep::ManifestContent, &error))?;
-        check_staged_file(
-            &self.staged,
-            step.file.size_in_bytes,
-            &step.file.sha256,
-            progress,
-        )?;
-        let bundle = self.open_bundle()?;
+        let size = step.file.size_in_bytes;
+        sync_staged_file(&self.staged, size)?;
+        // One read of the staged file serves both checks: the bundle's own (CMS, verity) and
+        // the manifest's sha256 of the whole file, computed from what that read shows.
+        let mut hasher = Sha256::new();
+        let mut done = 0u64;
+        let opened = self.open_bundle(&mut |bytes| {
+            hasher.update(bytes);
+            done += bytes.len() as u64;
+            progress(done, size);
+        });
+        let bundle = match opened {
+            Ok(bundle) if hasher.finalize().as_slice() == step.file.sha256 => bundle,
+            Ok(_) => return Err(file_hash_differs()),
+            // A bundle that does not verify is reported as the download it is when its bytes
+            // are not the ones the manifest signs.
+            Err(failure) => {
+                if staged_sha256(&self.staged)? != step.file.sha256 {
+                    return Err(file_hash_differs());
+                }
+                return Err(failure);
+            }
+        };
         let version = bundle.manifest.version.clone().unwrap_or_default();
         if version != step.installed_criteria {
             return Err(Failure::new(
@@ -83,18 +108,61 @@ impl InstallJob {
                 ),
             ));
         }
-        let booted = self
+        Ok(VerifiedJob { job: self, bundle })
+    }
+
+    /// The bundle's CMS signature and payload (verity tree), against the image's keyring;
+    /// `observe` sees every byte of the file in the same read.
+    fn open_bundle(
+        &self,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<bundle::VerifiedBundle, Failure> {
+        let keyring_path = self.conf.keyring.clone().ok_or_else(|| {
+            Failure::new(
+                FailedStep::BundleSignature,
+                "system.conf names no [keyring] path",
+            )
+        })?;
+        let keyring = Keyring::load(&keyring_path, self.conf.check_purpose)
+            .map_err(|error| Failure::of(FailedStep::BundleSignature, &error))?;
+        bundle::open_observed(&self.staged, &keyring, observe).map_err(|error| match error {
+            UpdaterError::VerifySignature { .. } | UpdaterError::LoadCrypto { .. } => {
+                Failure::of(FailedStep::BundleSignature, &error)
+            }
+            other => Failure::of(FailedStep::BundleContent, &other),
+        })
+    }
+}
+
+/// An [`InstallJob`] whose staged bundle passed both checks.
+#[derive(Debug)]
+pub struct VerifiedJob {
+    job: InstallJob,
+    bundle: bundle::VerifiedBundle,
+}
+
+impl VerifiedJob {
+    /// The slot the bundle goes into (bootname).
+    pub fn target(&self) -> &str {
+        &self.job.target
+    }
+
+    /// Writes the bundle into the other slot and makes it the next boot, on trial;
+    /// `progress(done, total)` sees the writing.
+    pub fn install(self, progress: &mut dyn FnMut(u64, u64)) -> Result<(), Failure> {
+        let VerifiedJob { job, bundle } = self;
+        let booted = job
             .conf
-            .slot_by_bootname(&self.booted)
+            .slot_by_bootname(&job.booted)
             .ok_or_else(|| {
                 Failure::new(
                     FailedStep::Install,
-                    format!("the booted slot {} is not in system.conf", self.booted),
+                    format!("the booted slot {} is not in system.conf", job.booted),
                 )
             })?
             .clone();
         let total = bundle.manifest.images.iter().map(|image| image.size).sum();
-        let mut bootloader = LockedGrub(&self.grub);
+        let mut bootloader = LockedGrub(&job.grub);
         let mut written = 0u64;
         let mut observer = |_: usize, step: &Step| {
             if let Step::WriteChunk { len, .. } = step {
@@ -104,7 +172,7 @@ impl InstallJob {
             ControlFlow::Continue(())
         };
         let report = install::install(
-            &self.conf,
+            &job.conf,
             &booted,
             &bundle,
             &mut bootloader,
@@ -116,80 +184,65 @@ impl InstallJob {
             UpdaterError::Downgrade { .. } => Failure::of(FailedStep::Downgrade, &error),
             other => Failure::of(FailedStep::Install, &other),
         })?;
-        if report.bootname != self.target {
+        if report.bootname != job.target {
             return Err(Failure::new(
                 FailedStep::Install,
                 format!(
                     "wrote slot {} where {} was expected",
-                    report.bootname, self.target
+                    report.bootname, job.target
                 ),
             ));
         }
         Ok(())
     }
-
-    /// The bundle's CMS signature and payload (verity tree), against the image's keyring.
-    fn open_bundle(&self) -> Result<bundle::VerifiedBundle, Failure> {
-        let keyring_path = self.conf.keyring.clone().ok_or_else(|| {
-            Failure::new(
-                FailedStep::BundleSignature,
-                "system.conf names no [keyring] path",
-            )
-        })?;
-        let keyring = Keyring::load(&keyring_path, self.conf.check_purpose)
-            .map_err(|error| Failure::of(FailedStep::BundleSignature, &error))?;
-        bundle::open(&self.staged, &keyring).map_err(|error| match error {
-            UpdaterError::VerifySignature { .. } | UpdaterError::LoadCrypto { .. } => {
-                Failure::of(FailedStep::BundleSignature, &error)
-            }
-            other => Failure::of(FailedStep::BundleContent, &other),
-        })
-    }
 }
 
-/// The staged file is exactly `size` bytes with sha256 `expected`.
-fn check_staged_file(
-    path: &std::path::Path,
-    size: u64,
-    expected: &[u8; 32],
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<(), Failure> {
-    let failed = |error: std::io::Error| {
+fn file_hash_differs() -> Failure {
+    Failure::new(
+        FailedStep::FileHash,
+        "the staged file's sha256 is not the one the signed manifest names",
+    )
+}
+
+fn staged_file_error(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |error| {
         Failure::new(
             FailedStep::Download,
             format!("reading the staged file {}: {error}", path.display()),
         )
-    };
-    let mut file = std::fs::File::open(path).map_err(failed)?;
-    // The relay cannot sync what it writes: the staged bytes are made durable before they are
-    // verified, so an install cut short finds the same verified bytes at the next boot.
-    file.sync_all().map_err(failed)?;
-    let staged = file.metadata().map_err(failed)?.len();
+    }
+}
+
+/// Makes the staged file durable and checks it is exactly `size` bytes. The relay cannot
+/// sync what it writes: the staged bytes are made durable before they are verified, so an
+/// install cut short finds the same verified bytes at the next boot.
+fn sync_staged_file(path: &Path, size: u64) -> Result<(), Failure> {
+    let failed = staged_file_error(path);
+    let file = std::fs::File::open(path).map_err(&failed)?;
+    file.sync_all().map_err(&failed)?;
+    let staged = file.metadata().map_err(&failed)?.len();
     if staged != size {
         return Err(Failure::new(
             FailedStep::FileHash,
             format!("{staged} bytes were staged; the signed manifest says {size}"),
         ));
     }
+    Ok(())
+}
+
+/// The staged file's sha256 (when the bundle did not verify: was it the download?).
+fn staged_sha256(path: &Path) -> Result<[u8; 32], Failure> {
+    let failed = staged_file_error(path);
+    let mut file = std::fs::File::open(path).map_err(&failed)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; HASH_CHUNK];
-    let mut done = 0u64;
     loop {
-        let n = file.read(&mut buf).map_err(failed)?;
+        let n = file.read(&mut buf).map_err(&failed)?;
         if n == 0 {
-            break;
+            return Ok(hasher.finalize().into());
         }
         hasher.update(&buf[..n]);
-        done += n as u64;
-        progress(done, size);
     }
-    if hasher.finalize().as_slice() != expected {
-        return Err(Failure::new(
-            FailedStep::FileHash,
-            "the staged file's sha256 is not the one the signed manifest names",
-        ));
-    }
-    Ok(())
 }
 
 /// The shared grubenv as a [`Bootloader`], locked for each call only.

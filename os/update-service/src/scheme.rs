@@ -93,7 +93,13 @@ impl UpdateProvider {
                         let mut progress = move |done, total| {
                             lock(&progress_updates).set_progress(done, total);
                         };
-                        let outcome = job.run(&mut progress);
+                        let outcome = job.verify(&mut progress).and_then(|verified| {
+                            say(&format!(
+                                "workflow {workflow}: bundle verified (file sha256, CMS signature, verity); writing slot {}",
+                                verified.target()
+                            ));
+                            verified.install(&mut progress)
+                        });
                         let mut state = lock(&updates);
                         if let Err(error) = state.finish_install(&workflow, outcome) {
                             say(&format!(
@@ -101,9 +107,10 @@ impl UpdateProvider {
                                 testudo_error_chain::error_chain(&error)
                             ));
                         }
-                        let status = state.status();
+                        // Said under the lock: before a reboot request (which takes it) can
+                        // end the process.
+                        say(&format!("workflow {workflow}: {}", describe(&state.status())));
                         drop(state);
-                        say(&format!("workflow {workflow}: {}", describe(&status)));
                     })
                     .map_err(|source| UpdateServiceError::Thread { source })?;
                 Ok(())

@@ -31,20 +31,9 @@ pub struct ServiceOptions {
     pub config: UpdateConfig,
 }
 
-extern "C" fn exit_now(_signal: libc::c_int) {
-    // SAFETY: _exit is async-signal-safe.
-    unsafe { libc::_exit(0) }
-}
-
-/// Exit at once on SIGTERM (the component is PID 1 of its namespace, which ignores signals it
-/// has no handler for). Every write the updater makes is durable before it is answered, and
-/// an install cut short is settled at the next start (`crate::workflow`).
-fn exit_on_sigterm() {
-    // SAFETY: installs an async-signal-safe handler for SIGTERM.
-    unsafe {
-        libc::signal(libc::SIGTERM, exit_now as *const () as libc::sighandler_t);
-    }
-}
+// Exit at once on SIGTERM: every write the updater makes is durable before it is answered,
+// and an install cut short is settled at the next start (`crate::workflow`).
+use testudo_scheme::lifecycle::exit_on_sigterm;
 
 /// One line for the component's log.
 fn say(line: &str) {

@@ -117,6 +117,10 @@ fn run(args: Args) -> Result<u8, HostError> {
         })?;
         return Ok(0);
     }
+    // Stopped by init: exit at once rather than after its grace period. An app keeps no state
+    // in the host; what it wrote is in its log and storage already, and a stop in the middle
+    // of a call ends it as the kill after the grace period would.
+    testudo_scheme::lifecycle::exit_on_sigterm();
     let (Some(plan_path), Some(component)) = (args.plan, args.component) else {
         eprintln!("testudo-wasm-host: --plan and --component are required");
         return Ok(2);
