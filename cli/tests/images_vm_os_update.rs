@@ -10,7 +10,9 @@
 //!    into the data partition, verified and installed into slot B by the updater component,
 //!    which reboots; GRUB boots B on trial, the updater confirms it, and the device reports
 //!    `state` 0, 700 and `installedUpdateId` 0.2.0 — and boots B from then on by itself.
-//! 3. (a second device) an update whose system never becomes healthy (a component that
+//! 3. (then, on B) a bundle in RAUC's plain format (0.3.0: a detached signature
+//!    over the whole payload) is installed into A the same way and reported 700.
+//! 4. (a second device) an update whose system never becomes healthy (a component that
 //!    crash-loops): installed into B and booted on trial, the updater gives up on B at every
 //!    boot until GRUB has given it its tries, A boots again by itself, and the device
 //!    reports `state` 255 with the rolled-back step's extended result code, still running
@@ -48,6 +50,12 @@ fn a_twin_change_updates_the_gateway_from_a_to_b_and_a_downgrade_is_refused() {
         &format!("version | force = \"0.2.0\",\n{QUICK_CONFIRM}"),
     );
     let older = rig.build_variant("older", "version | force = \"0.0.9\",");
+    let plain = rig.build_variant(
+        "plain",
+        &format!(
+            "version | force = \"0.3.0\",\nupdate.bundle_format | force = 'plain,\n{QUICK_CONFIRM}"
+        ),
+    );
     let hub = rig.serve_hub();
     let ek = rig.tpm_ek();
     rig.enroll(&ek);
@@ -133,6 +141,40 @@ fn a_twin_change_updates_the_gateway_from_a_to_b_and_a_downgrade_is_refused() {
     let mut vm = rig.boot();
     vm.wait_line("updater: slot B booted", BOOT);
     assert!(vm.console().contains("testudo: booting slot B"));
+    vm.kill();
+
+    // 4. A bundle in RAUC's plain format (a detached CMS signature over the whole payload,
+    //    what `rauc bundle` makes by default) installs too: B to A.
+    let plain_bundle = plain.join("update.raucb");
+    let keyring = rig.data_home.join("testudo/dev-keys/ca.pem");
+    let info = testudo_ok(
+        &[
+            "bundle",
+            "info",
+            plain_bundle.to_str().unwrap(),
+            "--keyring",
+            keyring.to_str().unwrap(),
+        ],
+        &rig.data_home,
+    );
+    assert!(info.contains("Bundle format: plain"), "{info}");
+    let mut vm = rig.boot();
+    vm.wait_line("cloud: device properties reported", BOOT);
+    rig.deploy_os(&plain_bundle);
+    let exit = vm.wait_exit(BOOT);
+    let console = vm.console();
+    assert!(exit.success(), "QEMU ended with {exit}: {console}");
+    assert!(!console.contains("killed by seccomp"), "{console}");
+    assert!(console.contains("installed into slot A"), "{console}");
+    let mut vm = rig.boot();
+    vm.wait_line("updater: slot A confirmed good", BOOT);
+    let agent = rig.wait_os_update_report(&vm, BOOT, |agent| {
+        agent["state"] == 0
+            && agent["installedUpdateId"]
+                .as_str()
+                .is_some_and(|id| id.contains("0.3.0"))
+    });
+    assert_eq!(agent["lastInstallResult"]["resultCode"], 700, "{agent}");
     vm.kill();
     drop(hub);
 }
