@@ -21,6 +21,8 @@ mod deploy_common;
 mod runtime_common;
 #[path = "common/slot_deployment.rs"]
 mod slot_deployment;
+#[path = "common/timing.rs"]
+mod timing;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -11,11 +11,14 @@
 //! ready: what the image did before it had a network and an identity.
 #![allow(clippy::unwrap_used)]
 
+#[path = "common/timing.rs"]
+mod timing;
 #[path = "../tests/vm_device/mod.rs"]
 mod vm_device;
 
 use std::time::{Duration, Instant};
 
+use timing::{median, seconds};
 use vm_device::*;
 
 /// Set (to anything) to print each boot's console, every line timed from components ready:
@@ -38,15 +41,6 @@ const STAGES: &[(&str, &str)] = &[
         "cloud: device properties reported",
     ),
 ];
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn seconds(duration: Duration) -> String {
-    format!("{:>7.2} s", duration.as_secs_f64())
-}
 
 /// One boot of a new device: when each stage's line arrived, from QEMU's start.
 fn boot_once(rig: &mut DeviceRig, label: &str) -> Vec<Duration> {

@@ -16,13 +16,14 @@
 
 #[path = "common/slot_deployment.rs"]
 mod slot_deployment;
+#[path = "common/timing.rs"]
+mod timing;
 #[path = "../tests/vm_device/mod.rs"]
 mod vm_device;
 
 use std::time::{Duration, Instant};
 
 use slot_deployment::*;
-use testudo_hub_service::{ServiceClient, ServiceConnectionString};
 use vm_device::*;
 
 const BOOT: Duration = Duration::from_secs(900);
@@ -54,12 +55,7 @@ fn main() {
     let mut vm = rig.boot();
     vm.wait_line("cloud: device properties reported", BOOT);
 
-    let client = ServiceClient::new(
-        ServiceConnectionString::parse(&rig.service_connection_string()).unwrap(),
-        &std::fs::read_to_string(rig.hub_state.join("ca.pem")).unwrap(),
-    )
-    .unwrap()
-    .connect_to("127.0.0.1:443".parse().unwrap());
+    let client = rig.service_client();
     let plan: serde_json::Value = serde_json::from_str(&testudo_ok(
         &[
             "plan",

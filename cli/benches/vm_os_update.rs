@@ -26,6 +26,8 @@
 
 #[path = "common/guest_anchor.rs"]
 mod guest_anchor;
+#[path = "common/timing.rs"]
+mod timing;
 #[path = "../tests/vm_device/mod.rs"]
 mod vm_device;
 
@@ -34,7 +36,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use testudo_hub_service::{ServiceClient, ServiceConnectionString};
+use testudo_hub_service::ServiceClient;
+use timing::{median, seconds};
 use vm_device::*;
 
 const BOOT: Duration = Duration::from_secs(900);
@@ -136,12 +139,7 @@ fn update(
         );
     }
     let lines = vm.lines_since(set);
-    let downloading = seen(&lines, "os updates: workflow");
-    let downloading = lines
-        .iter()
-        .find(|(at, line)| *at >= downloading && line.contains(": downloading "))
-        .map(|(at, _)| *at)
-        .unwrap_or_else(|| panic!("no download on the console:\n{}", vm.console()));
+    let downloading = seen(&lines, ": downloading bundle from ");
     let downloaded = seen(
         &lines,
         &format!("os updates: {size} of {size} bytes staged"),
@@ -180,15 +178,6 @@ fn update(
     (stages, next)
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-fn seconds(duration: Duration) -> String {
-    format!("{:>7.2} s", duration.as_secs_f64())
-}
-
 fn row(name: &str, samples: Vec<Duration>) -> Duration {
     let each: Vec<String> = samples.iter().map(|d| seconds(*d)).collect();
     let middle = median(samples);
@@ -210,13 +199,13 @@ fn main() {
     };
     let rig = DeviceRig::build_with(limits);
     let work = tempfile::tempdir().unwrap();
-    let as_built = work.path().join("disk-as-built.img");
+    let anchor_disk = work.path().join("anchor-disk.img");
     run(
         "cp",
         &[
             "--sparse=always",
             rig.disk.to_str().unwrap(),
-            as_built.to_str().unwrap(),
+            anchor_disk.to_str().unwrap(),
         ],
     );
     let rootfs = rig.disk.with_file_name("rootfs.img");
@@ -232,12 +221,7 @@ fn main() {
     let _hub = rig.serve_hub();
     let ek = rig.tpm_ek();
     rig.enroll(&ek);
-    let client = ServiceClient::new(
-        ServiceConnectionString::parse(&rig.service_connection_string()).unwrap(),
-        &std::fs::read_to_string(rig.hub_state.join("ca.pem")).unwrap(),
-    )
-    .unwrap()
-    .connect_to("127.0.0.1:443".parse().unwrap());
+    let client = rig.service_client();
 
     let mut vm = rig.boot();
     vm.wait_line("cloud: device properties reported", BOOT);
@@ -262,7 +246,7 @@ fn main() {
     );
     let anchor = guest_anchor::run(&guest_anchor::AnchorInputs {
         work: work.path(),
-        disk: &as_built,
+        disk: &anchor_disk,
         rootfs: &rootfs,
         ca: &rig.hub_state.join("ca.pem"),
         url: &url,

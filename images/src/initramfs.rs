@@ -122,6 +122,25 @@ fn pad4(out: &mut Vec<u8>) {
     }
 }
 
+/// A busybox `sh` function (busybox at `$bb`): `find_part NAME` prints `/dev/<name>` of the
+/// partition whose GPT name is NAME, waiting up to 10 s for it (no udev in an initramfs).
+pub const FIND_PART: &str = r#"# Prints /dev/<name> of the partition whose GPT name is $1, waiting up to 10 s for it.
+find_part() {
+  i=0
+  while [ "$i" -lt 200 ]; do
+    for u in /sys/class/block/*/uevent; do
+      if $bb grep -qx "PARTNAME=$1" "$u"; then
+        echo "/dev/$($bb sed -n 's/^DEVNAME=//p' "$u")"
+        return 0
+      fi
+    done
+    $bb sleep 0.05
+    i=$((i + 1))
+  done
+  return 1
+}
+"#;
+
 /// The `/init` script. `modules` are loaded in order from `/lib/modules/<name>.ko`.
 pub fn init_script(modules: &[String]) -> String {
     let module_list = modules.join(" ");
@@ -150,22 +169,7 @@ for w in $($bb cat /proc/cmdline); do
   esac
 done
 [ -n "$root" ] || fail "no root=PARTLABEL=... on the kernel command line"
-# Prints /dev/<name> of the partition whose GPT name is $1, waiting up to 10 s for it.
-find_part() {{
-  i=0
-  while [ "$i" -lt 200 ]; do
-    for u in /sys/class/block/*/uevent; do
-      if $bb grep -qx "PARTNAME=$1" "$u"; then
-        echo "/dev/$($bb sed -n 's/^DEVNAME=//p' "$u")"
-        return 0
-      fi
-    done
-    $bb sleep 0.05
-    i=$((i + 1))
-  done
-  return 1
-}}
-dev="$(find_part "$root")" || fail "no partition labelled $root"
+{FIND_PART}dev="$(find_part "$root")" || fail "no partition labelled $root"
 $bb mkdir -p /newroot
 $bb mount -t squashfs -o ro "$dev" /newroot || fail "cannot mount $dev ($root)"
 echo "testudo-initramfs: slot $slot, rootfs $root on $dev"

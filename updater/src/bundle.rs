@@ -508,8 +508,8 @@ impl<R: Read, O: FnMut(&[u8])> Read for ObservedReader<R, O> {
 }
 
 /// A plain bundle: the detached signature covers the whole payload; the manifest is read
-/// from the squashfs only after that.
-/// Returns the bundle and how many bytes from the start `observe` has seen.
+/// from the squashfs only after that. Returns the bundle and how many bytes from the start
+/// `observe` has seen.
 fn open_plain(
     file: &File,
     path: &Path,
@@ -560,8 +560,8 @@ fn open_plain(
 }
 
 /// A verity bundle: the inline signature covers the manifest, whose root hash then covers
-/// every payload byte through the hash tree.
-/// Returns the bundle and how many bytes from the start `observe` has seen.
+/// every payload byte through the hash tree. Returns the bundle and how many bytes from the
+/// start `observe` has seen.
 fn open_verity(
     file: &File,
     path: &Path,

@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use testudo_images::initramfs::{Cpio, CpioEntry};
+use testudo_images::initramfs::{Cpio, CpioEntry, FIND_PART};
 use testudo_images::kernel::Kernel;
 use testudo_images::{binaries, HostTools};
 use testudo_plan::layout;
@@ -35,9 +35,9 @@ const MODULES: &[&str] = &[
 
 /// What the anchor guest is given.
 pub struct AnchorInputs<'a> {
-    /// Scratch directory (the initramfs, the disk copy).
+    /// Scratch directory (the initramfs).
     pub work: &'a Path,
-    /// The device's disk as built (copied; slot B of the copy is written).
+    /// A copy of the device's disk as built, the anchor guest's own (its slot B is written).
     pub disk: &'a Path,
     /// The image's rootfs (its system.conf and keyring are read from it).
     pub rootfs: &'a Path,
@@ -69,16 +69,7 @@ pub fn run(inputs: &AnchorInputs) -> AnchorTimes {
     let kernel = Kernel::locate("/vmlinuz", Path::new("/"), Path::new("/lib/modules")).unwrap();
     let initramfs = inputs.work.join("anchor-initramfs.cpio");
     std::fs::write(&initramfs, initramfs_bytes(inputs, &kernel).to_bytes()).unwrap();
-    let disk = inputs.work.join("anchor-disk.img");
-    let copied = Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(inputs.disk)
-        .arg(&disk)
-        .status()
-        .unwrap();
-    assert!(copied.success(), "copying {}", inputs.disk.display());
-
-    let lines = boot(inputs, &kernel.image, &initramfs, &disk);
+    let lines = boot(inputs, &kernel.image, &initramfs);
     let console: Vec<&str> = lines.iter().map(|(_, line)| line.as_str()).collect();
     let console = console.join("\n");
     assert!(
@@ -108,12 +99,7 @@ pub fn run(inputs: &AnchorInputs) -> AnchorTimes {
 /// Starts QEMU as `testudo vm run` starts the device (machine, processor, memory, NVMe
 /// disk, user network), with the host kernel and the anchor's initramfs instead of firmware
 /// and GRUB; its console lines as they arrived, up to its power-off.
-fn boot(
-    inputs: &AnchorInputs,
-    kernel: &Path,
-    initramfs: &Path,
-    disk: &Path,
-) -> Vec<(Instant, String)> {
+fn boot(inputs: &AnchorInputs, kernel: &Path, initramfs: &Path) -> Vec<(Instant, String)> {
     let mut child = Command::new("qemu-system-x86_64")
         .args(["-machine", "q35,accel=tcg", "-cpu"])
         .arg(testudo_images::vm::QEMU_CPU)
@@ -130,7 +116,7 @@ fn boot(
         .arg("-drive")
         .arg(format!(
             "if=none,id=disk0,format=raw,file={}",
-            disk.display()
+            inputs.disk.display()
         ))
         .args(["-device", "nvme,drive=disk0,serial=testudo0"])
         .args(["-netdev", "user,id=net0"])
@@ -245,24 +231,9 @@ $bb mount -t sysfs sysfs /sys
 $bb mount -t devtmpfs devtmpfs /dev
 $bb mount -t tmpfs tmpfs /tmp
 for m in {modules}; do $bb insmod "/lib/modules/$m.ko" || fail "insmod $m"; done
-# Prints /dev/<name> of the partition whose GPT name is $1, waiting up to 10 s for it.
-part() {{
-  i=0
-  while [ "$i" -lt 200 ]; do
-    for u in /sys/class/block/*/uevent; do
-      if $bb grep -qx "PARTNAME=$1" "$u"; then
-        echo "/dev/$($bb sed -n 's/^DEVNAME=//p' "$u")"
-        return 0
-      fi
-    done
-    $bb sleep 0.05
-    i=$((i + 1))
-  done
-  return 1
-}}
-$bb mkdir -p {BY_NAME}
+{FIND_PART}$bb mkdir -p {BY_NAME}
 for label in {ESP} {ROOTFS_A} {ROOTFS_B} {DATA}; do
-  node="$(part "$label")" || fail "no partition $label"
+  node="$(find_part "$label")" || fail "no partition $label"
   $bb ln -s "$node" "{BY_NAME}/$label"
 done
 $bb mount -t vfat {BY_NAME}/{ESP} {esp_mount} || fail "mount the ESP"

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use crate::timing::{median, ms};
 use testudo_deployment::{Action, App, AppRelease, Deployment, SigningKey};
 use testudo_hub_service::ServiceClient;
 
@@ -80,17 +82,6 @@ impl Deployer {
             );
         }
     }
-}
-
-/// The median of `samples`.
-pub fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
-/// Milliseconds.
-pub fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1e3
 }
 
 /// Prints a benchmark's result: the median of `running` (`measured` says what), then each

@@ -288,6 +288,18 @@ impl DeviceRig {
         )
     }
 
+    /// A client of the emulator's service API, reaching it on this host under the hub's name.
+    #[cfg(feature = "deploy")]
+    pub fn service_client(&self) -> testudo_hub_service::ServiceClient {
+        testudo_hub_service::ServiceClient::new(
+            testudo_hub_service::ServiceConnectionString::parse(&self.service_connection_string())
+                .unwrap(),
+            &std::fs::read_to_string(self.hub_state.join("ca.pem")).unwrap(),
+        )
+        .unwrap()
+        .connect_to("127.0.0.1:443".parse().unwrap())
+    }
+
     /// `testudo deploy os` of `bundle` to the gateway, signed under the development update
     /// root; without `--url`, so the bundle goes to the emulator's artifact store. Returns
     /// what the command printed.

@@ -6,7 +6,6 @@
 //! The install itself is the updater library's ([`testudo_updater::install`]): the slot is
 //! marked bad first and made the next boot, on trial, only once written and read back.
 
-use std::io::Read;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
@@ -18,9 +17,6 @@ use testudo_updater::install::{self, InstallOptions, Step};
 use testudo_updater::{bundle, Keyring, SystemConf, UpdaterError};
 
 use crate::workflow::{lock_grub, Failure, SharedGrub};
-
-/// Bytes hashed per read of the staged file.
-const HASH_CHUNK: usize = 1024 * 1024;
 
 /// Everything the install of one workflow needs, taken from [`crate::Updates`] so the long
 /// work runs without its lock.
@@ -204,20 +200,16 @@ fn file_hash_differs() -> Failure {
     )
 }
 
-fn staged_file_error(path: &Path) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |error| {
-        Failure::new(
-            FailedStep::Download,
-            format!("reading the staged file {}: {error}", path.display()),
-        )
-    }
-}
-
 /// Makes the staged file durable and checks it is exactly `size` bytes. The relay cannot
 /// sync what it writes: the staged bytes are made durable before they are verified, so an
 /// install cut short finds the same verified bytes at the next boot.
 fn sync_staged_file(path: &Path, size: u64) -> Result<(), Failure> {
-    let failed = staged_file_error(path);
+    let failed = |error: std::io::Error| {
+        Failure::new(
+            FailedStep::Download,
+            format!("reading the staged file {}: {error}", path.display()),
+        )
+    };
     let file = std::fs::File::open(path).map_err(&failed)?;
     file.sync_all().map_err(&failed)?;
     let staged = file.metadata().map_err(&failed)?.len();
@@ -232,17 +224,9 @@ fn sync_staged_file(path: &Path, size: u64) -> Result<(), Failure> {
 
 /// The staged file's sha256 (when the bundle did not verify: was it the download?).
 fn staged_sha256(path: &Path) -> Result<[u8; 32], Failure> {
-    let failed = staged_file_error(path);
-    let mut file = std::fs::File::open(path).map_err(&failed)?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; HASH_CHUNK];
-    loop {
-        let n = file.read(&mut buf).map_err(&failed)?;
-        if n == 0 {
-            return Ok(hasher.finalize().into());
-        }
-        hasher.update(&buf[..n]);
-    }
+    bundle::sha256_file(path)
+        .map(|(sha256, _)| sha256)
+        .map_err(|error| Failure::of(FailedStep::Download, &error))
 }
 
 /// The shared grubenv as a [`Bootloader`], locked for each call only.
