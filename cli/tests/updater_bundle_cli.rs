@@ -116,3 +116,87 @@ fn keys_bundle_info_extract() {
         assert!(!y.exists());
     }
 }
+
+#[test]
+fn bundle_delta_makes_a_small_bundle_that_info_describes() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    updater_common::keys_init(&keys);
+    // Two images of whole 4 KiB blocks differing in one region.
+    let old = dir.path().join("old").join("rootfs.img");
+    let new = dir.path().join("new").join("rootfs.img");
+    std::fs::create_dir_all(old.parent().unwrap()).unwrap();
+    std::fs::create_dir_all(new.parent().unwrap()).unwrap();
+    // Incompressible, so the full bundle is as large as the image.
+    let mut state = 0x9e37_79b9u32;
+    let mut bytes: Vec<u8> = (0..512 * 4096)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 17;
+            state ^= state << 5;
+            (state >> 24) as u8
+        })
+        .collect();
+    std::fs::write(&old, &bytes).unwrap();
+    bytes[100_000..100_050].fill(7);
+    std::fs::write(&new, bytes).unwrap();
+    let (v1, v2) = (dir.path().join("v1.raucb"), dir.path().join("v2.raucb"));
+    updater_common::bundle_create(&keys, "acme-gw", "1.0.0", &old, &v1);
+    updater_common::bundle_create(&keys, "acme-gw", "1.1.0", &new, &v2);
+    let delta = dir.path().join("delta.raucb");
+    let out = ok(&testudo(&[
+        &"bundle",
+        &"delta",
+        &"--keyring",
+        &keyring(&keys),
+        &"--from",
+        &v1,
+        &"--to",
+        &v2,
+        &"--cert",
+        &keys.join("signing.pem"),
+        &"--key",
+        &keys.join("signing.key"),
+        &"-o",
+        &delta,
+    ]));
+    assert!(out.contains("delta 1.0.0 -> 1.1.0"), "{out}");
+    assert!(out.contains("rootfs: patch"), "{out}");
+    let full = std::fs::metadata(&v2).unwrap().len();
+    let small = std::fs::metadata(&delta).unwrap().len();
+    assert!(small * 10 < full, "delta {small} vs full {full}");
+    let info = ok(&testudo(&[
+        &"bundle",
+        &"info",
+        &"--keyring",
+        &keyring(&keys),
+        &delta,
+    ]));
+    assert!(info.contains("Filename:    rootfs.img.bsdiff"), "{info}");
+    assert!(info.contains("Delta base:   sha256"), "{info}");
+    assert!(info.contains(&format!("({} bytes)", 512 * 4096)), "{info}");
+
+    // A delta between bundles for different systems is refused with a one-line error.
+    let other = dir.path().join("other.raucb");
+    updater_common::bundle_create(&keys, "other-gw", "1.1.0", &new, &other);
+    let refused = testudo(&[
+        &"bundle",
+        &"delta",
+        &"--keyring",
+        &keyring(&keys),
+        &"--from",
+        &v1,
+        &"--to",
+        &other,
+        &"--cert",
+        &keys.join("signing.pem"),
+        &"--key",
+        &keys.join("signing.key"),
+        &"-o",
+        &dir.path().join("bad.raucb"),
+    ]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("compatible"), "{stderr}");
+    assert!(!dir.path().join("bad.raucb").exists());
+}

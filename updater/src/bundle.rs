@@ -15,12 +15,19 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::delta::DeltaSpec;
 use crate::error::{read_err, write_err, Result, UpdaterError};
 use crate::manifest::{
     check_filename, BundleFormat, ImageEntry, Manifest, VerityParams, MANIFEST_FILENAME,
 };
 use crate::signature::{self, Keyring, Signer, VerifiedSigner};
 use crate::{payload, verity};
+
+/// Appended to an image's file name to name its block hash index: the sha256 of each 4 KiB
+/// block, concatenated (RAUC's `adaptive=block-hash-index`).
+pub const BLOCK_HASH_INDEX_SUFFIX: &str = ".block-hash-index";
+/// The `adaptive=` value of an image with a block hash index (RAUC writes the trailing `;`).
+pub const ADAPTIVE_BLOCK_HASH_INDEX: &str = "block-hash-index;";
 
 /// RAUC's default maximum signature size.
 pub const MAX_SIGNATURE_SIZE: u64 = 64 * 1024;
@@ -49,6 +56,12 @@ pub struct BundleSpec {
     /// them), by the path given in `images`: used instead of reading the file again. The size
     /// is checked against the file; a wrong sha256 yields a bundle every installer refuses.
     pub known_digests: BTreeMap<PathBuf, ([u8; 32], u64)>,
+    /// Give every image that is a whole number of 4 KiB blocks RAUC's
+    /// `adaptive=block-hash-index;` and its index file (see [`BLOCK_HASH_INDEX_SUFFIX`]), so
+    /// a streaming-capable `rauc` copies unchanged blocks from the active slot.
+    pub adaptive: bool,
+    /// For a delta bundle: per slot class, the base and target the image (a patch) joins.
+    pub deltas: BTreeMap<String, DeltaSpec>,
 }
 
 impl BundleSpec {
@@ -63,6 +76,8 @@ impl BundleSpec {
             images,
             mksquashfs_args: Vec::new(),
             known_digests: BTreeMap::new(),
+            adaptive: false,
+            deltas: BTreeMap::new(),
         }
     }
 }
@@ -139,10 +154,17 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
     std::fs::write(&manifest_path, &inner_manifest).map_err(write_err(&manifest_path))?;
 
     let temp_out = staging.path().join("bundle.raucb");
+    let indexes: Vec<String> = manifest
+        .images
+        .iter()
+        .filter(|i| i.adaptive.is_some())
+        .map(|i| format!("{}{BLOCK_HASH_INDEX_SUFFIX}", i.filename))
+        .collect();
     let filenames: Vec<&str> = manifest
         .images
         .iter()
         .map(|i| i.filename.as_str())
+        .chain(indexes.iter().map(String::as_str))
         .collect();
     let mut mksquashfs_args = pinned_mode_args(&filenames);
     mksquashfs_args.extend(spec.mksquashfs_args.iter().cloned());
@@ -222,7 +244,17 @@ pub fn pinned_mode_args(image_filenames: &[&str]) -> Vec<String> {
 
 /// Hard-links (or copies) each `(slot class, file)` into `content` under its file name and
 /// returns the manifest entries (sha256 and size of each file; known ones are not re-read).
+/// With [`BundleSpec::adaptive`], block images get their block hash index beside them.
 fn stage_images(spec: &BundleSpec, content: &Path) -> Result<Vec<ImageEntry>> {
+    if let Some(class) = spec
+        .deltas
+        .keys()
+        .find(|class| !spec.images.iter().any(|(c, _)| c == *class))
+    {
+        return Err(UpdaterError::Manifest {
+            message: format!("a delta is given for slot class {class}, which has no image"),
+        });
+    }
     let mut entries: Vec<ImageEntry> = Vec::new();
     for (slot_class, path) in &spec.images {
         let filename = path
@@ -262,16 +294,45 @@ fn stage_images(spec: &BundleSpec, content: &Path) -> Result<Vec<ImageEntry>> {
         if std::fs::hard_link(path, &staged).is_err() {
             std::fs::copy(path, &staged).map_err(write_err(&staged))?;
         }
+        let delta = spec.deltas.get(slot_class).cloned();
+        let adaptive = spec.adaptive
+            && delta.is_none()
+            && size >= 4096
+            && size.is_multiple_of(verity::BLOCK_SIZE as u64);
+        if adaptive {
+            let index = content.join(format!("{filename}{BLOCK_HASH_INDEX_SUFFIX}"));
+            write_block_hash_index(path, &index)?;
+        }
         entries.push(ImageEntry {
             slot_class: slot_class.clone(),
             filename,
             sha256,
             size,
             hooks: None,
-            adaptive: None,
+            adaptive: adaptive.then(|| ADAPTIVE_BLOCK_HASH_INDEX.to_owned()),
+            delta,
         });
     }
     Ok(entries)
+}
+
+/// Writes RAUC's block hash index of `image` to `out`: the sha256 of every 4 KiB block.
+pub fn write_block_hash_index(image: &Path, out: &Path) -> Result<()> {
+    let mut reader =
+        std::io::BufReader::with_capacity(1024 * 1024, File::open(image).map_err(read_err(image))?);
+    let mut writer = BufWriter::new(File::create(out).map_err(write_err(out))?);
+    let mut block = vec![0u8; verity::BLOCK_SIZE];
+    loop {
+        match reader.read_exact(&mut block) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+            Err(e) => return Err(read_err(image)(e)),
+        }
+        writer
+            .write_all(&Sha256::digest(&block))
+            .map_err(write_err(out))?;
+    }
+    writer.flush().map_err(write_err(out))
 }
 
 /// The verity salt: derived from the manifest inside the payload, so the same input gives

@@ -162,6 +162,42 @@ pub enum UpdaterError {
         #[source]
         source: io::Error,
     },
+    /// Computing the patch of a delta bundle failed.
+    #[error("computing the patch for image {filename}")]
+    CreatePatch {
+        /// The new image's file name.
+        filename: String,
+        /// What went wrong.
+        #[source]
+        source: crate::patch::PatchError,
+    },
+    /// Applying the patch of a delta bundle failed (malformed patch, or the old slot could not
+    /// be read); the target slot is not marked bootable.
+    #[error("applying patch {filename}")]
+    ApplyPatch {
+        /// The patch's file name in the bundle.
+        filename: String,
+        /// What went wrong.
+        #[source]
+        source: crate::patch::PatchError,
+    },
+    /// A delta bundle's base is not what the active slot holds; nothing was written.
+    #[error("delta base: slot {slot} {message}")]
+    DeltaBase {
+        /// The active slot the patch would read.
+        slot: String,
+        /// What differs.
+        message: String,
+    },
+    /// What a patch produced differs from the target the signed manifest names; the target
+    /// slot is not marked bootable.
+    #[error("delta result of {filename}: {message}")]
+    DeltaResult {
+        /// The patch's file name in the bundle.
+        filename: String,
+        /// What differs.
+        message: String,
+    },
     /// The bundle is not for this system.
     #[error("bundle is for compatible {bundle:?}, this system is {system:?}")]
     Incompatible {

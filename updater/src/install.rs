@@ -26,6 +26,10 @@ use crate::status_file::{SlotStatus, StatusFile};
 use crate::system_conf::{SlotConf, SystemConf};
 use crate::version;
 
+mod from_patch;
+
+use from_patch::{check_delta_base, DeltaSlots};
+
 /// Install knobs.
 #[derive(Debug, Clone)]
 pub struct InstallOptions {
@@ -157,6 +161,10 @@ pub fn plan<'c>(
             });
         }
         check_fits(image, slot)?;
+        if let Some(delta) = &image.delta {
+            let source = slot::for_image(conf, booted, &image.slot_class)?;
+            check_delta_base(delta, source, status)?;
+        }
         pairs.push((image.clone(), slot));
     }
     if pairs.is_empty() {
@@ -221,12 +229,12 @@ fn check_fits(image: &ImageEntry, slot: &SlotConf) -> Result<()> {
         let capacity = device
             .seek(SeekFrom::End(0))
             .map_err(read_err(&slot.device))?;
-        if capacity < image.size {
+        if capacity < image.installed_size() {
             return Err(UpdaterError::TargetSlot {
                 message: format!(
                     "image {} ({} bytes) does not fit slot {} ({capacity} bytes)",
                     image.filename,
-                    image.size,
+                    image.installed_size(),
                     slot.name()
                 ),
             });
@@ -274,7 +282,23 @@ pub fn install(
 
     let mut bytes_written = 0;
     for (image, slot) in &pairs {
-        match write_image(bundle, image, slot, options, &mut steps) {
+        let written = match &image.delta {
+            None => write_image(bundle, image, slot, options, &mut steps),
+            Some(delta) => slot::for_image(conf, booted, &image.slot_class).and_then(|source| {
+                from_patch::write_image(
+                    bundle,
+                    image,
+                    delta,
+                    DeltaSlots {
+                        source,
+                        target: slot,
+                    },
+                    options,
+                    &mut steps,
+                )
+            }),
+        };
+        match written {
             Ok(written) => bytes_written += written,
             Err(err) => {
                 if !matches!(err, UpdaterError::Interrupted { .. }) {
@@ -316,8 +340,8 @@ fn installed_status(manifest: &Manifest, image: &ImageEntry, previous: &SlotStat
         bundle_description: manifest.description.clone(),
         bundle_build: manifest.build.clone(),
         status: Some("ok".to_string()),
-        sha256: Some(hex::encode(image.sha256)),
-        size: Some(image.size),
+        sha256: Some(hex::encode(image.installed_sha256())),
+        size: Some(image.installed_size()),
         installed_count: previous.installed_count + 1,
     }
 }
@@ -368,7 +392,7 @@ fn write_image(
     out.sync_all().map_err(write_err(device))?;
     drop(out);
     if options.read_back {
-        read_back(device, image)?;
+        read_back(device, &image.filename, image.sha256, image.size)?;
     }
     Ok(written)
 }
@@ -387,18 +411,18 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
 }
 
 /// Re-reads the written bytes (after dropping them from the page cache) and compares the
-/// sha256 with the manifest.
-fn read_back(device: &Path, image: &ImageEntry) -> Result<()> {
+/// sha256 with the manifest's (`sha256`, `size`) of image `filename`.
+fn read_back(device: &Path, filename: &str, sha256: [u8; 32], size: u64) -> Result<()> {
     use std::os::fd::AsRawFd;
     let file = File::open(device).map_err(read_err(device))?;
     // SAFETY: plain advisory syscall on a valid, open descriptor; no memory is shared.
     unsafe {
         libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
     }
-    let (hash, count) = crate::bundle::sha256_reader(file.take(image.size), device)?;
-    if count != image.size || hash != image.sha256 {
+    let (hash, count) = crate::bundle::sha256_reader(file.take(size), device)?;
+    if count != size || hash != sha256 {
         return Err(UpdaterError::VerifyImage {
-            filename: image.filename.clone(),
+            filename: filename.to_owned(),
             message: format!(
                 "read-back of {} does not match the manifest",
                 device.display()

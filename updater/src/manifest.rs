@@ -1,6 +1,7 @@
 //! `manifest.raucm`: what a bundle contains and for which system. RAUC 1.8's fields only
 //! (`type=` in image sections is 1.15+ and rejected by 1.8, so it is never written).
 
+use crate::delta::{DeltaSpec, META_GROUP_PREFIX};
 use crate::error::{Result, UpdaterError};
 use crate::ini::{Group, KeyFile};
 
@@ -69,6 +70,22 @@ pub struct ImageEntry {
     pub hooks: Option<String>,
     /// `adaptive=` value, if any.
     pub adaptive: Option<String>,
+    /// For a delta bundle: the `[meta.delta.<slot class>]` record; the file is then a patch
+    /// and `sha256`/`size` are the patch's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaSpec>,
+}
+
+impl ImageEntry {
+    /// Bytes this image occupies in its slot once installed: the target's size for a delta.
+    pub fn installed_size(&self) -> u64 {
+        self.delta.as_ref().map_or(self.size, |d| d.target.size)
+    }
+
+    /// sha256 of what the slot holds once installed: the target's for a delta.
+    pub fn installed_sha256(&self) -> [u8; 32] {
+        self.delta.as_ref().map_or(self.sha256, |d| d.target.sha256)
+    }
 }
 
 /// A parsed manifest.
@@ -98,7 +115,7 @@ fn bad(message: impl Into<String>) -> UpdaterError {
     }
 }
 
-fn hex32(group: &Group, key: &str) -> Result<[u8; 32]> {
+pub(crate) fn hex32(group: &Group, key: &str) -> Result<[u8; 32]> {
     let text = group
         .get(key)
         .ok_or_else(|| bad(format!("[{}] lacks {key}=", group.name)))?;
@@ -108,7 +125,7 @@ fn hex32(group: &Group, key: &str) -> Result<[u8; 32]> {
     Ok(out)
 }
 
-fn number(group: &Group, key: &str) -> Result<u64> {
+pub(crate) fn number(group: &Group, key: &str) -> Result<u64> {
     let text = group
         .get(key)
         .ok_or_else(|| bad(format!("[{}] lacks {key}=", group.name)))?;
@@ -184,7 +201,18 @@ impl Manifest {
                 size: number(group, "size")?,
                 hooks: group.get("hooks").map(str::to_string),
                 adaptive: group.get("adaptive").map(str::to_string),
+                delta: None,
             });
+        }
+        for group in &file.groups {
+            let Some(slot_class) = group.name.strip_prefix(META_GROUP_PREFIX) else {
+                continue;
+            };
+            let image = images
+                .iter_mut()
+                .find(|i| i.slot_class == slot_class)
+                .ok_or_else(|| bad(format!("[{}] names no image of the bundle", group.name)))?;
+            image.delta = Some(DeltaSpec::parse(group)?);
         }
         let hooks_filename = file
             .group("hooks")
@@ -228,6 +256,11 @@ impl Manifest {
             group.set_opt("hooks", image.hooks.as_deref());
             group.set_opt("adaptive", image.adaptive.as_deref());
         }
+        for image in &self.images {
+            if let Some(delta) = &image.delta {
+                delta.render(file.group_mut(&format!("{META_GROUP_PREFIX}{}", image.slot_class)));
+            }
+        }
         file.render()
     }
 
@@ -237,7 +270,7 @@ impl Manifest {
     }
 }
 
-mod hex_bytes {
+pub(crate) mod hex_bytes {
     pub fn serialize<S: serde::Serializer>(bytes: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&hex::encode(bytes))
     }

@@ -110,6 +110,100 @@ pub fn compute(mut data: impl Read, data_size: u64, salt: &[u8; 32]) -> std::io:
     Ok(HashTree { bytes, root_hash })
 }
 
+/// The root hash of a tree computed as the data streams past, holding one hash block per
+/// level (a few KiB whatever the data size): what the installer of a delta update compares
+/// with the signed manifest while it writes the slot. Same tree as [`compute`].
+#[derive(Debug, Clone)]
+pub struct RootHasher {
+    salt: [u8; 32],
+    /// The data block being filled.
+    partial: Vec<u8>,
+    /// Per level: hashes not yet filling a block, and blocks of the level completed so far.
+    levels: Vec<(Vec<u8>, u64)>,
+    data_blocks: u64,
+}
+
+impl RootHasher {
+    /// A hasher with `salt`.
+    pub fn new(salt: [u8; 32]) -> Self {
+        RootHasher {
+            salt,
+            partial: Vec::with_capacity(BLOCK_SIZE),
+            levels: Vec::new(),
+            data_blocks: 0,
+        }
+    }
+
+    /// Feeds the next bytes of the data.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.partial.is_empty() && bytes.len() >= BLOCK_SIZE {
+                let (block, rest) = bytes.split_at(BLOCK_SIZE);
+                self.data_block(block);
+                bytes = rest;
+                continue;
+            }
+            let take = (BLOCK_SIZE - self.partial.len()).min(bytes.len());
+            self.partial.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.partial.len() == BLOCK_SIZE {
+                let block = std::mem::take(&mut self.partial);
+                self.data_block(&block);
+                self.partial = block;
+                self.partial.clear();
+            }
+        }
+    }
+
+    fn data_block(&mut self, block: &[u8]) {
+        self.data_blocks += 1;
+        let hash = hash_block(&self.salt, block);
+        self.push(0, &hash);
+    }
+
+    /// Adds `hash` to `level`, hashing the level's block into the next level when it fills.
+    fn push(&mut self, level: usize, hash: &[u8; 32]) {
+        if self.levels.len() == level {
+            self.levels.push((Vec::with_capacity(BLOCK_SIZE), 0));
+        }
+        self.levels[level].0.extend_from_slice(hash);
+        if self.levels[level].0.len() == BLOCK_SIZE {
+            self.flush(level);
+        }
+    }
+
+    /// Hashes `level`'s (zero-padded) block into the next level.
+    fn flush(&mut self, level: usize) {
+        let (pending, blocks) = &mut self.levels[level];
+        pending.resize(BLOCK_SIZE, 0);
+        let hash = hash_block(&self.salt, pending);
+        pending.clear();
+        *blocks += 1;
+        self.push(level + 1, &hash);
+    }
+
+    /// The root hash, or `None` when the data was not a multiple of 4096 bytes of at least
+    /// two blocks (no tree exists for it).
+    pub fn finish(mut self) -> Option<[u8; 32]> {
+        if !self.partial.is_empty() || self.data_blocks < 2 {
+            return None;
+        }
+        let mut level = 0;
+        loop {
+            if !self.levels[level].0.is_empty() {
+                self.flush(level);
+            }
+            if self.levels[level].1 == 1 {
+                // The top level: its one block's hash is all the next level holds.
+                let mut root = [0u8; 32];
+                root.copy_from_slice(&self.levels[level + 1].0[..32]);
+                return Some(root);
+            }
+            level += 1;
+        }
+    }
+}
+
 fn padded_len(entries: u64) -> usize {
     (entries as usize * 32).div_ceil(BLOCK_SIZE) * BLOCK_SIZE
 }
@@ -305,6 +399,27 @@ mod tests {
         assert_eq!(level_blocks(129), vec![2, 1]);
         assert_eq!(level_blocks(65536), vec![512, 4, 1]);
         assert_eq!(tree_size(25 * 4096), 4096);
+    }
+
+    #[test]
+    fn streaming_root_equals_the_computed_tree_root_for_every_geometry() {
+        let salt = [9u8; 32];
+        // One level, two levels (partial and full top blocks), three levels.
+        for blocks in [2usize, 3, 128, 129, 256, 257, 128 * 128, 128 * 128 + 1] {
+            let data: Vec<u8> = (0..blocks * BLOCK_SIZE)
+                .map(|i| (i * 31 % 253) as u8)
+                .collect();
+            let tree = compute(&data[..], data.len() as u64, &salt).unwrap();
+            let mut hasher = RootHasher::new(salt);
+            // Uneven pieces, so block boundaries fall inside them.
+            for piece in data.chunks(1000 + blocks % 7) {
+                hasher.update(piece);
+            }
+            assert_eq!(hasher.finish(), Some(tree.root_hash), "{blocks} blocks");
+        }
+        let mut short = RootHasher::new(salt);
+        short.update(&[0u8; BLOCK_SIZE + 1]);
+        assert_eq!(short.finish(), None, "not a multiple of the block size");
     }
 
     #[test]

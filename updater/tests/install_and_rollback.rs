@@ -144,6 +144,7 @@ fn bundle_with_wrong_image_hash(dir: &Path, pki: &common::Pki) -> PathBuf {
             size,
             hooks: None,
             adaptive: None,
+            delta: None,
         }],
     };
     std::fs::write(content.join("manifest.raucm"), manifest.render()).unwrap();

@@ -13,8 +13,12 @@ use crate::util;
 const PACKAGES: &[(&str, &str)] = &[
     // Images: stripping binaries for the rootfs.
     ("binutils", "/usr/bin/strip"),
+    // Updater: Debian's bspatch applies our delta patches (tests: they are standard bsdiff 4).
+    ("bsdiff", "/usr/bin/bspatch"),
     // Images: static busybox for the initramfs (and ldd in the rootfs).
     ("busybox-static", "/usr/bin/busybox"),
+    // Delta-update benchmark anchor: `casync make` of both images.
+    ("casync", "/usr/bin/casync"),
     ("clang-14", "/usr/bin/clang-14"),
     // Images: initramfs checks (tests).
     ("cpio", "/usr/bin/cpio"),
@@ -78,6 +82,8 @@ const PACKAGES: &[(&str, &str)] = &[
     // Runtime: `setpriv` runs `testudo run` unprivileged (tests).
     ("util-linux", "/usr/bin/setpriv"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),
+    // Delta-update benchmark anchor: `zstd --patch-from`.
+    ("zstd", "/usr/bin/zstd"),
 ];
 
 /// (PyPI requirement, the module it provides) for Python-based test peers, installed into the

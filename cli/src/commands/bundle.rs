@@ -1,4 +1,4 @@
-//! `testudo bundle create|info|extract`: RAUC-compatible update bundles.
+//! `testudo bundle create|delta|info|extract`: RAUC-compatible update bundles.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -18,6 +18,8 @@ pub struct Args {
 enum BundleCommand {
     /// Create a signed bundle from images.
     Create(CreateArgs),
+    /// Make a delta bundle: a signed patch from the images of one full bundle to another's.
+    Delta(DeltaArgs),
     /// Verify a bundle (signature and every payload byte); print manifest and signer.
     Info(InfoArgs),
     /// Verify a bundle and extract its images and manifest into DIR.
@@ -53,6 +55,34 @@ struct CreateArgs {
     /// `[update] build=`.
     #[arg(long)]
     build: Option<String>,
+    /// Add RAUC's block hash index to every image of whole 4 KiB blocks
+    /// (`adaptive=block-hash-index;`).
+    #[arg(long)]
+    adaptive: bool,
+    /// Output bundle.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct DeltaArgs {
+    #[command(flatten)]
+    verify: VerifyArgs,
+    /// The full bundle a device has installed (the base).
+    #[arg(long)]
+    from: PathBuf,
+    /// The full bundle to update it to.
+    #[arg(long)]
+    to: PathBuf,
+    /// Signer certificate (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Signer private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
+    /// Intermediate CA certificate to embed (repeatable).
+    #[arg(long = "intermediate")]
+    intermediates: Vec<PathBuf>,
     /// Output bundle.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
@@ -106,6 +136,7 @@ struct ExtractArgs {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         BundleCommand::Create(args) => create(args),
+        BundleCommand::Delta(args) => delta(args),
         BundleCommand::Info(args) => info(args),
         BundleCommand::Extract(args) => extract(args),
     }
@@ -123,6 +154,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     spec.format = args.format.parse::<BundleFormat>()?;
     spec.description = args.description;
     spec.build = args.build;
+    spec.adaptive = args.adaptive;
     let signer = Signer {
         cert: args.cert,
         key: args.key,
@@ -138,6 +170,43 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
         manifest.compatible,
         manifest.version.as_deref().unwrap_or("")
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delta(args: DeltaArgs) -> anyhow::Result<ExitCode> {
+    let keyring = args.verify.keyring()?;
+    let open = |path: &PathBuf| {
+        bundle::open(path, &keyring).with_context(|| format!("bundle {} rejected", path.display()))
+    };
+    let (from, to) = (open(&args.from)?, open(&args.to)?);
+    let signer = Signer {
+        cert: args.cert,
+        key: args.key,
+        intermediates: args.intermediates,
+    };
+    eprintln!(
+        "computing the patch from {} to {} (about 6x the image in memory)",
+        from.manifest.version.as_deref().unwrap_or("?"),
+        to.manifest.version.as_deref().unwrap_or("?")
+    );
+    let created = testudo_updater::delta::create(&from, &to, &signer, &args.output)
+        .with_context(|| format!("creating delta bundle {}", args.output.display()))?;
+    let size = std::fs::metadata(&args.output)
+        .with_context(|| format!("reading {}", args.output.display()))?
+        .len();
+    let full = std::fs::metadata(&args.to)
+        .with_context(|| format!("reading {}", args.to.display()))?
+        .len();
+    println!(
+        "created {} (delta {} -> {}: {size} bytes, {:.2}% of the full bundle's {full})",
+        args.output.display(),
+        from.manifest.version.as_deref().unwrap_or(""),
+        to.manifest.version.as_deref().unwrap_or(""),
+        size as f64 * 100.0 / full.max(1) as f64
+    );
+    for (class, (patch, image)) in &created.sizes {
+        println!("  {class}: patch {patch} bytes for an image of {image}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -173,6 +242,22 @@ fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
         println!("  Filename:    {}", image.filename);
         println!("  Checksum:    {}", hex_string(&image.sha256));
         println!("  Size:        {}", image.size);
+        if let Some(adaptive) = &image.adaptive {
+            println!("  Adaptive:    {adaptive}");
+        }
+        if let Some(delta) = &image.delta {
+            for (end, identity) in [
+                ("Delta base:  ", &delta.base),
+                ("Delta target:", &delta.target),
+            ] {
+                println!(
+                    "  {end} sha256 {} ({} bytes), verity root {}",
+                    hex_string(&identity.sha256),
+                    identity.size,
+                    hex_string(&identity.verity_root)
+                );
+            }
+        }
     }
     println!("Signer:        {}", verified.signer.subject());
     for (index, cert) in verified.signer.chain.iter().enumerate() {

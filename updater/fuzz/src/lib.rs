@@ -1,4 +1,4 @@
-//! Fuzz targets of the updater's bundle, squashfs payload, manifest, key-file, system.conf and GRUB environment
+//! Fuzz targets of the updater's bundle, delta patch (bsdiff 4), squashfs payload, manifest, key-file, system.conf and GRUB environment
 //! readers (a file, or inside an ESP's FAT), and of the updater component's reading of init's
 //! status.
 //!
@@ -6,6 +6,7 @@
 //! `fuzz_targets/` (nightly, feature `libfuzzer`), and `tests/replay.rs` replays the stored
 //! corpus `corpus/<target>/` through it on stable (part of `cargo test`).
 
+pub mod bsdiff_patch;
 pub mod bundle;
 pub mod esp_grubenv;
 pub mod grubenv;

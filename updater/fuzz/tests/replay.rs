@@ -9,6 +9,11 @@ fn replay(target: &str, fuzz: fn(&[u8])) {
 }
 
 #[test]
+fn bsdiff_patch() {
+    replay("bsdiff_patch", testudo_updater_fuzz::bsdiff_patch::fuzz);
+}
+
+#[test]
 fn bundle() {
     replay("bundle", testudo_updater_fuzz::bundle::fuzz);
 }

@@ -30,6 +30,7 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("rauc", "rauc"),
     ("unsquashfs", "squashfs-tools"),
     ("veritysetup", "cryptsetup-bin"),
+    ("bspatch", "bsdiff"),
 ];
 
 /// Fails the test with a message naming `program` (and its Debian package) unless it is an
