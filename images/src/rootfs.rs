@@ -1,12 +1,13 @@
-//! The read-only root filesystem: a staging tree with a fixed layout, packed into a squashfs
-//! with `mksquashfs -reproducible`, fixed times, root ownership and no extended attributes.
+//! The read-only root filesystem: a staging tree with a fixed layout, packed into an
+//! uncompressed squashfs with `mksquashfs -reproducible`, fixed times, root ownership and no
+//! extended attributes (uncompressed so that delta updates stay small: docs/decisions/0094).
 //!
-//! One squashfs, built in two layers so that changing an app does not recompress the system
-//! (docs/decisions/0073):
+//! One squashfs, built in two layers so that changing an app does not repack the system and
+//! an app's bytes sit after every system byte (docs/decisions/0073):
 //! 1. the *system layer*: everything that does not depend on the WASM apps, packed with
 //!    [`squashfs_call`] (cached as its own object);
 //! 2. the *app layer*: a copy of the system layer with the top-level directory [`APPS_ROOT`]
-//!    appended by `mksquashfs` in append mode ([`append_call`]): only the apps are compressed.
+//!    appended by `mksquashfs` in append mode ([`append_call`]): only the apps are written.
 //!
 //! `mksquashfs` appends a layer's entries to the root directory and silently renames one whose
 //! name the image already has (`apps` -> `apps_1`), so [`check_layer_names`] refuses a layer
@@ -202,10 +203,12 @@ pub fn check_layer_names(system: &BTreeSet<String>, layer: &BTreeSet<String>) ->
     }
 }
 
-/// The `mksquashfs` invocation for a reproducible image. LZO (`lzo1x_1`) because GRUB 2.06's
-/// `squash4` reads gzip, xz and lzo only (not zstd or lz4) and lzo1x_1 packs about 4x faster
-/// than gzip level 1 for about 25% more bytes; the kernel reads it too
-/// (`CONFIG_SQUASHFS_LZO`). See docs/decisions/0073.
+/// The `mksquashfs` invocation for a reproducible image. Stored, not compressed (data,
+/// inodes, fragments and xattr tables: `-noD -noI -noF -noX`), so that a small change in the
+/// tree moves or changes only its own bytes instead of every later compressed block: binary
+/// deltas between two images then stay about as small as the change
+/// (docs/decisions/0094). The bundle compresses the whole image once for the download.
+/// GRUB 2.06's `squash4` and the kernel read stored blocks.
 pub fn squashfs_call(source: &Path, out: &Path, epoch: SourceDateEpoch) -> ToolCall {
     let time = epoch.seconds.to_string();
     ToolCall::new("mksquashfs", "packing the rootfs")
@@ -215,10 +218,10 @@ pub fn squashfs_call(source: &Path, out: &Path, epoch: SourceDateEpoch) -> ToolC
         .args([
             "-all-root",
             "-no-xattrs",
-            "-comp",
-            "lzo",
-            "-Xalgorithm",
-            "lzo1x_1",
+            "-noD",
+            "-noI",
+            "-noF",
+            "-noX",
             "-b",
             "131072",
         ])
@@ -226,6 +229,25 @@ pub fn squashfs_call(source: &Path, out: &Path, epoch: SourceDateEpoch) -> ToolC
         .arg(time.clone())
         .arg("-all-time")
         .arg(time)
+}
+
+/// The packing options of [`squashfs_call`] as one cache-key part: a rootfs packed with other
+/// options is never taken from the cache.
+pub fn packing_key_part() -> String {
+    let call = squashfs_call(
+        Path::new("SOURCE"),
+        Path::new("OUT"),
+        SourceDateEpoch {
+            seconds: 0,
+            source: crate::reproducible::EpochSource::Environment,
+        },
+    );
+    let args: Vec<String> = call
+        .args
+        .iter()
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    format!("mksquashfs {}", args.join(" "))
 }
 
 /// The `mksquashfs` invocation appending `layer`'s entries to the root of the squashfs

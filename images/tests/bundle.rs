@@ -1,5 +1,8 @@
 //! Promise: update.raucb is a RAUC bundle that the real `rauc` verifies against the build's
-//! keyring and that carries exactly rootfs.img for slot class `rootfs`.
+//! keyring and that carries exactly rootfs.img for slot class `rootfs`, with RAUC's block
+//! hash index (`adaptive=block-hash-index;`). The rootfs is stored uncompressed (so deltas
+//! between images stay small) and the bundle's payload compresses it (gzip), so the download
+//! is smaller than the image.
 
 mod common;
 
@@ -22,6 +25,7 @@ fn rauc_verifies_the_bundle_and_extracts_the_same_rootfs() {
     );
     assert!(info.contains("testudo-imgtest-qemu-x86_64"), "{info}");
     assert!(info.contains("rootfs.img"), "{info}");
+    assert!(info.contains("Adaptive:  block-hash-index"), "{info}");
     let extracted = fx.dir.path().join("extracted");
     common::run(
         "rauc",
@@ -36,4 +40,25 @@ fn rauc_verifies_the_bundle_and_extracts_the_same_rootfs() {
     let a = std::fs::read(extracted.join("rootfs.img")).unwrap();
     let b = std::fs::read(out.join("rootfs.img")).unwrap();
     assert!(a == b, "bundle rootfs differs from rootfs.img");
+
+    let rootfs = common::run(
+        "unsquashfs",
+        &["-s", common::path_str(&out.join("rootfs.img"))],
+    );
+    for line in [
+        "Data is uncompressed",
+        "Inodes are uncompressed",
+        "Fragments are uncompressed",
+    ] {
+        assert!(rootfs.contains(line), "rootfs: {line} expected in {rootfs}");
+    }
+    let payload = common::run("unsquashfs", &["-s", common::path_str(&bundle)]);
+    assert!(payload.contains("Compression gzip"), "{payload}");
+    assert!(payload.contains("Data is compressed"), "{payload}");
+    let bundle_size = std::fs::metadata(&bundle).unwrap().len();
+    assert!(
+        bundle_size < b.len() as u64,
+        "the bundle ({bundle_size} bytes) does not compress the rootfs ({} bytes)",
+        b.len()
+    );
 }
