@@ -155,3 +155,135 @@ fn deploy_os_sets_a_signed_adu_workflow_and_refuses_an_untrusted_bundle() {
         before
     );
 }
+
+/// A bundle of version `version` holding `image` (whole 4 KiB blocks, as deltas need).
+fn block_bundle(dir: &Path, keys: &Path, version: &str, image: &[u8]) -> PathBuf {
+    let image_dir = dir.join(format!("image-{version}"));
+    std::fs::create_dir_all(&image_dir).unwrap();
+    let path = image_dir.join("rootfs.img");
+    std::fs::write(&path, image).unwrap();
+    let dev = testudo_updater::keys::DevKeys::paths(keys);
+    let out = dir.join(format!("block-{version}.raucb"));
+    testudo_updater::bundle::create(
+        &testudo_updater::BundleSpec::new(
+            "testudo-gateway-qemu-x86_64",
+            version,
+            vec![("rootfs".into(), path)],
+        ),
+        &dev.signer(),
+        &out,
+    )
+    .unwrap();
+    out
+}
+
+#[test]
+fn deploy_os_offers_a_delta_as_a_related_file_of_the_bundle() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    ok(testudo()
+        .args(["keys", "init"])
+        .arg(&keys)
+        .output()
+        .unwrap());
+    let state = dir.path().join("hub");
+    let (_emulator, _, _, hub) = serve(&state);
+    ok(testudo()
+        .args(["hub", "device", "add", "--state"])
+        .arg(&state)
+        .arg("gw-01")
+        .output()
+        .unwrap());
+    let ca = state.join("ca.pem");
+    let base: Vec<u8> = (0..256 * 4096u32)
+        .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let mut new = base.clone();
+    new[9000..9100].fill(1);
+    let old_bundle = block_bundle(dir.path(), &keys, "1.1.0", &base);
+    let new_bundle = block_bundle(dir.path(), &keys, "1.2.0", &new);
+    let dev = testudo_updater::keys::DevKeys::paths(&keys);
+    let keyring = testudo_updater::Keyring::load(&dev.ca_cert, Default::default()).unwrap();
+    let delta = dir.path().join("delta.raucb");
+    testudo_updater::delta::create(
+        &testudo_updater::bundle::open(&old_bundle, &keyring).unwrap(),
+        &testudo_updater::bundle::open(&new_bundle, &keyring).unwrap(),
+        &dev.signer(),
+        &delta,
+    )
+    .unwrap();
+
+    let printed = ok(testudo()
+        .args(["deploy", "os", "gw-01", "--bundle"])
+        .arg(&new_bundle)
+        .arg("--delta")
+        .arg(&delta)
+        .arg("--keys")
+        .arg(&keys)
+        .args(["--hub", &hub, "--ca"])
+        .arg(&ca)
+        .output()
+        .unwrap());
+    assert!(printed.contains("offering delta"), "{printed}");
+    let desired = twin(&state, "gw-01")["properties"]["desired"].clone();
+    let update = desired_update(&desired).unwrap().unwrap();
+    let roots =
+        RootKeys::from_jwks(&std::fs::read(keys.join("update-roots.jwks")).unwrap()).unwrap();
+    let verified = verify(
+        update.update_manifest.as_deref().unwrap(),
+        update.update_manifest_signature.as_deref().unwrap(),
+        &roots,
+    )
+    .unwrap();
+    let step = verified.manifest.bundle_step().unwrap();
+    let deltas: Vec<_> = step.file.deltas().collect();
+    assert_eq!(deltas.len(), 1, "{deltas:?}");
+    let (id, file, source) = deltas[0];
+    let base_sha256: [u8; 32] = {
+        use sha2::Digest;
+        sha2::Sha256::digest(&base).into()
+    };
+    assert_eq!(
+        source, base_sha256,
+        "the delta names the image it applies to"
+    );
+    let (delta_sha256, delta_size) = testudo_updater::bundle::sha256_file(&delta).unwrap();
+    assert_eq!(
+        (file.sha256, file.size_in_bytes),
+        (delta_sha256, delta_size)
+    );
+    let url = &update.file_urls[id];
+    assert_eq!(
+        std::fs::read(
+            state
+                .join("artifacts")
+                .join(url.rsplit('/').next().unwrap())
+        )
+        .unwrap(),
+        std::fs::read(&delta).unwrap()
+    );
+
+    // A full bundle given as a delta is refused before the hub is asked anything.
+    let before = twin(&state, "gw-01")["properties"]["desired"]["$version"].clone();
+    let refused = testudo()
+        .args(["deploy", "os", "gw-01", "--bundle"])
+        .arg(&new_bundle)
+        .arg("--delta")
+        .arg(&old_bundle)
+        .arg("--keys")
+        .arg(&keys)
+        .args(["--hub", &hub, "--ca"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("is for testudo-gateway-qemu-x86_64 1.1.0"),
+        "{stderr}"
+    );
+    assert_eq!(
+        twin(&state, "gw-01")["properties"]["desired"]["$version"],
+        before
+    );
+}

@@ -117,6 +117,11 @@ enum DeployCommand {
         /// it at).
         #[arg(long)]
         url: Option<String>,
+        /// A delta bundle of the same update (`testudo bundle delta`), offered beside the
+        /// full bundle for devices running its base image (repeatable; ADU's related files).
+        /// `FILE` is uploaded to the hub's artifact store; `FILE=URL` names where it is served.
+        #[arg(long = "delta", value_name = "FILE[=URL]")]
+        deltas: Vec<String>,
         #[command(flatten)]
         hub: HubArgs,
     },
@@ -181,12 +186,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             bundle,
             keys,
             url,
+            deltas,
             hub,
         } => deploy_os(&OsDeployment {
             device: &device,
             bundle: &bundle,
             keys: &keys,
             url,
+            deltas: deltas
+                .iter()
+                .map(|delta| match delta.split_once('=') {
+                    Some((path, url)) => (PathBuf::from(path), Some(url.to_owned())),
+                    None => (PathBuf::from(delta), None),
+                })
+                .collect(),
             hub: &hub,
         }),
         DeployCommand::Status { device, hub } => {

@@ -3,7 +3,9 @@
 //! verity), described in an ADU update manifest (one `testudo/bundle:1` step, the bundle's
 //! version as installed criteria), signed under the keys directory's update root, uploaded
 //! to the hub's artifact store unless `--url` names where it is served, and set as the
-//! device's desired `deviceUpdate`. The shapes: `docs/plan-format.md`.
+//! device's desired `deviceUpdate`. Delta bundles of the same update (`--delta`) are checked
+//! the same way and offered as the bundle's related files (ADU's delta updates), each naming
+//! the rootfs image it applies to. The shapes: `docs/plan-format.md`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -31,6 +33,9 @@ pub struct OsDeployment<'a> {
     pub keys: &'a Path,
     /// Where devices download the bundle, if not from the hub's artifact store.
     pub url: Option<String>,
+    /// Delta bundles of the same update, each with where devices download it (None: the
+    /// hub's artifact store).
+    pub deltas: Vec<(std::path::PathBuf, Option<String>)>,
     /// The hub.
     pub hub: &'a HubArgs,
 }
@@ -68,7 +73,7 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
         name: compatible.clone(),
         version: version.clone(),
     };
-    let update_manifest = manifest::for_bundle(
+    let mut update_manifest = manifest::for_bundle(
         update_id,
         device_compatibility(&compatible),
         file_name,
@@ -76,8 +81,16 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
         sha256,
         &version,
         &rfc3339_utc(SystemTime::now()),
-    )
-    .to_json();
+    );
+    let deltas = request
+        .deltas
+        .iter()
+        .map(|(path, url)| offered_delta(path, url.clone(), &keyring, &verified.manifest))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    for delta in &deltas {
+        update_manifest.add_delta(&delta.file_id, delta.file.clone());
+    }
+    let update_manifest = update_manifest.to_json();
     let manifest_signature =
         signature::sign(&update_manifest, &chain).context("signing the update manifest")?;
 
@@ -90,6 +103,14 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
         Some(url) => url.clone(),
         None => upload_bundle(&client, bundle_path, &sha256)?,
     };
+    let mut file_urls = std::collections::BTreeMap::from([(BUNDLE_FILE_ID.to_owned(), url)]);
+    for delta in &deltas {
+        let url = match &delta.url {
+            Some(url) => url.clone(),
+            None => upload_bundle(&client, &delta.path, &delta.file.sha256)?,
+        };
+        file_urls.insert(delta.file_id.clone(), url);
+    }
     let desired_version = properties(&twin, "desired")
         .get("$version")
         .and_then(Value::as_u64)
@@ -102,7 +123,7 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
         },
         update_manifest: Some(update_manifest),
         update_manifest_signature: Some(manifest_signature),
-        file_urls: [(BUNDLE_FILE_ID.to_owned(), url)].into(),
+        file_urls,
     };
     println!(
         "updating {device} to {compatible} {version} ({size} bytes, workflow {})",
@@ -119,6 +140,77 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
         client.hub_name()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A delta bundle offered beside the full one.
+struct OfferedDelta {
+    /// Its file id: `delta-` and the first 12 hex digits of its base image's sha256.
+    file_id: String,
+    /// Its entry among the bundle's related files.
+    file: manifest::RelatedFile,
+    /// Where it is.
+    path: std::path::PathBuf,
+    /// Where devices download it, if not from the hub's artifact store.
+    url: Option<String>,
+}
+
+/// Checks the delta bundle at `path` as a device would (signature, verity) and that it makes
+/// the full bundle's update (same compatible and version, one rootfs delta); describes it.
+fn offered_delta(
+    path: &Path,
+    url: Option<String>,
+    keyring: &Keyring,
+    full: &testudo_updater::Manifest,
+) -> anyhow::Result<OfferedDelta> {
+    let verified = bundle::open(path, keyring)
+        .with_context(|| format!("verifying the delta bundle {}", path.display()))?;
+    let manifest = &verified.manifest;
+    if manifest.compatible != full.compatible || manifest.version != full.version {
+        anyhow::bail!(
+            "the delta bundle {} is for {} {}, the bundle for {} {}",
+            path.display(),
+            manifest.compatible,
+            manifest.version.as_deref().unwrap_or("?"),
+            full.compatible,
+            full.version.as_deref().unwrap_or("?")
+        );
+    }
+    let [image] = &manifest.images[..] else {
+        anyhow::bail!(
+            "the delta bundle {} has {} images; a delta offered to devices has one",
+            path.display(),
+            manifest.images.len()
+        );
+    };
+    let delta = image.delta.as_ref().with_context(|| {
+        format!(
+            "{} is a full bundle, not a delta (`testudo bundle delta` makes one)",
+            path.display()
+        )
+    })?;
+    let (sha256, size) =
+        bundle::sha256_file(path).with_context(|| format!("hashing {}", path.display()))?;
+    let file_name = path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or("delta.raucb")
+        .to_owned();
+    println!(
+        "offering delta {} ({size} bytes) for devices running rootfs sha256 {}",
+        path.display(),
+        hex::encode(delta.base.sha256)
+    );
+    Ok(OfferedDelta {
+        file_id: format!("delta-{}", &hex::encode(delta.base.sha256)[..12]),
+        file: manifest::RelatedFile {
+            file_name,
+            size_in_bytes: size,
+            sha256,
+            source_sha256: Some(delta.base.sha256),
+        },
+        path: path.to_owned(),
+        url,
+    })
 }
 
 /// Uploads the bundle to the hub's artifact store (the emulator's

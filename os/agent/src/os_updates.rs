@@ -424,6 +424,9 @@ impl OsUpdateRelay {
         let mut install_asked: Option<Instant> = None;
         let mut trial_since: Option<Instant> = None;
         let mut install_share = 0;
+        // File ids downloaded and handed over for install: the updater may want another file
+        // after one (the full bundle after a delta that did not install), never one again.
+        let mut installed_files: Vec<String> = Vec::new();
         loop {
             self.check_current(goal)?;
             match &status.phase {
@@ -432,7 +435,7 @@ impl OsUpdateRelay {
                     size,
                     staged,
                 } => {
-                    if install_asked.is_some() {
+                    if installed_files.contains(file_id) {
                         return Err(Halt::failed(
                             FailedStep::Install,
                             self.relay_error(
@@ -442,8 +445,15 @@ impl OsUpdateRelay {
                             ),
                         ));
                     }
+                    if install_asked.take().is_some() {
+                        install_share = 0;
+                        self.log.line(&format!(
+                            "os updates: workflow {id}: the updater wants file {file_id} now (what was staged did not install): downloading it"
+                        ));
+                    }
                     self.download(goal, fetcher, file_id, *size, *staged)
                         .await?;
+                    installed_files.push(file_id.clone());
                     self.check_current(goal)?;
                     step = FailedStep::Install;
                     self.request(
@@ -923,6 +933,10 @@ mod tests {
         on_stage: UpdatePhase,
         /// The phases reads move through after `install`.
         on_install: Vec<UpdatePhase>,
+        /// The phases after a second `install`, when they differ from the first's.
+        on_second_install: Option<Vec<UpdatePhase>>,
+        /// `install` requests taken.
+        installs: usize,
         /// Errnos the next `stage` requests are refused with, in turn.
         refuse_stage: VecDeque<Errno>,
         staging: PathBuf,
@@ -935,6 +949,10 @@ mod tests {
     impl Updater {
         fn status(&mut self) -> UpdateStatus {
             if let Some(phase) = self.next.pop_front() {
+                if matches!(phase, UpdatePhase::Downloading { .. }) {
+                    // As the updater does when it wants another file: an empty staging file.
+                    std::fs::File::create(&self.staging).unwrap();
+                }
                 self.phase = phase;
             }
             let phase = match &self.phase {
@@ -989,7 +1007,11 @@ mod tests {
                         done: 0,
                         total: size,
                     };
-                    self.next = self.on_install.clone().into();
+                    self.installs += 1;
+                    self.next = match (&self.on_second_install, self.installs) {
+                        (Some(phases), 2) => phases.clone().into(),
+                        _ => self.on_install.clone().into(),
+                    };
                 }
                 UpdateRequest::Reboot { workflow } => {
                     self.current(&workflow)?;
@@ -1094,6 +1116,8 @@ mod tests {
                 next: VecDeque::new(),
                 on_stage: UpdatePhase::Applied,
                 on_install: vec![UpdatePhase::Installed { slot: "B".into() }],
+                on_second_install: None,
+                installs: 0,
                 refuse_stage: VecDeque::new(),
                 staging: dir.path().join("staged"),
                 staged_at_install: None,
@@ -1383,6 +1407,56 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_delta_that_did_not_install_the_file_the_updater_names_is_downloaded() {
+        let artifacts = Artifacts::start();
+        let delta = content(20 * 1024 + 3, 4);
+        let bundle = content(300 * 1024 + 5, 5);
+        artifacts.serve("delta.raucb", &delta);
+        artifacts.serve("update.raucb", &bundle);
+        let fixture = Fixture::start(|updater| {
+            updater.on_stage = UpdatePhase::Downloading {
+                file_id: "delta-1".into(),
+                size: delta.len() as u64,
+                staged: 0,
+            };
+            // The delta's install fails where the full bundle may not: the updater wants the
+            // bundle instead; a third wish for the same file would be an error.
+            updater.on_install = vec![downloading(bundle.len())];
+            updater.on_second_install = Some(vec![UpdatePhase::Installed { slot: "B".into() }]);
+        });
+        let desired = apply(
+            "w1",
+            None,
+            json!({
+                "bundle": artifacts.url("update.raucb"),
+                "delta-1": artifacts.url("delta.raucb"),
+            }),
+        );
+        assert!(
+            fixture
+                .deliver(Some(&artifacts.fetcher), &full(5, desired))
+                .await
+        );
+        let install = UpdateRequest::Install {
+            workflow: "w1".into(),
+        };
+        assert_eq!(
+            fixture.requests()[1..],
+            [
+                install.clone(),
+                install,
+                UpdateRequest::Reboot {
+                    workflow: "w1".into()
+                }
+            ]
+        );
+        assert!(
+            fixture.staged_at_install().as_deref() == Some(&bundle[..]),
+            "the second install did not find the full bundle staged"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

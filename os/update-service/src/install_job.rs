@@ -32,6 +32,9 @@ pub struct InstallJob {
     pub root_keys: PathBuf,
     /// The staged bundle.
     pub staged: PathBuf,
+    /// The file id of the delta bundle staged instead of the full one, if it is one (a
+    /// related file of the bundle step's file; its size and sha256 are checked instead).
+    pub delta: Option<String>,
     /// The device's RAUC configuration.
     pub conf: SystemConf,
     /// The running slot (bootname).
@@ -71,7 +74,18 @@ impl InstallJob {
             .manifest
             .bundle_step()
             .map_err(|error| Failure::of(FailedStep::ManifestContent, &error))?;
-        let size = step.file.size_in_bytes;
+        let (size, sha256) = match &self.delta {
+            None => (step.file.size_in_bytes, step.file.sha256),
+            Some(id) => {
+                let delta = step.file.related_files.get(id).ok_or_else(|| {
+                    Failure::new(
+                        FailedStep::ManifestContent,
+                        format!("the manifest has no related file {id}"),
+                    )
+                })?;
+                (delta.size_in_bytes, delta.sha256)
+            }
+        };
         sync_staged_file(&self.staged, size)?;
         // One read of the staged file serves both checks: the bundle's own (CMS, verity) and
         // the manifest's sha256 of the whole file, computed from what that read shows.
@@ -83,12 +97,12 @@ impl InstallJob {
             progress(done, size);
         });
         let bundle = match opened {
-            Ok(bundle) if hasher.finalize().as_slice() == step.file.sha256 => bundle,
+            Ok(bundle) if hasher.finalize().as_slice() == sha256 => bundle,
             Ok(_) => return Err(file_hash_differs()),
             // A bundle that does not verify is reported as the download it is when its bytes
             // are not the ones the manifest signs.
             Err(failure) => {
-                if staged_sha256(&self.staged)? != step.file.sha256 {
+                if staged_sha256(&self.staged)? != sha256 {
                     return Err(file_hash_differs());
                 }
                 return Err(failure);
@@ -157,7 +171,12 @@ impl VerifiedJob {
                 )
             })?
             .clone();
-        let total = bundle.manifest.images.iter().map(|image| image.size).sum();
+        let total = bundle
+            .manifest
+            .images
+            .iter()
+            .map(|image| image.installed_size())
+            .sum();
         let mut bootloader = LockedGrub(&job.grub);
         let mut written = 0u64;
         let mut observer = |_: usize, step: &Step| {
@@ -178,6 +197,11 @@ impl VerifiedJob {
         .map_err(|error| match error {
             UpdaterError::Incompatible { .. } => Failure::of(FailedStep::Incompatible, &error),
             UpdaterError::Downgrade { .. } => Failure::of(FailedStep::Downgrade, &error),
+            // A delta for another image, or a patch that does not make the signed one: the
+            // download is not what this device can use (the full bundle may be).
+            UpdaterError::DeltaBase { .. }
+            | UpdaterError::DeltaResult { .. }
+            | UpdaterError::ApplyPatch { .. } => Failure::of(FailedStep::BundleContent, &error),
             other => Failure::of(FailedStep::Install, &other),
         })?;
         if report.bootname != job.target {

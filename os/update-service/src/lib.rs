@@ -18,6 +18,8 @@
 //! - [`health`]: the health condition over init's status lines (pure).
 //! - [`confirm`]: the confirmation, over the [`confirm::BootHost`] trait.
 //! - [`workflow`]: the OS update state machine ([`Updates`]).
+//! - [`file_choice`]: which file is downloaded: a delta for the running image, or the full
+//!   bundle.
 //! - [`install_job`]: verifying a staged bundle and installing it.
 //! - [`record`]: what is kept on the data partition across reboots.
 //! - [`scheme`]: the `update` capability.
@@ -28,6 +30,7 @@
 pub mod confirm;
 pub mod device;
 pub mod error;
+pub mod file_choice;
 pub mod health;
 pub mod install_job;
 pub mod record;

@@ -58,6 +58,10 @@ pub struct WorkflowRecord {
     pub signature: String,
     /// What it installs (from the verified manifest; None when the signature failed).
     pub update_id: Option<UpdateId>,
+    /// The file id of the delta bundle being downloaded or installed instead of the full
+    /// bundle (a related file of the bundle step's file), if one is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<String>,
     /// Where it stands.
     pub stage: Stage,
 }
@@ -210,6 +214,7 @@ mod tests {
                 manifest: "{}".into(),
                 signature: "a.b.c".into(),
                 update_id: Some(update_id()),
+                delta: Some("delta-1".into()),
                 stage: Stage::Installed { slot: "B".into() },
             }),
             installed: [("A".to_owned(), update_id())].into(),

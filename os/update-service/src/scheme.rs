@@ -101,11 +101,17 @@ impl UpdateProvider {
                             verified.install(&mut progress)
                         });
                         let mut state = lock(&updates);
-                        if let Err(error) = state.finish_install(&workflow, outcome) {
-                            say(&format!(
+                        match state.finish_install(&workflow, outcome) {
+                            Ok(Some(delta_failure)) => say(&format!(
+                                "workflow {workflow}: the delta bundle did not install ({}: {}); the full bundle is wanted instead",
+                                delta_failure.step.name(),
+                                delta_failure.detail
+                            )),
+                            Ok(None) => {}
+                            Err(error) => say(&format!(
                                 "workflow {workflow}: {}",
                                 testudo_error_chain::error_chain(&error)
-                            ));
+                            )),
                         }
                         // Said under the lock: before a reboot request (which takes it) can
                         // end the process.
@@ -142,8 +148,12 @@ pub fn describe(status: &UpdateStatus) -> String {
     use testudo_os_update::update_scheme::UpdatePhase;
     match &status.phase {
         UpdatePhase::Idle => "idle".to_owned(),
-        UpdatePhase::Downloading { size, staged, .. } => {
-            format!("manifest verified; downloading ({staged} of {size} bytes staged)")
+        UpdatePhase::Downloading {
+            file_id,
+            size,
+            staged,
+        } => {
+            format!("manifest verified; downloading {file_id} ({staged} of {size} bytes staged)")
         }
         UpdatePhase::Installing { done, total } => format!("installing ({done} of {total})"),
         UpdatePhase::Installed { slot } => format!("installed into slot {slot}, reboot pending"),

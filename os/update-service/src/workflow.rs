@@ -12,6 +12,12 @@
 //!   (then `Applied`);
 //! - `Installed` and another slot booted: the written slot is still the first choice with a
 //!   try left (no reboot yet), or GRUB gave up on it (then `Failed`, rolled back).
+//!
+//! A workflow downloads a delta bundle instead of the full one when the manifest offers one
+//! for the running image ([`crate::file_choice`]). If the delta does not install — another
+//! base, a download or a patch that does not verify, a result that is not the signed image —
+//! the workflow goes back to `Downloading`, for the full bundle this time: nothing of the
+//! running slot was touched, and the relay simply fetches the file the status names.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,6 +29,7 @@ use testudo_os_update::update_scheme::{device_compatibility, UpdatePhase, Update
 use testudo_updater::bootloader::grub::GrubBackend;
 use testudo_updater::{slot, version, SystemConf};
 
+use crate::file_choice;
 use crate::install_job::InstallJob;
 use crate::record::{DeviceRecord, Stage, UpdateDir, WorkflowRecord};
 use crate::UpdateServiceError;
@@ -157,11 +164,14 @@ impl Updates {
             None => (None, None, UpdatePhase::Idle),
             Some(current) => {
                 let phase = match &current.stage {
-                    Stage::Downloading => UpdatePhase::Downloading {
-                        file_id: self.bundle_file_id(current).unwrap_or_default(),
-                        size: self.bundle_size(current).unwrap_or(0),
-                        staged: self.dir.staged_bytes(),
-                    },
+                    Stage::Downloading => {
+                        let (file_id, size) = self.wanted_file(current).unwrap_or_default();
+                        UpdatePhase::Downloading {
+                            file_id,
+                            size,
+                            staged: self.dir.staged_bytes(),
+                        }
+                    }
                     Stage::Installing { .. } => UpdatePhase::Installing {
                         done: self.progress.0,
                         total: self.progress.1,
@@ -235,35 +245,34 @@ impl Updates {
             }
         }
         self.dir.remove_staged()?;
-        let (update_id, stage) = match self.accept(manifest, signature) {
-            Ok(Accepted::Wanted(update_id)) => (Some(update_id), Stage::Downloading),
+        let (update_id, delta, stage) = match self.accept(manifest, signature) {
+            Ok(Accepted::Wanted { update_id, delta }) => {
+                (Some(update_id), delta, Stage::Downloading)
+            }
             Ok(Accepted::Installed(update_id)) => (
                 Some(update_id),
+                None,
                 Stage::Ended {
                     outcome: UpdatePhase::Applied,
                 },
             ),
             Err((update_id, failure)) => (
                 update_id,
+                None,
                 Stage::Ended {
                     outcome: failure.phase(),
                 },
             ),
         };
         if matches!(stage, Stage::Downloading) {
-            std::fs::File::create(self.dir.staged()).map_err(|source| {
-                UpdateServiceError::UpdateDir {
-                    step: "creating the staging file in",
-                    path: self.config.dir.clone(),
-                    source,
-                }
-            })?;
+            self.create_staging_file()?;
         }
         self.record.current = Some(WorkflowRecord {
             workflow: workflow.to_owned(),
             manifest: manifest.to_owned(),
             signature: signature.to_owned(),
             update_id,
+            delta,
             stage,
         });
         self.dir.save(&self.record)
@@ -311,6 +320,7 @@ impl Updates {
             signature: current.signature,
             root_keys: self.config.root_keys.clone(),
             staged: self.dir.staged(),
+            delta: current.delta,
             conf,
             booted: self.config.booted.clone(),
             target,
@@ -324,28 +334,40 @@ impl Updates {
     }
 
     /// The install of `workflow` ended: written (and made the next boot, on trial) or failed.
+    /// A delta that failed where the full bundle may succeed sends the workflow back to
+    /// `Downloading`, for the full bundle: the delta's failure is returned then.
     pub fn finish_install(
         &mut self,
         workflow: &str,
         outcome: Result<(), Failure>,
-    ) -> Result<(), UpdateServiceError> {
+    ) -> Result<Option<Failure>, UpdateServiceError> {
         let Some(current) = self.record.current.as_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         if current.workflow != workflow {
-            return Ok(());
+            return Ok(None);
         }
         let Stage::Installing { slot } = current.stage.clone() else {
-            return Ok(());
+            return Ok(None);
         };
         match outcome {
             Ok(()) => {
                 current.stage = Stage::Installed { slot };
                 self.dir.save(&self.record)?;
                 // The slot holds the update now; the staged copy would only take space.
-                self.dir.remove_staged()
+                self.dir.remove_staged()?;
+                Ok(None)
             }
-            Err(failure) => self.end(failure.phase()),
+            Err(failure) if current.delta.is_some() && full_bundle_may_succeed(failure.step) => {
+                current.delta = None;
+                current.stage = Stage::Downloading;
+                self.progress = (0, 0);
+                self.dir.remove_staged()?;
+                self.create_staging_file()?;
+                self.dir.save(&self.record)?;
+                Ok(Some(failure))
+            }
+            Err(failure) => self.end(failure.phase()).map(|()| None),
         }
     }
 
@@ -401,6 +423,17 @@ impl Updates {
     /// Whether the booted slot was confirmed in this boot.
     pub fn is_confirmed(&self) -> bool {
         self.confirmed
+    }
+
+    /// An empty staging file, for the relay's download.
+    fn create_staging_file(&self) -> Result<(), UpdateServiceError> {
+        std::fs::File::create(self.dir.staged())
+            .map(drop)
+            .map_err(|source| UpdateServiceError::UpdateDir {
+                step: "creating the staging file in",
+                path: self.config.dir.clone(),
+                source,
+            })
     }
 
     /// Ends the current workflow with `outcome`.
@@ -516,19 +549,26 @@ impl Updates {
                 )));
             }
         }
-        Ok(Accepted::Wanted(update_id))
+        let delta = file_choice::wanted_delta(
+            step.file,
+            file_choice::running_image_sha256(&conf, &self.config.booted),
+        );
+        Ok(Accepted::Wanted { update_id, delta })
     }
 
-    /// The current workflow's bundle file id.
-    fn bundle_file_id(&self, current: &WorkflowRecord) -> Option<String> {
-        self.recorded_manifest(current)
-            .and_then(|manifest| manifest.bundle_step().ok().map(|s| s.file_id.to_owned()))
-    }
-
-    /// The current workflow's bundle size.
-    fn bundle_size(&self, current: &WorkflowRecord) -> Option<u64> {
-        self.recorded_manifest(current)
-            .and_then(|manifest| manifest.bundle_step().ok().map(|s| s.file.size_in_bytes))
+    /// The file the current workflow downloads: its id and size (the delta's, if one is
+    /// wanted, else the bundle step's file).
+    fn wanted_file(&self, current: &WorkflowRecord) -> Option<(String, u64)> {
+        let manifest = self.recorded_manifest(current)?;
+        let step = manifest.bundle_step().ok()?;
+        match &current.delta {
+            Some(id) => step
+                .file
+                .related_files
+                .get(id)
+                .map(|delta| (id.clone(), delta.size_in_bytes)),
+            None => Some((step.file_id.to_owned(), step.file.size_in_bytes)),
+        }
     }
 
     /// The manifest of a recorded workflow (verified when it was staged; parsed again).
@@ -575,10 +615,28 @@ impl Updates {
     }
 }
 
+/// Whether a delta that failed at `step` leaves the full bundle worth downloading: not when
+/// the update itself is refused (its manifest, compatibility, version), which the full
+/// bundle shares.
+fn full_bundle_may_succeed(step: FailedStep) -> bool {
+    !matches!(
+        step,
+        FailedStep::ManifestSignature
+            | FailedStep::ManifestContent
+            | FailedStep::Incompatible
+            | FailedStep::Downgrade
+    )
+}
+
 /// What `accept` found.
 enum Accepted {
-    /// The update is wanted: download it.
-    Wanted(UpdateId),
+    /// The update is wanted: download it (the delta with file id `delta`, if one fits).
+    Wanted {
+        /// What it installs.
+        update_id: UpdateId,
+        /// The delta to download instead of the full bundle.
+        delta: Option<String>,
+    },
     /// The running system already is this update's version (ADU's installed criteria).
     Installed(UpdateId),
 }

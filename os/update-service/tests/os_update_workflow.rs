@@ -38,6 +38,7 @@ struct TestDevice {
     signer: Signer,
     conf: PathBuf,
     grubenv: PathBuf,
+    slot_a: PathBuf,
     slot_b: PathBuf,
 }
 
@@ -76,6 +77,7 @@ impl TestDevice {
             keys,
             conf,
             grubenv,
+            slot_a,
             slot_b,
             dir,
         }
@@ -121,6 +123,17 @@ impl TestDevice {
 
     /// The manifest for `bundle` installing `version` on `model`, and its signature.
     fn manifest(&self, bundle: &Path, version: &str, model: &str) -> (String, String) {
+        self.manifest_with_delta(bundle, version, model, None)
+    }
+
+    /// As [`Self::manifest`], offering `delta` (file id, path, source image sha256) too.
+    fn manifest_with_delta(
+        &self,
+        bundle: &Path,
+        version: &str,
+        model: &str,
+        delta: Option<(&str, &Path, [u8; 32])>,
+    ) -> (String, String) {
         let (sha256, size) = bundle::sha256_file(bundle).unwrap();
         let manifest = manifest::for_bundle(
             UpdateId {
@@ -134,8 +147,21 @@ impl TestDevice {
             sha256,
             version,
             "2026-12-04T00:00:00Z",
-        )
-        .to_json();
+        );
+        let mut manifest = manifest;
+        if let Some((id, path, source)) = delta {
+            let (sha256, size) = bundle::sha256_file(path).unwrap();
+            assert!(manifest.add_delta(
+                id,
+                manifest::RelatedFile {
+                    file_name: "delta.raucb".into(),
+                    size_in_bytes: size,
+                    sha256,
+                    source_sha256: Some(source),
+                },
+            ));
+        }
+        let manifest = manifest.to_json();
         let chain = update_keys::load_signing_chain(&self.keys).unwrap();
         let signature = signature::sign(&manifest, &chain).unwrap();
         (manifest, signature)
@@ -233,6 +259,167 @@ impl Relay {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Images of whole 4 KiB blocks, as deltas need: the running one (`base`) and the update
+/// (`new`: `base` with bytes inserted and changed), their full bundles and the delta between
+/// them, all in `device`'s directory.
+struct DeltaUpdate {
+    base: Vec<u8>,
+    new: Vec<u8>,
+    full: PathBuf,
+    delta: PathBuf,
+}
+
+fn delta_update(device: &TestDevice) -> DeltaUpdate {
+    let blocks = 768;
+    let base: Vec<u8> = (0..blocks * 4096)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_le_bytes()[3])
+        .collect();
+    let mut new = base.clone();
+    new.splice(5000..5000, b"a rebuilt file".repeat(40));
+    new.truncate(base.len());
+    let write = |name: &str, version: &str, image: &[u8]| {
+        let dir = device.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rootfs.img");
+        std::fs::write(&path, image).unwrap();
+        let out = device.dir.join(format!("{name}.raucb"));
+        bundle::create(
+            &BundleSpec::new(COMPATIBLE, version, vec![("rootfs".into(), path)]),
+            &device.signer,
+            &out,
+        )
+        .unwrap();
+        out
+    };
+    let base_bundle = write("base", RUNNING, &base);
+    let full = write("full", NEW, &new);
+    let keyring = testudo_updater::Keyring::load(
+        &device.keys.join("ca.pem"),
+        testudo_updater::signature::CheckPurpose::default(),
+    )
+    .unwrap();
+    let delta = device.dir.join("delta.raucb");
+    testudo_updater::delta::create(
+        &bundle::open(&base_bundle, &keyring).unwrap(),
+        &bundle::open(&full, &keyring).unwrap(),
+        &device.signer,
+        &delta,
+    )
+    .unwrap();
+    DeltaUpdate {
+        base,
+        new,
+        full,
+        delta,
+    }
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+#[test]
+fn a_delta_for_the_running_image_is_downloaded_instead_of_the_full_bundle() {
+    let device = TestDevice::new();
+    let update = delta_update(&device);
+    std::fs::write(&device.slot_a, &update.base).unwrap();
+    let (manifest, signature) = device.manifest_with_delta(
+        &update.full,
+        NEW,
+        COMPATIBLE,
+        Some(("delta-1", &update.delta, sha256(&update.base))),
+    );
+    let relay = Relay::serve(Updates::open(device.config("A"), device.grub()).unwrap());
+    relay.stage("w1", &manifest, &signature);
+    let delta_bytes = std::fs::read(&update.delta).unwrap();
+    assert_eq!(
+        relay.status().phase,
+        UpdatePhase::Downloading {
+            file_id: "delta-1".into(),
+            size: delta_bytes.len() as u64,
+            staged: 0
+        }
+    );
+    relay.write_staged(0, &delta_bytes);
+    let status = relay.install("w1");
+    assert_eq!(status.phase, UpdatePhase::Installed { slot: "B".into() });
+    assert_eq!(
+        &std::fs::read(&device.slot_b).unwrap()[..update.new.len()],
+        &update.new[..]
+    );
+}
+
+#[test]
+fn a_delta_that_does_not_fit_the_running_slot_falls_back_to_the_full_bundle() {
+    let device = TestDevice::new();
+    let update = delta_update(&device);
+    // The running slot holds something else than the delta's base, and has no record: the
+    // delta is tried, its base check fails before anything is written, and the full bundle
+    // is wanted next.
+    let running: Vec<u8> = update.base.iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(&device.slot_a, &running).unwrap();
+    let (manifest, signature) = device.manifest_with_delta(
+        &update.full,
+        NEW,
+        COMPATIBLE,
+        Some(("delta-1", &update.delta, sha256(&update.base))),
+    );
+    let relay = Relay::serve(Updates::open(device.config("A"), device.grub()).unwrap());
+    relay.stage("w1", &manifest, &signature);
+    relay.write_staged(0, &std::fs::read(&update.delta).unwrap());
+    let full_bytes = std::fs::read(&update.full).unwrap();
+    assert_eq!(
+        relay.install("w1").phase,
+        UpdatePhase::Downloading {
+            file_id: "bundle".into(),
+            size: full_bytes.len() as u64,
+            staged: 0
+        },
+        "after a delta that does not fit, the full bundle is wanted"
+    );
+    relay.write_staged(0, &full_bytes);
+    assert_eq!(
+        relay.install("w1").phase,
+        UpdatePhase::Installed { slot: "B".into() }
+    );
+    assert_eq!(
+        &std::fs::read(&device.slot_b).unwrap()[..update.new.len()],
+        &update.new[..]
+    );
+    assert_eq!(std::fs::read(&device.slot_a).unwrap(), running);
+
+    // A device whose status file records another image in its running slot downloads the
+    // full bundle at once.
+    let device = TestDevice::new();
+    let update = delta_update(&device);
+    std::fs::write(&device.slot_a, &update.base).unwrap();
+    let conf = SystemConf::load(&device.conf).unwrap();
+    let mut status =
+        testudo_updater::status_file::StatusFile::load(&conf.status_path().unwrap()).unwrap();
+    status.set(
+        "rootfs.0",
+        testudo_updater::status_file::SlotStatus {
+            sha256: Some(hex::encode([7u8; 32])),
+            size: Some(update.base.len() as u64),
+            ..Default::default()
+        },
+    );
+    status.save().unwrap();
+    let (manifest, signature) = device.manifest_with_delta(
+        &update.full,
+        NEW,
+        COMPATIBLE,
+        Some(("delta-1", &update.delta, sha256(&update.base))),
+    );
+    let relay = Relay::serve(Updates::open(device.config("A"), device.grub()).unwrap());
+    relay.stage("w1", &manifest, &signature);
+    let UpdatePhase::Downloading { file_id, .. } = relay.status().phase else {
+        panic!("downloading expected")
+    };
+    assert_eq!(file_id, "bundle");
 }
 
 fn failed_step(status: &UpdateStatus) -> &str {
@@ -464,6 +651,7 @@ fn what_a_reboot_interrupted_is_settled_from_the_record_and_the_boot_state() {
                 name: "gateway".into(),
                 version: NEW.into(),
             }),
+            delta: None,
             stage,
         }),
         installed: Default::default(),

@@ -13,9 +13,22 @@
 //!  "createdDateTime":"2026-12-04T00:00:00Z"}
 //! ```
 //!
+//! A bundle file may carry delta bundles as ADU's delta updates do: a `downloadHandler` of id
+//! [`DELTA_DOWNLOAD_HANDLER`] and `relatedFiles`, each a file whose `properties` name the
+//! sha256 of the image it applies to ([`SOURCE_FILE_HASH`], standard base64; for testudo the
+//! rootfs image in the running slot, where ADU names the source update file it caches):
+//!
+//! ```json
+//! "files":{"bundle":{"fileName":"update.raucb","sizeInBytes":40000000,"hashes":{"sha256":"…"},
+//!   "downloadHandler":{"id":"microsoft/delta:1"},
+//!   "relatedFiles":{"delta-1a2b3c4d5e6f":{"fileName":"from-0.1.0.raucb","sizeInBytes":90000,
+//!     "hashes":{"sha256":"…"},"properties":{"microsoft.sourceFileHashAlgorithm":"sha256",
+//!     "microsoft.sourceFileHash":"…"}}}}}
+//! ```
+//!
 //! [`parse`] reads it defensively: at most [`MAX_MANIFEST_BYTES`] and [`MAX_NESTING`] deep,
-//! no repeated keys in `files` or a compatibility set, fields ADU may add (`description`,
-//! `downloadHandler`, `relatedFiles`, `mimeType`, other handler properties) ignored. It
+//! no repeated keys in `files`, `relatedFiles` or a compatibility set, fields ADU may add
+//! (`description`, `mimeType`, other handler properties) ignored. It
 //! refuses what a device cannot act on: another `manifestVersion`, a detached manifest,
 //! reference steps, a step naming a file `files` lacks, a testudo step without exactly one
 //! file, a hash that is not 32 bytes, an empty compatibility set (which would match every
@@ -83,6 +96,15 @@ impl UpdateId {
     }
 }
 
+/// The `downloadHandler` id of a file whose related files are deltas (ADU's delta updates).
+pub const DELTA_DOWNLOAD_HANDLER: &str = "microsoft/delta:1";
+
+/// The related-file property naming the sha256 of what a delta applies to.
+pub const SOURCE_FILE_HASH: &str = "microsoft.sourceFileHash";
+
+/// The related-file property naming that hash's algorithm (`sha256`, the only one read).
+pub const SOURCE_FILE_HASH_ALGORITHM: &str = "microsoft.sourceFileHashAlgorithm";
+
 /// One file of the update.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileEntry {
@@ -92,6 +114,47 @@ pub struct FileEntry {
     pub size_in_bytes: u64,
     /// Its SHA-256 (JSON: `hashes.sha256`, standard base64).
     pub sha256: [u8; 32],
+    /// `downloadHandler.id`, if any ([`DELTA_DOWNLOAD_HANDLER`] for a file with deltas).
+    pub download_handler: Option<String>,
+    /// `relatedFiles`, by file id (also keys of the twin's `fileUrls`).
+    pub related_files: BTreeMap<String, RelatedFile>,
+}
+
+/// A related file: for a file whose download handler is [`DELTA_DOWNLOAD_HANDLER`], a delta
+/// bundle that makes the same image from the one whose sha256 is `source_sha256`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelatedFile {
+    /// Its name.
+    pub file_name: String,
+    /// Its size in bytes.
+    pub size_in_bytes: u64,
+    /// Its SHA-256.
+    pub sha256: [u8; 32],
+    /// [`SOURCE_FILE_HASH`], when present with algorithm `sha256`.
+    pub source_sha256: Option<[u8; 32]>,
+}
+
+impl FileEntry {
+    /// A file without download handler or related files.
+    pub fn plain(file_name: &str, size_in_bytes: u64, sha256: [u8; 32]) -> FileEntry {
+        FileEntry {
+            file_name: file_name.to_owned(),
+            size_in_bytes,
+            sha256,
+            download_handler: None,
+            related_files: BTreeMap::new(),
+        }
+    }
+
+    /// Its deltas: the related files with a source hash, when its download handler is
+    /// [`DELTA_DOWNLOAD_HANDLER`] (none otherwise), in file id order.
+    pub fn deltas(&self) -> impl Iterator<Item = (&str, &RelatedFile, [u8; 32])> {
+        let handled = self.download_handler.as_deref() == Some(DELTA_DOWNLOAD_HANDLER);
+        self.related_files
+            .iter()
+            .filter(move |_| handled)
+            .filter_map(|(id, file)| Some((id.as_str(), file, file.source_sha256?)))
+    }
 }
 
 /// One instruction step.
@@ -226,6 +289,15 @@ impl ImportManifest {
                             hashes: HashesOut {
                                 sha256: STANDARD.encode(file.sha256),
                             },
+                            download_handler: file
+                                .download_handler
+                                .as_deref()
+                                .map(|id| DownloadHandlerOut { id }),
+                            related_files: file
+                                .related_files
+                                .iter()
+                                .map(|(id, related)| (id.as_str(), related_out(related)))
+                                .collect(),
                         },
                     )
                 })
@@ -259,13 +331,44 @@ pub fn for_bundle(
         }],
         files: BTreeMap::from([(
             BUNDLE_FILE_ID.to_owned(),
-            FileEntry {
-                file_name: file_name.to_owned(),
-                size_in_bytes: size,
-                sha256,
-            },
+            FileEntry::plain(file_name, size, sha256),
         )]),
         created_date_time: created_date_time.to_owned(),
+    }
+}
+
+/// The wire form of a related file.
+fn related_out(related: &RelatedFile) -> RelatedFileOut<'_> {
+    let properties = related
+        .source_sha256
+        .map(|source| {
+            BTreeMap::from([
+                (SOURCE_FILE_HASH, STANDARD.encode(source)),
+                (SOURCE_FILE_HASH_ALGORITHM, "sha256".to_owned()),
+            ])
+        })
+        .unwrap_or_default();
+    RelatedFileOut {
+        file_name: &related.file_name,
+        size_in_bytes: related.size_in_bytes,
+        hashes: HashesOut {
+            sha256: STANDARD.encode(related.sha256),
+        },
+        properties,
+    }
+}
+
+impl ImportManifest {
+    /// Offers `delta` as a delta of the bundle file [`BUNDLE_FILE_ID`] under file id `id`
+    /// (its download handler becomes [`DELTA_DOWNLOAD_HANDLER`]); false when the manifest has
+    /// no such file.
+    pub fn add_delta(&mut self, id: &str, delta: RelatedFile) -> bool {
+        let Some(file) = self.files.get_mut(BUNDLE_FILE_ID) else {
+            return false;
+        };
+        file.download_handler = Some(DELTA_DOWNLOAD_HANDLER.to_owned());
+        file.related_files.insert(id.to_owned(), delta);
+        true
     }
 }
 
@@ -328,28 +431,50 @@ pub fn parse(bytes: &[u8]) -> Result<ImportManifest, OsUpdateError> {
         ));
     }
     let mut files = BTreeMap::new();
+    let mut related_ids = 0usize;
     for (id, file) in wire.files {
         check_field("files (a file id)", &id)?;
         check_field(&format!("files.{id}.fileName"), &file.file_name)?;
-        let sha256 = STANDARD
-            .decode(&file.hashes.sha256)
-            .ok()
-            .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
-            .ok_or_else(|| {
-                field_error(
-                    &format!("files.{id}.hashes.sha256"),
-                    format!("\"{}\"", bounded_display(&file.hashes.sha256)),
-                    "the standard base64 of 32 bytes",
-                )
-            })?;
+        let sha256 = sha256_field(&format!("files.{id}.hashes.sha256"), &file.hashes.sha256)?;
+        let download_handler = file.download_handler.map(|handler| handler.id);
+        if let Some(handler) = &download_handler {
+            check_field(&format!("files.{id}.downloadHandler.id"), handler)?;
+        }
+        related_ids += file.related_files.len();
+        if related_ids > MAX_FILES {
+            return Err(field_error(
+                &format!("files.{id}.relatedFiles"),
+                format!("{related_ids} related files in all"),
+                "at most 10 related files",
+            ));
+        }
+        let mut related_files = BTreeMap::new();
+        for (related_id, related) in file.related_files {
+            let field = format!("files.{id}.relatedFiles.{related_id}");
+            related_files.insert(related_id, parse_related(&field, related)?);
+        }
         files.insert(
             id,
             FileEntry {
                 file_name: file.file_name,
                 size_in_bytes: file.size_in_bytes,
                 sha256,
+                download_handler,
+                related_files,
             },
         );
+    }
+    // A related file's id names its URL in the twin's `fileUrls`, as a file's does: one id
+    // for two files would leave which one a URL serves to chance.
+    let mut ids: Vec<&String> = files.keys().collect();
+    ids.extend(files.values().flat_map(|file| file.related_files.keys()));
+    ids.sort();
+    if let Some(pair) = ids.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(field_error(
+            "files",
+            format!("\"{}\" names two files", bounded_display(pair[0])),
+            "file ids, related ones included, are unique",
+        ));
     }
 
     let instructions = wire.instructions.ok_or_else(|| {
@@ -432,6 +557,59 @@ pub fn parse(bytes: &[u8]) -> Result<ImportManifest, OsUpdateError> {
         files,
         created_date_time: wire.created_date_time,
     })
+}
+
+/// A related file as read, its fields checked like a file's; the source hash is read only
+/// for algorithm `sha256`.
+fn parse_related(field: &str, related: RelatedFileIn) -> Result<RelatedFile, OsUpdateError> {
+    check_field(field, field)?;
+    check_field(&format!("{field}.fileName"), &related.file_name)?;
+    let sha256 = sha256_field(&format!("{field}.hashes.sha256"), &related.hashes.sha256)?;
+    if related.properties.len() > MAX_COMPATIBILITY {
+        return Err(field_error(
+            &format!("{field}.properties"),
+            format!("{} properties", related.properties.len()),
+            "at most 10 properties",
+        ));
+    }
+    for (name, value) in &related.properties {
+        check_field(&format!("{field}.properties (a name)"), name)?;
+        check_field(&format!("{field}.properties.{name}"), value)?;
+    }
+    let source_sha256 = match (
+        related
+            .properties
+            .get(SOURCE_FILE_HASH_ALGORITHM)
+            .map(String::as_str),
+        related.properties.get(SOURCE_FILE_HASH),
+    ) {
+        (Some("sha256") | None, Some(hash)) => Some(sha256_field(
+            &format!("{field}.properties.{SOURCE_FILE_HASH}"),
+            hash,
+        )?),
+        _ => None,
+    };
+    Ok(RelatedFile {
+        file_name: related.file_name,
+        size_in_bytes: related.size_in_bytes,
+        sha256,
+        source_sha256,
+    })
+}
+
+/// A `hashes.sha256`-like field: the standard base64 of 32 bytes.
+fn sha256_field(field: &str, text: &str) -> Result<[u8; 32], OsUpdateError> {
+    STANDARD
+        .decode(text)
+        .ok()
+        .and_then(|bytes| <[u8; 32]>::try_from(bytes).ok())
+        .ok_or_else(|| {
+            field_error(
+                field,
+                format!("\"{}\"", bounded_display(text)),
+                "the standard base64 of 32 bytes",
+            )
+        })
 }
 
 /// Refuses a string longer than [`MAX_FIELD_BYTES`].
@@ -517,6 +695,26 @@ struct FileIn {
     file_name: String,
     size_in_bytes: u64,
     hashes: HashesIn,
+    #[serde(default)]
+    download_handler: Option<DownloadHandlerIn>,
+    #[serde(default, deserialize_with = "optional_unique_map")]
+    related_files: BTreeMap<String, RelatedFileIn>,
+}
+
+#[derive(Deserialize)]
+struct DownloadHandlerIn {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RelatedFileIn {
+    #[serde(alias = "filename")]
+    file_name: String,
+    size_in_bytes: u64,
+    hashes: HashesIn,
+    #[serde(default, deserialize_with = "optional_unique_map")]
+    properties: BTreeMap<String, String>,
 }
 
 #[derive(Deserialize)]
@@ -564,6 +762,25 @@ struct FileOut<'m> {
     file_name: &'m str,
     size_in_bytes: u64,
     hashes: HashesOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    download_handler: Option<DownloadHandlerOut<'m>>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    related_files: BTreeMap<&'m str, RelatedFileOut<'m>>,
+}
+
+#[derive(Serialize)]
+struct DownloadHandlerOut<'m> {
+    id: &'m str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RelatedFileOut<'m> {
+    file_name: &'m str,
+    size_in_bytes: u64,
+    hashes: HashesOut,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    properties: BTreeMap<&'static str, String>,
 }
 
 #[derive(Serialize)]
@@ -652,6 +869,93 @@ mod tests {
         // The documentation's spelling `filename` is read too.
         let lower = ADU_SHAPED.replace("fileName", "filename");
         assert_eq!(parse(lower.as_bytes()).unwrap(), manifest);
+    }
+
+    fn with_delta() -> ImportManifest {
+        let mut manifest = manifest();
+        assert!(manifest.add_delta(
+            "delta-1",
+            RelatedFile {
+                file_name: "from-1.2.0.raucb".into(),
+                size_in_bytes: 900,
+                sha256: [0xcd; 32],
+                source_sha256: Some([0xef; 32]),
+            },
+        ));
+        manifest
+    }
+
+    #[test]
+    fn deltas_are_related_files_in_adus_shape_and_round_trip() {
+        let manifest = with_delta();
+        let json = manifest.to_json();
+        assert_eq!(parse(json.as_bytes()).unwrap(), manifest);
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        let bundle = &value["files"]["bundle"];
+        assert_eq!(bundle["downloadHandler"]["id"], DELTA_DOWNLOAD_HANDLER);
+        let delta = &bundle["relatedFiles"]["delta-1"];
+        assert_eq!(delta["fileName"], "from-1.2.0.raucb");
+        assert_eq!(delta["sizeInBytes"], 900);
+        assert_eq!(
+            delta["properties"][SOURCE_FILE_HASH],
+            STANDARD.encode([0xef; 32])
+        );
+        assert_eq!(delta["properties"][SOURCE_FILE_HASH_ALGORITHM], "sha256");
+        let step = manifest.bundle_step().unwrap();
+        let deltas: Vec<_> = step.file.deltas().collect();
+        assert_eq!(deltas.len(), 1);
+        assert_eq!((deltas[0].0, deltas[0].2), ("delta-1", [0xef; 32]));
+        // Without the delta download handler, related files are not deltas.
+        let mut other = manifest.clone();
+        other
+            .files
+            .get_mut(BUNDLE_FILE_ID)
+            .unwrap()
+            .download_handler = Some("x/y:1".into());
+        assert_eq!(other.bundle_step().unwrap().file.deltas().count(), 0);
+        // Another hash algorithm: no source hash, not a delta this device can use.
+        let algorithm = "\"microsoft.sourceFileHashAlgorithm\":\"sha256\"";
+        assert!(json.contains(algorithm), "{json}");
+        let md5 = json.replace(algorithm, "\"microsoft.sourceFileHashAlgorithm\":\"md5\"");
+        let parsed = parse(md5.as_bytes()).unwrap();
+        assert_eq!(parsed.bundle_step().unwrap().file.deltas().count(), 0);
+    }
+
+    #[test]
+    fn malformed_related_files_are_refused() {
+        let json = with_delta().to_json();
+        let edit = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut value: serde_json::Value = serde_json::from_str(&json).unwrap();
+            edit(&mut value);
+            parse(&serde_json::to_vec(&value).unwrap())
+                .unwrap_err()
+                .to_string()
+        };
+        let bad_hash = edit(&|v| {
+            v["files"]["bundle"]["relatedFiles"]["delta-1"]["properties"][SOURCE_FILE_HASH] =
+                "short".into()
+        });
+        assert!(bad_hash.contains("microsoft.sourceFileHash"), "{bad_hash}");
+        let same_id = edit(&|v| {
+            let delta = v["files"]["bundle"]["relatedFiles"]["delta-1"].clone();
+            v["files"]["bundle"]["relatedFiles"]["bundle"] = delta;
+        });
+        assert!(same_id.contains("names two files"), "{same_id}");
+        let many = edit(&|v| {
+            let delta = v["files"]["bundle"]["relatedFiles"]["delta-1"].clone();
+            for i in 0..11 {
+                v["files"]["bundle"]["relatedFiles"][format!("d{i}")] = delta.clone();
+            }
+        });
+        assert!(many.contains("at most 10 related files"), "{many}");
+        let repeated = json.replace(
+            "\"relatedFiles\":{",
+            "\"relatedFiles\":{\"delta-1\":{\"fileName\":\"a\",\"sizeInBytes\":1,\"hashes\":{\"sha256\":\"q6urq6urq6urq6urq6urq6urq6urq6urq6urq6urq6s=\"}},",
+        );
+        assert!(
+            parse(repeated.as_bytes()).is_err(),
+            "a repeated related file id"
+        );
     }
 
     #[test]
