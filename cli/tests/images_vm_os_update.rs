@@ -36,10 +36,6 @@ use vm_device::*;
 /// Generous for TCG on a loaded 2-core machine: a boot to ready takes about a minute.
 const BOOT: Duration = Duration::from_secs(900);
 
-/// The updater confirms a trial slot after 5 s of health (the example's default is longer).
-const QUICK_CONFIRM: &str =
-    "components.updater.args = [\"--stable-for-ms\", \"5000\", \"--confirm-within-ms\", \"300000\"],";
-
 #[test]
 fn a_twin_change_updates_the_gateway_from_a_to_b_and_a_downgrade_is_refused() {
     require_service_sdk();

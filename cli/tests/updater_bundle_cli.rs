@@ -144,7 +144,9 @@ fn bundle_delta_makes_a_small_bundle_that_info_describes() {
     updater_common::bundle_create(&keys, "acme-gw", "1.0.0", &old, &v1);
     updater_common::bundle_create(&keys, "acme-gw", "1.1.0", &new, &v2);
     let delta = dir.path().join("delta.raucb");
-    let out = ok(&testudo(&[
+    // Made in a reproducible-build environment (SOURCE_DATE_EPOCH set, as Nix and the image
+    // tests set it): the payload's times are pinned anyway.
+    let out = ok(&updater_common::testudo_command(&[
         &"bundle",
         &"delta",
         &"--keyring",
@@ -159,7 +161,10 @@ fn bundle_delta_makes_a_small_bundle_that_info_describes() {
         &keys.join("signing.key"),
         &"-o",
         &delta,
-    ]));
+    ])
+    .env("SOURCE_DATE_EPOCH", "1700000000")
+    .output()
+    .unwrap());
     assert!(out.contains("delta 1.0.0 -> 1.1.0"), "{out}");
     assert!(out.contains("rootfs: patch"), "{out}");
     let full = std::fs::metadata(&v2).unwrap().len();

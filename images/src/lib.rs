@@ -9,6 +9,7 @@ pub mod builder;
 pub mod cache;
 pub mod cwasm;
 pub mod datafs;
+pub mod deltas;
 pub mod digest;
 pub mod digest_cache;
 pub mod disk;

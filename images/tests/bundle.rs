@@ -62,3 +62,53 @@ fn rauc_verifies_the_bundle_and_extracts_the_same_rootfs() {
         b.len()
     );
 }
+
+#[test]
+fn a_delta_from_a_published_bundle_is_written_beside_the_full_one() {
+    let fx = common::fixture();
+    let tools = testudo_images::HostTools::new();
+    testudo_images::build(&fx.request, &tools).expect("build");
+    let out = &fx.request.out_dir;
+    // The published base: this very build's bundle, kept aside (a rebuild of the same
+    // config gives a delta of no change).
+    let base = fx.dir.path().join("published-update.raucb");
+    std::fs::copy(out.join("update.raucb"), &base).unwrap();
+    let written =
+        testudo_images::deltas::write_deltas(out, &fx.request.keys, &[base]).expect("deltas");
+    assert_eq!(written.len(), 1);
+    let delta = &written[0];
+    assert_eq!(
+        delta.path.file_name().unwrap().to_str().unwrap(),
+        testudo_images::deltas::delta_file_name(&delta.base_version)
+    );
+    let full = std::fs::metadata(out.join("update.raucb")).unwrap().len();
+    assert!(
+        delta.size * 50 < full,
+        "delta {} vs full {full}",
+        delta.size
+    );
+    // The real rauc reads it; it names the rootfs image as both base and target.
+    let info = common::run(
+        "rauc",
+        &[
+            "info",
+            "--keyring",
+            common::path_str(&fx.request.keys.ca_cert),
+            common::path_str(&delta.path),
+        ],
+    );
+    assert!(info.contains("rootfs.img.bsdiff"), "{info}");
+    let keyring = testudo_updater::Keyring::load(
+        &fx.request.keys.ca_cert,
+        testudo_updater::signature::CheckPurpose::default(),
+    )
+    .unwrap();
+    let opened = testudo_updater::bundle::open(&delta.path, &keyring).unwrap();
+    let spec = opened.manifest.images[0].delta.clone().unwrap();
+    assert_eq!(spec.base, spec.target);
+    let rootfs = std::fs::read(out.join("rootfs.img")).unwrap();
+    assert_eq!(
+        spec.target,
+        testudo_updater::delta::ImageIdentity::of(&rootfs, "rootfs.img").unwrap()
+    );
+}

@@ -36,6 +36,9 @@ pub fn create(content: &Path, out: &Path, extra_args: &[String]) -> Result<()> {
         ])
         .args(["-mkfs-time", "0", "-all-time", "0"])
         .args(extra_args)
+        // The times are pinned above; mksquashfs refuses to run when `SOURCE_DATE_EPOCH` (set
+        // by reproducible-build environments, Nix among them) would also set them.
+        .env_remove("SOURCE_DATE_EPOCH")
         .stdin(Stdio::null())
         .output()
         .map_err(spawn_err(MKSQUASHFS))?;

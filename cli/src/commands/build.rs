@@ -1,4 +1,5 @@
-//! `testudo build CONFIG -o OUT [--keys DIR]`: build the image of a system config.
+//! `testudo build CONFIG -o OUT [--keys DIR] [--delta-from OLD.raucb]...`: build the image of a
+//! system config, and delta bundles from published base versions.
 //!
 //! Without `--keys`, development keys are created once in
 //! `$XDG_DATA_HOME/testudo/dev-keys` (default `~/.local/share/testudo/dev-keys`) and reused.
@@ -35,6 +36,10 @@ pub struct Args {
     /// Print one plain line per step even on a terminal.
     #[arg(long)]
     plain: bool,
+    /// A published full bundle (`update.raucb` of an earlier build) to write a delta from:
+    /// `OUT/delta-from-<its version>.raucb` (repeatable).
+    #[arg(long = "delta-from", value_name = "OLD.raucb")]
+    delta_from: Vec<PathBuf>,
 }
 
 fn default_source_root(config: &Path) -> anyhow::Result<PathBuf> {
@@ -95,6 +100,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let tools = HostTools::new();
     let report = testudo_images::build(&request, &tools)
         .with_context(|| format!("building {}", args.config.display()))?;
+    if !args.delta_from.is_empty() {
+        eprintln!(
+            "computing {} delta bundle(s) (about 6x the rootfs in memory)",
+            args.delta_from.len()
+        );
+    }
+    let deltas = testudo_images::deltas::write_deltas(&args.out, &request.keys, &args.delta_from)
+        .context("writing delta bundles")?;
     let cached = report
         .steps
         .iter()
@@ -112,6 +125,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             &output.sha256[..16],
             output.size,
             args.out.join(&output.name).display()
+        );
+    }
+    for delta in &deltas {
+        println!(
+            "{:>12}  {}  (delta from {})",
+            delta.size,
+            delta.path.display(),
+            delta.base_version
         );
     }
     eprintln!(

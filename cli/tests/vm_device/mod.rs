@@ -24,6 +24,11 @@ pub const ID_SCOPE: &str = "0ne00000001";
 /// The development CA, in the repository.
 pub const DEV_CA_DIR: &str = "tests/hub/dev-ca";
 
+/// Nickel for a variant whose updater confirms a trial slot after 5 s of health (the
+/// example's default is longer).
+pub const QUICK_CONFIRM: &str =
+    "components.updater.args = [\"--stable-for-ms\", \"5000\", \"--confirm-within-ms\", \"300000\"],";
+
 /// Writes `root/name.ncl`: `gateway-dev.ncl` with `extra` merged in (Nickel). Its path.
 fn variant_config(root: &std::path::Path, name: &str, extra: &str) -> String {
     let config = root.join(format!("{name}.ncl"));
@@ -300,31 +305,72 @@ impl DeviceRig {
         .connect_to("127.0.0.1:443".parse().unwrap())
     }
 
+    /// `testudo bundle delta` from bundle `from` to bundle `to`, signed with the development
+    /// keys, written to `out`; returns what it printed.
+    pub fn bundle_delta(
+        &self,
+        from: &std::path::Path,
+        to: &std::path::Path,
+        out: &std::path::Path,
+    ) -> String {
+        let keys = self.data_home.join("testudo/dev-keys");
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        testudo_ok(
+            &[
+                "bundle",
+                "delta",
+                "--keyring",
+                &path(&keys.join("ca.pem")),
+                "--from",
+                &path(from),
+                "--to",
+                &path(to),
+                "--cert",
+                &path(&keys.join("signing.pem")),
+                "--key",
+                &path(&keys.join("signing.key")),
+                "-o",
+                &path(out),
+            ],
+            &self.data_home,
+        )
+    }
+
     /// `testudo deploy os` of `bundle` to the gateway, signed under the development update
     /// root; without `--url`, so the bundle goes to the emulator's artifact store. Returns
     /// what the command printed.
     pub fn deploy_os(&self, bundle: &std::path::Path) -> String {
+        self.deploy_os_with_deltas(bundle, &[])
+    }
+
+    /// As [`Self::deploy_os`], offering `deltas` (delta bundles of the same update) too.
+    pub fn deploy_os_with_deltas(
+        &self,
+        bundle: &std::path::Path,
+        deltas: &[&std::path::Path],
+    ) -> String {
         let connection_string = self.service_connection_string();
         let keys = self.data_home.join("testudo/dev-keys");
         let ca = self.hub_state.join("ca.pem");
-        testudo_ok(
-            &[
-                "deploy",
-                "os",
-                DEVICE,
-                "--bundle",
-                bundle.to_str().unwrap(),
-                "--keys",
-                keys.to_str().unwrap(),
-                "--hub",
-                &connection_string,
-                "--ca",
-                ca.to_str().unwrap(),
-                "--hub-address",
-                "127.0.0.1:443",
-            ],
-            &self.data_home,
-        )
+        let mut args = vec![
+            "deploy",
+            "os",
+            DEVICE,
+            "--bundle",
+            bundle.to_str().unwrap(),
+            "--keys",
+            keys.to_str().unwrap(),
+            "--hub",
+            &connection_string,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--hub-address",
+            "127.0.0.1:443",
+        ];
+        for delta in deltas {
+            args.extend(["--delta", delta.to_str().unwrap()]);
+        }
+        testudo_ok(&args, &self.data_home)
     }
 
     /// Polls the twin (Microsoft's service SDK) until `done` holds for the reported
