@@ -8,6 +8,10 @@
 //! first and last lines), verify (the updater's staged-file sha256, CMS signature and verity
 //! tree), install (slot written and read back), reboot (shutdown, then boot to ready),
 //! confirm (the health window of the updater), reported (read from the hub's service API).
+//! A fourth update (0.5.0, into A) is published with a delta bundle from 0.4.0 beside the
+//! full one: the device downloads the delta and applies it from its running slot; its
+//! stages are shown beside the full updates' medians (goal: applying within 2x of writing
+//! the full image).
 //!
 //! Anchors, in the same run, in a guest like the device's (`common/guest_anchor.rs`): the
 //! same bundle downloaded from the same server with `curl` and hashed with `sha256sum`, and
@@ -43,6 +47,8 @@ use vm_device::*;
 const BOOT: Duration = Duration::from_secs(900);
 /// The versions installed one after another (each newer: downgrades are refused).
 const UPDATES: [&str; 3] = ["0.2.0", "0.3.0", "0.4.0"];
+/// The version a delta bundle from the last of [`UPDATES`] installs, after them.
+const DELTA_VERSION: &str = "0.5.0";
 /// The device's memory (`testudo vm run`'s default), given to the anchor guest too.
 const MEMORY_MIB: u64 = 512;
 /// Set (to anything) to print the console of each update, every line timed from the
@@ -116,19 +122,23 @@ fn wait_reported(client: &ServiceClient, version: &str, timeout: Duration) -> In
     }
 }
 
-/// One update of the running `vm` to the bundle in `out`, into slot `target`: its stages,
-/// and the VM now running the update.
+/// One update of the running `vm` to the bundle in `out` (or, given `delta`, to the delta
+/// bundle offered beside it, which the device downloads instead), into slot `target`: its
+/// stages, and the VM now running the update.
 fn update(
     rig: &DeviceRig,
     client: &ServiceClient,
     mut vm: RunningVm,
     out: &Path,
+    delta: Option<&Path>,
     version: &str,
     target: &str,
 ) -> (Stages, RunningVm) {
     let bundle = out.join("update.raucb");
-    let size = std::fs::metadata(&bundle).unwrap().len();
-    rig.deploy_os(&bundle);
+    let downloaded_file = delta.unwrap_or(&bundle);
+    let size = std::fs::metadata(downloaded_file).unwrap().len();
+    let deltas: Vec<&Path> = delta.into_iter().collect();
+    rig.deploy_os_with_deltas(&bundle, &deltas);
     let set = Instant::now();
     let exit = vm.wait_exit(BOOT);
     assert!(exit.success(), "QEMU ended with {exit}: {}", vm.console());
@@ -139,7 +149,8 @@ fn update(
         );
     }
     let lines = vm.lines_since(set);
-    let downloading = seen(&lines, ": downloading bundle from ");
+    let file_id = if delta.is_some() { "delta-" } else { "bundle " };
+    let downloading = seen(&lines, &format!(": downloading {file_id}"));
     let downloaded = seen(
         &lines,
         &format!("os updates: {size} of {size} bytes staged"),
@@ -230,12 +241,35 @@ fn main() {
     let mut slot = "A";
     for (version, out) in UPDATES.iter().zip(&outs) {
         let target = if slot == "A" { "B" } else { "A" };
-        let (times, next) = update(&rig, &client, vm, out, version, target);
+        let (times, next) = update(&rig, &client, vm, out, None, version, target);
         println!("update to {version} (slot {target}): {times:?}");
         stages.push(times);
         vm = next;
         slot = target;
     }
+    // The delta update: from the last full one (running now) to DELTA_VERSION.
+    let delta_out = rig.build_variant(
+        &format!("v{DELTA_VERSION}"),
+        &format!("version | force = \"{DELTA_VERSION}\",\n{limits}"),
+    );
+    let delta_path = work.path().join("delta.raucb");
+    rig.bundle_delta(
+        &outs[UPDATES.len() - 1].join("update.raucb"),
+        &delta_out.join("update.raucb"),
+        &delta_path,
+    );
+    let target = if slot == "A" { "B" } else { "A" };
+    let (delta_stages, next) = update(
+        &rig,
+        &client,
+        vm,
+        &delta_out,
+        Some(&delta_path),
+        DELTA_VERSION,
+        target,
+    );
+    println!("update to {DELTA_VERSION} by delta (slot {target}): {delta_stages:?}");
+    vm = next;
     vm.kill();
 
     let bundle = outs[0].join("update.raucb");
@@ -266,13 +300,30 @@ fn main() {
     row("acknowledge + stage (manifest checks)", pick(|s| s.stage));
     let download = row("download", pick(|s| s.download));
     let verify = row("verify (sha256, CMS, verity)", pick(|s| s.verify));
-    row("install (write + read back)", pick(|s| s.install));
+    let full_install = row("install (write + read back)", pick(|s| s.install));
     let reboot = row("reboot (shutdown + boot to ready)", pick(|s| s.reboot));
     let boot = row("  of which the boot to ready", pick(|s| s.boot));
     row("confirm (health window)", pick(|s| s.confirm));
     row("reported (700 in the twin)", pick(|s| s.reported));
     let download_verify = row("download + verify", pick(|s| s.download + s.verify));
     let whole = row("whole update", pick(Stages::whole));
+    let delta_size = std::fs::metadata(&delta_path).unwrap().len();
+    println!(
+        "  the delta update to {DELTA_VERSION} ({delta_size} byte delta bundle, {:.2}% of the full bundle)",
+        delta_size as f64 * 100.0 / bytes.len() as f64
+    );
+    row("  download", vec![delta_stages.download]);
+    row("  verify (sha256, CMS, verity)", vec![delta_stages.verify]);
+    let delta_install = row(
+        "  install (patch from the running slot + read back)",
+        vec![delta_stages.install],
+    );
+    row("  whole update", vec![delta_stages.whole()]);
+    println!(
+        "delta install {:.2}x the full install's write (goal <= 2x); delta whole update {:.2}x the full's",
+        delta_install.as_secs_f64() / full_install.as_secs_f64(),
+        delta_stages.whole().as_secs_f64() / whole.as_secs_f64(),
+    );
     println!("  anchors in a guest like the device's");
     let curl = row("curl", anchor.download.clone());
     let sha = row("sha256sum", anchor.hash.clone());

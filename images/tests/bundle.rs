@@ -1,7 +1,7 @@
 //! Promise: update.raucb is a RAUC bundle that the real `rauc` verifies against the build's
 //! keyring and that carries exactly rootfs.img for slot class `rootfs`, with RAUC's block
 //! hash index (`adaptive=block-hash-index;`). The rootfs is stored uncompressed (so deltas
-//! between images stay small) and the bundle's payload compresses it (gzip), so the download
+//! between images stay small) and the bundle's payload compresses it (zstd), so the download
 //! is smaller than the image.
 
 mod common;
@@ -53,7 +53,7 @@ fn rauc_verifies_the_bundle_and_extracts_the_same_rootfs() {
         assert!(rootfs.contains(line), "rootfs: {line} expected in {rootfs}");
     }
     let payload = common::run("unsquashfs", &["-s", common::path_str(&bundle)]);
-    assert!(payload.contains("Compression gzip"), "{payload}");
+    assert!(payload.contains("Compression zstd"), "{payload}");
     assert!(payload.contains("Data is compressed"), "{payload}");
     let bundle_size = std::fs::metadata(&bundle).unwrap().len();
     assert!(

@@ -116,8 +116,8 @@ pub enum UpdaterError {
         message: String,
     },
     /// The squashfs payload of `path` is compressed with a compressor the in-process reader
-    /// lacks (it reads gzip, squashfs-tools' and RAUC's default, and stored data).
-    #[error("the payload of {path} is compressed with {compressor}; only gzip or no compression can be read")]
+    /// lacks (it reads gzip, squashfs-tools' and RAUC's default, zstd and stored data).
+    #[error("the payload of {path} is compressed with {compressor}; only gzip, zstd or no compression can be read")]
     PayloadCompressor {
         /// The bundle (or squashfs).
         path: PathBuf,

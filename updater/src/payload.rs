@@ -1,6 +1,7 @@
 //! The squashfs payload. Made with squashfs-tools' `mksquashfs`, as RAUC itself does
 //! (reproducible: all files owned by root, every timestamp 0); read in-process with the
-//! `backhand` crate, one file streamed block by block (bounded memory), so the updater on a
+//! `backhand` crate (gzip, zstd or stored blocks), one file streamed block by block (bounded
+//! memory), so the updater on a
 //! device needs no squashfs-tools and starts no program. Only payloads whose every byte was
 //! verified first are read (signature or verity, `crate::bundle::open`).
 
@@ -79,7 +80,9 @@ fn open_filesystem(image: &Path, name: &str) -> Result<FilesystemReader<'static>
     // Refused up front even when every block happens to be stored uncompressed: a bundle is
     // either readable here as a whole or not at all, never found out half-way through a slot.
     match filesystem.compressor {
-        None | Some(Compressor::Gzip | Compressor::Uncompressed) => Ok(filesystem),
+        None | Some(Compressor::Gzip | Compressor::Zstd | Compressor::Uncompressed) => {
+            Ok(filesystem)
+        }
         Some(other) => Err(UpdaterError::PayloadCompressor {
             path: image.to_path_buf(),
             compressor: format!("{other:?}").to_lowercase(),
@@ -111,7 +114,7 @@ fn find_file<'f>(
 
 /// Streams file `name` (a plain file name) of the squashfs at the start of `image` into
 /// `consume`. Returns what `consume` returned; fails if the squashfs cannot be read (corrupt,
-/// or compressed with another compressor than gzip), has no regular file `name`, or a block
+/// or compressed with another compressor than gzip or zstd), has no regular file `name`, or a block
 /// is corrupt.
 pub fn read_file<T>(
     image: &Path,

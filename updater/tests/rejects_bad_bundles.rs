@@ -268,7 +268,7 @@ fn downgrade_refused_unless_allowed() {
 #[test]
 fn payload_compressed_with_a_compressor_the_reader_lacks() {
     // A signed, intact bundle whose squashfs is xz-compressed: the in-process reader reads
-    // gzip and stored data only, so the bundle is refused naming the compressor when it is
+    // gzip, zstd and stored data only, so the bundle is refused naming the compressor when it is
     // opened; nothing is written.
     for format in [BundleFormat::Verity, BundleFormat::Plain] {
         let dir = tempfile::tempdir().unwrap();
@@ -292,8 +292,37 @@ fn payload_compressed_with_a_compressor_the_reader_lacks() {
             panic!("{format:?}: {err:?}");
         };
         assert_eq!((path, compressor.as_str()), (&bundle_path, "xz"));
-        assert!(err.to_string().contains("only gzip"), "{err}");
+        assert!(err.to_string().contains("only gzip, zstd"), "{err}");
     }
+}
+
+#[test]
+fn zstd_payloads_are_read_and_installed() {
+    // What the image builder writes: the uncompressed rootfs in a zstd-compressed payload.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let pki = common::pki(&root.join("pki"), KeyKind::EcP256, false, Validity::days(5));
+    let v1 = common::image(&root.join("v1.img"), 100_000, 1);
+    let v2 = common::image(&root.join("v2.img"), 200_000, 2);
+    let bundle_path = root.join("v2.raucb");
+    let mut spec = BundleSpec::new("gw", "2.0", vec![("rootfs".into(), v2.clone())]);
+    spec.mksquashfs_args = ["-comp", "zstd", "-Xcompression-level", "3"]
+        .map(str::to_owned)
+        .to_vec();
+    common::create_bundle(&spec, &pki, &bundle_path);
+    let superblock = common::run("unsquashfs", &[&"-s", &bundle_path]);
+    assert!(
+        String::from_utf8_lossy(&superblock.stdout).contains("Compression zstd"),
+        "{superblock:?}"
+    );
+    let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    let bundle =
+        testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
+    device.install("A", &bundle).unwrap();
+    assert_eq!(
+        std::fs::read(&device.slot_b).unwrap(),
+        std::fs::read(&v2).unwrap()
+    );
 }
 
 /// The open that shows the caller every byte (for an OS update's own file digest) sees the
