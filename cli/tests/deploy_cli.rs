@@ -15,7 +15,7 @@ mod runtime_common;
 use std::path::Path;
 use std::process::Output;
 
-use deploy_common::{ok, serve, testudo};
+use deploy_common::{ok, testudo};
 use serde_json::Value;
 
 fn repo() -> &'static Path {
@@ -70,34 +70,22 @@ fn deploy_version(
 #[test]
 fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    ok(testudo()
-        .args(["keys", "init"])
-        .arg(&keys)
-        .output()
-        .unwrap());
-    let state = dir.path().join("hub");
-    let (_emulator, _, _, hub) = serve(&state);
-    ok(testudo()
-        .args(["hub", "device", "add", "--state"])
-        .arg(&state)
-        .arg("gw-01")
-        .output()
-        .unwrap());
+    let setup = deploy_common::hub_with_device(dir.path(), "gw-01");
+    let (keys, state, hub) = (&setup.keys, &setup.state, &setup.hub);
     let module = dir.path().join("forwarder.wasm");
     let bytes = b"\0asm\x01\0\0\0 module bytes".to_vec();
     std::fs::write(&module, &bytes).unwrap();
-    let ca = state.join("ca.pem");
+    let ca = &setup.ca;
     let trusted = [testudo_deployment::read_public_key(&keys.join("deploy.ed25519.pub")).unwrap()];
 
     // Two deployments: serials 1 and 2, each verifiable, saying what was deployed.
     for serial in [1u64, 2] {
-        let printed = ok(deploy(&keys, &module, &ca, &hub, "cloud-app"));
+        let printed = ok(deploy(keys, &module, ca, hub, "cloud-app"));
         assert!(
             printed.contains(&format!("into slot cloud-app of gw-01 as serial {serial}")),
             "{printed}"
         );
-        let token = twin(&state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]
+        let token = twin(state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]
             ["deployment"]
             .as_str()
             .unwrap()
@@ -117,16 +105,16 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
     }
     // Narrowed routes: only those named, each as the slot's maximum has it.
     let narrowed = ok(deploy_version(
-        &keys,
+        keys,
         &module,
-        &ca,
-        &hub,
+        ca,
+        hub,
         "cloud-app",
         "1.3.0",
         &["--uses", "upstream,log"],
     ));
     assert!(narrowed.contains("as serial 3"), "{narrowed}");
-    let token = twin(&state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
+    let token = twin(state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -141,10 +129,10 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         release.uses
     );
     let wider = deploy_version(
-        &keys,
+        keys,
         &module,
-        &ca,
-        &hub,
+        ca,
+        hub,
         "cloud-app",
         "1.3.0",
         &["--uses", "upstream,net"],
@@ -156,10 +144,10 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         "{stderr}"
     );
 
-    let before = twin(&state, "gw-01")["properties"]["desired"]["$version"].clone();
+    let before = twin(state, "gw-01")["properties"]["desired"]["$version"].clone();
 
     // A slot the system does not have: refused, naming the slots it has; nothing set.
-    let refused = deploy(&keys, &module, &ca, &hub, "no-such-slot");
+    let refused = deploy(keys, &module, ca, hub, "no-such-slot");
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -168,20 +156,20 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
     );
 
     // A document devices would refuse (not a semantic version): refused before sending.
-    let refused = deploy_version(&keys, &module, &ca, &hub, "cloud-app", "1.0", &[]);
+    let refused = deploy_version(keys, &module, ca, hub, "cloud-app", "1.0", &[]);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("a semantic version"), "{stderr}");
 
     // A hub whose certificate the given CA did not issue: refused before anything is sent.
     let wrong_ca = keys.join("ca.pem");
-    let untrusted = deploy(&keys, &module, &wrong_ca, &hub, "cloud-app");
+    let untrusted = deploy(keys, &module, &wrong_ca, hub, "cloud-app");
     assert!(!untrusted.status.success());
     let stderr = String::from_utf8_lossy(&untrusted.stderr);
     assert!(stderr.contains("GET /twins/gw-01"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(
-        twin(&state, "gw-01")["properties"]["desired"]["$version"],
+        twin(state, "gw-01")["properties"]["desired"]["$version"],
         before
     );
 
@@ -197,16 +185,16 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
         ])
         .arg(repo().join("system-config/examples/gateway.ncl"))
         .arg("--keys")
-        .arg(&keys)
-        .args(["--hub", &hub, "--ca"])
-        .arg(&ca)
+        .arg(keys)
+        .args(["--hub", hub, "--ca"])
+        .arg(ca)
         .output()
         .unwrap());
     assert!(
         printed.contains("removing the app of slot cloud-app of gw-01 as serial 4"),
         "{printed}"
     );
-    let token = twin(&state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
+    let token = twin(state, "gw-01")["properties"]["desired"]["apps"]["cloud-app"]["deployment"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -216,8 +204,8 @@ fn deploy_signs_into_the_desired_properties_and_refuses_what_does_not_fit() {
 
     // Nothing reported yet: status says so.
     let status = ok(testudo()
-        .args(["deploy", "status", "gw-01", "--hub", &hub, "--ca"])
-        .arg(&ca)
+        .args(["deploy", "status", "gw-01", "--hub", hub, "--ca"])
+        .arg(ca)
         .output()
         .unwrap());
     assert_eq!(status, "gw-01 has reported no app slots yet\n");

@@ -12,7 +12,7 @@ mod runtime_common;
 
 use std::path::{Path, PathBuf};
 
-use deploy_common::{ok, serve, testudo};
+use deploy_common::{ok, testudo};
 use serde_json::Value;
 use testudo_os_update::signature::{verify, RootKeys};
 use testudo_os_update::twin::{desired_update, WorkflowAction};
@@ -69,36 +69,24 @@ fn deploy_os(bundle: &Path, keys: &Path, hub: &str, ca: &Path) -> std::process::
 #[test]
 fn deploy_os_sets_a_signed_adu_workflow_and_refuses_an_untrusted_bundle() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    ok(testudo()
-        .args(["keys", "init"])
-        .arg(&keys)
-        .output()
-        .unwrap());
-    let state = dir.path().join("hub");
-    let (_emulator, _, _, hub) = serve(&state);
-    ok(testudo()
-        .args(["hub", "device", "add", "--state"])
-        .arg(&state)
-        .arg("gw-01")
-        .output()
-        .unwrap());
-    let ca = state.join("ca.pem");
+    let setup = deploy_common::hub_with_device(dir.path(), "gw-01");
+    let (keys, state, hub) = (&setup.keys, &setup.state, &setup.hub);
+    let ca = &setup.ca;
     let roots =
         RootKeys::from_jwks(&std::fs::read(keys.join("update-roots.jwks")).unwrap()).unwrap();
 
     let mut workflows = Vec::new();
     for version in ["1.1.0", "1.2.0"] {
-        let bundle = bundle(dir.path(), &keys, version);
+        let bundle = bundle(dir.path(), keys, version);
         let bytes = std::fs::read(&bundle).unwrap();
-        let printed = ok(deploy_os(&bundle, &keys, &hub, &ca));
+        let printed = ok(deploy_os(&bundle, keys, hub, ca));
         assert!(
             printed.contains(&format!(
                 "updating gw-01 to testudo-gateway-qemu-x86_64 {version}"
             )),
             "{printed}"
         );
-        let desired = twin(&state, "gw-01")["properties"]["desired"].clone();
+        let desired = twin(state, "gw-01")["properties"]["desired"].clone();
         let update = desired_update(&desired).unwrap().unwrap();
         assert_eq!(update.workflow.action, WorkflowAction::Apply);
         workflows.push(update.workflow.id.clone());
@@ -145,13 +133,13 @@ fn deploy_os_sets_a_signed_adu_workflow_and_refuses_an_untrusted_bundle() {
     let foreign_dir = dir.path().join("foreign");
     std::fs::create_dir(&foreign_dir).unwrap();
     let foreign = bundle(&foreign_dir, &other_keys, "1.3.0");
-    let before = twin(&state, "gw-01")["properties"]["desired"]["$version"].clone();
-    let refused = deploy_os(&foreign, &keys, &hub, &ca);
+    let before = twin(state, "gw-01")["properties"]["desired"]["$version"].clone();
+    let refused = deploy_os(&foreign, keys, hub, ca);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("verifying the bundle"), "{stderr}");
     assert_eq!(
-        twin(&state, "gw-01")["properties"]["desired"]["$version"],
+        twin(state, "gw-01")["properties"]["desired"]["$version"],
         before
     );
 }
@@ -180,29 +168,17 @@ fn block_bundle(dir: &Path, keys: &Path, version: &str, image: &[u8]) -> PathBuf
 #[test]
 fn deploy_os_offers_a_delta_as_a_related_file_of_the_bundle() {
     let dir = tempfile::tempdir().unwrap();
-    let keys = dir.path().join("keys");
-    ok(testudo()
-        .args(["keys", "init"])
-        .arg(&keys)
-        .output()
-        .unwrap());
-    let state = dir.path().join("hub");
-    let (_emulator, _, _, hub) = serve(&state);
-    ok(testudo()
-        .args(["hub", "device", "add", "--state"])
-        .arg(&state)
-        .arg("gw-01")
-        .output()
-        .unwrap());
-    let ca = state.join("ca.pem");
+    let setup = deploy_common::hub_with_device(dir.path(), "gw-01");
+    let (keys, state, hub) = (&setup.keys, &setup.state, &setup.hub);
+    let ca = &setup.ca;
     let base: Vec<u8> = (0..256 * 4096u32)
         .map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes()[3])
         .collect();
     let mut new = base.clone();
     new[9000..9100].fill(1);
-    let old_bundle = block_bundle(dir.path(), &keys, "1.1.0", &base);
-    let new_bundle = block_bundle(dir.path(), &keys, "1.2.0", &new);
-    let dev = testudo_updater::keys::DevKeys::paths(&keys);
+    let old_bundle = block_bundle(dir.path(), keys, "1.1.0", &base);
+    let new_bundle = block_bundle(dir.path(), keys, "1.2.0", &new);
+    let dev = testudo_updater::keys::DevKeys::paths(keys);
     let keyring = testudo_updater::Keyring::load(&dev.ca_cert, Default::default()).unwrap();
     let delta = dir.path().join("delta.raucb");
     testudo_updater::delta::create(
@@ -219,13 +195,13 @@ fn deploy_os_offers_a_delta_as_a_related_file_of_the_bundle() {
         .arg("--delta")
         .arg(&delta)
         .arg("--keys")
-        .arg(&keys)
-        .args(["--hub", &hub, "--ca"])
-        .arg(&ca)
+        .arg(keys)
+        .args(["--hub", hub, "--ca"])
+        .arg(ca)
         .output()
         .unwrap());
     assert!(printed.contains("offering delta"), "{printed}");
-    let desired = twin(&state, "gw-01")["properties"]["desired"].clone();
+    let desired = twin(state, "gw-01")["properties"]["desired"].clone();
     let update = desired_update(&desired).unwrap().unwrap();
     let roots =
         RootKeys::from_jwks(&std::fs::read(keys.join("update-roots.jwks")).unwrap()).unwrap();
@@ -264,16 +240,16 @@ fn deploy_os_offers_a_delta_as_a_related_file_of_the_bundle() {
     );
 
     // A full bundle given as a delta is refused before the hub is asked anything.
-    let before = twin(&state, "gw-01")["properties"]["desired"]["$version"].clone();
+    let before = twin(state, "gw-01")["properties"]["desired"]["$version"].clone();
     let refused = testudo()
         .args(["deploy", "os", "gw-01", "--bundle"])
         .arg(&new_bundle)
         .arg("--delta")
         .arg(&old_bundle)
         .arg("--keys")
-        .arg(&keys)
-        .args(["--hub", &hub, "--ca"])
-        .arg(&ca)
+        .arg(keys)
+        .args(["--hub", hub, "--ca"])
+        .arg(ca)
         .output()
         .unwrap();
     assert!(!refused.status.success());
@@ -283,7 +259,7 @@ fn deploy_os_offers_a_delta_as_a_related_file_of_the_bundle() {
         "{stderr}"
     );
     assert_eq!(
-        twin(&state, "gw-01")["properties"]["desired"]["$version"],
+        twin(state, "gw-01")["properties"]["desired"]["$version"],
         before
     );
 }

@@ -117,6 +117,27 @@ fn keys_bundle_info_extract() {
     }
 }
 
+/// `testudo bundle delta` from `from` to `to` into `out`, signed with the development keys in
+/// `keys`; not yet run.
+fn bundle_delta(keys: &Path, from: &Path, to: &Path, out: &Path) -> std::process::Command {
+    updater_common::testudo_command(&[
+        &"bundle",
+        &"delta",
+        &"--keyring",
+        &keyring(keys),
+        &"--from",
+        &from,
+        &"--to",
+        &to,
+        &"--cert",
+        &keys.join("signing.pem"),
+        &"--key",
+        &keys.join("signing.key"),
+        &"-o",
+        &out,
+    ])
+}
+
 #[test]
 fn bundle_delta_makes_a_small_bundle_that_info_describes() {
     let dir = tempfile::tempdir().unwrap();
@@ -146,25 +167,10 @@ fn bundle_delta_makes_a_small_bundle_that_info_describes() {
     let delta = dir.path().join("delta.raucb");
     // Made in a reproducible-build environment (SOURCE_DATE_EPOCH set, as Nix and the image
     // tests set it): the payload's times are pinned anyway.
-    let out = ok(&updater_common::testudo_command(&[
-        &"bundle",
-        &"delta",
-        &"--keyring",
-        &keyring(&keys),
-        &"--from",
-        &v1,
-        &"--to",
-        &v2,
-        &"--cert",
-        &keys.join("signing.pem"),
-        &"--key",
-        &keys.join("signing.key"),
-        &"-o",
-        &delta,
-    ])
-    .env("SOURCE_DATE_EPOCH", "1700000000")
-    .output()
-    .unwrap());
+    let out = ok(&bundle_delta(&keys, &v1, &v2, &delta)
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .output()
+        .unwrap());
     assert!(out.contains("delta 1.0.0 -> 1.1.0"), "{out}");
     assert!(out.contains("rootfs: patch"), "{out}");
     let full = std::fs::metadata(&v2).unwrap().len();
@@ -184,22 +190,9 @@ fn bundle_delta_makes_a_small_bundle_that_info_describes() {
     // A delta between bundles for different systems is refused with a one-line error.
     let other = dir.path().join("other.raucb");
     updater_common::bundle_create(&keys, "other-gw", "1.1.0", &new, &other);
-    let refused = testudo(&[
-        &"bundle",
-        &"delta",
-        &"--keyring",
-        &keyring(&keys),
-        &"--from",
-        &v1,
-        &"--to",
-        &other,
-        &"--cert",
-        &keys.join("signing.pem"),
-        &"--key",
-        &keys.join("signing.key"),
-        &"-o",
-        &dir.path().join("bad.raucb"),
-    ]);
+    let refused = bundle_delta(&keys, &v1, &other, &dir.path().join("bad.raucb"))
+        .output()
+        .unwrap();
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("compatible"), "{stderr}");

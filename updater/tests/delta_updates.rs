@@ -269,16 +269,35 @@ fn signed_delta(
     out
 }
 
-#[test]
-fn a_patch_that_does_not_produce_the_signed_target_leaves_the_slot_unbootable() {
-    let setup = setup();
-    let real = common::open_bundle(&setup.delta, &setup.pki)
+/// The signed target of the set-up's real delta.
+fn real_target(setup: &DeltaSetup) -> ImageIdentity {
+    common::open_bundle(&setup.delta, &setup.pki)
         .manifest
         .images[0]
         .delta
         .clone()
         .unwrap()
-        .target;
+        .target
+}
+
+/// Installs `bundle` on a fresh device running v1 (`name`); returns the error, after
+/// checking that slot A is untouched and B is not bootable.
+fn refused_install(setup: &DeltaSetup, name: &str, bundle: &Path) -> UpdaterError {
+    let device = setup.device(&format!("dev-{name}"), &setup.v1);
+    device.mark_good("A");
+    let slot_a = std::fs::read(&device.slot_a).unwrap();
+    let error = device
+        .install("A", &common::open_bundle(bundle, &setup.pki))
+        .unwrap_err();
+    assert_eq!(std::fs::read(&device.slot_a).unwrap(), slot_a);
+    assert_b_not_bootable(&device);
+    error
+}
+
+#[test]
+fn a_patch_that_does_not_produce_the_signed_target_leaves_the_slot_unbootable() {
+    let setup = setup();
+    let real = real_target(&setup);
     let mut wrong_sha = real;
     wrong_sha.sha256[0] ^= 1;
     let mut wrong_root = real;
@@ -288,45 +307,27 @@ fn a_patch_that_does_not_produce_the_signed_target_leaves_the_slot_unbootable() 
         ("wrong-root", wrong_root, "verity root"),
     ] {
         let bundle = signed_delta(&setup, name, target, None);
-        let device = setup.device(&format!("dev-{name}"), &setup.v1);
-        device.mark_good("A");
-        let slot_a = std::fs::read(&device.slot_a).unwrap();
-        let error = device
-            .install("A", &common::open_bundle(&bundle, &setup.pki))
-            .unwrap_err();
+        let error = refused_install(&setup, name, &bundle);
         assert!(
             matches!(&error, UpdaterError::DeltaResult { message, .. } if message.contains(what)),
             "{name}: {error}"
         );
-        assert_eq!(std::fs::read(&device.slot_a).unwrap(), slot_a);
-        assert_b_not_bootable(&device);
     }
 }
 
 #[test]
 fn a_malformed_patch_in_a_signed_bundle_is_an_error_and_the_slot_stays_unbootable() {
     let setup = setup();
-    let target = common::open_bundle(&setup.delta, &setup.pki)
-        .manifest
-        .images[0]
-        .delta
-        .clone()
-        .unwrap()
-        .target;
+    let target = real_target(&setup);
     let mut garbage = b"BSDIFF40".to_vec();
     garbage.extend(std::iter::repeat_n(0xffu8, 4000));
     for (name, patch) in [("garbage", garbage), ("short", b"BSDIFF4".to_vec())] {
         let bundle = signed_delta(&setup, name, target, Some(&patch));
-        let device = setup.device(&format!("dev-{name}"), &setup.v1);
-        device.mark_good("A");
-        let error = device
-            .install("A", &common::open_bundle(&bundle, &setup.pki))
-            .unwrap_err();
+        let error = refused_install(&setup, name, &bundle);
         assert!(
             matches!(error, UpdaterError::ApplyPatch { .. }),
             "{name}: {error}"
         );
-        assert_b_not_bootable(&device);
     }
 }
 

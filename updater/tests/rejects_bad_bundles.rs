@@ -265,6 +265,25 @@ fn downgrade_refused_unless_allowed() {
     case.device.install_with("A", &bundle, &options).unwrap();
 }
 
+/// In `root`: a PKI, a bundle of image v2 (2.0) whose payload mksquashfs made with
+/// `compression`, and a device running v1 (1.0). Returns them and v2's path.
+fn compressed_bundle(
+    root: &Path,
+    format: BundleFormat,
+    compression: &[&str],
+) -> (common::Pki, PathBuf, common::Device, PathBuf) {
+    let pki = common::pki(&root.join("pki"), KeyKind::EcP256, false, Validity::days(5));
+    let v1 = common::image(&root.join("v1.img"), 100_000, 1);
+    let v2 = common::image(&root.join("v2.img"), 200_000, 2);
+    let bundle_path = root.join("v2.raucb");
+    let mut spec = BundleSpec::new("gw", "2.0", vec![("rootfs".into(), v2.clone())]);
+    spec.format = format;
+    spec.mksquashfs_args = compression.iter().map(|a| (*a).to_owned()).collect();
+    common::create_bundle(&spec, &pki, &bundle_path);
+    let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
+    (pki, bundle_path, device, v2)
+}
+
 #[test]
 fn payload_compressed_with_a_compressor_the_reader_lacks() {
     // A signed, intact bundle whose squashfs is xz-compressed: the in-process reader reads
@@ -272,16 +291,7 @@ fn payload_compressed_with_a_compressor_the_reader_lacks() {
     // opened; nothing is written.
     for format in [BundleFormat::Verity, BundleFormat::Plain] {
         let dir = tempfile::tempdir().unwrap();
-        let root = dir.path();
-        let pki = common::pki(&root.join("pki"), KeyKind::EcP256, false, Validity::days(5));
-        let v1 = common::image(&root.join("v1.img"), 100_000, 1);
-        let v2 = common::image(&root.join("v2.img"), 200_000, 2);
-        let bundle_path = root.join("v2.raucb");
-        let mut spec = BundleSpec::new("gw", "2.0", vec![("rootfs".into(), v2)]);
-        spec.format = format;
-        spec.mksquashfs_args = vec!["-comp".into(), "xz".into()];
-        common::create_bundle(&spec, &pki, &bundle_path);
-        let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
+        let (pki, bundle_path, device, _) = compressed_bundle(dir.path(), format, &["-comp", "xz"]);
         let before = device.snapshot();
         // Refused when the bundle is opened, before an install could mark a slot: verity
         // bundles (manifest in the signature) and plain ones (manifest in the payload) alike.
@@ -300,22 +310,16 @@ fn payload_compressed_with_a_compressor_the_reader_lacks() {
 fn zstd_payloads_are_read_and_installed() {
     // What the image builder writes: the uncompressed rootfs in a zstd-compressed payload.
     let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    let pki = common::pki(&root.join("pki"), KeyKind::EcP256, false, Validity::days(5));
-    let v1 = common::image(&root.join("v1.img"), 100_000, 1);
-    let v2 = common::image(&root.join("v2.img"), 200_000, 2);
-    let bundle_path = root.join("v2.raucb");
-    let mut spec = BundleSpec::new("gw", "2.0", vec![("rootfs".into(), v2.clone())]);
-    spec.mksquashfs_args = ["-comp", "zstd", "-Xcompression-level", "3"]
-        .map(str::to_owned)
-        .to_vec();
-    common::create_bundle(&spec, &pki, &bundle_path);
+    let (pki, bundle_path, device, v2) = compressed_bundle(
+        dir.path(),
+        BundleFormat::Verity,
+        &["-comp", "zstd", "-Xcompression-level", "3"],
+    );
     let superblock = common::run("unsquashfs", &[&"-s", &bundle_path]);
     assert!(
         String::from_utf8_lossy(&superblock.stdout).contains("Compression zstd"),
         "{superblock:?}"
     );
-    let device = common::device(&root.join("dev"), &pki.keyring, "gw", &v1, "1.0");
     let bundle =
         testudo_updater::bundle::open(&bundle_path, &common::keyring(&pki.keyring)).unwrap();
     device.install("A", &bundle).unwrap();

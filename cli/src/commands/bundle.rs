@@ -37,15 +37,8 @@ struct CreateArgs {
     /// SLOTCLASS=FILE, e.g. rootfs=build/rootfs.ext4 (repeatable).
     #[arg(long = "image", required = true)]
     images: Vec<String>,
-    /// Signer certificate (PEM).
-    #[arg(long)]
-    cert: PathBuf,
-    /// Signer private key (PEM).
-    #[arg(long)]
-    key: PathBuf,
-    /// Intermediate CA certificate to embed (repeatable).
-    #[arg(long = "intermediate")]
-    intermediates: Vec<PathBuf>,
+    #[command(flatten)]
+    signer: SignerArgs,
     /// Bundle format.
     #[arg(long, default_value = "verity", value_parser = ["verity", "plain"])]
     format: String,
@@ -74,6 +67,16 @@ struct DeltaArgs {
     /// The full bundle to update it to.
     #[arg(long)]
     to: PathBuf,
+    #[command(flatten)]
+    signer: SignerArgs,
+    /// Output bundle.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+}
+
+/// Who signs a bundle.
+#[derive(Debug, clap::Args)]
+struct SignerArgs {
     /// Signer certificate (PEM).
     #[arg(long)]
     cert: PathBuf,
@@ -83,9 +86,16 @@ struct DeltaArgs {
     /// Intermediate CA certificate to embed (repeatable).
     #[arg(long = "intermediate")]
     intermediates: Vec<PathBuf>,
-    /// Output bundle.
-    #[arg(short = 'o', long = "output")]
-    output: PathBuf,
+}
+
+impl SignerArgs {
+    fn signer(self) -> Signer {
+        Signer {
+            cert: self.cert,
+            key: self.key,
+            intermediates: self.intermediates,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -155,11 +165,7 @@ fn create(args: CreateArgs) -> anyhow::Result<ExitCode> {
     spec.description = args.description;
     spec.build = args.build;
     spec.adaptive = args.adaptive;
-    let signer = Signer {
-        cert: args.cert,
-        key: args.key,
-        intermediates: args.intermediates,
-    };
+    let signer = args.signer.signer();
     let manifest = bundle::create(&spec, &signer, &args.output)
         .with_context(|| format!("creating bundle {}", args.output.display()))?
         .manifest;
@@ -179,11 +185,7 @@ fn delta(args: DeltaArgs) -> anyhow::Result<ExitCode> {
         bundle::open(path, &keyring).with_context(|| format!("bundle {} rejected", path.display()))
     };
     let (from, to) = (open(&args.from)?, open(&args.to)?);
-    let signer = Signer {
-        cert: args.cert,
-        key: args.key,
-        intermediates: args.intermediates,
-    };
+    let signer = args.signer.signer();
     eprintln!(
         "computing the patch from {} to {} (about 6x the image in memory)",
         from.manifest.version.as_deref().unwrap_or("?"),

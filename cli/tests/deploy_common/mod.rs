@@ -227,3 +227,43 @@ impl Gateway {
         }
     }
 }
+
+/// Development keys in `dir/keys`, a hub emulator on free ports with state in `dir/hub`, and
+/// device `device` added to it: what every `testudo deploy` test starts from.
+pub struct HubWithDevice {
+    /// The keys directory (`testudo keys init`).
+    pub keys: std::path::PathBuf,
+    /// The emulator's state directory.
+    pub state: std::path::PathBuf,
+    /// The hub's service connection string.
+    pub hub: String,
+    /// The emulator's CA certificate.
+    pub ca: std::path::PathBuf,
+    /// The emulator, stopped when dropped.
+    _emulator: Killed,
+}
+
+/// Sets up a [`HubWithDevice`] in `dir`.
+pub fn hub_with_device(dir: &Path, device: &str) -> HubWithDevice {
+    let keys = dir.join("keys");
+    ok(testudo()
+        .args(["keys", "init"])
+        .arg(&keys)
+        .output()
+        .unwrap());
+    let state = dir.join("hub");
+    let (emulator, _, _, hub) = serve(&state);
+    ok(testudo()
+        .args(["hub", "device", "add", "--state"])
+        .arg(&state)
+        .arg(device)
+        .output()
+        .unwrap());
+    HubWithDevice {
+        keys,
+        ca: state.join("ca.pem"),
+        state,
+        hub,
+        _emulator: emulator,
+    }
+}

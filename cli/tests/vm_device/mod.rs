@@ -248,14 +248,10 @@ impl DeviceRig {
     /// the module goes to the emulator's artifact store, which the device reaches under the
     /// hub's name. Returns what the command printed.
     pub fn deploy(&self, module: &str, version: &str) -> String {
-        let connection_string = self.service_connection_string();
-        let keys = self.data_home.join("testudo/dev-keys");
         let module = repo().join(module);
         let config = repo().join("system-config/examples/gateway-dev.ncl");
-        let ca = self.hub_state.join("ca.pem");
-        testudo_ok(
+        self.deploy_command(
             &[
-                "deploy",
                 "app",
                 DEVICE,
                 "--slot",
@@ -266,17 +262,33 @@ impl DeviceRig {
                 version,
                 "--config",
                 config.to_str().unwrap(),
+            ]
+            .map(str::to_owned),
+        )
+    }
+
+    /// `testudo deploy ARGS...` with the development keys and the emulator reached on this
+    /// host under the hub's name; returns what it printed.
+    fn deploy_command(&self, args: &[String]) -> String {
+        let keys = self.data_home.join("testudo/dev-keys");
+        let ca = self.hub_state.join("ca.pem");
+        let mut all = vec!["deploy".to_owned()];
+        all.extend(args.iter().cloned());
+        all.extend(
+            [
                 "--keys",
                 keys.to_str().unwrap(),
                 "--hub",
-                &connection_string,
+                &self.service_connection_string(),
                 "--ca",
                 ca.to_str().unwrap(),
                 "--hub-address",
                 "127.0.0.1:443",
-            ],
-            &self.data_home,
-        )
+            ]
+            .map(str::to_owned),
+        );
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        testudo_ok(&all, &self.data_home)
     }
 
     /// Builds a variant of `gateway-dev.ncl` (`extra` merged in, Nickel) with the same keys:
@@ -349,28 +361,17 @@ impl DeviceRig {
         bundle: &std::path::Path,
         deltas: &[&std::path::Path],
     ) -> String {
-        let connection_string = self.service_connection_string();
-        let keys = self.data_home.join("testudo/dev-keys");
-        let ca = self.hub_state.join("ca.pem");
         let mut args = vec![
-            "deploy",
-            "os",
-            DEVICE,
-            "--bundle",
-            bundle.to_str().unwrap(),
-            "--keys",
-            keys.to_str().unwrap(),
-            "--hub",
-            &connection_string,
-            "--ca",
-            ca.to_str().unwrap(),
-            "--hub-address",
-            "127.0.0.1:443",
+            "os".to_owned(),
+            DEVICE.to_owned(),
+            "--bundle".to_owned(),
+            bundle.to_str().unwrap().to_owned(),
         ];
         for delta in deltas {
-            args.extend(["--delta", delta.to_str().unwrap()]);
+            args.push("--delta".to_owned());
+            args.push(delta.to_str().unwrap().to_owned());
         }
-        testudo_ok(&args, &self.data_home)
+        self.deploy_command(&args)
     }
 
     /// Polls the twin (Microsoft's service SDK) until `done` holds for the reported

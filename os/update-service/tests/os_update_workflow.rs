@@ -321,11 +321,9 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-#[test]
-fn a_delta_for_the_running_image_is_downloaded_instead_of_the_full_bundle() {
-    let device = TestDevice::new();
-    let update = delta_update(&device);
-    std::fs::write(&device.slot_a, &update.base).unwrap();
+/// A relay to `device` (booted from A) that staged workflow `w1`: `update`'s full bundle,
+/// offering its delta as `delta-1` for the base image.
+fn stage_with_delta(device: &TestDevice, update: &DeltaUpdate) -> Relay {
     let (manifest, signature) = device.manifest_with_delta(
         &update.full,
         NEW,
@@ -334,6 +332,15 @@ fn a_delta_for_the_running_image_is_downloaded_instead_of_the_full_bundle() {
     );
     let relay = Relay::serve(Updates::open(device.config("A"), device.grub()).unwrap());
     relay.stage("w1", &manifest, &signature);
+    relay
+}
+
+#[test]
+fn a_delta_for_the_running_image_is_downloaded_instead_of_the_full_bundle() {
+    let device = TestDevice::new();
+    let update = delta_update(&device);
+    std::fs::write(&device.slot_a, &update.base).unwrap();
+    let relay = stage_with_delta(&device, &update);
     let delta_bytes = std::fs::read(&update.delta).unwrap();
     assert_eq!(
         relay.status().phase,
@@ -361,14 +368,7 @@ fn a_delta_that_does_not_fit_the_running_slot_falls_back_to_the_full_bundle() {
     // is wanted next.
     let running: Vec<u8> = update.base.iter().map(|b| b ^ 0x5a).collect();
     std::fs::write(&device.slot_a, &running).unwrap();
-    let (manifest, signature) = device.manifest_with_delta(
-        &update.full,
-        NEW,
-        COMPATIBLE,
-        Some(("delta-1", &update.delta, sha256(&update.base))),
-    );
-    let relay = Relay::serve(Updates::open(device.config("A"), device.grub()).unwrap());
-    relay.stage("w1", &manifest, &signature);
+    let relay = stage_with_delta(&device, &update);
     relay.write_staged(0, &std::fs::read(&update.delta).unwrap());
     let full_bytes = std::fs::read(&update.full).unwrap();
     assert_eq!(
@@ -408,14 +408,7 @@ fn a_delta_that_does_not_fit_the_running_slot_falls_back_to_the_full_bundle() {
         },
     );
     status.save().unwrap();
-    let (manifest, signature) = device.manifest_with_delta(
-        &update.full,
-        NEW,
-        COMPATIBLE,
-        Some(("delta-1", &update.delta, sha256(&update.base))),
-    );
-    let relay = Relay::serve(Updates::open(device.config("A"), device.grub()).unwrap());
-    relay.stage("w1", &manifest, &signature);
+    let relay = stage_with_delta(&device, &update);
     let UpdatePhase::Downloading { file_id, .. } = relay.status().phase else {
         panic!("downloading expected")
     };
