@@ -119,7 +119,12 @@ fn install_bundle(
     };
     let crash_at = crash_point_from_env()?;
     let mut progress = Progress {
-        total: verified.manifest.images.iter().map(|i| i.size).sum(),
+        total: verified
+            .manifest
+            .images
+            .iter()
+            .map(|i| i.installed_size())
+            .sum(),
         written: 0,
         last_decile: None,
     };

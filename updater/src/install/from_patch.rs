@@ -7,9 +7,10 @@
 //! Then ([`write_image`]): the patch is hashed against the signed manifest, its header is
 //! checked against the signed target size, and the patch is applied from the active slot
 //! into the target slot in chunks (each a [`Step::WriteChunk`] the observer sees), while
-//! the new bytes are hashed (sha256 and dm-verity root). The slot is synced and read back;
+//! the new bytes are hashed (sha256 and dm-verity root): one thread applies the patch, the
+//! calling one hashes and writes, a bounded number of chunks apart. The slot is synced and read back;
 //! only when both hashes and the read-back match the signed target does the install go on
-//! to mark it (the caller). Memory: the patch reader's buffers and one chunk, whatever the
+//! to mark it (the caller). Memory: the patch reader's buffers and a few chunks, whatever the
 //! image size.
 
 use std::fs::{File, OpenOptions};
@@ -112,39 +113,38 @@ pub(super) fn write_image(
         .open(device)
         .map_err(write_err(device))?;
     let is_file = out.metadata().map_err(read_err(device))?.is_file();
+    let chunk_size = options.chunk_size.max(4096);
     let mut sink = SlotSink {
         out,
         slot: slots.target,
-        chunk: Vec::with_capacity(options.chunk_size.max(4096)),
-        chunk_size: options.chunk_size.max(4096),
+        chunk: Vec::with_capacity(chunk_size),
+        chunk_size,
         offset: 0,
         hasher: IdentityHasher::default(),
         steps,
     };
-    let [control, diff, extra] = header.blocks(image.size);
-    let path = &bundle.path;
-    payload::read_file(path, filename, |control_reader| {
-        skip(control_reader, control.0, bundle)?;
-        payload::read_file(path, filename, |diff_reader| {
-            skip(diff_reader, diff.0, bundle)?;
-            payload::read_file(path, filename, |extra_reader| {
-                skip(extra_reader, extra.0, bundle)?;
-                let blocks = PatchBlocks {
-                    control: control_reader.take(control.1),
-                    diff: diff_reader.take(diff.1),
-                    extra: extra_reader.take(extra.1),
-                };
-                patch::apply(&header, blocks, &source, |piece| sink.push(piece))
-                    .map(drop)
-                    .map_err(|error| match error {
-                        ApplyError::Patch(source) => UpdaterError::ApplyPatch {
-                            filename: filename.clone(),
-                            source,
-                        },
-                        ApplyError::Emit(error) => error,
-                    })
-            })
-        })
+    // Two threads, a few chunks apart: one applies the patch (bzip2, the old slot's bytes,
+    // the sums), this one hashes and writes what it made.
+    let (made, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPELINE_CHUNKS);
+    std::thread::scope(|scope| {
+        let maker = scope.spawn(|| apply_patch(bundle, image, &header, &source, chunk_size, made));
+        let mut written = Ok(());
+        for chunk in received.iter() {
+            written = sink.push(&chunk);
+            if written.is_err() {
+                break;
+            }
+        }
+        // A writer that stopped makes the maker's next send fail, which ends it.
+        drop(received);
+        let applied = maker.join().unwrap_or_else(|_| {
+            Err(apply_failed(
+                filename,
+                std::io::Error::other("the patch thread panicked"),
+            ))
+        });
+        // What stopped the writer (a write error, an interruption) comes first.
+        written.and(applied)
     })?;
     let (mut out, identity) = sink.finish()?;
     check_result(filename, &identity, &delta.target)?;
@@ -158,6 +158,76 @@ pub(super) fn write_image(
         read_back(device, filename, delta.target.sha256, delta.target.size)?;
     }
     Ok(identity.size)
+}
+
+/// Chunks made ahead of the writer, at most (memory: this many chunks).
+const PIPELINE_CHUNKS: usize = 2;
+
+/// Applies `image`'s patch (its `header` read) to `source`, sending the new image to `made`
+/// in chunks of `chunk_size` bytes (the last may be shorter).
+fn apply_patch(
+    bundle: &VerifiedBundle,
+    image: &ImageEntry,
+    header: &PatchHeader,
+    source: &FileSource<'_>,
+    chunk_size: usize,
+    made: std::sync::mpsc::SyncSender<Vec<u8>>,
+) -> Result<()> {
+    let filename = &image.filename;
+    let stopped = || apply_failed(filename, std::io::Error::other("the slot writer stopped"));
+    let mut chunk = Vec::with_capacity(chunk_size);
+    let [control, diff, extra] = header.blocks(image.size);
+    let path = &bundle.path;
+    payload::read_file(path, filename, |control_reader| {
+        skip(control_reader, control.0, bundle)?;
+        payload::read_file(path, filename, |diff_reader| {
+            skip(diff_reader, diff.0, bundle)?;
+            payload::read_file(path, filename, |extra_reader| {
+                skip(extra_reader, extra.0, bundle)?;
+                let blocks = PatchBlocks {
+                    control: control_reader.take(control.1),
+                    diff: diff_reader.take(diff.1),
+                    extra: extra_reader.take(extra.1),
+                };
+                patch::apply(header, blocks, source, |mut piece| {
+                    while !piece.is_empty() {
+                        let take = (chunk_size - chunk.len()).min(piece.len());
+                        chunk.extend_from_slice(&piece[..take]);
+                        piece = &piece[take..];
+                        if chunk.len() == chunk_size {
+                            let full =
+                                std::mem::replace(&mut chunk, Vec::with_capacity(chunk_size));
+                            made.send(full).map_err(|_| stopped())?;
+                        }
+                    }
+                    Ok(())
+                })
+                .map(drop)
+                .map_err(|error| match error {
+                    ApplyError::Patch(source) => UpdaterError::ApplyPatch {
+                        filename: filename.clone(),
+                        source,
+                    },
+                    ApplyError::Emit(error) => error,
+                })
+            })
+        })
+    })?;
+    if !chunk.is_empty() {
+        made.send(chunk).map_err(|_| stopped())?;
+    }
+    Ok(())
+}
+
+/// An [`UpdaterError::ApplyPatch`] of `filename` for an I/O error outside the patch's bytes.
+fn apply_failed(filename: &str, error: std::io::Error) -> UpdaterError {
+    UpdaterError::ApplyPatch {
+        filename: filename.to_owned(),
+        source: patch::PatchError::Block {
+            block: "output",
+            source: error,
+        },
+    }
 }
 
 /// The patch's 32-byte header, parsed against the patch's signed size.
