@@ -278,15 +278,25 @@ fn os_update(
     mut vm: Running,
 ) -> anyhow::Result<Running> {
     step(&format!(
-        "build the next release, {GATEWAY_DEV_NEXT} (version 0.2.0)"
+        "build the next release, {GATEWAY_DEV_NEXT} (version 0.2.0), and its delta from the running 0.1.0"
     ));
     let next = live.join("image-next");
+    let base_bundle = live.join("image/update.raucb");
     util::run(&mut testudo(
         data_home,
-        &["build", GATEWAY_DEV_NEXT, "-o", path(&next), "--plain"],
+        &[
+            "build",
+            GATEWAY_DEV_NEXT,
+            "-o",
+            path(&next),
+            "--plain",
+            "--delta-from",
+            path(&base_bundle),
+        ],
     ))?;
+    let delta = next.join("delta-from-0.1.0.raucb");
 
-    step("a twin change updates the OS (ADU's deviceUpdate: signed manifest, bundle in the artifact store)");
+    step("a twin change updates the OS (ADU's deviceUpdate: signed manifest, the bundle and its delta in the artifact store)");
     let keys = data_home.join("testudo/dev-keys");
     util::run(&mut testudo(
         data_home,
@@ -296,6 +306,8 @@ fn os_update(
             DEVICE,
             "--bundle",
             path(&next.join("update.raucb")),
+            "--delta",
+            path(&delta),
             "--keys",
             path(&keys),
             "--hub",
@@ -306,6 +318,8 @@ fn os_update(
             "127.0.0.1:443",
         ],
     ))?;
+    vm.wait("downloading delta-", WAIT)?;
+    println!("    the gateway downloads the delta, not the full bundle");
     vm.wait("installed into slot B", WAIT)?;
 
     step("the updater reboots the gateway into slot B");
