@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = commands::Cli::parse();
     match commands::run(cli) {
         Ok(code) => code,
@@ -16,5 +17,16 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so `testudo bundle info … | head` would panic when `head` exits
+/// ("failed printing to stdout"). A command-line tool ends quietly there instead, as `cat`
+/// does: the default action is restored before anything is printed.
+fn restore_sigpipe() {
+    // SAFETY: called first thing in `main`, before any thread exists; setting the default
+    // disposition of one signal touches no memory of ours.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

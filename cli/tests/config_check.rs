@@ -1,6 +1,7 @@
 #![cfg(feature = "config")]
 //! Promise: `testudo check` exits 0 with a one-line summary on the gateway, and exits 1 with
-//! located errors — never a panic or backtrace — on invalid or unusable input.
+//! located errors — never a panic or backtrace — on invalid or unusable input. Output into a
+//! pipe nobody reads any more (`testudo … | head`) ends it quietly by SIGPIPE, as `cat`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -110,4 +111,28 @@ fn missing_empty_unreadable_and_binary_files_fail_cleanly() {
         let stderr = assert_clean_failure(&check(&path));
         assert!(stderr.contains(expected), "{}: {stderr}", path.display());
     }
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_by_sigpipe() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    // The reading end is closed before testudo writes: its first line meets EPIPE.
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_testudo"))
+        .arg("check")
+        .arg(repo().join("system-config/examples/gateway.ncl"))
+        .env("RUST_BACKTRACE", "1")
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run testudo");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(
+        output.status.signal(),
+        Some(13),
+        "{:?}: {stderr}",
+        output.status
+    );
 }
