@@ -8,8 +8,10 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    restore_sigpipe();
     let cli = commands::Cli::parse();
+    if cli.only_prints() {
+        restore_sigpipe();
+    }
     match commands::run(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -21,11 +23,11 @@ fn main() -> ExitCode {
 }
 
 /// Rust ignores SIGPIPE, so `testudo bundle info … | head` would panic when `head` exits
-/// ("failed printing to stdout"). A command-line tool ends quietly there instead, as `cat`
-/// does: the default action is restored before anything is printed.
+/// ("failed printing to stdout"). A command that only prints ends quietly there instead, as
+/// `cat` does: the default action is restored before anything is printed.
 fn restore_sigpipe() {
-    // SAFETY: called first thing in `main`, before any thread exists; setting the default
-    // disposition of one signal touches no memory of ours.
+    // SAFETY: called in `main` before any thread exists (argument parsing starts none);
+    // setting the default disposition of one signal touches no memory of ours.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }

@@ -54,6 +54,22 @@ pub struct Cli {
     command: Command,
 }
 
+impl Cli {
+    /// Whether the command only reads and prints, so that a closed output pipe (`testudo …
+    /// | head`) may end it at once, as it ends `cat`. Not the commands that write slots,
+    /// images or twins, run devices or serve: they see the write error instead, and
+    /// finish or clean up what they started.
+    pub fn only_prints(&self) -> bool {
+        match &self.command {
+            #[cfg(feature = "config")]
+            Command::Check(_) | Command::Plan(_) | Command::Graph(_) | Command::Audit(_) => true,
+            #[cfg(feature = "updater")]
+            Command::Bundle(_) => true,
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// WebAssembly apps: run one locally under exactly the given grants (`testudo app run`),
