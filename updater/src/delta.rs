@@ -171,15 +171,6 @@ impl DeltaSpec {
     }
 }
 
-/// What [`create`] made.
-#[derive(Debug, Clone)]
-pub struct CreatedDelta {
-    /// The delta bundle.
-    pub bundle: CreatedBundle,
-    /// Per slot class: the patch's size and the full image's size.
-    pub sizes: BTreeMap<String, (u64, u64)>,
-}
-
 /// Makes a delta bundle at `out` that turns the images of `from` into those of `to`: same
 /// compatible, version, description and build as `to`, verity format, signed by `signer`.
 /// Every image of `to` needs an image of the same slot class in `from`; both must be full
@@ -190,7 +181,7 @@ pub fn create(
     to: &VerifiedBundle,
     signer: &Signer,
     out: &Path,
-) -> Result<CreatedDelta> {
+) -> Result<CreatedBundle> {
     if from.manifest.compatible != to.manifest.compatible {
         return Err(UpdaterError::Incompatible {
             bundle: to.manifest.compatible.clone(),
@@ -207,7 +198,6 @@ pub fn create(
         .map_err(write_err(&out_dir))?;
     let mut images = Vec::new();
     let mut deltas = BTreeMap::new();
-    let mut sizes = BTreeMap::new();
     for new_entry in &to.manifest.images {
         let class = &new_entry.slot_class;
         let old_entry = from
@@ -224,20 +214,20 @@ pub fn create(
         let old = read_image(from, old_entry)?;
         let new = read_image(to, new_entry)?;
         let spec = DeltaSpec {
-            base: ImageIdentity::of(&old, &old_entry.filename)?,
-            target: ImageIdentity::of(&new, &new_entry.filename)?,
+            base: identity(old_entry, &old)?,
+            target: identity(new_entry, &new)?,
         };
         let patch_path = staging
             .path()
             .join(format!("{}{PATCH_SUFFIX}", new_entry.filename));
         let mut file = std::fs::File::create(&patch_path).map_err(write_err(&patch_path))?;
-        let patch_size = patch::create(&old, &new, &mut std::io::BufWriter::new(&mut file))
-            .map_err(|source| UpdaterError::CreatePatch {
+        patch::create(&old, &new, &mut std::io::BufWriter::new(&mut file)).map_err(|source| {
+            UpdaterError::CreatePatch {
                 filename: new_entry.filename.clone(),
                 source,
-            })?;
+            }
+        })?;
         file.sync_all().map_err(write_err(&patch_path))?;
-        sizes.insert(class.clone(), (patch_size, new_entry.size));
         deltas.insert(class.clone(), spec);
         images.push((class.clone(), patch_path));
     }
@@ -254,8 +244,21 @@ pub fn create(
         .into_iter()
         .map(str::to_owned)
         .collect();
-    let bundle = bundle::create(&spec, signer, out)?;
-    Ok(CreatedDelta { bundle, sizes })
+    bundle::create(&spec, signer, out)
+}
+
+/// The identity of `entry`'s image, whose `bytes` [`read_image`] checked against the
+/// manifest's sha256 and size already: only the verity root is computed.
+fn identity(entry: &crate::manifest::ImageEntry, bytes: &[u8]) -> Result<ImageIdentity> {
+    let mut root = verity::RootHasher::new(IMAGE_VERITY_SALT);
+    root.update(bytes);
+    Ok(ImageIdentity {
+        sha256: entry.sha256,
+        size: entry.size,
+        verity_root: root
+            .finish()
+            .ok_or_else(|| not_blocks(&entry.filename, entry.size))?,
+    })
 }
 
 /// The image `entry` of `bundle` in memory (its sha256 re-checked while read).

@@ -360,7 +360,6 @@ fn write_image(
         .write(true)
         .open(device)
         .map_err(write_err(device))?;
-    let is_file = out.metadata().map_err(read_err(device))?.is_file();
     let written = bundle.stream_image(image, |reader| {
         let mut buf = vec![0u8; chunk_size];
         let mut offset = 0u64;
@@ -385,16 +384,42 @@ fn write_image(
         }
         Ok(offset)
     })?;
+    let expected = Expected {
+        filename: &image.filename,
+        sha256: image.sha256,
+        size: written,
+    };
+    finish_slot(out, slot, &expected, options, steps)?;
+    Ok(written)
+}
+
+/// What a written slot must hold: `size` bytes of image `filename` with `sha256`.
+struct Expected<'a> {
+    filename: &'a str,
+    sha256: [u8; 32],
+    size: u64,
+}
+
+/// Ends the writing of `slot` through `out`: the sync step, a file slot cut to the image's
+/// size, fsync, then (with `options.read_back`) the read-back against `expected`.
+fn finish_slot(
+    out: File,
+    slot: &SlotConf,
+    expected: &Expected<'_>,
+    options: &InstallOptions,
+    steps: &mut Steps<'_>,
+) -> Result<()> {
+    let device = &slot.device;
     steps.next(Step::SyncSlot { slot: slot.name() })?;
-    if is_file {
-        out.set_len(written).map_err(write_err(device))?;
+    if out.metadata().map_err(read_err(device))?.is_file() {
+        out.set_len(expected.size).map_err(write_err(device))?;
     }
     out.sync_all().map_err(write_err(device))?;
     drop(out);
     if options.read_back {
-        read_back(device, &image.filename, image.sha256, image.size)?;
+        read_back(device, expected)?;
     }
-    Ok(written)
+    Ok(())
 }
 
 fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -410,9 +435,14 @@ fn read_full(reader: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Re-reads the written bytes (after dropping them from the page cache) and compares the
-/// sha256 with the manifest's (`sha256`, `size`) of image `filename`.
-fn read_back(device: &Path, filename: &str, sha256: [u8; 32], size: u64) -> Result<()> {
+/// Re-reads the written bytes (after dropping them from the page cache) and compares them
+/// with `expected`.
+fn read_back(device: &Path, expected: &Expected<'_>) -> Result<()> {
+    let Expected {
+        filename,
+        sha256,
+        size,
+    } = *expected;
     use std::os::fd::AsRawFd;
     let file = File::open(device).map_err(read_err(device))?;
     // SAFETY: plain advisory syscall on a valid, open descriptor; no memory is shared.

@@ -77,11 +77,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         args.bin_dirs
     };
+    // The builder passes the clock to each tool explicitly (tools run in a clean
+    // environment; the bundle writer drops SOURCE_DATE_EPOCH for mksquashfs itself).
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
-    // The builder passes the clock to each tool explicitly; mksquashfs (also run by the
-    // bundle writer) refuses SOURCE_DATE_EPOCH together with its own time options. Still
-    // single-threaded here, so changing the environment is sound.
-    std::env::remove_var("SOURCE_DATE_EPOCH");
     let request = testudo_images::BuildRequest {
         plan,
         source_root,

@@ -206,8 +206,12 @@ fn delta(args: DeltaArgs) -> anyhow::Result<ExitCode> {
         to.manifest.version.as_deref().unwrap_or(""),
         size as f64 * 100.0 / full.max(1) as f64
     );
-    for (class, (patch, image)) in &created.sizes {
-        println!("  {class}: patch {patch} bytes for an image of {image}");
+    for image in &created.manifest.images {
+        let target = image.delta.as_ref().map_or(0, |delta| delta.target.size);
+        println!(
+            "  {}: patch {} bytes for an image of {target}",
+            image.slot_class, image.size
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -48,7 +48,7 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("loading the keyring {}", dev.ca_cert.display()))?;
     // A bundle devices would refuse (signature, hash tree) is refused here, before the hub is
     // asked anything.
-    let verified = bundle::open(bundle_path, &keyring)
+    let (verified, sha256, size) = verify_and_hash(bundle_path, &keyring)
         .with_context(|| format!("verifying the bundle {}", bundle_path.display()))?;
     let version = verified
         .manifest
@@ -56,8 +56,6 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
         .clone()
         .context("the bundle's manifest has no version (devices install by version)")?;
     let compatible = verified.manifest.compatible.clone();
-    let (sha256, size) = bundle::sha256_file(bundle_path)
-        .with_context(|| format!("hashing {}", bundle_path.display()))?;
     let chain = update_keys::load_signing_chain(request.keys).with_context(|| {
         format!(
             "loading the OS update keys of {} (`testudo keys init` adds them)",
@@ -142,6 +140,21 @@ pub fn deploy_os(request: &OsDeployment<'_>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Verifies the bundle at `path` as a device would (signature, every payload byte) and
+/// hashes the whole file in the same read: the bundle, the file's sha256 and its size.
+fn verify_and_hash(
+    path: &Path,
+    keyring: &Keyring,
+) -> testudo_updater::Result<(bundle::VerifiedBundle, [u8; 32], u64)> {
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let verified = bundle::open_observed(path, keyring, &mut |bytes| {
+        hasher.update(bytes);
+        size += bytes.len() as u64;
+    })?;
+    Ok((verified, hasher.finalize().into(), size))
+}
+
 /// A delta bundle offered beside the full one.
 struct OfferedDelta {
     /// Its file id: `delta-` and the first 12 hex digits of its base image's sha256.
@@ -162,7 +175,7 @@ fn offered_delta(
     keyring: &Keyring,
     full: &testudo_updater::Manifest,
 ) -> anyhow::Result<OfferedDelta> {
-    let verified = bundle::open(path, keyring)
+    let (verified, sha256, size) = verify_and_hash(path, keyring)
         .with_context(|| format!("verifying the delta bundle {}", path.display()))?;
     let manifest = &verified.manifest;
     if manifest.compatible != full.compatible || manifest.version != full.version {
@@ -188,8 +201,6 @@ fn offered_delta(
             path.display()
         )
     })?;
-    let (sha256, size) =
-        bundle::sha256_file(path).with_context(|| format!("hashing {}", path.display()))?;
     let file_name = path
         .file_name()
         .and_then(|name| name.to_str())

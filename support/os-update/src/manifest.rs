@@ -450,6 +450,7 @@ pub fn parse(bytes: &[u8]) -> Result<ImportManifest, OsUpdateError> {
         }
         let mut related_files = BTreeMap::new();
         for (related_id, related) in file.related_files {
+            check_field(&format!("files.{id}.relatedFiles (a file id)"), &related_id)?;
             let field = format!("files.{id}.relatedFiles.{related_id}");
             related_files.insert(related_id, parse_related(&field, related)?);
         }
@@ -562,7 +563,6 @@ pub fn parse(bytes: &[u8]) -> Result<ImportManifest, OsUpdateError> {
 /// A related file as read, its fields checked like a file's; the source hash is read only
 /// for algorithm `sha256`.
 fn parse_related(field: &str, related: RelatedFileIn) -> Result<RelatedFile, OsUpdateError> {
-    check_field(field, field)?;
     check_field(&format!("{field}.fileName"), &related.file_name)?;
     let sha256 = sha256_field(&format!("{field}.hashes.sha256"), &related.hashes.sha256)?;
     if related.properties.len() > MAX_COMPATIBILITY {

@@ -16,7 +16,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 
-use super::{read_back, Step, Steps};
+use super::{finish_slot, Expected, Step, Steps};
 use crate::bundle::VerifiedBundle;
 use crate::delta::{DeltaSpec, IdentityHasher, ImageIdentity};
 use crate::error::{read_err, write_err, Result, UpdaterError};
@@ -84,13 +84,6 @@ pub(super) fn write_image(
     steps: &mut Steps<'_>,
 ) -> Result<u64> {
     let filename = &image.filename;
-    // The patch as signed (its every byte was verified with the bundle; this re-checks the
-    // manifest's sha256 as for any image).
-    bundle.stream_image(image, |reader| {
-        std::io::copy(reader, &mut std::io::sink())
-            .map(drop)
-            .map_err(read_err(&bundle.path))
-    })?;
     let header = read_header(bundle, image)?;
     if header.new_size != delta.target.size {
         return Err(UpdaterError::DeltaResult {
@@ -112,13 +105,10 @@ pub(super) fn write_image(
         .write(true)
         .open(device)
         .map_err(write_err(device))?;
-    let is_file = out.metadata().map_err(read_err(device))?.is_file();
     let chunk_size = options.chunk_size.max(4096);
     let mut sink = SlotSink {
         out,
         slot: slots.target,
-        chunk: Vec::with_capacity(chunk_size),
-        chunk_size,
         offset: 0,
         hasher: IdentityHasher::default(),
         steps,
@@ -130,7 +120,7 @@ pub(super) fn write_image(
         let maker = scope.spawn(|| apply_patch(bundle, image, &header, &source, chunk_size, made));
         let mut written = Ok(());
         for chunk in received.iter() {
-            written = sink.push(&chunk);
+            written = sink.write_chunk(&chunk);
             if written.is_err() {
                 break;
             }
@@ -146,17 +136,14 @@ pub(super) fn write_image(
         // What stopped the writer (a write error, an interruption) comes first.
         written.and(applied)
     })?;
-    let (mut out, identity) = sink.finish()?;
+    let (out, identity) = sink.finish();
     check_result(filename, &identity, &delta.target)?;
-    out.steps_sync(slots.target)?;
-    if is_file {
-        out.file.set_len(identity.size).map_err(write_err(device))?;
-    }
-    out.file.sync_all().map_err(write_err(device))?;
-    drop(out);
-    if options.read_back {
-        read_back(device, filename, delta.target.sha256, delta.target.size)?;
-    }
+    let expected = Expected {
+        filename,
+        sha256: delta.target.sha256,
+        size: delta.target.size,
+    };
+    finish_slot(out, slots.target, &expected, options, steps)?;
     Ok(identity.size)
 }
 
@@ -230,13 +217,15 @@ fn apply_failed(filename: &str, error: std::io::Error) -> UpdaterError {
     }
 }
 
-/// The patch's 32-byte header, parsed against the patch's signed size.
+/// The patch's 32-byte header, parsed against the patch's signed size, read in the pass that
+/// re-checks the patch's sha256 against the manifest, as for any image (its every byte was
+/// verified with the bundle already).
 fn read_header(bundle: &VerifiedBundle, image: &ImageEntry) -> Result<PatchHeader> {
     let apply_err = |source| UpdaterError::ApplyPatch {
         filename: image.filename.clone(),
         source,
     };
-    let bytes = payload::read_file(&bundle.path, &image.filename, |reader| {
+    let bytes = bundle.stream_image(image, |reader| {
         let mut bytes = [0u8; patch::HEADER_LEN as usize];
         reader.read_exact(&mut bytes).map_err(|source| {
             apply_err(patch::PatchError::Block {
@@ -286,72 +275,36 @@ fn check_result(filename: &str, made: &ImageIdentity, target: &ImageIdentity) ->
 struct SlotSink<'s, 'o> {
     out: File,
     slot: &'s SlotConf,
-    chunk: Vec<u8>,
-    chunk_size: usize,
     offset: u64,
     hasher: IdentityHasher,
     steps: &'s mut Steps<'o>,
 }
 
-/// The written slot, for the sync step.
-struct WrittenSlot<'s, 'o> {
-    file: File,
-    steps: &'s mut Steps<'o>,
-}
-
-impl WrittenSlot<'_, '_> {
-    fn steps_sync(&mut self, slot: &SlotConf) -> Result<()> {
-        self.steps.next(Step::SyncSlot { slot: slot.name() })
-    }
-}
-
-impl<'s, 'o> SlotSink<'s, 'o> {
-    fn push(&mut self, mut piece: &[u8]) -> Result<()> {
-        self.hasher.update(piece);
-        while !piece.is_empty() {
-            let take = (self.chunk_size - self.chunk.len()).min(piece.len());
-            self.chunk.extend_from_slice(&piece[..take]);
-            piece = &piece[take..];
-            if self.chunk.len() == self.chunk_size {
-                self.write_chunk()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn write_chunk(&mut self) -> Result<()> {
-        if self.chunk.is_empty() {
-            return Ok(());
-        }
+impl SlotSink<'_, '_> {
+    /// Hashes `chunk` and writes it at the current offset (a step the observer sees first).
+    fn write_chunk(&mut self, chunk: &[u8]) -> Result<()> {
+        self.hasher.update(chunk);
         self.steps.next(Step::WriteChunk {
             slot: self.slot.name(),
             offset: self.offset,
-            len: self.chunk.len(),
+            len: chunk.len(),
         })?;
         self.out
-            .write_all(&self.chunk)
+            .write_all(chunk)
             .map_err(write_err(&self.slot.device))?;
-        self.offset += self.chunk.len() as u64;
-        self.chunk.clear();
+        self.offset += chunk.len() as u64;
         Ok(())
     }
 
-    /// Writes what is left; returns the slot and the identity of everything written (an
-    /// image that is not whole 4 KiB blocks cannot be a target: reported as a mismatch).
-    fn finish(mut self) -> Result<(WrittenSlot<'s, 'o>, ImageIdentity)> {
-        self.write_chunk()?;
+    /// The slot and the identity of everything written (an image that is not whole 4 KiB
+    /// blocks cannot be a target: reported as a mismatch).
+    fn finish(self) -> (File, ImageIdentity) {
         let size = self.offset;
         let identity = self.hasher.finish().unwrap_or(ImageIdentity {
             sha256: [0; 32],
             size,
             verity_root: [0; 32],
         });
-        Ok((
-            WrittenSlot {
-                file: self.out,
-                steps: self.steps,
-            },
-            identity,
-        ))
+        (self.out, identity)
     }
 }
