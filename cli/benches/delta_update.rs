@@ -21,7 +21,7 @@
 //! rootfs images (`common/delta_anchors.rs`): RAUC's block hash index (4 KiB blocks a
 //! streaming rauc fetches, plus the index; and the same read through this compressed bundle),
 //! casync's new chunks plus index, `zstd --patch-from`, Debian's `bsdiff`. Then the time to
-//! apply the full and the delta bundle on file-backed slots (`common/file_slots.rs`: open +
+//! apply the full and the delta bundle on file-backed slots (`updater/tests/common`: open +
 //! install with the default options, read-back included), median of 3 each.
 //!
 //! Development keys are kept in `target/delta-bench/data-home` (signatures, hence sizes, are
@@ -35,12 +35,12 @@
 
 #[path = "common/delta_anchors.rs"]
 mod delta_anchors;
-#[path = "common/file_slots.rs"]
-mod file_slots;
 #[path = "common/native_rebuild.rs"]
 mod native_rebuild;
 #[path = "common/timing.rs"]
 mod timing;
+#[path = "../../updater/tests/common/mod.rs"]
+mod updater_common;
 #[path = "../tests/vm_common/mod.rs"]
 mod vm_common;
 
@@ -49,7 +49,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use delta_anchors::{size, BlockIndexDownload};
-use file_slots::FileDevice;
 use native_rebuild::SourceCopy;
 use testudo_updater::keys::DevKeys;
 use testudo_updater::signature::CheckPurpose;
@@ -327,16 +326,21 @@ struct Figures {
 /// Times opening + installing `bundle` on a fresh file-backed device running the base.
 fn apply_once(base: &Base, keyring: &Path, bundle_path: &Path, dir: &Path) -> Duration {
     let device_dir = dir.join("device");
-    let device = FileDevice::new(
+    let device = updater_common::device(
         &device_dir,
         keyring,
         &base.compatible,
         &base.rootfs,
         &base.version,
     );
-    let (verify, install) = device.install(bundle_path);
+    // What `testudo update install BUNDLE` does on the device booted from A: open (CMS
+    // signature, verity), then install with the default options (read-back included).
+    let started = Instant::now();
+    let opened = bundle::open(bundle_path, &updater_common::keyring(keyring)).unwrap();
+    device.install("A", &opened).unwrap();
+    let took = started.elapsed();
     std::fs::remove_dir_all(&device_dir).unwrap();
-    verify + install
+    took
 }
 
 /// Every figure of the variant built in `out`, against `base`.
@@ -352,7 +356,7 @@ fn measure(base: &Base, out: &Path, work: &Path, keys: &DevKeys) -> Figures {
     let started = Instant::now();
     let created = testudo_updater::delta::create(&from, &to, &keys.signer(), &delta).unwrap();
     let delta_create = started.elapsed();
-    let patch = created.sizes.values().map(|(patch, _)| patch).sum();
+    let patch = created.manifest.images.iter().map(|image| image.size).sum();
 
     let hashes = delta_anchors::block_hashes(&rootfs, work);
     let rauc = delta_anchors::block_index_download(&base.hashes, &hashes);

@@ -29,25 +29,25 @@ fn twin(state: &Path, device: &str) -> Value {
 
 /// A bundle of version `version` signed with the keys in `keys`.
 fn bundle(dir: &Path, keys: &Path, version: &str) -> PathBuf {
-    let image = dir.join(format!("rootfs-{version}.img"));
-    std::fs::write(
-        &image,
-        format!("a root file system, version {version}\n").repeat(2000),
-    )
-    .unwrap();
+    let image = format!("a root file system, version {version}\n").repeat(2000);
+    bundle_of(dir, keys, version, image.as_bytes())
+}
+
+/// A bundle of version `version` holding `image`, signed with the keys in `keys`.
+fn bundle_of(dir: &Path, keys: &Path, version: &str, image: &[u8]) -> PathBuf {
+    let image_dir = dir.join(format!("image-{version}"));
+    std::fs::create_dir_all(&image_dir).unwrap();
+    let path = image_dir.join("rootfs.img");
+    std::fs::write(&path, image).unwrap();
     let dev = testudo_updater::keys::DevKeys::paths(keys);
     let out = dir.join(format!("update-{version}.raucb"));
     testudo_updater::bundle::create(
         &testudo_updater::BundleSpec::new(
             "testudo-gateway-qemu-x86_64",
             version,
-            vec![("rootfs".into(), image)],
+            vec![("rootfs".into(), path)],
         ),
-        &testudo_updater::Signer {
-            cert: dev.signing_cert,
-            key: dev.signing_key,
-            intermediates: Vec::new(),
-        },
+        &dev.signer(),
         &out,
     )
     .unwrap();
@@ -144,27 +144,6 @@ fn deploy_os_sets_a_signed_adu_workflow_and_refuses_an_untrusted_bundle() {
     );
 }
 
-/// A bundle of version `version` holding `image` (whole 4 KiB blocks, as deltas need).
-fn block_bundle(dir: &Path, keys: &Path, version: &str, image: &[u8]) -> PathBuf {
-    let image_dir = dir.join(format!("image-{version}"));
-    std::fs::create_dir_all(&image_dir).unwrap();
-    let path = image_dir.join("rootfs.img");
-    std::fs::write(&path, image).unwrap();
-    let dev = testudo_updater::keys::DevKeys::paths(keys);
-    let out = dir.join(format!("block-{version}.raucb"));
-    testudo_updater::bundle::create(
-        &testudo_updater::BundleSpec::new(
-            "testudo-gateway-qemu-x86_64",
-            version,
-            vec![("rootfs".into(), path)],
-        ),
-        &dev.signer(),
-        &out,
-    )
-    .unwrap();
-    out
-}
-
 #[test]
 fn deploy_os_offers_a_delta_as_a_related_file_of_the_bundle() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,8 +155,8 @@ fn deploy_os_offers_a_delta_as_a_related_file_of_the_bundle() {
         .collect();
     let mut new = base.clone();
     new[9000..9100].fill(1);
-    let old_bundle = block_bundle(dir.path(), keys, "1.1.0", &base);
-    let new_bundle = block_bundle(dir.path(), keys, "1.2.0", &new);
+    let old_bundle = bundle_of(dir.path(), keys, "1.1.0", &base);
+    let new_bundle = bundle_of(dir.path(), keys, "1.2.0", &new);
     let dev = testudo_updater::keys::DevKeys::paths(keys);
     let keyring = testudo_updater::Keyring::load(&dev.ca_cert, Default::default()).unwrap();
     let delta = dir.path().join("delta.raucb");

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use testudo_updater::bootloader::BootState;
 use testudo_updater::bundle::BundleSpec;
 use testudo_updater::delta::{self, DeltaSpec, ImageIdentity};
-use testudo_updater::install::{self, InstallOptions, Step};
+use testudo_updater::install::{InstallOptions, Step};
 use testudo_updater::status_file::StatusFile;
 use testudo_updater::UpdaterError;
 
@@ -342,13 +342,8 @@ fn a_power_cut_while_patching_leaves_the_old_slot_booting() {
         ..InstallOptions::default()
     };
     let mut chunks = 0;
-    let error = install::install(
-        &device.conf,
-        device.booted_slot("A"),
-        &bundle,
-        device.bootloader().as_mut(),
-        &options,
-        &mut |_, step| {
+    let error = device
+        .install_observed("A", &bundle, &options, &mut |_, step| {
             if matches!(step, Step::WriteChunk { .. }) {
                 chunks += 1;
                 if chunks == 3 {
@@ -356,9 +351,8 @@ fn a_power_cut_while_patching_leaves_the_old_slot_booting() {
                 }
             }
             ControlFlow::Continue(())
-        },
-    )
-    .unwrap_err();
+        })
+        .unwrap_err();
     assert!(matches!(error, UpdaterError::Interrupted { .. }), "{error}");
     assert_b_not_bootable(&device);
     // After the power comes back, the same delta installs.

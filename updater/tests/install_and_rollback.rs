@@ -71,20 +71,14 @@ fn installing_from_b_writes_a_and_never_b() {
     let device = &update.device;
     let slot_b_before = std::fs::read(&device.slot_b).unwrap();
     let bundle = update.open_bundle();
-    let report = install::install(
-        &device.conf,
-        device.booted_slot("B"),
-        &bundle,
-        device.bootloader().as_mut(),
-        &InstallOptions::default(),
-        &mut |_, step| {
+    let report = device
+        .install_observed("B", &bundle, &InstallOptions::default(), &mut |_, step| {
             if let install::Step::WriteChunk { slot, .. } = step {
                 assert_eq!(slot, "rootfs.0");
             }
             ControlFlow::Continue(())
-        },
-    )
-    .unwrap();
+        })
+        .unwrap();
     assert_eq!(report.bootname, "A");
     assert_eq!(std::fs::read(&device.slot_b).unwrap(), slot_b_before);
     assert_eq!(

@@ -7,7 +7,7 @@ mod common;
 
 use std::ops::ControlFlow;
 
-use testudo_updater::install::{self, InstallOptions, Step};
+use testudo_updater::install::{InstallOptions, Step};
 use testudo_updater::UpdaterError;
 
 #[test]
@@ -33,18 +33,12 @@ fn every_interruption_point_recovers() {
         let device = common::device(&dir.path().join("count"), &pki.keyring, "gw", &v1, "1.0");
         let bundle = common::open_bundle(&bundle_path, &pki);
         let mut kinds = Vec::new();
-        let report = install::install(
-            &device.conf,
-            device.booted_slot("A"),
-            &bundle,
-            device.bootloader().as_mut(),
-            &options,
-            &mut |_, step| {
+        let report = device
+            .install_observed("A", &bundle, &options, &mut |_, step| {
                 kinds.push(step.clone());
                 ControlFlow::Continue(())
-            },
-        )
-        .unwrap();
+            })
+            .unwrap();
         assert!(kinds.iter().any(|s| matches!(s, Step::WriteChunk { .. })));
         report.steps
     };
@@ -61,20 +55,13 @@ fn every_interruption_point_recovers() {
         );
         std::fs::copy(&v0, &device.slot_b).unwrap(); // B holds an older but complete image
         let bundle = common::open_bundle(&bundle_path, &pki);
-        let result = install::install(
-            &device.conf,
-            device.booted_slot("A"),
-            &bundle,
-            device.bootloader().as_mut(),
-            &options,
-            &mut |index, _| {
-                if index == crash_at {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
-                }
-            },
-        );
+        let result = device.install_observed("A", &bundle, &options, &mut |index, _| {
+            if index == crash_at {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        });
         assert!(matches!(result, Err(UpdaterError::Interrupted { step }) if step == crash_at));
 
         // Power-on after the cut: some slot boots and it holds a complete image.

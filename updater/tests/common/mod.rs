@@ -265,13 +265,27 @@ impl Device {
         bundle: &VerifiedBundle,
         options: &InstallOptions,
     ) -> Result<InstallReport, UpdaterError> {
+        self.install_observed(booted, bundle, options, &mut |_, _| {
+            ControlFlow::Continue(())
+        })
+    }
+
+    /// As [`Self::install_with`], `observer` seeing each write step before it is performed
+    /// (and able to stop the install there, like a power cut).
+    pub fn install_observed(
+        &self,
+        booted: &str,
+        bundle: &VerifiedBundle,
+        options: &InstallOptions,
+        observer: &mut dyn FnMut(usize, &install::Step) -> ControlFlow<()>,
+    ) -> Result<InstallReport, UpdaterError> {
         install::install(
             &self.conf,
             self.booted_slot(booted),
             bundle,
             self.bootloader().as_mut(),
             options,
-            &mut |_, _| ControlFlow::Continue(()),
+            observer,
         )
     }
 
