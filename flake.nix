@@ -1,111 +1,132 @@
 {
-  # testudo as a Nix flake: the image builder is the Rust `testudo build` (crate
-  # testudo-images); Nix only wraps it. This flake has NO inputs so it evaluates offline
-  # (`nix flake show`, `nix eval`, `nix flake check` with Debian's nix 2.8).
+  # testudo as a Nix flake. It has no inputs, so `nix flake show` and `nix flake check`
+  # evaluate offline anywhere. The image builder is the Rust `testudo build`; Nix builds
+  # testudo from this source tree, compiles the WASM apps, runs `testudo build` in the sandbox
+  # and boots the result in QEMU.
   #
-  # What works without nixpkgs (here):
-  #   - packages.<system>.<example>-recipe: a /bin/sh-only derivation that writes the exact
-  #     command line, SOURCE_DATE_EPOCH and inputs of an image build (a build plan for CI).
-  #   - checks.<system>.flake-evaluates, hydraJobs: the same recipes, per example.
-  # What needs nixpkgs (not fetchable here; pass it in):
-  #   - lib.mkTestudo { pkgs }: the testudo CLI built with rustPlatform from Cargo.lock.
-  #   - lib.mkImage { pkgs, example }: runs `testudo build` in the sandbox with
-  #     squashfs-tools, dosfstools, mtools, grub2_efi, e2fsprogs, binutils, busybox and a
-  #     kernel from pkgs, producing rootfs.img, disk.img, update.raucb, manifest.json.
-  #   - hydra/ holds the Hydra project spec that evaluates hydraJobs.
+  # Every Nix function takes `pkgs`: nixpkgs on a machine that has it (see
+  # `templates.default`), or `lib.hostPkgs`, a nixpkgs-shaped set of the build host's Debian
+  # packages. This flake's own packages and checks use `lib.hostPkgs`, so they build on a
+  # Debian machine with no nixpkgs; their builds need the host's tools mapped into the sandbox
+  # (`lib.hostPkgs.hostPkgsMeta.sandboxPaths`), which `cargo xtask nix` does. See
+  # docs/decisions/0095-nix-host-packages.md.
   description = "testudo: reproducible, declarative full-system images for IoT gateways";
 
   outputs = { self }:
     let
-      systems = [ "x86_64-linux" ];
-      forAllSystems = f: builtins.listToAttrs (map (system: { name = system; value = f system; }) systems);
+      system = "x86_64-linux";
+      hostPkgs = import ./nix/host-pkgs.nix { inherit system; };
 
       # Example systems and their Nickel configs (paths relative to the repository root).
       examples = {
         gateway = "system-config/examples/gateway.ncl";
+        gateway-dev = "system-config/examples/gateway-dev.ncl";
       };
 
-      # Reproducible clock for Nix builds: the flake's last-modified time when known.
+      # The build clock: the last commit's time for a git checkout, else the newest file's.
       sourceDateEpoch = toString (self.lastModified or 0);
 
-      buildCommand = config: out:
-        "testudo build ${config} -o ${out} --keys \"$TESTUDO_KEYS\" --plain";
+      lib = rec {
+        inherit examples hostPkgs;
 
-      # A build recipe needing nothing but /bin/sh: it records what the image build runs.
-      recipe = system: name: config:
-        derivation {
-          name = "testudo-${name}-recipe";
-          inherit system;
-          builder = "/bin/sh";
-          args = [
-            "-c"
-            ''
-              echo 'SOURCE_DATE_EPOCH=${sourceDateEpoch}' > $out
-              echo '${buildCommand config "OUT"}' >> $out
-              echo 'outputs: rootfs.img disk.img update.raucb manifest.json' >> $out
-            ''
-          ];
-        };
-    in
-    {
-      lib = {
-        inherit examples buildCommand;
+        # testudo from source (`nix/testudo.nix`): vendored crates, dependencies, workspace.
+        mkTestudo = { pkgs, src ? self, profile ? "release" }:
+          import ./nix/testudo.nix { inherit pkgs src profile; };
 
-        # The testudo CLI from this repository (needs nixpkgs).
-        mkTestudo = { pkgs }:
-          pkgs.rustPlatform.buildRustPackage {
-            pname = "testudo";
-            version = "0.1.0";
-            src = self;
-            cargoLock.lockFile = ./Cargo.lock;
-            cargoBuildFlags = [ "--workspace" ];
-            nativeBuildInputs = [ pkgs.pkg-config pkgs.clang ];
-            buildInputs = [ pkgs.openssl pkgs.tpm2-tss ];
-            doCheck = false;
+        # The WASM apps, compiled from C (`nix/wasm-apps.nix`).
+        mkWasmApps = { pkgs, src ? self }:
+          import ./nix/wasm-apps.nix { inherit pkgs src; };
+
+        # A fresh set of DEVELOPMENT keys (`testudo keys init`): for checks and trials only.
+        # The store path's name says so, and so does every image built with them.
+        developmentKeys = { pkgs, testudo ? mkTestudo { inherit pkgs; } }:
+          pkgs.runCommand "testudo-DEVELOPMENT-keys" { nativeBuildInputs = [ testudo ]; } ''
+            HOME=$TMPDIR testudo keys init $out
+          '';
+
+        # One system's image (`nix/image.nix`). `keys`: a directory made by `testudo keys
+        # init` (copied into the world-readable store: use a signing host's own store for
+        # release keys), or `developmentKeys { ... }`.
+        mkImage =
+          { pkgs
+          , keys
+          , example ? "gateway"
+          , config ? examples.${example}
+          , name ? example
+          , src ? self
+          , testudo ? mkTestudo { inherit pkgs src; }
+          , wasmApps ? mkWasmApps { inherit pkgs src; }
+          , kernel ? pkgs.linuxPackages.kernel
+          , sourceDateEpoch ? lib'.sourceDateEpoch
+          }:
+          import ./nix/image.nix {
+            inherit pkgs src testudo wasmApps keys config name kernel sourceDateEpoch;
           };
 
-        # One example's image (needs nixpkgs). Development keys are generated inside the
-        # build; pass real keys through TESTUDO_KEYS in a non-sandboxed signing step.
-        mkImage = { pkgs, example ? "gateway" }:
-          let testudo = self.lib.mkTestudo { inherit pkgs; };
-          in pkgs.runCommand "testudo-${example}-image"
-            {
-              nativeBuildInputs = [
-                testudo
-                pkgs.squashfsTools
-                pkgs.dosfstools
-                pkgs.mtools
-                pkgs.grub2_efi
-                pkgs.e2fsprogs
-                pkgs.binutils
-                pkgs.busybox
-              ];
-              SOURCE_DATE_EPOCH = sourceDateEpoch;
-            } ''
-            export HOME=$TMPDIR TESTUDO_KEYS=$TMPDIR/keys
-            testudo keys init "$TESTUDO_KEYS"
-            cd ${self}
-            ${buildCommand examples.${example} "$out"} --bin-dir ${testudo}/bin --cache $TMPDIR/cache
+        # The checks of `nix flake check` for a given testudo build (`nix/checks.nix`): the
+        # examples' config checks, the reproducibility check and the VM boot check.
+        mkChecks =
+          { pkgs
+          , testudo ? mkTestudo { inherit pkgs; }
+          , keys ? developmentKeys { inherit pkgs testudo; }
+          , imageName ? "gateway-checked"
+          }:
+          import ./nix/checks.nix {
+            inherit pkgs testudo keys examples mkImage imageName;
+            src = self;
+          };
+      };
+      lib' = { inherit sourceDateEpoch; };
+
+      testudo = lib.mkTestudo { pkgs = hostPkgs; };
+      devKeys = lib.developmentKeys { pkgs = hostPkgs; inherit testudo; };
+      # Keys the user names: `TESTUDO_KEYS=DIR nix build --impure .#gateway-image`.
+      namedKeys = builtins.getEnv "TESTUDO_KEYS";
+      imageWithNamedKeys = example:
+        if namedKeys != "" then
+          lib.mkImage { pkgs = hostPkgs; inherit example testudo; keys = builtins.path { path = namedKeys; name = "testudo-keys"; }; }
+        else
+          hostPkgs.runCommand "testudo-${example}-image-needs-keys" { } ''
+            echo "name the signing keys: TESTUDO_KEYS=DIR nix build --impure .#${example}-image" >&2
+            echo "(DIR made by 'testudo keys init'), or build .#${example}-image-development-keys" >&2
+            exit 1
           '';
+      imageWithDevKeys = example:
+        lib.mkImage { pkgs = hostPkgs; inherit example testudo; keys = devKeys; name = "${example}-DEVELOPMENT-keys"; };
+    in
+    {
+      inherit lib;
+
+      packages.${system} = {
+        inherit testudo;
+        default = testudo;
+        wasm-apps = lib.mkWasmApps { pkgs = hostPkgs; };
+        development-keys = devKeys;
+        gateway-image = imageWithNamedKeys "gateway";
+        gateway-dev-image = imageWithNamedKeys "gateway-dev";
+        gateway-image-development-keys = imageWithDevKeys "gateway";
+        gateway-dev-image-development-keys = imageWithDevKeys "gateway-dev";
       };
 
-      packages = forAllSystems (system:
-        builtins.mapAttrs (name: config: recipe system name config) examples
-        // { default = recipe system "gateway" examples.gateway; });
+      checks.${system} = lib.mkChecks {
+        pkgs = hostPkgs;
+        inherit testudo;
+        keys = devKeys;
+        imageName = "gateway-DEVELOPMENT-keys";
+      };
 
-      checks = forAllSystems (system: {
-        flake-evaluates = derivation {
-          name = "testudo-flake-evaluates";
-          inherit system;
-          builder = "/bin/sh";
-          args = [ "-c" "echo ok > $out" ];
-        };
-      });
-
-      # What Hydra builds (see hydra/): one recipe per example and system. With nixpkgs
-      # wired in (hydra/README.md), the images themselves.
+      # What Hydra builds (jobset: hydra/spec.json): testudo, both images with development
+      # keys (Hydra holds no signing keys), and every check.
       hydraJobs = {
-        recipes = self.packages;
+        testudo.${system} = testudo;
+        gateway-image.${system} = imageWithDevKeys "gateway";
+        gateway-dev-image.${system} = imageWithDevKeys "gateway-dev";
+        checks.${system} = self.checks.${system};
+      };
+
+      templates.default = {
+        path = ./templates/default;
+        description = "A device repository whose images testudo builds with nixpkgs";
       };
     };
 }

@@ -86,7 +86,7 @@ fn gateway_boots_slot_a_then_slot_b_after_installing_the_bundle() {
         &["ORDER=B A", "B_OK=1", "B_TRY=0", "TESTUDO_TRIAL=B"],
     );
 
-    let console = boot(disk_s, &data_home, "testudo-init: ready:");
+    let console = boot_until_ready(disk_s, &data_home, 240);
     assert!(console.contains("testudo: booting slot B"), "{console}");
     assert!(console.contains("slot B, rootfs rootfs-b"), "{console}");
     // GRUB counted B's first try before booting it; B is on trial, so the updater waits for

@@ -74,6 +74,7 @@ fn main() {
         bin_dirs: bin_dirs(&repo),
         cache_dir: cache.to_path_buf(),
         source_date_epoch: Some("1700000000".into()),
+        config_file: None,
         progress: ProgressMode::Quiet,
         host: HostPaths::default(),
     };

@@ -50,20 +50,28 @@ pub const INIT_BINARY: &str = testudo_plan::layout::rootfs::INIT_BINARY;
 /// The WASM host binary, included when the plan has WASM components or app slots.
 pub const WASM_HOST_BINARY: &str = testudo_plan::layout::rootfs::WASM_HOST_BINARY;
 
-/// Build-host files the builder reads besides the plan's own inputs.
+/// Build-host files the builder reads besides the plan's own inputs. The defaults are where
+/// Debian puts them; Nix passes its packages' paths (`testudo build --kernel ...`).
 #[derive(Debug, Clone)]
 pub struct HostPaths {
-    /// Root of kernel module trees (`/lib/modules`).
-    pub modules_root: PathBuf,
+    /// The kernel image, instead of the board's `kernel` setting.
+    pub kernel: Option<PathBuf>,
+    /// Kernel modules: a root of release directories (`/lib/modules`) or one release's
+    /// directory (see [`Kernel::at`]).
+    pub kernel_modules: PathBuf,
     /// A static busybox for the initramfs (`/usr/bin/busybox`, Debian `busybox-static`).
     pub busybox: PathBuf,
+    /// GRUB's x86_64 EFI modules (`/usr/lib/grub/x86_64-efi`, Debian `grub-efi-amd64-bin`).
+    pub grub_modules: PathBuf,
 }
 
 impl Default for HostPaths {
     fn default() -> Self {
         HostPaths {
-            modules_root: PathBuf::from("/lib/modules"),
+            kernel: None,
+            kernel_modules: PathBuf::from("/lib/modules"),
             busybox: PathBuf::from("/usr/bin/busybox"),
+            grub_modules: PathBuf::from(esp::GRUB_EFI_MODULE_DIR),
         }
     }
 }
@@ -84,8 +92,11 @@ pub struct BuildRequest {
     pub bin_dirs: Vec<PathBuf>,
     /// The build cache directory.
     pub cache_dir: PathBuf,
-    /// `SOURCE_DATE_EPOCH` if set; otherwise git `HEAD` time of `source_root`, else 0.
+    /// `SOURCE_DATE_EPOCH` if set; otherwise git `HEAD` time of `source_root`, else the
+    /// modification time of `config_file`, else 0.
     pub source_date_epoch: Option<String>,
+    /// The config file the plan was made from, if any.
+    pub config_file: Option<PathBuf>,
     /// How to show progress.
     pub progress: ProgressMode,
     /// Build-host inputs.
@@ -516,6 +527,7 @@ impl<'a> BuildContext<'a> {
         let epoch = SourceDateEpoch::determine(
             request.source_date_epoch.as_deref(),
             &request.source_root,
+            request.config_file.as_deref(),
             tools,
         )?;
         let cache = Cache::open(&request.cache_dir)?;
@@ -620,12 +632,15 @@ fn stage_plan(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
 
 /// [`BuildStep::KernelAndModules`].
 fn stage_kernel_and_modules(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
-    let boards_dir = ctx.request.source_root.join("images/boards");
-    let kernel = Kernel::locate(
-        &ctx.plan.board.kernel,
-        &boards_dir,
-        &ctx.request.host.modules_root,
-    )?;
+    let host = &ctx.request.host;
+    let kernel = match &host.kernel {
+        Some(image) => Kernel::at(image, &host.kernel_modules)?,
+        None => Kernel::locate(
+            &ctx.plan.board.kernel,
+            &ctx.request.source_root.join("images/boards"),
+            &host.kernel_modules,
+        )?,
+    };
     let digest = ctx
         .system
         .add_file(&ctx.digests, KERNEL_PATH, &kernel.image, 0o644)?;
@@ -904,12 +919,14 @@ fn build_esp(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
             esp::early_cfg(),
             esp::GRUB_MODULES.join(" "),
             tool_version(tools, "grub-mkimage", "--version"),
+            ctx.request.host.grub_modules.display().to_string(),
         ],
     );
     let grub_dir = ctx.work().join("grub");
-    let (grub_efi, _) = ctx
-        .cache
-        .get_or_build(&grub_key, |out| esp::build_grub_efi(tools, &grub_dir, out))?;
+    let grub_modules = &ctx.request.host.grub_modules;
+    let (grub_efi, _) = ctx.cache.get_or_build(&grub_key, |out| {
+        esp::build_grub_efi(tools, grub_modules, &grub_dir, out)
+    })?;
     let grub_digest = ctx.cache.object_sha256(&grub_key)?;
     let volume_id = bytes_sha256(ctx.seed().as_bytes())[..8].to_uppercase();
     let size = ctx.plan.board.partitions.esp_bytes;

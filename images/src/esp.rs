@@ -45,7 +45,7 @@ pub const GRUB_MODULES: &[&str] = &[
     "sleep",
     "reboot",
 ];
-/// Where Debian's `grub-efi-amd64-bin` puts the x86_64 EFI modules.
+/// Where Debian's `grub-efi-amd64-bin` puts the x86_64 EFI modules (the default).
 pub const GRUB_EFI_MODULE_DIR: &str = "/usr/lib/grub/x86_64-efi";
 
 /// A boot slot: its name in `ORDER`, GPT partition index and partition label.
@@ -145,11 +145,17 @@ pub fn initial_grubenv() -> Vec<u8> {
     ])
 }
 
-/// Builds the GRUB EFI binary into `out`, with `early_cfg` embedded.
-pub fn build_grub_efi(tools: &dyn ToolRunner, work: &Path, out: &Path) -> Result<()> {
-    if !Path::new(GRUB_EFI_MODULE_DIR).join("normal.mod").is_file() {
+/// Builds the GRUB EFI binary into `out` from the EFI modules in `module_dir`, with
+/// `early_cfg` embedded.
+pub fn build_grub_efi(
+    tools: &dyn ToolRunner,
+    module_dir: &Path,
+    work: &Path,
+    out: &Path,
+) -> Result<()> {
+    if !module_dir.join("normal.mod").is_file() {
         return Err(ImageError::ToolMissing {
-            tool: format!("GRUB x86_64-efi modules ({GRUB_EFI_MODULE_DIR})"),
+            tool: format!("GRUB x86_64-efi modules ({})", module_dir.display()),
             package: "grub-efi-amd64-bin",
         });
     }
@@ -157,15 +163,9 @@ pub fn build_grub_efi(tools: &dyn ToolRunner, work: &Path, out: &Path) -> Result
     let early = work.join("early.cfg");
     fs::write(&early, early_cfg()).map_err(ImageError::write(&early))?;
     let call = ToolCall::new("grub-mkimage", "building the GRUB EFI binary")
-        .args([
-            "-O",
-            "x86_64-efi",
-            "-d",
-            GRUB_EFI_MODULE_DIR,
-            "-p",
-            "/EFI/testudo",
-            "-c",
-        ])
+        .args(["-O", "x86_64-efi", "-d"])
+        .arg(path_arg(module_dir))
+        .args(["-p", "/EFI/testudo", "-c"])
         .arg(path_arg(&early))
         .arg("-o")
         .arg(path_arg(out))

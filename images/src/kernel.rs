@@ -1,5 +1,6 @@
 //! The board's kernel and the kernel modules the image needs: located by the kernel's
-//! version (`vmlinuz-<version>` -> `/lib/modules/<version>`), dependencies resolved from
+//! version (`vmlinuz-<version>` -> `/lib/modules/<version>`, or a module directory given
+//! with the kernel as Nix lays one out), dependencies resolved from
 //! `modules.dep` into load order, built-in modules (`modules.builtin`) skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +22,16 @@ pub struct Kernel {
     pub modules_dir: PathBuf,
 }
 
+/// The only subdirectory of `root` that holds a `modules.dep`.
+fn only_release(root: &Path) -> Option<PathBuf> {
+    let mut releases = fs::read_dir(root)
+        .ok()?
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|dir| dir.join("modules.dep").is_file());
+    let release = releases.next()?;
+    releases.next().is_none().then_some(release)
+}
+
 /// One loadable module, ready to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelModule {
@@ -32,44 +43,62 @@ pub struct KernelModule {
 
 impl Kernel {
     /// Locates the kernel `board_kernel` (absolute, or relative to `boards_dir`) and its
-    /// modules under `modules_root` (normally `/lib/modules`).
-    pub fn locate(board_kernel: &str, boards_dir: &Path, modules_root: &Path) -> Result<Kernel> {
+    /// modules; see [`Kernel::at`].
+    pub fn locate(board_kernel: &str, boards_dir: &Path, modules: &Path) -> Result<Kernel> {
         let image = if Path::new(board_kernel).is_absolute() {
             PathBuf::from(board_kernel)
         } else {
             boards_dir.join(board_kernel)
         };
+        Kernel::at(&image, modules)
+    }
+
+    /// The kernel `image` and its modules. `modules` is one release's module directory (it
+    /// holds `modules.dep`: Nix's `${kernel}/lib/modules/<release>`), or a root of such
+    /// directories (`/lib/modules`), in which the release is the one the kernel's file name
+    /// names (`vmlinuz-<release>`, after following symlinks as Debian's `/vmlinuz`), or else
+    /// the root's only release (Nix's `${kernel}/bzImage` with `${kernel}/lib/modules`).
+    pub fn at(image: &Path, modules: &Path) -> Result<Kernel> {
         if !image.is_file() {
             return Err(ImageError::Kernel {
-                path: image,
+                path: image.to_owned(),
                 detail: "not found (Debian: apt-get install linux-image-cloud-amd64)".into(),
             });
         }
-        // Follow symlinks (Debian's `/vmlinuz`) to the file that names the release.
-        let image = fs::canonicalize(&image).map_err(|e| ImageError::Kernel {
-            path: image.clone(),
+        let image = fs::canonicalize(image).map_err(|e| ImageError::Kernel {
+            path: image.to_owned(),
             detail: format!("cannot resolve: {e}"),
         })?;
-        let file_name = image
+        let named_release = image
             .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let version = file_name
-            .strip_prefix("vmlinuz-")
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
             .filter(|v| !v.is_empty())
-            .ok_or_else(|| ImageError::Kernel {
+            .map(str::to_owned);
+        let modules_dir = if modules.join("modules.dep").is_file() {
+            modules.to_owned()
+        } else if let Some(release) = &named_release {
+            modules.join(release)
+        } else {
+            only_release(modules).ok_or_else(|| ImageError::Kernel {
                 path: image.clone(),
-                detail: "kernel file must be named vmlinuz-<release> so its modules can be found"
-                    .into(),
+                detail: format!(
+                    "name the kernel file vmlinuz-<release>, or give the one release's module \
+                     directory (none, or several, in {})",
+                    modules.display()
+                ),
             })?
-            .to_owned();
-        let modules_dir = modules_root.join(&version);
+        };
         if !modules_dir.join("modules.dep").is_file() {
             return Err(ImageError::Kernel {
                 path: image,
                 detail: format!("no modules.dep in {}", modules_dir.display()),
             });
         }
+        let version = modules_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(Kernel {
             image,
             version,
@@ -269,6 +298,36 @@ kernel/net/core/failover.ko:\n";
         let err = Kernel::locate("bzImage", dir.path(), dir.path()).err();
         assert!(
             matches!(err, Some(ImageError::Kernel { detail, .. }) if detail.contains("vmlinuz-"))
+        );
+    }
+
+    /// Nix lays a kernel out as `bzImage` and `lib/modules/<release>`: the release is the
+    /// modules root's only one, or the directory given; `vmlinuz-<release>` picks among several.
+    #[test]
+    fn release_comes_from_the_file_name_or_the_modules_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("bzImage");
+        fs::write(&kernel, "k").unwrap();
+        let root = dir.path().join("lib/modules");
+        for release in ["6.1.0-1-test", "6.1.0-2-test"] {
+            fs::create_dir_all(root.join(release)).unwrap();
+            fs::write(root.join(release).join("modules.dep"), "").unwrap();
+        }
+        let one = Kernel::at(&kernel, &root.join("6.1.0-2-test")).unwrap();
+        assert_eq!(one.version, "6.1.0-2-test");
+        let err = Kernel::at(&kernel, &root).err();
+        assert!(
+            matches!(err, Some(ImageError::Kernel { detail, .. }) if detail.contains("several"))
+        );
+        fs::remove_dir_all(root.join("6.1.0-1-test")).unwrap();
+        let only = Kernel::at(&kernel, &root).unwrap();
+        assert_eq!(only.version, "6.1.0-2-test");
+        assert_eq!(only.modules_dir, root.join("6.1.0-2-test"));
+        let named = dir.path().join("vmlinuz-6.1.0-1-test");
+        fs::write(&named, "k").unwrap();
+        let err = Kernel::at(&named, &root).err();
+        assert!(
+            matches!(err, Some(ImageError::Kernel { detail, .. }) if detail.contains("no modules.dep"))
         );
     }
 }

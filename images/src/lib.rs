@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod progress;
 pub mod reproducible;
 pub mod rootfs;
+pub mod source_root;
 pub mod system_conf;
 pub mod tool;
 pub mod vm;

@@ -2,7 +2,10 @@
 //! who built them, where, with which umask or in which order the directory was read.
 //!
 //! The clock comes from, in order: the `SOURCE_DATE_EPOCH` environment variable, the commit
-//! time of the source tree's git `HEAD`, else 0. Every staged file gets mode 0644 or 0755
+//! time of the source tree's git `HEAD`, the modification time of the config file (a tarball
+//! made by `git archive` gives every file the commit time, so it builds what the checkout
+//! builds), else 0. The Nix store resets modification times to 1: Nix builds pass the
+//! flake's `lastModified` as `SOURCE_DATE_EPOCH`. Every staged file gets mode 0644 or 0755
 //! (directories 0755) and mtime = the clock, whatever the umask; every walk is sorted by name.
 
 use std::fs::{self, FileTimes};
@@ -20,6 +23,8 @@ pub enum EpochSource {
     Environment,
     /// The commit time of git `HEAD` of the source tree.
     GitHead,
+    /// The modification time of the config file (no git repository).
+    ConfigFile,
     /// Nothing was available: 1970-01-01.
     Zero,
 }
@@ -35,10 +40,11 @@ pub struct SourceDateEpoch {
 
 impl SourceDateEpoch {
     /// Determines the build clock: `explicit` (normally `$SOURCE_DATE_EPOCH`), else git `HEAD`
-    /// of `source_root`, else 0.
+    /// of `source_root`, else the modification time of `config_file`, else 0.
     pub fn determine(
         explicit: Option<&str>,
         source_root: &Path,
+        config_file: Option<&Path>,
         tools: &dyn ToolRunner,
     ) -> Result<Self> {
         if let Some(value) = explicit.filter(|v| !v.trim().is_empty()) {
@@ -66,6 +72,16 @@ impl SourceDateEpoch {
                     });
                 }
             }
+        }
+        let modified = config_file
+            .and_then(|file| fs::metadata(file).ok())
+            .and_then(|meta| meta.modified().ok())
+            .and_then(|time| time.duration_since(SystemTime::UNIX_EPOCH).ok());
+        if let Some(since_epoch) = modified {
+            return Ok(SourceDateEpoch {
+                seconds: since_epoch.as_secs(),
+                source: EpochSource::ConfigFile,
+            });
         }
         Ok(SourceDateEpoch {
             seconds: 0,
@@ -149,11 +165,12 @@ mod tests {
     fn explicit_epoch_wins_and_is_validated() {
         let tools = RecordingTools::new(|_| Ok(b"99\n".to_vec()));
         let dir = tempfile::tempdir().unwrap();
-        let epoch = SourceDateEpoch::determine(Some("1700000000"), dir.path(), &tools).unwrap();
+        let epoch =
+            SourceDateEpoch::determine(Some("1700000000"), dir.path(), None, &tools).unwrap();
         assert_eq!(epoch.seconds, 1_700_000_000);
         assert_eq!(epoch.source, EpochSource::Environment);
         assert!(tools.calls().is_empty());
-        let err = SourceDateEpoch::determine(Some("yesterday"), dir.path(), &tools).err();
+        let err = SourceDateEpoch::determine(Some("yesterday"), dir.path(), None, &tools).err();
         assert!(matches!(err, Some(ImageError::SourceDateEpoch { .. })));
     }
 
@@ -162,17 +179,43 @@ mod tests {
         let tools = RecordingTools::new(|_| Ok(b"1650000000\n".to_vec()));
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir(dir.path().join(".git")).unwrap();
-        let epoch = SourceDateEpoch::determine(None, dir.path(), &tools).unwrap();
+        let config = dir.path().join("system.ncl");
+        fs::write(&config, "{}").unwrap();
+        let epoch = SourceDateEpoch::determine(None, dir.path(), Some(&config), &tools).unwrap();
         assert_eq!(epoch.seconds, 1_650_000_000);
         assert_eq!(epoch.source, EpochSource::GitHead);
         assert_eq!(tools.calls()[0].program, "git");
+    }
+
+    /// A tree without git (a tarball, the Nix store): the config file's modification time,
+    /// which `git archive` sets to the commit time.
+    #[test]
+    fn without_git_the_config_file_time_is_used() {
+        let tools = RecordingTools::new(|_| Ok(b"1650000000\n".to_vec()));
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("system.ncl");
+        fs::write(&config, "{}").unwrap();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        fs::File::options()
+            .write(true)
+            .open(&config)
+            .unwrap()
+            .set_times(FileTimes::new().set_modified(at))
+            .unwrap();
+        let epoch = SourceDateEpoch::determine(None, dir.path(), Some(&config), &tools).unwrap();
+        assert_eq!(epoch.seconds, 1_600_000_000);
+        assert_eq!(epoch.source, EpochSource::ConfigFile);
+        assert!(
+            tools.calls().is_empty(),
+            "git was asked without a repository"
+        );
     }
 
     #[test]
     fn no_clock_source_means_zero() {
         let tools = RecordingTools::new(|_| Ok(Vec::new()));
         let dir = tempfile::tempdir().unwrap();
-        let epoch = SourceDateEpoch::determine(None, dir.path(), &tools).unwrap();
+        let epoch = SourceDateEpoch::determine(None, dir.path(), None, &tools).unwrap();
         assert_eq!(epoch.seconds, 0);
         assert_eq!(epoch.source, EpochSource::Zero);
     }

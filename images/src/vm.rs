@@ -17,6 +17,11 @@ use regex::Regex;
 use crate::error::{ImageError, Result};
 use crate::tool::package_of;
 
+/// The console line testudo-init prints once every component is up (its `ready` event,
+/// `os/init/src/events.rs`): what "booted" means for `testudo vm run --until-ready`, the
+/// cargo VM tests and the Nix VM check.
+pub const READY_PATTERN: &str = "testudo-init: ready:";
+
 /// UEFI firmware files.
 #[derive(Debug, Clone)]
 pub struct Firmware {

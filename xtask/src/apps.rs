@@ -1,5 +1,5 @@
 //! `cargo xtask apps`: builds the WebAssembly apps in `wasm-apps/` from C with Debian's clang
-//! and wasi-libc (flags: `testudo_testkit::wasm::CFLAGS`), and the component variant of the sensor reader.
+//! and wasi-libc (flags: `wasm-apps/cflags`), and the component variant of the sensor reader.
 //!
 //! Outputs (next to their sources, as the plan's `run.module` paths name them):
 //! - `wasm-apps/<name>.wasm` for every `wasm-apps/*.c` (WASI preview 1 command modules),

@@ -55,6 +55,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("mosquitto", "/usr/sbin/mosquitto"),
     // Images: filling the ESP.
     ("mtools", "/usr/bin/mcopy"),
+    // The flake's builds and checks (`cargo xtask nix`); nix-setup-systemd creates the
+    // `nixbld` build users sandboxed builds run as.
+    ("nix-bin", "/usr/bin/nix"),
+    ("nix-setup-systemd", "/lib/systemd/system/nix-daemon.socket"),
     // Updater: block-device slots on loop devices (tests).
     ("mount", "/usr/sbin/losetup"),
     // Agent: the HTTPS server module downloads are fetched from (resumed ranges, faults;

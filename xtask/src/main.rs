@@ -10,6 +10,7 @@
 //! - `cargo xtask codemap` — only the check that ARCHITECTURE.md names every module file
 //!   (see `codemap.rs`).
 //! - `cargo xtask apps`  — build the WebAssembly apps in `wasm-apps/` (see `apps.rs`).
+//! - `cargo xtask nix`   — run the flake's builds and checks here (see `nix.rs`).
 
 mod apps;
 mod bench;
@@ -18,6 +19,7 @@ mod contract;
 mod demo;
 mod deps;
 mod live_demo;
+mod nix;
 mod test;
 mod util;
 
@@ -37,8 +39,9 @@ fn main() -> ExitCode {
         "contract" => contract::check(),
         "codemap" => codemap::check(),
         "apps" => apps::run(rest),
+        "nix" => nix::run(rest),
         _ => {
-            eprintln!("usage: cargo xtask <demo|test|bench|deps|apps|contract|codemap> [args]");
+            eprintln!("usage: cargo xtask <demo|test|bench|deps|apps|nix|contract|codemap> [args]");
             return if task == "help" {
                 ExitCode::SUCCESS
             } else {

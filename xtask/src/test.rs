@@ -23,5 +23,7 @@ pub fn run(_args: &[String]) -> anyhow::Result<()> {
     // are build outputs (not in git): compile them from their C sources as the demo does.
     crate::apps::run(&[])?;
     util::run(util::cargo().args(["test", "--workspace", "--no-fail-fast"]))?;
-    Ok(())
+    // The flake: testudo from source, the image through Nix against `testudo build`, `nix
+    // flake check` (VM boot included) and the Hydra jobs.
+    crate::nix::ci()
 }

@@ -29,10 +29,22 @@ pub struct Args {
     /// [default: the directory of this testudo executable].
     #[arg(long = "bin-dir")]
     bin_dirs: Vec<PathBuf>,
-    /// Repository root that WASM module paths are relative to [default: the nearest ancestor
-    /// of CONFIG holding .git, else CONFIG's directory].
+    /// Directory the config's relative paths (WASM modules, trust anchors) are resolved in
+    /// [default: the nearest of CONFIG's directory and its ancestors holding all of them].
     #[arg(long)]
     source_root: Option<PathBuf>,
+    /// The kernel image, instead of the board's `kernel` setting (Nix: `${kernel}/bzImage`).
+    #[arg(long, value_name = "FILE")]
+    kernel: Option<PathBuf>,
+    /// Kernel modules: a `lib/modules` root or one release's directory.
+    #[arg(long, value_name = "DIR", default_value = "/lib/modules")]
+    kernel_modules: PathBuf,
+    /// A static busybox for the initramfs and the rootfs.
+    #[arg(long, value_name = "FILE", default_value = "/usr/bin/busybox")]
+    busybox: PathBuf,
+    /// GRUB's x86_64 EFI modules (the directory holding normal.mod).
+    #[arg(long, value_name = "DIR", default_value = testudo_images::esp::GRUB_EFI_MODULE_DIR)]
+    grub_modules: PathBuf,
     /// Print one plain line per step even on a terminal.
     #[arg(long)]
     plain: bool,
@@ -42,22 +54,20 @@ pub struct Args {
     delta_from: Vec<PathBuf>,
 }
 
-fn default_source_root(config: &Path) -> anyhow::Result<PathBuf> {
+fn default_source_root(config: &Path, plan: &testudo_plan::Plan) -> anyhow::Result<PathBuf> {
     let config = std::fs::canonicalize(config)
         .with_context(|| format!("cannot read config {}", config.display()))?;
-    let start = config.parent().unwrap_or(Path::new("/")).to_path_buf();
-    Ok(start
-        .ancestors()
-        .find(|dir| dir.join(".git").exists())
-        .map(Path::to_path_buf)
-        .unwrap_or(start))
+    let config_dir = config.parent().unwrap_or(Path::new("/"));
+    let inputs = testudo_images::source_root::relative_inputs(plan);
+    Ok(testudo_images::source_root::find(config_dir, &inputs)
+        .unwrap_or_else(|| config_dir.to_path_buf()))
 }
 
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let plan = super::config_input::load_config_or_plan(&args.config)?;
     let source_root = match args.source_root {
         Some(root) => root,
-        None => default_source_root(&args.config)?,
+        None => default_source_root(&args.config, &plan)?,
     };
     let keys = match &args.keys {
         Some(dir) => {
@@ -88,12 +98,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bin_dirs,
         cache_dir: args.cache.unwrap_or_else(Cache::default_dir),
         source_date_epoch,
+        config_file: Some(args.config.clone()),
         progress: if args.plain {
             ProgressMode::Plain
         } else {
             ProgressMode::Auto
         },
-        host: HostPaths::default(),
+        host: HostPaths {
+            kernel: args.kernel,
+            kernel_modules: args.kernel_modules,
+            busybox: args.busybox,
+            grub_modules: args.grub_modules,
+        },
     };
     let tools = HostTools::new();
     let report = testudo_images::build(&request, &tools)

@@ -60,8 +60,11 @@ struct RunArgs {
     /// The disk image (OUT/disk.img from `testudo build`).
     disk: PathBuf,
     /// Exit 0 as soon as a serial console line matches this regular expression.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "until_ready")]
     expect: Option<String>,
+    /// Exit 0 as soon as testudo-init reports every component ready.
+    #[arg(long)]
+    until_ready: bool,
     /// Give up (non-zero exit) after this many seconds [default with --expect: 300].
     #[arg(long)]
     timeout: Option<u64>,
@@ -77,6 +80,12 @@ struct RunArgs {
     /// Discard the guest's disk writes.
     #[arg(long)]
     snapshot: bool,
+    /// UEFI firmware code [default: Debian's /usr/share/OVMF/OVMF_CODE_4M.fd].
+    #[arg(long, value_name = "FILE")]
+    firmware_code: Option<PathBuf>,
+    /// UEFI variable store template, copied per VM [default: Debian's OVMF_VARS_4M.fd].
+    #[arg(long, value_name = "FILE")]
+    firmware_vars: Option<PathBuf>,
     /// Run without a TPM.
     #[arg(long)]
     no_tpm: bool,
@@ -92,11 +101,22 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         VmCommand::TpmEk(args) => return tpm_ek(args),
     };
     let mut options = VmOptions::new(&args.disk);
+    let expect = if args.until_ready {
+        Some(testudo_images::vm::READY_PATTERN.to_owned())
+    } else {
+        args.expect
+    };
     options.timeout = args
         .timeout
-        .or(args.expect.as_ref().map(|_| 300))
+        .or(expect.as_ref().map(|_| 300))
         .map(Duration::from_secs);
-    options.expect = args.expect;
+    options.expect = expect;
+    if let Some(code) = args.firmware_code {
+        options.firmware.code = code;
+    }
+    if let Some(vars) = args.firmware_vars {
+        options.firmware.vars_template = vars;
+    }
     options.memory_mib = args.memory;
     options.accel = args.accel;
     options.state_dir = args.state;

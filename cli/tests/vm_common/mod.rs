@@ -117,6 +117,23 @@ pub fn boot_until(disk: &str, data_home: &Path, expect: &str, timeout_s: u32) ->
     console
 }
 
+/// Boots `disk` until testudo-init reports every component ready (`testudo vm run
+/// --until-ready`, what the Nix VM check runs too); returns the console.
+pub fn boot_until_ready(disk: &str, data_home: &Path, timeout_s: u32) -> String {
+    let timeout = timeout_s.to_string();
+    let out = testudo(
+        &["vm", "run", disk, "--until-ready", "--timeout", &timeout],
+        data_home,
+    );
+    let console = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "did not become ready: {}\n{console}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    console
+}
+
 /// `disk`'s ESP as mtools names it (`IMAGE@@OFFSET`).
 pub fn esp_of(disk: &str) -> String {
     format!("{disk}@@{}", first_sector(disk, 1) * 512)

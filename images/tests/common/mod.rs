@@ -138,6 +138,7 @@ pub fn fixture() -> Fixture {
         bin_dirs: vec![bin],
         cache_dir: root.join("cache"),
         source_date_epoch: Some("1700000000".into()),
+        config_file: None,
         progress: ProgressMode::Quiet,
         host: HostPaths::default(),
     };

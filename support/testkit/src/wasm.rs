@@ -8,19 +8,19 @@ use std::process::{Command, ExitStatus};
 /// The C compiler (Debian `clang-14`; with `lld-14`, `wasi-libc`, `libclang-rt-14-dev-wasm32`).
 pub const CLANG: &str = "clang-14";
 
-/// Flags for every app: wasm32-wasi against Debian's wasi-libc, small, warnings are errors,
-/// stack first (a stack overflow traps instead of overwriting data), no names (reproducible,
-/// small).
-pub const CFLAGS: &[&str] = &[
-    "--target=wasm32-wasi",
-    "--sysroot=/usr",
-    "-Os",
-    "-Wall",
-    "-Wextra",
-    "-Werror",
-    "-Wl,--stack-first",
-    "-Wl,--strip-all",
-];
+/// Flags for every app, one per line in `wasm-apps/cflags` (which the Nix build of the apps
+/// reads too): wasm32-wasi, small, warnings are errors, stack first (a stack overflow traps
+/// instead of overwriting data), no names (reproducible, small). The sysroot is Debian's
+/// wasi-libc ([`SYSROOT`]).
+pub fn cflags() -> impl Iterator<Item = &'static str> {
+    include_str!("../../../wasm-apps/cflags")
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+}
+
+/// The wasi-libc sysroot (Debian's `wasi-libc` installs into /usr).
+pub const SYSROOT: &str = "/usr";
 
 /// The repository's `wasm-apps/` directory (C sources, `include/`, `wit/`).
 pub fn apps_dir() -> PathBuf {
@@ -52,7 +52,7 @@ pub enum WasmBuildError {
     },
 }
 
-/// Compiles the C app `source_file` to `output` with [`CFLAGS`] and `-D` for each of
+/// Compiles the C app `source_file` to `output` with [`cflags`] and `-D` for each of
 /// `defines`, against the apps' shared headers (`wasm-apps/include`).
 pub fn compile_c_app(
     source_file: &Path,
@@ -60,7 +60,8 @@ pub fn compile_c_app(
     defines: &[&str],
 ) -> Result<(), WasmBuildError> {
     let status = Command::new(CLANG)
-        .args(CFLAGS)
+        .args(cflags())
+        .arg(format!("--sysroot={SYSROOT}"))
         .args(defines.iter().map(|define| format!("-D{define}")))
         .arg("-I")
         .arg(apps_dir().join("include"))
