@@ -17,7 +17,7 @@
 //!   5. `hydraJobs`, walked the way Hydra's evaluator walks them (`hydra/eval-jobs.nix`):
 //!      every job evaluates to a derivation and builds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context};
@@ -76,16 +76,34 @@ fn nix_config() -> anyhow::Result<String> {
 
 /// What CI runs: see the module documentation.
 pub fn ci() -> anyhow::Result<()> {
-    let root = util::workspace_root();
     let work = util::target_dir().join("nix-ci");
     if work.exists() {
         std::fs::remove_dir_all(&work).with_context(|| format!("clearing {}", work.display()))?;
     }
     std::fs::create_dir_all(&work)?;
+    let built = build_testudo_from_source()?;
+    let keys = work.join("keys");
+    util::run(
+        Command::new(built.join("testudo"))
+            .arg("keys")
+            .arg("init")
+            .arg(&keys),
+    )?;
+    let checkout_image = nix_image_is_testudo_build(&built, &keys, &work)?;
+    let tarball = tarball_builds_the_same(&built, &keys, &work, &checkout_image)?;
+    only_workspace_rebuilds(&tarball, &work.join("edited"))?;
+    util::run(nix()?.args(["flake", "check", "-L"]))?;
+    hydra_jobs(&util::workspace_root())
+}
+
+/// The gateway example's config, relative to a source tree.
+const GATEWAY: &str = "system-config/examples/gateway.ncl";
+
+/// `nix build .#testudo` (the dependencies first, both kept by GC roots under the target dir
+/// for the next run); returns the `bin` directory.
+fn build_testudo_from_source() -> anyhow::Result<PathBuf> {
     let roots = util::target_dir().join("nix-roots");
     std::fs::create_dir_all(&roots)?;
-
-    // 1. testudo from source; its dependencies are kept for the next run.
     for (attr, link) in [("testudo.deps", "deps"), ("testudo", "testudo")] {
         util::run(
             nix()?
@@ -94,74 +112,64 @@ pub fn ci() -> anyhow::Result<()> {
                 .arg(format!(".#packages.{SYSTEM}.{attr}")),
         )?;
     }
-    let bin = roots.join("testudo/bin");
-    let testudo = bin.join("testudo");
+    Ok(roots.join("testudo/bin"))
+}
 
-    // 2. Nix's image == `testudo build`'s, same keys, same binaries, same clock.
-    let keys = work.join("keys");
-    util::run(Command::new(&testudo).arg("keys").arg("init").arg(&keys))?;
+/// `nix build --impure .#gateway-image` with `keys` gives the image `testudo build` (the one
+/// in `bin`) makes of the checkout with the same keys; returns the latter's directory.
+fn nix_image_is_testudo_build(bin: &Path, keys: &Path, work: &Path) -> anyhow::Result<PathBuf> {
     let nix_image = work.join("nix-image");
     util::run(
         nix()?
             .args(["build", "-L", "--impure", "-o"])
             .arg(&nix_image)
             .arg(format!(".#packages.{SYSTEM}.gateway-image"))
-            .env("TESTUDO_KEYS", &keys),
+            .env("TESTUDO_KEYS", keys),
     )?;
-    let config = "system-config/examples/gateway.ncl";
     let checkout_image = work.join("checkout-image");
-    build_image(
-        &testudo,
-        &bin,
-        &root.join(config),
-        &keys,
-        &work,
-        &checkout_image,
-    )?;
+    let config = util::workspace_root().join(GATEWAY);
+    build_image(bin, &config, keys, work, &checkout_image)?;
     same_image(
         &nix_image,
         &checkout_image,
         "`nix build`",
         "`testudo build` of the checkout",
     )?;
+    Ok(checkout_image)
+}
 
-    // 3. A tarball of the same commit (with the apps built beside their sources).
-    let tarball_tree = work.join("tarball");
-    std::fs::create_dir_all(&tarball_tree)?;
+/// A `git archive` tarball of HEAD, with the built apps copied beside their sources, builds
+/// `checkout_image` with no flags; returns the unpacked tree.
+fn tarball_builds_the_same(
+    bin: &Path,
+    keys: &Path,
+    work: &Path,
+    checkout_image: &Path,
+) -> anyhow::Result<PathBuf> {
+    let root = util::workspace_root();
+    let tree = work.join("tarball");
+    std::fs::create_dir_all(&tree)?;
     util::run(Command::new("sh").arg("-c").arg(format!(
         "git archive --format=tar HEAD | tar -x -C '{}'",
-        tarball_tree.display()
+        tree.display()
     )))?;
     for entry in std::fs::read_dir(root.join("wasm-apps"))? {
         let path = entry?.path();
-        if path.extension().is_some_and(|ext| ext == "wasm") {
-            if let Some(name) = path.file_name() {
-                std::fs::copy(&path, tarball_tree.join("wasm-apps").join(name))?;
-            }
+        if let (Some("wasm"), Some(name)) =
+            (path.extension().and_then(|e| e.to_str()), path.file_name())
+        {
+            std::fs::copy(&path, tree.join("wasm-apps").join(name))?;
         }
     }
-    let tarball_image = work.join("tarball-image");
-    build_image(
-        &testudo,
-        &bin,
-        &tarball_tree.join(config),
-        &keys,
-        &work,
-        &tarball_image,
-    )?;
+    let image = work.join("tarball-image");
+    build_image(bin, &tree.join(GATEWAY), keys, work, &image)?;
     same_image(
-        &tarball_image,
-        &checkout_image,
+        &image,
+        checkout_image,
         "a `git archive` tarball",
         "the checkout",
     )?;
-    only_workspace_rebuilds(&tarball_tree, &work.join("edited"))?;
-
-    // 4. The flake's own checks.
-    util::run(nix()?.args(["flake", "check", "-L"]))?;
-
-    // 5. hydraJobs as Hydra's evaluator sees them, each job built.
-    hydra_jobs(&root)
+    Ok(tree)
 }
 
 /// `cargo xtask bench nix`: testudo from source, cold: the dependencies' derivation, then the
@@ -237,10 +245,9 @@ fn only_workspace_rebuilds(tree: &Path, edited: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `testudo build CONFIG` with `keys` and the binaries in `bin`, nothing else named (the
-/// source root and the clock are found from CONFIG's tree).
+/// `testudo build CONFIG` with `keys` and the binaries in `bin` (its own testudo), nothing
+/// else named (the source root and the clock are found from CONFIG's tree).
 fn build_image(
-    testudo: &Path,
     bin: &Path,
     config: &Path,
     keys: &Path,
@@ -248,7 +255,7 @@ fn build_image(
     out: &Path,
 ) -> anyhow::Result<()> {
     util::run(
-        Command::new(testudo)
+        Command::new(bin.join("testudo"))
             .arg("build")
             .arg(config)
             .arg("-o")

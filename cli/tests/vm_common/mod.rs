@@ -103,32 +103,26 @@ pub fn first_sector(disk: &str, partition: u32) -> u64 {
 /// Boots `disk` with `testudo vm run` until `expect` (a regex) appears on the console, within
 /// `timeout_s`; the console. Fails, showing the console, if it does not.
 pub fn boot_until(disk: &str, data_home: &Path, expect: &str, timeout_s: u32) -> String {
-    let timeout = timeout_s.to_string();
-    let out = testudo(
-        &["vm", "run", disk, "--expect", expect, "--timeout", &timeout],
-        data_home,
-    );
-    let console = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "did not see {expect:?}: {}\n{console}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    console
+    boot_with(disk, data_home, &["--expect", expect], timeout_s)
 }
 
 /// Boots `disk` until testudo-init reports every component ready (`testudo vm run
 /// --until-ready`, what the Nix VM check runs too); returns the console.
 pub fn boot_until_ready(disk: &str, data_home: &Path, timeout_s: u32) -> String {
+    boot_with(disk, data_home, &["--until-ready"], timeout_s)
+}
+
+/// `testudo vm run DISK UNTIL... --timeout T`, which must succeed; the console.
+fn boot_with(disk: &str, data_home: &Path, until: &[&str], timeout_s: u32) -> String {
     let timeout = timeout_s.to_string();
-    let out = testudo(
-        &["vm", "run", disk, "--until-ready", "--timeout", &timeout],
-        data_home,
-    );
+    let mut args = vec!["vm", "run", disk];
+    args.extend_from_slice(until);
+    args.extend_from_slice(&["--timeout", &timeout]);
+    let out = testudo(&args, data_home);
     let console = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "did not become ready: {}\n{console}",
+        "did not see {until:?}: {}\n{console}",
         String::from_utf8_lossy(&out.stderr)
     );
     console
