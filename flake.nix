@@ -24,7 +24,7 @@
       };
 
       # The build clock: the last commit's time for a git checkout, else the newest file's.
-      sourceDateEpoch = toString (self.lastModified or 0);
+      flakeEpoch = toString (self.lastModified or 0);
 
       lib = rec {
         inherit examples hostPkgs;
@@ -57,14 +57,14 @@
           , testudo ? mkTestudo { inherit pkgs src; }
           , wasmApps ? mkWasmApps { inherit pkgs src; }
           , kernel ? pkgs.linuxPackages.kernel
-          , sourceDateEpoch ? lib'.sourceDateEpoch
+          , sourceDateEpoch ? flakeEpoch
           }:
           import ./nix/image.nix {
             inherit pkgs src testudo wasmApps keys config name kernel sourceDateEpoch;
           };
 
         # The checks of `nix flake check` for a given testudo build (`nix/checks.nix`): the
-        # examples' config checks, the reproducibility check and the VM boot check.
+        # examples' config checks, the reproducibility check, the VM boot and rollback checks.
         mkChecks =
           { pkgs
           , testudo ? mkTestudo { inherit pkgs; }
@@ -76,7 +76,6 @@
             src = self;
           };
       };
-      lib' = { inherit sourceDateEpoch; };
 
       testudo = lib.mkTestudo { pkgs = hostPkgs; };
       devKeys = lib.developmentKeys { pkgs = hostPkgs; inherit testudo; };

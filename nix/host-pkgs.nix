@@ -74,11 +74,6 @@ let
         '' ];
       });
 
-    # `pkgs.lib` as far as this flake uses it.
-    lib = {
-      makeBinPath = packages: builtins.concatStringsSep ":" (map (p: "${p}/bin") packages);
-    };
-
     coreutils = debianPackage "coreutils" [ "coreutils" ] "";
     findutils = debianPackage "findutils" [ "findutils" ] "";
     gnused = debianPackage "gnused" [ "sed" ] "";

@@ -241,6 +241,13 @@ pub enum ImageError {
         pattern: String,
         status: String,
     },
+    /// A VM scenario step did not see what it expects (`detail` says what it saw).
+    #[error("VM scenario {scenario}, step `{step}`: {detail}")]
+    Scenario {
+        scenario: &'static str,
+        step: String,
+        detail: String,
+    },
     /// A `--expect` pattern is not a valid regular expression.
     #[error("invalid --expect pattern `{pattern}`")]
     ExpectPattern {

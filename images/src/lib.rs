@@ -27,6 +27,7 @@ pub mod source_root;
 pub mod system_conf;
 pub mod tool;
 pub mod vm;
+pub mod vm_scenario;
 pub mod vm_tpm;
 
 pub use builder::{build, BuildReport, BuildRequest, HostPaths, StepReport};

@@ -93,6 +93,8 @@ pub enum VmOutcome {
         line: String,
         /// Time from starting QEMU to the match.
         elapsed: Duration,
+        /// Every console line up to and including the matching one, cleaned.
+        console: Vec<String>,
     },
     /// QEMU exited (no expectation given).
     Exited {
@@ -395,6 +397,7 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
 
     let deadline = options.timeout.map(|t| started + t);
     let mut line = Vec::new();
+    let mut seen: Vec<String> = Vec::new();
     let mut console = std::io::stdout();
     let outcome = loop {
         let wait = match deadline {
@@ -415,6 +418,7 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
                     if byte == b'\n' {
                         let text = clean_console_line(&String::from_utf8_lossy(&line));
                         line.clear();
+                        seen.push(text.clone());
                         if pattern.as_ref().is_some_and(|p| p.is_match(&text)) {
                             matched = Some(text);
                             break;
@@ -431,9 +435,12 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
                         let elapsed = started.elapsed();
                         let rest = finish_line(&rx, options.echo, &mut console);
                         line.extend_from_slice(&rest);
+                        let text = clean_console_line(&String::from_utf8_lossy(&line));
+                        seen.push(text.clone());
                         break Ok(VmOutcome::Matched {
-                            line: clean_console_line(&String::from_utf8_lossy(&line)),
+                            line: text,
                             elapsed,
+                            console: seen,
                         });
                     }
                 }
@@ -441,6 +448,7 @@ pub fn run_vm(options: &VmOptions) -> Result<VmOutcome> {
                     break Ok(VmOutcome::Matched {
                         line: text,
                         elapsed: started.elapsed(),
+                        console: seen,
                     });
                 }
             }

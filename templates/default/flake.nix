@@ -14,12 +14,18 @@
     let
       system = "x86_64-linux";
       nixpkgsPkgs = nixpkgs.legacyPackages.${system};
-      # What testudo's Nix functions take from `pkgs`, beyond nixpkgs' own names.
+      # What testudo's Nix functions take from `pkgs` beyond nixpkgs' own names, or in another
+      # shape: a static busybox for the initramfs, and for the WASM apps a `clang` (with
+      # `wasm-ld`) that targets wasm32-wasi and a wasi-libc sysroot. NOT TESTED: no nixpkgs
+      # could be fetched where this template was written; check these two against your
+      # nixpkgs (decision 0095 lists what is untested).
       pkgs = nixpkgsPkgs // {
         busybox = nixpkgsPkgs.pkgsStatic.busybox;
-        rustToolchain = nixpkgsPkgs.cargo;
-        wasiClang = nixpkgsPkgs.pkgsCross.wasi32.buildPackages.clang;
-        wasiSysroot = "${nixpkgsPkgs.pkgsCross.wasi32.wasilibc.dev}";
+        wasiClang = nixpkgsPkgs.symlinkJoin {
+          name = "wasi-clang";
+          paths = [ nixpkgsPkgs.llvmPackages.clang-unwrapped nixpkgsPkgs.llvmPackages.lld ];
+        };
+        wasiSysroot = "${nixpkgsPkgs.pkgsCross.wasi32.wasilibc}";
       };
       testudoBin = testudo.lib.mkTestudo { inherit pkgs; src = testudo; };
     in

@@ -13,7 +13,7 @@
 //!   3. a `git archive` tarball of the checkout (plus the built apps) builds the same image
 //!      with no flags;
 //!   4. `nix flake check` (the examples' config checks, the reproducibility check, the VM boot
-//!      check);
+//!      and rollback checks);
 //!   5. `hydraJobs`, walked the way Hydra's evaluator walks them (`hydra/eval-jobs.nix`):
 //!      every job evaluates to a derivation and builds.
 

@@ -1,6 +1,8 @@
 //! `testudo vm run DISK [--expect REGEX] [--timeout SECONDS]`: boot an image in QEMU
 //! (OVMF, swtpm TPM, serial console on stdout); `testudo vm tpm-ek --state DIR`: the
-//! endorsement key of the VM's TPM, for enrolling it with DPS.
+//! endorsement key of the VM's TPM, for enrolling it with DPS; `testudo vm scenario
+//! rollback ...`: a VM scenario of `testudo_images::vm_scenario` (what the cargo VM tests and
+//! the Nix checks both run).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +25,87 @@ enum VmCommand {
     /// state if needed: what a factory enrolls (`testudo hub enrollment add --tpm-ek`).
     #[cfg(feature = "agent")]
     TpmEk(TpmEkArgs),
+    /// Run a VM scenario: boots and disk changes with what each boot must show.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ScenarioCommand {
+    /// The device confirms a good slot, gives a broken update its boot tries, falls back and
+    /// abandons it by itself (images of `images/scenarios/rollback-{good,broken}.ncl`).
+    Rollback(RollbackArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RollbackArgs {
+    /// `disk.img` of the good image (copied, never written).
+    #[arg(long, value_name = "FILE")]
+    good_disk: PathBuf,
+    /// `update.raucb` of the broken image.
+    #[arg(long, value_name = "FILE")]
+    broken_bundle: PathBuf,
+    /// The CA the bundles are signed under (`ca.pem` of the keys).
+    #[arg(long, value_name = "FILE")]
+    keyring: PathBuf,
+    /// Scratch directory for the disk copy [default: a temporary one].
+    #[arg(long, value_name = "DIR")]
+    work: Option<PathBuf>,
+    #[command(flatten)]
+    firmware: FirmwareArgs,
+    /// Do not echo the console.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// UEFI firmware other than Debian's OVMF.
+#[derive(Debug, clap::Args)]
+struct FirmwareArgs {
+    /// UEFI firmware code [default: Debian's /usr/share/OVMF/OVMF_CODE_4M.fd].
+    #[arg(long, value_name = "FILE")]
+    firmware_code: Option<PathBuf>,
+    /// UEFI variable store template, copied per VM [default: Debian's OVMF_VARS_4M.fd].
+    #[arg(long, value_name = "FILE")]
+    firmware_vars: Option<PathBuf>,
+}
+
+impl FirmwareArgs {
+    fn apply(self, options: &mut VmOptions) {
+        if let Some(code) = self.firmware_code {
+            options.firmware.code = code;
+        }
+        if let Some(vars) = self.firmware_vars {
+            options.firmware.vars_template = vars;
+        }
+    }
+}
+
+/// `testudo vm scenario rollback`: each step is printed as it passes.
+fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let scratch;
+    let work = match args.work {
+        Some(dir) => dir,
+        None => {
+            scratch = tempfile::tempdir().context("creating a scratch directory")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let mut options = VmOptions::new(&args.good_disk);
+    args.firmware.apply(&mut options);
+    options.echo = !args.quiet;
+    let inputs = testudo_images::vm_scenario::RollbackInputs {
+        good_disk: args.good_disk,
+        broken_bundle: args.broken_bundle,
+        keyring: args.keyring,
+        work,
+    };
+    let tools = testudo_images::HostTools::new();
+    testudo_images::vm_scenario::rollback(&inputs, &options, &tools, &mut |step| {
+        eprintln!("scenario rollback: {step}");
+    })
+    .context("VM scenario rollback")?;
+    eprintln!("scenario rollback: passed");
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(feature = "agent")]
@@ -80,12 +163,8 @@ struct RunArgs {
     /// Discard the guest's disk writes.
     #[arg(long)]
     snapshot: bool,
-    /// UEFI firmware code [default: Debian's /usr/share/OVMF/OVMF_CODE_4M.fd].
-    #[arg(long, value_name = "FILE")]
-    firmware_code: Option<PathBuf>,
-    /// UEFI variable store template, copied per VM [default: Debian's OVMF_VARS_4M.fd].
-    #[arg(long, value_name = "FILE")]
-    firmware_vars: Option<PathBuf>,
+    #[command(flatten)]
+    firmware: FirmwareArgs,
     /// Run without a TPM.
     #[arg(long)]
     no_tpm: bool,
@@ -99,6 +178,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         VmCommand::Run(args) => args,
         #[cfg(feature = "agent")]
         VmCommand::TpmEk(args) => return tpm_ek(args),
+        VmCommand::Scenario(ScenarioCommand::Rollback(args)) => return rollback(args),
     };
     let mut options = VmOptions::new(&args.disk);
     let expect = if args.until_ready {
@@ -111,12 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .or(expect.as_ref().map(|_| 300))
         .map(Duration::from_secs);
     options.expect = expect;
-    if let Some(code) = args.firmware_code {
-        options.firmware.code = code;
-    }
-    if let Some(vars) = args.firmware_vars {
-        options.firmware.vars_template = vars;
-    }
+    args.firmware.apply(&mut options);
     options.memory_mib = args.memory;
     options.accel = args.accel;
     options.state_dir = args.state;
@@ -124,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.tpm = !args.no_tpm;
     options.echo = !args.quiet;
     match run_vm(&options).with_context(|| format!("running {}", args.disk.display()))? {
-        VmOutcome::Matched { line, elapsed } => {
+        VmOutcome::Matched { line, elapsed, .. } => {
             eprintln!("\nmatched after {:.1} s: {line}", elapsed.as_secs_f64());
             Ok(ExitCode::SUCCESS)
         }

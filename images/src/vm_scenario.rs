@@ -1,0 +1,327 @@
+//! VM scenarios: sequences of boots and disk changes, with what each boot's console and the
+//! grubenv must show. One implementation, two runners: the cargo VM tests and the Nix checks
+//! both run them through `testudo vm scenario`.
+//!
+//! `rollback`: the device confirms and rolls back by itself. It takes two images built from
+//! `images/scenarios/rollback-good.ncl` and `rollback-broken.ncl` (the gateway with 2 boot
+//! tries, a 3 s health window and 40 s for a trial; the broken one adds a component named
+//! `broken` that crash-loops), then:
+//! 1. slot A boots and its updater confirms it (`A_OK=1`, `A_TRY=0`);
+//! 2. the broken bundle, verified against the keyring, is written into slot B and B is made
+//!    primary on trial, as an install does (`ORDER=B A`, `B_OK=1`, `B_TRY=0`,
+//!    `TESTUDO_TRIAL=B`);
+//! 3. B boots twice; each time its updater finds it unhealthy (naming `broken`) and reboots,
+//!    GRUB counting the tries (`B_TRY=1`, then 2);
+//! 4. its tries used up, GRUB boots A again and abandons B (`B_OK=0`); A confirms again;
+//! 5. A stays the slot that boots.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use testudo_updater::bootloader::grub::GrubEnv;
+use testudo_updater::signature::CheckPurpose;
+use testudo_updater::Keyring;
+
+use crate::disk::{ESP_LABEL, ROOTFS_B_LABEL};
+use crate::error::{ImageError, Result};
+use crate::esp::GRUBENV_PATH;
+use crate::tool::{path_arg, ToolCall, ToolRunner};
+use crate::vm::{run_vm, VmOptions, VmOutcome};
+
+/// Longest wait for one boot's expected line.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// What the rollback scenario runs on.
+#[derive(Debug, Clone)]
+pub struct RollbackInputs {
+    /// The good image's disk (`disk.img` of `rollback-good.ncl`); copied, never written.
+    pub good_disk: PathBuf,
+    /// The broken image's update bundle (`update.raucb` of `rollback-broken.ncl`).
+    pub broken_bundle: PathBuf,
+    /// The CA the bundles are signed under (`ca.pem` of the keys).
+    pub keyring: PathBuf,
+    /// A scratch directory (the disk copy and the grubenv go here).
+    pub work: PathBuf,
+}
+
+/// Runs the rollback scenario (see the module documentation); `vm` gives the QEMU settings
+/// (its disk and expectation are set per boot). `progress` hears each step as it passes.
+pub fn rollback(
+    inputs: &RollbackInputs,
+    vm: &VmOptions,
+    tools: &dyn ToolRunner,
+    progress: &mut dyn FnMut(&str),
+) -> Result<()> {
+    std::fs::create_dir_all(&inputs.work).map_err(ImageError::write(&inputs.work))?;
+    let disk = inputs.work.join("disk.img");
+    tools.run(
+        &ToolCall::new("cp", "copying the good image's disk")
+            .arg("--sparse=always")
+            .arg(path_arg(&inputs.good_disk))
+            .arg(path_arg(&disk)),
+    )?;
+    let scenario = Scenario {
+        disk: disk.clone(),
+        work: inputs.work.clone(),
+        vm,
+        tools,
+    };
+
+    let console = scenario.boot_until("slot A confirmed", "updater: slot A confirmed good")?;
+    scenario.console_has(&console, "slot A confirmed", &["testudo: booting slot A"])?;
+    scenario.console_has(
+        &console,
+        "slot A confirmed",
+        &["updater: slot A booted (try 1, confirmed before)"],
+    )?;
+    scenario.grubenv_has("slot A confirmed", &[("A_OK", "1"), ("A_TRY", "0")])?;
+    progress("slot A booted and confirmed itself");
+
+    scenario.write_bundle_into_slot_b(&inputs.broken_bundle, &inputs.keyring)?;
+    scenario.set_grubenv(&[
+        ("ORDER", "B A"),
+        ("B_OK", "1"),
+        ("B_TRY", "0"),
+        ("TESTUDO_TRIAL", "B"),
+    ])?;
+    progress("the broken bundle is in slot B, primary on trial");
+
+    for try_number in 1..=2 {
+        let step = format!("slot B try {try_number}");
+        let console =
+            scenario.boot_until(&step, "updater: slot B on trial is not healthy after")?;
+        scenario.console_has(
+            &console,
+            &step,
+            &[
+                "testudo: booting slot B",
+                &format!("updater: slot B booted (try {try_number}, on trial"),
+                "(broken ",
+            ],
+        )?;
+        let tries = try_number.to_string();
+        scenario.grubenv_has(&step, &[("B_TRY", tries.as_str()), ("B_OK", "1")])?;
+        progress(&format!(
+            "slot B try {try_number}: found unhealthy (broken), rebooted"
+        ));
+    }
+
+    let console = scenario.boot_until("rolled back", "updater: slot A confirmed good")?;
+    scenario.console_has(&console, "rolled back", &["testudo: booting slot A"])?;
+    scenario.grubenv_has(
+        "rolled back",
+        &[("B_OK", "0"), ("A_OK", "1"), ("A_TRY", "0")],
+    )?;
+    progress("GRUB fell back to slot A, abandoned B; A confirmed again");
+
+    let console = scenario.boot_until("A stays", "updater: slot A booted")?;
+    scenario.console_has(&console, "A stays", &["testudo: booting slot A"])?;
+    progress("slot A stays the slot that boots");
+    Ok(())
+}
+
+/// One scenario's disk and the means to boot and inspect it.
+struct Scenario<'a> {
+    disk: PathBuf,
+    work: PathBuf,
+    vm: &'a VmOptions,
+    tools: &'a dyn ToolRunner,
+}
+
+impl Scenario<'_> {
+    fn failed(&self, step: &str, detail: String) -> ImageError {
+        ImageError::Scenario {
+            scenario: "rollback",
+            step: step.to_owned(),
+            detail,
+        }
+    }
+
+    /// Boots the disk until a console line matches `expect`; the console so far.
+    fn boot_until(&self, step: &str, expect: &str) -> Result<Vec<String>> {
+        let mut options = self.vm.clone();
+        options.disk = self.disk.clone();
+        options.expect = Some(regex::escape(expect));
+        options.timeout = Some(BOOT_TIMEOUT);
+        match run_vm(&options) {
+            Ok(VmOutcome::Matched { console, .. }) => Ok(console),
+            Ok(VmOutcome::Exited { status }) => {
+                Err(self.failed(step, format!("QEMU exited ({status}) before `{expect}`")))
+            }
+            Err(error) => Err(self.failed(step, format!("{expect}: {error}"))),
+        }
+    }
+
+    /// Fails unless every one of `needles` is on some line of `console`.
+    fn console_has(&self, console: &[String], step: &str, needles: &[&str]) -> Result<()> {
+        for needle in needles {
+            if !console.iter().any(|line| line.contains(needle)) {
+                let tail: Vec<&str> = console
+                    .iter()
+                    .rev()
+                    .take(40)
+                    .rev()
+                    .map(String::as_str)
+                    .collect();
+                return Err(self.failed(
+                    step,
+                    format!(
+                        "the console lacks `{needle}`; its end:\n{}",
+                        tail.join("\n")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ESP as mtools names it: `DISK@@OFFSET`.
+    fn esp(&self) -> Result<String> {
+        let offset = partition_offset(&self.disk, ESP_LABEL)?;
+        Ok(format!("{}@@{offset}", self.disk.display()))
+    }
+
+    fn grubenv(&self) -> Result<GrubEnv> {
+        let bytes = self.tools.run(
+            &ToolCall::new("mtype", "reading the grubenv")
+                .args(["-i", &self.esp()?])
+                .arg(format!("::{GRUBENV_PATH}")),
+        )?;
+        GrubEnv::parse(&bytes).map_err(|error| self.failed("grubenv", error.to_string()))
+    }
+
+    /// Fails unless the grubenv holds each of `expected` (`NAME`, value).
+    fn grubenv_has(&self, step: &str, expected: &[(&str, &str)]) -> Result<()> {
+        let env = self.grubenv()?;
+        for (name, value) in expected {
+            if env.get(name) != Some(value) {
+                return Err(self.failed(
+                    step,
+                    format!("grubenv {name}={:?}, expected {value}", env.get(name)),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `assignments` in the grubenv (as `grub-editenv set` would).
+    fn set_grubenv(&self, assignments: &[(&str, &str)]) -> Result<()> {
+        let mut env = self.grubenv()?;
+        for (name, value) in assignments {
+            env.set(name, value);
+        }
+        let bytes = env
+            .render()
+            .map_err(|error| self.failed("grubenv", error.to_string()))?;
+        let local = self.work.join("grubenv");
+        std::fs::write(&local, bytes).map_err(ImageError::write(&local))?;
+        self.tools.run(
+            &ToolCall::new("mcopy", "writing the grubenv")
+                .args(["-o", "-i", &self.esp()?])
+                .arg(path_arg(&local))
+                .arg(format!("::{GRUBENV_PATH}")),
+        )?;
+        Ok(())
+    }
+
+    /// Verifies `bundle` against `keyring` and writes its rootfs image at slot B's start.
+    fn write_bundle_into_slot_b(&self, bundle: &Path, keyring: &Path) -> Result<()> {
+        let step = "writing slot B";
+        let keyring = Keyring::load(keyring, CheckPurpose::default())
+            .map_err(|error| self.failed(step, error.to_string()))?;
+        let verified = testudo_updater::bundle::open(bundle, &keyring)
+            .map_err(|error| self.failed(step, error.to_string()))?;
+        let extracted = self.work.join("extracted");
+        verified
+            .extract(&extracted)
+            .map_err(|error| self.failed(step, error.to_string()))?;
+        let image = extracted.join("rootfs.img");
+        let bytes = std::fs::read(&image).map_err(ImageError::read(&image))?;
+        let offset = partition_offset(&self.disk, ROOTFS_B_LABEL)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(&self.disk)
+            .map_err(ImageError::write(&self.disk))?;
+        file.write_all_at(&bytes, offset)
+            .and_then(|()| file.sync_all())
+            .map_err(ImageError::write(&self.disk))
+    }
+}
+
+/// The byte offset of the GPT partition named `label` on `disk`.
+pub fn partition_offset(disk: &Path, label: &str) -> Result<u64> {
+    let bad = |detail: String| ImageError::Scenario {
+        scenario: "rollback",
+        step: format!("finding partition {label}"),
+        detail,
+    };
+    let file = std::fs::File::open(disk).map_err(ImageError::read(disk))?;
+    let mut header = [0u8; 92];
+    file.read_exact_at(&mut header, 512)
+        .map_err(ImageError::read(disk))?;
+    if &header[..8] != b"EFI PART" {
+        return Err(bad(format!("{} has no GPT header", disk.display())));
+    }
+    let le64 = |b: &[u8]| {
+        b.iter()
+            .rev()
+            .fold(0u64, |acc, byte| acc << 8 | u64::from(*byte))
+    };
+    let entries_lba = le64(&header[72..80]);
+    let count = le64(&header[80..84]).min(256);
+    let entry_size = le64(&header[84..88]);
+    if !(128..=4096).contains(&entry_size) {
+        return Err(bad(format!("entry size {entry_size}")));
+    }
+    let mut entry = vec![0u8; entry_size as usize];
+    for index in 0..count {
+        file.read_exact_at(&mut entry, entries_lba * 512 + index * entry_size)
+            .map_err(ImageError::read(disk))?;
+        let name: Vec<u16> = entry[56..128]
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .take_while(|unit| *unit != 0)
+            .collect();
+        if String::from_utf16_lossy(&name) == label {
+            return Ok(le64(&entry[32..40]) * 512);
+        }
+    }
+    Err(bad(format!(
+        "no partition named {label} on {}",
+        disk.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gpt::{write_table, GptPartition, Guid};
+
+    #[test]
+    fn partitions_are_found_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        let total = 8192;
+        let part = |name: &str, first_lba: u64| GptPartition {
+            name: name.to_owned(),
+            type_guid: Guid::derived("t", "type"),
+            unique_guid: Guid::derived("t", name),
+            first_lba,
+            last_lba: first_lba + 1023,
+        };
+        let parts = [part("esp", 2048), part("rootfs-b", 4096)];
+        let table = write_table(Guid::derived("t", "disk"), &parts, total);
+        let mut bytes = vec![0u8; total as usize * 512];
+        bytes[..table.head.len()].copy_from_slice(&table.head);
+        let tail = table.tail_offset as usize;
+        bytes[tail..tail + table.tail.len()].copy_from_slice(&table.tail);
+        std::fs::write(&disk, bytes).unwrap();
+        assert_eq!(partition_offset(&disk, "rootfs-b").unwrap(), 4096 * 512);
+        assert_eq!(partition_offset(&disk, "esp").unwrap(), 2048 * 512);
+        assert!(partition_offset(&disk, "data").is_err());
+        std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+        assert!(partition_offset(&disk, "esp").is_err());
+    }
+}
