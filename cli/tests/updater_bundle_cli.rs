@@ -1,7 +1,9 @@
 #![cfg(feature = "updater")]
 //! Promise: `testudo keys init`, `bundle create`, `bundle info` and `bundle extract` work end
 //! to end, the real `rauc info` accepts the result, and a tampered bundle makes `info` and
-//! `extract` exit 1 with a one-line error (no panic) and write nothing.
+//! `extract` exit 1 with a one-line error (no panic) and write nothing; `bundle create
+//! --format crypt` then `bundle encrypt --recipient` make a bundle that `info` and `extract`
+//! read only with the recipient's key (`--decrypt-key`).
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod updater_common;
@@ -197,4 +199,90 @@ fn bundle_delta_makes_a_small_bundle_that_info_describes() {
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(stderr.contains("compatible"), "{stderr}");
     assert!(!dir.path().join("bad.raucb").exists());
+}
+
+#[test]
+fn crypt_bundles_are_encrypted_for_a_recipient_and_read_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    updater_common::keys_init(&keys);
+    let image = dir.path().join("rootfs.img");
+    write_image(&image, 120_000);
+    let image_arg = format!("rootfs={}", image.display());
+    let signed = dir.path().join("crypt.raucb");
+    let created = ok(&testudo(&[
+        &"bundle",
+        &"create",
+        &"--format",
+        &"crypt",
+        &"--compatible",
+        &"acme-gw",
+        &"--version",
+        &"1.0.0",
+        &"--image",
+        &image_arg,
+        &"--cert",
+        &keys.join("signing.pem"),
+        &"--key",
+        &keys.join("signing.key"),
+        &"-o",
+        &signed,
+    ]));
+    assert!(created.contains("crypt bundle"), "{created}");
+    // The development signer's certificate doubles as the recipient here.
+    let encrypted = dir.path().join("encrypted.raucb");
+    let out = ok(&testudo(&[
+        &"bundle",
+        &"encrypt",
+        &"--keyring",
+        &keyring(&keys),
+        &"--recipient",
+        &keys.join("signing.pem"),
+        &signed,
+        &"-o",
+        &encrypted,
+    ]));
+    assert!(out.contains("for 1 recipient(s)"), "{out}");
+
+    let refused = testudo(&[
+        &"bundle",
+        &"info",
+        &"--keyring",
+        &keyring(&keys),
+        &encrypted,
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("give a decryption key"), "{stderr}");
+
+    let info = ok(&testudo(&[
+        &"bundle",
+        &"info",
+        &"--keyring",
+        &keyring(&keys),
+        &"--decrypt-key",
+        &keys.join("signing.key"),
+        &"--decrypt-cert",
+        &keys.join("signing.pem"),
+        &encrypted,
+    ]));
+    assert!(
+        info.contains("Bundle format: crypt [encrypted CMS]"),
+        "{info}"
+    );
+    let x = dir.path().join("x");
+    ok(&testudo(&[
+        &"bundle",
+        &"extract",
+        &"--keyring",
+        &keyring(&keys),
+        &"--decrypt-key",
+        &keys.join("signing.key"),
+        &encrypted,
+        &x,
+    ]));
+    assert_eq!(
+        std::fs::read(x.join("rootfs.img")).unwrap(),
+        std::fs::read(&image).unwrap()
+    );
 }

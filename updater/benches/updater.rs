@@ -1,6 +1,7 @@
 //! `cargo bench -p testudo-updater`: bundle creation, verification, extraction and install of
 //! a 256 MiB image (`TESTUDO_BENCH_MIB` to change), each side by side in the same run with
-//! its anchor (`rauc bundle`, `rauc extract`, `sha256sum`, `dd`), plus peak RSS of the
+//! its anchor (`rauc bundle`, `rauc extract`, `sha256sum`, `dd`; for an encrypted bundle the
+//! unencrypted install and `rauc extract` of the same encrypted bundle), plus peak RSS of the
 //! testudo process (VmHWM) at two bundle sizes. Each testudo operation runs in a child
 //! process (this binary re-executed with `--child`) so its RSS is its own.
 //! Timings: best of 5 runs (3 for bundle creation), files in the page cache.
@@ -11,9 +12,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use testudo_updater::bootloader::grub::GrubEnv;
+use testudo_updater::crypt::Decryptor;
 use testudo_updater::install::{self, InstallOptions};
 use testudo_updater::keys::{self, KeyKind, Validity};
 use testudo_updater::signature::{CheckPurpose, Keyring, Signer};
+use testudo_updater::system_conf::EncryptionConf;
 use testudo_updater::{bootloader, bundle, BundleSpec, SystemConf};
 
 /// Runs per measurement; the best (minimum) is reported: the machine is shared, and the
@@ -167,7 +170,106 @@ fn main() {
         false,
     );
 
-    // 5. Peak RSS at a quarter of the size: must not grow with the bundle.
+    // 5. An encrypted bundle (rauc's own: `rauc bundle` in crypt format, `rauc encrypt` for
+    // the device's certificate): decrypt + verify + install vs the unencrypted install above,
+    // and decrypt + verify + extract vs `rauc extract` of the same bundle.
+    let crypt_content = root.join("crypt-content");
+    std::fs::create_dir(&crypt_content).expect("crypt content dir");
+    std::fs::copy(&image, crypt_content.join("rootfs.img")).expect("copy image");
+    std::fs::write(
+        crypt_content.join("manifest.raucm"),
+        "[update]\ncompatible=bench\nversion=1\n\n[bundle]\nformat=crypt\n\n[image.rootfs]\nfilename=rootfs.img\n",
+    )
+    .expect("manifest");
+    let crypt_signed = root.join("crypt-signed.raucb");
+    let encrypted = root.join("encrypted.raucb");
+    timed(
+        Command::new("rauc")
+            .args([
+                "bundle",
+                "--cert",
+                s(&pki.signer.cert),
+                "--key",
+                s(&pki.signer.key),
+            ])
+            .arg(&crypt_content)
+            .arg(&crypt_signed),
+    );
+    // The signer's certificate doubles as the device's (an EC P-256 recipient).
+    timed(
+        Command::new("rauc")
+            .arg(format!("--keyring={}", s(&pki.keyring)))
+            .arg("encrypt")
+            .arg(format!("--to={}", s(&pki.signer.cert)))
+            .arg(&crypt_signed)
+            .arg(&encrypted),
+    );
+    let crypt_conf = {
+        let mut conf = SystemConf::load(&conf).expect("conf");
+        conf.encryption = Some(EncryptionConf {
+            key: pki.signer.key.clone(),
+            cert: Some(pki.signer.cert.clone()),
+        });
+        let path = root.join("system-crypt.conf");
+        std::fs::write(&path, conf.render()).expect("crypt conf");
+        path
+    };
+    let rauc_conf = root.join("rauc-crypt.conf");
+    std::fs::write(
+        &rauc_conf,
+        format!(
+            "[system]\ncompatible=bench\nbootloader=noop\n\n[keyring]\npath={}\n\n[encryption]\nkey={}\ncert={}\n\n[slot.rootfs.0]\ndevice=/dev/null\ntype=raw\nbootname=A\n",
+            s(&pki.keyring),
+            s(&pki.signer.key),
+            s(&pki.signer.cert)
+        ),
+    )
+    .expect("rauc conf");
+    let mut crypt_install_rss = (0, 0);
+    let t_crypt_install = best(RUNS, || {
+        let (t, rss) = child_run(&["install", s(&crypt_conf), s(&encrypted), "read-back"]);
+        crypt_install_rss = rss;
+        t
+    });
+    let t_crypt_extract = best(RUNS, || {
+        let _ = std::fs::remove_dir_all(&out);
+        child_run(&[
+            "extract",
+            s(&encrypted),
+            s(&pki.keyring),
+            s(&out),
+            s(&pki.signer.key),
+        ])
+        .0
+    });
+    let t_rauc_crypt_extract = best(RUNS, || {
+        let _ = std::fs::remove_dir_all(&rauc_out);
+        timed(
+            Command::new("rauc")
+                .arg(format!("--conf={}", s(&rauc_conf)))
+                .arg("extract")
+                .arg(&encrypted)
+                .arg(&rauc_out),
+        )
+    });
+    row(
+        "encrypted bundle: decrypt + verify + install (read back)",
+        t_crypt_install,
+        "the unencrypted install above",
+        t_install,
+        size,
+        false,
+    );
+    row(
+        "encrypted bundle: decrypt + verify + extract",
+        t_crypt_extract,
+        "rauc extract (decrypts to a temporary file, then unsquashfs)",
+        t_rauc_crypt_extract,
+        size,
+        false,
+    );
+
+    // 6. Peak RSS at a quarter of the size: must not grow with the bundle.
     let small_image = make_image(&root.join("small.img"), (mib / 4).max(8));
     let small = root.join("small.raucb");
     child_run(&[
@@ -189,6 +291,10 @@ fn main() {
     println!(
         "| install, {mib} MiB bundle | {:.1} MiB |",
         kib(install_rss.0)
+    );
+    println!(
+        "| install, {mib} MiB encrypted bundle | {:.1} MiB |",
+        kib(crypt_install_rss.0)
     );
     println!(
         "| extract, {} MiB bundle | {:.1} MiB |",
@@ -366,13 +472,22 @@ fn child(args: &[String]) {
             bundle::open(&arg(1), &keyring(arg(2))).expect("verify");
         }
         "extract" => {
-            let verified = bundle::open(&arg(1), &keyring(arg(2))).expect("verify");
+            let decryptor = args
+                .get(4)
+                .map(|key| Decryptor::load(Path::new(key), None).expect("decryption key"));
+            let verified =
+                bundle::open_with(&arg(1), &keyring(arg(2)), decryptor.as_ref()).expect("verify");
             verified.extract(&arg(3)).expect("extract");
         }
         "install" => {
             let conf = SystemConf::load(&arg(1)).expect("conf");
             let keyring = keyring(conf.keyring.clone().expect("keyring"));
-            let verified = bundle::open(&arg(2), &keyring).expect("verify");
+            let decryptor = conf
+                .encryption
+                .as_ref()
+                .map(|encryption| encryption.load().expect("decryption key"));
+            let verified =
+                bundle::open_with(&arg(2), &keyring, decryptor.as_ref()).expect("verify");
             let options = InstallOptions {
                 read_back: args[3] == "read-back",
                 ..InstallOptions::default()

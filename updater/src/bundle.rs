@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use crate::crypt::{self, CryptKey, Decryptor};
 use crate::delta::DeltaSpec;
 use crate::error::{read_err, write_err, Result, UpdaterError};
 use crate::manifest::{
@@ -146,7 +147,10 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
         build: spec.build.clone(),
         format: spec.format,
         verity: None,
+        crypt_key: None,
         hooks_filename: None,
+        hooks: Vec::new(),
+        handler: None,
         images: stage_images(spec, &content)?,
     };
     let inner_manifest = manifest.render();
@@ -173,7 +177,7 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
         .map_err(read_err(&temp_out))?
         .len();
     let mut padded = squashfs_size.div_ceil(4096) * 4096;
-    if spec.format == BundleFormat::Verity {
+    if spec.format != BundleFormat::Plain {
         // A hash tree needs at least two data blocks; zeros after the squashfs are ignored
         // by every reader (the superblock records the filesystem size).
         padded = padded.max(2 * 4096);
@@ -184,6 +188,15 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
         .open(&temp_out)
         .map_err(write_err(&temp_out))?;
     file.set_len(padded).map_err(write_err(&temp_out))?;
+    if spec.format == BundleFormat::Crypt {
+        // A key only this signer can make again, from exactly this content: the same input
+        // gives the same bundle, and no two contents share a key.
+        let key = CryptKey::from_bytes(
+            loaded.derive_secret(b"testudo crypt key v1\n", inner_manifest.as_bytes())?,
+        );
+        crypt::encrypt_in_place(&file, &temp_out, padded, &key)?;
+        manifest.crypt_key = Some(key);
+    }
     file.seek(SeekFrom::Start(0)).map_err(read_err(&temp_out))?;
     // The payload's sha256 (for the caller's records) is computed on the second core while
     // this thread hashes the tree or signs: both read the same bytes from the page cache.
@@ -201,7 +214,7 @@ pub fn create(spec: &BundleSpec, signer: &Signer, out: &Path) -> Result<CreatedB
         });
         let cms = match spec.format {
             BundleFormat::Plain => signature::sign_detached((&file).take(padded), &loaded),
-            BundleFormat::Verity => {
+            BundleFormat::Verity | BundleFormat::Crypt => {
                 let salt = verity_salt(&inner_manifest);
                 append_hash_tree(&mut file, &temp_out, padded, salt).and_then(|(params, bytes)| {
                     manifest.verity = Some(params);
@@ -305,10 +318,11 @@ fn stage_images(spec: &BundleSpec, content: &Path) -> Result<Vec<ImageEntry>> {
         }
         entries.push(ImageEntry {
             slot_class: slot_class.clone(),
+            variant: None,
             filename,
             sha256,
             size,
-            hooks: None,
+            hooks: Vec::new(),
             adaptive: adaptive.then(|| ADAPTIVE_BLOCK_HASH_INDEX.to_owned()),
             delta,
         });
@@ -395,6 +409,9 @@ pub struct VerifiedBundle {
     pub payload_size: u64,
     /// Size of the CMS signature.
     pub signature_size: u64,
+    /// Whether the signature came enveloped for its recipients (`rauc encrypt`) and was
+    /// decrypted with the device's key.
+    pub encrypted_cms: bool,
 }
 
 fn format_err(path: &Path, message: impl Into<String>) -> UpdaterError {
@@ -406,9 +423,22 @@ fn format_err(path: &Path, message: impl Into<String>) -> UpdaterError {
 
 extern "C" {
     fn CMS_is_detached(cms: *mut openssl_sys::CMS_ContentInfo) -> std::ffi::c_int;
+    fn CMS_get0_type(cms: *const openssl_sys::CMS_ContentInfo) -> *const openssl_sys::ASN1_OBJECT;
 }
 
-fn cms_is_detached(der: &[u8], path: &Path) -> Result<bool> {
+/// What the bundle's CMS is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CmsKind {
+    /// SignedData over the payload (a plain bundle).
+    Detached,
+    /// SignedData carrying the manifest (a verity or crypt bundle).
+    Inline,
+    /// EnvelopedData holding a signed CMS, for its recipients (`rauc encrypt`).
+    Enveloped,
+}
+
+/// What the bundle's CMS `der` is.
+fn cms_kind(der: &[u8], path: &Path) -> Result<CmsKind> {
     use foreign_types::ForeignType;
     let cms = openssl::cms::CmsContentInfo::from_der(der).map_err(|source| {
         UpdaterError::VerifySignature {
@@ -416,9 +446,24 @@ fn cms_is_detached(der: &[u8], path: &Path) -> Result<bool> {
             source,
         }
     })?;
-    // SAFETY: `cms` is a live, parsed ContentInfo; the call only inspects it.
-    let detached = unsafe { CMS_is_detached(cms.as_ptr()) };
-    Ok(detached == 1)
+    // SAFETY: `cms` is a live, parsed ContentInfo; the calls only inspect it, and the object
+    // `CMS_get0_type` returns belongs to it and is read while it lives.
+    let (detached, content_type) = unsafe {
+        let object = CMS_get0_type(cms.as_ptr());
+        let content_type = if object.is_null() {
+            openssl_sys::NID_undef
+        } else {
+            openssl_sys::OBJ_obj2nid(object)
+        };
+        (CMS_is_detached(cms.as_ptr()), content_type)
+    };
+    Ok(if content_type == openssl_sys::NID_pkcs7_enveloped {
+        CmsKind::Enveloped
+    } else if detached == 1 {
+        CmsKind::Detached
+    } else {
+        CmsKind::Inline
+    })
 }
 
 /// Maps a hash-tree check failure of the payload of bundle `path` to the error of that step.
@@ -506,27 +551,49 @@ pub fn read_frame(file: &File, path: &Path) -> Result<Frame> {
 }
 
 /// Opens `path`, checks framing, signature (against `keyring`) and every payload byte.
-/// Nothing is written.
+/// Nothing is written. An encrypted bundle needs [`open_with`] and a decryption key.
 pub fn open(path: &Path, keyring: &Keyring) -> Result<VerifiedBundle> {
-    open_observed(path, keyring, &mut |_| {})
+    open_observed(path, keyring, None, &mut |_| {})
 }
 
-/// [`open`], showing `observe` every byte of the file once, in order, in the same read that
-/// verifies the payload: a caller that checks the whole file against a digest of its own (an
-/// OS update's manifest names one) reads it once, not twice. When the signature fails, or
+/// [`open`]; a signature enveloped for its recipients is opened with `decryptor`.
+pub fn open_with(
+    path: &Path,
+    keyring: &Keyring,
+    decryptor: Option<&Decryptor>,
+) -> Result<VerifiedBundle> {
+    open_observed(path, keyring, decryptor, &mut |_| {})
+}
+
+/// [`open_with`], showing `observe` every byte of the file once, in order, in the same read
+/// that verifies the payload: a caller that checks the whole file against a digest of its own
+/// (an OS update's manifest names one) reads it once, not twice. When the signature fails, or
 /// the payload does not verify, `observe` has seen only part of the file.
 pub fn open_observed(
     path: &Path,
     keyring: &Keyring,
+    decryptor: Option<&Decryptor>,
     observe: &mut dyn FnMut(&[u8]),
 ) -> Result<VerifiedBundle> {
     let file = File::open(path).map_err(read_err(path))?;
-    let frame = read_frame(&file, path)?;
-    let (bundle, observed) = if cms_is_detached(&frame.der, path)? {
-        open_plain(&file, path, &frame, keyring, observe)?
-    } else {
-        open_verity(&file, path, &frame, keyring, observe)?
+    let mut frame = read_frame(&file, path)?;
+    let mut kind = cms_kind(&frame.der, path)?;
+    let encrypted_cms = kind == CmsKind::Enveloped;
+    if encrypted_cms {
+        let decryptor = decryptor.ok_or_else(|| UpdaterError::EncryptedBundle {
+            path: path.to_path_buf(),
+        })?;
+        frame.der = decryptor.open_envelope(&frame.der, path)?;
+        kind = cms_kind(&frame.der, path)?;
+        if kind == CmsKind::Enveloped {
+            return Err(format_err(path, "an envelope inside the envelope"));
+        }
+    }
+    let (mut bundle, observed) = match kind {
+        CmsKind::Detached => open_plain(&file, path, &frame, keyring, observe)?,
+        CmsKind::Inline | CmsKind::Enveloped => open_verity(&file, path, &frame, keyring, observe)?,
     };
+    bundle.encrypted_cms = encrypted_cms;
     // The rest of the file: the tree (verity), the signature and the framing.
     let len = file.metadata().map_err(read_err(path))?.len();
     observe_range(&file, path, observed, len, observe)?;
@@ -608,7 +675,7 @@ fn open_plain(
             "detached signature but the manifest is not format=plain",
         ));
     }
-    check_images_readable(path, &manifest)?;
+    check_images_readable(path.into(), &manifest)?;
     let bundle = VerifiedBundle {
         path: path.to_path_buf(),
         manifest,
@@ -616,6 +683,7 @@ fn open_plain(
         squashfs_size: frame.payload_size,
         payload_size: frame.payload_size,
         signature_size: frame.signature_size,
+        encrypted_cms: false,
     };
     Ok((bundle, frame.payload_size))
 }
@@ -637,7 +705,7 @@ fn open_verity(
     let verity = manifest.verity.clone().ok_or_else(|| {
         format_err(
             path,
-            "inline signature but the manifest is not format=verity",
+            "inline signature but the manifest is not format=verity or crypt",
         )
     })?;
     if verity.hash_tree_size >= frame.payload_size {
@@ -657,7 +725,6 @@ fn open_verity(
     )
     .and_then(|mut verifier| verifier.verify_all_observed(observe))
     .map_err(|mismatch| payload_mismatch(path, mismatch))?;
-    check_images_readable(path, &manifest)?;
     let bundle = VerifiedBundle {
         path: path.to_path_buf(),
         manifest,
@@ -665,19 +732,25 @@ fn open_verity(
         squashfs_size,
         payload_size: frame.payload_size,
         signature_size: frame.signature_size,
+        encrypted_cms: false,
     };
+    check_images_readable(bundle.payload(), &bundle.manifest)?;
     Ok((bundle, squashfs_size))
 }
 
 /// Every image of `manifest` is in the verified payload of `path`, readable here and of its
-/// size: an install fails on a bundle it cannot read before it writes anything.
-fn check_images_readable(path: &Path, manifest: &Manifest) -> Result<()> {
-    let files: Vec<(&str, u64)> = manifest
+/// size: an install fails on a bundle it cannot read before it writes anything. (A casync
+/// index stands for an image of the manifest's size; the index itself has its own.)
+fn check_images_readable(payload: payload::Source<'_>, manifest: &Manifest) -> Result<()> {
+    let files: Vec<(&str, Option<u64>)> = manifest
         .images
         .iter()
-        .map(|image| (image.filename.as_str(), image.size))
+        .map(|image| {
+            let size = (!image.is_casync_index()).then_some(image.size);
+            (image.filename.as_str(), size)
+        })
         .collect();
-    payload::check_files(path, &files)
+    payload::check_files(payload, &files)
 }
 
 /// A reader that hashes and counts what passes through it.
@@ -697,6 +770,19 @@ impl Read for HashingReader<'_> {
 }
 
 impl VerifiedBundle {
+    /// Where the payload's squashfs is read: the bundle file, decrypted on the way for a crypt
+    /// bundle.
+    pub fn payload(&self) -> payload::Source<'_> {
+        payload::Source {
+            path: &self.path,
+            encrypted: self
+                .manifest
+                .crypt_key
+                .as_ref()
+                .map(|key| (key, self.squashfs_size)),
+        }
+    }
+
     /// Streams image `entry` through `consume`, then checks size and sha256 against the
     /// manifest. `consume` must read to EOF; a mismatch is reported after it returns.
     pub fn stream_image<T>(
@@ -704,7 +790,7 @@ impl VerifiedBundle {
         entry: &ImageEntry,
         consume: impl FnOnce(&mut dyn Read) -> Result<T>,
     ) -> Result<T> {
-        let (value, hash, count) = payload::read_file(&self.path, &entry.filename, |reader| {
+        let (value, hash, count) = payload::read_file(self.payload(), &entry.filename, |reader| {
             let mut hashing = HashingReader {
                 inner: reader,
                 hasher: Sha256::new(),
@@ -731,13 +817,17 @@ impl VerifiedBundle {
         Ok(value)
     }
 
-    /// Extracts the manifest and every image into `dir` (created if missing). The payload was
-    /// fully verified by [`open`]; the files are written into a staging directory inside `dir`,
-    /// each image is checked to be a regular file of the manifest's size, and only then moved
-    /// into place, so a failure leaves `dir` as it was. (Unlike [`Self::stream_image`], which
-    /// the installer uses, the extracted bytes are not hashed a second time: like
-    /// `rauc extract`, this relies on the verification done by [`open`].)
-    pub fn extract(&self, dir: &Path) -> Result<()> {
+    /// Extracts every file of the payload into `dir` (created if missing), as `rauc extract`
+    /// does: the manifest as the payload holds it, byte for byte, the images, and whatever
+    /// else the bundle carries (hook scripts, a handler, casync indexes). The payload was fully
+    /// verified by [`open`]; it is unpacked into a staging directory inside `dir`, each image
+    /// of the manifest is checked to be a regular file of the manifest's size (a casync index
+    /// stands for an image and has its own size), and only then is each entry moved into
+    /// place, none over an existing one, so a failure leaves `dir` as it was. (Unlike
+    /// [`Self::stream_image`], which the installer uses, the extracted bytes are not hashed a
+    /// second time: like `rauc extract`, this relies on the verification done by [`open`].)
+    /// Returns how many regular files were extracted.
+    pub fn extract(&self, dir: &Path) -> Result<usize> {
         let created = !dir.exists();
         let result = self.extract_into(dir);
         if result.is_err() && created {
@@ -746,59 +836,68 @@ impl VerifiedBundle {
         result
     }
 
-    fn extract_into(&self, dir: &Path) -> Result<()> {
+    fn extract_into(&self, dir: &Path) -> Result<usize> {
         std::fs::create_dir_all(dir).map_err(write_err(dir))?;
         let staging = tempfile::Builder::new()
             .prefix(".testudo-extract-")
             .tempdir_in(dir)
             .map_err(write_err(dir))?;
         let out = staging.path().join("payload");
-        let names: Vec<&str> = self
-            .manifest
-            .images
-            .iter()
-            .map(|i| i.filename.as_str())
-            .collect();
-        payload::extract_files(&self.path, &out, &names)?;
+        let files = payload::extract_all(self.payload(), &out)?;
         for entry in &self.manifest.images {
-            let path = out.join(&entry.filename);
-            let meta = std::fs::symlink_metadata(&path).map_err(|source| {
-                if source.kind() == std::io::ErrorKind::NotFound {
-                    UpdaterError::VerifyImage {
-                        filename: entry.filename.clone(),
-                        message: "missing from the payload".to_string(),
-                    }
-                } else {
-                    UpdaterError::Read {
-                        path: path.clone(),
-                        source,
-                    }
-                }
-            })?;
-            if !meta.is_file() {
-                return Err(UpdaterError::VerifyImage {
-                    filename: entry.filename.clone(),
-                    message: "not a regular file in the payload".to_string(),
+            check_extracted_image(&out, entry)?;
+        }
+        let mut entries = Vec::new();
+        for entry in std::fs::read_dir(&out).map_err(read_err(&out))? {
+            let name = entry.map_err(read_err(&out))?.file_name();
+            let target = dir.join(&name);
+            if std::fs::symlink_metadata(&target).is_ok() {
+                return Err(UpdaterError::Write {
+                    path: target,
+                    source: std::io::ErrorKind::AlreadyExists.into(),
                 });
             }
-            if meta.len() != entry.size {
-                return Err(UpdaterError::VerifyImage {
-                    filename: entry.filename.clone(),
-                    message: format!(
-                        "size {} differs from the manifest's {}",
-                        meta.len(),
-                        entry.size
-                    ),
-                });
-            }
+            entries.push((out.join(&name), target));
         }
-        for entry in &self.manifest.images {
-            let target = dir.join(&entry.filename);
-            std::fs::rename(out.join(&entry.filename), &target).map_err(write_err(&target))?;
+        entries.sort();
+        for (from, target) in entries {
+            std::fs::rename(&from, &target).map_err(write_err(&target))?;
         }
-        let manifest_path = dir.join(MANIFEST_FILENAME);
-        std::fs::write(&manifest_path, self.manifest.render())
-            .map_err(write_err(&manifest_path))?;
-        Ok(())
+        Ok(files)
     }
+}
+
+/// Image `entry` of the manifest was extracted into `out` as a regular file of its size.
+fn check_extracted_image(out: &Path, entry: &ImageEntry) -> Result<()> {
+    let path = out.join(&entry.filename);
+    let meta = std::fs::symlink_metadata(&path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            UpdaterError::VerifyImage {
+                filename: entry.filename.clone(),
+                message: "missing from the payload".to_string(),
+            }
+        } else {
+            UpdaterError::Read {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
+    if !meta.is_file() {
+        return Err(UpdaterError::VerifyImage {
+            filename: entry.filename.clone(),
+            message: "not a regular file in the payload".to_string(),
+        });
+    }
+    if !entry.is_casync_index() && meta.len() != entry.size {
+        return Err(UpdaterError::VerifyImage {
+            filename: entry.filename.clone(),
+            message: format!(
+                "size {} differs from the manifest's {}",
+                meta.len(),
+                entry.size
+            ),
+        });
+    }
+    Ok(())
 }

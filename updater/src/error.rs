@@ -136,6 +136,57 @@ pub enum UpdaterError {
         #[source]
         source: backhand::BackhandError,
     },
+    /// An entry of the squashfs payload of `path` cannot be extracted as it is: a name that
+    /// would leave the extraction directory, a device node, a fifo or a socket.
+    #[error("extracting {name} from the payload of {path}: {message}")]
+    PayloadEntry {
+        /// The bundle (or squashfs).
+        path: PathBuf,
+        /// The entry, as the payload names it.
+        name: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The bundle's signature is enveloped for its recipients (`rauc encrypt`) and no
+    /// decryption key was given.
+    #[error("bundle {path} is encrypted for its recipients; give a decryption key (system.conf [encryption] key=, or --decrypt-key)")]
+    EncryptedBundle {
+        /// The bundle.
+        path: PathBuf,
+    },
+    /// The bundle's enveloped signature could not be opened with the device's key: the bundle
+    /// is not encrypted for it (or the envelope is corrupt).
+    #[error(
+        "decrypting the signature of {path} with {key}: the bundle is not encrypted for this key"
+    )]
+    DecryptSignature {
+        /// The bundle.
+        path: PathBuf,
+        /// The private key tried.
+        key: PathBuf,
+        /// What OpenSSL said.
+        #[source]
+        source: openssl::error::ErrorStack,
+    },
+    /// AES of a payload sector, or making a CMS envelope, failed in OpenSSL.
+    #[error("encrypting or decrypting the payload")]
+    Crypt(#[source] openssl::error::ErrorStack),
+    /// The bundle carries programs RAUC would run while installing (install hooks, a custom
+    /// handler); this installer runs none, and skipping them could install something else than
+    /// the bundle means, so the bundle is refused before anything is written.
+    #[error("checking the bundle's programs: it carries {} and this installer runs no bundle programs", scripts.join(", "))]
+    BundlePrograms {
+        /// What RAUC would run, e.g. `pre-install hook of [image.rootfs]`.
+        scripts: Vec<String>,
+    },
+    /// The bundle's image is a casync index (`rauc convert`): its bytes are in a chunk store,
+    /// which this installer does not read; a plain or verity bundle (or a delta bundle)
+    /// carries them.
+    #[error("checking image {filename}: a casync index of a chunk store; install the bundle before `rauc convert` (or a delta bundle) instead")]
+    CasyncBundle {
+        /// The index file named by the manifest.
+        filename: String,
+    },
     /// An external tool (mksquashfs, custom bootloader backend) failed.
     #[error("running {tool}: {message}")]
     Tool {

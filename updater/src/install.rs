@@ -1,8 +1,9 @@
 //! Installing a verified bundle into the inactive slot.
 //!
 //! Order (each write is durable before the next starts):
-//! 1. checks, nothing written: compatible, min-bundle-version, downgrade, no hooks, target
-//!    slot is not the booted one (by name and by device), image fits the slot;
+//! 1. checks, nothing written: compatible, no bundle programs (hooks, handler), no casync
+//!    index, min-bundle-version, downgrade, target slot is not the booted one (by name and by
+//!    device), image fits the slot;
 //! 2. target marked bad in the bootloader (on disk) and `status=installing` recorded;
 //! 3. image streamed from the payload into the slot in chunks (sha256 checked against the
 //!    signed manifest while streaming), fsync, then read back and hashed again;
@@ -175,7 +176,8 @@ pub fn plan<'c>(
     Ok((target, pairs))
 }
 
-/// The bundle is for this system, has no hooks, and is not a downgrade (unless allowed).
+/// The bundle is for this system, carries no programs to run and no casync index, and is not
+/// a downgrade (unless allowed).
 fn check_manifest(
     conf: &SystemConf,
     booted: &SlotConf,
@@ -190,11 +192,15 @@ fn check_manifest(
             system: conf.compatible.clone(),
         });
     }
-    // Hooks replace or wrap the write in RAUC; running bundle-supplied scripts is not
-    // supported, and silently skipping them could install something else than intended.
-    if manifest.hooks_filename.is_some() || manifest.images.iter().any(|i| i.hooks.is_some()) {
-        return Err(UpdaterError::TargetSlot {
-            message: "bundles with hooks are not supported".to_string(),
+    // Hooks and handlers replace or wrap the write in RAUC; running bundle-supplied programs
+    // is not supported, and silently skipping them could install something else than intended.
+    let scripts = manifest.scripts();
+    if !scripts.is_empty() {
+        return Err(UpdaterError::BundlePrograms { scripts });
+    }
+    if let Some(index) = manifest.images.iter().find(|i| i.is_casync_index()) {
+        return Err(UpdaterError::CasyncBundle {
+            filename: index.filename.clone(),
         });
     }
     let bundle_version = manifest.version.clone().unwrap_or_default();

@@ -1,7 +1,8 @@
 //! A/B updater: RAUC-compatible bundles, slots, boot selection, install.
 //!
 //! Bundles: [`manifest`], [`signature`] (CMS), [`verity`] (hash tree), [`payload`]
-//! (squashfs), [`bundle`] (write, verify, extract), [`keys`] (development keys); delta
+//! (squashfs), [`crypt`] (encrypted bundles), [`bundle`] (write, verify, extract), [`keys`]
+//! (development keys); delta
 //! bundles: [`delta`] (the manifest record, making one) and [`patch`] (bsdiff 4 patches).
 //! Devices: [`system_conf`], [`slot`], [`status_file`], [`bootloader`], [`install`], [`mark`],
 //! [`version`] (downgrade ordering). Shared: [`ini`] (RAUC's key-file dialect), [`error`].
@@ -11,6 +12,7 @@
 
 pub mod bootloader;
 pub mod bundle;
+pub mod crypt;
 pub mod delta;
 pub mod deterministic_ecdsa;
 pub mod error;

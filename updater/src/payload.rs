@@ -1,18 +1,20 @@
 //! The squashfs payload. Made with squashfs-tools' `mksquashfs`, as RAUC itself does
 //! (reproducible: all files owned by root, every timestamp 0); read in-process with the
 //! `backhand` crate (gzip, zstd or stored blocks), one file streamed block by block (bounded
-//! memory), so the updater on a
-//! device needs no squashfs-tools and starts no program. Only payloads whose every byte was
-//! verified first are read (signature or verity, `crate::bundle::open`).
+//! memory), so the updater on a device needs no squashfs-tools and starts no program; an
+//! encrypted payload is decrypted sector by sector on the way ([`Source`]). Only payloads
+//! whose every byte was verified first are read (signature or verity, `crate::bundle::open`).
 
+use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use backhand::traits::Compressor;
 use backhand::{FilesystemReader, InnerNode, SquashfsFileReader};
 
+use crate::crypt::{CryptKey, DecryptingReader};
 use crate::error::{read_err, tool_failed, write_err, Result, UpdaterError};
 
 /// mksquashfs program name (looked up on PATH).
@@ -49,14 +51,41 @@ pub fn create(content: &Path, out: &Path, extra_args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Where a squashfs payload is read from: a file holding it in the clear at its start, or
+/// one holding it encrypted (`crate::crypt`: a RAUC `format=crypt` bundle) in its first bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The file (a bundle, or a bare squashfs).
+    pub path: &'a Path,
+    /// For an encrypted payload: its key and the size of the encrypted squashfs.
+    pub encrypted: Option<(&'a CryptKey, u64)>,
+}
+
+impl<'a> From<&'a Path> for Source<'a> {
+    fn from(path: &'a Path) -> Self {
+        Source {
+            path,
+            encrypted: None,
+        }
+    }
+}
+
+impl<'a> From<&'a PathBuf> for Source<'a> {
+    fn from(path: &'a PathBuf) -> Self {
+        Source::from(path.as_path())
+    }
+}
+
 /// Checks, before anything is read or written, that the squashfs at the start of `image`
-/// can be read here and holds each `(name, size)` of `files` as a regular file of that size.
-pub fn check_files(image: &Path, files: &[(&str, u64)]) -> Result<()> {
-    let filesystem = open_filesystem(image, files.first().map_or("", |(name, _)| name))?;
+/// can be read here and holds each `(name, size)` of `files` as a regular file, of that size
+/// when one is given.
+pub fn check_files<'a>(image: impl Into<Source<'a>>, files: &[(&str, Option<u64>)]) -> Result<()> {
+    let filesystem = open_filesystem(image.into(), files.first().map_or("", |(name, _)| name))?;
     for (name, size) in files {
         let file = find_file(&filesystem, name)?;
         let found = file.file_len() as u64;
-        if found != *size {
+        let Some(size) = *size else { continue };
+        if found != size {
             return Err(UpdaterError::VerifyImage {
                 filename: (*name).to_owned(),
                 message: format!("size {found} in the payload differs from the manifest's {size}"),
@@ -68,15 +97,21 @@ pub fn check_files(image: &Path, files: &[(&str, u64)]) -> Result<()> {
 
 /// The squashfs at the start of `image`, its tables read (`name`: the file wanted, for the
 /// error).
-fn open_filesystem(image: &Path, name: &str) -> Result<FilesystemReader<'static>> {
+fn open_filesystem(source: Source<'_>, name: &str) -> Result<FilesystemReader<'static>> {
+    let image = source.path;
     let file = File::open(image).map_err(read_err(image))?;
-    let filesystem = FilesystemReader::from_reader(BufReader::new(file)).map_err(|source| {
-        UpdaterError::ReadPayload {
+    let filesystem =
+        match source.encrypted {
+            None => FilesystemReader::from_reader(BufReader::new(file)),
+            Some((key, size)) => FilesystemReader::from_reader(BufReader::new(
+                DecryptingReader::new(file, size, key.clone()),
+            )),
+        }
+        .map_err(|source| UpdaterError::ReadPayload {
             path: image.to_path_buf(),
             name: name.to_owned(),
             source,
-        }
-    })?;
+        })?;
     // Refused up front even when every block happens to be stored uncompressed: a bundle is
     // either readable here as a whole or not at all, never found out half-way through a slot.
     match filesystem.compressor {
@@ -116,33 +151,106 @@ fn find_file<'f>(
 /// `consume`. Returns what `consume` returned; fails if the squashfs cannot be read (corrupt,
 /// or compressed with another compressor than gzip or zstd), has no regular file `name`, or a block
 /// is corrupt.
-pub fn read_file<T>(
-    image: &Path,
+pub fn read_file<'a, T>(
+    image: impl Into<Source<'a>>,
     name: &str,
     consume: impl FnOnce(&mut dyn Read) -> Result<T>,
 ) -> Result<T> {
-    let filesystem = open_filesystem(image, name)?;
+    let filesystem = open_filesystem(image.into(), name)?;
     let file = find_file(&filesystem, name)?;
     let mut reader = filesystem.file(file).reader();
     consume(&mut reader)
 }
 
-/// Extracts the files `names` (plain file names) of the squashfs at the start of `image` into
-/// the new directory `dest`, one after the other.
-pub fn extract_files(image: &Path, dest: &Path, names: &[&str]) -> Result<()> {
+/// Extracts every entry of the squashfs at the start of `image` into the new directory
+/// `dest`, as `unsquashfs` (which `rauc extract` runs) does: directories, regular files byte
+/// for byte with their permission bits (set-id bits dropped), symbolic links as they are
+/// (never followed: an entry goes only into a directory this extraction created). Device
+/// nodes, fifos, sockets and names that would leave `dest` are refused. Returns how many
+/// regular files were written.
+pub fn extract_all<'a>(source: impl Into<Source<'a>>, dest: &Path) -> Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let source = source.into();
+    let image = source.path;
+    let filesystem = open_filesystem(source, "/")?;
     std::fs::create_dir(dest).map_err(write_err(dest))?;
-    for name in names {
-        let path = dest.join(name);
-        read_file(image, name, |reader| {
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-                .map_err(write_err(&path))?;
-            copy_out(reader, image, &mut out, &path)
-        })?;
+    // Directories this extraction created (relative to `dest`), and their modes, set last so
+    // a read-only directory can still be filled.
+    let mut directories: BTreeSet<PathBuf> = BTreeSet::from([PathBuf::new()]);
+    let mut modes: Vec<(PathBuf, u32)> = Vec::new();
+    let mut files = 0;
+    for node in filesystem.files() {
+        let name = node.fullpath.display().to_string();
+        let entry_err = |message: &str| UpdaterError::PayloadEntry {
+            path: image.to_path_buf(),
+            name: name.clone(),
+            message: message.to_owned(),
+        };
+        let relative = relative_entry_path(&node.fullpath)
+            .ok_or_else(|| entry_err("its name would leave the extraction directory"))?;
+        if relative.as_os_str().is_empty() {
+            continue;
+        }
+        let parent = relative.parent().unwrap_or(Path::new(""));
+        if !directories.contains(parent) {
+            return Err(entry_err("its parent is not a directory of the payload"));
+        }
+        let target = dest.join(&relative);
+        let mode = u32::from(node.header.permissions) & 0o777;
+        match &node.inner {
+            InnerNode::Dir(_) => {
+                std::fs::create_dir(&target).map_err(write_err(&target))?;
+                directories.insert(relative);
+                modes.push((target, mode));
+            }
+            InnerNode::File(file) => {
+                let mut out = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&target)
+                    .map_err(write_err(&target))?;
+                copy_out(
+                    &mut filesystem.file(file).reader(),
+                    image,
+                    &mut out,
+                    &target,
+                )?;
+                out.set_permissions(std::fs::Permissions::from_mode(mode))
+                    .map_err(write_err(&target))?;
+                files += 1;
+            }
+            InnerNode::Symlink(link) => {
+                std::os::unix::fs::symlink(&link.link, &target).map_err(write_err(&target))?;
+            }
+            InnerNode::CharacterDevice(_)
+            | InnerNode::BlockDevice(_)
+            | InnerNode::NamedPipe
+            | InnerNode::Socket => {
+                return Err(entry_err(
+                    "a device node, fifo or socket, which a bundle never needs",
+                ));
+            }
+        }
     }
-    Ok(())
+    for (directory, mode) in modes.iter().rev() {
+        std::fs::set_permissions(directory, std::fs::Permissions::from_mode(*mode))
+            .map_err(write_err(directory))?;
+    }
+    Ok(files)
+}
+
+/// `fullpath` of a payload entry (`/a/b`) relative to the payload's root, or `None` when a
+/// component is not a plain name (`..`, `.`, a second root).
+fn relative_entry_path(fullpath: &Path) -> Option<PathBuf> {
+    let mut relative = PathBuf::new();
+    for (index, component) in fullpath.components().enumerate() {
+        match component {
+            Component::RootDir if index == 0 => {}
+            Component::Normal(name) => relative.push(name),
+            _ => return None,
+        }
+    }
+    Some(relative)
 }
 
 /// Copies `reader` (a file of the payload `image`) into `out` (the file `dest`), telling a
@@ -161,12 +269,18 @@ fn copy_out(reader: &mut dyn Read, image: &Path, out: &mut File, dest: &Path) ->
     }
 }
 
-/// The buffer of [`extract_files`]' copies.
+/// The buffer of [`extract_all`]'s copies.
 const COPY_BUFFER: usize = 1024 * 1024;
 
 /// Reads a small file (at most `limit` bytes) of the squashfs, e.g. the manifest.
-pub fn read_small_file(image: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
-    read_file(image, name, |reader| {
+pub fn read_small_file<'a>(
+    source: impl Into<Source<'a>>,
+    name: &str,
+    limit: u64,
+) -> Result<Vec<u8>> {
+    let source = source.into();
+    let image = source.path;
+    read_file(source, name, |reader| {
         let mut bytes = Vec::new();
         reader
             .take(limit + 1)
@@ -180,4 +294,28 @@ pub fn read_small_file(image: &Path, name: &str, limit: u64) -> Result<Vec<u8>> 
         }
         Ok(bytes)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_paths_stay_inside_the_extraction_directory() {
+        assert_eq!(
+            relative_entry_path(Path::new("/extra/note.txt")),
+            Some(PathBuf::from("extra/note.txt"))
+        );
+        assert_eq!(relative_entry_path(Path::new("/")), Some(PathBuf::new()));
+        for escaping in ["/../etc/passwd", "/a/../../b", "/a//./b/..", "//x/../y"] {
+            let relative = relative_entry_path(Path::new(escaping));
+            assert!(
+                relative.as_ref().is_none_or(|r| !r.starts_with("..")
+                    && r.components().all(|c| matches!(c, Component::Normal(_)))),
+                "{escaping}: {relative:?}"
+            );
+        }
+        assert_eq!(relative_entry_path(Path::new("/../etc/passwd")), None);
+        assert_eq!(relative_entry_path(Path::new("/a/../../b")), None);
+    }
 }

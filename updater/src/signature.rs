@@ -76,6 +76,23 @@ impl Signer {
     }
 }
 
+impl LoadedSigner {
+    /// A secret only the holder of this signer's private key can compute: HMAC-SHA256 keyed
+    /// by the key (DER) over `label` and `data`.
+    pub(crate) fn derive_secret(&self, label: &[u8], data: &[u8]) -> Result<[u8; 32]> {
+        let der = self.key.private_key_to_der().map_err(UpdaterError::Sign)?;
+        let hmac = PKey::hmac(&der).map_err(UpdaterError::Sign)?;
+        let mut mac = openssl::sign::Signer::new(openssl::hash::MessageDigest::sha256(), &hmac)
+            .map_err(UpdaterError::Sign)?;
+        mac.update(label).map_err(UpdaterError::Sign)?;
+        mac.update(data).map_err(UpdaterError::Sign)?;
+        let bytes = mac.sign_to_vec().map_err(UpdaterError::Sign)?;
+        bytes
+            .try_into()
+            .map_err(|_| UpdaterError::Sign(openssl::error::ErrorStack::get()))
+    }
+}
+
 /// RAUC's flags plus no signed attributes: OpenSSL 3.0 always adds a signing time to them
 /// (`CMS_NO_SIGNING_TIME` arrived in 3.2), and without them the signature covers the content
 /// itself, so the same content signed twice gives the same CMS (with the ECDSA nonce made

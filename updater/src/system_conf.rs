@@ -1,5 +1,6 @@
 //! RAUC's `system.conf`, read directly (an existing RAUC system.conf works unchanged) and
-//! rendered for images. Known groups: `[system]`, `[keyring]`, `[handlers]`, `[slot.C.N]`.
+//! rendered for images. Known groups: `[system]`, `[keyring]`, `[handlers]`, `[encryption]`,
+//! `[slot.C.N]`.
 //! testudo extension: `bootloader=file` with `[system] bootloader-statefile=` (test backend).
 
 use std::path::{Path, PathBuf};
@@ -94,8 +95,27 @@ pub struct SystemConf {
     pub check_purpose: CheckPurpose,
     /// `[handlers] bootloader-custom-backend=`, resolved against the file's directory.
     pub custom_backend: Option<PathBuf>,
+    /// `[encryption] key= cert=`: the device's key for encrypted bundles, resolved against
+    /// the file's directory.
+    pub encryption: Option<EncryptionConf>,
     /// Slots in file order.
     pub slots: Vec<SlotConf>,
+}
+
+/// `[encryption]`: the recipient identity that opens bundles encrypted for this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptionConf {
+    /// `key=`: the private key (PEM).
+    pub key: PathBuf,
+    /// `cert=`: its certificate (PEM), if given.
+    pub cert: Option<PathBuf>,
+}
+
+impl EncryptionConf {
+    /// Loads the key (and certificate) for [`crate::bundle::open_with`].
+    pub fn load(&self) -> Result<crate::crypt::Decryptor> {
+        crate::crypt::Decryptor::load(&self.key, self.cert.as_deref())
+    }
 }
 
 fn bad(message: impl Into<String>) -> UpdaterError {
@@ -204,6 +224,18 @@ impl SystemConf {
                 .group("handlers")
                 .and_then(|h| h.get("bootloader-custom-backend"))
                 .map(|p| resolve(base, p)),
+            encryption: match file.group("encryption") {
+                Some(group) => Some(EncryptionConf {
+                    key: resolve(
+                        base,
+                        group
+                            .get("key")
+                            .ok_or_else(|| bad("[encryption] lacks key="))?,
+                    ),
+                    cert: group.get("cert").map(|p| resolve(base, p)),
+                }),
+                None => None,
+            },
             slots,
         };
         let mut bootnames: Vec<&str> = conf
@@ -247,6 +279,7 @@ impl SystemConf {
             keyring: Some(keyring.to_path_buf()),
             check_purpose: CheckPurpose::default(),
             custom_backend: None,
+            encryption: None,
             slots: vec![slot(0, slot_a, "A"), slot(1, slot_b, "B")],
         }
     }
@@ -281,6 +314,11 @@ impl SystemConf {
         if let Some(handler) = &self.custom_backend {
             file.group_mut("handlers")
                 .set("bootloader-custom-backend", handler.display().to_string());
+        }
+        if let Some(encryption) = &self.encryption {
+            let group = file.group_mut("encryption");
+            group.set("key", encryption.key.display().to_string());
+            group.set_opt("cert", path(&encryption.cert).as_deref());
         }
         for slot in &self.slots {
             let group = file.group_mut(&format!("slot.{}", slot.name()));

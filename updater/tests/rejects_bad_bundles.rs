@@ -77,12 +77,18 @@ fn keyring(case: &Case) -> Keyring {
 
 #[test]
 fn tampered_payload_byte() {
-    for format in [BundleFormat::Verity, BundleFormat::Plain] {
+    for format in [
+        BundleFormat::Verity,
+        BundleFormat::Plain,
+        BundleFormat::Crypt,
+    ] {
         let case = good(format);
         flip(&case.bundle, 5000);
         let err = rejected(&case, &keyring(&case));
         match format {
-            BundleFormat::Verity => {
+            // The tree covers the encrypted bytes: a crypt bundle is checked before anything
+            // is decrypted.
+            BundleFormat::Verity | BundleFormat::Crypt => {
                 assert!(matches!(err, UpdaterError::VerifyPayload { .. }), "{err:?}")
             }
             BundleFormat::Plain => assert!(
@@ -336,7 +342,7 @@ fn the_observed_open_sees_the_whole_file_once_and_refuses_the_same() {
     for format in [BundleFormat::Verity, BundleFormat::Plain] {
         let case = good(format);
         let mut seen = Vec::new();
-        testudo_updater::bundle::open_observed(&case.bundle, &keyring(&case), &mut |bytes| {
+        testudo_updater::bundle::open_observed(&case.bundle, &keyring(&case), None, &mut |bytes| {
             seen.extend_from_slice(bytes)
         })
         .unwrap();
@@ -347,9 +353,13 @@ fn the_observed_open_sees_the_whole_file_once_and_refuses_the_same() {
         );
 
         flip(&case.bundle, 10);
-        let err =
-            testudo_updater::bundle::open_observed(&case.bundle, &keyring(&case), &mut |_| {})
-                .unwrap_err();
+        let err = testudo_updater::bundle::open_observed(
+            &case.bundle,
+            &keyring(&case),
+            None,
+            &mut |_| {},
+        )
+        .unwrap_err();
         assert!(
             matches!(
                 err,

@@ -1,10 +1,11 @@
-//! `testudo bundle create|delta|info|extract`: RAUC-compatible update bundles.
+//! `testudo bundle create|delta|encrypt|info|extract`: RAUC-compatible update bundles.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use testudo_updater::bundle::{self, BundleSpec};
+use testudo_updater::crypt::{self, Decryptor};
 use testudo_updater::signature::{AllowedSigner, CheckPurpose, Keyring, Signer};
 use testudo_updater::BundleFormat;
 
@@ -20,6 +21,9 @@ enum BundleCommand {
     Create(CreateArgs),
     /// Make a delta bundle: a signed patch from the images of one full bundle to another's.
     Delta(DeltaArgs),
+    /// Encrypt a crypt bundle's signature for its recipients, as `rauc encrypt` does: only a
+    /// holder of a recipient's private key can then read it.
+    Encrypt(EncryptArgs),
     /// Verify a bundle (signature and every payload byte); print manifest and signer.
     Info(InfoArgs),
     /// Verify a bundle and extract its images and manifest into DIR.
@@ -40,7 +44,8 @@ struct CreateArgs {
     #[command(flatten)]
     signer: SignerArgs,
     /// Bundle format.
-    #[arg(long, default_value = "verity", value_parser = ["verity", "plain"])]
+    /// (crypt: verity over an encrypted payload; `bundle encrypt` then envelopes it).
+    #[arg(long, default_value = "verity", value_parser = ["verity", "plain", "crypt"])]
     format: String,
     /// `[update] description=`.
     #[arg(long)]
@@ -72,6 +77,40 @@ struct DeltaArgs {
     /// Output bundle.
     #[arg(short = 'o', long = "output")]
     output: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct EncryptArgs {
+    #[command(flatten)]
+    verify: VerifyArgs,
+    /// A recipient's certificate (PEM; every certificate in the file; repeatable).
+    #[arg(long = "recipient", required = true)]
+    recipients: Vec<PathBuf>,
+    /// The crypt bundle (`bundle create --format crypt`, or `rauc bundle`).
+    bundle: PathBuf,
+    /// Output bundle.
+    #[arg(short = 'o', long = "output")]
+    output: PathBuf,
+}
+
+/// The identity that opens a bundle encrypted for it (RAUC's system.conf `[encryption]`).
+#[derive(Debug, clap::Args)]
+struct DecryptArgs {
+    /// Private key (PEM) of a recipient the bundle is encrypted for.
+    #[arg(long)]
+    decrypt_key: Option<PathBuf>,
+    /// Its certificate (PEM).
+    #[arg(long, requires = "decrypt_key")]
+    decrypt_cert: Option<PathBuf>,
+}
+
+impl DecryptArgs {
+    fn decryptor(&self) -> anyhow::Result<Option<Decryptor>> {
+        Ok(match &self.decrypt_key {
+            Some(key) => Some(Decryptor::load(key, self.decrypt_cert.as_deref())?),
+            None => None,
+        })
+    }
 }
 
 /// Who signs a bundle.
@@ -126,6 +165,8 @@ impl VerifyArgs {
 struct InfoArgs {
     #[command(flatten)]
     verify: VerifyArgs,
+    #[command(flatten)]
+    decrypt: DecryptArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -137,9 +178,12 @@ struct InfoArgs {
 struct ExtractArgs {
     #[command(flatten)]
     verify: VerifyArgs,
+    #[command(flatten)]
+    decrypt: DecryptArgs,
     /// The bundle.
     bundle: PathBuf,
-    /// Output directory (created; must not contain files of the same names).
+    /// Output directory (created if missing; every file of the payload goes in, none over an
+    /// existing one).
     dir: PathBuf,
 }
 
@@ -147,6 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         BundleCommand::Create(args) => create(args),
         BundleCommand::Delta(args) => delta(args),
+        BundleCommand::Encrypt(args) => encrypt(args),
         BundleCommand::Info(args) => info(args),
         BundleCommand::Extract(args) => extract(args),
     }
@@ -216,15 +261,30 @@ fn delta(args: DeltaArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn encrypt(args: EncryptArgs) -> anyhow::Result<ExitCode> {
+    let keyring = args.verify.keyring()?;
+    let recipients = crypt::encrypt_bundle(&args.bundle, &keyring, &args.recipients, &args.output)
+        .with_context(|| format!("encrypting {}", args.bundle.display()))?;
+    println!(
+        "encrypted {} for {recipients} recipient(s): {}",
+        args.bundle.display(),
+        args.output.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     let keyring = args.verify.keyring()?;
-    let verified = bundle::open(&args.bundle, &keyring).context("bundle rejected")?;
+    let decryptor = args.decrypt.decryptor()?;
+    let verified =
+        bundle::open_with(&args.bundle, &keyring, decryptor.as_ref()).context("bundle rejected")?;
     if args.json {
         let value = serde_json::json!({
             "manifest": verified.manifest,
             "signer": verified.signer,
             "payload_size": verified.payload_size,
             "signature_size": verified.signature_size,
+            "encrypted_cms": verified.encrypted_cms,
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
@@ -238,16 +298,37 @@ fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     if let Some(build) = &m.build {
         println!("Build:         {build}");
     }
-    println!("Bundle format: {}", m.format.as_str());
+    match (m.format, verified.encrypted_cms) {
+        (BundleFormat::Crypt, true) => println!("Bundle format: crypt [encrypted CMS]"),
+        (BundleFormat::Crypt, false) => println!("Bundle format: crypt [unencrypted CMS]"),
+        (format, _) => println!("Bundle format: {}", format.as_str()),
+    }
     if let Some(verity) = &m.verity {
         println!("Verity hash:   {}", hex_string(&verity.root_hash));
         println!("Verity size:   {}", verity.hash_tree_size);
     }
+    if let Some(hooks) = &m.hooks_filename {
+        println!("Hook program:  {hooks}");
+    }
+    println!("Hooks:         {}", joined(&m.hooks));
+    if let Some(handler) = &m.handler {
+        println!("Handler:       {}", handler.filename);
+        if let Some(args) = &handler.args {
+            println!("Handler args:  {args}");
+        }
+    }
     for image in &m.images {
         println!("Image [{}]:", image.slot_class);
+        if let Some(variant) = &image.variant {
+            println!("  Variant:     {variant}");
+        }
         println!("  Filename:    {}", image.filename);
+        if image.is_casync_index() {
+            println!("  (a casync index: checksum and size are of the image it indexes)");
+        }
         println!("  Checksum:    {}", hex_string(&image.sha256));
         println!("  Size:        {}", image.size);
+        println!("  Hooks:       {}", joined(&image.hooks));
         if let Some(adaptive) = &image.adaptive {
             println!("  Adaptive:    {adaptive}");
         }
@@ -276,14 +357,25 @@ fn info(args: InfoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `items` separated by spaces, as `rauc info` lists hooks.
+fn joined(items: &[impl std::fmt::Display]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn hex_string(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
     let keyring = args.verify.keyring()?;
-    let verified = bundle::open(&args.bundle, &keyring).context("bundle rejected")?;
-    verified.extract(&args.dir).with_context(|| {
+    let decryptor = args.decrypt.decryptor()?;
+    let verified =
+        bundle::open_with(&args.bundle, &keyring, decryptor.as_ref()).context("bundle rejected")?;
+    let files = verified.extract(&args.dir).with_context(|| {
         format!(
             "extracting {} into {}",
             args.bundle.display(),
@@ -291,7 +383,7 @@ fn extract(args: ExtractArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     println!(
-        "extracted {} image(s) to {}",
+        "extracted {files} file(s) ({} image(s)) to {}",
         verified.manifest.images.len(),
         args.dir.display()
     );

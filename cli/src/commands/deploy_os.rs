@@ -148,7 +148,7 @@ fn verify_and_hash(
 ) -> testudo_updater::Result<(bundle::VerifiedBundle, [u8; 32], u64)> {
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    let verified = bundle::open_observed(path, keyring, &mut |bytes| {
+    let verified = bundle::open_observed(path, keyring, None, &mut |bytes| {
         hasher.update(bytes);
         size += bytes.len() as u64;
     })?;

@@ -98,8 +98,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `update install`: verify against the system.conf keyring, then install with progress on
-/// stderr.
+/// `update install`: verify against the system.conf keyring (an encrypted bundle opened with
+/// its `[encryption]` key), then install with progress on stderr.
 fn install_bundle(
     conf: &SystemConf,
     booted: &SlotConf,
@@ -112,7 +112,12 @@ fn install_bundle(
         .as_ref()
         .context("system.conf has no [keyring] path=")?;
     let keyring = Keyring::load(keyring_path, conf.check_purpose)?;
-    let verified = bundle::open(path, &keyring).context("bundle rejected")?;
+    let decryptor = match &conf.encryption {
+        Some(encryption) => Some(encryption.load()?),
+        None => None,
+    };
+    let verified =
+        bundle::open_with(path, &keyring, decryptor.as_ref()).context("bundle rejected")?;
     let options = InstallOptions {
         allow_downgrade,
         ..InstallOptions::default()

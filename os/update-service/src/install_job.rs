@@ -135,8 +135,20 @@ impl InstallJob {
         })?;
         let keyring = Keyring::load(&keyring_path, self.conf.check_purpose)
             .map_err(|error| Failure::of(FailedStep::BundleSignature, &error))?;
-        bundle::open_observed(&self.staged, &keyring, observe).map_err(|error| match error {
-            UpdaterError::VerifySignature { .. } | UpdaterError::LoadCrypto { .. } => {
+        let decryptor = match &self.conf.encryption {
+            Some(encryption) => Some(
+                encryption
+                    .load()
+                    .map_err(|error| Failure::of(FailedStep::BundleSignature, &error))?,
+            ),
+            None => None,
+        };
+        let opened = bundle::open_observed(&self.staged, &keyring, decryptor.as_ref(), observe);
+        opened.map_err(|error| match error {
+            UpdaterError::VerifySignature { .. }
+            | UpdaterError::LoadCrypto { .. }
+            | UpdaterError::EncryptedBundle { .. }
+            | UpdaterError::DecryptSignature { .. } => {
                 Failure::of(FailedStep::BundleSignature, &error)
             }
             other => Failure::of(FailedStep::BundleContent, &other),
@@ -198,10 +210,13 @@ impl VerifiedJob {
             UpdaterError::Incompatible { .. } => Failure::of(FailedStep::Incompatible, &error),
             UpdaterError::Downgrade { .. } => Failure::of(FailedStep::Downgrade, &error),
             // A delta for another image, or a patch that does not make the signed one: the
-            // download is not what this device can use (the full bundle may be).
+            // download is not what this device can use (the full bundle may be). A bundle
+            // with programs to run, or a casync index: not installable by this updater.
             UpdaterError::DeltaBase { .. }
             | UpdaterError::DeltaResult { .. }
-            | UpdaterError::ApplyPatch { .. } => Failure::of(FailedStep::BundleContent, &error),
+            | UpdaterError::ApplyPatch { .. }
+            | UpdaterError::BundlePrograms { .. }
+            | UpdaterError::CasyncBundle { .. } => Failure::of(FailedStep::BundleContent, &error),
             other => Failure::of(FailedStep::Install, &other),
         })?;
         if report.bootname != job.target {

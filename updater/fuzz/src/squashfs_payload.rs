@@ -16,7 +16,7 @@ pub fn fuzz(data: &[u8]) {
     if std::fs::write(&path, data).is_err() {
         return;
     }
-    let _ = testudo_updater::payload::check_files(&path, &[("manifest.raucm", 4096)]);
+    let _ = testudo_updater::payload::check_files(&path, &[("manifest.raucm", Some(4096))]);
     let _ = testudo_updater::payload::read_file(&path, "rootfs.img", |reader| {
         let mut sink = [0u8; 4096];
         // Bounded: at most 64 MiB of output per input, whatever the tables claim.

@@ -164,7 +164,7 @@ fn apply_patch(
     let stopped = || apply_failed(filename, std::io::Error::other("the slot writer stopped"));
     let mut chunk = Vec::with_capacity(chunk_size);
     let [control, diff, extra] = header.blocks(image.size);
-    let path = &bundle.path;
+    let path = bundle.payload();
     payload::read_file(path, filename, |control_reader| {
         skip(control_reader, control.0, bundle)?;
         payload::read_file(path, filename, |diff_reader| {

@@ -17,6 +17,7 @@ use testudo_updater::{BundleSpec, CreatedBundle, UpdaterError};
 /// The Debian package providing each external program the tests run (all listed in
 /// `xtask/src/deps.rs`, which `cargo xtask deps` installs).
 const TOOL_PACKAGES: &[(&str, &str)] = &[
+    ("casync", "casync"),
     ("fsck.fat", "dosfstools"),
     ("grub-editenv", "grub-common"),
     ("grub-script-check", "grub-common"),
