@@ -26,11 +26,29 @@ impl Drop for Dnsmasq {
 
 /// Starts dnsmasq with `records` (its own options, e.g. `--host-record=NAME,ADDRESS`) and
 /// returns once it listens; fails naming the package when dnsmasq is missing.
+///
+/// The port is a free one picked just before dnsmasq starts; another process (a parallel
+/// test's dnsmasq) may take it in between. dnsmasq then exits at once, and the port looks
+/// taken all the same: so the server is returned only once the port is taken and its own
+/// process is still running a moment later, else it starts again on another port.
 pub fn start(records: &[&str]) -> Dnsmasq {
     assert!(
         Path::new(DNSMASQ).is_file(),
         "{DNSMASQ} is needed (Debian package dnsmasq-base; `cargo xtask test` installs it)"
     );
+    for _ in 0..ATTEMPTS {
+        if let Some(server) = start_on_a_free_port(records) {
+            return server;
+        }
+    }
+    panic!("dnsmasq did not keep a port of its own in {ATTEMPTS} attempts");
+}
+
+/// How many ports [`start`] tries.
+const ATTEMPTS: usize = 5;
+
+/// One attempt of [`start`]: `None` when dnsmasq exited (its port was taken by another).
+fn start_on_a_free_port(records: &[&str]) -> Option<Dnsmasq> {
     let port = UdpSocket::bind("127.0.0.1:0")
         .and_then(|socket| socket.local_addr())
         .expect("a free UDP port")
@@ -51,15 +69,24 @@ pub fn start(records: &[&str]) -> Dnsmasq {
         .stderr(Stdio::null())
         .spawn()
         .expect("dnsmasq starts");
-    let server = Dnsmasq {
+    let mut server = Dnsmasq {
         child,
         address: SocketAddr::from((Ipv4Addr::LOCALHOST, port)),
     };
-    // It listens once the port is taken.
+    // It listens once the port is taken, and it is still running.
     let deadline = Instant::now() + Duration::from_secs(10);
     while UdpSocket::bind(server.address).is_ok() {
         assert!(Instant::now() < deadline, "dnsmasq does not listen");
+        if exited(&mut server) {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    server
+    std::thread::sleep(Duration::from_millis(100));
+    (!exited(&mut server)).then_some(server)
+}
+
+/// Whether the dnsmasq of `server` has exited.
+fn exited(server: &mut Dnsmasq) -> bool {
+    matches!(server.child.try_wait(), Ok(Some(_)))
 }
