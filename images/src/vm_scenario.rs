@@ -62,6 +62,13 @@ pub fn rollback(
             .arg(path_arg(&inputs.good_disk))
             .arg(path_arg(&disk)),
     )?;
+    // The copy has the source's mode: read-only when the image is in the Nix store; QEMU and
+    // the grubenv edits write the copy.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o644))
+            .map_err(ImageError::write(&disk))?;
+    }
     let scenario = Scenario {
         disk: disk.clone(),
         work: inputs.work.clone(),

@@ -100,10 +100,10 @@ fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         work,
     };
     let tools = testudo_images::HostTools::new();
+    // The error names the scenario and its step itself.
     testudo_images::vm_scenario::rollback(&inputs, &options, &tools, &mut |step| {
         eprintln!("scenario rollback: {step}");
-    })
-    .context("VM scenario rollback")?;
+    })?;
     eprintln!("scenario rollback: passed");
     Ok(ExitCode::SUCCESS)
 }
