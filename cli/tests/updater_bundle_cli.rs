@@ -208,26 +208,9 @@ fn crypt_bundles_are_encrypted_for_a_recipient_and_read_with_its_key() {
     updater_common::keys_init(&keys);
     let image = dir.path().join("rootfs.img");
     write_image(&image, 120_000);
-    let image_arg = format!("rootfs={}", image.display());
     let signed = dir.path().join("crypt.raucb");
-    let created = ok(&testudo(&[
-        &"bundle",
-        &"create",
-        &"--format",
-        &"crypt",
-        &"--compatible",
-        &"acme-gw",
-        &"--version",
-        &"1.0.0",
-        &"--image",
-        &image_arg,
-        &"--cert",
-        &keys.join("signing.pem"),
-        &"--key",
-        &keys.join("signing.key"),
-        &"-o",
-        &signed,
-    ]));
+    let created =
+        updater_common::bundle_create_as(&keys, "crypt", "acme-gw", "1.0.0", &image, &signed);
     assert!(created.contains("crypt bundle"), "{created}");
     // The development signer's certificate doubles as the recipient here.
     let encrypted = dir.path().join("encrypted.raucb");

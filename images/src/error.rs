@@ -241,6 +241,13 @@ pub enum ImageError {
         pattern: String,
         status: String,
     },
+    /// A partition of a built disk image could not be found in its GPT.
+    #[error("disk image {disk}: partition `{label}`: {detail}")]
+    GptPartition {
+        disk: PathBuf,
+        label: String,
+        detail: String,
+    },
     /// A VM scenario step did not see what it expects (`detail` says what it saw).
     #[error("VM scenario {scenario}, step `{step}`: {detail}")]
     Scenario {

@@ -1,8 +1,14 @@
 //! A GUID partition table, written directly: protective MBR, primary header and entries,
-//! backup entries and header. GUIDs are derived from a seed (the system's `compatible`
-//! string) and the partition name, so the table is the same on every build.
+//! backup entries and header; and read back to find a partition by name. GUIDs are derived
+//! from a seed (the system's `compatible` string) and the partition name, so the table is the
+//! same on every build.
+
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 
 use sha2::{Digest, Sha256};
+
+use crate::error::{ImageError, Result};
 
 /// Bytes per logical sector.
 pub const SECTOR: u64 = 512;
@@ -212,5 +218,78 @@ mod tests {
         assert_eq!(&bytes.head[510..512], &[0x55, 0xAA]);
         let name: Vec<u8> = "esp".encode_utf16().flat_map(u16::to_le_bytes).collect();
         assert_eq!(&bytes.head[1024 + 56..1024 + 62], &name[..]);
+    }
+}
+
+/// The byte offset of the partition named `label` in the GPT of the disk image `disk` (read
+/// back, as a VM scenario edits a built image).
+pub fn partition_offset(disk: &Path, label: &str) -> Result<u64> {
+    let bad = |detail: String| ImageError::GptPartition {
+        disk: disk.to_path_buf(),
+        label: label.to_owned(),
+        detail,
+    };
+    let file = std::fs::File::open(disk).map_err(ImageError::read(disk))?;
+    let mut header = [0u8; 92];
+    file.read_exact_at(&mut header, 512)
+        .map_err(ImageError::read(disk))?;
+    if &header[..8] != b"EFI PART" {
+        return Err(bad("no GPT header".to_owned()));
+    }
+    let le64 = |b: &[u8]| {
+        b.iter()
+            .rev()
+            .fold(0u64, |acc, byte| acc << 8 | u64::from(*byte))
+    };
+    let entries_lba = le64(&header[72..80]);
+    let count = le64(&header[80..84]).min(256);
+    let entry_size = le64(&header[84..88]);
+    if !(128..=4096).contains(&entry_size) {
+        return Err(bad(format!("entry size {entry_size}")));
+    }
+    let mut entry = vec![0u8; entry_size as usize];
+    for index in 0..count {
+        file.read_exact_at(&mut entry, entries_lba * 512 + index * entry_size)
+            .map_err(ImageError::read(disk))?;
+        let name: Vec<u16> = entry[56..128]
+            .chunks_exact(2)
+            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
+            .take_while(|unit| *unit != 0)
+            .collect();
+        if String::from_utf16_lossy(&name) == label {
+            return Ok(le64(&entry[32..40]) * 512);
+        }
+    }
+    Err(bad("no partition of that name".to_owned()))
+}
+
+#[cfg(test)]
+mod read_tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_found_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = dir.path().join("disk.img");
+        let total = 8192;
+        let part = |name: &str, first_lba: u64| GptPartition {
+            name: name.to_owned(),
+            type_guid: Guid::derived("t", "type"),
+            unique_guid: Guid::derived("t", name),
+            first_lba,
+            last_lba: first_lba + 1023,
+        };
+        let parts = [part("esp", 2048), part("rootfs-b", 4096)];
+        let table = write_table(Guid::derived("t", "disk"), &parts, total);
+        let mut bytes = vec![0u8; total as usize * 512];
+        bytes[..table.head.len()].copy_from_slice(&table.head);
+        let tail = table.tail_offset as usize;
+        bytes[tail..tail + table.tail.len()].copy_from_slice(&table.tail);
+        std::fs::write(&disk, bytes).unwrap();
+        assert_eq!(partition_offset(&disk, "rootfs-b").unwrap(), 4096 * 512);
+        assert_eq!(partition_offset(&disk, "esp").unwrap(), 2048 * 512);
+        assert!(partition_offset(&disk, "data").is_err());
+        std::fs::write(&disk, vec![0u8; 4096]).unwrap();
+        assert!(partition_offset(&disk, "esp").is_err());
     }
 }

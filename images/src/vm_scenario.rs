@@ -16,17 +16,18 @@
 //! 5. A stays the slot that boots.
 
 use std::fs::OpenOptions;
-use std::os::unix::fs::FileExt;
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use testudo_updater::bootloader::grub::GrubEnv;
 use testudo_updater::signature::CheckPurpose;
-use testudo_updater::Keyring;
+use testudo_updater::{Keyring, UpdaterError};
 
 use crate::disk::{ESP_LABEL, ROOTFS_B_LABEL};
 use crate::error::{ImageError, Result};
 use crate::esp::GRUBENV_PATH;
+use crate::gpt::partition_offset;
 use crate::tool::{path_arg, ToolCall, ToolRunner};
 use crate::vm::{run_vm, VmOptions, VmOutcome};
 
@@ -233,102 +234,33 @@ impl Scenario<'_> {
         Ok(())
     }
 
-    /// Verifies `bundle` against `keyring` and writes its rootfs image at slot B's start.
+    /// Verifies `bundle` against `keyring` and streams its rootfs image to slot B's start,
+    /// checked against the signed manifest on the way (as an install writes a slot).
     fn write_bundle_into_slot_b(&self, bundle: &Path, keyring: &Path) -> Result<()> {
         let step = "writing slot B";
         let keyring = Keyring::load(keyring, CheckPurpose::default())
             .map_err(|error| self.failed(step, error.to_string()))?;
         let verified = testudo_updater::bundle::open(bundle, &keyring)
             .map_err(|error| self.failed(step, error.to_string()))?;
-        let extracted = self.work.join("extracted");
-        verified
-            .extract(&extracted)
-            .map_err(|error| self.failed(step, error.to_string()))?;
-        let image = extracted.join("rootfs.img");
-        let bytes = std::fs::read(&image).map_err(ImageError::read(&image))?;
+        let image = verified
+            .manifest
+            .image("rootfs")
+            .ok_or_else(|| self.failed(step, "the bundle has no rootfs image".to_owned()))?;
         let offset = partition_offset(&self.disk, ROOTFS_B_LABEL)?;
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .write(true)
             .open(&self.disk)
             .map_err(ImageError::write(&self.disk))?;
-        file.write_all_at(&bytes, offset)
-            .and_then(|()| file.sync_all())
-            .map_err(ImageError::write(&self.disk))
-    }
-}
-
-/// The byte offset of the GPT partition named `label` on `disk`.
-pub fn partition_offset(disk: &Path, label: &str) -> Result<u64> {
-    let bad = |detail: String| ImageError::Scenario {
-        scenario: "rollback",
-        step: format!("finding partition {label}"),
-        detail,
-    };
-    let file = std::fs::File::open(disk).map_err(ImageError::read(disk))?;
-    let mut header = [0u8; 92];
-    file.read_exact_at(&mut header, 512)
-        .map_err(ImageError::read(disk))?;
-    if &header[..8] != b"EFI PART" {
-        return Err(bad(format!("{} has no GPT header", disk.display())));
-    }
-    let le64 = |b: &[u8]| {
-        b.iter()
-            .rev()
-            .fold(0u64, |acc, byte| acc << 8 | u64::from(*byte))
-    };
-    let entries_lba = le64(&header[72..80]);
-    let count = le64(&header[80..84]).min(256);
-    let entry_size = le64(&header[84..88]);
-    if !(128..=4096).contains(&entry_size) {
-        return Err(bad(format!("entry size {entry_size}")));
-    }
-    let mut entry = vec![0u8; entry_size as usize];
-    for index in 0..count {
-        file.read_exact_at(&mut entry, entries_lba * 512 + index * entry_size)
-            .map_err(ImageError::read(disk))?;
-        let name: Vec<u16> = entry[56..128]
-            .chunks_exact(2)
-            .map(|pair| u16::from_le_bytes([pair[0], pair[1]]))
-            .take_while(|unit| *unit != 0)
-            .collect();
-        if String::from_utf16_lossy(&name) == label {
-            return Ok(le64(&entry[32..40]) * 512);
-        }
-    }
-    Err(bad(format!(
-        "no partition named {label} on {}",
-        disk.display()
-    )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::gpt::{write_table, GptPartition, Guid};
-
-    #[test]
-    fn partitions_are_found_by_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let disk = dir.path().join("disk.img");
-        let total = 8192;
-        let part = |name: &str, first_lba: u64| GptPartition {
-            name: name.to_owned(),
-            type_guid: Guid::derived("t", "type"),
-            unique_guid: Guid::derived("t", name),
-            first_lba,
-            last_lba: first_lba + 1023,
-        };
-        let parts = [part("esp", 2048), part("rootfs-b", 4096)];
-        let table = write_table(Guid::derived("t", "disk"), &parts, total);
-        let mut bytes = vec![0u8; total as usize * 512];
-        bytes[..table.head.len()].copy_from_slice(&table.head);
-        let tail = table.tail_offset as usize;
-        bytes[tail..tail + table.tail.len()].copy_from_slice(&table.tail);
-        std::fs::write(&disk, bytes).unwrap();
-        assert_eq!(partition_offset(&disk, "rootfs-b").unwrap(), 4096 * 512);
-        assert_eq!(partition_offset(&disk, "esp").unwrap(), 2048 * 512);
-        assert!(partition_offset(&disk, "data").is_err());
-        std::fs::write(&disk, vec![0u8; 4096]).unwrap();
-        assert!(partition_offset(&disk, "esp").is_err());
+        file.seek(SeekFrom::Start(offset))
+            .map_err(ImageError::write(&self.disk))?;
+        verified
+            .stream_image(image, |reader| {
+                std::io::copy(reader, &mut file).map_err(|source| UpdaterError::Write {
+                    path: self.disk.clone(),
+                    source,
+                })
+            })
+            .map_err(|error| self.failed(step, error.to_string()))?;
+        file.sync_all().map_err(ImageError::write(&self.disk))
     }
 }

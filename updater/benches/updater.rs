@@ -71,18 +71,7 @@ fn main() {
     });
     let t_rauc_bundle = best(CREATE_RUNS, || {
         let _ = std::fs::remove_file(&theirs);
-        timed(
-            Command::new("rauc")
-                .args([
-                    "bundle",
-                    "--cert",
-                    s(&pki.signer.cert),
-                    "--key",
-                    s(&pki.signer.key),
-                ])
-                .arg(&content)
-                .arg(&theirs),
-        )
+        timed(&mut rauc_bundle(&pki, &content, &theirs))
     });
     row(
         "bundle create (verity)",
@@ -183,18 +172,7 @@ fn main() {
     .expect("manifest");
     let crypt_signed = root.join("crypt-signed.raucb");
     let encrypted = root.join("encrypted.raucb");
-    timed(
-        Command::new("rauc")
-            .args([
-                "bundle",
-                "--cert",
-                s(&pki.signer.cert),
-                "--key",
-                s(&pki.signer.key),
-            ])
-            .arg(&crypt_content)
-            .arg(&crypt_signed),
-    );
+    timed(&mut rauc_bundle(&pki, &crypt_content, &crypt_signed));
     // The signer's certificate doubles as the device's (an EC P-256 recipient).
     timed(
         Command::new("rauc")
@@ -393,6 +371,22 @@ fn device(root: &Path, keyring: &Path, image: &Path) -> PathBuf {
     let path = root.join("system.conf");
     std::fs::write(&path, conf.render()).expect("conf");
     path
+}
+
+/// `rauc bundle` of `content` into `out`, signed by the bench's signer; not yet run.
+fn rauc_bundle(pki: &Pki, content: &Path, out: &Path) -> Command {
+    let mut command = Command::new("rauc");
+    command
+        .args([
+            "bundle",
+            "--cert",
+            s(&pki.signer.cert),
+            "--key",
+            s(&pki.signer.key),
+        ])
+        .arg(content)
+        .arg(out);
+    command
 }
 
 fn timed(command: &mut Command) -> Duration {

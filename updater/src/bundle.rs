@@ -585,13 +585,13 @@ pub fn open_observed(
         })?;
         frame.der = decryptor.open_envelope(&frame.der, path)?;
         kind = cms_kind(&frame.der, path)?;
-        if kind == CmsKind::Enveloped {
-            return Err(format_err(path, "an envelope inside the envelope"));
-        }
     }
     let (mut bundle, observed) = match kind {
         CmsKind::Detached => open_plain(&file, path, &frame, keyring, observe)?,
-        CmsKind::Inline | CmsKind::Enveloped => open_verity(&file, path, &frame, keyring, observe)?,
+        CmsKind::Inline => open_verity(&file, path, &frame, keyring, observe)?,
+        CmsKind::Enveloped => {
+            return Err(format_err(path, "an envelope inside the envelope"));
+        }
     };
     bundle.encrypted_cms = encrypted_cms;
     // The rest of the file: the tree (verity), the signature and the framing.

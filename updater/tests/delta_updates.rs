@@ -388,19 +388,7 @@ fn full_bundles_carry_raucs_block_hash_index_byte_for_byte() {
     )
     .unwrap();
     let rauc_bundle = setup.dir.path().join("rauc.raucb");
-    let made = common::run(
-        "rauc",
-        &[
-            &"bundle",
-            &"--cert",
-            &setup.pki.signer.cert,
-            &"--key",
-            &setup.pki.signer.key,
-            &content,
-            &rauc_bundle,
-        ],
-    );
-    common::assert_success("rauc bundle", &made);
+    common::rauc_bundle(&setup.pki, &content, &rauc_bundle);
     let theirs = common::run(
         "unsquashfs",
         &[&"-cat", &rauc_bundle, &"rootfs.img.block-hash-index"],

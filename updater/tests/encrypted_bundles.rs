@@ -71,19 +71,7 @@ fn rauc_encrypted_bundles_install_with_any_recipients_key() {
     )
     .unwrap();
     let signed = dir.join("crypt.raucb");
-    let output = common::run(
-        "rauc",
-        &[
-            &"bundle",
-            &"--cert",
-            &pki.signer.cert,
-            &"--key",
-            &pki.signer.key,
-            &content,
-            &signed,
-        ],
-    );
-    common::assert_success("rauc bundle", &output);
+    common::rauc_bundle(&pki, &content, &signed);
     let encrypted = dir.join("encrypted.raucb");
     let keyring_arg = format!("--keyring={}", pki.keyring.display());
     let to_first = format!("--to={}", first.0.display());

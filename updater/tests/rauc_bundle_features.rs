@@ -37,23 +37,6 @@ const PROGRAMS_MANIFEST: &str = "[update]\ncompatible=gw\nversion=2.0\n\n[bundle
 [hooks]\nfilename=hook.sh\nhooks=install-check;\n\n[handler]\nfilename=handler.sh\nargs=--flag\n\n\
 [image.rootfs]\nfilename=rootfs.img\nhooks=pre-install;post-install;\n\n[image.appfs.v2]\nfilename=app.img\n";
 
-/// `rauc bundle` of `content` into `out`, signed by the PKI's signer.
-fn rauc_bundle(pki: &common::Pki, content: &Path, out: &Path) {
-    let output = common::run(
-        "rauc",
-        &[
-            &"bundle",
-            &"--cert",
-            &pki.signer.cert,
-            &"--key",
-            &pki.signer.key,
-            &content,
-            &out,
-        ],
-    );
-    common::assert_success("rauc bundle", &output);
-}
-
 /// `rauc info --output-format=shell`, as variable → value.
 fn rauc_info(pki: &common::Pki, bundle: &Path) -> BTreeMap<String, String> {
     let keyring = format!("--keyring={}", pki.keyring.display());
@@ -157,7 +140,7 @@ fn hooks_handler_and_variant_are_shown_extracted_and_refused_by_name() {
     let pki = common::valid_pki(&dir.path().join("pki"), KeyKind::EcP256, false);
     let content = content_with_programs(dir.path(), PROGRAMS_MANIFEST);
     let bundle_path = dir.path().join("programs.raucb");
-    rauc_bundle(&pki, &content, &bundle_path);
+    common::rauc_bundle(&pki, &content, &bundle_path);
 
     let bundle = common::open_bundle(&bundle_path, &pki);
     assert_info_agrees(&bundle, &rauc_info(&pki, &bundle_path));
@@ -222,7 +205,7 @@ fn casync_bundles_are_shown_extracted_and_refused_by_name() {
     )
     .unwrap();
     let source = dir.path().join("source.raucb");
-    rauc_bundle(&pki, &content, &source);
+    common::rauc_bundle(&pki, &content, &source);
     let bundle_path = dir.path().join("casync.raucb");
     let keyring = format!("--keyring={}", pki.keyring.display());
     let output = common::run(

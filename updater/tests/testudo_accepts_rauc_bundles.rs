@@ -18,26 +18,7 @@ fn rauc_bundle(pki: &common::Pki, image: &Path, format: &str, out: &Path) {
         format!("[update]\ncompatible=gw\nversion=3.1\n\n[bundle]\nformat={format}\n\n[image.rootfs]\nfilename=rootfs.img\n"),
     )
     .unwrap();
-    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-        &"bundle",
-        &"--cert",
-        &pki.signer.cert,
-        &"--key",
-        &pki.signer.key,
-    ];
-    let intermediate_args: Vec<String> = pki
-        .signer
-        .intermediates
-        .iter()
-        .map(|p| format!("--intermediate={}", p.display()))
-        .collect();
-    for arg in &intermediate_args {
-        args.push(arg);
-    }
-    args.push(&content);
-    args.push(&out);
-    let output = common::run("rauc", &args);
-    common::assert_success("rauc bundle", &output);
+    common::rauc_bundle(pki, &content, out);
 }
 
 fn check(kind: KeyKind, intermediate: bool, format: &str) {

@@ -63,10 +63,24 @@ pub fn keys_init(dir: &Path) -> String {
 /// `testudo bundle create` of `image` for slot class rootfs, signed with the development
 /// keys in `keys`, written to `out`.
 pub fn bundle_create(keys: &Path, compatible: &str, version: &str, image: &Path, out: &Path) {
+    bundle_create_as(keys, "verity", compatible, version, image, out);
+}
+
+/// [`bundle_create`] in bundle format `format`; returns what it printed.
+pub fn bundle_create_as(
+    keys: &Path,
+    format: &str,
+    compatible: &str,
+    version: &str,
+    image: &Path,
+    out: &Path,
+) -> String {
     let image_arg = format!("rootfs={}", image.display());
     ok(&testudo(&[
         &"bundle",
         &"create",
+        &"--format",
+        &format,
         &"--compatible",
         &compatible,
         &"--version",
@@ -79,7 +93,7 @@ pub fn bundle_create(keys: &Path, compatible: &str, version: &str, image: &Path,
         &keys.join("signing.key"),
         &"-o",
         &out,
-    ]));
+    ]))
 }
 
 /// The keyring (`ca.pem`) of development keys in `keys`.

@@ -142,6 +142,31 @@ pub fn run(program: &str, args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
 }
 
 /// `(payload length, signature length)` of a bundle's bytes, from the u64 BE trailer.
+/// `rauc bundle` of the content directory `content` into `out`, signed by `pki`'s signer with
+/// its intermediates embedded.
+pub fn rauc_bundle(pki: &Pki, content: &Path, out: &Path) {
+    let intermediates: Vec<String> = pki
+        .signer
+        .intermediates
+        .iter()
+        .map(|p| format!("--intermediate={}", p.display()))
+        .collect();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+        &"bundle",
+        &"--cert",
+        &pki.signer.cert,
+        &"--key",
+        &pki.signer.key,
+    ];
+    for arg in &intermediates {
+        args.push(arg);
+    }
+    args.push(&content);
+    args.push(&out);
+    let output = run("rauc", &args);
+    assert_success("rauc bundle", &output);
+}
+
 pub fn bundle_layout(bytes: &[u8]) -> (u64, u64) {
     let len = bytes.len() as u64;
     let sig = u64::from_be_bytes(bytes[bytes.len() - 8..].try_into().unwrap());
