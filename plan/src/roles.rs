@@ -29,12 +29,16 @@ pub enum SandboxRole {
     /// The device's updater: the boot partitions it holds, read, written and synced;
     /// init gives it the slot GRUB booted as its argument.
     Updater,
+    /// A bundle's install hook or handler, run by the updater (never a component): a POSIX
+    /// shell and its tools, the slot it may write, no network.
+    BundleProgram,
 }
 
 impl SandboxRole {
     /// Every role, in name order.
-    pub const ALL: [SandboxRole; 8] = [
+    pub const ALL: [SandboxRole; 9] = [
         SandboxRole::Agent,
+        SandboxRole::BundleProgram,
         SandboxRole::Driver,
         SandboxRole::NetDriver,
         SandboxRole::Service,
@@ -55,6 +59,7 @@ impl SandboxRole {
             SandboxRole::Agent => "agent",
             SandboxRole::WasmHost => "wasm_host",
             SandboxRole::Updater => "updater",
+            SandboxRole::BundleProgram => "bundle_program",
         }
     }
 
@@ -70,9 +75,10 @@ impl SandboxRole {
     }
 
     /// Whether a component of `kind` may run under this role: WASM apps only under
-    /// `wasm_host`, and nothing else under it.
+    /// `wasm_host`, and nothing else under it; no component under `bundle_program`.
     pub fn fits(self, kind: ComponentKind) -> bool {
-        (self == SandboxRole::WasmHost) == (kind == ComponentKind::Wasm)
+        self != SandboxRole::BundleProgram
+            && (self == SandboxRole::WasmHost) == (kind == ComponentKind::Wasm)
     }
 }
 
@@ -112,5 +118,8 @@ mod tests {
         assert!(!SandboxRole::Agent.fits(Wasm));
         assert!(!SandboxRole::WasmHost.fits(Service));
         assert!(SandboxRole::WasmHost.fits(Wasm));
+        for kind in [Wasm, Driver, Service] {
+            assert!(!SandboxRole::BundleProgram.fits(kind));
+        }
     }
 }

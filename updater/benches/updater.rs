@@ -1,7 +1,8 @@
 //! `cargo bench -p testudo-updater`: bundle creation, verification, extraction and install of
 //! a 256 MiB image (`TESTUDO_BENCH_MIB` to change), each side by side in the same run with
 //! its anchor (`rauc bundle`, `rauc extract`, `sha256sum`, `dd`; for an encrypted bundle the
-//! unencrypted install and `rauc extract` of the same encrypted bundle), plus peak RSS of the
+//! unencrypted install and `rauc extract` of the same encrypted bundle; for a bundle with
+//! sandboxed hooks the install without them, and one hook spawned plainly), plus peak RSS of the
 //! testudo process (VmHWM) at two bundle sizes. Each testudo operation runs in a child
 //! process (this binary re-executed with `--child`) so its RSS is its own.
 //! Timings: best of 5 runs (3 for bundle creation), files in the page cache.
@@ -11,17 +12,25 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use std::os::unix::fs::PermissionsExt;
 use testudo_updater::bootloader::grub::GrubEnv;
 use testudo_updater::crypt::Decryptor;
 use testudo_updater::install::{self, InstallOptions};
 use testudo_updater::keys::{self, KeyKind, Validity};
 use testudo_updater::signature::{CheckPurpose, Keyring, Signer};
-use testudo_updater::system_conf::EncryptionConf;
+
+use testudo_updater::manifest::ImageHook;
+use testudo_updater::programs::{
+    ProgramExit, ProgramRun, ProgramRunner, ProgramStep, SandboxedRunner,
+};
+use testudo_updater::system_conf::{BundleProgramsConf, EncryptionConf, ProgramsPolicy};
 use testudo_updater::{bootloader, bundle, BundleSpec, SystemConf};
 
 /// Runs per measurement; the best (minimum) is reported: the machine is shared, and the
 /// minimum is the figure least disturbed by other load, for both sides alike.
 const RUNS: usize = 5;
+/// A single program start is short and noisy: more runs.
+const PROGRAM_RUNS: usize = 20;
 /// Bundle creation is slow (gzip squashfs); fewer runs.
 const CREATE_RUNS: usize = 3;
 
@@ -247,6 +256,75 @@ fn main() {
         false,
     );
 
+    // 7. Bundle programs: the same image in a rauc bundle with no-op pre- and post-install
+    // hooks, installed on a system that runs them sandboxed, vs the plain install above; and
+    // one no-op hook started in its sandbox vs spawned plainly.
+    let hooked_content = root.join("hooked-content");
+    std::fs::create_dir(&hooked_content).expect("hooked content dir");
+    std::fs::copy(&image, hooked_content.join("rootfs.img")).expect("copy image");
+    let hook = hooked_content.join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh
+exit 0
+",
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("hook mode");
+    std::fs::write(
+        hooked_content.join("manifest.raucm"),
+        "[update]\ncompatible=bench\nversion=1\n\n[bundle]\nformat=verity\n\n[hooks]\nfilename=hook.sh\n\n[image.rootfs]\nfilename=rootfs.img\nhooks=pre-install;post-install;\n",
+    )
+    .expect("manifest");
+    let hooked = root.join("hooked.raucb");
+    timed(&mut rauc_bundle(&pki, &hooked_content, &hooked));
+    let programs_conf = {
+        let mut conf = SystemConf::load(&conf).expect("conf");
+        conf.bundle_programs.policy = ProgramsPolicy::Sandboxed;
+        let path = root.join("system-programs.conf");
+        std::fs::write(&path, conf.render()).expect("programs conf");
+        path
+    };
+    let t_hooked_install = best(RUNS, || {
+        child_run(&["install", s(&programs_conf), s(&hooked), "read-back"]).0
+    });
+    row(
+        "install with a pre- and a post-install hook, each sandboxed",
+        t_hooked_install,
+        "the install without programs above",
+        t_install,
+        size,
+        false,
+    );
+    let runner = SandboxedRunner::new(&BundleProgramsConf::default());
+    let run = ProgramRun {
+        step: ProgramStep::Slot(ImageHook::PreInstall),
+        name: "pre-install hook".to_string(),
+        program: hook.clone(),
+        args: vec!["slot-pre-install".to_string()],
+        env: vec![("PATH".to_string(), "/usr/bin:/bin".to_string())],
+        bundle_dir: hooked_content.clone(),
+        bundle_mount_point: PathBuf::from("/mnt/rauc/bundle"),
+        writable: vec![slot_b.clone()],
+    };
+    let t_sandboxed = best(PROGRAM_RUNS, || {
+        let start = Instant::now();
+        let outcome = runner.run(&run).expect("sandboxed hook");
+        assert_eq!(outcome.exit, ProgramExit::Code(0), "{outcome:?}");
+        start.elapsed()
+    });
+    let t_plain = best(PROGRAM_RUNS, || {
+        timed(Command::new(&hook).arg("slot-pre-install"))
+    });
+    row(
+        "one no-op hook, sandboxed (namespaces, landlock, seccomp)",
+        t_sandboxed,
+        "the same hook spawned plainly",
+        t_plain,
+        0,
+        false,
+    );
+
     // 6. Peak RSS at a quarter of the size: must not grow with the bundle.
     let small_image = make_image(&root.join("small.img"), (mib / 4).max(8));
     let small = root.join("small.raucb");
@@ -438,12 +516,20 @@ fn row(what: &str, ours: Duration, anchor: &str, theirs: Duration, bytes: u64, h
         println!("| operation | testudo | MB/s | anchor | anchor time | MB/s | speed ratio (anchor time / testudo time) |");
         println!("|---|---|---|---|---|---|---|");
     }
-    let mbps = |d: Duration| bytes as f64 / 1e6 / d.as_secs_f64();
+    // A row without bytes (a program start) shows milliseconds and no throughput.
+    let mbps = |d: Duration| match bytes {
+        0 => "-".to_string(),
+        _ => format!("{:.0}", bytes as f64 / 1e6 / d.as_secs_f64()),
+    };
+    let time = |d: Duration| match bytes {
+        0 => format!("{:.2} ms", d.as_secs_f64() * 1e3),
+        _ => format!("{:.3} s", d.as_secs_f64()),
+    };
     println!(
-        "| {what} | {:.3} s | {:.0} | {anchor} | {:.3} s | {:.0} | {:.2}x |",
-        ours.as_secs_f64(),
+        "| {what} | {} | {} | {anchor} | {} | {} | {:.2}x |",
+        time(ours),
         mbps(ours),
-        theirs.as_secs_f64(),
+        time(theirs),
         mbps(theirs),
         theirs.as_secs_f64() / ours.as_secs_f64()
     );

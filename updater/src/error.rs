@@ -174,10 +174,36 @@ pub enum UpdaterError {
     /// The bundle carries programs RAUC would run while installing (install hooks, a custom
     /// handler); this installer runs none, and skipping them could install something else than
     /// the bundle means, so the bundle is refused before anything is written.
-    #[error("checking the bundle's programs: it carries {} and this installer runs no bundle programs", scripts.join(", "))]
+    #[error("checking the bundle's programs: it carries {} and this installer runs none here ([bundle-programs] run=sandboxed in system.conf lets `testudo update install` run them, sandboxed)", scripts.join(", "))]
     BundlePrograms {
         /// What RAUC would run, e.g. `pre-install hook of [image.rootfs]`.
         scripts: Vec<String>,
+    },
+    /// The bundle's install-check hook rejected it (exit code 10 or more, RAUC's protocol).
+    #[error("bundle rejected by its {program}: {reason}")]
+    BundleRejected {
+        /// `install-check hook`.
+        program: String,
+        /// Its last line on stderr (or its exit code when it wrote none).
+        reason: String,
+    },
+    /// A bundle program (hook, handler) failed, was killed or timed out.
+    #[error("running {program}: {exit}{}", last_line(stderr))]
+    BundleProgram {
+        /// Which program (`post-install hook of [image.rootfs]`).
+        program: String,
+        /// How it ended.
+        exit: crate::programs::ProgramExit,
+        /// Its last line on stderr.
+        stderr: String,
+    },
+    /// A bundle program's sandbox could not be set up or started.
+    #[error("starting {program} in its sandbox")]
+    ProgramSandbox {
+        /// Which program.
+        program: String,
+        /// What failed.
+        source: testudo_sandbox::SandboxError,
     },
     /// The bundle's image is a casync index (`rauc convert`): its bytes are in a chunk store,
     /// which this installer does not read; a plain or verity bundle (or a delta bundle)
@@ -318,6 +344,15 @@ pub type Result<T, E = UpdaterError> = std::result::Result<T, E>;
 pub(crate) fn read_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> UpdaterError {
     let path = path.into();
     move |source| UpdaterError::Read { path, source }
+}
+
+/// `; last line on stderr: ...` when a program wrote one.
+fn last_line(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!("; last line on stderr: {stderr}")
+    }
 }
 
 /// Maps an `io::Error` to [`UpdaterError::Write`] for `path`.

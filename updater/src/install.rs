@@ -1,13 +1,18 @@
 //! Installing a verified bundle into the inactive slot.
 //!
 //! Order (each write is durable before the next starts):
-//! 1. checks, nothing written: compatible, no bundle programs (hooks, handler), no casync
+//! 1. checks, nothing written: compatible (or, in its place, the bundle's install-check hook),
+//!    bundle programs (hooks, handler) only where `[bundle-programs] run=sandboxed`, no casync
 //!    index, min-bundle-version, downgrade, target slot is not the booted one (by name and by
 //!    device), image fits the slot;
 //! 2. target marked bad in the bootloader (on disk) and `status=installing` recorded;
 //! 3. image streamed from the payload into the slot in chunks (sha256 checked against the
-//!    signed manifest while streaming), fsync, then read back and hashed again;
-//! 4. `status=ok` + version recorded, then target made primary with one try.
+//!    signed manifest while streaming), fsync, then read back and hashed again; with programs
+//!    ([`crate::programs`], each sandboxed with only its step's slot), the image's
+//!    pre-install hook before, its install hook in place of the write, its post-install hook
+//!    after, or the bundle's handler in place of all of it;
+//! 4. `status=ok` + version recorded, then target made primary with one try (the updater's,
+//!    never a program's: none of them sees the bootloader).
 //!
 //! An interruption anywhere leaves the target not bootable (until step 4's last write) and
 //! the booted slot untouched, so the next boot picks the old slot; a re-run starts over.
@@ -21,10 +26,11 @@ use std::path::Path;
 use crate::bootloader::{BootState, Bootloader};
 use crate::bundle::VerifiedBundle;
 use crate::error::{read_err, write_err, Result, UpdaterError};
-use crate::manifest::{ImageEntry, Manifest};
+use crate::manifest::{ImageEntry, ImageHook, Manifest};
+use crate::programs::{BundlePrograms, ProgramOutcome, ProgramRun, ProgramRunner, SandboxedRunner};
 use crate::slot;
 use crate::status_file::{SlotStatus, StatusFile};
-use crate::system_conf::{SlotConf, SystemConf};
+use crate::system_conf::{ProgramsPolicy, SlotConf, SystemConf};
 use crate::version;
 
 mod from_patch;
@@ -85,6 +91,11 @@ pub enum Step {
         /// Slot name.
         slot: String,
     },
+    /// Run one of the bundle's programs (it may write the slots of its step).
+    RunProgram {
+        /// Which (`post-install hook of [image.rootfs]`).
+        program: String,
+    },
     /// Make the target primary with one try.
     SetPrimary {
         /// Bootname.
@@ -105,6 +116,8 @@ pub struct InstallReport {
     pub bytes_written: u64,
     /// Number of write steps performed.
     pub steps: usize,
+    /// What each of the bundle's programs did, in the order they ran.
+    pub programs: Vec<ProgramOutcome>,
 }
 
 /// Steps counter + observer; an observer returning `Break` stops the install right there,
@@ -186,16 +199,17 @@ fn check_manifest(
     options: &InstallOptions,
 ) -> Result<()> {
     let manifest = &bundle.manifest;
-    if manifest.compatible != conf.compatible {
+    // An install-check hook decides compatibility in its place (RAUC's rule).
+    if manifest.hooks.is_empty() && manifest.compatible != conf.compatible {
         return Err(UpdaterError::Incompatible {
             bundle: manifest.compatible.clone(),
             system: conf.compatible.clone(),
         });
     }
-    // Hooks and handlers replace or wrap the write in RAUC; running bundle-supplied programs
-    // is not supported, and silently skipping them could install something else than intended.
+    // Hooks and handlers replace or wrap the write in RAUC; they run only where the system
+    // lets them, sandboxed. Silently skipping them could install something else than intended.
     let scripts = manifest.scripts();
-    if !scripts.is_empty() {
+    if !scripts.is_empty() && conf.bundle_programs.policy == ProgramsPolicy::Refuse {
         return Err(UpdaterError::BundlePrograms { scripts });
     }
     if let Some(index) = manifest.images.iter().find(|i| i.is_casync_index()) {
@@ -257,7 +271,9 @@ fn check_fits(image: &ImageEntry, slot: &SlotConf) -> Result<()> {
 }
 
 /// Installs `bundle` (already verified by [`crate::bundle::open`]) from the running slot
-/// `booted`. `observer` sees every write step before it happens and may stop the install.
+/// `booted`, running its programs (if the system allows them) in the sandbox of
+/// [`SandboxedRunner`]. `observer` sees every write step before it happens and may stop the
+/// install.
 pub fn install(
     conf: &SystemConf,
     booted: &SlotConf,
@@ -266,11 +282,39 @@ pub fn install(
     options: &InstallOptions,
     observer: &mut dyn FnMut(usize, &Step) -> ControlFlow<()>,
 ) -> Result<InstallReport> {
+    let runner = SandboxedRunner::new(&conf.bundle_programs);
+    install_with(conf, booted, bundle, bootloader, options, &runner, observer)
+}
+
+/// [`install`] with the bundle's programs run by `runner`.
+pub fn install_with(
+    conf: &SystemConf,
+    booted: &SlotConf,
+    bundle: &VerifiedBundle,
+    bootloader: &mut dyn Bootloader,
+    options: &InstallOptions,
+    runner: &dyn ProgramRunner,
+    observer: &mut dyn FnMut(usize, &Step) -> ControlFlow<()>,
+) -> Result<InstallReport> {
     let status_path = conf.status_path()?;
     let mut status = StatusFile::load(&status_path)?;
     let (target, pairs) = plan(conf, booted, bundle, &status, options)?;
     let bootname = target.bootname.clone().unwrap_or_default();
     let mut steps = Steps { count: 0, observer };
+    let staged = match bundle.manifest.scripts().is_empty() {
+        true => None,
+        false => Some(crate::programs::stage_bundle(conf, bundle)?),
+    };
+    let staged_dir = staged
+        .as_ref()
+        .map(|dir| dir.path().join(crate::programs::BUNDLE_DIR));
+    let mut programs = staged_dir
+        .as_deref()
+        .map(|dir| BundlePrograms::new(conf, booted, &bundle.manifest, dir, runner));
+    if let Some(programs) = programs.as_mut() {
+        let check = programs.install_check()?;
+        run_program(programs, check, &mut steps)?;
+    }
 
     steps.next(Step::MarkTargetBad {
         bootname: bootname.clone(),
@@ -286,38 +330,27 @@ pub fn install(
         status.save()?;
     }
 
-    let mut bytes_written = 0;
-    for (image, slot) in &pairs {
-        let written = match &image.delta {
-            None => write_image(bundle, image, slot, options, &mut steps),
-            Some(delta) => slot::for_image(conf, booted, &image.slot_class).and_then(|source| {
-                from_patch::write_image(
-                    bundle,
-                    image,
-                    delta,
-                    DeltaSlots {
-                        source,
-                        target: slot,
-                    },
-                    options,
-                    &mut steps,
-                )
-            }),
-        };
-        match written {
-            Ok(written) => bytes_written += written,
-            Err(err) => {
-                if !matches!(err, UpdaterError::Interrupted { .. }) {
-                    // Best effort: the slot is already marked bad; this only tells why.
-                    let mut record = status.get(&slot.name());
-                    record.status = Some("failed".to_string());
-                    status.set(&slot.name(), record);
-                    let _ = status.save();
-                }
-                return Err(err);
+    let mut writing = Writing {
+        conf,
+        booted,
+        bundle,
+        options,
+        programs: programs.as_mut(),
+        steps: &mut steps,
+    };
+    let bytes_written = match writing.all_slots(&pairs) {
+        Ok(written) => written,
+        Err((err, slot)) => {
+            if !matches!(err, UpdaterError::Interrupted { .. }) {
+                // Best effort: the slot is already marked bad; this only tells why.
+                let mut record = status.get(&slot);
+                record.status = Some("failed".to_string());
+                status.set(&slot, record);
+                let _ = status.save();
             }
+            return Err(err);
         }
-    }
+    };
 
     for (image, slot) in &pairs {
         steps.next(Step::RecordInstalled { slot: slot.name() })?;
@@ -335,7 +368,103 @@ pub fn install(
         version: bundle.manifest.version.clone(),
         bytes_written,
         steps: steps.count,
+        programs: programs.map(|p| p.outcomes).unwrap_or_default(),
     })
+}
+
+/// Announces and runs `run`, if there is one.
+fn run_program(
+    programs: &mut BundlePrograms<'_>,
+    run: Option<ProgramRun>,
+    steps: &mut Steps<'_>,
+) -> Result<()> {
+    let Some(run) = run else { return Ok(()) };
+    steps.next(Step::RunProgram {
+        program: run.name.clone(),
+    })?;
+    programs.execute(&run)
+}
+
+/// Step 3 of an install: what writes the target slots.
+struct Writing<'w, 'p, 'o> {
+    conf: &'w SystemConf,
+    booted: &'w SlotConf,
+    bundle: &'w VerifiedBundle,
+    options: &'w InstallOptions,
+    programs: Option<&'w mut BundlePrograms<'p>>,
+    steps: &'w mut Steps<'o>,
+}
+
+impl Writing<'_, '_, '_> {
+    /// Writes every `(image, slot)` pair: the handler for all of them, else each image in
+    /// turn. Returns the bytes the updater itself wrote, or the error and the slot it hit.
+    fn all_slots(
+        &mut self,
+        pairs: &[(ImageEntry, &SlotConf)],
+    ) -> std::result::Result<u64, (UpdaterError, String)> {
+        if let Some(programs) = self.programs.as_deref_mut() {
+            let handler = programs
+                .handler(pairs)
+                .map_err(|err| (err, pairs[0].1.name()))?;
+            if handler.is_some() {
+                return run_program(programs, handler, self.steps)
+                    .map(|()| 0)
+                    .map_err(|err| (err, pairs[0].1.name()));
+            }
+        }
+        let mut written = 0;
+        for (image, slot) in pairs {
+            written += self
+                .one_slot(image, slot)
+                .map_err(|err| (err, slot.name()))?;
+        }
+        Ok(written)
+    }
+
+    /// The image's pre-install hook, its install hook or the updater's own write, then its
+    /// post-install hook.
+    fn one_slot(&mut self, image: &ImageEntry, slot: &SlotConf) -> Result<u64> {
+        self.hook(ImageHook::PreInstall, image, slot)?;
+        let written = if self.hook(ImageHook::Install, image, slot)? {
+            0
+        } else {
+            self.write(image, slot)?
+        };
+        self.hook(ImageHook::PostInstall, image, slot)?;
+        Ok(written)
+    }
+
+    /// Runs `hook` of `image` if it has one; whether it ran.
+    fn hook(&mut self, hook: ImageHook, image: &ImageEntry, slot: &SlotConf) -> Result<bool> {
+        let Some(programs) = self.programs.as_deref_mut() else {
+            return Ok(false);
+        };
+        let run = programs.slot_hook(hook, image, slot)?;
+        let ran = run.is_some();
+        run_program(programs, run, self.steps)?;
+        Ok(ran)
+    }
+
+    /// The updater's own write of `image` (whole or through its delta) into `slot`.
+    fn write(&mut self, image: &ImageEntry, slot: &SlotConf) -> Result<u64> {
+        match &image.delta {
+            None => write_image(self.bundle, image, slot, self.options, self.steps),
+            Some(delta) => {
+                let source = slot::for_image(self.conf, self.booted, &image.slot_class)?;
+                from_patch::write_image(
+                    self.bundle,
+                    image,
+                    delta,
+                    DeltaSlots {
+                        source,
+                        target: slot,
+                    },
+                    self.options,
+                    self.steps,
+                )
+            }
+        }
+    }
 }
 
 /// The status record of a slot that now holds `image` of the bundle with `manifest`.

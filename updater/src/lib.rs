@@ -5,7 +5,7 @@
 //! (development keys); delta
 //! bundles: [`delta`] (the manifest record, making one) and [`patch`] (bsdiff 4 patches).
 //! Devices: [`system_conf`], [`slot`], [`status_file`], [`bootloader`], [`install`], [`mark`],
-//! [`version`] (downgrade ordering). Shared: [`ini`] (RAUC's key-file dialect), [`error`].
+//! [`version`] (downgrade ordering), [`programs`] (a bundle's hooks and handler, sandboxed). Shared: [`ini`] (RAUC's key-file dialect), [`error`].
 //!
 //! Typical use: `bundle::create(&BundleSpec, &Signer, out)` on the build host;
 //! `bundle::open(path, &Keyring)` then `install::install(...)` on the device.
@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod mark;
 pub mod patch;
 pub mod payload;
+pub mod programs;
 pub mod signature;
 pub mod slot;
 pub mod status_file;

@@ -169,6 +169,16 @@ pub fn read_file<'a, T>(
 /// nodes, fifos, sockets and names that would leave `dest` are refused. Returns how many
 /// regular files were written.
 pub fn extract_all<'a>(source: impl Into<Source<'a>>, dest: &Path) -> Result<usize> {
+    extract_except(source, dest, &[])
+}
+
+/// [`extract_all`] without the regular files named in `skip` (paths relative to the payload's
+/// root, e.g. the images a bundle's hooks do not need).
+pub fn extract_except<'a>(
+    source: impl Into<Source<'a>>,
+    dest: &Path,
+    skip: &[&str],
+) -> Result<usize> {
     use std::os::unix::fs::PermissionsExt;
     let source = source.into();
     let image = source.path;
@@ -203,6 +213,7 @@ pub fn extract_all<'a>(source: impl Into<Source<'a>>, dest: &Path) -> Result<usi
                 directories.insert(relative);
                 modes.push((target, mode));
             }
+            InnerNode::File(_) if skip.iter().any(|name| relative == Path::new(name)) => {}
             InnerNode::File(file) => {
                 let mut out = std::fs::OpenOptions::new()
                     .write(true)

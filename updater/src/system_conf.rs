@@ -1,9 +1,12 @@
 //! RAUC's `system.conf`, read directly (an existing RAUC system.conf works unchanged) and
 //! rendered for images. Known groups: `[system]`, `[keyring]`, `[handlers]`, `[encryption]`,
 //! `[slot.C.N]`.
-//! testudo extension: `bootloader=file` with `[system] bootloader-statefile=` (test backend).
+//! testudo extensions: `bootloader=file` with `[system] bootloader-statefile=` (test backend);
+//! `[bundle-programs]`, whether a bundle's hooks and handler run, sandboxed (rauc 1.8 refuses
+//! a file with this group, so it is written only when programs are allowed).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::error::{read_err, Result, UpdaterError};
 use crate::ini::{Group, KeyFile};
@@ -98,8 +101,103 @@ pub struct SystemConf {
     /// `[encryption] key= cert=`: the device's key for encrypted bundles, resolved against
     /// the file's directory.
     pub encryption: Option<EncryptionConf>,
+    /// `[system] mountprefix=` (RAUC's default `/mnt/rauc`): where a bundle's programs see
+    /// the bundle (`<mountprefix>/bundle`) and `RAUC_MOUNT_PREFIX`.
+    pub mount_prefix: PathBuf,
+    /// `[bundle-programs]`: whether a bundle's hooks and handler run (default: refused).
+    pub bundle_programs: BundleProgramsConf,
     /// Slots in file order.
     pub slots: Vec<SlotConf>,
+}
+
+/// RAUC's default `mountprefix=`.
+pub const DEFAULT_MOUNT_PREFIX: &str = "/mnt/rauc";
+
+/// What happens to a bundle that carries programs (install hooks, a handler).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgramsPolicy {
+    /// `run=refuse` (the default): such a bundle is refused before anything is written.
+    Refuse,
+    /// `run=sandboxed`: each program runs in a sandbox holding only what its step needs.
+    Sandboxed,
+}
+
+/// `[bundle-programs] run= timeout= tools=`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleProgramsConf {
+    /// `run=refuse|sandboxed`.
+    pub policy: ProgramsPolicy,
+    /// `timeout=` seconds one program may run before it is killed (default 600).
+    pub timeout: Duration,
+    /// `tools=`: host paths shown read-only (and executable) at the same place, `;`-separated
+    /// (default: those of `/usr`, `/lib`, `/lib64` and `/bin/sh` that exist). Not `/bin`
+    /// itself: the program is placed there.
+    pub tools: Vec<PathBuf>,
+}
+
+/// Default `[bundle-programs] timeout=`.
+pub const DEFAULT_PROGRAM_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The tool paths a POSIX shell script needs on a merged-`/usr` system (and on one whose
+/// `/bin/sh` is a busybox link): the default `tools=`.
+const DEFAULT_TOOLS: [&str; 4] = ["/usr", "/lib", "/lib64", "/bin/sh"];
+
+impl Default for BundleProgramsConf {
+    fn default() -> Self {
+        BundleProgramsConf {
+            policy: ProgramsPolicy::Refuse,
+            timeout: DEFAULT_PROGRAM_TIMEOUT,
+            tools: DEFAULT_TOOLS
+                .iter()
+                .map(PathBuf::from)
+                .filter(|path| path.exists())
+                .collect(),
+        }
+    }
+}
+
+impl BundleProgramsConf {
+    fn parse(group: &Group) -> Result<Self> {
+        let policy = match group.get("run") {
+            None | Some("refuse") => ProgramsPolicy::Refuse,
+            Some("sandboxed") => ProgramsPolicy::Sandboxed,
+            Some(other) => {
+                return Err(bad(format!(
+                    "[bundle-programs] run={other}: expected refuse or sandboxed"
+                )))
+            }
+        };
+        let mut conf = BundleProgramsConf {
+            policy,
+            ..BundleProgramsConf::default()
+        };
+        if let Some(seconds) = group.get("timeout") {
+            let seconds: u64 = seconds.parse().ok().filter(|s| *s > 0).ok_or_else(|| {
+                bad(format!(
+                    "[bundle-programs] timeout={seconds}: expected seconds > 0"
+                ))
+            })?;
+            conf.timeout = Duration::from_secs(seconds);
+        }
+        if let Some(tools) = group.get("tools") {
+            conf.tools = tools
+                .split(';')
+                .filter(|t| !t.is_empty())
+                .map(PathBuf::from)
+                .collect();
+            if let Some(bad_tool) = conf
+                .tools
+                .iter()
+                .find(|t| !t.is_absolute() || t.as_path() == Path::new("/bin"))
+            {
+                return Err(bad(format!(
+                    "[bundle-programs] tools: {} must be an absolute path other than /bin",
+                    bad_tool.display()
+                )));
+            }
+        }
+        Ok(conf)
+    }
 }
 
 /// `[encryption]`: the recipient identity that opens bundles encrypted for this device.
@@ -224,6 +322,11 @@ impl SystemConf {
                 .group("handlers")
                 .and_then(|h| h.get("bootloader-custom-backend"))
                 .map(|p| resolve(base, p)),
+            mount_prefix: PathBuf::from(system.get("mountprefix").unwrap_or(DEFAULT_MOUNT_PREFIX)),
+            bundle_programs: match file.group("bundle-programs") {
+                Some(group) => BundleProgramsConf::parse(group)?,
+                None => BundleProgramsConf::default(),
+            },
             encryption: match file.group("encryption") {
                 Some(group) => Some(EncryptionConf {
                     key: resolve(
@@ -280,6 +383,8 @@ impl SystemConf {
             check_purpose: CheckPurpose::default(),
             custom_backend: None,
             encryption: None,
+            mount_prefix: PathBuf::from(DEFAULT_MOUNT_PREFIX),
+            bundle_programs: BundleProgramsConf::default(),
             slots: vec![slot(0, slot_a, "A"), slot(1, slot_b, "B")],
         }
     }
@@ -302,6 +407,9 @@ impl SystemConf {
             "bootloader-statefile",
             path(&self.bootloader_statefile).as_deref(),
         );
+        if self.mount_prefix != Path::new(DEFAULT_MOUNT_PREFIX) {
+            system.set("mountprefix", self.mount_prefix.display().to_string());
+        }
         if let Some(keyring) = &self.keyring {
             let group = file.group_mut("keyring");
             group.set("path", keyring.display().to_string());
@@ -319,6 +427,18 @@ impl SystemConf {
             let group = file.group_mut("encryption");
             group.set("key", encryption.key.display().to_string());
             group.set_opt("cert", path(&encryption.cert).as_deref());
+        }
+        let programs = &self.bundle_programs;
+        if programs.policy == ProgramsPolicy::Sandboxed {
+            let group = file.group_mut("bundle-programs");
+            group.set("run", "sandboxed");
+            group.set("timeout", programs.timeout.as_secs().to_string());
+            let tools: Vec<String> = programs
+                .tools
+                .iter()
+                .map(|t| t.display().to_string())
+                .collect();
+            group.set("tools", tools.join(";"));
         }
         for slot in &self.slots {
             let group = file.group_mut(&format!("slot.{}", slot.name()));
@@ -395,6 +515,40 @@ mod tests {
             conf.status_path().unwrap(),
             PathBuf::from("/data/rauc/central.raucs")
         );
+    }
+
+    #[test]
+    fn bundle_programs_are_refused_unless_allowed_and_round_trip() {
+        let base = "[system]\ncompatible=x\nbootloader=grub\n";
+        let conf = SystemConf::parse(base, None).unwrap();
+        assert_eq!(conf.bundle_programs.policy, ProgramsPolicy::Refuse);
+        assert_eq!(conf.mount_prefix, PathBuf::from("/mnt/rauc"));
+        assert!(!conf.render().contains("bundle-programs"));
+        let text = format!(
+            "{base}mountprefix=/run/rauc\n[bundle-programs]\nrun=sandboxed\ntimeout=5\ntools=/usr;/opt/tools\n"
+        );
+        let conf = SystemConf::parse(&text, None).unwrap();
+        assert_eq!(conf.mount_prefix, PathBuf::from("/run/rauc"));
+        assert_eq!(
+            conf.bundle_programs,
+            BundleProgramsConf {
+                policy: ProgramsPolicy::Sandboxed,
+                timeout: Duration::from_secs(5),
+                tools: vec![PathBuf::from("/usr"), PathBuf::from("/opt/tools")],
+            }
+        );
+        assert_eq!(SystemConf::parse(&conf.render(), None).unwrap(), conf);
+        for wrong in [
+            "run=always",
+            "timeout=0",
+            "timeout=soon",
+            "tools=/bin",
+            "tools=usr",
+        ] {
+            let text = format!("{base}[bundle-programs]\n{wrong}\n");
+            let err = SystemConf::parse(&text, None).unwrap_err().to_string();
+            assert!(err.contains("[bundle-programs]"), "{wrong}: {err}");
+        }
     }
 
     #[test]

@@ -2,8 +2,9 @@
 //! and an image variant; casync indexes (`rauc convert`) — are handled the way rauc handles
 //! them as far as testudo goes: `info` agrees with `rauc info` field for field, `extract`
 //! writes what `rauc extract` writes (every file, byte for byte, with its mode), and an
-//! install refuses each by name before it writes anything (this installer runs no bundle
-//! programs and reads no chunk store). Encrypted bundles: `encrypted_bundles.rs`.
+//! install refuses each by name before it writes anything (bundle programs on a system that
+//! does not allow them, the default; any chunk store). Encrypted bundles:
+//! `encrypted_bundles.rs`; running bundle programs where allowed: `bundle_programs.rs`.
 #![allow(clippy::unwrap_used)] // helpers outside #[test] fns
 
 mod common;
@@ -183,7 +184,7 @@ fn hooks_handler_and_variant_are_shown_extracted_and_refused_by_name() {
         ),
         other => panic!("expected the bundle's programs to be refused, got {other:?}"),
     }
-    assert!(err.to_string().contains("runs no bundle programs"), "{err}");
+    assert!(err.to_string().contains("runs none here"), "{err}");
     assert_eq!(
         device.snapshot(),
         before,

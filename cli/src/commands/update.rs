@@ -143,6 +143,12 @@ fn install_bundle(
     };
     let report = install::install(conf, booted, &verified, boot, &options, &mut observer)
         .with_context(|| format!("installing {}", path.display()))?;
+    for program in &report.programs {
+        eprintln!("{}: {}", program.name, program.exit);
+        for line in program.stdout.lines().chain(program.stderr.lines()) {
+            eprintln!("  | {line}");
+        }
+    }
     println!(
         "installed version {} into {} ({}); it boots next with one try",
         report.version.as_deref().unwrap_or("?"),
@@ -174,6 +180,9 @@ impl Progress {
                 }
             }
             install::Step::SyncSlot { slot } => eprintln!("syncing and reading back {slot}"),
+            install::Step::RunProgram { program } => {
+                eprintln!("running the bundle's {program}, sandboxed");
+            }
             install::Step::SetPrimary { bootname } => {
                 eprintln!("making slot {bootname} primary with one try");
             }

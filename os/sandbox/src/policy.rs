@@ -14,7 +14,10 @@
 //! components), `updater` (the device's updater: its boot partitions read, written and synced,
 //! init's status and power; decision 0090), `wasm_host` (wasmtime: loading and compiling an app, threads, JIT memory,
 //! signals for traps, WASI file operations in granted directories; owned by the WASM host, 62
-//! syscalls, each with the reason in its `comment`, decisions 0086 and 0088).
+//! syscalls, each with the reason in its `comment`, decisions 0086 and 0088), `bundle_program`
+//! (a bundle's install hook or handler: a POSIX shell and its tools, 110 syscalls measured with
+//! `strace -f` on a hook using sh, coreutils, dd, tar and gzip; its confinement is the mounts,
+//! namespaces and landlock rules of the step, not a short list; decision 0097).
 //!
 //! A WASM host stacks a second filter before its app's code runs ([`AppRunPolicy`]:
 //! `wasm_app_run`, 36 syscalls, and `wasm_app_files`, 14 more for an app with storage;
@@ -45,6 +48,7 @@ pub fn policy_json(role: SandboxRole) -> &'static str {
         SandboxRole::TpmDriver => include_str!("../policies/tpm_driver.json"),
         SandboxRole::WasmHost => include_str!("../policies/wasm_host.json"),
         SandboxRole::Updater => include_str!("../policies/updater.json"),
+        SandboxRole::BundleProgram => include_str!("../policies/bundle_program.json"),
     }
 }
 
@@ -201,6 +205,7 @@ mod tests {
             // pipe through which OpenSSL checks a plain bundle's detached signature. Every
             // rule carries its reason.
             let limit = match role {
+                SandboxRole::BundleProgram => 111,
                 SandboxRole::WasmHost => 66,
                 SandboxRole::Updater => 49,
                 _ => 48,
@@ -256,10 +261,13 @@ mod tests {
     }
 
     #[test]
-    fn every_wasm_host_and_updater_rule_says_why() {
+    fn every_wasm_host_updater_and_bundle_program_rule_says_why() {
         let mut rules =
             main_rules("wasm_host", policy_json(SandboxRole::WasmHost)).expect("parses");
         rules.extend(main_rules("updater", policy_json(SandboxRole::Updater)).expect("parses"));
+        rules.extend(
+            main_rules("bundle_program", policy_json(SandboxRole::BundleProgram)).expect("parses"),
+        );
         for policy in AppRunPolicy::ALL {
             rules.extend(policy.rules().expect("parses"));
         }

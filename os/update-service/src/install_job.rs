@@ -14,6 +14,7 @@ use testudo_os_update::result::FailedStep;
 use testudo_os_update::signature::{self, RootKeys};
 use testudo_updater::bootloader::{BootState, Bootloader};
 use testudo_updater::install::{self, InstallOptions, Step};
+use testudo_updater::system_conf::ProgramsPolicy;
 use testudo_updater::{bundle, Keyring, SystemConf, UpdaterError};
 
 use crate::workflow::{lock_grub, Failure, SharedGrub};
@@ -198,8 +199,13 @@ impl VerifiedJob {
             }
             ControlFlow::Continue(())
         };
+        // This updater is itself a sandboxed component whose seccomp role allows no namespace
+        // or mount, so it cannot start a bundle program's sandbox: programs are refused here
+        // whatever system.conf says (decision 0097).
+        let mut conf = job.conf.clone();
+        conf.bundle_programs.policy = ProgramsPolicy::Refuse;
         let report = install::install(
-            &job.conf,
+            &conf,
             &booted,
             &bundle,
             &mut bootloader,
@@ -207,7 +213,10 @@ impl VerifiedJob {
             &mut observer,
         )
         .map_err(|error| match error {
-            UpdaterError::Incompatible { .. } => Failure::of(FailedStep::Incompatible, &error),
+            // An install-check hook decides compatibility in place of the manifest's compatible.
+            UpdaterError::Incompatible { .. } | UpdaterError::BundleRejected { .. } => {
+                Failure::of(FailedStep::Incompatible, &error)
+            }
             UpdaterError::Downgrade { .. } => Failure::of(FailedStep::Downgrade, &error),
             // A delta for another image, or a patch that does not make the signed one: the
             // download is not what this device can use (the full bundle may be). A bundle
