@@ -7,6 +7,19 @@
 //!
 //! Reading decrypts sector by sector ([`DecryptingReader`]): nothing decrypted is written to
 //! disk and memory stays one sector, whatever the payload's size.
+//!
+//! The device's key may be held in a TPM and never leave it (beyond RAUC, which reads a key
+//! file or PKCS#11): a `TSS2 PRIVATE KEY` PEM (the TPM-wrapped blob `tpm2-openssl` makes) is
+//! loaded through OpenSSL's `tpm2` provider, which reaches the TPM through its TCTI
+//! (`TPM2OPENSSL_TCTI`, default the kernel's resource manager); the envelope's RSA decryption or
+//! EC key agreement then happens inside the TPM ([`envelope`] opens the envelope step by step:
+//! OpenSSL 3.0's CMS code cannot use a provider's key).
+
+mod envelope;
+
+pub use envelope::{
+    open as open_envelope_with_key, parse as parse_envelope, Envelope, EnvelopeError, KeyAgreement,
+};
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -175,6 +188,33 @@ pub struct Decryptor {
     cert: Option<X509>,
     /// Where the key was loaded from, for errors.
     key_path: PathBuf,
+    /// Whether the key is a TPM's (loaded through the `tpm2` provider).
+    in_tpm: bool,
+}
+
+/// The PEM label of a TPM-wrapped key (`tpm2-openssl`, `tpm2-tss-engine`).
+const TSS2_PEM_LABEL: &[u8] = b"-----BEGIN TSS2 PRIVATE KEY-----";
+
+/// OpenSSL's `tpm2` provider (and `default`, which loading a provider otherwise disables),
+/// loaded once into the default library context.
+fn tpm2_provider(key: &Path) -> Result<()> {
+    use openssl::provider::Provider;
+    use std::sync::OnceLock;
+    static PROVIDERS: OnceLock<std::result::Result<[Provider; 2], openssl::error::ErrorStack>> =
+        OnceLock::new();
+    let loaded = PROVIDERS.get_or_init(|| {
+        let tpm2 = Provider::load(None, "tpm2")?;
+        let default = Provider::load(None, "default")?;
+        Ok([tpm2, default])
+    });
+    match loaded {
+        Ok(_) => Ok(()),
+        Err(source) => Err(UpdaterError::LoadCrypto {
+            what: "OpenSSL's tpm2 provider (Debian package tpm2-openssl) for the TPM-held key",
+            path: key.to_path_buf(),
+            source: source.clone(),
+        }),
+    }
 }
 
 impl std::fmt::Debug for Decryptor {
@@ -189,6 +229,12 @@ impl Decryptor {
     /// Loads the private key `key` (PEM) and the certificate `cert` (PEM), if given.
     pub fn load(key: &Path, cert: Option<&Path>) -> Result<Self> {
         let pem = std::fs::read(key).map_err(read_err(key))?;
+        let in_tpm = pem
+            .windows(TSS2_PEM_LABEL.len())
+            .any(|window| window == TSS2_PEM_LABEL);
+        if in_tpm {
+            tpm2_provider(key)?;
+        }
         let private =
             PKey::private_key_from_pem(&pem).map_err(|source| UpdaterError::LoadCrypto {
                 what: "decryption key",
@@ -212,7 +258,13 @@ impl Decryptor {
             key: private,
             cert,
             key_path: key.to_path_buf(),
+            in_tpm,
         })
+    }
+
+    /// Whether the key is held in a TPM.
+    pub fn in_tpm(&self) -> bool {
+        self.in_tpm
     }
 
     /// The content of the EnvelopedData `der` of bundle `path`: the signed CMS inside.
@@ -222,6 +274,15 @@ impl Decryptor {
             key: self.key_path.clone(),
             source,
         };
+        if self.in_tpm {
+            return envelope::open(der, &self.key).map_err(|source| {
+                UpdaterError::DecryptEnvelope {
+                    path: path.to_path_buf(),
+                    key: self.key_path.clone(),
+                    source,
+                }
+            });
+        }
         let cms = CmsContentInfo::from_der(der).map_err(fail)?;
         // Without a certificate OpenSSL tries every recipient; what a wrong key yields is then
         // caught when the signature inside does not parse or verify.

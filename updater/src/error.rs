@@ -154,6 +154,17 @@ pub enum UpdaterError {
         /// The bundle.
         path: PathBuf,
     },
+    /// The signature's envelope could not be opened step by step with a TPM-held key (no
+    /// entry for the key, a malformed envelope, the TPM refusing).
+    #[error("decrypting the signature of {path} with the TPM-held key {key}")]
+    DecryptEnvelope {
+        /// The bundle.
+        path: PathBuf,
+        /// The key file (the TPM-wrapped blob).
+        key: PathBuf,
+        /// Which step failed.
+        source: crate::crypt::EnvelopeError,
+    },
     /// The bundle's enveloped signature could not be opened with the device's key: the bundle
     /// is not encrypted for it (or the envelope is corrupt).
     #[error(

@@ -83,6 +83,12 @@ const PACKAGES: &[(&str, &str)] = &[
     // Agent: software TPM 2.0 for the TPM identity and provisioning tests; runtime:
     // `testudo run`'s default private TPM and the tpm driver tests.
     ("swtpm", "/usr/bin/swtpm"),
+    // Updater: OpenSSL's tpm2 provider, through which a TPM-held decryption key opens
+    // encrypted bundles (and the tests make such keys inside swtpm).
+    (
+        "tpm2-openssl",
+        "/usr/lib/x86_64-linux-gnu/ossl-modules/tpm2.so",
+    ),
     // Runtime: `setpriv` runs `testudo run` unprivileged (tests).
     ("util-linux", "/usr/bin/setpriv"),
     ("wasi-libc", "/usr/lib/wasm32-wasi/libc.a"),

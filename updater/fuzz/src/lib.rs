@@ -1,4 +1,4 @@
-//! Fuzz targets of the updater's bundle, delta patch (bsdiff 4), squashfs payload, manifest, key-file, system.conf and GRUB environment
+//! Fuzz targets of the updater's bundle, CMS envelope (encrypted bundles), delta patch (bsdiff 4), squashfs payload, manifest, key-file, system.conf and GRUB environment
 //! readers (a file, or inside an ESP's FAT), and of the updater component's reading of init's
 //! status.
 //!
@@ -8,6 +8,7 @@
 
 pub mod bsdiff_patch;
 pub mod bundle;
+pub mod cms_envelope;
 pub mod esp_grubenv;
 pub mod grubenv;
 pub mod manifest;

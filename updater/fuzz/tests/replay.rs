@@ -19,6 +19,11 @@ fn bundle() {
 }
 
 #[test]
+fn cms_envelope() {
+    replay("cms_envelope", testudo_updater_fuzz::cms_envelope::fuzz);
+}
+
+#[test]
 fn esp_grubenv() {
     replay("esp_grubenv", testudo_updater_fuzz::esp_grubenv::fuzz);
 }

@@ -32,6 +32,8 @@ const TOOL_PACKAGES: &[(&str, &str)] = &[
     ("unsquashfs", "squashfs-tools"),
     ("veritysetup", "cryptsetup-bin"),
     ("bspatch", "bsdiff"),
+    ("openssl", "openssl"),
+    ("swtpm", "swtpm"),
 ];
 
 /// Fails the test with a message naming `program` (and its Debian package) unless it is an
