@@ -2,7 +2,8 @@
 //! a 256 MiB image (`TESTUDO_BENCH_MIB` to change), each side by side in the same run with
 //! its anchor (`rauc bundle`, `rauc extract`, `sha256sum`, `dd`; for an encrypted bundle the
 //! unencrypted install and `rauc extract` of the same encrypted bundle; for a bundle with
-//! sandboxed hooks the install without them, and one hook spawned plainly), plus peak RSS of the
+//! sandboxed hooks the install without them, and one hook spawned plainly; for a TPM-held
+//! decryption key a software key), plus peak RSS of the
 //! testudo process (VmHWM) at two bundle sizes. Each testudo operation runs in a child
 //! process (this binary re-executed with `--child`) so its RSS is its own.
 //! Timings: best of 5 runs (3 for bundle creation), files in the page cache.
@@ -325,6 +326,11 @@ exit 0
         false,
     );
 
+    // 8. The device's key in a TPM (swtpm; the key made inside it through OpenSSL's tpm2
+    // provider): opening the bundle's enveloped signature, the one step the TPM changes, vs
+    // the same step with a software key of the same kind, both recipients of one envelope.
+    tpm_envelope(root, &pki, &crypt_signed);
+
     // 6. Peak RSS at a quarter of the size: must not grow with the bundle.
     let small_image = make_image(&root.join("small.img"), (mib / 4).max(8));
     let small = root.join("small.raucb");
@@ -533,6 +539,108 @@ fn row(what: &str, ours: Duration, anchor: &str, theirs: Duration, bytes: u64, h
         mbps(theirs),
         theirs.as_secs_f64() / ours.as_secs_f64()
     );
+}
+
+/// Section 8: a swtpm on two free consecutive ports, an EC P-256 key made inside it and a
+/// software EC P-256 key, `rauc encrypt` of `crypt_signed` for both, then the envelope opened
+/// in-process with each.
+fn tpm_envelope(root: &Path, pki: &Pki, crypt_signed: &Path) {
+    let port = loop {
+        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
+        let port = first.local_addr().expect("port").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break port;
+        }
+    };
+    let state = root.join("tpm");
+    std::fs::create_dir(&state).expect("tpm state");
+    let mut swtpm = Command::new("swtpm")
+        .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
+        .arg(format!("--tpmstate=dir={}", state.display()))
+        .arg(format!("--server=type=tcp,port={port},bindaddr=127.0.0.1"))
+        .arg(format!(
+            "--ctrl=type=tcp,port={},bindaddr=127.0.0.1",
+            port + 1
+        ))
+        .spawn()
+        .expect("swtpm (Debian package swtpm)");
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    // Read by the tpm2 provider when it is first loaded, below.
+    std::env::set_var("TPM2OPENSSL_TCTI", &tcti);
+    let identity = |name: &str, provider: bool| {
+        let key = root.join(format!("{name}.key.pem"));
+        let cert = root.join(format!("{name}.cert.pem"));
+        let with_provider = |command: &mut Command| {
+            if provider {
+                command.args(["-provider", "tpm2", "-provider", "default"]);
+            }
+        };
+        let mut genpkey = Command::new("openssl");
+        genpkey.arg("genpkey");
+        with_provider(&mut genpkey);
+        genpkey.args([
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "group:P-256",
+            "-out",
+            s(&key),
+        ]);
+        timed(&mut genpkey);
+        let mut req = Command::new("openssl");
+        req.arg("req");
+        with_provider(&mut req);
+        req.args([
+            "-new",
+            "-x509",
+            "-days",
+            "5",
+            "-subj",
+            &format!("/CN={name}"),
+        ])
+        .args(["-key", s(&key), "-out", s(&cert)]);
+        timed(&mut req);
+        (key, cert)
+    };
+    let tpm = identity("tpm-device", true);
+    let software = identity("software-device", false);
+    let encrypted = root.join("tpm-encrypted.raucb");
+    timed(
+        Command::new("rauc")
+            .arg(format!("--keyring={}", s(&pki.keyring)))
+            .arg("encrypt")
+            .arg(format!("--to={}", s(&tpm.1)))
+            .arg(format!("--to={}", s(&software.1)))
+            .arg(crypt_signed)
+            .arg(&encrypted),
+    );
+    let file = std::fs::File::open(&encrypted).expect("bundle");
+    let frame = bundle::read_frame(&file, &encrypted).expect("frame");
+    let open = |key: &Path| {
+        let decryptor = Decryptor::load(key, None).expect("decryption key");
+        best(PROGRAM_RUNS, || {
+            let start = Instant::now();
+            decryptor
+                .open_envelope(&frame.der, &encrypted)
+                .expect("envelope");
+            start.elapsed()
+        })
+    };
+    let t_software = open(&software.0);
+    let t_tpm = open(&tpm.0);
+    row(
+        "open the enveloped signature with a TPM-held EC P-256 key (swtpm)",
+        t_tpm,
+        "the same with a software EC P-256 key",
+        t_software,
+        0,
+        false,
+    );
+    let _ = swtpm.kill();
+    let _ = swtpm.wait();
 }
 
 fn child(args: &[String]) {

@@ -602,7 +602,10 @@ mod tests {
 
     fn recipient(name: &str) -> (PKey<openssl::pkey::Private>, X509) {
         let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
-        certified(name, PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap())
+        certified(
+            name,
+            PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap(),
+        )
     }
 
     fn rsa_recipient(name: &str) -> (PKey<openssl::pkey::Private>, X509) {
