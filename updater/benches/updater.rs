@@ -541,33 +541,12 @@ fn row(what: &str, ours: Duration, anchor: &str, theirs: Duration, bytes: u64, h
     );
 }
 
-/// Section 8: a swtpm on two free consecutive ports, an EC P-256 key made inside it and a
+/// Section 8: a swtpm (the test kit's), an EC P-256 key made inside it and a
 /// software EC P-256 key, `rauc encrypt` of `crypt_signed` for both, then the envelope opened
 /// in-process with each.
 fn tpm_envelope(root: &Path, pki: &Pki, crypt_signed: &Path) {
-    let port = loop {
-        let first = std::net::TcpListener::bind("127.0.0.1:0").expect("port");
-        let port = first.local_addr().expect("port").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            break port;
-        }
-    };
-    let state = root.join("tpm");
-    std::fs::create_dir(&state).expect("tpm state");
-    let mut swtpm = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-        .arg(format!("--tpmstate=dir={}", state.display()))
-        .arg(format!("--server=type=tcp,port={port},bindaddr=127.0.0.1"))
-        .arg(format!(
-            "--ctrl=type=tcp,port={},bindaddr=127.0.0.1",
-            port + 1
-        ))
-        .spawn()
-        .expect("swtpm (Debian package swtpm)");
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let tcti = format!("swtpm:host=127.0.0.1,port={port}");
+    let swtpm = testudo_testkit::swtpm::start();
+    let tcti = swtpm.tcti.clone();
     // Read by the tpm2 provider when it is first loaded, below.
     std::env::set_var("TPM2OPENSSL_TCTI", &tcti);
     let identity = |name: &str, provider: bool| {
@@ -639,8 +618,7 @@ fn tpm_envelope(root: &Path, pki: &Pki, crypt_signed: &Path) {
         0,
         false,
     );
-    let _ = swtpm.kill();
-    let _ = swtpm.wait();
+    drop(swtpm);
 }
 
 fn child(args: &[String]) {

@@ -62,32 +62,8 @@ fn rauc_encrypted_bundles_install_with_any_recipients_key() {
     let second = recipient(&dir.join("second"), "device two", KeyKind::Rsa2048);
     let stranger = recipient(&dir.join("stranger"), "another device", KeyKind::EcP256);
 
-    let content = dir.join("content");
-    std::fs::create_dir(&content).unwrap();
-    let image = std::fs::read(common::image(&content.join("rootfs.img"), 300_000, 3)).unwrap();
-    std::fs::write(
-        content.join("manifest.raucm"),
-        "[update]\ncompatible=gw\nversion=2.0\n\n[bundle]\nformat=crypt\n\n[image.rootfs]\nfilename=rootfs.img\n",
-    )
-    .unwrap();
-    let signed = dir.join("crypt.raucb");
-    common::rauc_bundle(&pki, &content, &signed);
-    let encrypted = dir.join("encrypted.raucb");
-    let keyring_arg = format!("--keyring={}", pki.keyring.display());
-    let to_first = format!("--to={}", first.0.display());
-    let to_second = format!("--to={}", second.0.display());
-    let output = common::run(
-        "rauc",
-        &[
-            &keyring_arg,
-            &"encrypt",
-            &to_first,
-            &to_second,
-            &signed,
-            &encrypted,
-        ],
-    );
-    common::assert_success("rauc encrypt", &output);
+    let (image, signed, encrypted) =
+        common::rauc_encrypted_bundle(dir, &pki, &[&first.0, &second.0]);
     let keyring = common::keyring(&pki.keyring);
 
     // Signed but not yet enveloped: the key is in the signed manifest; no device key needed.

@@ -10,10 +10,10 @@
 
 mod common;
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+
+use testudo_testkit::swtpm::Swtpm;
 
 use testudo_updater::crypt::Decryptor;
 use testudo_updater::keys::KeyKind;
@@ -21,56 +21,6 @@ use testudo_updater::{BundleFormat, UpdaterError};
 
 /// The provider module `tpm2-openssl` installs.
 const TPM2_PROVIDER: &str = "/usr/lib/x86_64-linux-gnu/ossl-modules/tpm2.so";
-
-/// A running swtpm on two local ports, stopped on drop.
-struct Swtpm {
-    child: Child,
-    tcti: String,
-}
-
-impl Drop for Swtpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Two free consecutive local ports (the swtpm TCTI finds the control port at the server
-/// port + 1).
-fn free_port_pair() -> (u16, u16) {
-    loop {
-        let first = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = first.local_addr().unwrap().port();
-        if port < u16::MAX && TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
-            return (port, port + 1);
-        }
-    }
-}
-
-fn start_swtpm(state: &Path) -> Swtpm {
-    common::require("swtpm");
-    std::fs::create_dir_all(state).unwrap();
-    let (server, ctrl) = free_port_pair();
-    let child = Command::new("swtpm")
-        .args(["socket", "--tpm2", "--flags", "not-need-init,startup-clear"])
-        .arg(format!("--tpmstate=dir={}", state.display()))
-        .arg(format!(
-            "--server=type=tcp,port={server},bindaddr=127.0.0.1"
-        ))
-        .arg(format!("--ctrl=type=tcp,port={ctrl},bindaddr=127.0.0.1"))
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", server)).is_err() {
-        assert!(Instant::now() < deadline, "swtpm did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Swtpm {
-        child,
-        tcti: format!("swtpm:host=127.0.0.1,port={server}"),
-    }
-}
 
 /// `openssl` with the tpm2 provider on `tpm`; panics with its stderr on failure.
 fn openssl_tpm(tpm: &Swtpm, args: &[&str]) {
@@ -125,7 +75,7 @@ fn a_tpm_held_key_opens_and_installs_bundles_encrypted_for_it_and_never_leaves_t
     );
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let tpm = start_swtpm(&dir.join("tpm"));
+    let tpm = testudo_testkit::swtpm::start();
     // SAFETY: the only test of this binary, before any thread of it reads the environment;
     // the provider reads the TCTI when it is first loaded.
     unsafe { std::env::set_var("TPM2OPENSSL_TCTI", &tpm.tcti) };
@@ -151,32 +101,7 @@ fn a_tpm_held_key_opens_and_installs_bundles_encrypted_for_it_and_never_leaves_t
 
     // A bundle `rauc encrypt` makes for both devices.
     let pki = common::valid_pki(&dir.join("pki"), KeyKind::EcP256, false);
-    let content = dir.join("content");
-    std::fs::create_dir(&content).unwrap();
-    let image = std::fs::read(common::image(&content.join("rootfs.img"), 300_000, 3)).unwrap();
-    std::fs::write(
-        content.join("manifest.raucm"),
-        "[update]\ncompatible=gw\nversion=2.0\n\n[bundle]\nformat=crypt\n\n[image.rootfs]\nfilename=rootfs.img\n",
-    )
-    .unwrap();
-    let signed = dir.join("crypt.raucb");
-    common::rauc_bundle(&pki, &content, &signed);
-    let encrypted = dir.join("encrypted.raucb");
-    let keyring_arg = format!("--keyring={}", pki.keyring.display());
-    let to_ec = format!("--to={}", ec.0.display());
-    let to_rsa = format!("--to={}", rsa.0.display());
-    let output = common::run(
-        "rauc",
-        &[
-            &keyring_arg,
-            &"encrypt",
-            &to_ec,
-            &to_rsa,
-            &signed,
-            &encrypted,
-        ],
-    );
-    common::assert_success("rauc encrypt", &output);
+    let (image, _, encrypted) = common::rauc_encrypted_bundle(dir, &pki, &[&ec.0, &rsa.0]);
     let keyring = common::keyring(&pki.keyring);
 
     // Each device's TPM key opens it; the install decrypts while it streams into the slot.

@@ -434,3 +434,38 @@ impl AbUpdate {
         open_bundle(&self.bundle, &self.pki)
     }
 }
+
+/// A crypt bundle `rauc bundle` makes under `dir` (version 2.0 for `gw`, a 300,000-byte
+/// `rootfs.img`), then `rauc encrypt --to` each certificate of `recipients`:
+/// `(image bytes, signed bundle, encrypted bundle)`.
+pub fn rauc_encrypted_bundle(
+    dir: &Path,
+    pki: &Pki,
+    recipients: &[&Path],
+) -> (Vec<u8>, PathBuf, PathBuf) {
+    let content = dir.join("content");
+    std::fs::create_dir(&content).unwrap();
+    let image = std::fs::read(self::image(&content.join("rootfs.img"), 300_000, 3)).unwrap();
+    std::fs::write(
+        content.join("manifest.raucm"),
+        "[update]\ncompatible=gw\nversion=2.0\n\n[bundle]\nformat=crypt\n\n[image.rootfs]\nfilename=rootfs.img\n",
+    )
+    .unwrap();
+    let signed = dir.join("crypt.raucb");
+    rauc_bundle(pki, &content, &signed);
+    let encrypted = dir.join("encrypted.raucb");
+    let keyring = format!("--keyring={}", pki.keyring.display());
+    let to: Vec<String> = recipients
+        .iter()
+        .map(|cert| format!("--to={}", cert.display()))
+        .collect();
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&keyring, &"encrypt"];
+    for arg in &to {
+        args.push(arg);
+    }
+    args.push(&signed);
+    args.push(&encrypted);
+    let output = run("rauc", &args);
+    assert_success("rauc encrypt", &output);
+    (image, signed, encrypted)
+}
