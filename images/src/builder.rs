@@ -698,19 +698,51 @@ fn build_initramfs(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
 }
 
 /// [`BuildStep::Binaries`]: each native binary the plan needs, stripped, and the shared
-/// libraries they load.
+/// libraries they load. Finding and digesting, then stripping, run on every core (on an
+/// empty cache this is the build's longest step); binaries with the same content are stripped
+/// once (one cache object), and the image does not depend on the order the work finishes in.
 fn stage_binaries(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
+    let wanted: Vec<(String, String)> = needed_binaries(ctx.plan).into_iter().collect();
+    let loader_cache = loader_cache_state();
+    let shared: &BuildContext<'_> = ctx;
+    let found = map_concurrently(&wanted, |(name, needed_by)| {
+        let path = binaries::find_binary(name, &shared.request.bin_dirs, needed_by)?;
+        let digest = shared.digests.file(&path)?;
+        Ok((path, digest))
+    })?;
+    let distinct: Vec<(PathBuf, FileDigest)> = found
+        .iter()
+        .map(|(path, digest)| (digest.sha256.as_str(), (path.clone(), digest.clone())))
+        .collect::<BTreeMap<_, _>>()
+        .into_values()
+        .collect();
+    let stripped = map_concurrently(&distinct, |(path, digest)| {
+        strip_binary(shared, path, digest, &loader_cache)
+    })?;
+    let stripped: BTreeMap<&str, StrippedBinary> = distinct
+        .iter()
+        .map(|(_, digest)| digest.sha256.as_str())
+        .zip(stripped)
+        .collect();
     let mut any_built = false;
     let mut libraries = std::collections::BTreeSet::new();
-    let loader_cache = loader_cache_state();
-    for (name, needed_by) in needed_binaries(ctx.plan) {
-        let path = binaries::find_binary(&name, &ctx.request.bin_dirs, &needed_by)?;
-        let digest = ctx.digests.file(&path)?;
-        ctx.inputs.push(entry(&format!("binary:{name}"), &digest));
-        any_built |= stage_stripped_binary(ctx, &name, &path, &digest)? == Reuse::Built;
-        libraries.extend(shared_libraries(ctx, &path, &digest, &loader_cache)?);
+    for ((name, _), (path, digest)) in wanted.iter().zip(&found) {
+        let binary = stripped
+            .get(digest.sha256.as_str())
+            .ok_or(ImageError::StepOrder {
+                what: "a stripped binary",
+            })?;
+        ctx.inputs.push(entry(&format!("binary:{name}"), digest));
+        ctx.system.add_file_with_digest(
+            &format!("{BIN_DIR}/{name}"),
+            &binary.stripped,
+            0o755,
+            binary.stripped_digest.clone(),
+        );
+        any_built |= binary.reuse == Reuse::Built;
+        libraries.extend(binary.libraries.iter().cloned());
         if name == WASM_HOST_BINARY {
-            ctx.made.wasm_host = Some((path, digest));
+            ctx.made.wasm_host = Some((path.clone(), digest.clone()));
         }
     }
     for library in libraries {
@@ -723,27 +755,72 @@ fn stage_binaries(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
     Ok(reuse_of(any_built))
 }
 
-/// Stages the stripped copy of the binary `name` (at `path`, with `digest`) in the image's
-/// binary directory.
-fn stage_stripped_binary(
-    ctx: &mut BuildContext<'_>,
-    name: &str,
+/// A native binary's stripped copy in the cache and the shared libraries it loads.
+struct StrippedBinary {
+    stripped: PathBuf,
+    stripped_digest: FileDigest,
+    reuse: Reuse,
+    libraries: Vec<PathBuf>,
+}
+
+/// Strips the binary at `path` (with `digest`) into the cache and lists its libraries.
+fn strip_binary(
+    ctx: &BuildContext<'_>,
     path: &Path,
     digest: &FileDigest,
-) -> Result<Reuse> {
+    loader_cache: &str,
+) -> Result<StrippedBinary> {
     let tools = ctx.tools;
     let key = CacheKey::new("strip", [digest.sha256.as_str()]);
     let (stripped, reuse) = ctx
         .cache
         .get_or_build(&key, |out| binaries::strip(tools, path, out))?;
     let stripped_digest = ctx.cache.object_sha256(&key)?;
-    ctx.system.add_file_with_digest(
-        &format!("{BIN_DIR}/{name}"),
-        &stripped,
-        0o755,
+    let libraries = shared_libraries(ctx, path, digest, loader_cache)?;
+    Ok(StrippedBinary {
+        stripped,
         stripped_digest,
-    );
-    Ok(reuse)
+        reuse,
+        libraries,
+    })
+}
+
+/// `work` applied to every item, on as many threads as there are cores (at most one per
+/// item); the results in the items' order, or the first item's error in that order.
+fn map_concurrently<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<R> + Sync,
+) -> Result<Vec<R>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .min(items.len())
+        .max(1);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, Result<R>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let index = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(index) else {
+                            return done;
+                        };
+                        done.push((index, work(item)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| match worker.join() {
+                Ok(done) => done,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    });
+    results.sort_by_key(|(index, _)| *index);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// The shared libraries the binary at `path` (with `digest`) loads. The result depends on
@@ -1248,6 +1325,30 @@ pub fn bundle_payload_digest(path: &Path) -> Result<FileDigest> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concurrent_work_keeps_the_items_order_and_reports_the_first_error_in_it() {
+        let items: Vec<u64> = (0..40).collect();
+        let doubled = map_concurrently(&items, |n| {
+            // Later items finish first, so completion order differs from item order.
+            std::thread::sleep(std::time::Duration::from_micros(40 - n));
+            Ok(n * 2)
+        })
+        .unwrap();
+        assert_eq!(doubled, items.iter().map(|n| n * 2).collect::<Vec<_>>());
+        let failed = map_concurrently(&items, |n| match n {
+            7 => Err(ImageError::StepOrder { what: "seven" }),
+            30 => Err(ImageError::StepOrder { what: "thirty" }),
+            n => Ok(*n),
+        });
+        assert!(
+            matches!(failed, Err(ImageError::StepOrder { what: "seven" })),
+            "{failed:?}"
+        );
+        assert!(map_concurrently(&[] as &[u64], |n| Ok(*n))
+            .unwrap()
+            .is_empty());
+    }
 
     #[test]
     fn the_step_table_runs_each_step_once_and_shows_the_timed_ones() {

@@ -134,9 +134,14 @@ fn read_entry(entry: &Path, size: u64) -> Option<FileDigest> {
     })
 }
 
+/// Numbers the temporary files of [`write_entry`] within this process: threads of one build
+/// write entries at the same time, and two may read the same clock.
+static TEMP_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Best effort: a cache entry that cannot be written only costs a re-hash next time.
 fn write_entry(dir: &Path, entry: &Path, digest: &FileDigest) {
-    let tmp = dir.join(format!(".tmp-{}-{}", std::process::id(), now_ns()));
+    let number = TEMP_FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp-{}-{number}", std::process::id()));
     if fs::write(&tmp, format!("{} {}\n", digest.sha256, digest.size)).is_ok()
         && fs::rename(&tmp, entry).is_err()
     {

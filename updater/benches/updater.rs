@@ -1,9 +1,9 @@
 //! `cargo bench -p testudo-updater`: bundle creation, verification, extraction and install of
 //! a 256 MiB image (`TESTUDO_BENCH_MIB` to change), each side by side in the same run with
-//! its anchor (`rauc bundle`, `rauc extract`, `sha256sum`, `dd`; for an encrypted bundle the
-//! unencrypted install and `rauc extract` of the same encrypted bundle; for a bundle with
-//! sandboxed hooks the install without them, and one hook spawned plainly; for a TPM-held
-//! decryption key a software key), plus peak RSS of the
+//! its anchor (`rauc bundle`, `rauc extract`, `sha256sum` and `openssl speed -evp sha256`,
+//! `dd`; for an encrypted bundle the unencrypted install and `rauc extract` of the same
+//! encrypted bundle; for a bundle with sandboxed hooks the install without them, and one hook
+//! spawned plainly; for a TPM-held decryption key a software key), plus peak RSS of the
 //! testudo process (VmHWM) at two bundle sizes. Each testudo operation runs in a child
 //! process (this binary re-executed with `--child`) so its RSS is its own.
 //! Timings: best of 5 runs (3 for bundle creation), files in the page cache.
@@ -103,6 +103,18 @@ fn main() {
         size,
         true,
     );
+
+    // 2b. The same verification against the hashing floor: OpenSSL's SHA-256 (SHA-NI) over
+    // the same number of bytes, on one core and on both (verification hashes on 2 threads).
+    let bundle_bytes = std::fs::metadata(&ours).expect("bundle size").len();
+    let verify_mbps = bundle_bytes as f64 / t_verify.as_secs_f64() / 1e6;
+    for (cores, multi) in [("one core", 1), ("both cores", 2)] {
+        let floor = openssl_sha256_mbps(multi);
+        println!(
+            "verify: {verify_mbps:.0} MB/s over the {bundle_bytes}-byte bundle; anchor `openssl speed -evp sha256` on {cores}: {floor:.0} MB/s; ratio {:.2}x",
+            verify_mbps / floor
+        );
+    }
 
     // 3. Verify + extract vs rauc extract.
     let out = root.join("out");
@@ -471,6 +483,30 @@ fn rauc_bundle(pki: &Pki, content: &Path, out: &Path) -> Command {
         .arg(content)
         .arg(out);
     command
+}
+
+/// OpenSSL's SHA-256 throughput in MB/s over 4 MiB blocks, in `processes` processes together
+/// (`openssl speed -evp sha256`; the figure is the last field of its last line, in kB/s).
+fn openssl_sha256_mbps(processes: usize) -> f64 {
+    let mut command = Command::new("openssl");
+    command.arg("speed");
+    if processes > 1 {
+        command.args(["-multi", &processes.to_string()]);
+    }
+    let output = command
+        .args(["-evp", "sha256", "-bytes", "4194304", "-seconds", "3"])
+        .output()
+        .expect("openssl speed");
+    assert!(output.status.success(), "openssl speed failed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let last = text.lines().last().unwrap_or_default();
+    let kbps: f64 = last
+        .split_whitespace()
+        .last()
+        .and_then(|field| field.strip_suffix('k'))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected `openssl speed` line {last:?}"));
+    kbps / 1e3
 }
 
 fn timed(command: &mut Command) -> Duration {

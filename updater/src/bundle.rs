@@ -89,22 +89,53 @@ pub fn sha256_file(path: &Path) -> Result<([u8; 32], u64)> {
     sha256_reader(file, path)
 }
 
-/// sha256 and length of everything `reader` (reading `path`) yields, in 1 MiB chunks.
-pub(crate) fn sha256_reader(mut reader: impl Read, path: &Path) -> Result<([u8; 32], u64)> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1024 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(source) => return Err(read_err(path)(source)),
-        };
-        hasher.update(&buf[..n]);
-        size += n as u64;
-    }
-    Ok((hasher.finalize().into(), size))
+/// Chunks read ahead of the hashing by [`sha256_reader`].
+const READ_AHEAD_CHUNKS: usize = 2;
+/// Bytes per read of [`sha256_reader`].
+const READ_CHUNK: usize = 1024 * 1024;
+
+/// sha256 and length of everything `reader` (reading `path`) yields, in 1 MiB chunks. The
+/// reading (the copy out of the page cache, or the device's reads) runs on a second thread
+/// while this one hashes the chunk before: on this hardware the copy costs about as much as
+/// the hashing. At most `READ_AHEAD_CHUNKS + 2` chunks are allocated.
+pub(crate) fn sha256_reader(mut reader: impl Read + Send, path: &Path) -> Result<([u8; 32], u64)> {
+    std::thread::scope(|scope| {
+        let (to_hasher, chunks) = std::sync::mpsc::sync_channel::<Vec<u8>>(READ_AHEAD_CHUNKS);
+        let (to_reader, spent) = std::sync::mpsc::channel::<Vec<u8>>();
+        let reading = scope.spawn(move || -> std::io::Result<()> {
+            loop {
+                let mut buf = spent.try_recv().unwrap_or_default();
+                buf.resize(READ_CHUNK, 0);
+                let n = loop {
+                    match reader.read(&mut buf) {
+                        Ok(n) => break n,
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                };
+                if n == 0 {
+                    return Ok(());
+                }
+                buf.truncate(n);
+                if to_hasher.send(buf).is_err() {
+                    return Ok(());
+                }
+            }
+        });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        for chunk in &chunks {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            // The reader may have finished already; the buffer is then simply freed.
+            let _ = to_reader.send(chunk);
+        }
+        match reading.join() {
+            Ok(read) => read.map_err(read_err(path))?,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+        Ok((hasher.finalize().into(), size))
+    })
 }
 
 /// What [`create`] made.
@@ -754,20 +785,26 @@ fn check_images_readable(payload: payload::Source<'_>, manifest: &Manifest) -> R
 }
 
 /// A reader that hashes and counts what passes through it.
+/// A reader handing a copy of every byte read to the hashing thread of
+/// [`VerifiedBundle::stream_image`] (so decompressing and writing do not wait for the hash).
 struct HashingReader<'r> {
     inner: &'r mut dyn Read,
-    hasher: Sha256,
-    count: u64,
+    to_hasher: std::sync::mpsc::SyncSender<Vec<u8>>,
 }
 
 impl Read for HashingReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.count += n as u64;
+        if n > 0 {
+            // The hasher only ends when this reader is dropped.
+            let _ = self.to_hasher.send(buf[..n].to_vec());
+        }
         Ok(n)
     }
 }
+
+/// Chunks the hashing thread of [`VerifiedBundle::stream_image`] may lag behind.
+const HASH_QUEUE_CHUNKS: usize = 4;
 
 impl VerifiedBundle {
     /// Where the payload's squashfs is read: the bundle file, decrypted on the way for a crypt
@@ -791,16 +828,34 @@ impl VerifiedBundle {
         consume: impl FnOnce(&mut dyn Read) -> Result<T>,
     ) -> Result<T> {
         let (value, hash, count) = payload::read_file(self.payload(), &entry.filename, |reader| {
-            let mut hashing = HashingReader {
-                inner: reader,
-                hasher: Sha256::new(),
-                count: 0,
-            };
-            let value = consume(&mut hashing)?;
-            // Drain anything the consumer left, so the size check is meaningful.
-            std::io::copy(&mut hashing, &mut std::io::sink()).map_err(read_err(&self.path))?;
-            let hash: [u8; 32] = hashing.hasher.finalize().into();
-            Ok((value, hash, hashing.count))
+            std::thread::scope(|scope| {
+                let (to_hasher, chunks) = std::sync::mpsc::sync_channel(HASH_QUEUE_CHUNKS);
+                let hashing = scope.spawn(move || {
+                    let mut hasher = Sha256::new();
+                    let mut count = 0u64;
+                    for chunk in chunks {
+                        let chunk: Vec<u8> = chunk;
+                        hasher.update(&chunk);
+                        count += chunk.len() as u64;
+                    }
+                    (<[u8; 32]>::from(hasher.finalize()), count)
+                });
+                let mut hashing_reader = HashingReader {
+                    inner: reader,
+                    to_hasher,
+                };
+                let consumed = consume(&mut hashing_reader).and_then(|value| {
+                    // Drain anything the consumer left, so the size check is meaningful.
+                    std::io::copy(&mut hashing_reader, &mut std::io::sink())
+                        .map_err(read_err(&self.path))?;
+                    Ok(value)
+                });
+                drop(hashing_reader);
+                let (hash, count) = hashing
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                Ok((consumed?, hash, count))
+            })
         })?;
         if count != entry.size {
             return Err(UpdaterError::VerifyImage {

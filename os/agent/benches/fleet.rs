@@ -6,7 +6,9 @@
 //! 10 s goal, and a single device's desired->reported round trip.
 //!
 //! Run: `cargo bench -p testudo-agent --bench fleet` (`FLEET_DEVICES=n` to change the size).
-//! Needs about 2 x n file descriptors.
+//! Each process needs about n + 100 file descriptors (the hub's side and the agents' side of
+//! every connection); both raise their soft limit to that and say so if the hard limit is too
+//! low (`ulimit -Hn`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -29,15 +31,42 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Raises this process's soft limit of open files to `needed` (never lowers it); panics naming
+/// the hard limit when that is fewer.
+fn raise_fd_limit(needed: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read or write only the struct passed, which lives here.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && {
+            limit.rlim_cur = limit.rlim_max.min(needed.max(limit.rlim_cur));
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0
+        }
+    };
+    assert!(raised, "cannot raise RLIMIT_NOFILE to {needed}");
+    assert!(
+        limit.rlim_cur >= needed,
+        "the fleet needs {needed} open files per process, the hard limit is {} (raise `ulimit -Hn`)",
+        limit.rlim_max
+    );
+}
+
+fn fleet_size() -> usize {
+    std::env::var("FLEET_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
+}
+
 fn main() {
+    raise_fd_limit(fleet_size() as u64 + 100);
     if std::env::var_os("FLEET_CHILD").is_some() {
         child();
         return;
     }
-    let devices: usize = std::env::var("FLEET_DEVICES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1000);
+    let devices = fleet_size();
     let dir = tempfile::tempdir().expect("temp dir");
     let hub = Emulator::start(EmulatorConfig::new(dir.path().join("hub"))).expect("start emulator");
     let mut lines = Vec::with_capacity(devices);
