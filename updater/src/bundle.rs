@@ -784,7 +784,6 @@ fn check_images_readable(payload: payload::Source<'_>, manifest: &Manifest) -> R
     payload::check_files(payload, &files)
 }
 
-/// A reader that hashes and counts what passes through it.
 /// A reader handing a copy of every byte read to the hashing thread of
 /// [`VerifiedBundle::stream_image`] (so decompressing and writing do not wait for the hash).
 struct HashingReader<'r> {
