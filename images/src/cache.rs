@@ -194,7 +194,9 @@ impl Cache {
     }
 
     /// Returns the cached output for `key`, running `build` to produce it on a miss. `build`
-    /// receives a fresh temporary path to write its single output file to.
+    /// receives a fresh temporary path to write its single output file to. Threads may build
+    /// different keys at once; one key is built by one thread at a time (its temporary path
+    /// is the key's and the process's), so callers working concurrently build each key once.
     pub fn get_or_build<F>(&self, key: &CacheKey, build: F) -> Result<(PathBuf, Reuse)>
     where
         F: FnOnce(&Path) -> Result<()>,

@@ -828,12 +828,12 @@ impl VerifiedBundle {
     ) -> Result<T> {
         let (value, hash, count) = payload::read_file(self.payload(), &entry.filename, |reader| {
             std::thread::scope(|scope| {
-                let (to_hasher, chunks) = std::sync::mpsc::sync_channel(HASH_QUEUE_CHUNKS);
+                let (to_hasher, chunks) =
+                    std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_QUEUE_CHUNKS);
                 let hashing = scope.spawn(move || {
                     let mut hasher = Sha256::new();
                     let mut count = 0u64;
                     for chunk in chunks {
-                        let chunk: Vec<u8> = chunk;
                         hasher.update(&chunk);
                         count += chunk.len() as u64;
                     }
