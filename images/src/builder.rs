@@ -648,7 +648,14 @@ fn stage_kernel_and_modules(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>>
         &format!("kernel:vmlinuz-{}", kernel.version),
         &digest,
     ));
-    let needed = kernel.resolve(&kernel::plan_modules(ctx.plan))?;
+    let initramfs_modules = kernel.resolve(&kernel::initramfs_modules(ctx.plan))?;
+    // What the initramfs already loaded (a dependency both lists share, such as virtio's
+    // PCI transport) is not loaded a second time from the rootfs.
+    let needed: Vec<_> = kernel
+        .resolve(&kernel::plan_modules(ctx.plan))?
+        .into_iter()
+        .filter(|module| !initramfs_modules.iter().any(|m| m.name == module.name))
+        .collect();
     let mut load_order = String::new();
     for module in &needed {
         let path = kernel.modules_dir.join(&module.relative);
@@ -666,7 +673,7 @@ fn stage_kernel_and_modules(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>>
         load_order.into_bytes(),
         0o644,
     );
-    ctx.made.initramfs_modules = kernel.resolve(&kernel::initramfs_modules())?;
+    ctx.made.initramfs_modules = initramfs_modules;
     ctx.made.kernel = Some(kernel);
     Ok(None)
 }

@@ -201,18 +201,23 @@ fn visit(
     Ok(())
 }
 
-/// Modules the root filesystem must be readable with (loaded by the initramfs).
-pub fn initramfs_modules() -> Vec<String> {
-    vec!["squashfs".to_owned()]
+/// Modules the initramfs carries and loads before it looks for the root partition: the
+/// board's `always` group (its disk controller's drivers when they are modules: virtio-blk
+/// on QEMU) and what the root filesystem is read with. Built-ins are dropped by
+/// [`Kernel::resolve`].
+pub fn initramfs_modules(plan: &Plan) -> Vec<String> {
+    let mut wanted = plan.board.modules.always.clone();
+    wanted.push("squashfs".to_owned());
+    wanted
 }
 
-/// Modules the plan's components need at run time, from the board's module groups
-/// (`board.modules`): `always`, the NIC drivers when a component owns the network, the TPM
-/// interface drivers when one owns a `/dev/tpm*` node. Built-ins are dropped by
-/// [`Kernel::resolve`].
+/// Modules the plan's components need at run time (loaded from the rootfs, after it is
+/// mounted), from the board's module groups (`board.modules`): the NIC drivers when a
+/// component owns the network, the TPM interface drivers when one owns a `/dev/tpm*` node.
+/// Built-ins are dropped by [`Kernel::resolve`].
 pub fn plan_modules(plan: &Plan) -> Vec<String> {
     let groups = &plan.board.modules;
-    let mut wanted: BTreeSet<&str> = groups.always.iter().map(String::as_str).collect();
+    let mut wanted: BTreeSet<&str> = BTreeSet::new();
     for component in plan.components.values() {
         if component.devices.network {
             wanted.extend(groups.network.iter().map(String::as_str));
@@ -254,11 +259,11 @@ kernel/net/core/failover.ko:\n";
             ["tpm_crb", "tpm_tis", "virtio_net", "virtio_pci"]
         );
 
-        plan.board.modules.always = vec!["squashfs".to_owned()];
+        plan.board.modules.always = vec!["virtio_blk".to_owned()];
         for component in plan.components.values_mut() {
             component.devices.network = false;
         }
-        assert_eq!(plan_modules(&plan), ["squashfs", "tpm_crb", "tpm_tis"]);
+        assert_eq!(plan_modules(&plan), ["tpm_crb", "tpm_tis"]);
 
         plan.board.modules = Default::default();
         assert!(plan_modules(&plan).is_empty());

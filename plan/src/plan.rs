@@ -111,7 +111,8 @@ pub struct BoardNetwork {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BoardModules {
-    /// Always loaded.
+    /// Always loaded, by the initramfs before it looks for the root partition (the disk
+    /// controller's drivers).
     #[serde(default)]
     pub always: Vec<String>,
     /// Network interface drivers, loaded when a component owns the network.

@@ -1,6 +1,6 @@
 //! The anchors of the OS-update benchmark, run in a guest built like the device: the same
-//! kernel, QEMU machine, processor model (TCG), memory, NVMe disk (a copy of the device's as
-//! built) and user network to the same hub emulator. Its initramfs holds Debian's `curl` and
+//! kernel, QEMU machine, processor model (TCG), memory, virtio disk (a copy of the device's
+//! as built) and user network to the same hub emulator. Its initramfs holds Debian's `curl` and
 //! `sha256sum` and the workspace's `testudo` CLI with their shared libraries, and a script
 //! that, per run, downloads the bundle onto the data partition with `curl`, hashes it with
 //! `sha256sum` and installs it with `testudo update install` into slot B (the image's own
@@ -22,10 +22,12 @@ use testudo_plan::layout;
 /// The longest the anchor guest may run.
 const TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// Modules the guest loads: the NIC (as the image's `modules.network`) and the ESP's
-/// filesystem with the code pages Debian's kernel mounts FAT with by default.
+/// Modules the guest loads: the disk and the NIC (as the image's `modules.always` and
+/// `modules.network`) and the ESP's filesystem with the code pages Debian's kernel mounts FAT
+/// with by default.
 const MODULES: &[&str] = &[
     "virtio_pci",
+    "virtio_blk",
     "virtio_net",
     "vfat",
     "nls_cp437",
@@ -96,7 +98,7 @@ pub fn run(inputs: &AnchorInputs) -> AnchorTimes {
     times
 }
 
-/// Starts QEMU as `testudo vm run` starts the device (machine, processor, memory, NVMe
+/// Starts QEMU as `testudo vm run` starts the device (machine, processor, memory, virtio
 /// disk, user network), with the host kernel and the anchor's initramfs instead of firmware
 /// and GRUB; its console lines as they arrived, up to its power-off.
 fn boot(inputs: &AnchorInputs, kernel: &Path, initramfs: &Path) -> Vec<(Instant, String)> {
@@ -118,7 +120,7 @@ fn boot(inputs: &AnchorInputs, kernel: &Path, initramfs: &Path) -> Vec<(Instant,
             "if=none,id=disk0,format=raw,file={}",
             inputs.disk.display()
         ))
-        .args(["-device", "nvme,drive=disk0,serial=testudo0"])
+        .args(["-device", testudo_images::vm::QEMU_DISK_DEVICE])
         .args(["-netdev", "user,id=net0"])
         .args(["-device", "virtio-net-pci,netdev=net0,romfile="])
         .arg("-kernel")
