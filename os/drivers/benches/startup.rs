@@ -1,12 +1,18 @@
 //! OS runtime benchmarks that need the real binaries, in one run:
 //!
-//! 1. Time from starting the supervisor on the gateway example's plan to the `ready` event
-//!    (every native component up in its sandbox), median of 20 runs, next to the anchor:
-//!    spawning the same binaries as plain unsandboxed processes (fork+exec, no handles).
-//!    The Nickel evaluation of the config happens once, before timing; WASM components are
-//!    reported "not started" unless `testudo-wasm-host` is in the binary directory.
-//!    `/dev/tpm0` is served by a swtpm `unixio` socket.
-//! 2. Syscalls each gateway component's seccomp role allows, against the x86_64 table.
+//! 1. Time from starting the supervisor on the gateway example's plan until every native
+//!    component that starts is up in its sandbox (its `started` event; "natives ready"), and
+//!    until the `ready` event (every component up, WASM apps included when
+//!    `testudo-wasm-host` is in the binary directory: they start after the natives they are
+//!    routed to, in a wave of their own), median of 20 runs each with independent components
+//!    set up concurrently (the default) and one after another, next to the anchor: spawning
+//!    the same native binaries as plain unsandboxed processes (fork+exec, no handles). The
+//!    Nickel evaluation of the config happens once, before timing. `/dev/tpm0` is served by
+//!    a swtpm `unixio` socket.
+//! 2. How far the kernel lets sandbox set-ups overlap: a child created into the namespaces a
+//!    sandbox gets (fork, `unshare` of the same namespace flags, exit), 400 times on one
+//!    thread and on two; the same with no namespaces as the anchor.
+//! 3. Syscalls each gateway component's seccomp role allows, against the x86_64 table.
 //!
 //! Run: `cargo bench -p testudo-drivers --bench startup`. The plan comes from the `testudo`
 //! CLI (`testudo plan`, found through `TESTUDO_BIN` or next to this bench's target
@@ -51,7 +57,66 @@ fn gateway_plan(root: &Path) -> testudo_plan::plan::Plan {
     serde_json::from_slice(&output.stdout).expect("plan JSON")
 }
 
+/// The namespaces a component's sandbox is cloned into (`testudo_sandbox`'s clone flags,
+/// network included).
+const SANDBOX_NAMESPACES: libc::c_int = libc::CLONE_NEWUSER
+    | libc::CLONE_NEWNS
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWNET;
+
+/// Wall time per child of `total` children, each forked, moved into new `namespaces` and
+/// exited, made by `threads` threads at once.
+fn namespace_children(namespaces: libc::c_int, threads: usize, total: usize) -> Duration {
+    let begin = Instant::now();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                for _ in 0..total / threads {
+                    // SAFETY: the child calls only async-signal-safe functions (`unshare`,
+                    // `_exit`) before exiting; the parent reaps it with `waitpid`.
+                    let pid = unsafe { libc::fork() };
+                    assert!(pid >= 0, "fork failed");
+                    if pid == 0 {
+                        // SAFETY: see above; the child is single-threaded, as a user
+                        // namespace requires.
+                        let code = unsafe { libc::unshare(namespaces) };
+                        // SAFETY: ends the child without running the parent's destructors.
+                        unsafe { libc::_exit(if code == 0 { 0 } else { 1 }) };
+                    }
+                    let mut status = 0;
+                    // SAFETY: waits for the child just forked; `status` outlives the call.
+                    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+                    assert!(
+                        waited == pid && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                        "a child could not unshare the sandbox's namespaces"
+                    );
+                }
+            });
+        }
+    });
+    begin.elapsed() / total as u32
+}
+
 fn main() {
+    // First, while the bench process is small and single-threaded: each child is forked, and
+    // a fork copies the parent's page tables under its memory-map lock, which serializes the
+    // forks of a large process's threads whatever the namespaces.
+    const CHILDREN: usize = 400;
+    let plain_one = namespace_children(0, 1, CHILDREN);
+    let plain_two = namespace_children(0, 2, CHILDREN);
+    let sandbox_one = namespace_children(SANDBOX_NAMESPACES, 1, CHILDREN);
+    let sandbox_two = namespace_children(SANDBOX_NAMESPACES, 2, CHILDREN);
+    let network_one = namespace_children(libc::CLONE_NEWNET, 1, CHILDREN);
+    let network_two = namespace_children(libc::CLONE_NEWNET, 2, CHILDREN);
+    let namespace_figures = [
+        ("no_namespaces (anchor)", plain_one, plain_two),
+        ("sandbox_namespaces", sandbox_one, sandbox_two),
+        ("network_namespace", network_one, network_two),
+    ];
+
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_testudo-log"))
         .parent()
@@ -65,8 +130,15 @@ fn main() {
         .expect("swtpm (Debian package swtpm) must be installed");
     let tpm_socket = swtpm.socket().to_owned();
 
+    let native = |name: &str| {
+        plan.components
+            .get(name)
+            .is_some_and(|c| matches!(c.run, testudo_plan::plan::Run::Binary { .. }))
+    };
     let mut sandboxed = Vec::new();
     let mut one_by_one = Vec::new();
+    let mut natives_concurrent = Vec::new();
+    let mut natives_one_by_one = Vec::new();
     let mut started_names = Vec::new();
     let mut reports = Vec::new();
     // Concurrent (the default) and one-after-another starts interleaved, so both see the
@@ -86,16 +158,29 @@ fn main() {
         options.concurrent_start = concurrent;
         let begin = Instant::now();
         let system = RunningSystem::start(plan.clone(), options).expect("start");
+        // The predicate sees every new event as it is recorded (and the earlier ones again):
+        // the natives are ready when the last native's `started` event is first seen.
+        let mut natives_seen = std::collections::BTreeSet::new();
+        let mut natives_ready = Duration::ZERO;
         let ready = system
             .events
             .wait_for(Duration::from_secs(30), |e| {
+                if matches!(e.kind, EventKind::Started { .. })
+                    && native(&e.component)
+                    && natives_seen.insert(e.component.clone())
+                {
+                    natives_ready = begin.elapsed();
+                }
                 matches!(e.kind, EventKind::Ready { .. })
             })
             .expect("ready");
+        let all_ready = begin.elapsed();
         if concurrent {
-            sandboxed.push(begin.elapsed());
+            sandboxed.push(all_ready);
+            natives_concurrent.push(natives_ready);
         } else {
-            one_by_one.push(begin.elapsed());
+            one_by_one.push(all_ready);
+            natives_one_by_one.push(natives_ready);
         }
         if let EventKind::Ready { components } = ready.kind {
             started_names = components;
@@ -160,7 +245,25 @@ fn main() {
     let first = sandboxed[0];
     let sandboxed = median(sandboxed);
     let one_by_one = median(one_by_one);
+    let natives_concurrent = median(natives_concurrent);
+    let natives_one_by_one = median(natives_one_by_one);
     let plain = median(plain);
+    println!(
+        "startup/natives_ready: median {:.1} ms over {RUNS} runs ({} natives: {})",
+        natives_concurrent.as_secs_f64() * 1e3,
+        binaries.len(),
+        started_names
+            .iter()
+            .filter(|name| native(name))
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!(
+        "startup/natives_ready_one_by_one: median {:.1} ms (concurrent/one-by-one = {:.2})",
+        natives_one_by_one.as_secs_f64() * 1e3,
+        natives_concurrent.as_secs_f64() / natives_one_by_one.as_secs_f64()
+    );
     println!(
         "startup/gateway_to_ready: median {:.1} ms over {RUNS} runs ({} components up: {})",
         sandboxed.as_secs_f64() * 1e3,
@@ -181,9 +284,21 @@ fn main() {
         plain.as_secs_f64() * 1e3
     );
     println!(
-        "startup/ratio: {:.1}x (goal: gateway to ready under 100 ms)",
+        "startup/natives_ratio: {:.1}x plain spawn (natives ready / anchor)",
+        natives_concurrent.as_secs_f64() / plain.as_secs_f64()
+    );
+    println!(
+        "startup/ratio: {:.1}x (gateway to ready / anchor; goal: gateway to ready under 100 ms)",
         sandboxed.as_secs_f64() / plain.as_secs_f64()
     );
+    for (what, one, two) in namespace_figures {
+        println!(
+            "startup/children_{what}: {:.3} ms per child on one thread, {:.3} ms on two (two/one = {:.2})",
+            one.as_secs_f64() * 1e3,
+            two.as_secs_f64() * 1e3,
+            two.as_secs_f64() / one.as_secs_f64()
+        );
+    }
     println!(
         "syscalls allowed per component (x86_64 table: {} syscalls):",
         testudo_sandbox::policy::X86_64_SYSCALLS
