@@ -7,7 +7,7 @@
 //! acknowledged goes back to the front of the offline queue, so nothing accepted is lost.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, MqttOptions, Outgoing, Packet, Publish,
@@ -147,7 +147,10 @@ impl Worker {
         let mut attempt: u32 = 0;
         loop {
             let ending = match self.connect().await {
-                Ok((client, eventloop)) => self.serve(client, eventloop, &mut attempt).await,
+                Ok((client, eventloop, token_expiry)) => {
+                    self.serve(client, eventloop, token_expiry, &mut attempt)
+                        .await
+                }
                 Err(err) => Ending::Lost(err),
             };
             match ending {
@@ -213,7 +216,8 @@ impl Worker {
         let _ = self.events.send(event);
     }
 
-    async fn connect(&mut self) -> Result<(AsyncClient, StreamEventLoop)> {
+    /// Connects; with SAS, the expiry (`se`, Unix seconds) of the token it presented.
+    async fn connect(&mut self) -> Result<(AsyncClient, StreamEventLoop, Option<u64>)> {
         dial::take_failure(&self.dial_failure);
         let config = &self.config;
         let client_id = config.client_id();
@@ -231,34 +235,41 @@ impl Worker {
         options.set_clean_session(true);
         options.set_inflight(100);
         let username = topics::username(&config.host_name, &client_id, config.model_id.as_deref());
-        let password = match &config.auth {
+        let token = match &config.auth {
             Authentication::Sas { signer, token_ttl } if config.sign_inline => {
                 let expiry = sas::unix_now().saturating_add(token_ttl.as_secs().max(1));
-                sas::build_token(&config.resource_uri(), None, expiry, signer.as_ref())?.token
+                Some(sas::build_token(
+                    &config.resource_uri(),
+                    None,
+                    expiry,
+                    signer.as_ref(),
+                )?)
             }
-            Authentication::Sas { signer, token_ttl } => {
+            Authentication::Sas { signer, token_ttl } => Some(
                 sas::build_token_now(config.resource_uri(), None, *token_ttl, signer.clone())
-                    .await?
-                    .token
-            }
-            Authentication::X509 => String::new(),
+                    .await?,
+            ),
+            Authentication::X509 => None,
         };
-        options.set_credentials(username, password);
+        let token_expiry = token.as_ref().map(|token| token.expiry);
+        options.set_credentials(username, token.map(|token| token.token).unwrap_or_default());
         let capacity = config.max_in_flight * 2 + 8;
-        Ok(StreamEventLoop::new(
+        let (client, eventloop) = StreamEventLoop::new(
             options,
             connector,
             capacity,
             CONNECTION_TIMEOUT,
             MAX_INCOMING_PACKET,
             MAX_OUTGOING_PACKET,
-        ))
+        );
+        Ok((client, eventloop, token_expiry))
     }
 
     async fn serve(
         &mut self,
         client: AsyncClient,
         mut eventloop: StreamEventLoop,
+        token_expiry: Option<u64>,
         attempt: &mut u32,
     ) -> Ending {
         let mut session = Session {
@@ -274,10 +285,8 @@ impl Worker {
             paused_until: None,
         };
         self.tracker.expect_full_twin();
-        let renew_at = match &self.config.auth {
-            Authentication::Sas { token_ttl, .. } => Some(Instant::now() + token_ttl.mul_f64(0.8)),
-            Authentication::X509 => None,
-        };
+        let renew_at = token_expiry
+            .map(|expiry| Instant::now() + sas::renewal_delay(expiry, SystemTime::now()));
         let mut drain_deadline: Option<Instant> = None;
         let ending = loop {
             let timer = self.next_timer(&session, renew_at, drain_deadline);

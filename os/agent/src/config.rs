@@ -18,7 +18,8 @@ pub enum Authentication {
     Sas {
         /// Computes the HMAC (software key or TPM).
         signer: Arc<dyn SasSigner>,
-        /// Lifetime of each token; renewed at 80 % of it.
+        /// Lifetime of each token (its `se`, in whole seconds, is now plus this); renewed
+        /// once 80 % of the time left until that expiry has passed (`sas::renewal_delay`).
         token_ttl: Duration,
     },
     /// X.509 client certificate (set in [`TlsSettings::client_identity`]).

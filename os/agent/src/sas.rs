@@ -140,6 +140,20 @@ pub async fn build_token_now(
     .unwrap_or_else(|_| Err(AgentError::SignerThread { resource }))
 }
 
+/// Share of a token's remaining lifetime after which the agent renews it.
+const RENEW_AFTER: f64 = 0.8;
+
+/// How long after `now` a token expiring at `expiry` (Unix seconds, its `se`) is renewed: once
+/// 80 % of the time left until that expiry has passed. Measured from the expiry the hub
+/// enforces, not from the nominal lifetime: `se` is whole seconds, so a 2 s token made at
+/// second T.9 expires 1.1 s later, and the time to sign and connect has passed too.
+pub fn renewal_delay(expiry: u64, now: SystemTime) -> Duration {
+    (UNIX_EPOCH + Duration::from_secs(expiry))
+        .duration_since(now)
+        .unwrap_or(Duration::ZERO)
+        .mul_f64(RENEW_AFTER)
+}
+
 /// Seconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -164,6 +178,21 @@ pub fn percent_encode(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renewal_comes_at_80_percent_of_the_time_left_until_the_tokens_expiry() {
+        let at = |secs: f64| UNIX_EPOCH + Duration::from_secs_f64(secs);
+        // A 2 s token made at 998.9 has `se` = 1000: 1.1 s left, renewed after 0.88 s
+        // (not 1.6 s, which would be after the hub ends it).
+        let delay = renewal_delay(1_000, at(998.9));
+        assert!((delay.as_secs_f64() - 0.88).abs() < 1e-6, "{delay:?}");
+        assert_eq!(
+            renewal_delay(1_000, at(998.0)),
+            Duration::from_millis(1_600)
+        );
+        // Expired already (or the clock moved): renew at once.
+        assert_eq!(renewal_delay(1_000, at(1_000.5)), Duration::ZERO);
+    }
 
     // Vectors produced by Microsoft's official Python device SDK (azure-iot-device 2.x,
     // `RenewableSasToken` with `SymmetricKeySigningMechanism`, expiry pinned to 1700000000).

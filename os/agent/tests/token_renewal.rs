@@ -1,5 +1,8 @@
 //! Promise: with short-lived SAS tokens the agent renews before expiry by draining and
-//! reconnecting, and no reported patch or telemetry message is lost across renewals.
+//! reconnecting, and no reported patch or telemetry message is lost across renewals — also
+//! when its first token is made just before a second ends: a token's expiry (`se`) is whole
+//! seconds, so that token expires barely more than half its nominal lifetime later, and the
+//! renewal must be timed from that expiry (the hub ends the connection at it).
 
 #[path = "common/hub.rs"]
 mod hub;
@@ -16,7 +19,17 @@ async fn tokens_are_renewed_without_losing_messages() {
     let Authentication::Sas { token_ttl, .. } = &mut config.auth else {
         panic!("SAS device")
     };
-    *token_ttl = Duration::from_secs(2); // renewed every 1.6 s
+    *token_ttl = Duration::from_secs(3);
+    // Start at the end of a second: the first token's `se` is then ~2.0 s away, not 3 s; a
+    // renewal timed from the nominal lifetime (2.4 s) would come after the hub ended it.
+    let into_second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_millis();
+    tokio::time::sleep(Duration::from_millis(
+        u64::from(1_990 - into_second) % 1_000,
+    ))
+    .await;
     let (agent, mut events) = testudo_agent::spawn(config);
 
     // Keep sending for ~6 s, i.e. across several renewals (at least two even on a slow machine).

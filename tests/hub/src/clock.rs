@@ -1,6 +1,6 @@
 //! Wall-clock helpers: Unix seconds and the ISO 8601 UTC timestamps IoT Hub writes.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
@@ -8,6 +8,14 @@ pub fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0)
+}
+
+/// How long from now until the Unix second `expiry` begins (zero once it has): a SAS token's
+/// `se` is the moment the hub ends the connection that presented it.
+pub fn until_unix(expiry: u64) -> Duration {
+    (UNIX_EPOCH + Duration::from_secs(expiry))
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
 }
 
 /// The current time as `YYYY-MM-DDTHH:MM:SS.fffffffZ` (IoT Hub's 7 fractional digits).

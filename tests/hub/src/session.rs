@@ -249,8 +249,9 @@ async fn device_session<S: AsyncRead + AsyncWrite + Unpin>(
             code: 0,
         })
         .await?;
-        let token_deadline = expiry
-            .map(|se| Instant::now() + Duration::from_secs(se.saturating_sub(clock::unix_now())));
+        // Ended at the token's expiry to the millisecond (not to the whole second: a token
+        // made at T.9 expires 1.1 s later, not 2 s, whatever its nominal lifetime).
+        let token_deadline = expiry.map(|se| Instant::now() + clock::until_unix(se));
         let keep_alive = (connect.keep_alive > 0)
             .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
         let mut last_seen = Instant::now();
