@@ -264,6 +264,7 @@ kernel/net/core/failover.ko:\n";
             component.devices.network = false;
         }
         assert_eq!(plan_modules(&plan), ["tpm_crb", "tpm_tis"]);
+        assert_eq!(initramfs_modules(&plan), ["virtio_blk", "squashfs"]);
 
         plan.board.modules = Default::default();
         assert!(plan_modules(&plan).is_empty());

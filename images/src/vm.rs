@@ -1,6 +1,7 @@
 //! Boots a disk image in QEMU the way a board boots it: UEFI firmware (OVMF), the disk as
-//! virtio-blk (its drivers in the initramfs, from the board's `modules.always`), a virtio NIC on user networking, a TPM 2.0 from
-//! swtpm, and the serial console on a pipe that is echoed to stdout and matched line by line.
+//! virtio-blk (its drivers in the initramfs, from the board's `modules.always`), a virtio NIC
+//! on user networking, a TPM 2.0 from swtpm, and the serial console on a pipe that is echoed
+//! to stdout and matched line by line.
 //!
 //! Acceleration defaults to TCG (KVM is unreliable on the build machines); `kvm:tcg` tries
 //! KVM first. With an expectation, the run ends as soon as the console matches, or fails when
@@ -153,8 +154,9 @@ pub const QEMU_CPU: &str = "qemu64,+rdrand";
 /// cloud kernel) the QEMU board has its initramfs load (`modules.always`). Not QEMU's NVMe
 /// controller, although its driver is built in: its emulation lost a request now and then
 /// under TCG (the guest's I/O stopped, the driver reset the controller after its timeouts
-/// and the boot died on I/O errors); see decision 0070.
-pub const QEMU_DISK_DEVICE: &str = "virtio-blk-pci,drive=disk0,serial=testudo0,bootindex=0";
+/// and the boot died on I/O errors); see decision 0100. Firmware boots set `bootindex=0` on
+/// it; a direct kernel boot (`-kernel`) must not, QEMU gives that index to the kernel.
+pub const QEMU_DISK_DEVICE: &str = "virtio-blk-pci,drive=disk0,serial=testudo0";
 
 /// The QEMU command line for `options`, with the TPM control socket `tpm_socket`.
 pub fn qemu_args(options: &VmOptions, vars: &Path, tpm_socket: Option<&Path>) -> Vec<String> {
@@ -189,7 +191,7 @@ pub fn qemu_args(options: &VmOptions, vars: &Path, tpm_socket: Option<&Path>) ->
             if options.snapshot { ",snapshot=on" } else { "" }
         ),
         "-device".into(),
-        QEMU_DISK_DEVICE.into(),
+        format!("{QEMU_DISK_DEVICE},bootindex=0"),
         "-netdev".into(),
         "user,id=net0".into(),
         "-device".into(),

@@ -15,25 +15,17 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use testudo_images::initramfs::{Cpio, CpioEntry, FIND_PART};
-use testudo_images::kernel::Kernel;
+use testudo_images::kernel::{self, Kernel};
 use testudo_images::{binaries, HostTools};
-use testudo_plan::layout;
+use testudo_plan::{layout, Plan};
 
 /// The longest the anchor guest may run.
 const TIMEOUT: Duration = Duration::from_secs(1800);
 
-/// Modules the guest loads: the disk and the NIC (as the image's `modules.always` and
-/// `modules.network`) and the ESP's filesystem with the code pages Debian's kernel mounts FAT
+/// Modules the guest loads beyond the image's own (its plan's initramfs and run-time modules:
+/// the disk, the NIC): the ESP's filesystem with the code pages Debian's kernel mounts FAT
 /// with by default.
-const MODULES: &[&str] = &[
-    "virtio_pci",
-    "virtio_blk",
-    "virtio_net",
-    "vfat",
-    "nls_cp437",
-    "nls_utf8",
-    "nls_ascii",
-];
+const ESP_MODULES: &[&str] = &["vfat", "nls_cp437", "nls_utf8", "nls_ascii"];
 
 /// What the anchor guest is given.
 pub struct AnchorInputs<'a> {
@@ -172,7 +164,10 @@ fn initramfs_bytes(inputs: &AnchorInputs, kernel: &Kernel) -> Cpio {
         Path::new("/usr/bin/busybox"),
         0o755,
     );
-    let names: Vec<String> = MODULES.iter().map(|m| (*m).to_owned()).collect();
+    let plan = Plan::from_bytes(&file_in_squashfs(inputs.rootfs, layout::rootfs::PLAN)).unwrap();
+    let mut names = kernel::initramfs_modules(&plan);
+    names.extend(kernel::plan_modules(&plan));
+    names.extend(ESP_MODULES.iter().map(|m| (*m).to_owned()));
     let modules = kernel.resolve(&names).unwrap();
     for module in &modules {
         add_file(

@@ -130,11 +130,12 @@ fn main() {
         .expect("swtpm (Debian package swtpm) must be installed");
     let tpm_socket = swtpm.socket().to_owned();
 
-    let native = |name: &str| {
-        plan.components
-            .get(name)
-            .is_some_and(|c| matches!(c.run, testudo_plan::plan::Run::Binary { .. }))
+    // A native component's binary (WASM apps run in the host binary, not their own).
+    let native_binary = |name: &str| match &plan.components.get(name)?.run {
+        testudo_plan::plan::Run::Binary { name } => Some(name.clone()),
+        _ => None,
     };
+    let native = |name: &str| native_binary(name).is_some();
     let mut sandboxed = Vec::new();
     let mut one_by_one = Vec::new();
     let mut natives_concurrent = Vec::new();
@@ -215,10 +216,8 @@ fn main() {
     // Anchor: the same binaries as plain processes, started one after another.
     let binaries: Vec<PathBuf> = started_names
         .iter()
-        .filter_map(|name| match &plan.components[name].run {
-            testudo_plan::plan::Run::Binary { name } => Some(bin_dir.join(name)),
-            _ => None,
-        })
+        .filter_map(|name| native_binary(name))
+        .map(|binary| bin_dir.join(binary))
         .collect();
     let mut plain = Vec::new();
     for _ in 0..RUNS {
