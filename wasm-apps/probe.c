@@ -4,6 +4,8 @@
  *   probe read PATH | write PATH TEXT | list DIR | env NAME | args
  *         | sensor CHANNEL | publish TOPIC TEXT | receive | send HOST:PORT TEXT
  *         | files DIR   (every file operation an app's storage allows, in DIR)
+ *         | once MARKER (fails the first time: creates MARKER and exits 1; exits 0 when
+ *                        MARKER exists; for restart policies)
  *
  * Prints what it got on stdout; exit 0 = the capability worked, 1 = it was refused or
  * failed (reason on stderr), 2 = usage. */
@@ -100,6 +102,20 @@ int main(int argc, char **argv) {
         return 0;
     }
     if (strcmp(what, "files") == 0 && argc == 3) return files(argv[2]);
+    if (strcmp(what, "once") == 0 && argc == 3) {
+        struct stat seen;
+        if (stat(argv[2], &seen) == 0) {
+            printf("once: second run\n");
+            return 0;
+        }
+        FILE *marker = fopen(argv[2], "w");
+        if (marker == NULL || fclose(marker) != 0) {
+            fprintf(stderr, "probe: once %s: %s\n", argv[2], strerror(errno));
+            return 2;
+        }
+        printf("once: first run fails\n");
+        return 1;
+    }
     if (strcmp(what, "env") == 0 && argc == 3) {
         const char *value = getenv(argv[2]);
         if (value == NULL) {

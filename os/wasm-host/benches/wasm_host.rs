@@ -1,6 +1,7 @@
 //! WASM host benchmarks, in one run with their anchors:
 //! - `instantiate/*`: app instantiation from a cached `.cwasm` (WASI context, limits, device
-//!   interfaces, instance), on-demand and pooling allocators; anchor: wasmtime's published
+//!   interfaces, instance), on-demand, a pool for 16 apps, and the pool a device's one-app
+//!   host runs with (`EngineOptions::one_app`); anchor: wasmtime's published
 //!   5 us and the PyPI `wasmtime` package instantiating the same module.
 //! - `host_call/sensor.read`: wasm -> host -> wasm round trip through `testudo:device`
 //!   (local backend); `host_call/sensor.read-via-scheme` the same forwarded over a scheme
@@ -98,15 +99,21 @@ fn benches(c: &mut Criterion) {
     }
 
     let mut group = c.benchmark_group("instantiate");
-    for (label, pooling) in [
-        ("cached-cwasm/on-demand", false),
-        ("cached-cwasm/pooling", true),
+    for (label, options) in [
+        ("cached-cwasm/on-demand", EngineOptions::default()),
+        (
+            "cached-cwasm/pooling",
+            EngineOptions {
+                pooling: true,
+                ..EngineOptions::default()
+            },
+        ),
+        (
+            "cached-cwasm/one-app-host",
+            EngineOptions::one_app(AppLimits::default().memory_bytes),
+        ),
     ] {
-        let engine = HostEngine::new(&EngineOptions {
-            pooling,
-            ..EngineOptions::default()
-        })
-        .unwrap();
+        let engine = HostEngine::new(&options).unwrap();
         let app = cached_app(
             &engine,
             &hello,

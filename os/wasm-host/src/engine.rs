@@ -5,12 +5,18 @@ use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::{boxed, HostError};
 
 /// How often the epoch advances; budgets and stop requests are checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// How much of a freed table the pool clears with `memset` rather than decommits: one page.
+const TABLE_KEEP_RESIDENT_BYTES: usize = 4096;
+
+/// The largest 32-bit linear memory: 65,536 pages of 64 KiB.
+const WASM32_MEMORY_MAX: u64 = 4 << 30;
 
 /// Engine settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +27,28 @@ pub struct EngineOptions {
     pub max_instances: u32,
     /// With pooling: the largest linear memory any app may have, in bytes.
     pub max_memory_bytes: u64,
+}
+
+impl EngineOptions {
+    /// How many instances of its one app a device's host holds at once: the running version
+    /// and the candidate a hot swap instantiates beside it.
+    pub const ONE_APP_INSTANCES: u32 = 2;
+
+    /// What a device's host runs with (one app per process): the pooling allocator, sized for
+    /// [`EngineOptions::ONE_APP_INSTANCES`], each memory slot at least the app's
+    /// `memory_limit_bytes` (the store's limiter, not the pool, enforces the plan's limit and
+    /// reports it). Instantiation, on every start and restart, costs about half of on-demand's
+    /// (decision 0101).
+    /// A limit beyond what a 32-bit memory can hold gives slots of that size (4 GiB, also
+    /// wasmtime's address-space reservation per memory, which a slot may not exceed).
+    pub fn one_app(memory_limit_bytes: u64) -> Self {
+        let default = Self::default();
+        Self {
+            pooling: true,
+            max_instances: Self::ONE_APP_INSTANCES,
+            max_memory_bytes: memory_limit_bytes.clamp(default.max_memory_bytes, WASM32_MEMORY_MAX),
+        }
+    }
 }
 
 impl Default for EngineOptions {
@@ -110,8 +138,46 @@ pub fn engine_config(options: &EngineOptions) -> Config {
             .total_component_instances(options.max_instances)
             .total_memories(options.max_instances.saturating_mul(2))
             .total_tables(options.max_instances.saturating_mul(4))
+            // Async fiber stacks, each with a guard page: wasmtime reserves 1,000 by default,
+            // which added 4.4 ms to a host's start.
+            .total_stacks(options.max_instances)
+            // No `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap` (wasmtime's default today, said
+            // here because the `wasm_host` seccomp role has no `ioctl`).
+            .pagemap_scan(Enabled::No)
+            // Each freed memory or table is decommitted at once with its own `madvise`
+            // (wasmtime's default, said here because batches of more than one region go
+            // through `process_madvise`, which the run phase's seccomp filter does not allow).
+            .decommit_batch_size(1)
+            // A freed table that fits in one page is cleared with `memset` instead of a
+            // `madvise` (one syscall fewer each time an instance is freed); the
+            // rest of a larger table is still decommitted.
+            .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES)
             .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX));
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_app_slots_hold_the_plans_limit_within_what_wasm32_can_address() {
+        let small = EngineOptions::one_app(16 << 20);
+        assert!(small.pooling);
+        assert_eq!(small.max_instances, EngineOptions::ONE_APP_INSTANCES);
+        assert_eq!(
+            small.max_memory_bytes,
+            EngineOptions::default().max_memory_bytes
+        );
+        assert_eq!(EngineOptions::one_app(1 << 30).max_memory_bytes, 1 << 30);
+        // A plan's limit beyond 4 GiB still makes an engine (wasmtime refuses slots larger
+        // than its per-memory reservation).
+        for limit in [16 << 20, 1 << 30, u64::MAX] {
+            let options = EngineOptions::one_app(limit);
+            assert!(options.max_memory_bytes <= WASM32_MEMORY_MAX);
+            HostEngine::new(&options).expect("engine for the one-app pool");
+        }
+    }
 }

@@ -148,7 +148,7 @@ fn run(args: Args) -> Result<u8, HostError> {
             source,
         })?;
     }
-    let engine = HostEngine::new(&EngineOptions::default())?;
+    let engine = HostEngine::new(&EngineOptions::one_app(planned.limits.memory_bytes))?;
     let bytes = std::fs::read(&planned.module).map_err(|source| HostError::ReadApp {
         path: planned.module.clone(),
         source,

@@ -484,7 +484,11 @@ impl CallBudget {
             stop,
             cpu_limit: limits.cpu_time,
             wall_limit: limits.wall_time,
-            cpu_start: thread_cpu_time(),
+            // Read only when there is a CPU budget (a syscall: the vDSO has no thread clocks).
+            cpu_start: match limits.cpu_time {
+                Some(_) => thread_cpu_time(),
+                None => Duration::ZERO,
+            },
             host_calls_seen: 0,
             wall_start: Instant::now(),
         }

@@ -2,8 +2,9 @@
 //! `testudo-init` builds for a `kind = wasm` component (its binds, the `wasm-host` seccomp
 //! role, landlock, namespaces, its own uid) — and the `wasm-host` syscall policy lets it
 //! compile (and write its cache), load from the cache and from a read-only precompiled
-//! sidecar, run modules and components with files and limits, contain hostile file access,
-//! and report traps and limits,
+//! sidecar, run modules and components with files and limits, restart a failed app inside the
+//! host (its pooled instance freed and made again), contain hostile file access, and report
+//! traps and limits,
 //! without being killed (a syscall outside the policy ends the host with SIGSYS).
 //! Root is needed for the sandbox's id mapping, as in CI.
 #![allow(clippy::unwrap_used)]
@@ -11,7 +12,7 @@
 mod common;
 
 use common::sandboxed::{plan, route, wasm_component, Device, Ended, SandboxedRun};
-use testudo_plan::plan::Rights;
+use testudo_plan::plan::{RestartPolicy, Rights};
 
 fn assert_exit(run: &SandboxedRun, code: i32) {
     assert_eq!(
@@ -67,6 +68,11 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
         );
         app
     };
+    // Fails once, then is restarted inside the same host: the first instance's pool slots
+    // are freed (decommitted with `madvise`, under the run-phase filter) and reused.
+    let mut restarted = filer("apps/probe.wasm");
+    restarted.args = ["once", "/files/started-before"].map(String::from).to_vec();
+    restarted.limits.restart = RestartPolicy::OnFailure;
     let mut precompiled = wasm_component("apps/precompiled.wasm");
     precompiled.uses.insert("log".into(), log());
     let plan = plan(vec![
@@ -75,6 +81,7 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
         ("writer", writer),
         ("filer", filer("apps/probe.wasm")),
         ("filer-component", filer("apps/probe-component.wasm")),
+        ("restarted", restarted),
         ("spin", spin),
         ("hog", hog),
         ("precompiled", precompiled),
@@ -142,6 +149,11 @@ fn apps_run_to_their_expected_output_inside_the_sandbox() {
             run.stderr
         );
     }
+
+    // A restart inside the host: the failed instance is freed and a new one runs.
+    let run = device.run("restarted");
+    assert_exit(&run, 0);
+    assert_eq!(run.log, "once: first run fails\nonce: second run\n");
 
     // Limits end the app, not the host: the host reports and exits with its code.
     let run = device.run("spin");
