@@ -8,6 +8,7 @@ use std::time::Duration;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::error::{boxed, HostError};
+use crate::limits::AppLimits;
 
 /// How often the epoch advances; budgets and stop requests are checked this often.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -30,8 +31,10 @@ pub struct EngineOptions {
 }
 
 impl EngineOptions {
-    /// How many instances of its one app a device's host holds at once: the running version
-    /// and the candidate a hot swap instantiates beside it.
+    /// How many instances of its one app a device's host holds at once: a restart needs one
+    /// (the failed instance is freed first), a hot swap two (`Supervisor::swap` instantiates
+    /// the candidate beside the running version; the host binary does not swap today, its
+    /// library's embedders may).
     pub const ONE_APP_INSTANCES: u32 = 2;
 
     /// What a device's host runs with (one app per process): the pooling allocator, sized for
@@ -133,14 +136,24 @@ pub fn engine_config(options: &EngineOptions) -> Config {
     // 512 KiB of wasm stack: deep recursion traps quickly instead of eating host stack.
     config.max_wasm_stack(512 << 10);
     if options.pooling {
+        // Every app may have what the store's limiter allows it (`AppLimits`), in each of
+        // `max_instances` instances at once: the pool never refuses what on-demand allocation
+        // would accept, and the limiter stays the one that reports a limit.
+        let apps = options.max_instances;
         let mut pool = PoolingAllocationConfig::default();
-        pool.total_core_instances(options.max_instances.saturating_mul(4))
-            .total_component_instances(options.max_instances)
-            .total_memories(options.max_instances.saturating_mul(2))
-            .total_tables(options.max_instances.saturating_mul(4))
+        pool.total_component_instances(apps)
+            .total_core_instances(apps.saturating_mul(AppLimits::MAX_CORE_INSTANCES))
+            .total_memories(apps.saturating_mul(AppLimits::MAX_MEMORIES))
+            .total_tables(apps.saturating_mul(AppLimits::MAX_TABLES))
+            .max_memories_per_module(AppLimits::MAX_MEMORIES)
+            .max_tables_per_module(AppLimits::MAX_TABLES)
+            .table_elements(
+                usize::try_from(AppLimits::DEFAULT_TABLE_ELEMENTS).unwrap_or(usize::MAX),
+            )
+            .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX))
             // Async fiber stacks, each with a guard page: wasmtime reserves 1,000 by default,
-            // which added 4.4 ms to a host's start.
-            .total_stacks(options.max_instances)
+            // which added 4.4 ms to a host's start. The host makes no async calls today.
+            .total_stacks(apps)
             // No `PAGEMAP_SCAN` ioctl on `/proc/self/pagemap` (wasmtime's default today, said
             // here because the `wasm_host` seccomp role has no `ioctl`).
             .pagemap_scan(Enabled::No)
@@ -149,10 +162,9 @@ pub fn engine_config(options: &EngineOptions) -> Config {
             // through `process_madvise`, which the run phase's seccomp filter does not allow).
             .decommit_batch_size(1)
             // A freed table that fits in one page is cleared with `memset` instead of a
-            // `madvise` (one syscall fewer each time an instance is freed); the
-            // rest of a larger table is still decommitted.
-            .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES)
-            .max_memory_size(usize::try_from(options.max_memory_bytes).unwrap_or(usize::MAX));
+            // `madvise` (one syscall fewer each time an instance is freed); the rest of a
+            // larger table is still decommitted.
+            .table_keep_resident(TABLE_KEEP_RESIDENT_BYTES);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     }
     config

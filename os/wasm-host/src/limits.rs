@@ -27,6 +27,13 @@ impl AppLimits {
     pub const DEFAULT_OUTPUT_BYTES: u64 = 16 << 20;
     /// Default table cap: 100 000 elements.
     pub const DEFAULT_TABLE_ELEMENTS: u64 = 100_000;
+    /// Core instances one app may make (a component instantiates a handful: the module,
+    /// its adapter, shims).
+    pub const MAX_CORE_INSTANCES: u32 = 64;
+    /// Linear memories one app may have.
+    pub const MAX_MEMORIES: u32 = 8;
+    /// Tables one app may have.
+    pub const MAX_TABLES: u32 = 16;
 
     /// The limits a plan gives a component (`cpu_time_ms` 0 means no CPU budget).
     pub fn from_plan(limits: &Limits) -> Self {
@@ -128,16 +135,15 @@ impl wasmtime::ResourceLimiter for AppLimiter {
     }
 
     fn instances(&self) -> usize {
-        // A component instantiates a handful of core instances (adapter, shims).
-        64
+        AppLimits::MAX_CORE_INSTANCES as usize
     }
 
     fn memories(&self) -> usize {
-        8
+        AppLimits::MAX_MEMORIES as usize
     }
 
     fn tables(&self) -> usize {
-        16
+        AppLimits::MAX_TABLES as usize
     }
 }
 

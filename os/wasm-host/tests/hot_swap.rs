@@ -1,5 +1,6 @@
 //! Promise: hot swap compiles and checks the new version before the old stops, rolls back
-//! when the new one fails within the grace period, and is never half-switched.
+//! when the new one fails within the grace period, and is never half-switched; a swap and a
+//! rollback fit the pool a device's one-app host runs with.
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +15,8 @@ use testudo_plan::plan::RestartPolicy;
 use testudo_wasm_host::grants::{SensorGrant, TelemetryGrant};
 use testudo_wasm_host::supervise::{Supervisor, SwapResult};
 use testudo_wasm_host::{
-    AppLimits, Grants, LocalDevice, OutputSink, PreparedApp, RunContext, StopSignal,
+    compile_app, AppLimits, EngineOptions, Grants, HostEngine, LocalDevice, OutputSink,
+    PreparedApp, RunContext, StopSignal,
 };
 
 const GRACE: Duration = Duration::from_millis(500);
@@ -36,6 +38,14 @@ fn grants() -> Arc<Grants> {
 
 fn prepare(path: &Path) -> PreparedApp {
     PreparedApp::prepare(common::engine().engine(), &common::compile(path), grants()).unwrap()
+}
+
+/// `prepare` on an engine of its own.
+fn prepare_on(engine: &HostEngine, path: &Path) -> PreparedApp {
+    let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+    let compiled =
+        compile_app(engine.engine(), None, &name, &std::fs::read(path).unwrap()).unwrap();
+    PreparedApp::prepare(engine.engine(), &compiled, grants()).unwrap()
 }
 
 /// Versions of the published records, in order.
@@ -63,8 +73,12 @@ fn wait_for_version(device: &LocalDevice, version: u32, after: usize) {
 }
 
 fn start(device: &Arc<LocalDevice>) -> Supervisor {
+    start_app(prepare(&common::build("sensor-reader", &[])), device)
+}
+
+fn start_app(app: PreparedApp, device: &Arc<LocalDevice>) -> Supervisor {
     Supervisor::start(
-        prepare(&common::build("sensor-reader", &[])),
+        app,
         RunContext {
             limits: AppLimits {
                 restart: RestartPolicy::OnFailure,
@@ -148,5 +162,32 @@ fn a_version_that_fails_within_the_grace_period_is_rolled_back() {
     assert_eq!(supervisor.active(), Some("sensor-reader"));
     let count = versions(&device).len();
     wait_for_version(&device, 1, count);
+    supervisor.stop();
+}
+
+#[test]
+fn a_swap_and_a_rollback_fit_the_one_app_hosts_pool() {
+    // Its own engine: the pool a device's host has, for this one app only.
+    let engine =
+        HostEngine::new(&EngineOptions::one_app(AppLimits::default().memory_bytes)).unwrap();
+    let device = Arc::new(LocalDevice::new().with_sensor("temperature", 20.0));
+    let mut supervisor = start_app(
+        prepare_on(&engine, &common::build("sensor-reader", &[])),
+        &device,
+    );
+    wait_for_version(&device, 1, 0);
+    // The candidate is instantiated beside the running version: two at once.
+    let v2 = prepare_on(
+        &engine,
+        &common::build("sensor-reader", &["SENSOR_READER_VERSION=2"]),
+    );
+    assert_eq!(supervisor.swap(v2, GRACE), SwapResult::Swapped);
+    wait_for_version(&device, 2, versions(&device).len());
+    let crashing = prepare_on(&engine, &common::build("hostile/recursion", &[]));
+    match supervisor.swap(crashing, GRACE) {
+        SwapResult::RolledBack(reason) => assert!(reason.contains("stack"), "{reason}"),
+        other => panic!("expected a rollback, got {other:?}"),
+    }
+    wait_for_version(&device, 2, versions(&device).len());
     supervisor.stop();
 }

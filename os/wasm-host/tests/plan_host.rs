@@ -1,6 +1,6 @@
 //! Promise: `testudo-wasm-host --plan PLAN.json --component NAME` runs a plan's WASM
-//! component with its routes and limits, reuses the `.cwasm` cache on the next start, and
-//! exits with the documented codes.
+//! component with its routes and limits (instantiated from a pool sized for it), reuses the
+//! `.cwasm` cache on the next start, and exits with the documented codes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -205,6 +205,39 @@ fn every_thread_runs_the_app_under_the_run_phase_filter() {
         assert_eq!(field("Seccomp:"), "2", "not in filter mode:\n{status}");
         assert_eq!(field("Seccomp_filters:"), "1", "{status}");
     }
+}
+
+/// The host instantiates its app from wasmtime's pool sized for one app
+/// (`EngineOptions::one_app`): by the time the app runs, the address space holds the pool's
+/// memory slots, each reserved whole (on demand, only the app's own memory would be).
+#[test]
+fn the_host_runs_its_app_from_a_pool_sized_for_it() {
+    use std::io::BufRead;
+    use testudo_wasm_host::{AppLimits, EngineOptions};
+    let (work, plan) = work_with_a_sensor();
+    let mut child = host_command(&plan, "slow-reader", work.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = String::new();
+    std::io::BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut said)
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let reserved_kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmSize:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|kib| kib.parse().ok())
+        .unwrap();
+    // Each memory slot reserves at least 4 GiB of address space.
+    let slots = u64::from(EngineOptions::ONE_APP_INSTANCES * AppLimits::MAX_MEMORIES);
+    assert!(
+        reserved_kib >= slots * (4 << 20),
+        "{reserved_kib} KiB reserved, fewer than {slots} memory slots ({said})"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
