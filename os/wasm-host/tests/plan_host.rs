@@ -162,11 +162,9 @@ fn exit_codes_name_what_went_wrong() {
     );
 }
 
-/// Every thread of a running host is under the run-phase filter by the time the host says
-/// which one it entered (and before the app's code runs): `TSYNC` reached the threads started
-/// during start-up, and the threads started later inherit it.
-#[test]
-fn every_thread_runs_the_app_under_the_run_phase_filter() {
+/// A host running the slow sensor reader, once it has said which filter its app runs under
+/// (its first stderr line, returned); the work directory lives as long as the tuple.
+fn slow_reader_started() -> (tempfile::TempDir, std::process::Child, String) {
     use std::io::BufRead;
     let (work, plan) = work_with_a_sensor();
     let mut child = host_command(&plan, "slow-reader", work.path())
@@ -177,6 +175,15 @@ fn every_thread_runs_the_app_under_the_run_phase_filter() {
     std::io::BufReader::new(child.stderr.take().unwrap())
         .read_line(&mut said)
         .unwrap();
+    (work, child, said)
+}
+
+/// Every thread of a running host is under the run-phase filter by the time the host says
+/// which one it entered (and before the app's code runs): `TSYNC` reached the threads started
+/// during start-up, and the threads started later inherit it.
+#[test]
+fn every_thread_runs_the_app_under_the_run_phase_filter() {
+    let (_work, mut child, said) = slow_reader_started();
     // The local device of --device-dir is file-backed, so file operations stay.
     assert!(
         said.ends_with("; seccomp wasm_app_run+wasm_app_files\n"),
@@ -212,17 +219,8 @@ fn every_thread_runs_the_app_under_the_run_phase_filter() {
 /// memory slots, each reserved whole (on demand, only the app's own memory would be).
 #[test]
 fn the_host_runs_its_app_from_a_pool_sized_for_it() {
-    use std::io::BufRead;
     use testudo_wasm_host::{AppLimits, EngineOptions};
-    let (work, plan) = work_with_a_sensor();
-    let mut child = host_command(&plan, "slow-reader", work.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut said = String::new();
-    std::io::BufReader::new(child.stderr.take().unwrap())
-        .read_line(&mut said)
-        .unwrap();
+    let (_work, mut child, said) = slow_reader_started();
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
