@@ -372,6 +372,21 @@ impl std::fmt::Display for BuildStep {
 /// came from the cache (`None`: not a cached step).
 type StepFn = fn(&mut BuildContext<'_>) -> Result<Option<Reuse>>;
 
+/// Which thread of the build runs a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// The build's own thread, in table order: the step sees what every step before it made.
+    InOrder,
+    /// A second thread, started with the build: the step reads only the plan, the build clock,
+    /// the tools and the caches (never what another step made), so it runs beside the
+    /// in-order steps. What it makes joins the build before [`JOINS_BEFORE`].
+    Beside,
+}
+
+/// The first in-order step that needs what the [`Lane::Beside`] steps make: the build waits
+/// for them there.
+pub const JOINS_BEFORE: BuildStep = BuildStep::DiskImage;
+
 /// One entry of the step table.
 pub struct StepDef {
     /// Which step.
@@ -379,6 +394,8 @@ pub struct StepDef {
     /// Whether it is shown in the progress output and listed in the [`BuildReport`] (the
     /// quick staging steps are not).
     pub shown: bool,
+    /// Which thread runs it.
+    pub lane: Lane,
     run: StepFn,
 }
 
@@ -387,75 +404,91 @@ impl std::fmt::Debug for StepDef {
         f.debug_struct("StepDef")
             .field("step", &self.step)
             .field("shown", &self.shown)
+            .field("lane", &self.lane)
             .finish()
     }
 }
 
-/// The steps of a build, in order (after [`BuildStep::Prepare`], which makes the context).
+/// The steps of a build, in the order of its report (after [`BuildStep::Prepare`], which
+/// makes the context). The in-order steps run in this order; the [`Lane::Beside`] ones in
+/// this order among themselves, beside them.
 pub const STEPS: &[StepDef] = &[
     StepDef {
         step: BuildStep::Plan,
         shown: false,
+        lane: Lane::InOrder,
         run: stage_plan,
     },
     StepDef {
         step: BuildStep::KernelAndModules,
         shown: true,
+        lane: Lane::InOrder,
         run: stage_kernel_and_modules,
     },
     StepDef {
         step: BuildStep::Initramfs,
         shown: true,
+        lane: Lane::InOrder,
         run: build_initramfs,
     },
     StepDef {
         step: BuildStep::Binaries,
         shown: true,
+        lane: Lane::InOrder,
         run: stage_binaries,
     },
     StepDef {
         step: BuildStep::WasmApps,
         shown: true,
+        lane: Lane::InOrder,
         run: stage_wasm_apps,
     },
     StepDef {
         step: BuildStep::SystemFiles,
         shown: false,
+        lane: Lane::InOrder,
         run: stage_system_files,
     },
     StepDef {
         step: BuildStep::RootfsSystemLayer,
         shown: true,
+        lane: Lane::InOrder,
         run: pack_rootfs_system_layer,
     },
     StepDef {
         step: BuildStep::Rootfs,
         shown: true,
+        lane: Lane::InOrder,
         run: append_rootfs_app_layer,
     },
     StepDef {
         step: BuildStep::Esp,
         shown: true,
+        lane: Lane::Beside,
         run: build_esp,
     },
     StepDef {
         step: BuildStep::DataPartition,
         shown: true,
+        lane: Lane::Beside,
         run: build_data_partition,
     },
     StepDef {
         step: BuildStep::DiskImage,
         shown: true,
+        lane: Lane::InOrder,
         run: assemble_disk_image,
     },
     StepDef {
         step: BuildStep::UpdateBundle,
         shown: true,
+        lane: Lane::InOrder,
         run: create_update_bundle,
     },
     StepDef {
         step: BuildStep::Manifest,
         shown: true,
+        lane: Lane::InOrder,
         run: write_signed_manifest,
     },
 ];
@@ -502,26 +535,19 @@ struct EspMade {
     grubenv: Vec<u8>,
 }
 
-/// One build in progress: what it reads, where it works, and what its steps made so far.
-struct BuildContext<'a> {
+/// What every step of one build reads and none changes: the request, the build clock, the
+/// caches and the scratch directory. The steps of both lanes share it.
+struct Workshop<'a> {
     request: &'a BuildRequest,
-    plan: &'a Plan,
     tools: &'a dyn ToolRunner,
     epoch: SourceDateEpoch,
     cache: Cache,
     digests: DigestCache,
     /// Scratch space for staging, removed when the build ends.
     scratch: tempfile::TempDir,
-    /// The build's inputs with their digests, for the manifest.
-    inputs: Vec<Entry>,
-    /// The rootfs's system layer (see `rootfs`).
-    system: RootfsSpec,
-    /// The rootfs's app layer, appended to the system layer.
-    apps: RootfsSpec,
-    made: Made,
 }
 
-impl<'a> BuildContext<'a> {
+impl<'a> Workshop<'a> {
     /// The [`BuildStep::Prepare`] step: the build clock, cache and directories.
     fn prepare(request: &'a BuildRequest, tools: &'a dyn ToolRunner) -> Result<Self> {
         let epoch = SourceDateEpoch::determine(
@@ -534,24 +560,58 @@ impl<'a> BuildContext<'a> {
         let digests = DigestCache::open(&request.cache_dir.join("digests"))?;
         fs::create_dir_all(&request.out_dir).map_err(ImageError::write(&request.out_dir))?;
         let scratch = tempfile_in(&request.cache_dir.join("tmp"))?;
-        Ok(BuildContext {
+        Ok(Workshop {
             request,
-            plan: &request.plan,
             tools,
             epoch,
             cache,
             digests,
             scratch,
+        })
+    }
+}
+
+/// One lane of a build in progress: what it reads, where it works, and what its steps made
+/// so far.
+struct BuildContext<'a> {
+    request: &'a BuildRequest,
+    plan: &'a Plan,
+    tools: &'a dyn ToolRunner,
+    epoch: SourceDateEpoch,
+    cache: &'a Cache,
+    digests: &'a DigestCache,
+    /// The scratch directory (each step works in its own subdirectory of it).
+    work: &'a Path,
+    /// The build's inputs with their digests, for the manifest.
+    inputs: Vec<Entry>,
+    /// The rootfs's system layer (see `rootfs`).
+    system: RootfsSpec,
+    /// The rootfs's app layer, appended to the system layer.
+    apps: RootfsSpec,
+    made: Made,
+}
+
+impl<'a> BuildContext<'a> {
+    /// A lane's context, nothing made yet.
+    fn new(workshop: &'a Workshop<'a>) -> Self {
+        BuildContext {
+            request: workshop.request,
+            plan: &workshop.request.plan,
+            tools: workshop.tools,
+            epoch: workshop.epoch,
+            cache: &workshop.cache,
+            digests: &workshop.digests,
+            work: workshop.scratch.path(),
             inputs: Vec::new(),
             system: RootfsSpec::default(),
             apps: RootfsSpec::default(),
             made: Made::default(),
-        })
+        }
     }
 
     /// The scratch directory.
     fn work(&self) -> &Path {
-        self.scratch.path()
+        self.work
     }
 
     /// The build clock as a cache key part.
@@ -563,6 +623,15 @@ impl<'a> BuildContext<'a> {
     fn seed(&self) -> &str {
         &self.plan.compatible
     }
+
+    /// Takes what the [`Lane::Beside`] steps made (the ESP and the data partition), with any
+    /// inputs they recorded after the in-order steps' so far.
+    fn join_beside(&mut self, beside: BuildContext<'_>) {
+        let Made { esp, data, .. } = beside.made;
+        self.made.esp = self.made.esp.take().or(esp);
+        self.made.data = self.made.data.take().or(data);
+        self.inputs.extend(beside.inputs);
+    }
 }
 
 /// A result an earlier step should have made; its absence means the step table is out of
@@ -571,35 +640,102 @@ fn made<'v, T>(value: &'v Option<T>, what: &'static str) -> Result<&'v T> {
     value.as_ref().ok_or(ImageError::StepOrder { what })
 }
 
-/// Builds the image described by `request`: [`BuildStep::Prepare`], then each of [`STEPS`].
+/// A shown step's report, with its place in [`STEPS`] (the report lists them in table order
+/// whichever lane finished first).
+type PlacedReport = (usize, StepReport);
+
+/// The progress of a build, shared by its two lanes.
+type SharedProgress = std::sync::Mutex<Progress>;
+
+/// Builds the image described by `request`: [`BuildStep::Prepare`], then each of [`STEPS`]:
+/// the [`Lane::InOrder`] steps on this thread, the [`Lane::Beside`] ones on a second thread
+/// joined before [`JOINS_BEFORE`]. When both lanes fail, the in-order lane's error is
+/// returned.
 pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildReport> {
-    let mut ctx = BuildContext::prepare(request, tools).map_err(in_step(BuildStep::Prepare))?;
+    let workshop = Workshop::prepare(request, tools).map_err(in_step(BuildStep::Prepare))?;
     let shown = STEPS.iter().filter(|def| def.shown).count() as u64;
-    let mut progress = Progress::new(shown, request.progress);
-    let mut reports = Vec::new();
-    for def in STEPS {
-        let name = def.step.name();
-        if def.shown {
-            progress.start(name);
+    let progress = SharedProgress::new(Progress::new(shown, request.progress));
+    let (mut reports, outputs) = std::thread::scope(|scope| -> Result<_> {
+        let beside =
+            scope.spawn(|| run_lane(BuildContext::new(&workshop), Lane::Beside, &progress));
+        let mut beside = Some(beside);
+        let mut ctx = BuildContext::new(&workshop);
+        let mut reports = Vec::new();
+        for (place, def) in STEPS.iter().enumerate() {
+            if def.lane != Lane::InOrder {
+                continue;
+            }
+            if def.step == JOINS_BEFORE {
+                if let Some(beside) = beside.take() {
+                    let (beside_ctx, beside_reports) = match beside.join() {
+                        Ok(lane) => lane?,
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    };
+                    ctx.join_beside(beside_ctx);
+                    reports.extend(beside_reports);
+                }
+            }
+            reports.extend(run_step(place, def, &mut ctx, &progress)?);
         }
-        let started = Instant::now();
-        let reuse = (def.run)(&mut ctx).map_err(in_step(def.step))?;
-        if def.shown {
-            let elapsed = started.elapsed();
-            progress.finish(name, reuse, elapsed);
-            reports.push(StepReport {
-                name: name.to_owned(),
-                reuse,
-                seconds: elapsed.as_secs_f64(),
-            });
+        Ok((reports, std::mem::take(&mut ctx.made.outputs)))
+    })?;
+    lock(&progress).close();
+    reports.sort_by_key(|(place, _)| *place);
+    Ok(BuildReport {
+        epoch: workshop.epoch,
+        steps: reports.into_iter().map(|(_, report)| report).collect(),
+        outputs,
+    })
+}
+
+/// Runs the steps of `lane` in table order on `ctx`; returns the context with what they
+/// made, and their reports.
+fn run_lane<'a>(
+    mut ctx: BuildContext<'a>,
+    lane: Lane,
+    progress: &SharedProgress,
+) -> Result<(BuildContext<'a>, Vec<PlacedReport>)> {
+    let mut reports = Vec::new();
+    for (place, def) in STEPS.iter().enumerate() {
+        if def.lane == lane {
+            reports.extend(run_step(place, def, &mut ctx, progress)?);
         }
     }
-    progress.close();
-    Ok(BuildReport {
-        epoch: ctx.epoch,
-        steps: reports,
-        outputs: std::mem::take(&mut ctx.made.outputs),
-    })
+    Ok((ctx, reports))
+}
+
+/// Runs one step (the `place`-th of [`STEPS`]), showing its progress; its report when shown.
+fn run_step(
+    place: usize,
+    def: &StepDef,
+    ctx: &mut BuildContext<'_>,
+    progress: &SharedProgress,
+) -> Result<Option<PlacedReport>> {
+    let name = def.step.name();
+    if def.shown {
+        lock(progress).start(name);
+    }
+    let started = Instant::now();
+    let reuse = (def.run)(ctx).map_err(in_step(def.step))?;
+    if !def.shown {
+        return Ok(None);
+    }
+    let elapsed = started.elapsed();
+    lock(progress).finish(name, reuse, elapsed);
+    let report = StepReport {
+        name: name.to_owned(),
+        reuse,
+        seconds: elapsed.as_secs_f64(),
+    };
+    Ok(Some((place, report)))
+}
+
+/// The shared progress, even when a lane panicked while holding it (it only counts and
+/// prints).
+fn lock(progress: &SharedProgress) -> std::sync::MutexGuard<'_, Progress> {
+    progress
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Wraps a step's error so that it names the step.
@@ -643,7 +779,7 @@ fn stage_kernel_and_modules(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>>
     };
     let digest = ctx
         .system
-        .add_file(&ctx.digests, KERNEL_PATH, &kernel.image, 0o644)?;
+        .add_file(ctx.digests, KERNEL_PATH, &kernel.image, 0o644)?;
     ctx.inputs.push(entry(
         &format!("kernel:vmlinuz-{}", kernel.version),
         &digest,
@@ -662,7 +798,7 @@ fn stage_kernel_and_modules(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>>
         let image_path = format!("lib/modules/{}/{}", kernel.version, module.relative);
         let digest = ctx
             .system
-            .add_file(&ctx.digests, &image_path, &path, 0o644)?;
+            .add_file(ctx.digests, &image_path, &path, 0o644)?;
         ctx.inputs
             .push(entry(&format!("kernel-module:{}", module.name), &digest));
         load_order.push_str(&module.relative);
@@ -755,7 +891,7 @@ fn stage_binaries(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
     for library in libraries {
         let digest =
             ctx.system
-                .add_file(&ctx.digests, &library.to_string_lossy(), &library, 0o755)?;
+                .add_file(ctx.digests, &library.to_string_lossy(), &library, 0o755)?;
         ctx.inputs
             .push(entry(&format!("library:{}", library.display()), &digest));
     }
@@ -857,7 +993,7 @@ fn stage_wasm_apps(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
         let path = ctx.request.source_root.join(&module);
         check_wasm(&owner, &module, &path)?;
         let image_path = format!("{APPS_ROOT}/{module}");
-        let digest = ctx.apps.add_file(&ctx.digests, &image_path, &path, 0o644)?;
+        let digest = ctx.apps.add_file(ctx.digests, &image_path, &path, 0o644)?;
         ctx.inputs.push(entry(&format!("app:{module}"), &digest));
         let Some((host, host_digest)) = &ctx.made.wasm_host else {
             continue;
@@ -891,7 +1027,7 @@ fn stage_system_files(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
     // `ldd` for testudo-init's sandbox library discovery (glibc's own `ldd` is a bash script):
     // the dynamic loader's `--list`, run by the image's static busybox.
     ctx.system.add_file(
-        &ctx.digests,
+        ctx.digests,
         "usr/bin/busybox",
         &ctx.request.host.busybox,
         0o755,
@@ -905,15 +1041,12 @@ fn stage_system_files(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
         0o644,
     );
     let keys = &ctx.request.keys;
-    let ca = ctx.system.add_file(
-        &ctx.digests,
-        system_conf::KEYRING_PATH,
-        &keys.ca_cert,
-        0o644,
-    )?;
+    let ca = ctx
+        .system
+        .add_file(ctx.digests, system_conf::KEYRING_PATH, &keys.ca_cert, 0o644)?;
     ctx.inputs.push(entry("key:ca.pem", &ca));
     let deploy_pub = ctx.system.add_file(
-        &ctx.digests,
+        ctx.digests,
         &format!("{}/deploy.ed25519.pub", rootfs::KEYS_DIR),
         &keys.deploy_pub,
         0o644,
@@ -921,7 +1054,7 @@ fn stage_system_files(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
     ctx.inputs
         .push(entry("key:deploy.ed25519.pub", &deploy_pub));
     let roots = ctx.system.add_file(
-        &ctx.digests,
+        ctx.digests,
         rootfs::UPDATE_ROOT_KEYS_PATH,
         &keys::update_root_keys_of(keys),
         0o644,
@@ -936,7 +1069,7 @@ fn stage_system_files(ctx: &mut BuildContext<'_>) -> Result<Option<Reuse>> {
         }
         let digest = ctx
             .system
-            .add_file(&ctx.digests, rootfs::TRUST_ANCHORS_PATH, &path, 0o644)?;
+            .add_file(ctx.digests, rootfs::TRUST_ANCHORS_PATH, &path, 0o644)?;
         ctx.inputs.push(entry("trust-anchors.pem", &digest));
     }
     ctx.system
@@ -1387,6 +1520,25 @@ mod tests {
                 "manifest",
             ]
         );
+    }
+
+    #[test]
+    fn the_steps_beside_the_rootfs_come_before_the_step_that_joins_them() {
+        let beside: Vec<BuildStep> = STEPS
+            .iter()
+            .filter(|def| def.lane == Lane::Beside)
+            .map(|def| def.step)
+            .collect();
+        assert_eq!(beside, [BuildStep::Esp, BuildStep::DataPartition]);
+        let place = |step| STEPS.iter().position(|def| def.step == step);
+        let join = place(JOINS_BEFORE).expect("the joining step is in the table");
+        assert_eq!(STEPS[join].lane, Lane::InOrder);
+        for step in beside {
+            assert!(
+                place(step) < Some(join),
+                "{step} is listed after {JOINS_BEFORE}"
+            );
+        }
     }
 
     #[test]

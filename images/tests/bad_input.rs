@@ -32,6 +32,34 @@ fn a_failing_step_is_named_in_the_error() {
 }
 
 #[test]
+fn a_step_failing_beside_the_rootfs_is_named_and_no_disk_image_is_made() {
+    let mut fx = common::fixture();
+    fx.request.host.grub_modules = fx.request.source_root.join("no-such-grub-modules");
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
+    assert_eq!(err.step(), Some(BuildStep::Esp), "{err}");
+    assert_eq!(err.to_string(), "build step `esp` failed");
+    let cause = std::error::Error::source(&err).expect("the cause is the source");
+    assert!(
+        cause.to_string().contains("no-such-grub-modules"),
+        "the cause names the missing directory: {cause}"
+    );
+    // The in-order steps ran up to the one that needs the ESP, and stopped there.
+    assert!(fx.request.out_dir.join("rootfs.img").exists());
+    for never in ["disk.img", "update.raucb", "manifest.json"] {
+        assert!(!fx.request.out_dir.join(never).exists(), "{never} was made");
+    }
+}
+
+#[test]
+fn when_both_lanes_fail_the_in_order_step_is_named() {
+    let mut fx = common::fixture();
+    fx.request.host.busybox = fx.request.source_root.join("no-such-busybox");
+    fx.request.host.grub_modules = fx.request.source_root.join("no-such-grub-modules");
+    let err = testudo_images::build(&fx.request, &testudo_images::HostTools::new()).unwrap_err();
+    assert_eq!(err.step(), Some(BuildStep::Initramfs), "{err}");
+}
+
+#[test]
 fn a_module_that_is_not_wasm_is_refused() {
     let fx = common::fixture();
     std::fs::write(fx.request.source_root.join("apps/app.wasm"), "#!/bin/sh\n").unwrap();
