@@ -5,17 +5,24 @@ use std::path::PathBuf;
 /// Everything that can go wrong preparing or starting a sandboxed process.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    /// A seccomp policy file is not valid seccompiler JSON.
-    #[error("seccomp policy {policy} does not compile")]
-    PolicyCompile {
+    /// A rule of a seccomp policy asks for what the compiler does not do.
+    #[error("seccomp policy {policy} has {problem}")]
+    PolicyRule {
         /// The policy (a role's name, or a WASM host's run-phase filter).
         policy: &'static str,
-        /// What seccompiler said.
-        #[source]
-        source: seccompiler::Error,
+        /// What the rule asks for.
+        problem: &'static str,
+    },
+    /// A rule of a seccomp policy names no x86_64 syscall.
+    #[error("seccomp policy {policy} names `{syscall}`, which is not an x86_64 syscall")]
+    PolicyUnknownSyscall {
+        /// The policy.
+        policy: &'static str,
+        /// The name.
+        syscall: String,
     },
     /// A seccomp policy file is not JSON.
-    #[error("seccomp policy {policy} is not valid JSON")]
+    #[error("seccomp policy {policy} is not a valid policy document")]
     PolicyParse {
         /// The policy.
         policy: &'static str,

@@ -21,6 +21,7 @@ pub mod pidfd;
 pub mod policy;
 mod prepare;
 mod report;
+mod search_filter;
 mod spawn;
 mod spec;
 mod sys;
