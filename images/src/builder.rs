@@ -119,10 +119,12 @@ pub struct StepReport {
 pub struct BuildReport {
     /// The build clock used.
     pub epoch: SourceDateEpoch,
-    /// Steps in order.
+    /// Steps in table order (each with its own time; the two lanes' steps overlap).
     pub steps: Vec<StepReport>,
     /// The output files with their digests.
     pub outputs: Vec<Entry>,
+    /// The whole build's wall time, in seconds (shown, never written into an output).
+    pub seconds: f64,
 }
 
 /// `/usr/bin/ldd` in the image: what glibc's ldd prints for one binary, without bash.
@@ -377,9 +379,10 @@ type StepFn = fn(&mut BuildContext<'_>) -> Result<Option<Reuse>>;
 pub enum Lane {
     /// The build's own thread, in table order: the step sees what every step before it made.
     InOrder,
-    /// A second thread, started with the build: the step reads only the plan, the build clock,
-    /// the tools and the caches (never what another step made), so it runs beside the
-    /// in-order steps. What it makes joins the build before [`JOINS_BEFORE`].
+    /// A second thread, started with the build: the step reads only the request (the plan,
+    /// the host paths), the build clock, the tools and the caches, never what another step
+    /// made, so it runs beside the in-order steps. What it makes joins the build before
+    /// [`JOINS_BEFORE`].
     Beside,
 }
 
@@ -535,9 +538,9 @@ struct EspMade {
     grubenv: Vec<u8>,
 }
 
-/// What every step of one build reads and none changes: the request, the build clock, the
-/// caches and the scratch directory. The steps of both lanes share it.
-struct Workshop<'a> {
+/// What every step of one build reads and none changes: the request, the tools, the build
+/// clock, the caches and the scratch directory. The steps of both lanes share it.
+struct BuildEnvironment<'a> {
     request: &'a BuildRequest,
     tools: &'a dyn ToolRunner,
     epoch: SourceDateEpoch,
@@ -547,7 +550,7 @@ struct Workshop<'a> {
     scratch: tempfile::TempDir,
 }
 
-impl<'a> Workshop<'a> {
+impl<'a> BuildEnvironment<'a> {
     /// The [`BuildStep::Prepare`] step: the build clock, cache and directories.
     fn prepare(request: &'a BuildRequest, tools: &'a dyn ToolRunner) -> Result<Self> {
         let epoch = SourceDateEpoch::determine(
@@ -560,7 +563,7 @@ impl<'a> Workshop<'a> {
         let digests = DigestCache::open(&request.cache_dir.join("digests"))?;
         fs::create_dir_all(&request.out_dir).map_err(ImageError::write(&request.out_dir))?;
         let scratch = tempfile_in(&request.cache_dir.join("tmp"))?;
-        Ok(Workshop {
+        Ok(BuildEnvironment {
             request,
             tools,
             epoch,
@@ -593,15 +596,15 @@ struct BuildContext<'a> {
 
 impl<'a> BuildContext<'a> {
     /// A lane's context, nothing made yet.
-    fn new(workshop: &'a Workshop<'a>) -> Self {
+    fn new(environment: &'a BuildEnvironment<'a>) -> Self {
         BuildContext {
-            request: workshop.request,
-            plan: &workshop.request.plan,
-            tools: workshop.tools,
-            epoch: workshop.epoch,
-            cache: &workshop.cache,
-            digests: &workshop.digests,
-            work: workshop.scratch.path(),
+            request: environment.request,
+            plan: &environment.request.plan,
+            tools: environment.tools,
+            epoch: environment.epoch,
+            cache: &environment.cache,
+            digests: &environment.digests,
+            work: environment.scratch.path(),
             inputs: Vec::new(),
             system: RootfsSpec::default(),
             apps: RootfsSpec::default(),
@@ -624,12 +627,37 @@ impl<'a> BuildContext<'a> {
         &self.plan.compatible
     }
 
-    /// Takes what the [`Lane::Beside`] steps made (the ESP and the data partition), with any
-    /// inputs they recorded after the in-order steps' so far.
+    /// Takes what the [`Lane::Beside`] steps made (today the ESP and the data partition),
+    /// with any inputs they recorded after the in-order steps' so far. Every field of [`Made`]
+    /// is named here, so a field added later is carried over too, or refused on purpose.
     fn join_beside(&mut self, beside: BuildContext<'_>) {
-        let Made { esp, data, .. } = beside.made;
-        self.made.esp = self.made.esp.take().or(esp);
-        self.made.data = self.made.data.take().or(data);
+        let Made {
+            kernel,
+            initramfs_modules,
+            wasm_host,
+            mksquashfs_version,
+            system_layer,
+            rootfs,
+            esp,
+            data,
+            disk_map,
+            bundle_payload,
+            outputs,
+        } = beside.made;
+        let made = &mut self.made;
+        made.kernel = made.kernel.take().or(kernel);
+        made.initramfs_modules.extend(initramfs_modules);
+        made.wasm_host = made.wasm_host.take().or(wasm_host);
+        if made.mksquashfs_version.is_empty() {
+            made.mksquashfs_version = mksquashfs_version;
+        }
+        made.system_layer = made.system_layer.take().or(system_layer);
+        made.rootfs = made.rootfs.take().or(rootfs);
+        made.esp = made.esp.take().or(esp);
+        made.data = made.data.take().or(data);
+        made.disk_map = made.disk_map.take().or(disk_map);
+        made.bundle_payload = made.bundle_payload.take().or(bundle_payload);
+        made.outputs.extend(outputs);
         self.inputs.extend(beside.inputs);
     }
 }
@@ -652,14 +680,16 @@ type SharedProgress = std::sync::Mutex<Progress>;
 /// joined before [`JOINS_BEFORE`]. When both lanes fail, the in-order lane's error is
 /// returned.
 pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildReport> {
-    let workshop = Workshop::prepare(request, tools).map_err(in_step(BuildStep::Prepare))?;
+    let started = Instant::now();
+    let environment =
+        BuildEnvironment::prepare(request, tools).map_err(in_step(BuildStep::Prepare))?;
     let shown = STEPS.iter().filter(|def| def.shown).count() as u64;
     let progress = SharedProgress::new(Progress::new(shown, request.progress));
     let (mut reports, outputs) = std::thread::scope(|scope| -> Result<_> {
         let beside =
-            scope.spawn(|| run_lane(BuildContext::new(&workshop), Lane::Beside, &progress));
+            scope.spawn(|| run_lane(BuildContext::new(&environment), Lane::Beside, &progress));
         let mut beside = Some(beside);
-        let mut ctx = BuildContext::new(&workshop);
+        let mut ctx = BuildContext::new(&environment);
         let mut reports = Vec::new();
         for (place, def) in STEPS.iter().enumerate() {
             if def.lane != Lane::InOrder {
@@ -682,9 +712,10 @@ pub fn build(request: &BuildRequest, tools: &dyn ToolRunner) -> Result<BuildRepo
     lock(&progress).close();
     reports.sort_by_key(|(place, _)| *place);
     Ok(BuildReport {
-        epoch: workshop.epoch,
+        epoch: environment.epoch,
         steps: reports.into_iter().map(|(_, report)| report).collect(),
         outputs,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 

@@ -127,7 +127,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .iter()
         .filter(|s| s.reuse == Some(Reuse::Hit))
         .count();
-    let seconds: f64 = report.steps.iter().map(|s| s.seconds).sum();
+    let seconds = report.seconds;
     for output in report.outputs.iter().filter(|o| !o.name.contains(':')) {
         let note = output
             .note

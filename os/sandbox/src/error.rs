@@ -21,7 +21,7 @@ pub enum SandboxError {
         /// The name.
         syscall: String,
     },
-    /// A seccomp policy file is not JSON.
+    /// A seccomp policy file is not JSON, or a rule in it is not of the policy format.
     #[error("seccomp policy {policy} is not a valid policy document")]
     PolicyParse {
         /// The policy.

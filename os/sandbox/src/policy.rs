@@ -38,7 +38,8 @@ use testudo_plan::SandboxRole;
 
 use crate::SandboxError;
 
-/// Named syscalls in the x86_64 table (seccompiler's kernel 6.12 table).
+/// Named syscalls in the x86_64 table (the kernel 6.12 table, as seccompiler and the
+/// `syscalls` crate name them).
 pub const X86_64_SYSCALLS: usize = 373;
 
 /// A role's policy JSON.
@@ -127,12 +128,32 @@ pub fn allowed_syscalls(role: SandboxRole) -> Result<BTreeSet<String>, SandboxEr
     )?))
 }
 
-/// The `main` filter's rules of one policy document.
+/// The `main` filter's rules of one policy document, which must allow what it lists and kill
+/// on anything else (the only actions [`crate::search_filter`] compiles), and hold no other
+/// filter.
 fn main_rules(policy: &'static str, json: &str) -> Result<Vec<serde_json::Value>, SandboxError> {
-    let mut value: serde_json::Value = serde_json::from_str(json)
+    let value: serde_json::Value = serde_json::from_str(json)
         .map_err(|source| SandboxError::PolicyParse { policy, source })?;
-    match value["main"]["filter"].take() {
-        serde_json::Value::Array(rules) => Ok(rules),
+    let serde_json::Value::Object(mut filters) = value else {
+        return Err(SandboxError::PolicyWithoutMainFilter { policy });
+    };
+    let Some(mut main) = filters.remove("main") else {
+        return Err(SandboxError::PolicyWithoutMainFilter { policy });
+    };
+    if !filters.is_empty() {
+        return Err(SandboxError::PolicyRule {
+            policy,
+            problem: "a filter other than `main`",
+        });
+    }
+    if main["match_action"] != "allow" || main["mismatch_action"] != "kill_process" {
+        return Err(SandboxError::PolicyRule {
+            policy,
+            problem: "actions other than `allow` on a match and `kill_process` otherwise",
+        });
+    }
+    match main.get_mut("filter").map(serde_json::Value::take) {
+        Some(serde_json::Value::Array(rules)) => Ok(rules),
         _ => Err(SandboxError::PolicyWithoutMainFilter { policy }),
     }
 }
@@ -171,8 +192,9 @@ pub fn compile(role: SandboxRole) -> Result<Vec<sock_filter>, SandboxError> {
 #[serde(deny_unknown_fields)]
 struct RuleText {
     syscall: String,
+    /// Absent: always allowed. Present: must not be empty (seccompiler refuses an empty list).
     #[serde(default)]
-    args: Vec<ConditionText>,
+    args: Option<Vec<ConditionText>>,
     #[serde(default, rename = "comment")]
     _comment: Option<String>,
 }
@@ -199,6 +221,19 @@ fn compile_rules(
         .iter()
         .map(|rule| syscall_rule(policy, rule))
         .collect::<Result<_, _>>()?;
+    // seccompiler drops a syscall's unconditional rule when it also has conditional ones;
+    // rather than compile either reading, such a policy is refused.
+    let mut conditional = BTreeMap::new();
+    for rule in &rules {
+        let has_conditions = !rule.conditions.is_empty();
+        let first_had_conditions = *conditional.entry(rule.number).or_insert(has_conditions);
+        if first_had_conditions != has_conditions {
+            return Err(SandboxError::PolicyRule {
+                policy,
+                problem: "a syscall listed both with and without argument conditions",
+            });
+        }
+    }
     search_filter::compile(policy, &rules)
 }
 
@@ -214,8 +249,17 @@ fn syscall_rule(
             policy,
             syscall: text.syscall.clone(),
         })?;
-    let conditions = text
-        .args
+    let conditions = match &text.args {
+        None => &[][..],
+        Some(conditions) if conditions.is_empty() => {
+            return Err(SandboxError::PolicyRule {
+                policy,
+                problem: "a rule with an empty `args` list",
+            });
+        }
+        Some(conditions) => &conditions[..],
+    };
+    let conditions = conditions
         .iter()
         .map(|condition| {
             if condition.op != "eq" {
@@ -245,7 +289,7 @@ fn syscall_rule(
 }
 
 /// The x86_64 number of the syscall `name`.
-pub fn syscall_number(name: &str) -> Option<u32> {
+fn syscall_number(name: &str) -> Option<u32> {
     let sysno: syscalls::x86_64::Sysno = name.parse().ok()?;
     u32::try_from(sysno.id()).ok()
 }
@@ -316,6 +360,25 @@ mod tests {
             for nr in numbers {
                 for arch in [AUDIT_ARCH_X86_64, 0x4000_0003 /* i386 */, 0] {
                     let mut argument_sets = vec![[0u64; 6]];
+                    // Each rule of this number with all its conditions met, then with each
+                    // one of them missed by one.
+                    for rule in rules.iter().filter(|rule| {
+                        syscall_number(rule["syscall"].as_str().unwrap_or("")) == Some(nr)
+                    }) {
+                        let mut met = [0u64; 6];
+                        let conditions = rule["args"].as_array().cloned().unwrap_or_default();
+                        for condition in &conditions {
+                            let index = condition["index"].as_u64().unwrap() as usize;
+                            met[index] = condition["val"].as_u64().unwrap();
+                        }
+                        argument_sets.push(met);
+                        for condition in &conditions {
+                            let index = condition["index"].as_u64().unwrap() as usize;
+                            let mut missed = met;
+                            missed[index] = missed[index].wrapping_add(1);
+                            argument_sets.push(missed);
+                        }
+                    }
                     if conditional.contains(&nr) {
                         for index in 0..6 {
                             for &value in &values {
@@ -363,6 +426,31 @@ mod tests {
             err.to_string(),
             "seccomp policy probe has an argument condition other than `eq`"
         );
+        let empty = serde_json::json!({"syscall": "read", "args": []});
+        let err = compile_rules("probe", &[empty]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "seccomp policy probe has a rule with an empty `args` list"
+        );
+        let both = [
+            serde_json::json!({"syscall": "prctl"}),
+            serde_json::json!({"syscall": "prctl", "args": [
+                {"index": 0, "type": "dword", "op": "eq", "val": 15}
+            ]}),
+        ];
+        let err = compile_rules("probe", &both).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "seccomp policy probe has a syscall listed both with and without argument conditions"
+        );
+        let logging =
+            r#"{"main": {"mismatch_action": "log", "match_action": "allow", "filter": []}}"#;
+        let err = main_rules("probe", logging).unwrap_err();
+        assert!(err.to_string().contains("`kill_process`"), "{err}");
+        let two = r#"{"main": {"mismatch_action": "kill_process", "match_action": "allow", "filter": []},
+                      "other": {"mismatch_action": "kill_process", "match_action": "allow", "filter": []}}"#;
+        let err = main_rules("probe", two).unwrap_err();
+        assert!(err.to_string().contains("other than `main`"), "{err}");
         let misspelt = serde_json::json!({"syscall": "read", "arguments": []});
         assert!(matches!(
             compile_rules("probe", &[misspelt]),

@@ -1,7 +1,8 @@
 //! The WASM host's run-phase filters, installed for real in a forked child: without files a
 //! file operation kills the process with `SIGSYS`, with files it runs, and what running needs
-//! (memory, threads' clock, stderr) runs under both. Stacked on nothing here: the policy alone
-//! decides.
+//! (memory, threads' clock, stderr) runs under both; an argument condition lets its value
+//! through and kills on another (`prctl`: naming a thread only). Stacked on nothing here: the
+//! policy alone decides.
 
 use testudo_sandbox::policy::AppRunPolicy;
 
@@ -101,6 +102,40 @@ fn execute_a_program() {
         let path = c"/bin/true";
         let argv = [path.as_ptr(), std::ptr::null()];
         libc::execve(path.as_ptr(), argv.as_ptr(), std::ptr::null());
+    }
+}
+
+fn name_this_thread() {
+    // SAFETY: PR_SET_NAME with a NUL-terminated literal.
+    unsafe {
+        if libc::prctl(libc::PR_SET_NAME, c"probe".as_ptr(), 0, 0, 0) != 0 {
+            libc::_exit(103);
+        }
+    }
+}
+
+fn make_this_process_undumpable() {
+    // SAFETY: PR_SET_DUMPABLE only changes this forked child.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
+#[test]
+fn prctl_runs_only_to_name_a_thread() {
+    for policy in AppRunPolicy::ALL {
+        assert_eq!(
+            run_under(policy, name_this_thread),
+            Ending::Exited(0),
+            "{}",
+            policy.name()
+        );
+        assert_eq!(
+            run_under(policy, make_this_process_undumpable),
+            Ending::Signalled(libc::SIGSYS),
+            "{}",
+            policy.name()
+        );
     }
 }
 
