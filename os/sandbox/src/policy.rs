@@ -221,19 +221,6 @@ fn compile_rules(
         .iter()
         .map(|rule| syscall_rule(policy, rule))
         .collect::<Result<_, _>>()?;
-    // seccompiler drops a syscall's unconditional rule when it also has conditional ones;
-    // rather than compile either reading, such a policy is refused.
-    let mut conditional = BTreeMap::new();
-    for rule in &rules {
-        let has_conditions = !rule.conditions.is_empty();
-        let first_had_conditions = *conditional.entry(rule.number).or_insert(has_conditions);
-        if first_had_conditions != has_conditions {
-            return Err(SandboxError::PolicyRule {
-                policy,
-                problem: "a syscall listed both with and without argument conditions",
-            });
-        }
-    }
     search_filter::compile(policy, &rules)
 }
 

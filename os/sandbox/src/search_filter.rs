@@ -127,7 +127,19 @@ fn syscall_block(
     number: u32,
     alternatives: &[&[ArgEquals]],
 ) -> Result<Vec<sock_filter>, SandboxError> {
-    let rules: Vec<sock_filter> = if alternatives.iter().any(|conditions| conditions.is_empty()) {
+    let unconditional = alternatives
+        .iter()
+        .filter(|conditions| conditions.is_empty())
+        .count();
+    if unconditional > 0 && unconditional < alternatives.len() {
+        // seccompiler drops a syscall's unconditional rule when it also has conditional ones;
+        // rather than compile either reading, such a policy is refused.
+        return Err(SandboxError::PolicyRule {
+            policy,
+            problem: "a syscall listed both with and without argument conditions",
+        });
+    }
+    let rules: Vec<sock_filter> = if unconditional > 0 {
         vec![statement(RETURN, libc::SECCOMP_RET_ALLOW)]
     } else {
         let mut rules: Vec<sock_filter> = alternatives
